@@ -1,0 +1,511 @@
+//! The configuration file: its schema, and the validation that runs before anything is touched.
+//!
+//! Loading is two steps on purpose. `serde` turns TOML into typed structs (rejecting unknown keys
+//! and wrong types); [`validate`] then checks everything serde cannot see — domain syntax,
+//! duplicate names, two certificates fighting over one file, directories that are not writable —
+//! and reports *all* of those problems at once, so an operator fixes the file in one pass.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::keys::KeyType;
+
+/// Where `--config` points when nothing else is said.
+pub const DEFAULT_PATH: &str = "/etc/regcert/config.toml";
+
+const LETSENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+const LETSENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Accounts, issued material, backups and the lock live here.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// How many certificates `renew` works on at the same time.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    pub acme: AcmeConfig,
+    #[serde(default)]
+    pub http01: Http01Config,
+    #[serde(rename = "certificate", default)]
+    pub certificates: Vec<CertificateConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeConfig {
+    /// `letsencrypt`, `letsencrypt-staging` or a directory URL.
+    pub directory: String,
+    #[serde(default)]
+    pub contact: Vec<String>,
+    #[serde(default)]
+    pub accept_terms: bool,
+    /// Extra roots for the ACME server's own TLS (private or test CAs).
+    pub ca_bundle: Option<PathBuf>,
+    pub eab: Option<EabConfig>,
+}
+
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EabConfig {
+    pub kid: String,
+    /// Base64url (or standard base64) HMAC key, as the CA hands it out.
+    pub hmac_key: String,
+}
+
+// The HMAC key is a secret: never let `{:?}` print it.
+impl fmt::Debug for EabConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EabConfig").field("kid", &self.kid).field("hmac_key", &"<redacted>").finish()
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http01Config {
+    /// Address of the built-in responder; default `[::]:80` unless `webroot` is set.
+    pub listen: Option<SocketAddr>,
+    /// Write tokens under `<webroot>/.well-known/acme-challenge/` for an existing web server.
+    pub webroot: Option<PathBuf>,
+}
+
+/// How HTTP-01 challenges are answered, resolved from `[http01]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Http01Mode {
+    Listen(SocketAddr),
+    Webroot(PathBuf),
+}
+
+impl Http01Config {
+    pub fn mode(&self) -> Http01Mode {
+        match (&self.webroot, self.listen) {
+            (Some(dir), _) => Http01Mode::Webroot(dir.clone()),
+            (None, Some(addr)) => Http01Mode::Listen(addr),
+            (None, None) => Http01Mode::Listen(SocketAddr::from(([0u16; 8], 80))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateConfig {
+    pub name: String,
+    /// First = primary name; all go in the SAN.
+    pub domains: Vec<String>,
+    #[serde(default)]
+    pub key: KeyType,
+    /// Renew when less than this is left; default: a third of the certificate's lifetime.
+    #[serde(default, with = "opt_duration")]
+    pub renew_before: Option<Duration>,
+    /// Keep the current private key across renewals (default: a fresh key per issuance).
+    #[serde(default)]
+    pub reuse_key: bool,
+    pub install: InstallConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstallConfig {
+    /// The registry's certificate volume.
+    pub dir: PathBuf,
+    #[serde(default = "default_fullchain")]
+    pub fullchain: String,
+    #[serde(default = "default_key")]
+    pub key: String,
+    /// Mode of the fullchain file (octal string), default "0644".
+    #[serde(default = "default_mode")]
+    pub mode: String,
+    /// Mode of the key file (octal string), default "0600"; never readable by others.
+    #[serde(default = "default_key_mode")]
+    pub key_mode: String,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+}
+
+impl InstallConfig {
+    pub fn fullchain_path(&self) -> PathBuf {
+        self.dir.join(&self.fullchain)
+    }
+    pub fn key_path(&self) -> PathBuf {
+        self.dir.join(&self.key)
+    }
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/regcert")
+}
+fn default_concurrency() -> usize {
+    4
+}
+fn default_fullchain() -> String {
+    "domain.crt".into()
+}
+fn default_key() -> String {
+    "domain.key".into()
+}
+fn default_mode() -> String {
+    "0644".into()
+}
+fn default_key_mode() -> String {
+    "0600".into()
+}
+
+mod opt_duration {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s)
+            .map(Some)
+            .map_err(|e| serde::de::Error::custom(format!("`{s}` is not a duration like \"30d\" or \"12h\": {e}")))
+    }
+
+    pub fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+impl AcmeConfig {
+    /// The directory URL, with the well-known shorthands expanded.
+    pub fn directory_url(&self) -> &str {
+        match self.directory.as_str() {
+            "letsencrypt" => LETSENCRYPT,
+            "letsencrypt-staging" => LETSENCRYPT_STAGING,
+            url => url,
+        }
+    }
+}
+
+/// Everything wrong with a configuration file, ready to print.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        writeln!(f, "invalid configuration {} ({n} problem{}):", self.path.display(), if n == 1 { "" } else { "s" })?;
+        for p in &self.problems {
+            writeln!(f, "  - {}", p.trim_end().replace('\n', "\n    "))?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Read, parse and validate the file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let fail = |problems| ConfigError { path: path.to_owned(), problems };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        fail(vec![format!(
+            "cannot read {}: {e} (pass --config PATH or set REGCERT_CONFIG; config.example.toml documents every key)",
+            path.display()
+        )])
+    })?;
+    let config = parse(&text).map_err(|p| fail(vec![p]))?;
+    let problems = validate(&config);
+    if problems.is_empty() { Ok(config) } else { Err(fail(problems)) }
+}
+
+/// Parse TOML into a [`Config`]; a syntax or schema error is returned as one readable problem.
+pub fn parse(text: &str) -> Result<Config, String> {
+    toml::from_str(text).map_err(|e| with_suggestion(&e.to_string()))
+}
+
+/// serde says "unknown field `domian`, expected one of `name`, `domains`, …"; add the likely fix.
+fn with_suggestion(msg: &str) -> String {
+    let Some(rest) = msg.split("unknown field `").nth(1) else { return msg.to_owned() };
+    let Some(unknown) = rest.split('`').next() else { return msg.to_owned() };
+    let expected: Vec<&str> = rest.split('`').skip(2).step_by(2).filter(|s| !s.is_empty()).collect();
+    match closest(unknown, &expected) {
+        Some(best) => format!("{}\ndid you mean `{best}`?", msg.trim_end()),
+        None => msg.to_owned(),
+    }
+}
+
+fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (edit_distance(word, c), *c))
+        .filter(|(d, c)| *d <= (c.len() / 3).max(2))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// Every semantic problem of a parsed config; empty means valid.
+pub fn validate(config: &Config) -> Vec<String> {
+    let mut problems = Vec::new();
+    validate_acme(&config.acme, &mut problems);
+    if config.concurrency == 0 {
+        problems.push("concurrency = 0: at least one certificate must be worked on; use 1 or more".into());
+    }
+    if let Some(dir) = &config.http01.webroot {
+        if config.http01.listen.is_some() {
+            problems.push("[http01] sets both `listen` and `webroot`: choose one way of answering HTTP-01".into());
+        }
+        if !dir.is_dir() {
+            problems.push(format!(
+                "[http01] webroot {} is not a directory: point it at the document root your web server serves on port 80",
+                dir.display()
+            ));
+        }
+    }
+    if config.certificates.is_empty() {
+        problems.push("no [[certificate]] is configured: add one (see config.example.toml)".into());
+    }
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut files: HashMap<PathBuf, &str> = HashMap::new();
+    for (i, cert) in config.certificates.iter().enumerate() {
+        let at = cert_label(i, cert);
+        if let Some(prev) = names.insert(cert.name.as_str(), i) {
+            problems.push(format!(
+                "{at}: name `{}` is used by certificate #{} too; names must be unique",
+                cert.name,
+                prev + 1
+            ));
+        }
+        validate_certificate(&at, cert, &mut problems);
+        for file in [cert.install.fullchain_path(), cert.install.key_path()] {
+            if let Some(other) = files.insert(file.clone(), &cert.name) {
+                if other != cert.name {
+                    problems.push(format!(
+                        "{at}: writes {} which certificate `{other}` writes too; give each certificate its own files",
+                        file.display()
+                    ));
+                }
+            }
+        }
+    }
+    problems
+}
+
+fn cert_label(i: usize, cert: &CertificateConfig) -> String {
+    if cert.name.is_empty() {
+        format!("[[certificate]] #{}", i + 1)
+    } else {
+        format!("[[certificate]] `{}`", cert.name)
+    }
+}
+
+fn validate_acme(acme: &AcmeConfig, problems: &mut Vec<String>) {
+    let url = acme.directory_url();
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        problems.push(format!(
+            "[acme] directory = \"{}\": use \"letsencrypt\", \"letsencrypt-staging\" or the CA's directory URL (https://…)",
+            acme.directory
+        ));
+    }
+    if !acme.accept_terms {
+        problems.push(
+            "[acme] accept_terms is not true: the CA requires agreeing to its terms of service to create an account; \
+             read them and set accept_terms = true"
+                .into(),
+        );
+    }
+    for c in &acme.contact {
+        if !c.starts_with("mailto:") || !c[7..].contains('@') {
+            problems.push(format!("[acme] contact \"{c}\": write contacts as \"mailto:ops@example.com\""));
+        }
+    }
+    if let Some(bundle) = &acme.ca_bundle {
+        if let Err(e) = crate::certinfo::read_pem_certs(bundle) {
+            problems.push(format!("[acme] ca_bundle: {e}"));
+        }
+    }
+    if let Some(eab) = &acme.eab {
+        if eab.kid.is_empty() {
+            problems.push("[acme] eab.kid is empty: copy the key identifier your CA gave you".into());
+        }
+        if crate::obtain::account::decode_hmac_key(&eab.hmac_key).is_err() {
+            problems.push("[acme] eab.hmac_key is not base64: copy the HMAC key exactly as your CA gave it".into());
+        }
+    }
+}
+
+fn validate_certificate(at: &str, cert: &CertificateConfig, problems: &mut Vec<String>) {
+    if cert.name.is_empty() || !cert.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) || cert.name.starts_with('.') {
+        problems.push(format!(
+            "{at}: name \"{}\" must be non-empty and use only letters, digits, '-', '_' and '.' (it names a directory in state_dir)",
+            cert.name
+        ));
+    }
+    if cert.domains.is_empty() {
+        problems.push(format!("{at}: domains is empty: list at least one DNS name"));
+    }
+    for d in &cert.domains {
+        if let Err(why) = check_domain(d) {
+            problems.push(format!("{at}: domain \"{d}\" {why}"));
+        } else if d.starts_with("*.") {
+            problems.push(format!(
+                "{at}: wildcard \"{d}\" cannot be validated with HTTP-01; a wildcard needs the DNS-01 challenge"
+            ));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for d in &cert.domains {
+        if !seen.insert(d.to_ascii_lowercase()) {
+            problems.push(format!("{at}: domain \"{d}\" is listed twice"));
+        }
+    }
+    if let Some(rb) = cert.renew_before {
+        if rb.is_zero() {
+            problems.push(format!("{at}: renew_before = 0 would never renew; remove it to use the default (a third of the lifetime)"));
+        }
+    }
+    validate_install(at, &cert.install, problems);
+}
+
+fn validate_install(at: &str, install: &InstallConfig, problems: &mut Vec<String>) {
+    for (key, file) in [("fullchain", &install.fullchain), ("key", &install.key)] {
+        if file.is_empty() || file.contains('/') || file == "." || file == ".." {
+            problems.push(format!("{at}: install.{key} = \"{file}\" must be a plain file name inside install.dir"));
+        }
+    }
+    if install.fullchain == install.key {
+        problems.push(format!("{at}: install.fullchain and install.key are both \"{}\"; use two files", install.key));
+    }
+    match parse_mode(&install.mode) {
+        Ok(_) => {}
+        Err(e) => problems.push(format!("{at}: install.mode {e}")),
+    }
+    match parse_mode(&install.key_mode) {
+        Ok(m) if m & 0o007 != 0 => problems.push(format!(
+            "{at}: install.key_mode = \"{}\" lets every user read the private key; use \"0600\" or \"0640\" with a group",
+            install.key_mode
+        )),
+        Ok(_) => {}
+        Err(e) => problems.push(format!("{at}: install.key_mode {e}")),
+    }
+    if let Some(owner) = &install.owner {
+        if crate::fsutil::lookup_user(owner).is_none() {
+            problems.push(format!("{at}: install.owner \"{owner}\" is not a user on this host"));
+        }
+    }
+    if let Some(group) = &install.group {
+        if crate::fsutil::lookup_group(group).is_none() {
+            problems.push(format!("{at}: install.group \"{group}\" is not a group on this host"));
+        }
+    }
+    if let Err(e) = crate::fsutil::check_writable_dir(&install.dir) {
+        problems.push(format!("{at}: install.dir {e}"));
+    }
+}
+
+/// Parse an octal mode such as "0644"; only permission bits are accepted.
+pub fn parse_mode(s: &str) -> Result<u32, String> {
+    match u32::from_str_radix(s, 8) {
+        Ok(m) if m <= 0o777 => Ok(m),
+        _ => Err(format!("= \"{s}\" is not an octal file mode like \"0644\"")),
+    }
+}
+
+/// Syntax of a DNS name as ACME CAs accept it (LDH labels, optional leading `*.`).
+pub fn check_domain(d: &str) -> Result<(), &'static str> {
+    if d.parse::<std::net::IpAddr>().is_ok() {
+        return Err("is an IP address: ACME here issues for DNS names; IP certificates need a private CA");
+    }
+    let name = d.strip_prefix("*.").unwrap_or(d);
+    if name.is_empty() || name.len() > 253 {
+        return Err("is not a valid DNS name (empty or longer than 253 characters)");
+    }
+    if name.ends_with('.') {
+        return Err("ends with a dot: write it without the trailing dot");
+    }
+    if d != d.to_ascii_lowercase() {
+        return Err("has upper-case letters: write DNS names in lower case");
+    }
+    for label in name.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            return Err("is not a valid DNS name (labels are 1-63 letters, digits or '-', not starting or ending with '-'; use punycode for IDNs)");
+        }
+    }
+    Ok(())
+}
+
+impl Config {
+    /// The certificates `--cert` selects (all when none is named); unknown names are an error.
+    pub fn select(&self, names: &[String]) -> Result<Vec<&CertificateConfig>, String> {
+        if names.is_empty() {
+            return Ok(self.certificates.iter().collect());
+        }
+        let mut out = Vec::new();
+        for n in names {
+            match self.certificates.iter().find(|c| &c.name == n) {
+                Some(c) => out.push(c),
+                None => {
+                    let known: Vec<&str> = self.certificates.iter().map(|c| c.name.as_str()).collect();
+                    return Err(format!("--cert {n}: no such certificate in the config (known: {})", known.join(", ")));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_closest_key() {
+        let msg = "unknown field `domian`, expected one of `name`, `domains`, `key`";
+        assert!(with_suggestion(msg).ends_with("did you mean `domains`?"));
+        assert_eq!(with_suggestion("unknown field `zzzzzz`, expected `name`"), "unknown field `zzzzzz`, expected `name`");
+    }
+
+    #[test]
+    fn domain_syntax() {
+        assert!(check_domain("registry.example.com").is_ok());
+        assert!(check_domain("*.example.com").is_ok());
+        assert!(check_domain("-bad.example.com").is_err());
+        assert!(check_domain("Registry.example.com").is_err());
+        assert!(check_domain("a..b").is_err());
+        assert!(check_domain("192.168.1.1").is_err());
+        assert!(check_domain("under_score.example").is_err());
+    }
+
+    #[test]
+    fn modes() {
+        assert_eq!(parse_mode("0640"), Ok(0o640));
+        assert!(parse_mode("0999").is_err());
+        assert!(parse_mode("7777").is_err());
+    }
+
+    #[test]
+    fn directory_shorthands() {
+        let acme = AcmeConfig { directory: "letsencrypt".into(), contact: vec![], accept_terms: true, ca_bundle: None, eab: None };
+        assert_eq!(acme.directory_url(), LETSENCRYPT);
+    }
+}

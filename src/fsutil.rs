@@ -1,0 +1,133 @@
+//! Crash-safe file writes. A reader (the registry, a restarting container) sees either the old
+//! file or the new one, never a half-written one, and a private key is never readable by anyone
+//! else, not even for the instant between creating and chmod-ing a file.
+
+use std::ffi::CString;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::fs::{PermissionsExt, fchown};
+use std::path::Path;
+
+/// Prefix of our temporary files, so that leftovers of a killed run can be recognised and removed.
+const TEMP_PREFIX: &str = ".regcert-tmp-";
+
+/// Ownership and mode a written file must end up with.
+#[derive(Debug, Clone, Copy)]
+pub struct FileSpec {
+    pub mode: u32,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}
+
+impl FileSpec {
+    pub const PRIVATE: FileSpec = FileSpec { mode: 0o600, uid: None, gid: None };
+    pub const PUBLIC: FileSpec = FileSpec { mode: 0o644, uid: None, gid: None };
+}
+
+/// Write `data` to `path` atomically: temp file in the same directory (created 0600), owner and
+/// mode set on the temp file, fsync, rename over `path`, fsync the directory.
+pub fn write_atomic(path: &Path, data: &[u8], spec: FileSpec) -> io::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    // tempfile creates with O_EXCL and mode 0600, so key bytes are private from the first write.
+    let mut tmp = tempfile::Builder::new().prefix(TEMP_PREFIX).tempfile_in(dir)?;
+    tmp.write_all(data)?;
+    let file = tmp.as_file();
+    if spec.uid.is_some() || spec.gid.is_some() {
+        fchown(file, spec.uid, spec.gid)?;
+    }
+    file.set_permissions(fs::Permissions::from_mode(spec.mode))?;
+    file.sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Remove temp files a killed regcert left behind in `dir` (they may hold key material).
+pub fn remove_stale_temps(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Create a directory (and parents) readable only by its owner.
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+use std::os::unix::fs::DirBuilderExt;
+
+/// Is `dir` an existing directory we can create files in? Checked by really creating one,
+/// because permission bits lie (root, read-only mounts, ACLs).
+pub fn check_writable_dir(dir: &Path) -> Result<(), String> {
+    match fs::metadata(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(format!(
+                "{} does not exist: create it (it should be the directory the registry mounts as its cert volume)",
+                dir.display()
+            ));
+        }
+        Err(e) => return Err(format!("{} cannot be read: {e}", dir.display())),
+        Ok(m) if !m.is_dir() => return Err(format!("{} is not a directory", dir.display())),
+        Ok(_) => {}
+    }
+    tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .tempfile_in(dir)
+        .map(drop)
+        .map_err(|e| format!("{} is not writable by this user: {e} (run regcert as a user that may write there, or fix its permissions)", dir.display()))
+}
+
+pub fn lookup_user(name: &str) -> Option<u32> {
+    if let Ok(id) = name.parse() {
+        return Some(id);
+    }
+    let c = CString::new(name).ok()?;
+    // SAFETY: getpwnam returns a pointer into static storage or null; we read one field at once.
+    let pw = unsafe { libc::getpwnam(c.as_ptr()) };
+    (!pw.is_null()).then(|| unsafe { (*pw).pw_uid })
+}
+
+pub fn lookup_group(name: &str) -> Option<u32> {
+    if let Ok(id) = name.parse() {
+        return Some(id);
+    }
+    let c = CString::new(name).ok()?;
+    // SAFETY: as above, for getgrnam.
+    let gr = unsafe { libc::getgrnam(c.as_ptr()) };
+    (!gr.is_null()).then(|| unsafe { (*gr).gr_gid })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn atomic_write_sets_mode_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k.pem");
+        write_atomic(&p, b"one", FileSpec::PRIVATE).unwrap();
+        write_atomic(&p, b"two", FileSpec { mode: 0o640, uid: None, gid: None }).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o640);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn writable_dir_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(check_writable_dir(dir.path()).is_ok());
+        assert!(check_writable_dir(&dir.path().join("nope")).unwrap_err().contains("does not exist"));
+        let f = dir.path().join("file");
+        fs::write(&f, "x").unwrap();
+        assert!(check_writable_dir(&f).unwrap_err().contains("not a directory"));
+        assert_eq!(lookup_user("root"), Some(0));
+        assert_eq!(lookup_user("no-such-user-xyz"), None);
+    }
+}

@@ -1,0 +1,104 @@
+//! Step two of the pipeline: put fullchain and key into the registry's certificate directory.
+//!
+//! The install dir receives only the two configured files. Before they are replaced, the pair
+//! that was there is copied to `state_dir/certs/<name>/previous/`, so a later step (or an
+//! operator) can put it back.
+
+use std::fs;
+use std::path::Path;
+
+use crate::certinfo::{LeafInfo, parse_pem_certs};
+use crate::config::{CertificateConfig, InstallConfig, parse_mode};
+use crate::fsutil::{FileSpec, create_private_dir, remove_stale_temps, write_atomic};
+use crate::keys::spki_of_key_pem;
+use crate::state::StateDir;
+
+/// What the install dir holds now.
+#[derive(Debug)]
+pub struct Installed {
+    pub leaf: LeafInfo,
+    /// Certificates after the leaf in the installed fullchain.
+    pub intermediates: usize,
+    /// Does the installed key belong to the installed leaf?
+    pub key_matches: bool,
+}
+
+/// Read the installed pair: `Ok(None)` when no fullchain is installed yet.
+pub fn read_installed(install: &InstallConfig) -> Result<Option<Installed>, String> {
+    let path = install.fullchain_path();
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read the installed certificate {}: {e}", path.display())),
+    };
+    let key = fs::read_to_string(install.key_path()).ok();
+    inspect_pair(&bytes, key.as_deref()).map(Some).map_err(|e| format!("installed certificate {} {e}", path.display()))
+}
+
+/// Facts about a fullchain PEM and (if given) whether `key_pem` is its key.
+pub fn inspect_pair(fullchain: &[u8], key_pem: Option<&str>) -> Result<Installed, String> {
+    let chain = parse_pem_certs(fullchain)?;
+    let leaf = LeafInfo::parse(&chain[0])?;
+    let key_matches = key_pem.and_then(spki_of_key_pem).is_some_and(|spki| spki == leaf.spki);
+    Ok(Installed { leaf, intermediates: chain.len() - 1, key_matches })
+}
+
+/// Owner and modes for the two files, from `[certificate.install]` (validated at load time).
+fn file_specs(install: &InstallConfig) -> (FileSpec, FileSpec) {
+    let uid = install.owner.as_deref().and_then(crate::fsutil::lookup_user);
+    let gid = install.group.as_deref().and_then(crate::fsutil::lookup_group);
+    let mode = parse_mode(&install.mode).unwrap_or(0o644);
+    let key_mode = parse_mode(&install.key_mode).unwrap_or(0o600);
+    (FileSpec { mode, uid, gid }, FileSpec { mode: key_mode, uid, gid })
+}
+
+/// Install `fullchain` and `key` for `cert`, keeping the pair they replace as the backup.
+///
+/// Key first, then fullchain: two renames cannot be one atomic step, but the registry reads
+/// both only when it (re)starts, which happens after this returns. If the fullchain cannot be
+/// written, the old key is put back so the directory holds a matching pair again; if the
+/// process dies in between, the renewal policy sees a key that does not match its certificate
+/// and renews.
+pub fn install(state: &StateDir, cert: &CertificateConfig, fullchain: &[u8], key: &[u8]) -> Result<(), String> {
+    let install = &cert.install;
+    remove_stale_temps(&install.dir);
+    let (chain_spec, key_spec) = file_specs(install);
+    let previous = backup_current(state, cert)?;
+    let (chain_path, key_path) = (install.fullchain_path(), install.key_path());
+
+    write_atomic(&key_path, key, key_spec).map_err(|e| write_error(&key_path, e))?;
+    if let Err(e) = write_atomic(&chain_path, fullchain, chain_spec) {
+        // Put the old key back so the directory holds a matching pair again.
+        match &previous {
+            Some((_, old_key)) => {
+                let _ = write_atomic(&key_path, old_key, key_spec);
+            }
+            None => {
+                let _ = fs::remove_file(&key_path);
+            }
+        }
+        return Err(write_error(&chain_path, e));
+    }
+    tracing::info!(cert = %cert.name, fullchain = %chain_path.display(), key = %key_path.display(), "installed");
+    Ok(())
+}
+
+fn write_error(path: &Path, e: std::io::Error) -> String {
+    format!("cannot write {}: {e} (check [certificate.install] dir and its permissions)", path.display())
+}
+
+/// Copy the currently installed pair into state_dir; returns it when there was one.
+fn backup_current(state: &StateDir, cert: &CertificateConfig) -> Result<Option<(Vec<u8>, Vec<u8>)>, String> {
+    let install = &cert.install;
+    let (Ok(chain), Ok(key)) = (fs::read(install.fullchain_path()), fs::read(install.key_path())) else {
+        return Ok(None);
+    };
+    let dir = state.previous_dir(&cert.name);
+    let save = || -> std::io::Result<()> {
+        create_private_dir(&dir)?;
+        write_atomic(&dir.join("privkey.pem"), &key, FileSpec::PRIVATE)?;
+        write_atomic(&dir.join("fullchain.pem"), &chain, FileSpec::PUBLIC)
+    };
+    save().map_err(|e| format!("cannot back up the installed pair to {}: {e}; nothing was changed", dir.display()))?;
+    Ok(Some((chain, key)))
+}

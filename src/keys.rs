@@ -1,0 +1,140 @@
+//! Private keys and certificate signing requests for leaves (rcgen on aws-lc-rs).
+
+use std::fmt;
+
+use rcgen::{CertificateParams, KeyPair, PublicKeyData, RsaKeySize, SignatureAlgorithm};
+use serde::{Deserialize, Serialize};
+use zeroize_pem::SecretPem;
+
+/// The key algorithms a leaf may use; the names are the config's spelling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+pub enum KeyType {
+    #[default]
+    #[serde(rename = "ecdsa-p256")]
+    EcdsaP256,
+    #[serde(rename = "ecdsa-p384")]
+    EcdsaP384,
+    #[serde(rename = "rsa-2048")]
+    Rsa2048,
+    #[serde(rename = "rsa-3072")]
+    Rsa3072,
+    #[serde(rename = "rsa-4096")]
+    Rsa4096,
+}
+
+impl fmt::Display for KeyType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KeyType::EcdsaP256 => "ecdsa-p256",
+            KeyType::EcdsaP384 => "ecdsa-p384",
+            KeyType::Rsa2048 => "rsa-2048",
+            KeyType::Rsa3072 => "rsa-3072",
+            KeyType::Rsa4096 => "rsa-4096",
+        })
+    }
+}
+
+impl KeyType {
+    fn algorithm(self) -> &'static SignatureAlgorithm {
+        match self {
+            KeyType::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+            KeyType::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+            KeyType::Rsa2048 | KeyType::Rsa3072 | KeyType::Rsa4096 => &rcgen::PKCS_RSA_SHA256,
+        }
+    }
+
+    /// A fresh key of this type.
+    pub fn generate(self) -> Result<KeyPair, rcgen::Error> {
+        let size = match self {
+            KeyType::EcdsaP256 | KeyType::EcdsaP384 => return KeyPair::generate_for(self.algorithm()),
+            KeyType::Rsa2048 => RsaKeySize::_2048,
+            KeyType::Rsa3072 => RsaKeySize::_3072,
+            KeyType::Rsa4096 => RsaKeySize::_4096,
+        };
+        KeyPair::generate_rsa_for(self.algorithm(), size)
+    }
+}
+
+/// A leaf private key together with the PEM it is stored as.
+pub struct LeafKey {
+    pair: KeyPair,
+    pem: SecretPem,
+}
+
+impl LeafKey {
+    pub fn generate(kind: KeyType) -> Result<Self, rcgen::Error> {
+        let pair = kind.generate()?;
+        let pem = SecretPem::new(pair.serialize_pem());
+        Ok(Self { pair, pem })
+    }
+
+    /// Load a stored key (for `reuse_key`).
+    pub fn from_pem(pem: &str) -> Result<Self, rcgen::Error> {
+        let pair = KeyPair::from_pem(pem)?;
+        Ok(Self { pem: SecretPem::new(pair.serialize_pem()), pair })
+    }
+
+    pub fn pem(&self) -> &str {
+        self.pem.as_str()
+    }
+
+    /// DER SubjectPublicKeyInfo, to match a certificate against this key.
+    pub fn spki_der(&self) -> Vec<u8> {
+        self.pair.subject_public_key_info()
+    }
+
+    /// A CSR (DER) naming every domain in the SAN; the subject is left empty as CAs ignore it.
+    pub fn csr_der(&self, domains: &[String]) -> Result<Vec<u8>, rcgen::Error> {
+        let params = CertificateParams::new(domains.to_vec())?;
+        Ok(params.serialize_request(&self.pair)?.der().to_vec())
+    }
+}
+
+/// The SPKI of a PEM private key, to check that an installed key belongs to its certificate.
+pub fn spki_of_key_pem(pem: &str) -> Option<Vec<u8>> {
+    KeyPair::from_pem(pem).ok().map(|k| k.subject_public_key_info())
+}
+
+mod zeroize_pem {
+    /// PEM text of a private key, wiped from memory when dropped and never printed by `{:?}`.
+    pub struct SecretPem(String);
+
+    impl SecretPem {
+        pub fn new(s: String) -> Self {
+            Self(s)
+        }
+        pub fn as_str(&self) -> &str {
+            &self.0
+        }
+    }
+
+    impl Drop for SecretPem {
+        fn drop(&mut self) {
+            // SAFETY: overwriting with zero bytes keeps the String valid UTF-8.
+            unsafe { self.0.as_bytes_mut() }.iter_mut().for_each(|b| unsafe { std::ptr::write_volatile(b, 0) });
+        }
+    }
+
+    impl std::fmt::Debug for SecretPem {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("<private key redacted>")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use x509_parser::prelude::FromDer;
+
+    #[test]
+    fn every_key_type_makes_a_csr_for_its_key() {
+        for kind in [KeyType::EcdsaP256, KeyType::EcdsaP384, KeyType::Rsa2048] {
+            let key = LeafKey::generate(kind).unwrap();
+            let csr = key.csr_der(&["a.example".into(), "b.example".into()]).unwrap();
+            let (_, req) = x509_parser::certification_request::X509CertificationRequest::from_der(&csr).unwrap();
+            assert_eq!(req.certification_request_info.subject_pki.raw, key.spki_der().as_slice());
+            assert_eq!(spki_of_key_pem(key.pem()).unwrap(), key.spki_der());
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! regcert keeps the TLS certificates of private container registries valid, installed and
+//! proven to work.
+//!
+//! The pipeline reads in module order: [`policy`] decides what is due, [`obtain`] gets a
+//! certificate (with [`challenge`] solvers), [`install`] puts it into the registry's cert
+//! volume, and [`renew`] runs the whole loop for every certificate. [`cli`] is the command line.
+
+pub mod certinfo;
+pub mod challenge;
+pub mod cli;
+pub mod config;
+pub mod fsutil;
+pub mod install;
+pub mod keys;
+pub mod obtain;
+pub mod policy;
+pub mod renew;
+pub mod state;
+pub mod status;

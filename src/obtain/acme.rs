@@ -1,0 +1,137 @@
+//! Obtaining a certificate from an ACME CA (RFC 8555): order, authorize, finalize, download.
+
+use std::time::{Duration, SystemTime};
+
+use instant_acme::{Account, AuthorizationStatus, Identifier, NewOrder, Order, OrderStatus, RetryPolicy};
+
+use crate::certinfo::{LeafInfo, check_chain_links, parse_pem_certs, to_pem, unix};
+use crate::challenge::Solver;
+use crate::config::CertificateConfig;
+use crate::keys::LeafKey;
+use crate::obtain::problem::{describe, describe_problem};
+use crate::state::{Issued, IssuedMeta};
+
+/// An ACME account plus the way it answers challenges; shared by every certificate of a run.
+pub struct AcmeIssuer {
+    account: Account,
+    directory: String,
+    solver: Solver,
+}
+
+/// Poll quickly at first (a local or fast CA answers in milliseconds), then back off; the CA's
+/// Retry-After always wins. Our polling must never be what makes an issuance slow.
+fn poll_policy() -> RetryPolicy {
+    RetryPolicy::new().initial_delay(Duration::from_millis(20)).backoff(1.6).timeout(Duration::from_secs(180))
+}
+
+impl AcmeIssuer {
+    pub fn new(account: Account, directory: String, solver: Solver) -> Self {
+        Self { account, directory, solver }
+    }
+
+    /// Run one order for `cert` with `key` and return the verified result.
+    pub async fn issue(&self, cert: &CertificateConfig, key: LeafKey) -> Result<Issued, String> {
+        let name = cert.name.as_str();
+        let ca = self.directory.as_str();
+        let ids: Vec<Identifier> = cert.domains.iter().map(|d| Identifier::Dns(d.clone())).collect();
+        let mut order = self.account.new_order(&NewOrder::new(&ids)).await.map_err(|e| describe(&e, ca))?;
+        tracing::info!(cert = name, order = order.url(), "ACME order created");
+
+        let mut published = Vec::new();
+        let authorized = self.authorize(&mut order, &mut published).await;
+        for token in &published {
+            self.solver.cleanup(token).await;
+        }
+        authorized?;
+        tracing::info!(cert = name, "names validated");
+
+        let csr = key.csr_der(&cert.domains).map_err(|e| format!("building the CSR: {e}"))?;
+        order.finalize_csr(&csr).await.map_err(|e| format!("finalizing the order: {}", describe(&e, ca)))?;
+        let pem = order.poll_certificate(&poll_policy()).await.map_err(|e| format!("downloading the certificate: {}", describe(&e, ca)))?;
+        let issued = self.check_and_package(cert, key, &pem, order.url())?;
+        tracing::info!(cert = name, serial = %issued.meta.serial, not_after = issued.meta.not_after, "certificate issued");
+        Ok(issued)
+    }
+
+    /// Publish every pending challenge, tell the CA, and wait for the order to become ready.
+    /// Tokens are recorded in `published` as they go out, so the caller can always clean up.
+    async fn authorize(&self, order: &mut Order, published: &mut Vec<String>) -> Result<(), String> {
+        let ca = self.directory.as_str();
+        let kind = self.solver.challenge_type();
+        let mut authzs = order.authorizations();
+        while let Some(authz) = authzs.next().await {
+            let mut authz = authz.map_err(|e| describe(&e, ca))?;
+            let ident = authz.identifier().to_string();
+            match authz.status {
+                AuthorizationStatus::Valid => continue,
+                AuthorizationStatus::Pending => {}
+                other => return Err(format!("authorization for {ident} is {other:?}; the CA will not validate it")),
+            }
+            let mut challenge = authz
+                .challenge(kind.clone())
+                .ok_or_else(|| format!("the CA offers no {kind:?} challenge for {ident}"))?;
+            let key_auth = challenge.key_authorization();
+            let token = challenge.token.clone();
+            self.solver.present(&token, key_auth.as_str()).await?;
+            published.push(token);
+            challenge.set_ready().await.map_err(|e| describe(&e, ca))?;
+            tracing::debug!(identifier = %ident, "challenge ready");
+        }
+        let status = order.poll_ready(&poll_policy()).await.map_err(|e| describe(&e, ca))?;
+        if status == OrderStatus::Ready {
+            return Ok(());
+        }
+        Err(self.validation_failures(order).await)
+    }
+
+    /// Why an order went invalid: each failed challenge's problem, by identifier.
+    async fn validation_failures(&self, order: &mut Order) -> String {
+        let mut reasons = Vec::new();
+        let mut authzs = order.authorizations();
+        while let Some(Ok(authz)) = authzs.next().await {
+            let ident = authz.identifier().to_string();
+            for ch in authz.challenges.iter().filter(|c| c.error.is_some()) {
+                if let Some(p) = &ch.error {
+                    reasons.push(format!("{ident}: {}", describe_problem(p)));
+                }
+            }
+        }
+        if reasons.is_empty() {
+            "the CA marked the order invalid without saying why".to_owned()
+        } else {
+            format!("validation failed: {}", reasons.join("; "))
+        }
+    }
+
+    /// Never hand on a certificate we would not install: it must be for our key, cover every
+    /// name, and come with the intermediates that make its chain complete.
+    fn check_and_package(&self, cert: &CertificateConfig, key: LeafKey, pem: &str, order_url: &str) -> Result<Issued, String> {
+        let chain = parse_pem_certs(pem.as_bytes()).map_err(|e| format!("the CA's certificate download {e}"))?;
+        check_chain_links(&chain)?;
+        let leaf = LeafInfo::parse(&chain[0])?;
+        if leaf.spki != key.spki_der() {
+            return Err("the CA returned a certificate for a different public key than our CSR".into());
+        }
+        if !leaf.covers(&cert.domains) {
+            return Err(format!("the CA returned a certificate for {:?}, not for {:?}", leaf.dns_names, cert.domains));
+        }
+        Ok(Issued {
+            leaf_pem: to_pem(&chain[..1]),
+            chain_pem: to_pem(&chain[1..]),
+            key_pem: key.pem().to_owned(),
+            meta: IssuedMeta {
+                name: cert.name.clone(),
+                domains: cert.domains.clone(),
+                key_type: cert.key,
+                directory: self.directory.clone(),
+                order_url: order_url.to_owned(),
+                issued_at: unix(SystemTime::now()),
+                not_before: leaf.not_before,
+                not_after: leaf.not_after,
+                serial: leaf.serial,
+                sha256: leaf.sha256,
+                issuer: leaf.issuer,
+            },
+        })
+    }
+}

@@ -1,0 +1,50 @@
+//! The HTTPS client regcert uses to talk to an ACME server.
+//!
+//! Trust = the system's roots (or Mozilla's bundled roots when the host has none) plus
+//! `[acme] ca_bundle`, so a private or test CA can be added without losing the public ones.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use instant_acme::{BodyWrapper, HttpClient};
+use rustls::RootCertStore;
+
+use crate::certinfo::read_pem_certs;
+
+/// A root store of the system roots plus the PEM certificates in `extra`.
+pub fn root_store(extra: Option<&Path>) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    if roots.is_empty() {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    }
+    if let Some(path) = extra {
+        for cert in read_pem_certs(path)? {
+            roots.add(cert).map_err(|e| format!("{}: a certificate is not usable as a trust root: {e}", path.display()))?;
+        }
+    }
+    Ok(roots)
+}
+
+/// An HTTP client for instant-acme that trusts `roots`.
+pub fn acme_http_client(roots: RootCertStore) -> Box<dyn HttpClient> {
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map(|b| b.with_root_certificates(roots).with_no_client_auth());
+    let tls = match tls {
+        Ok(tls) => tls,
+        // The aws-lc-rs provider always supports the default versions; this is unreachable.
+        Err(e) => unreachable!("aws-lc-rs supports the default TLS versions: {e}"),
+    };
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .build();
+    Box::new(Client::builder(TokioExecutor::new()).build::<_, BodyWrapper<Bytes>>(https))
+}

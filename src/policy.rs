@@ -1,0 +1,161 @@
+//! When a certificate is due: the renewal policy, kept apart from the mechanics of renewing.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use crate::certinfo::{LeafInfo, unix};
+use crate::config::CertificateConfig;
+use crate::install::Installed;
+
+/// Why a certificate must be renewed now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    Forced,
+    NothingInstalled,
+    Unreadable(String),
+    NamesNotCovered(Vec<String>),
+    KeyTypeChanged { installed: String, wanted: String },
+    KeyMismatch,
+    IncompleteChain,
+    Expiring { days_left: u64 },
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::Forced => write!(f, "--force"),
+            Reason::NothingInstalled => write!(f, "nothing installed yet"),
+            Reason::Unreadable(e) => write!(f, "installed certificate unusable: {e}"),
+            Reason::NamesNotCovered(n) => write!(f, "installed certificate does not cover {}", n.join(", ")),
+            Reason::KeyTypeChanged { installed, wanted } => write!(f, "key type {installed} installed, {wanted} configured"),
+            Reason::KeyMismatch => write!(f, "installed key does not match the installed certificate"),
+            Reason::IncompleteChain => write!(f, "installed fullchain has no intermediate (incomplete chain)"),
+            Reason::Expiring { days_left } => write!(f, "{days_left} days left"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Due(Reason),
+    /// Valid and installed; due at this Unix time.
+    NotDue { due_at: u64 },
+}
+
+/// When `leaf` becomes due: `renew_before` ahead of expiry, or a third of its lifetime.
+pub fn due_at(leaf: &LeafInfo, renew_before: Option<Duration>) -> u64 {
+    let margin = renew_before.unwrap_or(leaf.lifetime() / 3);
+    leaf.not_after.saturating_sub(margin.as_secs())
+}
+
+/// Decide for one certificate from what is installed.
+pub fn decide(cert: &CertificateConfig, installed: Result<Option<&Installed>, String>, now: SystemTime, force: bool) -> Decision {
+    if force {
+        return Decision::Due(Reason::Forced);
+    }
+    let inst = match installed {
+        Err(e) => return Decision::Due(Reason::Unreadable(e)),
+        Ok(None) => return Decision::Due(Reason::NothingInstalled),
+        Ok(Some(i)) => i,
+    };
+    let missing: Vec<String> = cert.domains.iter().filter(|d| !inst.leaf.covers(std::slice::from_ref(d))).cloned().collect();
+    if !missing.is_empty() {
+        return Decision::Due(Reason::NamesNotCovered(missing));
+    }
+    if inst.leaf.key_type != Some(cert.key) {
+        let installed = inst.leaf.key_type.map(|k| k.to_string()).unwrap_or_else(|| "unknown".into());
+        return Decision::Due(Reason::KeyTypeChanged { installed, wanted: cert.key.to_string() });
+    }
+    if !inst.key_matches {
+        return Decision::Due(Reason::KeyMismatch);
+    }
+    if inst.intermediates == 0 {
+        return Decision::Due(Reason::IncompleteChain);
+    }
+    let due = due_at(&inst.leaf, cert.renew_before);
+    if unix(now) >= due {
+        return Decision::Due(Reason::Expiring { days_left: inst.leaf.remaining(now).as_secs() / 86_400 });
+    }
+    Decision::NotDue { due_at: due }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::InstallConfig;
+    use crate::keys::KeyType;
+
+    const DAY: u64 = 86_400;
+
+    fn cert(renew_before: Option<Duration>) -> CertificateConfig {
+        CertificateConfig {
+            name: "r".into(),
+            domains: vec!["a.example".into()],
+            key: KeyType::EcdsaP256,
+            renew_before,
+            reuse_key: false,
+            install: InstallConfig {
+                dir: "/tmp".into(),
+                fullchain: "c".into(),
+                key: "k".into(),
+                mode: "0644".into(),
+                key_mode: "0600".into(),
+                owner: None,
+                group: None,
+            },
+        }
+    }
+
+    fn installed(not_before: u64, days: u64) -> Installed {
+        Installed {
+            leaf: LeafInfo {
+                subject: String::new(),
+                issuer: String::new(),
+                dns_names: vec!["a.example".into()],
+                serial: String::new(),
+                not_before,
+                not_after: not_before + days * DAY,
+                sha256: String::new(),
+                spki: vec![],
+                key_type: Some(KeyType::EcdsaP256),
+            },
+            intermediates: 1,
+            key_matches: true,
+        }
+    }
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn default_is_a_third_of_the_lifetime() {
+        let i = installed(1_000 * DAY, 90);
+        assert_eq!(decide(&cert(None), Ok(Some(&i)), at(1_000 * DAY + 59 * DAY), false), Decision::NotDue { due_at: 1_060 * DAY });
+        assert!(matches!(decide(&cert(None), Ok(Some(&i)), at(1_060 * DAY), false), Decision::Due(Reason::Expiring { days_left: 30 })));
+        // Six-day certificates renew after four days, not never.
+        let short = installed(1_000 * DAY, 6);
+        assert_eq!(decide(&cert(None), Ok(Some(&short)), at(1_000 * DAY), false), Decision::NotDue { due_at: 1_004 * DAY });
+    }
+
+    #[test]
+    fn renew_before_and_other_reasons() {
+        let i = installed(1_000 * DAY, 90);
+        let c = cert(Some(Duration::from_secs(10 * DAY)));
+        assert_eq!(decide(&c, Ok(Some(&i)), at(1_000 * DAY), false), Decision::NotDue { due_at: 1_080 * DAY });
+        assert_eq!(decide(&c, Ok(Some(&i)), at(1_000 * DAY), true), Decision::Due(Reason::Forced));
+        assert_eq!(decide(&c, Ok(None), at(0), false), Decision::Due(Reason::NothingInstalled));
+        let mut other = c.clone();
+        other.domains.push("b.example".into());
+        assert_eq!(decide(&other, Ok(Some(&i)), at(0), false), Decision::Due(Reason::NamesNotCovered(vec!["b.example".into()])));
+        other = c.clone();
+        other.key = KeyType::Rsa2048;
+        assert!(matches!(decide(&other, Ok(Some(&i)), at(0), false), Decision::Due(Reason::KeyTypeChanged { .. })));
+        let mut bad = installed(1_000 * DAY, 90);
+        bad.key_matches = false;
+        assert_eq!(decide(&c, Ok(Some(&bad)), at(0), false), Decision::Due(Reason::KeyMismatch));
+        bad.key_matches = true;
+        bad.intermediates = 0;
+        assert_eq!(decide(&c, Ok(Some(&bad)), at(0), false), Decision::Due(Reason::IncompleteChain));
+    }
+}

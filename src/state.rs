@@ -1,0 +1,177 @@
+//! The state directory: ACME accounts, issued material, backups of what was installed, and the
+//! lock that keeps two regcert processes from working on it at once.
+//!
+//! ```text
+//! state_dir/
+//!   regcert.lock                     held while a process works; says who holds it
+//!   accounts/<hash of directory>.json   ACME account credentials (0600)
+//!   certs/<name>/cert.pem chain.pem fullchain.pem privkey.pem meta.json   last issued
+//!   certs/<name>/previous/fullchain.pem privkey.pem                      last replaced install
+//! ```
+
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::fsutil::{FileSpec, create_private_dir, write_atomic};
+use crate::keys::KeyType;
+
+pub struct StateDir {
+    root: PathBuf,
+}
+
+/// Held while this process works on the state; released when dropped (or the process dies).
+#[derive(Debug)]
+pub struct StateLock {
+    _file: File,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error(
+        "another regcert process holds the lock {path} ({holder}); wait for it to finish, or stop it if it is stuck"
+    )]
+    Busy { path: PathBuf, holder: String },
+    #[error("cannot open the lock file {path}: {source} (check that state_dir is writable by this user)")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+/// Metadata stored next to issued material.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IssuedMeta {
+    pub name: String,
+    pub domains: Vec<String>,
+    pub key_type: KeyType,
+    pub directory: String,
+    pub order_url: String,
+    pub issued_at: u64,
+    pub not_before: u64,
+    pub not_after: u64,
+    pub serial: String,
+    pub sha256: String,
+    pub issuer: String,
+}
+
+/// What a successful issuance produced.
+pub struct Issued {
+    pub leaf_pem: String,
+    pub chain_pem: String,
+    pub key_pem: String,
+    pub meta: IssuedMeta,
+}
+
+impl Issued {
+    pub fn fullchain_pem(&self) -> String {
+        format!("{}{}", self.leaf_pem, self.chain_pem)
+    }
+}
+
+impl StateDir {
+    /// Open (creating, 0700) the state directory.
+    pub fn open(root: &Path) -> Result<Self, String> {
+        create_private_dir(root).map_err(|e| {
+            format!("cannot create state_dir {}: {e} (set state_dir to a directory this user may write)", root.display())
+        })?;
+        Ok(Self { root: root.to_owned() })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Take the state lock without waiting; `who` is recorded for the process that finds it taken.
+    pub fn lock(&self, who: &str) -> Result<StateLock, LockError> {
+        let path = self.root.join("regcert.lock");
+        let io_err = |source| LockError::Io { path: path.clone(), source };
+        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io_err)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                let holder = if holder.is_empty() { "holder unknown".to_owned() } else { holder.to_owned() };
+                return Err(LockError::Busy { path, holder });
+            }
+            Err(TryLockError::Error(e)) => return Err(io_err(e)),
+        }
+        let record = format!("pid {}: {who}\n", std::process::id());
+        file.set_len(0).and_then(|_| file.rewind()).and_then(|_| file.write_all(record.as_bytes())).map_err(io_err)?;
+        Ok(StateLock { _file: file })
+    }
+
+    /// Where the account for an ACME directory URL is kept (one account per directory).
+    pub fn account_path(&self, directory_url: &str) -> PathBuf {
+        let hash = hex::encode(&Sha256::digest(directory_url.as_bytes())[..8]);
+        self.root.join("accounts").join(format!("{hash}.json"))
+    }
+
+    pub fn cert_dir(&self, name: &str) -> PathBuf {
+        self.root.join("certs").join(name)
+    }
+
+    pub fn previous_dir(&self, name: &str) -> PathBuf {
+        self.cert_dir(name).join("previous")
+    }
+
+    /// Keep newly issued material, so that a failed install never costs a second issuance.
+    pub fn save_issued(&self, issued: &Issued) -> io::Result<()> {
+        let dir = self.cert_dir(&issued.meta.name);
+        create_private_dir(&dir)?;
+        write_atomic(&dir.join("privkey.pem"), issued.key_pem.as_bytes(), FileSpec::PRIVATE)?;
+        write_atomic(&dir.join("cert.pem"), issued.leaf_pem.as_bytes(), FileSpec::PUBLIC)?;
+        write_atomic(&dir.join("chain.pem"), issued.chain_pem.as_bytes(), FileSpec::PUBLIC)?;
+        write_atomic(&dir.join("fullchain.pem"), issued.fullchain_pem().as_bytes(), FileSpec::PUBLIC)?;
+        let meta = serde_json::to_vec_pretty(&issued.meta).map_err(io::Error::other)?;
+        write_atomic(&dir.join("meta.json"), &meta, FileSpec::PUBLIC)
+    }
+
+    pub fn load_meta(&self, name: &str) -> Option<IssuedMeta> {
+        let bytes = fs::read(self.cert_dir(name).join("meta.json")).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// The last issued material for `name`, if complete.
+    pub fn load_issued(&self, name: &str) -> Option<Issued> {
+        let dir = self.cert_dir(name);
+        let read = |f: &str| fs::read_to_string(dir.join(f)).ok();
+        Some(Issued {
+            leaf_pem: read("cert.pem")?,
+            chain_pem: read("chain.pem")?,
+            key_pem: read("privkey.pem")?,
+            meta: self.load_meta(name)?,
+        })
+    }
+
+    /// The key of the last issuance, for `reuse_key`.
+    pub fn load_key_pem(&self, name: &str) -> Option<String> {
+        fs::read_to_string(self.cert_dir(name).join("privkey.pem")).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_lock_reports_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let held = state.lock("regcert renew").unwrap();
+        let err = state.lock("regcert status").unwrap_err().to_string();
+        assert!(err.contains(&format!("pid {}: regcert renew", std::process::id())), "{err}");
+        drop(held);
+        assert!(state.lock("again").is_ok());
+    }
+
+    #[test]
+    fn account_paths_differ_per_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        assert_ne!(state.account_path("https://a/dir"), state.account_path("https://b/dir"));
+        assert_eq!(state.account_path("https://a/dir"), state.account_path("https://a/dir"));
+    }
+}

@@ -1,0 +1,81 @@
+//! `regcert status`: what is installed for each certificate and when it is next due.
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::certinfo::{fmt_time, unix};
+use crate::config::CertificateConfig;
+use crate::install::read_installed;
+use crate::policy::{Decision, decide};
+
+#[derive(Debug, Serialize)]
+pub struct CertStatus {
+    pub name: String,
+    pub domains: Vec<String>,
+    /// DNS names in the installed certificate.
+    pub covered: Vec<String>,
+    pub issuer: Option<String>,
+    pub serial: Option<String>,
+    pub not_after: Option<u64>,
+    pub days_left: Option<i64>,
+    /// Unix time the certificate becomes due; `now` when it is due already.
+    pub next_due: Option<u64>,
+    /// Why it is due now, when it is.
+    pub due_reason: Option<String>,
+    pub fullchain: PathBuf,
+    pub key: PathBuf,
+}
+
+pub fn collect(certs: &[&CertificateConfig], now: SystemTime) -> Vec<CertStatus> {
+    certs.iter().map(|c| one(c, now)).collect()
+}
+
+fn one(cert: &CertificateConfig, now: SystemTime) -> CertStatus {
+    let installed = read_installed(&cert.install);
+    let decision = decide(cert, installed.as_ref().map(Option::as_ref).map_err(Clone::clone), now, false);
+    let leaf = installed.ok().flatten().map(|i| i.leaf);
+    let (next_due, due_reason) = match decision {
+        Decision::NotDue { due_at } => (Some(due_at), None),
+        Decision::Due(reason) => (Some(unix(now)), Some(reason.to_string())),
+    };
+    CertStatus {
+        name: cert.name.clone(),
+        domains: cert.domains.clone(),
+        covered: leaf.as_ref().map(|l| l.dns_names.clone()).unwrap_or_default(),
+        issuer: leaf.as_ref().map(|l| l.issuer.clone()),
+        serial: leaf.as_ref().map(|l| l.serial.clone()),
+        not_after: leaf.as_ref().map(|l| l.not_after),
+        days_left: leaf.as_ref().map(|l| (l.not_after as i64 - unix(now) as i64).div_euclid(86_400)),
+        next_due,
+        due_reason,
+        fullchain: cert.install.fullchain_path(),
+        key: cert.install.key_path(),
+    }
+}
+
+/// Human-readable report, one block per certificate.
+pub fn render(statuses: &[CertStatus]) -> String {
+    let mut out = String::new();
+    for s in statuses {
+        out.push_str(&format!("{}\n", s.name));
+        out.push_str(&format!("  names:      {}\n", s.domains.join(", ")));
+        match (&s.issuer, s.not_after) {
+            (Some(issuer), Some(not_after)) => {
+                out.push_str(&format!("  covered:    {}\n", s.covered.join(", ")));
+                out.push_str(&format!("  issuer:     {issuer}\n"));
+                out.push_str(&format!("  serial:     {}\n", s.serial.as_deref().unwrap_or("")));
+                out.push_str(&format!("  not after:  {} ({} days left)\n", fmt_time(not_after), s.days_left.unwrap_or(0)));
+            }
+            _ => out.push_str("  installed:  nothing yet\n"),
+        }
+        match (&s.due_reason, s.next_due) {
+            (Some(reason), _) => out.push_str(&format!("  next due:   now ({reason})\n")),
+            (None, Some(at)) => out.push_str(&format!("  next due:   {}\n", fmt_time(at))),
+            _ => {}
+        }
+        out.push_str(&format!("  install:    {}, {}\n", s.fullchain.display(), s.key.display()));
+    }
+    out
+}
