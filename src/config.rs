@@ -240,7 +240,7 @@ fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
     candidates
         .iter()
         .map(|c| (edit_distance(word, c), *c))
-        .filter(|(d, c)| *d <= (c.len() / 3).max(2))
+        .filter(|(d, c)| *d <= (c.len() / 2).max(2))
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
 }
