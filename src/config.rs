@@ -281,7 +281,7 @@ pub fn validate(config: &Config) -> Vec<String> {
         problems.push("no [[certificate]] is configured: add one (see config.example.toml)".into());
     }
     let mut names: HashMap<&str, usize> = HashMap::new();
-    let mut files: HashMap<PathBuf, &str> = HashMap::new();
+    let mut files: HashMap<PathBuf, (usize, &str)> = HashMap::new();
     for (i, cert) in config.certificates.iter().enumerate() {
         let at = cert_label(i, cert);
         if let Some(prev) = names.insert(cert.name.as_str(), i) {
@@ -293,8 +293,8 @@ pub fn validate(config: &Config) -> Vec<String> {
         }
         validate_certificate(&at, cert, &mut problems);
         for file in [cert.install.fullchain_path(), cert.install.key_path()] {
-            if let Some(other) = files.insert(file.clone(), &cert.name) {
-                if other != cert.name {
+            if let Some((j, other)) = files.insert(file.clone(), (i, &cert.name)) {
+                if j != i {
                     problems.push(format!(
                         "{at}: writes {} which certificate `{other}` writes too; give each certificate its own files",
                         file.display()

@@ -77,11 +77,12 @@ impl AcmeIssuer {
             challenge.set_ready().await.map_err(|e| describe(&e, ca))?;
             tracing::debug!(identifier = %ident, "challenge ready");
         }
-        let status = order.poll_ready(&poll_policy()).await.map_err(|e| describe(&e, ca))?;
-        if status == OrderStatus::Ready {
-            return Ok(());
+        match order.poll_ready(&poll_policy()).await {
+            Ok(OrderStatus::Ready) => Ok(()),
+            // The order's own problem is generic; the failed challenges say which name and why.
+            Ok(_) | Err(instant_acme::Error::Api(_)) => Err(self.validation_failures(order).await),
+            Err(e) => Err(describe(&e, ca)),
         }
-        Err(self.validation_failures(order).await)
     }
 
     /// Why an order went invalid: each failed challenge's problem, by identifier.
@@ -97,7 +98,10 @@ impl AcmeIssuer {
             }
         }
         if reasons.is_empty() {
-            "the CA marked the order invalid without saying why".to_owned()
+            match &order.state().error {
+                Some(p) => describe_problem(p),
+                None => "the CA marked the order invalid without saying why".to_owned(),
+            }
         } else {
             format!("validation failed: {}", reasons.join("; "))
         }

@@ -1,0 +1,276 @@
+//! `regcert renew` against a real Pebble: issuance, no-op, forced and due renewals, key types,
+//! EAB, CA failures, and the files that end up in the registry's cert volume.
+
+mod common;
+
+use common::*;
+use std::fs;
+
+#[test]
+fn issues_installs_then_noop_then_force_keeps_backup() {
+    let pebble = Pebble::start();
+    let s = Setup::new(&pebble, &[cert("registry", &["registry.example.com"], "ecdsa-p256")]);
+
+    let run = s.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("registry: renewed (nothing installed yet)"), "{run:?}");
+    assert!(run.stdout.contains("1 renewed, 0 not due, 0 failed"), "{run:?}");
+
+    let (chain, key) = (s.fullchain("registry"), s.key("registry"));
+    assert_eq!(mode(&chain), 0o644);
+    assert_eq!(mode(&key), 0o600);
+    assert!(pem_count(&chain) >= 2, "fullchain must carry the intermediate");
+    assert_chain_verifies(&chain, &pebble.issuing_root());
+    assert_key_matches(&chain, &key);
+    assert!(cert_text(&chain).contains("DNS:registry.example.com"));
+    // The cert volume receives only the configured files.
+    let mut names: Vec<String> = fs::read_dir(s.install_dir("registry")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["domain.crt", "domain.key"]);
+    // Account and issued material are kept, private where they must be.
+    let accounts: Vec<_> = fs::read_dir(s.state().join("accounts")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(accounts.len(), 1);
+    assert_eq!(mode(&accounts[0]), 0o600);
+    assert_eq!(mode(&s.state().join("certs/registry/privkey.pem")), 0o600);
+    let account_before = fs::read(&accounts[0]).unwrap();
+
+    // Second run: nothing due, nothing touched.
+    let first = fs::read(&chain).unwrap();
+    let run = s.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("registry: not due"), "{run:?}");
+    assert_eq!(fs::read(&chain).unwrap(), first);
+
+    // Forced: a new certificate and key, the old pair kept as backup, same account.
+    let old_key = fs::read(&key).unwrap();
+    let run = s.run(&["renew", "--force"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("registry: renewed (--force)"), "{run:?}");
+    assert_ne!(fs::read(&chain).unwrap(), first);
+    assert_ne!(fs::read(&key).unwrap(), old_key, "a fresh key per issuance");
+    assert_key_matches(&chain, &key);
+    assert_eq!(fs::read(s.state().join("certs/registry/previous/fullchain.pem")).unwrap(), first);
+    assert_eq!(fs::read(s.state().join("certs/registry/previous/privkey.pem")).unwrap(), old_key);
+    assert_eq!(fs::read(&accounts[0]).unwrap(), account_before, "the account is reused, not recreated");
+
+    // status reports what is installed.
+    let run = s.run(&["status", "--json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let st: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(st[0]["name"], "registry");
+    assert_eq!(st[0]["covered"][0], "registry.example.com");
+    assert!(st[0]["days_left"].as_i64().unwrap() > 300);
+    assert!(st[0]["due_reason"].is_null());
+    assert!(st[0]["issuer"].as_str().unwrap().contains("Pebble"), "{}", run.stdout);
+    let text = s.run(&["status"]);
+    assert!(text.stdout.contains("next due:") && text.stdout.contains("domain.crt"), "{text:?}");
+}
+
+#[test]
+fn key_types_and_multi_name_certificates() {
+    let pebble = Pebble::start();
+    let s = Setup::new(
+        &pebble,
+        &[
+            cert("p384", &["a.example.com", "b.example.com"], "ecdsa-p384"),
+            cert("rsa", &["rsa.example.com"], "rsa-2048"),
+            cert("p256", &["x.example.org", "y.example.org", "z.example.net"], "ecdsa-p256"),
+        ],
+    );
+    let run = s.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("3 renewed"), "{run:?}");
+    let root = pebble.issuing_root();
+    for (name, marker) in [("p384", "secp384r1"), ("rsa", "Public-Key: (2048 bit)"), ("p256", "prime256v1")] {
+        assert_chain_verifies(&s.fullchain(name), &root);
+        assert_key_matches(&s.fullchain(name), &s.key(name));
+        assert!(cert_text(&s.fullchain(name)).contains(marker), "{name}: want {marker}");
+    }
+    let text = cert_text(&s.fullchain("p256"));
+    for d in ["x.example.org", "y.example.org", "z.example.net"] {
+        assert!(text.contains(&format!("DNS:{d}")), "SAN must contain {d}");
+    }
+
+    // Changing the key type or the names makes a certificate due without --force.
+    s.edit_config(|t| t.replace("key = \"rsa-2048\"", "key = \"ecdsa-p256\"").replace("\"b.example.com\"]", "\"b.example.com\", \"c.example.com\"]"));
+    let run = s.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("rsa: renewed (key type rsa-2048 installed, ecdsa-p256 configured)"), "{run:?}");
+    assert!(run.stdout.contains("p384: renewed (installed certificate does not cover c.example.com)"), "{run:?}");
+    assert!(run.stdout.contains("p256: not due"), "{run:?}");
+    assert!(cert_text(&s.fullchain("rsa")).contains("prime256v1"));
+}
+
+#[test]
+fn renew_before_makes_a_certificate_due() {
+    let pebble = Pebble::start();
+    let mut c = cert("registry", &["registry.example.com"], "ecdsa-p256");
+    // Pebble issues 5-year leaves: a renew_before longer than that means "due at every run".
+    c.extra = "renew_before = \"3000d\"".into();
+    let s = Setup::new(&pebble, &[c]);
+    assert_eq!(s.run(&["renew"]).code, 0);
+    let first = serial(&s.fullchain("registry"));
+    let run = s.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("registry: renewed (") && run.stdout.contains("days left)"), "{run:?}");
+    assert_ne!(serial(&s.fullchain("registry")), first);
+}
+
+#[test]
+fn dry_run_obtains_but_installs_nothing() {
+    let pebble = Pebble::start();
+    let s = Setup::new(&pebble, &[cert("registry", &["registry.example.com"], "ecdsa-p256")]);
+    let run = s.run(&["renew", "--dry-run"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("dry run: nothing stored or installed"), "{run:?}");
+    assert!(run.stdout.contains("dry run: 1 obtained"), "{run:?}");
+    assert_eq!(fs::read_dir(s.install_dir("registry")).unwrap().count(), 0);
+    assert!(!s.state().join("certs").exists());
+}
+
+#[test]
+fn external_account_binding() {
+    // Pebble's example EAB key (base64url HMAC).
+    let (kid, hmac) = ("kid-1", "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W");
+    let pebble = Pebble::start_with(PebbleOpts { eab: vec![(kid.into(), hmac.into())], ..Default::default() });
+
+    let without = Setup::new(&pebble, &[cert("registry", &["registry.example.com"], "ecdsa-p256")]);
+    let run = without.run(&["renew"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("externalAccountRequired"), "{run:?}");
+    assert!(run.stdout.contains("eab"), "the message must say how to fix it: {run:?}");
+
+    let with = Setup::with_acme_extra(
+        &pebble,
+        &[cert("registry", &["registry.example.com"], "ecdsa-p256")],
+        &format!("eab = {{ kid = \"{kid}\", hmac_key = \"{hmac}\" }}"),
+    );
+    let run = with.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_chain_verifies(&with.fullchain("registry"), &pebble.issuing_root());
+    // The HMAC key is a secret: check-config must not print it.
+    let shown = with.run(&["check-config"]);
+    assert_eq!(shown.code, 0, "{shown:?}");
+    assert!(!shown.stdout.contains(hmac) && shown.stdout.contains("<redacted>"), "{shown:?}");
+}
+
+#[test]
+fn ca_down_leaves_installed_files_untouched() {
+    let mut pebble = Pebble::start();
+    let s = Setup::new(&pebble, &[cert("registry", &["registry.example.com"], "ecdsa-p256")]);
+    assert_eq!(s.run(&["renew"]).code, 0);
+    let (chain, key) = (fs::read(s.fullchain("registry")).unwrap(), fs::read(s.key("registry")).unwrap());
+
+    pebble.stop();
+    let run = s.run(&["renew", "--force"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("registry: FAILED (--force): cannot reach the ACME server"), "{run:?}");
+    assert!(run.stdout.contains(&pebble.directory_url), "the error must name the CA: {run:?}");
+    assert_eq!(fs::read(s.fullchain("registry")).unwrap(), chain);
+    assert_eq!(fs::read(s.key("registry")).unwrap(), key);
+    assert_eq!(fs::read_dir(s.install_dir("registry")).unwrap().count(), 2, "no temp files left behind");
+}
+
+#[test]
+fn refused_identifier_fails_only_that_certificate() {
+    let pebble = Pebble::start_with(PebbleOpts { blocklist: vec!["blocked.example.com".into()], ..Default::default() });
+    let s = Setup::new(
+        &pebble,
+        &[cert("bad", &["blocked.example.com"], "ecdsa-p256"), cert("good", &["good.example.com"], "ecdsa-p256")],
+    );
+    let run = s.run(&["renew"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("bad: FAILED (nothing installed yet): ACME rejectedIdentifier"), "{run:?}");
+    assert!(run.stdout.contains("good: renewed"), "{run:?}");
+    assert!(run.stdout.contains("1 renewed, 0 not due, 1 failed"), "{run:?}");
+    assert!(!s.fullchain("bad").exists());
+    assert_chain_verifies(&s.fullchain("good"), &pebble.issuing_root());
+}
+
+#[test]
+fn validation_failure_names_the_domain() {
+    let pebble = Pebble::start();
+    let s = Setup::new(&pebble, &[cert("registry", &["registry.example.com"], "ecdsa-p256")]);
+    // Answer HTTP-01 on a port the CA does not use: validation must fail with its reason.
+    s.edit_config(|t| t.replace(&format!("127.0.0.1:{}", pebble.http_port), &format!("127.0.0.1:{}", free_port())));
+    let run = s.run(&["renew"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("validation failed: registry.example.com: ACME connection"), "{run:?}");
+    assert_eq!(fs::read_dir(s.install_dir("registry")).unwrap().count(), 0);
+}
+
+#[test]
+fn webroot_mode_serves_tokens_through_an_existing_web_server() {
+    let pebble = Pebble::start();
+    let s = Setup::new(&pebble, &[cert("registry", &["registry.example.com"], "ecdsa-p256")]);
+    let webroot = s.root.path().join("www");
+    fs::create_dir_all(&webroot).unwrap();
+    let mut server = std::process::Command::new("python3")
+        .args(["-m", "http.server", "--bind", "127.0.0.1", &pebble.http_port.to_string(), "--directory"])
+        .arg(&webroot)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 serves the webroot");
+    while std::net::TcpStream::connect(("127.0.0.1", pebble.http_port)).is_err() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    s.edit_config(|t| t.replace(&format!("listen = \"127.0.0.1:{}\"", pebble.http_port), &format!("webroot = \"{}\"", webroot.display())));
+    let run = s.run(&["renew"]);
+    let _ = server.kill();
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_chain_verifies(&s.fullchain("registry"), &pebble.issuing_root());
+    let left = fs::read_dir(webroot.join(".well-known/acme-challenge")).unwrap().count();
+    assert_eq!(left, 0, "tokens are removed after validation");
+}
+
+#[test]
+fn changed_contact_updates_the_same_account() {
+    let pebble = Pebble::start();
+    let s = Setup::new(&pebble, &[cert("registry", &["registry.example.com"], "ecdsa-p256")]);
+    assert_eq!(s.run(&["renew"]).code, 0);
+    let account_file = fs::read_dir(s.state().join("accounts")).unwrap().next().unwrap().unwrap().path();
+    let before: serde_json::Value = serde_json::from_slice(&fs::read(&account_file).unwrap()).unwrap();
+
+    s.edit_config(|t| t.replace("mailto:ops@example.com", "mailto:oncall@example.com"));
+    let run = s.run(&["renew", "--force"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("ACME account contact updated"), "{run:?}");
+    let after: serde_json::Value = serde_json::from_slice(&fs::read(&account_file).unwrap()).unwrap();
+    assert_eq!(after["credentials"]["id"], before["credentials"]["id"], "same account URL");
+    assert_eq!(after["contact"][0], "mailto:oncall@example.com");
+    assert_eq!(fs::read_dir(s.state().join("accounts")).unwrap().count(), 1);
+}
+
+#[test]
+fn second_process_is_refused_while_the_lock_is_held() {
+    let pebble = Pebble::start();
+    let s = Setup::new(&pebble, &[cert("registry", &["registry.example.com"], "ecdsa-p256")]);
+    let state = regcert::state::StateDir::open(&s.state()).unwrap();
+    let held = state.lock("test holder").unwrap();
+    let run = s.run(&["renew"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("another regcert process holds the lock"), "{run:?}");
+    assert!(run.stderr.contains("test holder"), "must say who holds it: {run:?}");
+    assert!(!s.fullchain("registry").exists());
+    drop(held);
+    assert_eq!(s.run(&["renew"]).code, 0);
+}
+
+#[test]
+fn unwritable_install_dir_is_a_config_error() {
+    let pebble = Pebble::start();
+    let s = Setup::new(&pebble, &[cert("registry", &["registry.example.com"], "ecdsa-p256")]);
+    // Run as `nobody`: the install dir belongs to root and is not writable for it.
+    fs::set_permissions(s.root.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", env!("CARGO_BIN_EXE_regcert"), "--config"])
+        .arg(&s.config)
+        .arg("renew")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("install.dir") && stderr.contains("is not writable by this user"), "{stderr}");
+    assert!(!s.state().exists(), "an invalid config touches nothing");
+}
