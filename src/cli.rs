@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, Config};
 use crate::policy::Decision;
-use crate::renew::{self, CertReport, RenewOptions, Renewer};
+use crate::renew::{self, CertReport, Outcome, RenewOptions, Renewer};
 use crate::state::StateDir;
 use crate::status;
 
@@ -104,13 +104,21 @@ pub fn main() -> ExitCode {
 type CmdResult = Result<u8, (u8, String)>;
 
 fn init_logging(format: LogFormat, quiet: bool) {
+    use std::io::IsTerminal;
     let default = if quiet { "warn" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("regcert={default},warn")));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.with_target(false).init(),
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false);
+    // The journal stamps every line itself.
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    match (format, journal) {
+        (LogFormat::Json, _) => builder.json().init(),
+        (LogFormat::Text, true) => builder.without_time().init(),
+        (LogFormat::Text, false) => builder.init(),
     }
 }
 
@@ -147,7 +155,9 @@ fn renew(config: &Config, names: &[String], opts: RenewOptions) -> CmdResult {
     let mut due = Vec::new();
     for (cert, decision) in renew::plan(&certs, opts, SystemTime::now()) {
         match decision {
-            Decision::NotDue { due_at } => reports.push(Some(renew::not_due_report(cert, due_at))),
+            Decision::NotDue { due_at, not_after } => {
+                reports.push(Some(CertReport { name: cert.name.clone(), outcome: Outcome::NotDue { not_after, due_at } }))
+            }
             Decision::Due(reason) => {
                 reports.push(None);
                 due.push((cert, reason));

@@ -504,6 +504,13 @@ mod tests {
     }
 
     #[test]
+    fn example_config_parses() {
+        let cfg = parse(include_str!("../config.example.toml")).unwrap();
+        assert_eq!(cfg.certificates[0].install.fullchain, "domain.crt");
+        assert_eq!(cfg.http01.mode(), Http01Mode::Listen("[::]:80".parse().unwrap()));
+    }
+
+    #[test]
     fn directory_shorthands() {
         let acme = AcmeConfig { directory: "letsencrypt".into(), contact: vec![], accept_terms: true, ca_bundle: None, eab: None };
         assert_eq!(acme.directory_url(), LETSENCRYPT);

@@ -63,14 +63,14 @@ pub fn install(state: &StateDir, cert: &CertificateConfig, fullchain: &[u8], key
     let install = &cert.install;
     remove_stale_temps(&install.dir);
     let (chain_spec, key_spec) = file_specs(install);
-    let previous = backup_current(state, cert)?;
+    let old_key = backup_current(state, cert)?;
     let (chain_path, key_path) = (install.fullchain_path(), install.key_path());
 
     write_atomic(&key_path, key, key_spec).map_err(|e| write_error(&key_path, e))?;
     if let Err(e) = write_atomic(&chain_path, fullchain, chain_spec) {
         // Put the old key back so the directory holds a matching pair again.
-        match &previous {
-            Some((_, old_key)) => {
+        match &old_key {
+            Some(old_key) => {
                 let _ = write_atomic(&key_path, old_key, key_spec);
             }
             None => {
@@ -87,18 +87,25 @@ fn write_error(path: &Path, e: std::io::Error) -> String {
     format!("cannot write {}: {e} (check [certificate.install] dir and its permissions)", path.display())
 }
 
-/// Copy the currently installed pair into state_dir; returns it when there was one.
-fn backup_current(state: &StateDir, cert: &CertificateConfig) -> Result<Option<(Vec<u8>, Vec<u8>)>, String> {
+/// Copy whatever of the installed pair exists into state_dir, and return the old key (if any).
+fn backup_current(state: &StateDir, cert: &CertificateConfig) -> Result<Option<Vec<u8>>, String> {
     let install = &cert.install;
-    let (Ok(chain), Ok(key)) = (fs::read(install.fullchain_path()), fs::read(install.key_path())) else {
+    let chain = fs::read(install.fullchain_path()).ok();
+    let key = fs::read(install.key_path()).ok();
+    if chain.is_none() && key.is_none() {
         return Ok(None);
-    };
+    }
     let dir = state.previous_dir(&cert.name);
     let save = || -> std::io::Result<()> {
         create_private_dir(&dir)?;
-        write_atomic(&dir.join("privkey.pem"), &key, FileSpec::PRIVATE)?;
-        write_atomic(&dir.join("fullchain.pem"), &chain, FileSpec::PUBLIC)
+        if let Some(key) = &key {
+            write_atomic(&dir.join("privkey.pem"), key, FileSpec::PRIVATE)?;
+        }
+        if let Some(chain) = &chain {
+            write_atomic(&dir.join("fullchain.pem"), chain, FileSpec::PUBLIC)?;
+        }
+        Ok(())
     };
     save().map_err(|e| format!("cannot back up the installed pair to {}: {e}; nothing was changed", dir.display()))?;
-    Ok(Some((chain, key)))
+    Ok(key)
 }

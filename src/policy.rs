@@ -38,8 +38,8 @@ impl fmt::Display for Reason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     Due(Reason),
-    /// Valid and installed; due at this Unix time.
-    NotDue { due_at: u64 },
+    /// Valid and installed; expires at `not_after`, due at `due_at` (Unix times).
+    NotDue { due_at: u64, not_after: u64 },
 }
 
 /// When `leaf` becomes due: `renew_before` ahead of expiry, or a third of its lifetime.
@@ -76,7 +76,7 @@ pub fn decide(cert: &CertificateConfig, installed: Result<Option<&Installed>, St
     if unix(now) >= due {
         return Decision::Due(Reason::Expiring { days_left: inst.leaf.remaining(now).as_secs() / 86_400 });
     }
-    Decision::NotDue { due_at: due }
+    Decision::NotDue { due_at: due, not_after: inst.leaf.not_after }
 }
 
 #[cfg(test)]
@@ -131,18 +131,18 @@ mod tests {
     #[test]
     fn default_is_a_third_of_the_lifetime() {
         let i = installed(1_000 * DAY, 90);
-        assert_eq!(decide(&cert(None), Ok(Some(&i)), at(1_000 * DAY + 59 * DAY), false), Decision::NotDue { due_at: 1_060 * DAY });
+        assert_eq!(decide(&cert(None), Ok(Some(&i)), at(1_000 * DAY + 59 * DAY), false), Decision::NotDue { due_at: 1_060 * DAY, not_after: 1_090 * DAY });
         assert!(matches!(decide(&cert(None), Ok(Some(&i)), at(1_060 * DAY), false), Decision::Due(Reason::Expiring { days_left: 30 })));
         // Six-day certificates renew after four days, not never.
         let short = installed(1_000 * DAY, 6);
-        assert_eq!(decide(&cert(None), Ok(Some(&short)), at(1_000 * DAY), false), Decision::NotDue { due_at: 1_004 * DAY });
+        assert_eq!(decide(&cert(None), Ok(Some(&short)), at(1_000 * DAY), false), Decision::NotDue { due_at: 1_004 * DAY, not_after: 1_006 * DAY });
     }
 
     #[test]
     fn renew_before_and_other_reasons() {
         let i = installed(1_000 * DAY, 90);
         let c = cert(Some(Duration::from_secs(10 * DAY)));
-        assert_eq!(decide(&c, Ok(Some(&i)), at(1_000 * DAY), false), Decision::NotDue { due_at: 1_080 * DAY });
+        assert_eq!(decide(&c, Ok(Some(&i)), at(1_000 * DAY), false), Decision::NotDue { due_at: 1_080 * DAY, not_after: 1_090 * DAY });
         assert_eq!(decide(&c, Ok(Some(&i)), at(1_000 * DAY), true), Decision::Due(Reason::Forced));
         assert_eq!(decide(&c, Ok(None), at(0), false), Decision::Due(Reason::NothingInstalled));
         let mut other = c.clone();

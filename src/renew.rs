@@ -4,6 +4,7 @@
 //! which nothing is due never starts an async runtime, loads trust roots or talks to the CA.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::SystemTime;
 
 use futures_util::StreamExt;
@@ -29,9 +30,9 @@ pub struct RenewOptions {
 #[derive(Debug)]
 pub enum Outcome {
     NotDue { not_after: u64, due_at: u64 },
-    Renewed { reason: Reason, not_after: u64, serial: String },
+    Renewed { reason: Reason, not_after: u64, serial: String, fullchain: PathBuf },
     /// Installed material issued earlier and kept in state_dir (a previous install had failed).
-    InstalledStored { reason: Reason, not_after: u64, serial: String },
+    InstalledStored { reason: Reason, not_after: u64, serial: String, fullchain: PathBuf },
     DryRun { reason: Reason, not_after: u64, serial: String },
     Failed { reason: Reason, error: String },
 }
@@ -55,13 +56,17 @@ impl fmt::Display for CertReport {
             Outcome::NotDue { not_after, due_at } => {
                 write!(f, "{name}: not due; expires {}, renewal due {}", fmt_time(*not_after), fmt_time(*due_at))
             }
-            Outcome::Renewed { reason, not_after, serial } => {
-                write!(f, "{name}: renewed ({reason}); serial {serial}, expires {}", fmt_time(*not_after))
-            }
-            Outcome::InstalledStored { reason, not_after, serial } => write!(
+            Outcome::Renewed { reason, not_after, serial, fullchain } => write!(
                 f,
-                "{name}: installed the certificate already issued and kept in state_dir ({reason}); serial {serial}, expires {}",
-                fmt_time(*not_after)
+                "{name}: renewed ({reason}); serial {serial}, expires {}; installed {}",
+                fmt_time(*not_after),
+                fullchain.display()
+            ),
+            Outcome::InstalledStored { reason, not_after, serial, fullchain } => write!(
+                f,
+                "{name}: installed the certificate already issued and kept in state_dir ({reason}); serial {serial}, expires {}; installed {}",
+                fmt_time(*not_after),
+                fullchain.display()
             ),
             Outcome::DryRun { reason, not_after, serial } => write!(
                 f,
@@ -96,12 +101,6 @@ pub fn plan<'c>(certs: &[&'c CertificateConfig], opts: RenewOptions, now: System
             (*cert, decide(cert, installed.as_ref().map(Option::as_ref).map_err(Clone::clone), now, opts.force))
         })
         .collect()
-}
-
-/// Report for a certificate the plan found not due.
-pub fn not_due_report(cert: &CertificateConfig, due_at: u64) -> CertReport {
-    let not_after = install::read_installed(&cert.install).ok().flatten().map_or(0, |i| i.leaf.not_after);
-    CertReport { name: cert.name.clone(), outcome: Outcome::NotDue { not_after, due_at } }
 }
 
 /// Everything one run shares: config, state, and the ACME issuer (built on first need).
@@ -141,7 +140,8 @@ impl<'a> Renewer<'a> {
             if let Some(stored) = self.stored_replacement(cert) {
                 self.install(cert, &stored)?;
                 let m = stored.meta;
-                return Ok(Outcome::InstalledStored { reason: reason.clone(), not_after: m.not_after, serial: m.serial });
+                let fullchain = cert.install.fullchain_path();
+                return Ok(Outcome::InstalledStored { reason: reason.clone(), not_after: m.not_after, serial: m.serial, fullchain });
             }
         }
         let issuer = self.issuer().await?;
@@ -156,7 +156,7 @@ impl<'a> Renewer<'a> {
             .save_issued(&issued)
             .map_err(|e| format!("cannot keep the issued certificate in {}: {e}", self.state.cert_dir(&cert.name).display()))?;
         self.install(cert, &issued)?;
-        Ok(Outcome::Renewed { reason: reason.clone(), not_after, serial })
+        Ok(Outcome::Renewed { reason: reason.clone(), not_after, serial, fullchain: cert.install.fullchain_path() })
     }
 
     fn install(&self, cert: &CertificateConfig, issued: &Issued) -> Result<(), String> {

@@ -37,7 +37,7 @@ fn one(cert: &CertificateConfig, now: SystemTime) -> CertStatus {
     let decision = decide(cert, installed.as_ref().map(Option::as_ref).map_err(Clone::clone), now, false);
     let leaf = installed.ok().flatten().map(|i| i.leaf);
     let (next_due, due_reason) = match decision {
-        Decision::NotDue { due_at } => (Some(due_at), None),
+        Decision::NotDue { due_at, .. } => (Some(due_at), None),
         Decision::Due(reason) => (Some(unix(now)), Some(reason.to_string())),
     };
     CertStatus {

@@ -274,3 +274,49 @@ fn unwritable_install_dir_is_a_config_error() {
     assert!(stderr.contains("install.dir") && stderr.contains("is not writable by this user"), "{stderr}");
     assert!(!s.state().exists(), "an invalid config touches nothing");
 }
+
+#[test]
+fn malformed_installed_certificate_is_replaced_and_kept_as_backup() {
+    let pebble = Pebble::start();
+    let s = Setup::new(&pebble, &[cert("registry", &["registry.example.com"], "ecdsa-p256")]);
+    fs::write(s.fullchain("registry"), "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n").unwrap();
+    fs::write(s.key("registry"), "garbage").unwrap();
+    let status = s.run(&["status"]);
+    assert!(status.stdout.contains("next due:   now (installed certificate unusable"), "{status:?}");
+    let run = s.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("registry: renewed (installed certificate unusable"), "{run:?}");
+    assert_key_matches(&s.fullchain("registry"), &s.key("registry"));
+    assert_eq!(fs::read_to_string(s.state().join("certs/registry/previous/privkey.pem")).unwrap(), "garbage");
+}
+
+#[test]
+fn failed_install_restores_the_pair_and_next_run_installs_the_kept_certificate() {
+    let pebble = Pebble::start();
+    let s = Setup::new(&pebble, &[cert("registry", &["registry.example.com"], "ecdsa-p256")]);
+    assert_eq!(s.run(&["renew"]).code, 0);
+    let (old_chain, old_key) = (fs::read(s.fullchain("registry")).unwrap(), fs::read(s.key("registry")).unwrap());
+
+    // Make the fullchain impossible to replace: the key is written first and must be put back.
+    let blocker = s.install_dir("registry").join("blocked");
+    fs::rename(s.fullchain("registry"), &blocker).unwrap();
+    fs::create_dir(s.fullchain("registry")).unwrap();
+    fs::write(s.fullchain("registry").join("x"), "").unwrap();
+    let run = s.run(&["renew", "--force"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("registry: FAILED (--force): cannot write"), "{run:?}");
+    assert_eq!(fs::read(s.key("registry")).unwrap(), old_key, "the old key is restored");
+    let issued_serial = serial(&s.state().join("certs/registry/cert.pem"));
+
+    // Repair the directory: the next run installs the certificate issued above, without a new order.
+    fs::remove_dir_all(s.fullchain("registry")).unwrap();
+    fs::rename(&blocker, s.fullchain("registry")).unwrap();
+    assert_eq!(fs::read(s.fullchain("registry")).unwrap(), old_chain);
+    // Make what is installed due (its key no longer matches), so the kept certificate is wanted.
+    fs::write(s.key("registry"), "garbage").unwrap();
+    let run = s.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("installed the certificate already issued and kept in state_dir"), "{run:?}");
+    assert_eq!(serial(&s.fullchain("registry")), issued_serial);
+    assert_key_matches(&s.fullchain("registry"), &s.key("registry"));
+}

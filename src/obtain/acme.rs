@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use instant_acme::{Account, AuthorizationStatus, Identifier, NewOrder, Order, OrderStatus, RetryPolicy};
 
-use crate::certinfo::{LeafInfo, check_chain_links, parse_pem_certs, to_pem, unix};
+use crate::certinfo::{LeafInfo, check_chain_links, fmt_time, parse_pem_certs, to_pem, unix};
 use crate::challenge::Solver;
 use crate::config::CertificateConfig;
 use crate::keys::LeafKey;
@@ -35,7 +35,7 @@ impl AcmeIssuer {
         let ca = self.directory.as_str();
         let ids: Vec<Identifier> = cert.domains.iter().map(|d| Identifier::Dns(d.clone())).collect();
         let mut order = self.account.new_order(&NewOrder::new(&ids)).await.map_err(|e| describe(&e, ca))?;
-        tracing::info!(cert = name, order = order.url(), "ACME order created");
+        tracing::info!(cert = %name, order = %order.url(), "ACME order created");
 
         let mut published = Vec::new();
         let authorized = self.authorize(&mut order, &mut published).await;
@@ -43,13 +43,13 @@ impl AcmeIssuer {
             self.solver.cleanup(token).await;
         }
         authorized?;
-        tracing::info!(cert = name, "names validated");
+        tracing::info!(cert = %name, "names validated");
 
         let csr = key.csr_der(&cert.domains).map_err(|e| format!("building the CSR: {e}"))?;
         order.finalize_csr(&csr).await.map_err(|e| format!("finalizing the order: {}", describe(&e, ca)))?;
         let pem = order.poll_certificate(&poll_policy()).await.map_err(|e| format!("downloading the certificate: {}", describe(&e, ca)))?;
         let issued = self.check_and_package(cert, key, &pem, order.url())?;
-        tracing::info!(cert = name, serial = %issued.meta.serial, not_after = issued.meta.not_after, "certificate issued");
+        tracing::info!(cert = %name, serial = %issued.meta.serial, not_after = %fmt_time(issued.meta.not_after), "certificate issued");
         Ok(issued)
     }
 

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what regcert's tests and demo need on a fresh Debian machine (run as root).
+# Idempotent: packages already present are not fetched again.
+set -euo pipefail
+
+need=()
+for pkg_bin in pebble:/usr/bin/pebble openssl:/usr/bin/openssl curl:/usr/bin/curl \
+               python3:/usr/bin/python3 util-linux:/usr/bin/setpriv; do
+  pkg=${pkg_bin%%:*} bin=${pkg_bin#*:}
+  [ -x "$bin" ] || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}"
+fi
+command -v cargo >/dev/null || { echo "cargo (Rust >= 1.89) is required: https://rustup.rs" >&2; exit 1; }
