@@ -21,7 +21,7 @@ pub struct AcmeIssuer {
 /// Poll quickly at first (a local or fast CA answers in milliseconds), then back off; the CA's
 /// Retry-After always wins. Our polling must never be what makes an issuance slow.
 fn poll_policy() -> RetryPolicy {
-    RetryPolicy::new().initial_delay(Duration::from_millis(20)).backoff(1.6).timeout(Duration::from_secs(180))
+    RetryPolicy::new().initial_delay(Duration::from_millis(10)).backoff(1.5).timeout(Duration::from_secs(180))
 }
 
 impl AcmeIssuer {
