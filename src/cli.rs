@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, Purpose};
 use crate::policy::Decision;
 use crate::renew::{self, CertReport, Outcome, RenewOptions, Renewer};
 use crate::state::StateDir;
@@ -80,7 +80,11 @@ const EXIT_CONFIG: u8 = 2;
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, cli.quiet);
-    let config = match config::load(&cli.config) {
+    let purpose = match cli.command {
+        Command::Status { .. } => Purpose::Read,
+        Command::Renew { .. } | Command::CheckConfig => Purpose::Write,
+    };
+    let config = match config::load(&cli.config, purpose) {
         Ok(c) => c,
         Err(e) => {
             eprint!("regcert: {e}");

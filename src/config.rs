@@ -206,8 +206,17 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// What a command is going to do, which decides how much of the host is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Only read (status): the file must make sense; directories need not be writable by us.
+    Read,
+    /// Write certificates (renew, check-config): install dirs and webroot must be usable too.
+    Write,
+}
+
 /// Read, parse and validate the file at `path`.
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
+pub fn load(path: &Path, purpose: Purpose) -> Result<Config, ConfigError> {
     let fail = |problems| ConfigError { path: path.to_owned(), problems };
     let text = std::fs::read_to_string(path).map_err(|e| {
         fail(vec![format!(
@@ -216,7 +225,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         )])
     })?;
     let config = parse(&text).map_err(|p| fail(vec![p]))?;
-    let problems = validate(&config);
+    let problems = validate(&config, purpose);
     if problems.is_empty() { Ok(config) } else { Err(fail(problems)) }
 }
 
@@ -260,7 +269,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 /// Every semantic problem of a parsed config; empty means valid.
-pub fn validate(config: &Config) -> Vec<String> {
+pub fn validate(config: &Config, purpose: Purpose) -> Vec<String> {
     let mut problems = Vec::new();
     validate_acme(&config.acme, &mut problems);
     if config.concurrency == 0 {
@@ -270,7 +279,7 @@ pub fn validate(config: &Config) -> Vec<String> {
         if config.http01.listen.is_some() {
             problems.push("[http01] sets both `listen` and `webroot`: choose one way of answering HTTP-01".into());
         }
-        if !dir.is_dir() {
+        if purpose == Purpose::Write && !dir.is_dir() {
             problems.push(format!(
                 "[http01] webroot {} is not a directory: point it at the document root your web server serves on port 80",
                 dir.display()
@@ -291,7 +300,7 @@ pub fn validate(config: &Config) -> Vec<String> {
                 prev + 1
             ));
         }
-        validate_certificate(&at, cert, &mut problems);
+        validate_certificate(&at, cert, purpose, &mut problems);
         for file in [cert.install.fullchain_path(), cert.install.key_path()] {
             if let Some((j, other)) = files.insert(file.clone(), (i, &cert.name)) {
                 if j != i {
@@ -349,7 +358,7 @@ fn validate_acme(acme: &AcmeConfig, problems: &mut Vec<String>) {
     }
 }
 
-fn validate_certificate(at: &str, cert: &CertificateConfig, problems: &mut Vec<String>) {
+fn validate_certificate(at: &str, cert: &CertificateConfig, purpose: Purpose, problems: &mut Vec<String>) {
     if cert.name.is_empty() || !cert.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) || cert.name.starts_with('.') {
         problems.push(format!(
             "{at}: name \"{}\" must be non-empty and use only letters, digits, '-', '_' and '.' (it names a directory in state_dir)",
@@ -379,10 +388,10 @@ fn validate_certificate(at: &str, cert: &CertificateConfig, problems: &mut Vec<S
             problems.push(format!("{at}: renew_before = 0 would never renew; remove it to use the default (a third of the lifetime)"));
         }
     }
-    validate_install(at, &cert.install, problems);
+    validate_install(at, &cert.install, purpose, problems);
 }
 
-fn validate_install(at: &str, install: &InstallConfig, problems: &mut Vec<String>) {
+fn validate_install(at: &str, install: &InstallConfig, purpose: Purpose, problems: &mut Vec<String>) {
     for (key, file) in [("fullchain", &install.fullchain), ("key", &install.key)] {
         if file.is_empty() || file.contains('/') || file == "." || file == ".." {
             problems.push(format!("{at}: install.{key} = \"{file}\" must be a plain file name inside install.dir"));
@@ -413,8 +422,10 @@ fn validate_install(at: &str, install: &InstallConfig, problems: &mut Vec<String
             problems.push(format!("{at}: install.group \"{group}\" is not a group on this host"));
         }
     }
-    if let Err(e) = crate::fsutil::check_writable_dir(&install.dir) {
-        problems.push(format!("{at}: install.dir {e}"));
+    if purpose == Purpose::Write {
+        if let Err(e) = crate::fsutil::check_writable_dir(&install.dir) {
+            problems.push(format!("{at}: install.dir {e}"));
+        }
     }
 }
 

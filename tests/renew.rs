@@ -273,6 +273,16 @@ fn unwritable_install_dir_is_a_config_error() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("install.dir") && stderr.contains("is not writable by this user"), "{stderr}");
     assert!(!s.state().exists(), "an invalid config touches nothing");
+
+    // Reading is fine for that user: `status` does not need write access.
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", env!("CARGO_BIN_EXE_regcert"), "--config"])
+        .arg(&s.config)
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("installed:  nothing yet"));
 }
 
 #[test]
