@@ -173,19 +173,20 @@ run_timed() {
     log "  $key: ${_w}s, ${_r} KB"
 }
 
-# median_of KEY_PREFIX COUNT: median wall over KEY_PREFIX.1..COUNT, max RSS -> "wall rss"
+# median_of KEY_PREFIX COUNT: over KEY_PREFIX.1..COUNT -> "median_wall max_rss min_wall max_wall"
 median_of() {
     local i
     for ((i = 1; i <= $2; i++)); do cat "$M/$1.$i"; done |
         sort -n -k1,1 | awk '{ w[NR] = $1; if ($2 > r) r = $2 }
-            END { m = (NR % 2) ? w[(NR + 1) / 2] : (w[NR / 2] + w[NR / 2 + 1]) / 2; printf "%.6f %d\n", m, r }'
+            END { m = (NR % 2) ? w[(NR + 1) / 2] : (w[NR / 2] + w[NR / 2 + 1]) / 2
+                  printf "%.6f %d %.6f %.6f\n", m, r, w[1], w[NR] }'
 }
 single_of() { awk '{ printf "%.6f %d\n", $1, $2 }' "$M/$1"; }
 
 # check_certs DIR PATTERN COUNT: at least COUNT files matching PATTERN exist (the batch really issued)
 check_certs() {
     local n
-    n=$(find "$1" -name "$2" -type f | wc -l)
+    n=$(find -L "$1" -name "$2" -type f | wc -l)
     ((n >= $3)) || die "expected $3 certificates named $2 under $1, found $n"
 }
 
@@ -402,12 +403,12 @@ ELAPSED=$((EPOCHSECONDS - START))
 # ---------------------------------------------------------------------------------------------
 # 9. Report
 # ---------------------------------------------------------------------------------------------
-cell() { # cell KEY -> "1.23 s · 12.3 MB" or "—"
+cell() { # cell KEY -> "1.23 s · 12.3 MB", "1.23 s (1.10–1.50) · 12.3 MB" for medians, or "—"
     local v=${RES[$1]:-}
     [[ -n $v ]] || { printf '—'; return; }
-    awk -v w="${v% *}" -v r="${v#* }" 'BEGIN {
-        if (w < 1) t = sprintf("%.0f ms", w * 1000); else t = sprintf("%.2f s", w)
-        printf "%s · %.1f MB", t, r / 1024 }'
+    echo "$v" | awk '{ ms = $1 < 1; f = ms ? "%.0f" : "%.2f"; k = ms ? 1000 : 1
+          range = NF >= 4 ? sprintf(" (" f "–" f ")", $3 * k, $4 * k) : ""
+          printf f " %s%s · %.1f MB", $1 * k, ms ? "ms" : "s", range, $2 / 1024 }'
 }
 pkgver() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo '?'; }
 REGCERT_VER="$("$REGCERT" --version 2>/dev/null | head -n 1) (git $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo ', with uncommitted changes'))"
@@ -417,7 +418,7 @@ uacme_note=""
 
 table() {
     cat <<EOF
-| Measurement (wall time · peak RSS of the largest process) | regcert | uacme | lego | certbot |
+| Measurement: wall time [median (min–max) where repeated] · peak RSS of the largest process | regcert | uacme | lego | certbot |
 |---|---|---|---|---|
 | 1 certificate, 1 name: median of $RUNS forced re-issuances | $(cell regcert.one) | $(cell uacme.one) | $(cell lego.one) | $(cell certbot.one) |
 | $N certificates, $N names, one at a time (regcert: one run, \`concurrency = 1\`; peers: $N processes in sequence) | $(cell regcert.seq) | $(cell uacme.seq) | $(cell lego.seq) | $(cell certbot.seq) |

@@ -13,7 +13,7 @@ use crate::config::{self, Config, Purpose};
 use crate::policy::Decision;
 use crate::renew::{self, CertReport, Outcome, RenewOptions, Renewer};
 use crate::state::StateDir;
-use crate::status;
+use crate::{status, verify};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -22,6 +22,7 @@ Examples:
   regcert renew --cert registry --force     renew one certificate now, due or not
   regcert renew --dry-run                   run the whole ACME flow but install nothing
   regcert status --json                     what is installed, when it expires, when it is next due
+  regcert verify --cert registry            what the registry really serves: leaf, chain, /v2/ (exit 1 on a problem)
 
 Exit codes: 0 ok, 1 a certificate failed (or another regcert holds the lock), 2 invalid configuration.";
 
@@ -63,6 +64,15 @@ enum Command {
     },
     /// Validate the configuration and print the effective settings.
     CheckConfig,
+    /// Check over HTTPS what the registry serves: certificate, chain and /v2/ (exit 1 on a problem).
+    Verify {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Only this certificate (repeatable).
+        #[arg(long = "cert", value_name = "NAME")]
+        certs: Vec<String>,
+    },
     /// Show what is installed for each certificate and when it is next due.
     Status {
         /// Machine-readable output.
@@ -81,7 +91,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, cli.quiet);
     let purpose = match cli.command {
-        Command::Status { .. } => Purpose::Read,
+        Command::Status { .. } | Command::Verify { .. } => Purpose::Read,
         Command::Renew { .. } | Command::CheckConfig => Purpose::Write,
     };
     let config = match config::load(&cli.config, purpose) {
@@ -94,6 +104,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::CheckConfig => check_config(&cli.config, &config),
         Command::Status { json, certs } => show_status(&config, &certs, json),
+        Command::Verify { json, certs } => verify(&config, &certs, json),
         Command::Renew { force, certs, dry_run } => renew(&config, &certs, RenewOptions { force, dry_run }),
     };
     match result {
@@ -150,6 +161,37 @@ fn show_status(config: &Config, names: &[String], json: bool) -> CmdResult {
     Ok(0)
 }
 
+fn verify(config: &Config, names: &[String], json: bool) -> CmdResult {
+    let certs = config.select(names).map_err(|e| (EXIT_CONFIG, e))?;
+    let runtime = runtime()?;
+    let mut all_ok = true;
+    let mut out = Vec::new();
+    for cert in certs {
+        // A manual check runs even where automatic verification is switched off.
+        let settings = cert.verify.clone().unwrap_or_default();
+        let expected = crate::install::read_installed(&cert.install).ok().flatten().map(|i| i.leaf.sha256);
+        let target = verify::Target::for_certificate(cert, &settings).map_err(|e| (EXIT_CONFIG, format!("{}: {e}", cert.name)))?;
+        let report = runtime.block_on(verify::check(&target, expected.as_deref()));
+        all_ok &= report.ok();
+        if json {
+            out.push(serde_json::json!({ "name": cert.name, "ok": report.ok(), "report": report }));
+        } else {
+            println!("{}: {}\n{}", cert.name, if report.ok() { "OK" } else { "PROBLEM" }, report.render());
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&out).map_err(|e| (EXIT_FAILED, e.to_string()))?);
+    }
+    Ok(if all_ok { 0 } else { EXIT_FAILED })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, (u8, String)> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| (EXIT_FAILED, format!("cannot start the async runtime: {e}")))
+}
+
 fn renew(config: &Config, names: &[String], opts: RenewOptions) -> CmdResult {
     let certs = config.select(names).map_err(|e| (EXIT_CONFIG, e))?;
     let state = StateDir::open(&config.state_dir).map_err(|e| (EXIT_FAILED, e))?;
@@ -170,10 +212,7 @@ fn renew(config: &Config, names: &[String], opts: RenewOptions) -> CmdResult {
     }
     // Only a run with work to do pays for a runtime, trust roots and the CA's directory.
     if !due.is_empty() {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| (EXIT_FAILED, format!("cannot start the async runtime: {e}")))?;
+        let runtime = runtime()?;
         let done = runtime.block_on(Renewer::new(config, &state, opts).run(due));
         let mut done = done.into_iter();
         for slot in reports.iter_mut().filter(|r| r.is_none()) {

@@ -107,6 +107,12 @@ pub struct CertificateConfig {
     #[serde(default)]
     pub reuse_key: bool,
     pub install: InstallConfig,
+    /// How to make the registry load the new certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reload: Option<ReloadConfig>,
+    /// How to prove the registry serves it; on by default when `reload` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifyConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -137,6 +143,68 @@ impl InstallConfig {
     }
 }
 
+pub use crate::reload::config::{DockerAction, DockerVerb, ReloadAction, ReloadConfig, SystemdAction};
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Default: https://<first domain>/v2/
+    pub url: Option<String>,
+    /// Trust roots for the check; default: the system roots.
+    pub ca_bundle: Option<PathBuf>,
+    /// Connect here instead of the URL's host:port (SNI and Host stay those of the URL).
+    pub connect_to: Option<String>,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// How long to keep trying while the registry restarts.
+    #[serde(default = "default_verify_timeout", with = "duration")]
+    pub timeout: Duration,
+    /// Restore the previous pair when verification fails.
+    #[serde(default = "yes")]
+    pub rollback: bool,
+}
+
+impl Default for VerifyConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            url: None,
+            ca_bundle: None,
+            connect_to: None,
+            username: None,
+            password_file: None,
+            timeout: default_verify_timeout(),
+            rollback: true,
+        }
+    }
+}
+
+impl CertificateConfig {
+    /// The verification to run after installing, if any: explicit `[certificate.verify]`, or
+    /// the defaults whenever a reload is configured (a reload nobody checks proves nothing).
+    pub fn verify_settings(&self) -> Option<VerifyConfig> {
+        match (&self.verify, &self.reload) {
+            (Some(v), _) => v.enabled.then(|| v.clone()),
+            (None, Some(_)) => Some(VerifyConfig::default()),
+            (None, None) => None,
+        }
+    }
+
+    /// The URL verification checks.
+    pub fn verify_url(&self, verify: &VerifyConfig) -> String {
+        verify.url.clone().unwrap_or_else(|| format!("https://{}/v2/", self.domains.first().map(String::as_str).unwrap_or("localhost")))
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_verify_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
 fn default_state_dir() -> PathBuf {
     PathBuf::from("/var/lib/regcert")
 }
@@ -156,15 +224,27 @@ fn default_key_mode() -> String {
     "0600".into()
 }
 
-mod opt_duration {
+pub(crate) mod duration {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
         humantime::parse_duration(&s)
-            .map(Some)
             .map_err(|e| serde::de::Error::custom(format!("`{s}` is not a duration like \"30d\" or \"12h\": {e}")))
+    }
+
+    pub fn serialize<S: Serializer>(v: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*v).to_string())
+    }
+}
+
+pub(crate) mod opt_duration {
+    use serde::{Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        super::duration::deserialize(d).map(Some)
     }
 
     pub fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
@@ -389,6 +469,37 @@ fn validate_certificate(at: &str, cert: &CertificateConfig, purpose: Purpose, pr
         }
     }
     validate_install(at, &cert.install, purpose, problems);
+    if let Some(reload) = &cert.reload {
+        crate::reload::config::validate(at, reload, problems);
+    }
+    if let Some(verify) = &cert.verify_settings() {
+        validate_verify(at, cert, verify, purpose, problems);
+    }
+}
+
+fn validate_verify(at: &str, cert: &CertificateConfig, verify: &VerifyConfig, purpose: Purpose, problems: &mut Vec<String>) {
+    let url = cert.verify_url(verify);
+    if !url.starts_with("https://") || url.parse::<hyper::Uri>().map(|u| u.host().is_none()).unwrap_or(true) {
+        problems.push(format!("{at}: verify.url \"{url}\" must be an https:// URL such as \"https://registry.example.com:5000/v2/\""));
+    }
+    if verify.username.is_some() != verify.password_file.is_some() {
+        problems.push(format!("{at}: verify.username and verify.password_file go together; set both or neither"));
+    }
+    if purpose == Purpose::Write {
+        if let Some(p) = &verify.password_file {
+            if let Err(e) = std::fs::read_to_string(p) {
+                problems.push(format!("{at}: verify.password_file {}: {e}", p.display()));
+            }
+        }
+    }
+    if let Some(bundle) = &verify.ca_bundle {
+        if let Err(e) = crate::certinfo::read_pem_certs(bundle) {
+            problems.push(format!("{at}: verify.ca_bundle: {e}"));
+        }
+    }
+    if verify.timeout.is_zero() {
+        problems.push(format!("{at}: verify.timeout = 0 leaves no time for the registry to restart; use e.g. \"60s\""));
+    }
 }
 
 fn validate_install(at: &str, install: &InstallConfig, purpose: Purpose, problems: &mut Vec<String>) {

@@ -41,6 +41,21 @@ pub fn write_atomic(path: &Path, data: &[u8], spec: FileSpec) -> io::Result<()> 
     sync_dir(dir)
 }
 
+/// Overwrite an existing file's contents in place, keeping its inode.
+///
+/// Only for files a container bind-mounts one by one: there a rename would leave the container
+/// on the old inode forever. It is not atomic, which is why the caller keeps a backup.
+pub fn write_in_place(path: &Path, data: &[u8], spec: FileSpec) -> io::Result<()> {
+    let mut file = fs::OpenOptions::new().write(true).truncate(true).open(path)?;
+    // Tighten the mode before the new bytes go in (a key must never be readable by others).
+    file.set_permissions(fs::Permissions::from_mode(spec.mode))?;
+    if spec.uid.is_some() || spec.gid.is_some() {
+        fchown(&file, spec.uid, spec.gid)?;
+    }
+    file.write_all(data)?;
+    file.sync_all()
+}
+
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }

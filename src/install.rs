@@ -5,11 +5,11 @@
 //! operator) can put it back.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::certinfo::{LeafInfo, parse_pem_certs};
 use crate::config::{CertificateConfig, InstallConfig, parse_mode};
-use crate::fsutil::{FileSpec, create_private_dir, remove_stale_temps, write_atomic};
+use crate::fsutil::{FileSpec, create_private_dir, remove_stale_temps, write_atomic, write_in_place};
 use crate::keys::spki_of_key_pem;
 use crate::state::StateDir;
 
@@ -58,20 +58,42 @@ fn file_specs(install: &InstallConfig) -> (FileSpec, FileSpec) {
 /// both only when it (re)starts, which happens after this returns. If the fullchain cannot be
 /// written, the old key is put back so the directory holds a matching pair again; if the
 /// process dies in between, the renewal policy sees a key that does not match its certificate
-/// and renews.
-pub fn install(state: &StateDir, cert: &CertificateConfig, fullchain: &[u8], key: &[u8]) -> Result<(), String> {
-    let install = &cert.install;
-    remove_stale_temps(&install.dir);
-    let (chain_spec, key_spec) = file_specs(install);
+/// and renews. Paths in `in_place` are bind-mounted into a container one by one and are
+/// rewritten in place instead of replaced.
+pub fn install(state: &StateDir, cert: &CertificateConfig, fullchain: &[u8], key: &[u8], in_place: &[PathBuf]) -> Result<(), String> {
+    remove_stale_temps(&cert.install.dir);
     let old_key = backup_current(state, cert)?;
-    let (chain_path, key_path) = (install.fullchain_path(), install.key_path());
+    write_pair(cert, fullchain, key, old_key.as_deref(), in_place)?;
+    tracing::info!(cert = %cert.name, fullchain = %cert.install.fullchain_path().display(), key = %cert.install.key_path().display(), "installed");
+    Ok(())
+}
 
-    write_atomic(&key_path, key, key_spec).map_err(|e| write_error(&key_path, e))?;
-    if let Err(e) = write_atomic(&chain_path, fullchain, chain_spec) {
+/// The pair kept in state_dir by the last install, if both files are there.
+pub fn previous_pair(state: &StateDir, cert: &CertificateConfig) -> Option<(Vec<u8>, Vec<u8>)> {
+    let dir = state.previous_dir(&cert.name);
+    Some((fs::read(dir.join("fullchain.pem")).ok()?, fs::read(dir.join("privkey.pem")).ok()?))
+}
+
+/// Put the previous pair back (the backup itself stays as it is).
+pub fn restore_previous(cert: &CertificateConfig, previous: &(Vec<u8>, Vec<u8>), in_place: &[PathBuf]) -> Result<(), String> {
+    let current_key = fs::read(cert.install.key_path()).ok();
+    write_pair(cert, &previous.0, &previous.1, current_key.as_deref(), in_place)?;
+    tracing::warn!(cert = %cert.name, fullchain = %cert.install.fullchain_path().display(), "previous certificate restored");
+    Ok(())
+}
+
+fn write_pair(cert: &CertificateConfig, fullchain: &[u8], key: &[u8], old_key: Option<&[u8]>, in_place: &[PathBuf]) -> Result<(), String> {
+    let (chain_spec, key_spec) = file_specs(&cert.install);
+    let (chain_path, key_path) = (cert.install.fullchain_path(), cert.install.key_path());
+    let write = |path: &Path, data: &[u8], spec| {
+        if in_place.iter().any(|p| p == path) { write_in_place(path, data, spec) } else { write_atomic(path, data, spec) }
+    };
+    write(&key_path, key, key_spec).map_err(|e| write_error(&key_path, e))?;
+    if let Err(e) = write(&chain_path, fullchain, chain_spec) {
         // Put the old key back so the directory holds a matching pair again.
-        match &old_key {
-            Some(old_key) => {
-                let _ = write_atomic(&key_path, old_key, key_spec);
+        match old_key {
+            Some(old) => {
+                let _ = write(&key_path, old, key_spec);
             }
             None => {
                 let _ = fs::remove_file(&key_path);
@@ -79,7 +101,6 @@ pub fn install(state: &StateDir, cert: &CertificateConfig, fullchain: &[u8], key
         }
         return Err(write_error(&chain_path, e));
     }
-    tracing::info!(cert = %cert.name, fullchain = %chain_path.display(), key = %key_path.display(), "installed");
     Ok(())
 }
 

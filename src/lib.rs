@@ -3,7 +3,8 @@
 //!
 //! The pipeline reads in module order: [`policy`] decides what is due, [`obtain`] gets a
 //! certificate (with [`challenge`] solvers), [`install`] puts it into the registry's cert
-//! volume, and [`renew`] runs the whole loop for every certificate. [`cli`] is the command line.
+//! volume, [`reload`] makes the registry load it, [`verify`] proves over HTTPS that it is served,
+//! and [`renew`] runs the whole loop for every certificate. [`cli`] is the command line.
 
 pub mod certinfo;
 pub mod challenge;
@@ -14,6 +15,8 @@ pub mod install;
 pub mod keys;
 pub mod obtain;
 pub mod policy;
+pub mod reload;
 pub mod renew;
 pub mod state;
 pub mod status;
+pub mod verify;

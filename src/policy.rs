@@ -103,6 +103,8 @@ mod tests {
                 owner: None,
                 group: None,
             },
+            reload: None,
+            verify: None,
         }
     }
 

@@ -12,11 +12,12 @@ use tokio::sync::OnceCell;
 
 use crate::certinfo::{fmt_time, key_type_of_spki_der};
 use crate::challenge::Solver;
-use crate::config::{CertificateConfig, Config};
+use crate::config::{CertificateConfig, Config, VerifyConfig};
 use crate::install::{self, inspect_pair};
 use crate::keys::LeafKey;
 use crate::obtain::acme::AcmeIssuer;
 use crate::obtain::{account, tls};
+use crate::{reload, verify};
 use crate::policy::{Decision, Reason, decide};
 use crate::state::{Issued, StateDir};
 
@@ -30,10 +31,20 @@ pub struct RenewOptions {
 #[derive(Debug)]
 pub enum Outcome {
     NotDue { not_after: u64, due_at: u64 },
-    Renewed { reason: Reason, not_after: u64, serial: String, fullchain: PathBuf },
-    /// Installed material issued earlier and kept in state_dir (a previous install had failed).
-    InstalledStored { reason: Reason, not_after: u64, serial: String, fullchain: PathBuf },
+    Renewed {
+        reason: Reason,
+        not_after: u64,
+        serial: String,
+        fullchain: PathBuf,
+        /// Installed material issued earlier and kept in state_dir (a previous install had failed).
+        from_store: bool,
+        reloaded: bool,
+        /// The URL that was shown to serve the new certificate.
+        verified: Option<String>,
+    },
     DryRun { reason: Reason, not_after: u64, serial: String },
+    /// The new certificate failed after installing; the previous pair was put back.
+    RolledBack { reason: Reason, error: String, restored: String },
     Failed { reason: Reason, error: String },
 }
 
@@ -45,7 +56,7 @@ pub struct CertReport {
 
 impl CertReport {
     pub fn failed(&self) -> bool {
-        matches!(self.outcome, Outcome::Failed { .. })
+        matches!(self.outcome, Outcome::Failed { .. } | Outcome::RolledBack { .. })
     }
 }
 
@@ -56,23 +67,23 @@ impl fmt::Display for CertReport {
             Outcome::NotDue { not_after, due_at } => {
                 write!(f, "{name}: not due; expires {}, renewal due {}", fmt_time(*not_after), fmt_time(*due_at))
             }
-            Outcome::Renewed { reason, not_after, serial, fullchain } => write!(
-                f,
-                "{name}: renewed ({reason}); serial {serial}, expires {}; installed {}",
-                fmt_time(*not_after),
-                fullchain.display()
-            ),
-            Outcome::InstalledStored { reason, not_after, serial, fullchain } => write!(
-                f,
-                "{name}: installed the certificate already issued and kept in state_dir ({reason}); serial {serial}, expires {}; installed {}",
-                fmt_time(*not_after),
-                fullchain.display()
-            ),
+            Outcome::Renewed { reason, not_after, serial, fullchain, from_store, reloaded, verified } => {
+                let what = if *from_store { "installed the certificate already issued and kept in state_dir" } else { "renewed" };
+                write!(f, "{name}: {what} ({reason}); serial {serial}, expires {}; installed {}", fmt_time(*not_after), fullchain.display())?;
+                if *reloaded {
+                    write!(f, "; reloaded")?;
+                }
+                match verified {
+                    Some(url) => write!(f, "; verified: {url} serves it"),
+                    None => Ok(()),
+                }
+            }
             Outcome::DryRun { reason, not_after, serial } => write!(
                 f,
                 "{name}: obtained ({reason}); serial {serial}, expires {} — dry run: nothing stored or installed",
                 fmt_time(*not_after)
             ),
+            Outcome::RolledBack { reason, error, restored } => write!(f, "{name}: FAILED ({reason}) and ROLLED BACK: {error}; {restored}"),
             Outcome::Failed { reason, error } => write!(f, "{name}: FAILED ({reason}): {error}"),
         }
     }
@@ -81,10 +92,10 @@ impl fmt::Display for CertReport {
 /// One line for the end of a run.
 pub fn summary(reports: &[CertReport], opts: RenewOptions) -> String {
     let count = |f: fn(&Outcome) -> bool| reports.iter().filter(|r| f(&r.outcome)).count();
-    let renewed = count(|o| matches!(o, Outcome::Renewed { .. } | Outcome::InstalledStored { .. }));
+    let renewed = count(|o| matches!(o, Outcome::Renewed { .. }));
     let dry = count(|o| matches!(o, Outcome::DryRun { .. }));
     let not_due = count(|o| matches!(o, Outcome::NotDue { .. }));
-    let failed = count(|o| matches!(o, Outcome::Failed { .. }));
+    let failed = count(|o| matches!(o, Outcome::Failed { .. } | Outcome::RolledBack { .. }));
     if opts.dry_run {
         format!("dry run: {dry} obtained, {not_due} not due, {failed} failed; nothing was installed")
     } else {
@@ -136,31 +147,43 @@ impl<'a> Renewer<'a> {
 
     async fn renew_one(&self, cert: &CertificateConfig, reason: &Reason) -> Result<Outcome, String> {
         tracing::info!(cert = %cert.name, %reason, "renewal due");
-        if !self.opts.force && !self.opts.dry_run {
-            if let Some(stored) = self.stored_replacement(cert) {
-                self.install(cert, &stored)?;
-                let m = stored.meta;
-                let fullchain = cert.install.fullchain_path();
-                return Ok(Outcome::InstalledStored { reason: reason.clone(), not_after: m.not_after, serial: m.serial, fullchain });
+        // Check the reload actions before ordering: a wrong container name must not cost an issuance.
+        let plan = reload::prepare(cert).await?;
+        let stored = (!self.opts.force && !self.opts.dry_run).then(|| self.stored_replacement(cert)).flatten();
+        let from_store = stored.is_some();
+        let issued = match stored {
+            Some(issued) => issued,
+            None => {
+                let issuer = self.issuer().await?;
+                let key = self.leaf_key(cert).await?;
+                let issued = issuer.issue(cert, key).await?;
+                if self.opts.dry_run {
+                    tracing::info!(cert = %cert.name, "dry run: not storing or installing");
+                    let m = issued.meta;
+                    return Ok(Outcome::DryRun { reason: reason.clone(), not_after: m.not_after, serial: m.serial });
+                }
+                self.state
+                    .save_issued(&issued)
+                    .map_err(|e| format!("cannot keep the issued certificate in {}: {e}", self.state.cert_dir(&cert.name).display()))?;
+                issued
             }
+        };
+        install::install(self.state, cert, issued.fullchain_pem().as_bytes(), issued.key_pem.as_bytes(), &plan.in_place)?;
+        let delivered = deliver(self.state, cert, &plan, &issued.meta.sha256).await;
+        let m = issued.meta;
+        match delivered {
+            Ok(verified) => Ok(Outcome::Renewed {
+                reason: reason.clone(),
+                not_after: m.not_after,
+                serial: m.serial,
+                fullchain: cert.install.fullchain_path(),
+                from_store,
+                reloaded: !plan.is_empty(),
+                verified,
+            }),
+            Err(Undelivered::RolledBack { error, restored }) => Ok(Outcome::RolledBack { reason: reason.clone(), error, restored }),
+            Err(Undelivered::Failed(error)) => Err(error),
         }
-        let issuer = self.issuer().await?;
-        let key = self.leaf_key(cert).await?;
-        let issued = issuer.issue(cert, key).await?;
-        let (not_after, serial) = (issued.meta.not_after, issued.meta.serial.clone());
-        if self.opts.dry_run {
-            tracing::info!(cert = %cert.name, "dry run: not storing or installing");
-            return Ok(Outcome::DryRun { reason: reason.clone(), not_after, serial });
-        }
-        self.state
-            .save_issued(&issued)
-            .map_err(|e| format!("cannot keep the issued certificate in {}: {e}", self.state.cert_dir(&cert.name).display()))?;
-        self.install(cert, &issued)?;
-        Ok(Outcome::Renewed { reason: reason.clone(), not_after, serial, fullchain: cert.install.fullchain_path() })
-    }
-
-    fn install(&self, cert: &CertificateConfig, issued: &Issued) -> Result<(), String> {
-        install::install(self.state, cert, issued.fullchain_pem().as_bytes(), issued.key_pem.as_bytes())
     }
 
     /// A certificate issued earlier but never installed (say, the install dir was read-only)
@@ -202,4 +225,75 @@ impl<'a> Renewer<'a> {
         });
         init.await.as_ref().map_err(Clone::clone)
     }
+}
+
+/// Why an installed certificate did not reach the registry.
+enum Undelivered {
+    RolledBack { error: String, restored: String },
+    Failed(String),
+}
+
+/// Reload and verify after an install; on failure, roll back when configured.
+/// Returns the verified URL (if verification is configured).
+async fn deliver(state: &StateDir, cert: &CertificateConfig, plan: &reload::Plan, sha256: &str) -> Result<Option<String>, Undelivered> {
+    let reloaded = plan.run(&cert.name).await;
+    let Some(settings) = cert.verify_settings() else {
+        return match reloaded {
+            Ok(()) => Ok(None),
+            Err(e) => Err(Undelivered::Failed(format!("installed, but {e}; the registry may still serve the old certificate"))),
+        };
+    };
+    let target = verify::Target::for_certificate(cert, &settings).map_err(Undelivered::Failed)?;
+    let report = verify::verify_until(&target, Some(sha256), settings.timeout).await;
+    let error = match (reloaded, report.ok()) {
+        (Ok(()), true) => {
+            tracing::info!(cert = %cert.name, url = %target.url, "verified: the registry serves the new certificate");
+            return Ok(Some(target.url));
+        }
+        (Err(e), _) => e,
+        (Ok(()), false) => format!("verification of {} failed: {}", target.url, report.problems.join("; ")),
+    };
+    tracing::error!(cert = %cert.name, %error, "the new certificate is not served correctly");
+    if !settings.rollback {
+        return Err(Undelivered::Failed(format!("{error}; rollback = false, so the new pair stays installed")));
+    }
+    rollback(state, cert, plan, &target, &settings, error).await
+}
+
+/// Put the previous pair back, reload again, and check that it is served again.
+async fn rollback(
+    state: &StateDir,
+    cert: &CertificateConfig,
+    plan: &reload::Plan,
+    target: &verify::Target,
+    settings: &VerifyConfig,
+    error: String,
+) -> Result<Option<String>, Undelivered> {
+    let Some(previous) = install::previous_pair(state, cert) else {
+        return Err(Undelivered::Failed(format!("{error}; there is no previous pair to restore, so the new one stays installed")));
+    };
+    let old = match inspect_pair(&previous.0, std::str::from_utf8(&previous.1).ok()) {
+        Ok(old) if old.leaf.remaining(SystemTime::now()).is_zero() => {
+            return Err(Undelivered::Failed(format!(
+                "{error}; the previous certificate expired on {}, so the new one stays installed",
+                fmt_time(old.leaf.not_after)
+            )));
+        }
+        Ok(old) => old,
+        Err(e) => return Err(Undelivered::Failed(format!("{error}; the previous pair is unusable ({e}), so the new one stays installed"))),
+    };
+    install::restore_previous(cert, &previous, &plan.in_place).map_err(|e| Undelivered::Failed(format!("{error}; rollback failed: {e}")))?;
+    let reloaded = plan.run(&cert.name).await;
+    let report = verify::verify_until(target, Some(&old.leaf.sha256), settings.timeout).await;
+    let restored = match (reloaded, report.ok()) {
+        (Ok(()), true) => format!("the previous certificate (serial {}) is installed and served again", old.leaf.serial),
+        (Err(e), _) => format!("the previous certificate (serial {}) is installed again, but reloading failed too: {e}", old.leaf.serial),
+        (Ok(()), false) => format!(
+            "the previous certificate (serial {}) is installed again, but it is not served correctly either: {}",
+            old.leaf.serial,
+            report.problems.join("; ")
+        ),
+    };
+    tracing::error!(cert = %cert.name, %error, %restored, "rolled back");
+    Err(Undelivered::RolledBack { error, restored })
 }

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Starts the Docker engine (if it is not running) and builds the test registry image offline
+# from Debian's distribution registry, `regcert-test/registry:2`. No image is pulled: the image is
+# FROM scratch with /usr/bin/docker-registry and the two libraries it links against.
+set -euo pipefail
+
+if ! docker version >/dev/null 2>&1; then
+  if [ ! -S /var/run/docker.sock ] || ! curl -s --unix-socket /var/run/docker.sock http://localhost/_ping >/dev/null; then
+    echo "starting dockerd"
+    # No iptables here: containers on the default bridge are reached directly from the host.
+    nohup dockerd --iptables=false >/tmp/dockerd.log 2>&1 &
+    for _ in $(seq 300); do
+      curl -s --unix-socket /var/run/docker.sock http://localhost/_ping >/dev/null 2>&1 && break
+      sleep 0.2
+    done
+  fi
+fi
+curl -sf --unix-socket /var/run/docker.sock http://localhost/_ping >/dev/null \
+  || { echo "the Docker engine did not start; see /tmp/dockerd.log" >&2; exit 1; }
+
+image=regcert-test/registry:2
+if ! docker image inspect "$image" >/dev/null 2>&1; then
+  ctx=$(mktemp -d)
+  mkdir -p "$ctx/bin" "$ctx/lib" "$ctx/lib64" "$ctx/etc/docker/registry"
+  cp /usr/bin/docker-registry "$ctx/bin/registry"
+  cp /lib/x86_64-linux-gnu/libc.so.6 "$ctx/lib/"
+  cp /lib64/ld-linux-x86-64.so.2 "$ctx/lib64/"
+  cat > "$ctx/etc/docker/registry/config.yml" <<'YML'
+version: 0.1
+log:
+  level: info
+storage:
+  filesystem:
+    rootdirectory: /var/lib/registry
+http:
+  addr: :5000
+YML
+  cat > "$ctx/Dockerfile" <<'DOCKERFILE'
+FROM scratch
+COPY bin/registry /bin/registry
+COPY lib/libc.so.6 /lib/x86_64-linux-gnu/libc.so.6
+COPY lib64/ld-linux-x86-64.so.2 /lib64/ld-linux-x86-64.so.2
+COPY etc/docker/registry/config.yml /etc/docker/registry/config.yml
+EXPOSE 5000
+ENTRYPOINT ["/bin/registry", "serve", "/etc/docker/registry/config.yml"]
+DOCKERFILE
+  DOCKER_BUILDKIT=0 docker build -q -t "$image" "$ctx" >/dev/null
+  rm -rf "$ctx"
+  echo "built $image"
+fi

@@ -1,0 +1,181 @@
+//! Reload through the Docker Engine API (bollard over the unix socket; no `docker` CLI).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::exec::{CreateExecOptions, StartExecResults};
+use bollard::query_parameters::{KillContainerOptions, ListContainersOptions, RestartContainerOptions};
+use futures_util::StreamExt;
+
+use super::config::{DockerAction, DockerVerb};
+
+const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
+const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connected client and the socket it uses (for messages).
+#[derive(Clone)]
+pub struct Client {
+    docker: Docker,
+    socket: String,
+}
+
+/// A resolved container.
+struct Container {
+    id: String,
+    name: String,
+    /// Host paths bind-mounted into the container as single files.
+    file_mounts: Vec<PathBuf>,
+}
+
+/// A docker action with its containers found and checked.
+pub struct Prepared {
+    client: Client,
+    action: DockerAction,
+    containers: Vec<Container>,
+}
+
+fn socket_path(configured: Option<&str>) -> String {
+    let from_env = std::env::var("DOCKER_HOST").ok().filter(|h| h.starts_with("unix://"));
+    let raw = configured.map(str::to_owned).or(from_env).unwrap_or_else(|| DEFAULT_SOCKET.to_owned());
+    raw.strip_prefix("unix://").unwrap_or(&raw).to_owned()
+}
+
+/// Connect and agree on an API version with the engine (older engines reject newer versions).
+pub async fn connect(configured: Option<&str>) -> Result<Client, String> {
+    let socket = socket_path(configured);
+    if let Err(e) = std::fs::metadata(&socket) {
+        return Err(format!(
+            "Docker socket {socket} is not there ({e}): is the Docker engine running? Set [certificate.reload] docker_socket if it lives elsewhere"
+        ));
+    }
+    let docker = Docker::connect_with_unix(&socket, 120, bollard::API_DEFAULT_VERSION).map_err(|e| explain(&socket, &e))?;
+    let docker = docker.negotiate_version().await.map_err(|e| explain(&socket, &e))?;
+    Ok(Client { docker, socket })
+}
+
+fn explain(socket: &str, e: &bollard::errors::Error) -> String {
+    let text = e.to_string();
+    if text.contains("ermission denied") {
+        format!("permission denied on the Docker socket {socket}: run regcert as root or add its user to the `docker` group")
+    } else {
+        format!("Docker engine at {socket}: {text}")
+    }
+}
+
+/// Find the containers of `action` and check the action is safe for them.
+pub async fn prepare(client: &Client, action: &DockerAction) -> Result<Prepared, String> {
+    let ids = match (&action.container, &action.label) {
+        (Some(name), _) => vec![name.clone()],
+        (None, Some(label)) => containers_with_label(client, label).await?,
+        (None, None) => return Err("reload.docker names no container or label".into()),
+    };
+    let mut containers = Vec::new();
+    for id in ids {
+        let info = client.docker.inspect_container(&id, None).await.map_err(|e| match e {
+            bollard::errors::Error::DockerResponseServerError { status_code: 404, .. } => format!(
+                "no Docker container named \"{id}\" (socket {}): check [certificate.reload] docker.container against `docker ps`",
+                client.socket
+            ),
+            other => explain(&client.socket, &other),
+        })?;
+        let name = info.name.clone().unwrap_or_else(|| id.clone()).trim_start_matches('/').to_owned();
+        if action.action == DockerVerb::Signal && runs_distribution(&info) && !action.force {
+            return Err(format!(
+                "refusing to send {} to container \"{name}\": it runs the distribution registry, which loads its certificate once and \
+                 exits on SIGHUP (and `docker kill` stops --restart=always from bringing it back). Use action = \"restart\", or set force = true",
+                action.signal.as_deref().unwrap_or("a signal")
+            ));
+        }
+        let file_mounts = info
+            .mounts
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|m| m.source.map(PathBuf::from))
+            .filter(|p| p.is_file())
+            .collect();
+        containers.push(Container { id: info.id.unwrap_or(id), name, file_mounts });
+    }
+    Ok(Prepared { client: client.clone(), action: action.clone(), containers })
+}
+
+async fn containers_with_label(client: &Client, label: &str) -> Result<Vec<String>, String> {
+    let filters = HashMap::from([("label".to_owned(), vec![label.to_owned()])]);
+    let opts = ListContainersOptions { all: false, filters: Some(filters), ..Default::default() };
+    let list = client.docker.list_containers(Some(opts)).await.map_err(|e| explain(&client.socket, &e))?;
+    if list.is_empty() {
+        return Err(format!("no running Docker container has the label \"{label}\" (socket {})", client.socket));
+    }
+    Ok(list.into_iter().filter_map(|c| c.id).collect())
+}
+
+/// Does the container run the distribution registry (registry:2, registry:3, distribution/…)?
+fn runs_distribution(info: &bollard::models::ContainerInspectResponse) -> bool {
+    let config = info.config.as_ref();
+    let image = config.and_then(|c| c.image.as_deref()).unwrap_or_default();
+    let repo = image.split('@').next().unwrap_or(image);
+    let repo = repo.rsplit_once(':').filter(|(_, tag)| !tag.contains('/')).map_or(repo, |(r, _)| r);
+    let last = repo.rsplit('/').next().unwrap_or(repo);
+    let mut argv: Vec<&str> = Vec::new();
+    if let Some(c) = config {
+        argv.extend(c.entrypoint.iter().flatten().map(String::as_str));
+        argv.extend(c.cmd.iter().flatten().map(String::as_str));
+    }
+    last == "registry"
+        || last == "distribution"
+        || argv.iter().any(|a| a.ends_with("/registry") || a.contains("/etc/docker/registry/") || a.contains("/etc/distribution/"))
+}
+
+impl Prepared {
+    /// Which of `paths` some container bind-mounts as a single file.
+    pub fn file_mounts_of(&self, paths: &[PathBuf]) -> Vec<PathBuf> {
+        let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
+        let mounted: Vec<PathBuf> = self.containers.iter().flat_map(|c| c.file_mounts.iter().map(|p| canon(p))).collect();
+        paths.iter().filter(|p| mounted.contains(&canon(p))).cloned().collect()
+    }
+
+    pub async fn run(&self, cert: &str) -> Result<(), String> {
+        for c in &self.containers {
+            self.run_one(c).await.map_err(|e| format!("reload of container \"{}\": {e}", c.name))?;
+            tracing::info!(cert = %cert, container = %c.name, action = ?self.action.action, "reloaded");
+        }
+        Ok(())
+    }
+
+    async fn run_one(&self, c: &Container) -> Result<(), String> {
+        let docker = &self.client.docker;
+        let socket = &self.client.socket;
+        match self.action.action {
+            DockerVerb::Restart => {
+                let t = self.action.timeout.unwrap_or(DEFAULT_STOP_TIMEOUT).as_secs().min(i32::MAX as u64) as i32;
+                let opts = RestartContainerOptions { t: Some(t), ..Default::default() };
+                docker.restart_container(&c.id, Some(opts)).await.map_err(|e| explain(socket, &e))
+            }
+            DockerVerb::Signal => {
+                let signal = self.action.signal.clone().unwrap_or_else(|| "SIGHUP".into());
+                docker.kill_container(&c.id, Some(KillContainerOptions { signal })).await.map_err(|e| explain(socket, &e))
+            }
+            DockerVerb::Exec => self.exec(c).await,
+        }
+    }
+
+    async fn exec(&self, c: &Container) -> Result<(), String> {
+        let docker = &self.client.docker;
+        let socket = &self.client.socket;
+        let cmd = self.action.exec.clone().unwrap_or_default();
+        let opts = CreateExecOptions { cmd: Some(cmd.clone()), attach_stdout: Some(true), attach_stderr: Some(true), ..Default::default() };
+        let exec = docker.create_exec(&c.id, opts).await.map_err(|e| explain(socket, &e))?;
+        let mut output = String::new();
+        if let StartExecResults::Attached { output: mut stream, .. } = docker.start_exec(&exec.id, None).await.map_err(|e| explain(socket, &e))? {
+            while let Some(Ok(chunk)) = stream.next().await {
+                output.push_str(&chunk.to_string());
+            }
+        }
+        let code = docker.inspect_exec(&exec.id).await.map_err(|e| explain(socket, &e))?.exit_code;
+        match code {
+            Some(0) => Ok(()),
+            other => Err(format!("`{}` exited with {} inside the container: {}", cmd.join(" "), other.map_or("no code".into(), |c| c.to_string()), output.trim())),
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! Step three of the pipeline: make the registry load what was installed.
+//!
+//! Reloading happens in two phases. [`prepare`] runs *before* anything is installed: it connects
+//! to Docker, finds the containers, refuses actions that would kill the registry, and notices
+//! single-file bind mounts. If any of that fails, nothing has been touched. [`Plan::run`] then
+//! performs the actions, in order, after the files are in place.
+
+pub mod config;
+mod docker;
+mod process;
+
+use std::path::PathBuf;
+
+use crate::config::CertificateConfig;
+use config::ReloadAction;
+
+/// Reload actions checked against the host, ready to run.
+pub struct Plan {
+    steps: Vec<Step>,
+    /// Installed files that a container bind-mounts as single files: they must be rewritten
+    /// in place, because a rename gives a new inode the container never sees.
+    pub in_place: Vec<PathBuf>,
+}
+
+enum Step {
+    Docker(docker::Prepared),
+    Process { what: String, argv: Vec<String> },
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// Run every action in order; stop at the first failure.
+    pub async fn run(&self, cert: &str) -> Result<(), String> {
+        for step in &self.steps {
+            match step {
+                Step::Docker(d) => d.run(cert).await?,
+                Step::Process { what, argv } => process::run(cert, what, argv).await?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Check the configured actions against the host (without running them).
+pub async fn prepare(cert: &CertificateConfig) -> Result<Plan, String> {
+    let mut plan = Plan { steps: Vec::new(), in_place: Vec::new() };
+    let Some(reload) = &cert.reload else { return Ok(plan) };
+    let installed = [cert.install.fullchain_path(), cert.install.key_path()];
+    let mut client = None;
+    for action in &reload.actions {
+        match action {
+            ReloadAction::Docker(action) => {
+                if client.is_none() {
+                    client = Some(docker::connect(reload.docker_socket.as_deref()).await?);
+                }
+                let Some(client) = client.as_ref() else { continue };
+                let prepared = docker::prepare(client, action).await?;
+                for path in prepared.file_mounts_of(&installed) {
+                    if !plan.in_place.contains(&path) {
+                        plan.in_place.push(path);
+                    }
+                }
+                plan.steps.push(Step::Docker(prepared));
+            }
+            ReloadAction::Systemd(s) => plan.steps.push(Step::Process {
+                what: format!("systemctl {} {}", s.action, s.unit),
+                argv: vec!["systemctl".into(), s.action.clone(), s.unit.clone()],
+            }),
+            ReloadAction::Command(argv) => plan.steps.push(Step::Process { what: argv.join(" "), argv: argv.clone() }),
+        }
+    }
+    Ok(plan)
+}

@@ -1,0 +1,352 @@
+//! Step four of the pipeline: prove over HTTPS that the registry serves what was installed.
+//!
+//! One check opens a real TLS connection (with SNI) and records the chain the server sends,
+//! then asks `GET /v2/` like a Docker client would. The served leaf must be byte-identical to the
+//! installed one, the served chain must validate to the trust roots with nothing fetched (this is
+//! what catches an incomplete chain), the name must match, and the endpoint must answer like a
+//! registry. While a registry restarts, failures are retried until the timeout.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper::Uri;
+use hyper_util::rt::TokioIo;
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use serde::Serialize;
+use tokio::net::TcpStream;
+
+use crate::certinfo::{LeafInfo, unix};
+use crate::config::{CertificateConfig, VerifyConfig};
+use crate::obtain::tls::root_store;
+
+/// Where and how to check one registry endpoint.
+#[derive(Clone)]
+pub struct Target {
+    pub url: String,
+    host: String,
+    port: u16,
+    path: String,
+    /// Address to connect to instead of `host:port` (SNI and Host stay those of the URL).
+    pub connect_to: Option<String>,
+    roots: Arc<RootCertStore>,
+    credentials: Option<(String, String)>,
+}
+
+impl Target {
+    /// `url` must be https://host[:port]/path.
+    pub fn new(url: &str, connect_to: Option<String>, roots: RootCertStore, credentials: Option<(String, String)>) -> Result<Self, String> {
+        let uri: Uri = url.parse().map_err(|e| format!("verify url \"{url}\" is not a URL: {e}"))?;
+        if uri.scheme_str() != Some("https") {
+            return Err(format!("verify url \"{url}\" must start with https://"));
+        }
+        let host = uri.host().ok_or_else(|| format!("verify url \"{url}\" has no host"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let path = uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/v2/".into());
+        Ok(Self { url: url.to_owned(), port: uri.port_u16().unwrap_or(443), host, path, connect_to, roots: Arc::new(roots), credentials })
+    }
+
+    /// The check configured for `cert` (URL, trust roots, credentials).
+    pub fn for_certificate(cert: &CertificateConfig, settings: &VerifyConfig) -> Result<Self, String> {
+        let roots = root_store(settings.ca_bundle.as_deref()).map_err(|e| format!("verify.ca_bundle: {e}"))?;
+        let credentials = match (&settings.username, &settings.password_file) {
+            (Some(user), Some(file)) => {
+                let pass = std::fs::read_to_string(file).map_err(|e| format!("verify.password_file {}: {e}", file.display()))?;
+                Some((user.clone(), pass.trim_end_matches(['\n', '\r']).to_owned()))
+            }
+            _ => None,
+        };
+        Self::new(&cert.verify_url(settings), settings.connect_to.clone(), roots, credentials)
+    }
+
+    fn address(&self) -> String {
+        self.connect_to.clone().unwrap_or_else(|| {
+            if self.host.contains(':') { format!("[{}]:{}", self.host, self.port) } else { format!("{}:{}", self.host, self.port) }
+        })
+    }
+}
+
+/// What the server presented, summarised for people.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServedCert {
+    pub subject: String,
+    pub dns_names: Vec<String>,
+    pub issuer: String,
+    /// Certificates the server sent, leaf included.
+    pub chain_depth: usize,
+    pub sha256: String,
+    pub not_after: u64,
+    pub days_left: i64,
+}
+
+/// The outcome of one check: everything observed, and what is wrong with it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub url: String,
+    pub address: String,
+    pub served: Option<ServedCert>,
+    pub expected_sha256: Option<String>,
+    pub chain_valid: bool,
+    pub http_status: Option<u16>,
+    pub api_version: Option<String>,
+    pub problems: Vec<String>,
+    /// Problems that waiting cannot fix (the right leaf is served, but its chain or name is wrong).
+    #[serde(skip)]
+    definitive: bool,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    fn new(target: &Target, expected: Option<&str>) -> Self {
+        Report {
+            url: target.url.clone(),
+            address: target.address(),
+            served: None,
+            expected_sha256: expected.map(str::to_owned),
+            chain_valid: false,
+            http_status: None,
+            api_version: None,
+            problems: Vec::new(),
+            definitive: false,
+        }
+    }
+
+    /// A few lines for a terminal.
+    pub fn render(&self) -> String {
+        let mut out = format!("  url:        {} (connected to {})\n", self.url, self.address);
+        if let Some(s) = &self.served {
+            out.push_str(&format!("  subject:    {}\n  names:      {}\n  issuer:     {}\n", s.subject, s.dns_names.join(", "), s.issuer));
+            out.push_str(&format!("  chain:      {} certificate(s) served, {}\n", s.chain_depth, if self.chain_valid { "validates" } else { "does NOT validate" }));
+            out.push_str(&format!("  served:     SHA256 {}\n", s.sha256));
+            if let Some(e) = &self.expected_sha256 {
+                let same = if *e == s.sha256 { "same" } else { "DIFFERENT" };
+                out.push_str(&format!("  installed:  SHA256 {e} ({same})\n"));
+            }
+            out.push_str(&format!("  expires:    {} ({} days left)\n", crate::certinfo::fmt_time(s.not_after), s.days_left));
+        }
+        if let Some(status) = self.http_status {
+            let api = self.api_version.as_deref().map(|v| format!(", Docker-Distribution-Api-Version: {v}")).unwrap_or_default();
+            out.push_str(&format!("  GET /v2/:   {status}{api}\n"));
+        }
+        if self.ok() {
+            out.push_str("  result:     OK\n");
+        }
+        for p in &self.problems {
+            out.push_str(&format!("  problem:    {p}\n"));
+        }
+        out
+    }
+}
+
+/// Check repeatedly until it passes, a definitive problem shows, or `timeout` passes.
+pub async fn verify_until(target: &Target, expected: Option<&str>, timeout: Duration) -> Report {
+    let deadline = Instant::now() + timeout;
+    let mut delay = Duration::from_millis(50);
+    loop {
+        let report = check(target, expected).await;
+        if report.ok() || report.definitive || Instant::now() + delay >= deadline {
+            return report;
+        }
+        tracing::debug!(url = %target.url, problem = %report.problems.join("; "), "not verified yet, retrying");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 3 / 2).min(Duration::from_secs(2));
+    }
+}
+
+/// One check: TLS handshake and chain, then `GET /v2/`.
+pub async fn check(target: &Target, expected: Option<&str>) -> Report {
+    let mut report = Report::new(target, expected);
+    let attempt = tokio::time::timeout(Duration::from_secs(10), check_inner(target, &mut report)).await;
+    if attempt.is_err() {
+        report.problems.push(format!("no answer from {} within 10 s", report.address));
+    }
+    report
+}
+
+async fn check_inner(target: &Target, report: &mut Report) {
+    let tcp = match TcpStream::connect(target.address()).await {
+        Ok(s) => s,
+        Err(e) => return report.problems.push(format!("cannot connect to {}: {e}", target.address())),
+    };
+    let _ = tcp.set_nodelay(true);
+    let recorder = Arc::new(Recorder::new(target.roots.clone()));
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map(|b| b.dangerous().with_custom_certificate_verifier(recorder.clone()).with_no_client_auth());
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => return report.problems.push(format!("TLS setup: {e}")),
+    };
+    let Ok(server_name) = ServerName::try_from(target.host.clone()) else {
+        return report.problems.push(format!("\"{}\" is not a valid TLS server name", target.host));
+    };
+    let tls = match tokio_rustls::TlsConnector::from(Arc::new(config)).connect(server_name, tcp).await {
+        Ok(t) => t,
+        Err(e) => return report.problems.push(format!("TLS handshake with {} failed: {e}", target.address())),
+    };
+    let chain: Vec<CertificateDer<'static>> = tls.get_ref().1.peer_certificates().map(|c| c.to_vec()).unwrap_or_default();
+    if !judge_certificate(target, report, &chain, recorder.outcome()) {
+        return;
+    }
+    judge_http(target, report, tls).await;
+}
+
+/// Fill in what was served and whether it is right; false when HTTP should not be tried.
+fn judge_certificate(target: &Target, report: &mut Report, chain: &[CertificateDer<'static>], verdict: Option<Result<(), rustls::Error>>) -> bool {
+    let Some(leaf_der) = chain.first() else {
+        report.problems.push("the server presented no certificate".into());
+        return false;
+    };
+    let leaf = match LeafInfo::parse(leaf_der) {
+        Ok(l) => l,
+        Err(e) => {
+            report.problems.push(format!("the served certificate is {e}"));
+            return false;
+        }
+    };
+    let now = unix(SystemTime::now()) as i64;
+    report.served = Some(ServedCert {
+        subject: leaf.subject.clone(),
+        dns_names: leaf.dns_names.clone(),
+        issuer: leaf.issuer.clone(),
+        chain_depth: chain.len(),
+        sha256: leaf.sha256.clone(),
+        not_after: leaf.not_after,
+        days_left: (leaf.not_after as i64 - now).div_euclid(86_400),
+    });
+    let same_leaf = report.expected_sha256.as_deref().is_none_or(|e| e == leaf.sha256);
+    if !same_leaf {
+        report.problems.push(format!(
+            "the registry still serves another certificate (serial {}, SHA256 {}): it has not loaded the installed one",
+            leaf.serial, leaf.sha256
+        ));
+    }
+    match verdict {
+        Some(Ok(())) => report.chain_valid = true,
+        Some(Err(e)) => {
+            report.problems.push(explain_chain_error(&e, chain, &leaf, &target.host));
+            // The right certificate with a broken chain or name will not get better by waiting.
+            report.definitive = same_leaf;
+        }
+        None => report.problems.push("the TLS handshake did not reach certificate verification".into()),
+    }
+    report.chain_valid
+}
+
+fn explain_chain_error(e: &rustls::Error, chain: &[CertificateDer<'_>], leaf: &LeafInfo, host: &str) -> String {
+    let rustls::Error::InvalidCertificate(cert_err) = e else { return format!("TLS certificate check failed: {e}") };
+    match cert_err {
+        CertificateError::UnknownIssuer if chain.len() == 1 && leaf.subject != leaf.issuer => format!(
+            "incomplete chain: the server sends only the leaf (issued by \"{}\") without its intermediate; \
+             clients fail with \"x509: certificate signed by unknown authority\". Install the fullchain (leaf + intermediates)",
+            leaf.issuer
+        ),
+        CertificateError::UnknownIssuer => format!(
+            "the served chain does not lead to a trusted root (issuer \"{}\"; clients see \"x509: certificate signed by unknown authority\"); \
+             for a private CA set [certificate.verify] ca_bundle to its root",
+            leaf.issuer
+        ),
+        CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+            format!("the served certificate expired on {}", crate::certinfo::fmt_time(leaf.not_after))
+        }
+        CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+            format!("the served certificate is not valid for {host} (it names {})", leaf.dns_names.join(", "))
+        }
+        other => format!("the served certificate is rejected: {other:?}"),
+    }
+}
+
+async fn judge_http(target: &Target, report: &mut Report, tls: tokio_rustls::client::TlsStream<TcpStream>) {
+    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(tls)).await {
+        Ok(x) => x,
+        Err(e) => return report.problems.push(format!("HTTP over TLS failed: {e}")),
+    };
+    tokio::spawn(conn);
+    let host = if target.port == 443 { target.host.clone() } else { format!("{}:{}", target.host, target.port) };
+    let mut req = hyper::Request::get(&target.path).header("host", host).header("user-agent", concat!("regcert/", env!("CARGO_PKG_VERSION")));
+    if let Some((user, pass)) = &target.credentials {
+        use base64::Engine;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+        req = req.header("authorization", format!("Basic {token}"));
+    }
+    let Ok(req) = req.body(Empty::<Bytes>::new()) else {
+        return report.problems.push(format!("cannot build a request for {}", target.path));
+    };
+    let rsp = match sender.send_request(req).await {
+        Ok(r) => r,
+        Err(e) => return report.problems.push(format!("GET {} failed: {e}", target.path)),
+    };
+    let status = rsp.status().as_u16();
+    report.http_status = Some(status);
+    report.api_version = rsp.headers().get("docker-distribution-api-version").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let is_registry = report.api_version.as_deref() == Some("registry/2.0");
+    match (status, target.credentials.is_some()) {
+        (200, _) => {}
+        (401, false) if is_registry => {}
+        (401, true) => report.problems.push(format!(
+            "GET {} answered 401 with the configured credentials: check [certificate.verify] username / password_file against the registry's htpasswd",
+            target.path
+        )),
+        (s, _) => report.problems.push(format!(
+            "GET {} answered {s}{}: this does not look like a Docker registry API (check [certificate.verify] url, or the proxy in front)",
+            target.path,
+            if is_registry { "" } else { " without Docker-Distribution-Api-Version: registry/2.0" }
+        )),
+    }
+}
+
+/// A certificate verifier that lets the handshake finish but records webpki's verdict, so a
+/// broken chain can be reported with everything the server sent.
+#[derive(Debug)]
+struct Recorder {
+    inner: Option<Arc<WebPkiServerVerifier>>,
+    outcome: Mutex<Option<Result<(), rustls::Error>>>,
+}
+
+impl Recorder {
+    fn new(roots: Arc<RootCertStore>) -> Self {
+        let inner = WebPkiServerVerifier::builder_with_provider(roots, Arc::new(rustls::crypto::aws_lc_rs::default_provider())).build().ok();
+        Self { inner, outcome: Mutex::new(None) }
+    }
+
+    fn outcome(&self) -> Option<Result<(), rustls::Error>> {
+        self.outcome.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl ServerCertVerifier for Recorder {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verdict = match &self.inner {
+            Some(v) => v.verify_server_cert(end_entity, intermediates, server_name, ocsp, now).map(|_| ()),
+            None => Err(rustls::Error::General("no trust roots configured for verification".into())),
+        };
+        *self.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(verdict);
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms.supported_schemes()
+    }
+}
