@@ -150,27 +150,92 @@ webroot_stop() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# 4. Measurement helpers. Every result is stored as RES[key]="wall_seconds rss_kb".
+# 4. Measurement helpers.
+#    RES[key]  = "wall_seconds max_rss_kb [min_wall max_wall]"
+#    FAIL[key] = failed certificates of a batch, or failed (and re-run) attempts of a repeated row
 # ---------------------------------------------------------------------------------------------
-declare -A RES
+declare -A RES FAIL
 M="$W/measure"
 mkdir -p "$M"
 
-# run_timed KEY EXPECTED_RC CMD...: one timed run, logs to $M/KEY.log, fails loudly on a wrong exit
-# code. The command in the array PREFIX (if any) runs first and execs the timing wrapper.
+# note_failure WHAT LOG: remember a failed client run (with its error lines) for results.md
+FAILURES="$W/failures.md"
+: >"$FAILURES"
+note_failure() {
+    local err
+    err=$(grep -iE 'error|fail|badNonce|problem' "$2" | grep -v -- '-> calling handler' | tail -n 3 | tr '\n' ' ' | cut -c1-400)
+    [[ -n $err ]] || err=$(tail -n 1 "$2" | cut -c1-400)
+    log "  WARNING: $1: $err"
+    printf -- '- %s: `%s`\n' "$1" "${err//\`/\'}" >>"$FAILURES"
+}
+
+# try_timed KEY CMD...: one timed run, logged to $M/KEY.log; returns CMD's exit code. The command
+# in the array PREFIX (if any) runs first and must exec its arguments (uacme's namespace wrapper).
 PREFIX=()
+try_timed() {
+    local key=$1 rc=0
+    shift
+    "${PREFIX[@]}" "$TIMED" "$M/$key" "$@" >"$M/$key.log" 2>&1 || rc=$?
+    local w=? r=?
+    [[ -s $M/$key ]] && read -r w r _ <"$M/$key"
+    log "  $key: ${w}s, ${r} KB, exit $rc"
+    return "$rc"
+}
+
+# run_timed KEY EXPECTED_RC CMD...: like try_timed, but any other exit code ends the benchmark.
 run_timed() {
     local key=$1 want=$2 rc=0
     shift 2
-    "${PREFIX[@]}" "$TIMED" "$M/$key" "$@" >"$M/$key.log" 2>&1 || rc=$?
+    try_timed "$key" "$@" || rc=$?
     if [[ $rc != "$want" ]]; then
         log "FAILED: $key exited $rc (expected $want); last lines of $M/$key.log:"
         tail -n 25 "$M/$key.log" >&2
         KEEP=1
         exit 1
     fi
-    read -r _w _r _c <"$M/$key"
-    log "  $key: ${_w}s, ${_r} KB"
+}
+
+# setup_run KEY CMD...: untimed preparation (account, warm-up); up to 3 attempts, because Pebble
+# rejects nonces at random and a client may give up on one.
+setup_run() {
+    local key=$1 a
+    shift
+    for a in 1 2 3; do
+        try_timed "$key.$a" "$@" && return 0
+        note_failure "$key attempt $a (untimed preparation; retried)" "$M/$key.$a.log"
+    done
+    run_timed "$key.last" 0 "$@"
+}
+
+# repeat_timed KEY CMD...: RUNS successful runs (at most 2*RUNS attempts) -> RES[KEY] is the median.
+# A failed attempt is reported in FAIL[KEY] and not counted in the median.
+repeat_timed() {
+    local key=$1 ok=0 bad=0 a=0
+    shift
+    while ((ok < RUNS && a < 2 * RUNS)); do
+        a=$((a + 1))
+        if try_timed "$key.try$a" "$@"; then
+            ok=$((ok + 1))
+            cp "$M/$key.try$a" "$M/$key.$ok"
+        else
+            bad=$((bad + 1))
+            note_failure "$key attempt $a (not counted; the run was repeated)" "$M/$key.try$a.log"
+        fi
+    done
+    ((ok > 0)) || { KEEP=1; die "$key: every attempt failed (logs in $M)"; }
+    RES[$key]=$(median_of "$key" "$ok")
+    FAIL[$key]=$bad
+}
+
+# batch_timed KEY CMD...: one timed run of a whole batch. The batch's exit code is its number of
+# failed certificates (the loops below are written that way; regcert's is corrected by the caller).
+batch_timed() {
+    local key=$1 rc=0
+    shift
+    try_timed "$key" "$@" || rc=$?
+    RES[$key]=$(single_of "$key")
+    FAIL[$key]=$rc
+    ((rc == 0)) || note_failure "$key (exit $rc)" "$M/$key.log"
 }
 
 # median_of KEY_PREFIX COUNT: over KEY_PREFIX.1..COUNT -> "median_wall max_rss min_wall max_wall"
@@ -183,17 +248,28 @@ median_of() {
 }
 single_of() { awk '{ printf "%.6f %d\n", $1, $2 }' "$M/$1"; }
 
-# check_certs DIR PATTERN COUNT: at least COUNT files matching PATTERN exist (the batch really issued)
-check_certs() {
+# missing DIR SUFFIX < names: the names without a DIR/<name>SUFFIX file (certificates not yet issued)
+missing() {
     local n
-    n=$(find -L "$1" -name "$2" -type f | wc -l)
-    ((n >= $3)) || die "expected $3 certificates named $2 under $1, found $n"
+    while read -r n; do [[ -e $1/$n$2 ]] || echo "$n"; done
+}
+# check_count DIR SUFFIX NAMESFILE: every name has its certificate, or the benchmark ends
+check_count() {
+    local m
+    m=$(missing "$1" "$2" <"$3" | wc -l)
+    ((m == 0)) || { KEEP=1; die "$m certificates missing under $1 (names in $3)"; }
 }
 
 names() { # names PREFIX -> PREFIX-01.bench.example.com ... PREFIX-NN.bench.example.com
     local i
     for ((i = 1; i <= N; i++)); do printf '%s-%02d.bench.example.com\n' "$1" "$i"; done
 }
+
+# Shell snippets for `sh -c SNIPPET sh NAMESFILE CLIENT-ARGV...`: one client process per name
+# (appended as the last argument), in sequence or all at once; exit code = number of failed names.
+SEQ_LOOP='l=$1; shift; f=0; while read -r n; do "$@" "$n" </dev/null || f=$((f + 1)); done <"$l"; exit $f'
+PAR_LOOP='l=$1; shift; pids=""; while read -r n; do "$@" "$n" </dev/null & pids="$pids $!"; done <"$l"
+    f=0; for p in $pids; do wait "$p" || f=$((f + 1)); done; exit $f'
 
 # ---------------------------------------------------------------------------------------------
 # 5. regcert
@@ -202,50 +278,47 @@ bench_regcert() {
     log "regcert"
     local R="$W/regcert"
     mkdir -p "$R/state"
-    # regcert_config FILE CONCURRENCY NAME... (one certificate per name)
+    # regcert_config FILE CONCURRENCY NAMESFILE (one certificate per name; "default" = no key)
     regcert_config() {
         local file=$1 conc=$2 name
-        shift 2
         {
             printf 'state_dir = "%s"\n' "$R/state"
             [[ $conc == default ]] || printf 'concurrency = %s\n' "$conc"
             printf '[acme]\ndirectory = "%s"\ncontact = ["mailto:bench@example.com"]\naccept_terms = true\nca_bundle = "%s"\n' "$DIR_URL" "$ROOT"
             printf '[http01]\nlisten = "%s"\n' "$HTTP01"
-            for name in "$@"; do
+            while read -r name; do
                 mkdir -p "$R/install/$name"
                 printf '[[certificate]]\nname = "%s"\ndomains = ["%s"]\nkey = "ecdsa-p256"\n[certificate.install]\ndir = "%s"\n' \
                     "$name" "$name" "$R/install/$name"
-            done
+            done <"$3"
         } >"$file"
     }
+    # regcert_failed KEY: the "N failed" count of regcert's summary line
+    regcert_failed() { sed -n 's/.* \([0-9][0-9]*\) failed$/\1/p' "$M/$1.log" | tail -n 1; }
     wait_port_free "$P_HTTP"
-    regcert_config "$R/one.toml" 1 regcert-one.bench.example.com
-    run_timed regcert.warmup 0 "$REGCERT" -q --config "$R/one.toml" renew # creates the account
-    local i
-    for ((i = 1; i <= RUNS; i++)); do
-        run_timed "regcert.one.$i" 0 "$REGCERT" -q --config "$R/one.toml" renew --force
-    done
-    RES[regcert.one]=$(median_of regcert.one "$RUNS")
+    echo regcert-one.bench.example.com >"$R/one.names"
+    regcert_config "$R/one.toml" 1 "$R/one.names"
+    setup_run regcert.warmup "$REGCERT" -q --config "$R/one.toml" renew # also creates the account
+    repeat_timed regcert.one "$REGCERT" -q --config "$R/one.toml" renew --force
 
-    mapfile -t n_seq < <(names regcert-seq)
-    mapfile -t n_par < <(names regcert-par)
-    mapfile -t n_def < <(names regcert-def)
-    regcert_config "$R/seq.toml" 1 "${n_seq[@]}"
-    regcert_config "$R/par.toml" "$N" "${n_par[@]}"
-    regcert_config "$R/def.toml" default "${n_def[@]}"
-    run_timed regcert.seq 0 "$REGCERT" -q --config "$R/seq.toml" renew
-    RES[regcert.seq]=$(single_of regcert.seq)
-    run_timed regcert.par 0 "$REGCERT" -q --config "$R/par.toml" renew
-    RES[regcert.par]=$(single_of regcert.par)
-    run_timed regcert.def 0 "$REGCERT" -q --config "$R/def.toml" renew
-    RES[regcert.def]=$(single_of regcert.def)
-    check_certs "$R/install" domain.crt $((1 + 3 * N))
-
-    for ((i = 1; i <= RUNS; i++)); do
-        run_timed "regcert.noop.$i" 0 "$REGCERT" -q --config "$R/par.toml" renew
+    local v
+    for v in seq par def; do names "regcert-$v" >"$R/$v.names"; done
+    regcert_config "$R/seq.toml" 1 "$R/seq.names"
+    regcert_config "$R/par.toml" "$N" "$R/par.names"
+    regcert_config "$R/def.toml" default "$R/def.names"
+    for v in seq par def; do
+        batch_timed "regcert.$v" "$REGCERT" -q --config "$R/$v.toml" renew
+        local f
+        f=$(regcert_failed "regcert.$v")
+        FAIL[regcert.$v]=${f:-${FAIL[regcert.$v]}}
+        # like the next cron run would: complete what failed (untimed), so the no-op row has all N
+        ((FAIL[regcert.$v] == 0)) || setup_run "regcert.$v.repair" "$REGCERT" -q --config "$R/$v.toml" renew
+        check_count "$R/install" /domain.crt "$R/$v.names"
     done
-    grep -q "0 renewed, $N not due" "$M/regcert.noop.1.log" || die "regcert no-op run did not report $N not due"
-    RES[regcert.noop]=$(median_of regcert.noop "$RUNS")
+
+    repeat_timed regcert.noop "$REGCERT" -q --config "$R/par.toml" renew
+    grep -q "0 renewed, $N not due, 0 failed" "$M/regcert.noop.1.log" ||
+        die "regcert no-op run did not report $N not due (see $M/regcert.noop.1.log)"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -262,11 +335,10 @@ bench_uacme() {
     [[ -x $hook ]] || die "uacme's stock hook $hook is missing"
     mkdir -p "$U/conf"
     cat /etc/ssl/certs/ca-certificates.crt "$ROOT" >"$U/bundle.pem"
-    cat >"$U/ns" <<EOF
-#!/bin/sh
-# Run "\$@" in a private mount namespace where the system CA bundle also holds pebble's TLS root.
-exec unshare -m --propagation private sh -c 'mount --bind "$U/bundle.pem" /etc/ssl/certs/ca-certificates.crt && exec "\$@"' sh "\$@"
-EOF
+    printf '%s\n' '#!/bin/sh' \
+        "# Run \"\$@\" in a private mount namespace where the system CA bundle also holds pebble's TLS root." \
+        "exec unshare -m --propagation private sh -c 'mount --bind \"\$0\" /etc/ssl/certs/ca-certificates.crt && exec \"\$@\"' \"$U/bundle.pem\" \"\$@\"" \
+        >"$U/ns"
     chmod +x "$U/ns"
     if ! "$U/ns" true 2>"$U/unshare.err"; then
         log "uacme skipped: cannot make it trust pebble's TLS root (unshare -m failed: $(cat "$U/unshare.err"))"
@@ -275,33 +347,27 @@ EOF
     fi
     PREFIX=("$U/ns")
     export UACME_CHALLENGE_PATH="$WEBROOT/.well-known/acme-challenge"
-    local base=(uacme -c "$U/conf" -a "$DIR_URL" -t EC -b 256)
+    local base=(uacme -c "$U/conf" -a "$DIR_URL" -t EC -b 256 -h "$hook")
     webroot_start
-    run_timed uacme.account 0 "${base[@]}" -y new bench@example.com
-    run_timed uacme.warmup 0 "${base[@]}" -h "$hook" issue uacme-one.bench.example.com
-    local i
-    for ((i = 1; i <= RUNS; i++)); do
-        run_timed "uacme.one.$i" 0 "${base[@]}" -f -h "$hook" issue uacme-one.bench.example.com
-    done
-    RES[uacme.one]=$(median_of uacme.one "$RUNS")
+    setup_run uacme.account "${base[@]}" -y new bench@example.com
+    setup_run uacme.warmup "${base[@]}" issue uacme-one.bench.example.com
+    repeat_timed uacme.one "${base[@]}" -f issue uacme-one.bench.example.com
 
     # N certificates, one uacme process per certificate: one after another, and all at once.
     names uacme-seq >"$U/seq.names"
     names uacme-par >"$U/par.names"
-    run_timed uacme.seq 0 sh -c 'while read -r n; do "$@" issue "$n" || exit; done' sh "${base[@]}" -h "$hook" <"$U/seq.names"
-    RES[uacme.seq]=$(single_of uacme.seq)
-    local par='pids=""; while read -r n; do "$@" issue "$n" & pids="$pids $!"; done
-        rc=0; for p in $pids; do wait $p || rc=1; done; exit $rc'
-    run_timed uacme.par 0 sh -c "$par" sh "${base[@]}" -h "$hook" <"$U/par.names"
-    RES[uacme.par]=$(single_of uacme.par)
-    check_certs "$U/conf" cert.pem $((1 + 2 * N))
+    batch_timed uacme.seq sh -c "$SEQ_LOOP" sh "$U/seq.names" "${base[@]}" issue
+    batch_timed uacme.par sh -c "$PAR_LOOP" sh "$U/par.names" "${base[@]}" issue
+    if ((FAIL[uacme.par])); then # complete the set for the no-op row (untimed)
+        missing "$U/conf" /cert.pem <"$U/par.names" >"$U/repair.names"
+        setup_run uacme.par.repair sh -c "$SEQ_LOOP" sh "$U/repair.names" "${base[@]}" issue
+    fi
+    check_count "$U/conf" /cert.pem "$U/par.names"
 
     # No-op: N installed certificates, none due. `uacme issue` exits 1 when it skips a certificate.
-    for ((i = 1; i <= RUNS; i++)); do
-        run_timed "uacme.noop.$i" 0 sh -c 'while read -r n; do "$@" issue "$n"; [ $? = 1 ] || exit 9; done' \
-            sh "${base[@]}" -h "$hook" <"$U/par.names"
-    done
-    RES[uacme.noop]=$(median_of uacme.noop "$RUNS")
+    local noop='l=$1; shift; while read -r n; do "$@" "$n" </dev/null; [ $? = 1 ] || exit 9; done <"$l"'
+    repeat_timed uacme.noop sh -c "$noop" sh "$U/par.names" "${base[@]}" issue
+    ((FAIL[uacme.noop] == 0)) || die "a uacme no-op run did not skip every certificate (see $M/uacme.noop.*)"
     PREFIX=()
     unset UACME_CHALLENGE_PATH
     webroot_stop
@@ -313,40 +379,38 @@ EOF
 bench_lego() {
     log "lego"
     local L="$W/lego"
+    mkdir -p "$L"
     export LEGO_CA_CERTIFICATES="$ROOT"
     local base=(lego --path "$L" --server "$DIR_URL" --accept-tos --email bench@example.com --key-type ec256)
     local http=(--http --http.port "$HTTP01")
     wait_port_free "$P_HTTP"
-    run_timed lego.warmup 0 "${base[@]}" "${http[@]}" -d lego-one.bench.example.com run # creates the account
-    local i
-    for ((i = 1; i <= RUNS; i++)); do
-        run_timed "lego.one.$i" 0 "${base[@]}" "${http[@]}" -d lego-one.bench.example.com run
-    done
-    RES[lego.one]=$(median_of lego.one "$RUNS")
+    setup_run lego.warmup "${base[@]}" "${http[@]}" -d lego-one.bench.example.com run # also creates the account
+    repeat_timed lego.one "${base[@]}" "${http[@]}" -d lego-one.bench.example.com run
 
     names lego-seq >"$L/seq.names"
     names lego-par >"$L/par.names"
+    # lego wants `-d NAME` before its subcommand `run`
+    local seq=${SEQ_LOOP//'"$n"'/-d '"$n"' run}
+    local par=${PAR_LOOP//'"$n"'/-d '"$n"' run}
     # One after another, each process with its own built-in HTTP-01 server.
-    run_timed lego.seq 0 sh -c 'while read -r n; do "$@" -d "$n" run || exit; done' sh "${base[@]}" "${http[@]}" <"$L/seq.names"
-    RES[lego.seq]=$(single_of lego.seq)
+    batch_timed lego.seq sh -c "$seq" sh "$L/seq.names" "${base[@]}" "${http[@]}"
     # All at once: N processes cannot share one listening port, so they write tokens to a webroot
     # that one plain web server serves (lego's documented --http.webroot mode).
     webroot_start
-    local par='pids=""; while read -r n; do "$@" -d "$n" run & pids="$pids $!"; done
-        rc=0; for p in $pids; do wait $p || rc=1; done; exit $rc'
-    run_timed lego.par 0 sh -c "$par" sh "${base[@]}" --http --http.webroot "$WEBROOT" <"$L/par.names"
-    RES[lego.par]=$(single_of lego.par)
+    batch_timed lego.par sh -c "$par" sh "$L/par.names" "${base[@]}" --http --http.webroot "$WEBROOT"
+    if ((FAIL[lego.par])); then
+        missing "$L/certificates" .crt <"$L/par.names" >"$L/repair.names"
+        setup_run lego.par.repair sh -c "$seq" sh "$L/repair.names" "${base[@]}" --http --http.webroot "$WEBROOT"
+    fi
     webroot_stop
-    check_certs "$L/certificates" '*.bench.example.com.crt' $((1 + 2 * N))
+    check_count "$L/certificates" .crt "$L/par.names"
 
     # No-op: `lego renew` per certificate; it exits 0 without renewing when more than 30 days remain.
-    for ((i = 1; i <= RUNS; i++)); do
-        run_timed "lego.noop.$i" 0 sh -c 'while read -r n; do "$@" -d "$n" renew --days 30 || exit; done' \
-            sh "${base[@]}" "${http[@]}" <"$L/par.names"
-    done
-    grep -q 'no renewal' "$M/lego.noop.1.log" || die "lego no-op run did not skip renewal (see $M/lego.noop.1.log)"
-    if grep -qi 'renewing' "$M/lego.noop.1.log"; then die "lego renewed during the no-op run"; fi
-    RES[lego.noop]=$(median_of lego.noop "$RUNS")
+    local noop='l=$1; shift; while read -r n; do "$@" -d "$n" renew --days 30 </dev/null || exit; done <"$l"'
+    repeat_timed lego.noop sh -c "$noop" sh "$L/par.names" "${base[@]}" "${http[@]}"
+    ((FAIL[lego.noop] == 0)) || die "a lego no-op run failed (see $M/lego.noop.*)"
+    [[ $(grep -c 'no renewal' "$M/lego.noop.1.log") == "$N" ]] ||
+        die "lego no-op run did not skip all $N renewals (see $M/lego.noop.1.log)"
     unset LEGO_CA_CERTIFICATES
 }
 
@@ -356,40 +420,35 @@ bench_lego() {
 bench_certbot() {
     log "certbot"
     local C="$W/certbot"
+    mkdir -p "$C"
     export REQUESTS_CA_BUNDLE="$ROOT"
-    # certbot_base DIR: one certbot "installation" (config, work and logs dir) under DIR
-    certbot_base() {
-        echo certbot -n --server "$DIR_URL" --config-dir "$1/config" --work-dir "$1/work" --logs-dir "$1/logs"
-    }
-    local one batch
-    read -ra one < <(certbot_base "$C/one")
-    read -ra batch < <(certbot_base "$C/batch")
+    # one certbot "installation" (config, work and logs dir) for the single-name row, one for the batch
+    local one=(certbot -n --server "$DIR_URL" --config-dir "$C/one/config" --work-dir "$C/one/work" --logs-dir "$C/one/logs")
+    local batch=(certbot -n --server "$DIR_URL" --config-dir "$C/batch/config" --work-dir "$C/batch/work" --logs-dir "$C/batch/logs")
     local issue=(certonly --standalone --http-01-address 127.0.0.1 --http-01-port "$P_HTTP"
-        --key-type ecdsa --elliptic-curve secp256r1)
+        --key-type ecdsa --elliptic-curve secp256r1 -d)
     local reg=(register --agree-tos --register-unsafely-without-email)
     wait_port_free "$P_HTTP"
-    run_timed certbot.account 0 "${one[@]}" "${reg[@]}"
-    run_timed certbot.warmup 0 "${one[@]}" "${issue[@]}" -d certbot-one.bench.example.com
-    local i
-    for ((i = 1; i <= RUNS; i++)); do
-        run_timed "certbot.one.$i" 0 "${one[@]}" "${issue[@]}" --force-renewal -d certbot-one.bench.example.com
-    done
-    RES[certbot.one]=$(median_of certbot.one "$RUNS")
+    setup_run certbot.account "${one[@]}" "${reg[@]}"
+    setup_run certbot.warmup "${one[@]}" "${issue[@]}" certbot-one.bench.example.com
+    repeat_timed certbot.one "${one[@]}" --force-renewal "${issue[@]}" certbot-one.bench.example.com
 
     # N certificates one after another (certbot locks its config/work/logs dirs, so one
     # installation cannot run in parallel).
-    run_timed certbot.account2 0 "${batch[@]}" "${reg[@]}"
+    setup_run certbot.account2 "${batch[@]}" "${reg[@]}"
     names certbot-seq >"$C/seq.names"
-    run_timed certbot.seq 0 sh -c 'while read -r n; do "$@" -d "$n" || exit; done' sh "${batch[@]}" "${issue[@]}" <"$C/seq.names"
-    RES[certbot.seq]=$(single_of certbot.seq)
-    check_certs "$C/batch/config/live" cert.pem "$N"
+    batch_timed certbot.seq sh -c "$SEQ_LOOP" sh "$C/seq.names" "${batch[@]}" "${issue[@]}"
+    if ((FAIL[certbot.seq])); then
+        missing "$C/batch/config/live" /cert.pem <"$C/seq.names" >"$C/repair.names"
+        setup_run certbot.seq.repair sh -c "$SEQ_LOOP" sh "$C/repair.names" "${batch[@]}" "${issue[@]}"
+    fi
+    check_count "$C/batch/config/live" /cert.pem "$C/seq.names"
 
     # No-op: one `certbot renew` over the N lineages, none due (default: 30 days before expiry).
-    for ((i = 1; i <= RUNS; i++)); do
-        run_timed "certbot.noop.$i" 0 "${batch[@]}" renew
-    done
-    grep -q "not due for renewal" "$M/certbot.noop.1.log" || die "certbot no-op run did not skip (see $M/certbot.noop.1.log)"
-    RES[certbot.noop]=$(median_of certbot.noop "$RUNS")
+    repeat_timed certbot.noop "${batch[@]}" renew
+    ((FAIL[certbot.noop] == 0)) || die "a certbot no-op run failed (see $M/certbot.noop.*)"
+    grep -q "No renewals were attempted" "$M/certbot.noop.1.log" ||
+        die "certbot no-op run renewed something (see $M/certbot.noop.1.log)"
     unset REQUESTS_CA_BUNDLE
 }
 
@@ -404,8 +463,14 @@ ELAPSED=$((EPOCHSECONDS - START))
 # 9. Report
 # ---------------------------------------------------------------------------------------------
 cell() { # cell KEY -> "1.23 s · 12.3 MB", "1.23 s (1.10–1.50) · 12.3 MB" for medians, or "—"
-    local v=${RES[$1]:-}
+    local v=${RES[$1]:-} f=${FAIL[$1]:-0}
     [[ -n $v ]] || { printf '—'; return; }
+    if ((f > 0)); then
+        case $v in
+            *\ *\ *\ *) printf '⚠ %d failed run(s) re-run, not counted: ' "$f" ;;
+            *) printf '⚠ %d of %d certificates failed: ' "$f" "$N" ;;
+        esac
+    fi
     echo "$v" | awk '{ ms = $1 < 1; f = ms ? "%.0f" : "%.2f"; k = ms ? 1000 : 1
           range = NF >= 4 ? sprintf(" (" f "–" f ")", $3 * k, $4 * k) : ""
           printf f " %s%s · %.1f MB", $1 * k, ms ? "ms" : "s", range, $2 / 1024 }'

@@ -48,3 +48,19 @@ DOCKERFILE
   rm -rf "$ctx"
   echo "built $image"
 fi
+
+# A tiny image for push/pull tests.
+tiny=regcert-test/tiny:1
+if ! docker image inspect "$tiny" >/dev/null 2>&1; then
+  ctx=$(mktemp -d)
+  echo "regcert push/pull test payload" > "$ctx/payload.txt"
+  printf 'FROM scratch\nCOPY payload.txt /payload.txt\nCMD ["/payload.txt"]\n' > "$ctx/Dockerfile"
+  DOCKER_BUILDKIT=0 docker build -q -t "$tiny" "$ctx" >/dev/null 2>&1
+  rm -rf "$ctx"
+  echo "built $tiny"
+fi
+
+# A bridge network with fixed addresses: a restarted container keeps its IP even while other
+# tests start and stop containers (on the default bridge it may come back on another address).
+docker network inspect regcert-test >/dev/null 2>&1 \
+  || docker network create --subnet 172.31.0.0/16 regcert-test >/dev/null

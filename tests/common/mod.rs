@@ -3,6 +3,8 @@
 //! openssl. A missing pebble is a test failure, never a skip.
 #![allow(dead_code)]
 
+pub mod registry;
+
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -182,11 +184,20 @@ pub struct CertSpec {
     pub name: String,
     pub domains: Vec<String>,
     pub key: String,
+    /// Extra keys of the [[certificate]] table.
     pub extra: String,
+    /// Sub-tables written after [certificate.install] (reload, verify).
+    pub tables: String,
 }
 
 pub fn cert(name: &str, domains: &[&str], key: &str) -> CertSpec {
-    CertSpec { name: name.into(), domains: domains.iter().map(|d| d.to_string()).collect(), key: key.into(), extra: String::new() }
+    CertSpec {
+        name: name.into(),
+        domains: domains.iter().map(|d| d.to_string()).collect(),
+        key: key.into(),
+        extra: String::new(),
+        tables: String::new(),
+    }
 }
 
 /// A test setup: state dir, one install dir per certificate, and a config file.
@@ -214,12 +225,13 @@ impl Setup {
             std::fs::create_dir_all(&install).unwrap();
             let domains: Vec<String> = c.domains.iter().map(|d| format!("\"{d}\"")).collect();
             toml.push_str(&format!(
-                "\n[[certificate]]\nname = \"{}\"\ndomains = [{}]\nkey = \"{}\"\n{}\n[certificate.install]\ndir = \"{}\"\n",
+                "\n[[certificate]]\nname = \"{}\"\ndomains = [{}]\nkey = \"{}\"\n{}\n[certificate.install]\ndir = \"{}\"\n{}\n",
                 c.name,
                 domains.join(", "),
                 c.key,
                 c.extra,
-                install.display()
+                install.display(),
+                c.tables
             ));
         }
         let config = root.path().join("config.toml");

@@ -1,0 +1,165 @@
+//! Real registry containers for the tests: the distribution registry from Debian's
+//! `docker-registry`, in an image built offline by scripts/docker-testbed.sh, on the Docker bridge.
+//!
+//! Containers are reached on their bridge address, never on 127.0.0.1: dockerd treats loopback
+//! registries as insecure and would skip the very TLS checks these tests are about.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub const IMAGE: &str = "regcert-test/registry:2";
+pub const TINY: &str = "regcert-test/tiny:1";
+/// The test network (172.31.0.0/16) made by scripts/docker-testbed.sh.
+pub const NETWORK: &str = "regcert-test";
+
+/// An address no other test process uses: one /24-ish block per process, one address per container.
+fn fixed_ip() -> String {
+    static N: AtomicUsize = AtomicUsize::new(2);
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    format!("172.31.{}.{}", 10 + std::process::id() % 240, n % 250 + 2)
+}
+
+/// `docker …`; panics with its stderr on failure.
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().expect("the docker client is needed; run scripts/test.sh");
+    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The engine and the test image must be there (scripts/docker-testbed.sh provides them).
+pub fn require_docker() {
+    let ok = |args: &[&str]| Command::new("docker").args(args).output().map(|o| o.status.success()).unwrap_or(false);
+    assert!(
+        ok(&["image", "inspect", IMAGE]) && ok(&["network", "inspect", NETWORK]),
+        "the Docker engine with image {IMAGE} and network {NETWORK} is needed: run scripts/test.sh (it starts dockerd and builds the image offline)"
+    );
+}
+
+/// A unique DNS name per registry, so tests can run side by side.
+pub fn unique_name(tag: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!("{tag}-{}-{}.regcert.test", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+}
+
+pub struct Registry {
+    pub container: String,
+    pub ip: String,
+}
+
+#[derive(Default)]
+pub struct RegistryOpts {
+    /// htpasswd file to enable basic auth.
+    pub htpasswd: Option<PathBuf>,
+    /// Mount domain.crt and domain.key one by one instead of the directory.
+    pub single_files: bool,
+    /// No TLS (for running behind nginx).
+    pub plain_http: bool,
+}
+
+impl Registry {
+    /// Start a registry serving `certs/domain.crt` + `certs/domain.key` on :5000.
+    pub fn start(certs: &Path, opts: RegistryOpts) -> Self {
+        require_docker();
+        let container = format!("regcert-test-{}-{}", std::process::id(), unique_name("c").split('.').next().unwrap());
+        let ip = fixed_ip();
+        let mut args: Vec<String> = vec!["run".into(), "-d".into(), "--name".into(), container.clone()];
+        args.extend(["--network".into(), NETWORK.into(), "--ip".into(), ip.clone()]);
+        if !opts.plain_http {
+            if opts.single_files {
+                for f in ["domain.crt", "domain.key"] {
+                    args.extend(["-v".into(), format!("{}:/certs/{f}", certs.join(f).display())]);
+                }
+            } else {
+                args.extend(["-v".into(), format!("{}:/certs", certs.display())]);
+            }
+            args.extend(["-e".into(), "REGISTRY_HTTP_TLS_CERTIFICATE=/certs/domain.crt".into()]);
+            args.extend(["-e".into(), "REGISTRY_HTTP_TLS_KEY=/certs/domain.key".into()]);
+        }
+        if let Some(h) = &opts.htpasswd {
+            args.extend(["-v".into(), format!("{}:/auth/htpasswd", h.display())]);
+            args.extend(["-e".into(), "REGISTRY_AUTH=htpasswd".into()]);
+            args.extend(["-e".into(), "REGISTRY_AUTH_HTPASSWD_REALM=regcert-test".into()]);
+            args.extend(["-e".into(), "REGISTRY_AUTH_HTPASSWD_PATH=/auth/htpasswd".into()]);
+        }
+        args.push(IMAGE.into());
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        docker(&argv);
+        let reg = Registry { container, ip };
+        reg.wait_listening();
+        reg
+    }
+
+    pub fn addr(&self) -> String {
+        format!("{}:5000", self.ip)
+    }
+
+    pub fn wait_listening(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect_timeout(&self.addr().parse().unwrap(), Duration::from_millis(200)).is_err() {
+            assert!(Instant::now() < deadline, "registry {} did not listen: {}", self.container, self.logs());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        let out = Command::new("docker").args(["logs", "--tail", "30", &self.container]).output().unwrap();
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    }
+
+    pub fn running(&self) -> bool {
+        docker(&["inspect", "-f", "{{.State.Running}}", &self.container]) == "true"
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rm", "-f", &self.container]).output();
+    }
+}
+
+/// Makes `name` resolve to `ip` for dockerd (via /etc/hosts) and trusts `ca` for it in
+/// /etc/docker/certs.d/NAME:PORT/ca.crt; both undone on drop.
+pub struct DockerClientTrust {
+    name: String,
+    dir: PathBuf,
+}
+
+impl DockerClientTrust {
+    pub fn new(name: &str, ip: &str, port: u16, ca: &Path) -> Self {
+        let hosts = std::fs::read_to_string("/etc/hosts").unwrap();
+        std::fs::write("/etc/hosts", format!("{hosts}{}{ip} {name}\n", if hosts.ends_with('\n') { "" } else { "\n" })).unwrap();
+        let dir = PathBuf::from(format!("/etc/docker/certs.d/{name}:{port}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(ca, dir.join("ca.crt")).unwrap();
+        DockerClientTrust { name: name.to_owned(), dir }
+    }
+}
+
+impl Drop for DockerClientTrust {
+    fn drop(&mut self) {
+        if let Ok(hosts) = std::fs::read_to_string("/etc/hosts") {
+            let kept: String = hosts.lines().filter(|l| !l.ends_with(&format!(" {}", self.name))).map(|l| format!("{l}\n")).collect();
+            let _ = std::fs::write("/etc/hosts", kept);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `docker` with retries: dockerd caches name resolution for a few seconds.
+pub fn docker_retry(args: &[&str]) -> Result<String, String> {
+    let mut last = String::new();
+    for _ in 0..20 {
+        let out = Command::new("docker").args(args).output().unwrap();
+        if out.status.success() {
+            return Ok(String::from_utf8_lossy(&out.stdout).into());
+        }
+        last = String::from_utf8_lossy(&out.stderr).into();
+        if last.contains("x509") || last.contains("certificate") {
+            break; // a TLS failure will not fix itself
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Err(last)
+}

@@ -1,0 +1,276 @@
+//! The whole loop against real registries: Pebble issues, regcert installs, reloads the
+//! registry container (Docker Engine API) or nginx, verifies over HTTPS, and rolls back when the
+//! registry does not serve the new certificate. The real `docker` client proves the result.
+
+mod common;
+
+use common::registry::*;
+use common::*;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Command;
+
+/// A certificate for a fresh registry name, issued and installed (no reload yet).
+fn issued(pebble: &Pebble) -> (Setup, String) {
+    let name = unique_name("reg");
+    let s = Setup::new(pebble, &[cert("registry", &[&name], "ecdsa-p256")]);
+    let run = s.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    (s, name)
+}
+
+fn verify_table(pebble: &Pebble, url: &str, connect_to: &str, extra: &str) -> String {
+    format!(
+        "[certificate.verify]\nurl = \"{url}\"\nconnect_to = \"{connect_to}\"\nca_bundle = \"{}\"\ntimeout = \"20s\"\n{extra}\n",
+        pebble.issuing_root().display()
+    )
+}
+
+fn append(s: &Setup, text: &str) {
+    s.edit_config(|t| format!("{t}\n{text}"));
+}
+
+fn htpasswd(dir: &Path, user: &str, pass: &str) -> std::path::PathBuf {
+    let out = Command::new("htpasswd").args(["-Bbn", user, pass]).output().expect("htpasswd (apache2-utils) is needed");
+    assert!(out.status.success());
+    let path = dir.join("htpasswd");
+    fs::write(&path, out.stdout).unwrap();
+    path
+}
+
+#[test]
+fn restart_verify_then_docker_login_push_pull() {
+    let pebble = Pebble::start();
+    let (s, name) = issued(&pebble);
+    let auth = htpasswd(s.root.path(), "ci", "s3cret");
+    let reg = Registry::start(&s.install_dir("registry"), RegistryOpts { htpasswd: Some(auth), ..Default::default() });
+    let pass = s.root.path().join("registry.pass");
+    fs::write(&pass, "s3cret\n").unwrap();
+    let url = format!("https://{name}:5000/v2/");
+    append(
+        &s,
+        &format!(
+            "[certificate.reload]\ndocker = {{ container = \"{}\", action = \"restart\" }}\n{}",
+            reg.container,
+            verify_table(&pebble, &url, &reg.addr(), &format!("username = \"ci\"\npassword_file = \"{}\"", pass.display()))
+        ),
+    );
+
+    let before = serial(&s.fullchain("registry"));
+    let run = s.run(&["renew", "--force"]);
+    assert_eq!(run.code, 0, "{run:?}\n{}", reg.logs());
+    assert!(run.stdout.contains(&format!("reloaded; verified: {url} serves it")), "{run:?}");
+    assert_ne!(serial(&s.fullchain("registry")), before);
+    assert!(reg.running());
+
+    // What the registry serves is exactly what is installed, and /v2/ accepts the credentials.
+    let v = s.run(&["verify", "--json"]);
+    assert_eq!(v.code, 0, "{v:?}");
+    let report: serde_json::Value = serde_json::from_str(&v.stdout).unwrap();
+    let r = &report[0]["report"];
+    assert_eq!(r["served"]["sha256"], r["expected_sha256"]);
+    assert_eq!(r["served"]["chain_depth"], 2);
+    assert_eq!(r["http_status"], 200);
+    assert_eq!(r["chain_valid"], true);
+
+    // The real docker client, trusting Pebble's root through certs.d/HOST:PORT/ca.crt.
+    let _trust = DockerClientTrust::new(&name, &reg.ip, 5000, &pebble.issuing_root());
+    let repo = format!("{name}:5000/tiny:1");
+    docker_retry(&["login", &format!("{name}:5000"), "-u", "ci", "-p", "s3cret"]).expect("docker login");
+    docker(&["tag", TINY, &repo]);
+    docker_retry(&["push", &repo]).expect("docker push");
+    docker(&["rmi", &repo]);
+    docker_retry(&["pull", &repo]).expect("docker pull");
+    docker(&["rmi", &repo]);
+    docker(&["logout", &format!("{name}:5000")]);
+
+    // Without credentials, a 401 that speaks the registry API still counts as a registry.
+    s.edit_config(|t| t.replace("username = \"ci\"\n", "").replace(&format!("password_file = \"{}\"", pass.display()), ""));
+    let v = s.run(&["verify"]);
+    assert_eq!(v.code, 0, "{v:?}");
+    assert!(v.stdout.contains("GET /v2/:   401, Docker-Distribution-Api-Version: registry/2.0"), "{v:?}");
+    // Wrong credentials are caught.
+    fs::write(&pass, "wrong\n").unwrap();
+    s.edit_config(|t| t.replace("timeout = \"20s\"", &format!("timeout = \"20s\"\nusername = \"ci\"\npassword_file = \"{}\"", pass.display())));
+    let v = s.run(&["verify"]);
+    assert_eq!(v.code, 1, "{v:?}");
+    assert!(v.stdout.contains("answered 401 with the configured credentials"), "{v:?}");
+}
+
+#[test]
+fn reload_that_does_not_reload_is_rolled_back() {
+    let pebble = Pebble::start();
+    let (s, name) = issued(&pebble);
+    let reg = Registry::start(&s.install_dir("registry"), RegistryOpts::default());
+    // A "reload" that does nothing: the registry keeps serving the old certificate.
+    append(&s, &format!("[certificate.reload]\ncommand = [\"true\"]\n{}", verify_table(&pebble, &format!("https://{name}:5000/v2/"), &reg.addr(), "")));
+    s.edit_config(|t| t.replace("timeout = \"20s\"", "timeout = \"2s\""));
+    let old = (fs::read(s.fullchain("registry")).unwrap(), fs::read(s.key("registry")).unwrap());
+    let old_serial = serial(&s.fullchain("registry"));
+
+    let run = s.run(&["renew", "--force"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("FAILED (--force) and ROLLED BACK"), "{run:?}");
+    assert!(run.stdout.contains("still serves another certificate"), "{run:?}");
+    assert!(run.stdout.contains("is installed and served again"), "{run:?}");
+    assert!(run.stderr.contains("ERROR") && run.stderr.contains("rolled back"), "logged at error level: {run:?}");
+    assert_eq!(fs::read(s.fullchain("registry")).unwrap(), old.0);
+    assert_eq!(fs::read(s.key("registry")).unwrap(), old.1);
+    assert_eq!(serial(&s.fullchain("registry")), old_serial);
+    assert!(run.stdout.contains("1 failed"), "{run:?}");
+}
+
+#[test]
+fn verify_reports_an_incomplete_chain() {
+    let pebble = Pebble::start();
+    let (s, name) = issued(&pebble);
+    // The classic mistake: the bare leaf installed by hand.
+    fs::copy(s.state().join("certs/registry/cert.pem"), s.fullchain("registry")).unwrap();
+    let reg = Registry::start(&s.install_dir("registry"), RegistryOpts::default());
+    append(&s, &verify_table(&pebble, &format!("https://{name}:5000/v2/"), &reg.addr(), ""));
+    let v = s.run(&["verify"]);
+    assert_eq!(v.code, 1, "{v:?}");
+    assert!(v.stdout.contains("incomplete chain: the server sends only the leaf"), "{v:?}");
+    assert!(v.stdout.contains("1 certificate(s) served, does NOT validate"), "{v:?}");
+    // renew sees it too: an installed fullchain without intermediate is due.
+    let st = s.run(&["status"]);
+    assert!(st.stdout.contains("no intermediate (incomplete chain)"), "{st:?}");
+}
+
+#[test]
+fn wrong_container_or_missing_socket_changes_nothing() {
+    let pebble = Pebble::start();
+    let (s, _name) = issued(&pebble);
+    let before = (fs::read(s.fullchain("registry")).unwrap(), fs::read(s.key("registry")).unwrap());
+    let issued_before = fs::read(s.state().join("certs/registry/cert.pem")).unwrap();
+    append(&s, "[certificate.reload]\ndocker = { container = \"no-such-registry\" }\n");
+    let run = s.run(&["renew", "--force"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("no Docker container named \"no-such-registry\""), "{run:?}");
+    assert_eq!((fs::read(s.fullchain("registry")).unwrap(), fs::read(s.key("registry")).unwrap()), before);
+    assert_eq!(fs::read(s.state().join("certs/registry/cert.pem")).unwrap(), issued_before, "checked before ordering");
+
+    s.edit_config(|t| t.replace("[certificate.reload]\n", "[certificate.reload]\ndocker_socket = \"unix:///tmp/regcert-no-docker.sock\"\n"));
+    let run = s.run(&["renew", "--force"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("Docker socket /tmp/regcert-no-docker.sock is not there"), "{run:?}");
+    assert_eq!((fs::read(s.fullchain("registry")).unwrap(), fs::read(s.key("registry")).unwrap()), before);
+}
+
+#[test]
+fn signal_to_the_distribution_registry_is_refused() {
+    let pebble = Pebble::start();
+    let (s, _name) = issued(&pebble);
+    let reg = Registry::start(&s.install_dir("registry"), RegistryOpts::default());
+    let before = fs::read(s.fullchain("registry")).unwrap();
+    append(&s, &format!("[certificate.reload]\ndocker = {{ container = \"{}\", action = \"signal\", signal = \"SIGHUP\" }}\n", reg.container));
+    let run = s.run(&["renew", "--force"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("refusing to send SIGHUP") && run.stdout.contains("exits on SIGHUP"), "{run:?}");
+    assert!(reg.running(), "the registry must still run");
+    assert_eq!(fs::read(s.fullchain("registry")).unwrap(), before);
+}
+
+#[test]
+fn single_file_bind_mounts_are_rewritten_in_place() {
+    let pebble = Pebble::start();
+    let (s, name) = issued(&pebble);
+    let reg = Registry::start(&s.install_dir("registry"), RegistryOpts { single_files: true, ..Default::default() });
+    // Two actions in one key, run in order: an exec that must exit 0, then the restart.
+    let c = &reg.container;
+    append(
+        &s,
+        &format!(
+            "[certificate.reload]\ndocker = [{{ container = \"{c}\", action = \"exec\", exec = [\"/bin/registry\", \"--version\"] }}, {{ container = \"{c}\" }}]\n"
+        ),
+    );
+    append(&s, &verify_table(&pebble, &format!("https://{name}:5000/v2/"), &reg.addr(), ""));
+    let inode = fs::metadata(s.fullchain("registry")).unwrap().ino();
+    let run = s.run(&["renew", "--force"]);
+    assert_eq!(run.code, 0, "{run:?}\n{}", reg.logs());
+    assert!(run.stdout.contains("verified"), "{run:?}");
+    assert_eq!(fs::metadata(s.fullchain("registry")).unwrap().ino(), inode, "same inode: the container sees the new content");
+    assert_eq!(mode(&s.key("registry")), 0o600);
+}
+
+/// nginx terminates TLS in front of a plain registry; `nginx -s reload` swaps the certificate
+/// while a poller keeps requesting /v2/: no request may fail.
+#[test]
+fn nginx_reload_without_failed_requests() {
+    let pebble = Pebble::start();
+    let (s, name) = issued(&pebble);
+    let reg = Registry::start(&s.install_dir("registry"), RegistryOpts { plain_http: true, ..Default::default() });
+    let port = free_port();
+    let dir = s.root.path().join("nginx");
+    fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("nginx.conf");
+    let install = s.install_dir("registry");
+    fs::write(
+        &conf,
+        format!(
+            "pid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  server {{\n    listen 127.0.0.1:{port} ssl;\n    server_name {name};\n    ssl_certificate {i}/domain.crt;\n    ssl_certificate_key {i}/domain.key;\n    client_max_body_size 0;\n    location / {{\n      proxy_pass http://{addr};\n      proxy_set_header Host $http_host;\n      proxy_set_header X-Forwarded-Proto $scheme;\n      proxy_read_timeout 900;\n    }}\n  }}\n}}\n",
+            d = dir.display(),
+            i = install.display(),
+            addr = reg.addr(),
+        ),
+    )
+    .unwrap();
+    let nginx = which("nginx");
+    let started = Command::new(&nginx).args(["-c", conf.to_str().unwrap()]).status().unwrap();
+    assert!(started.success(), "nginx did not start: {}", fs::read_to_string(dir.join("error.log")).unwrap_or_default());
+    struct Stop(String, std::path::PathBuf);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = Command::new(&self.0).args(["-c", self.1.to_str().unwrap(), "-s", "stop"]).status();
+        }
+    }
+    let _stop = Stop(nginx.clone(), conf.clone());
+    let url = format!("https://{name}:{port}/v2/");
+    append(
+        &s,
+        &format!(
+            "[certificate.reload]\ncommand = [\"{nginx}\", \"-c\", \"{}\", \"-s\", \"reload\"]\n{}",
+            conf.display(),
+            verify_table(&pebble, &url, &format!("127.0.0.1:{port}"), "")
+        ),
+    );
+
+    // Poll /v2/ through nginx the whole time, as a client would.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poller = {
+        let (stop, root, name, url) = (stop.clone(), pebble.issuing_root(), name.clone(), url.clone());
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) && ok + failed.len() < 2000 {
+                let out = Command::new("curl")
+                    .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", root.to_str().unwrap()])
+                    .args(["--resolve", &format!("{name}:{port}:127.0.0.1"), &url])
+                    .output()
+                    .unwrap();
+                let code = String::from_utf8_lossy(&out.stdout).to_string();
+                if code == "200" { ok += 1 } else { failed.push(code) }
+            }
+            (ok, failed)
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let run = s.run(&["renew", "--force"]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (ok, failed) = poller.join().unwrap();
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains(&format!("reloaded; verified: {url} serves it")), "{run:?}");
+    assert!(ok > 5, "the poller must have run ({ok} requests)");
+    assert!(failed.is_empty(), "{} of {} requests failed during the reload: {failed:?}", failed.len(), ok + failed.len());
+}
+
+fn which(tool: &str) -> String {
+    for dir in ["/usr/sbin", "/usr/bin", "/sbin"] {
+        let p = Path::new(dir).join(tool);
+        if p.exists() {
+            return p.to_string_lossy().into();
+        }
+    }
+    panic!("{tool} is not installed; run scripts/test.sh");
+}
