@@ -5,7 +5,8 @@
 #   bench/run.sh            # installs missing Debian packages, builds regcert, runs, writes bench/results.md
 #
 # Environment knobs: RUNS (default 5) runs for the medians, N (default 20) certificates for the
-# batch rows, KEEP=1 keeps the scratch directory (logs of every run) instead of deleting it.
+# batch rows, NONCE_REJECT (default 5) the percentage of valid nonces Pebble rejects with
+# badNonce, KEEP=1 keeps the scratch directory (logs of every run) instead of deleting it.
 set -euo pipefail
 export LC_ALL=C
 
@@ -13,6 +14,7 @@ BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$BENCH")
 RUNS=${RUNS:-5}
 N=${N:-20}
+NONCE_REJECT=${NONCE_REJECT:-5}
 TIMED="$BENCH/timed.sh"
 PY=/usr/bin/python3
 
@@ -124,7 +126,7 @@ pebble-challtestsrv -dns01 "127.0.0.1:$P_DNS" -management "127.0.0.1:$P_DNSMGMT"
     >"$W/challtestsrv.log" 2>&1 &
 PIDS+=($!)
 wait_port "$P_DNSMGMT" "$!" challtestsrv
-PEBBLE_VA_NOSLEEP=1 PEBBLE_AUTHZREUSE=0 pebble -config "$W/pebble.json" -dnsserver "127.0.0.1:$P_DNS" \
+PEBBLE_VA_NOSLEEP=1 PEBBLE_AUTHZREUSE=0 PEBBLE_WFE_NONCEREJECT=$NONCE_REJECT pebble -config "$W/pebble.json" -dnsserver "127.0.0.1:$P_DNS" \
     >"$W/pebble.log" 2>&1 &
 PIDS+=($!)
 wait_port "$P_ACME" "$!" pebble
@@ -163,8 +165,8 @@ FAILURES="$W/failures.md"
 : >"$FAILURES"
 note_failure() {
     local err
-    err=$(grep -iE 'error|fail|badNonce|problem' "$2" | grep -v -- '-> calling handler' | tail -n 3 | tr '\n' ' ' | cut -c1-400)
-    [[ -n $err ]] || err=$(tail -n 1 "$2" | cut -c1-400)
+    err=$(grep -iE 'error|fail|badNonce|problem' "$2" | grep -v -- '-> calling handler' | tail -n 3 | tr '\n' ' ' | cut -c1-400 || true)
+    [[ -n $err ]] || err=$(tail -n 1 "$2" | cut -c1-400 || true)
     log "  WARNING: $1: $err"
     printf -- '- %s: `%s`\n' "$1" "${err//\`/\'}" >>"$FAILURES"
 }
@@ -217,6 +219,7 @@ repeat_timed() {
         if try_timed "$key.try$a" "$@"; then
             ok=$((ok + 1))
             cp "$M/$key.try$a" "$M/$key.$ok"
+            cp "$M/$key.try$a.log" "$M/$key.$ok.log"
         else
             bad=$((bad + 1))
             note_failure "$key attempt $a (not counted; the run was repeated)" "$M/$key.try$a.log"
@@ -501,11 +504,19 @@ EOF
     echo "- Machine: $(nproc) CPUs ($CPU), $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, $(. /etc/os-release && echo "$PRETTY_NAME"), kernel $(uname -r)"
     echo "- regcert: $REGCERT_VER, release build"
     echo "- uacme $(pkgver uacme), lego $(pkgver lego), certbot $(pkgver certbot) (python3-acme $(pkgver python3-acme)), pebble $(pkgver pebble) — Debian packages"
-    echo "- Pebble: \`PEBBLE_VA_NOSLEEP=1 PEBBLE_AUTHZREUSE=0\`, default 5% badNonce rejection, loopback only"
+    echo "- Pebble: \`PEBBLE_VA_NOSLEEP=1 PEBBLE_AUTHZREUSE=0 PEBBLE_WFE_NONCEREJECT=$NONCE_REJECT\` ($NONCE_REJECT% of nonces rejected with badNonce; 5 is Pebble's default), loopback only"
     echo "- All keys ECDSA P-256. Account creation is excluded: every client does one untimed warm-up issuance first.$uacme_note"
     echo
     table
     echo
+    if [[ -s $FAILURES ]]; then
+        echo "Client runs that failed during this benchmark (Pebble rejects $NONCE_REJECT% of nonces at random; a"
+        echo "failed timed run was repeated and is not in the median, and a failed batch certificate was"
+        echo "issued afterwards, untimed, so the no-op row still has all $N):"
+        echo
+        cat "$FAILURES"
+        echo
+    fi
     echo "See bench/README.md for the exact setup of every cell."
 } >"$BENCH/results.md"
 

@@ -630,6 +630,9 @@ mod tests {
         let cfg = parse(include_str!("../config.example.toml")).unwrap();
         assert_eq!(cfg.certificates[0].install.fullchain, "domain.crt");
         assert_eq!(cfg.http01.mode(), Http01Mode::Listen("[::]:80".parse().unwrap()));
+        let cert = &cfg.certificates[0];
+        assert!(matches!(cert.reload.as_ref().unwrap().actions[..], [ReloadAction::Docker(_)]));
+        assert_eq!(cert.verify_settings().unwrap().timeout, Duration::from_secs(60));
     }
 
     #[test]
