@@ -176,13 +176,15 @@ fn signal_to_the_distribution_registry_is_refused() {
 fn single_file_bind_mounts_are_rewritten_in_place() {
     let pebble = Pebble::start();
     let (s, name) = issued(&pebble);
-    let reg = Registry::start(&s.install_dir("registry"), RegistryOpts { single_files: true, ..Default::default() });
-    // Two actions in one key, run in order: an exec that must exit 0, then the restart.
+    let label = format!("regcert.reload={name}");
+    let reg = Registry::start(&s.install_dir("registry"), RegistryOpts { single_files: true, label: Some(label.clone()), ..Default::default() });
+    // Two actions in one key, run in order: an exec that must exit 0, then a restart of every
+    // container with the label.
     let c = &reg.container;
     append(
         &s,
         &format!(
-            "[certificate.reload]\ndocker = [{{ container = \"{c}\", action = \"exec\", exec = [\"/bin/registry\", \"--version\"] }}, {{ container = \"{c}\" }}]\n"
+            "[certificate.reload]\ndocker = [{{ container = \"{c}\", action = \"exec\", exec = [\"/bin/registry\", \"--version\"] }}, {{ label = \"{label}\" }}]\n"
         ),
     );
     append(&s, &verify_table(&pebble, &format!("https://{name}:5000/v2/"), &reg.addr(), ""));
@@ -273,4 +275,61 @@ fn which(tool: &str) -> String {
         }
     }
     panic!("{tool} is not installed; run scripts/test.sh");
+}
+
+#[test]
+fn failed_exec_and_unreachable_registry_without_previous_pair_are_reported() {
+    let pebble = Pebble::start();
+    let (s, name) = issued(&pebble);
+    let reg = Registry::start(&s.install_dir("registry"), RegistryOpts::default());
+    // An exec whose command fails inside the container: its exit code is checked.
+    append(
+        &s,
+        &format!(
+            "[certificate.reload]\ndocker = {{ container = \"{}\", action = \"exec\", exec = [\"/bin/registry\", \"no-such-subcommand\"] }}\n{}",
+            reg.container,
+            verify_table(&pebble, &format!("https://{name}:5000/v2/"), &reg.addr(), "")
+        ),
+    );
+    s.edit_config(|t| t.replace("timeout = \"20s\"", "timeout = \"2s\""));
+    let run = s.run(&["renew", "--force"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("`/bin/registry no-such-subcommand` exited with 1 inside the container"), "{run:?}");
+    assert!(run.stdout.contains("ROLLED BACK"), "{run:?}");
+
+    // A first issuance whose verification fails has nothing to roll back to: the new pair stays.
+    let fresh = Setup::new(&pebble, &[cert("fresh", &[&unique_name("fresh")], "ecdsa-p256")]);
+    append(
+        &fresh,
+        &format!("[certificate.reload]\ncommand = [\"true\"]\n{}", verify_table(&pebble, "https://nothing.regcert.test/v2/", &format!("127.0.0.1:{}", free_port()), "")),
+    );
+    fresh.edit_config(|t| t.replace("timeout = \"20s\"", "timeout = \"1s\""));
+    let run = fresh.run(&["renew"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("cannot connect to 127.0.0.1:"), "{run:?}");
+    assert!(run.stdout.contains("there is no previous pair to restore, so the new one stays installed"), "{run:?}");
+    assert_key_matches(&fresh.fullchain("fresh"), &fresh.key("fresh"));
+}
+
+#[test]
+fn docker_socket_permission_denied_names_the_fix() {
+    let pebble = Pebble::start();
+    let (s, _name) = issued(&pebble);
+    append(&s, "[certificate.reload]\ndocker = { container = \"registry\" }\n");
+    // Let `nobody` use the state and install dirs, but not the Docker socket (root:docker 0660).
+    for dir in [s.root.path().to_path_buf(), s.state(), s.install_dir("registry"), s.root.path().join("install")] {
+        fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    }
+    Command::new("chown").args(["-R", "nobody", s.state().to_str().unwrap()]).status().unwrap();
+    let before = fs::read(s.fullchain("registry")).unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", env!("CARGO_BIN_EXE_regcert"), "--config"])
+        .arg(&s.config)
+        .args(["renew", "--force"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("permission denied on the Docker socket") && stdout.contains("`docker` group"), "{stdout}");
+    assert_eq!(fs::read(s.fullchain("registry")).unwrap(), before);
 }

@@ -56,6 +56,8 @@ pub struct RegistryOpts {
     pub single_files: bool,
     /// No TLS (for running behind nginx).
     pub plain_http: bool,
+    /// A `key=value` label on the container.
+    pub label: Option<String>,
 }
 
 impl Registry {
@@ -82,6 +84,9 @@ impl Registry {
             args.extend(["-e".into(), "REGISTRY_AUTH=htpasswd".into()]);
             args.extend(["-e".into(), "REGISTRY_AUTH_HTPASSWD_REALM=regcert-test".into()]);
             args.extend(["-e".into(), "REGISTRY_AUTH_HTPASSWD_PATH=/auth/htpasswd".into()]);
+        }
+        if let Some(label) = &opts.label {
+            args.extend(["--label".into(), label.clone()]);
         }
         args.push(IMAGE.into());
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
