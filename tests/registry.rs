@@ -286,7 +286,7 @@ fn failed_exec_and_unreachable_registry_without_previous_pair_are_reported() {
     append(
         &s,
         &format!(
-            "[certificate.reload]\ndocker = {{ container = \"{}\", action = \"exec\", exec = [\"/bin/registry\", \"no-such-subcommand\"] }}\n{}",
+            "[certificate.reload]\ndocker = {{ container = \"{}\", action = \"exec\", exec = [\"/bin/registry\", \"serve\", \"/nonexistent.yml\"] }}\n{}",
             reg.container,
             verify_table(&pebble, &format!("https://{name}:5000/v2/"), &reg.addr(), "")
         ),
@@ -294,7 +294,7 @@ fn failed_exec_and_unreachable_registry_without_previous_pair_are_reported() {
     s.edit_config(|t| t.replace("timeout = \"20s\"", "timeout = \"2s\""));
     let run = s.run(&["renew", "--force"]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(run.stdout.contains("`/bin/registry no-such-subcommand` exited with 1 inside the container"), "{run:?}");
+    assert!(run.stdout.contains("`/bin/registry serve /nonexistent.yml` exited with 1 inside the container"), "{run:?}");
     assert!(run.stdout.contains("ROLLED BACK"), "{run:?}");
 
     // A first issuance whose verification fails has nothing to roll back to: the new pair stays.

@@ -45,10 +45,18 @@ fn socket_path(configured: Option<&str>) -> String {
 /// Connect and agree on an API version with the engine (older engines reject newer versions).
 pub async fn connect(configured: Option<&str>) -> Result<Client, String> {
     let socket = socket_path(configured);
-    if let Err(e) = std::fs::metadata(&socket) {
-        return Err(format!(
-            "Docker socket {socket} is not there ({e}): is the Docker engine running? Set [certificate.reload] docker_socket if it lives elsewhere"
-        ));
+    // Probe the socket ourselves: the HTTP client buries the reason under "client error (Connect)".
+    if let Err(e) = std::os::unix::net::UnixStream::connect(&socket) {
+        return Err(match e.kind() {
+            std::io::ErrorKind::NotFound => format!(
+                "Docker socket {socket} is not there: is the Docker engine running? Set [certificate.reload] docker_socket if it lives elsewhere"
+            ),
+            std::io::ErrorKind::PermissionDenied => format!(
+                "permission denied on the Docker socket {socket}: run regcert as root or add its user to the `docker` group"
+            ),
+            std::io::ErrorKind::ConnectionRefused => format!("nothing answers on the Docker socket {socket}: is the Docker engine running?"),
+            _ => format!("cannot connect to the Docker socket {socket}: {e}"),
+        });
     }
     let docker = Docker::connect_with_unix(&socket, 120, bollard::API_DEFAULT_VERSION).map_err(|e| explain(&socket, &e))?;
     let docker = docker.negotiate_version().await.map_err(|e| explain(&socket, &e))?;
