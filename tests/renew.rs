@@ -330,3 +330,17 @@ fn failed_install_restores_the_pair_and_next_run_installs_the_kept_certificate()
     assert_eq!(serial(&s.fullchain("registry")), issued_serial);
     assert_key_matches(&s.fullchain("registry"), &s.key("registry"));
 }
+
+#[test]
+fn survives_a_ca_that_rejects_many_nonces() {
+    // 30% of nonces rejected: instant-acme's own two retries are not enough on their own.
+    let pebble = Pebble::start_with(PebbleOpts { nonce_reject: Some(30), ..Default::default() });
+    let certs: Vec<CertSpec> = (0..4).map(|i| cert(&format!("c{i}"), &[&format!("n{i}.example.com")], "ecdsa-p256")).collect();
+    let s = Setup::new(&pebble, &certs);
+    let run = s.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("4 renewed, 0 not due, 0 failed"), "{run:?}");
+    for i in 0..4 {
+        assert_chain_verifies(&s.fullchain(&format!("c{i}")), &pebble.issuing_root());
+    }
+}

@@ -44,7 +44,7 @@ pub async fn load_or_create(
             .await
             .map_err(|e| describe(&e, url))?;
         if stored.contact != acme.contact {
-            account.update_contacts(&contact).await.map_err(|e| format!("updating the account contact: {}", describe(&e, url)))?;
+            retry_bad_nonce!(account.update_contacts(&contact).await).map_err(|e| format!("updating the account contact: {}", describe(&e, url)))?;
             tracing::info!(account = account.id(), contact = ?acme.contact, "ACME account contact updated");
             // The credentials were moved into the account; parse them again to store the update.
             let mut stored: StoredAccount = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
@@ -63,9 +63,7 @@ pub async fn load_or_create(
         None => None,
     };
     let new = NewAccount { contact: &contact, terms_of_service_agreed: acme.accept_terms, only_return_existing: false };
-    let (account, credentials) = Account::builder_with_http(http())
-        .create(&new, url.to_owned(), eab.as_ref())
-        .await
+    let (account, credentials) = retry_bad_nonce!(Account::builder_with_http(http()).create(&new, url.to_owned(), eab.as_ref()).await)
         .map_err(|e| format!("creating the ACME account: {}", describe(&e, url)))?;
     let stored = StoredAccount { directory: url.to_owned(), contact: acme.contact.clone(), credentials };
     save(&path, &stored)?;

@@ -34,7 +34,7 @@ impl AcmeIssuer {
         let name = cert.name.as_str();
         let ca = self.directory.as_str();
         let ids: Vec<Identifier> = cert.domains.iter().map(|d| Identifier::Dns(d.clone())).collect();
-        let mut order = self.account.new_order(&NewOrder::new(&ids)).await.map_err(|e| describe(&e, ca))?;
+        let mut order = retry_bad_nonce!(self.account.new_order(&NewOrder::new(&ids)).await).map_err(|e| describe(&e, ca))?;
         tracing::info!(cert = %name, order = %order.url(), "ACME order created");
 
         let mut published = Vec::new();
@@ -46,8 +46,9 @@ impl AcmeIssuer {
         tracing::info!(cert = %name, "names validated");
 
         let csr = key.csr_der(&cert.domains).map_err(|e| format!("building the CSR: {e}"))?;
-        order.finalize_csr(&csr).await.map_err(|e| format!("finalizing the order: {}", describe(&e, ca)))?;
-        let pem = order.poll_certificate(&poll_policy()).await.map_err(|e| format!("downloading the certificate: {}", describe(&e, ca)))?;
+        retry_bad_nonce!(order.finalize_csr(&csr).await).map_err(|e| format!("finalizing the order: {}", describe(&e, ca)))?;
+        let pem = retry_bad_nonce!(order.poll_certificate(&poll_policy()).await)
+            .map_err(|e| format!("downloading the certificate: {}", describe(&e, ca)))?;
         let issued = self.check_and_package(cert, key, &pem, order.url())?;
         tracing::info!(cert = %name, serial = %issued.meta.serial, not_after = %fmt_time(issued.meta.not_after), "certificate issued");
         Ok(issued)
@@ -74,13 +75,14 @@ impl AcmeIssuer {
             let token = challenge.token.clone();
             self.solver.present(&token, key_auth.as_str()).await?;
             published.push(token);
-            challenge.set_ready().await.map_err(|e| describe(&e, ca))?;
+            retry_bad_nonce!(challenge.set_ready().await).map_err(|e| describe(&e, ca))?;
             tracing::debug!(identifier = %ident, "challenge ready");
         }
-        match order.poll_ready(&poll_policy()).await {
+        match retry_bad_nonce!(order.poll_ready(&poll_policy()).await) {
             Ok(OrderStatus::Ready) => Ok(()),
             // The order's own problem is generic; the failed challenges say which name and why.
-            Ok(_) | Err(instant_acme::Error::Api(_)) => Err(self.validation_failures(order).await),
+            Ok(_) => Err(self.validation_failures(order).await),
+            Err(instant_acme::Error::Api(_)) if order.state().status == OrderStatus::Invalid => Err(self.validation_failures(order).await),
             Err(e) => Err(describe(&e, ca)),
         }
     }

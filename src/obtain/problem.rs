@@ -2,6 +2,11 @@
 
 use instant_acme::{Error, Identifier, Problem};
 
+/// Did the CA reject the request's anti-replay nonce (a transient fault to retry)?
+pub fn is_bad_nonce(p: &Problem) -> bool {
+    p.r#type.as_deref() == Some("urn:ietf:params:acme:error:badNonce")
+}
+
 /// Describe an ACME error; `ca` is the directory URL, named when the CA cannot be reached.
 pub fn describe(err: &Error, ca: &str) -> String {
     match err {

@@ -33,6 +33,8 @@ pub struct PebbleOpts {
     /// (kid, base64url HMAC key) pairs; when set, pebble requires EAB.
     pub eab: Vec<(String, String)>,
     pub blocklist: Vec<String>,
+    /// Percentage of nonces Pebble rejects with badNonce (Pebble's default is 5).
+    pub nonce_reject: Option<u8>,
 }
 
 pub struct Pebble {
@@ -93,6 +95,7 @@ impl Pebble {
             .args(["-config", cfg_path.to_str().unwrap(), "-dnsserver", &format!("127.0.0.1:{dns}")])
             .env("PEBBLE_VA_NOSLEEP", "1")
             .env("PEBBLE_AUTHZREUSE", "0")
+            .env("PEBBLE_WFE_NONCEREJECT", opts.nonce_reject.unwrap_or(5).to_string())
             .stdout(log("pebble.log"))
             .stderr(log("pebble.err"))
             .spawn()
