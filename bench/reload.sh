@@ -8,6 +8,8 @@
 #   A. the distribution registry (TLS on :5000) in a container, reloaded by regcert with
 #      docker = { container = …, action = "restart" } and verified over HTTPS. A poller does TCP
 #      connect + TLS handshake + GET /v2/ in a tight loop and records when the registry answers.
+#   A0. as A, run first, with the registry as the only container of this script on the Docker
+#      network (shows the extra unreachability from the bridge losing carrier / ARP; see below).
 #   B. nginx terminating TLS in front of a plain-HTTP registry container, reloaded by regcert with
 #      command = ["/usr/sbin/nginx", "-c", CONF, "-s", "reload"]; a poller counts failed requests.
 #
@@ -155,7 +157,7 @@ TOML
 # 4. Helpers: poller, analysis
 # ---------------------------------------------------------------------------------------------
 # poller.py OUT STOPFILE HOST PORT SNI CAFILE
-# Tight loop: TCP connect (timeout 100 ms) + TLS handshake verified against CAFILE with SNI
+# Tight loop: TCP connect (timeout 50 ms, TCP_NODELAY) + TLS handshake verified against CAFILE with SNI
 # (timeout 2 s) + GET /v2/ on a fresh connection. One line per probe:
 #   t_start t_end ok leaf_sha256_prefix|error
 # ok = 1 when the handshake succeeded and /v2/ answered 200 or 401. Stops when STOPFILE exists
@@ -173,7 +175,8 @@ with open(out, "w", buffering=1) as f:
         fp = ""
         ok = 0
         try:
-            s = socket.create_connection((host, port), timeout=0.1)
+            s = socket.create_connection((host, port), timeout=0.05)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             s.settimeout(2.0)
             with ctx.wrap_socket(s, server_hostname=sni) as tls:
                 fp = hashlib.sha256(tls.getpeercert(binary_form=True)).hexdigest()[:16]
@@ -240,6 +243,10 @@ ok = [p for p in probes if p[2]]
 new = [p for p in ok if p[3] == new_fp]
 if new and "verified" in events:
     r["first_new_served_to_verified_ms"] = (events["verified"] - new[0][1]) * 1000
+old = [p for p in ok if p[3] != new_fp]
+if old and "verified" in events:
+    # > 0: a connection opened after regcert logged "verified" still got the old certificate.
+    r["old_served_after_verified_ms"] = (old[-1][0] - events["verified"]) * 1000
 if mode == "restart" and len(ok) >= 2:
     # Longest interval between two consecutive successful probes (end of one to end of the next):
     # the registry did not answer in between. "Back" is the end of the first probe after it.
@@ -296,6 +303,11 @@ wait_probe() { # wait_probe HOST PORT  (TLS + /v2/ answers, up to 20 s)
 # ---------------------------------------------------------------------------------------------
 # 5. Scenario A: registry container restarted by regcert
 # ---------------------------------------------------------------------------------------------
+# The plain-HTTP registry of scenario B is started first and stays up: with another container on
+# the network, the bridge keeps its carrier while the TLS registry restarts. A registry that is
+# the only container on its bridge is measured separately first ("A0"): there the bridge loses
+# carrier during the restart, and a client that keeps connecting meanwhile leaves the host's
+# neighbour (ARP) entry failed, so the container is unreachable for a while after it is back.
 log "scenario A: registry container $C_TLS at $IP_TLS, action = restart"
 mkdir -p "$W/certs-tls"
 CFG_A="$W/restart.toml"
@@ -316,13 +328,26 @@ ca_bundle = "$W/pebble-issuing-root.pem"
 timeout = "30s"
 TOML
 "$REGCERT" --config "$CFG_A" verify --cert registry >"$W/verify-a.out" || die "regcert verify fails before the runs: $(cat "$W/verify-a.out")"
+
+on_network() { docker network inspect regcert-test --format '{{len .Containers}}' 2>/dev/null || echo '?'; }
+for i in $(seq "$RUNS"); do
+    n=$(on_network)
+    one_run restart "$CFG_A" registry "$W/certs-tls" "$IP_TLS" 5000 "$W/alone-$i"
+    # Other projects' test containers may share the network: note whether the run was really alone.
+    [[ $n == 1 && $(on_network) == 1 ]] && echo 1 >"$W/alone-$i/alone" || echo 0 >"$W/alone-$i/alone"
+done
+
+CONTAINERS+=("$C_PLAIN")
+docker run -d --name "$C_PLAIN" --network regcert-test --ip "$IP_PLAIN" "$IMAGE" >/dev/null
+for _ in $(seq 100); do curl -s -o /dev/null --max-time 1 "http://$IP_PLAIN:5000/v2/" && break; sleep 0.2; done
+curl -sf -o /dev/null --max-time 2 "http://$IP_PLAIN:5000/v2/" || die "plain registry $C_PLAIN does not answer"
 for i in $(seq "$RUNS"); do
     one_run restart "$CFG_A" registry "$W/certs-tls" "$IP_TLS" 5000 "$W/restart-$i"
 done
 docker logs "$C_TLS" >"$W/registry-tls.log" 2>&1 || true
 
 # ---------------------------------------------------------------------------------------------
-# 6. Scenario B: nginx in front of a plain-HTTP registry, `nginx -s reload` by regcert
+# 6. Scenario B: nginx in front of the plain-HTTP registry, `nginx -s reload` by regcert
 # ---------------------------------------------------------------------------------------------
 log "scenario B: nginx on 127.0.0.1:$P_NGINX in front of $C_PLAIN at $IP_PLAIN, command = nginx -s reload"
 mkdir -p "$W/certs-nginx" "$W/nginx"
@@ -330,10 +355,6 @@ CFG_B="$W/nginx.toml"
 base_config "$CFG_B"
 cert_table "$CFG_B" nginx "$W/certs-nginx"
 "$REGCERT" --config "$CFG_B" -q renew >"$W/initial-b.out" || die "initial issuance failed: $(cat "$W/initial-b.out")"
-CONTAINERS+=("$C_PLAIN")
-docker run -d --name "$C_PLAIN" --network regcert-test --ip "$IP_PLAIN" "$IMAGE" >/dev/null
-for _ in $(seq 100); do curl -s -o /dev/null --max-time 1 "http://$IP_PLAIN:5000/v2/" && break; sleep 0.2; done
-curl -sf -o /dev/null --max-time 2 "http://$IP_PLAIN:5000/v2/" || die "plain registry $C_PLAIN does not answer"
 N="$W/nginx"
 cat >"$N/nginx.conf" <<CONF
 pid $N/nginx.pid;
@@ -393,52 +414,70 @@ export W RUNS
 import json, os, statistics
 W, runs = os.environ["W"], int(os.environ["RUNS"])
 def load(mode):
-    return [json.load(open(f"{W}/{mode}-{i}/result.json")) for i in range(1, runs + 1)]
-A, B = load("restart"), load("nginx")
+    rs = []
+    for i in range(1, runs + 1):
+        r = json.load(open(f"{W}/{mode}-{i}/result.json"))
+        if os.path.exists(f"{W}/{mode}-{i}/alone"):
+            r["alone"] = open(f"{W}/{mode}-{i}/alone").read().strip() == "1"
+        rs.append(r)
+    return rs
+A0, A, B = load("alone"), load("restart"), load("nginx")
 
-def med(rs, key, scale=1.0, fmt="{:.0f}"):
-    vals = [r[key] * scale for r in rs if r.get("rc") == 0 and key in r]
-    if not vals:
+def vals(rs, key, scale=1.0):
+    return [r[key] * scale for r in rs if r.get("rc") == 0 and key in r]
+
+def med(rs, key, scale=1.0):
+    v = vals(rs, key, scale)
+    if not v:
         return "—"
-    s = fmt.format(statistics.median(vals))
-    return s if len(vals) == len(rs) else f"{s} ({len(vals)}/{len(rs)} runs)"
+    s = f"{round(statistics.median(v))} ms"
+    return s if len(v) == len(rs) else f"{s} ({len(v)}/{len(rs)} runs)"
 
-def rng(rs, key, scale=1.0, fmt="{:.0f}"):
-    vals = [r[key] * scale for r in rs if r.get("rc") == 0 and key in r]
-    return f"{fmt.format(min(vals))}–{fmt.format(max(vals))}" if vals else "—"
+def rng(rs, key, scale=1.0):
+    v = vals(rs, key, scale)
+    return f"{round(min(v))} – {round(max(v))} ms" if v else "—"
 
-okA = sum(r["rc"] == 0 for r in A)
-okB = sum(r["rc"] == 0 for r in B)
-failed_req = sum(r["failed_probes"] for r in B)
-total_req = sum(r["probes"] for r in B)
-back_new = sum(bool(r.get("back_serves_new")) for r in A)
-va = [r["verified_after_back_ms"] for r in A if r.get("rc") == 0 and "verified_after_back_ms" in r]
+def ok(rs):
+    return f"{sum(r['rc'] == 0 for r in rs)}/{len(rs)}"
+
+va = vals(A, "verified_after_back_ms")
 target = "—" if not va else ("met" if statistics.median(va) <= 500 else "MISSED")
+back_new = sum(bool(r.get("back_serves_new")) for r in A)
+failed_req, total_req = sum(r["failed_probes"] for r in B), sum(r["probes"] for r in B)
+stale = [r["old_served_after_verified_ms"] for r in B if r.get("old_served_after_verified_ms", -1) > 0]
+alone = sum(bool(r.get("alone")) for r in A0)
+
 lines = []
 w = lines.append
-w(f"| measurement (median of {runs} runs of `regcert renew --force`) | result | min–max |")
+w(f"| measurement (median of {runs} runs of `regcert renew --force`) | median | min – max |")
 w("|---|---|---|")
-w(f"| **A. registry container, `docker` restart** — runs that exited 0 | {okA}/{runs} | |")
-w(f"| A: files written → verified (`installed` → `verified` log lines) | {med(A, 'written_to_verified_ms')} ms | {rng(A, 'written_to_verified_ms')} ms |")
-w(f"| A: of which files written → restart API call returned (`reloaded`) | {med(A, 'written_to_reloaded_ms')} ms | {rng(A, 'written_to_reloaded_ms')} ms |")
-w(f"| A: whole `renew --force` wall time (ACME + install + restart + verify) | {med(A, 'wall_s', 1000)} ms | {rng(A, 'wall_s', 1000)} ms |")
-w(f"| A: registry restart gap (longest time without an answer, poller) | {med(A, 'gap_ms')} ms | {rng(A, 'gap_ms')} ms |")
-w(f"| A: verification confirmed after the registry was back (target ≤ 500 ms: {target}) | {med(A, 'verified_after_back_ms')} ms | {rng(A, 'verified_after_back_ms')} ms |")
-w(f"| A: first answer after the gap already served the new certificate | {back_new}/{runs} runs | |")
-w(f"| **B. nginx in front of a plain-HTTP registry, `nginx -s reload`** — runs that exited 0 | {okB}/{runs} | |")
-w(f"| B: files written → verified | {med(B, 'written_to_verified_ms')} ms | {rng(B, 'written_to_verified_ms')} ms |")
-w(f"| B: whole `renew --force` wall time | {med(B, 'wall_s', 1000)} ms | {rng(B, 'wall_s', 1000)} ms |")
-w(f"| B: failed requests seen by the poller (all runs; target 0) | {failed_req} of {total_req} | |")
+w(f"| **A. registry container, reload `docker` restart** (runs that exited 0: {ok(A)}) | | |")
+w(f"| A: files written → verified (`installed` → `verified` log lines) | {med(A, 'written_to_verified_ms')} | {rng(A, 'written_to_verified_ms')} |")
+w(f"| A: … of which files written → restart call returned (`reloaded`) | {med(A, 'written_to_reloaded_ms')} | {rng(A, 'written_to_reloaded_ms')} |")
+w(f"| A: whole `renew --force` wall time (ACME + install + restart + verify) | {med(A, 'wall_s', 1000)} | {rng(A, 'wall_s', 1000)} |")
+w(f"| A: registry restart gap (longest time without an answer, poller) | {med(A, 'gap_ms')} | {rng(A, 'gap_ms')} |")
+w(f"| A: verification confirmed after the registry was back (target ≤ 500 ms: **{target}**) | {med(A, 'verified_after_back_ms')} | {rng(A, 'verified_after_back_ms')} |")
+w(f"| A: first answer after the gap already served the new certificate | {back_new}/{len(A)} runs | |")
+w(f"| **B. nginx in front of a plain-HTTP registry, reload `nginx -s reload`** (runs that exited 0: {ok(B)}) | | |")
+w(f"| B: files written → verified | {med(B, 'written_to_verified_ms')} | {rng(B, 'written_to_verified_ms')} |")
+w(f"| B: whole `renew --force` wall time | {med(B, 'wall_s', 1000)} | {rng(B, 'wall_s', 1000)} |")
+w(f"| B: failed requests seen by the poller (all {runs} runs; target 0) | **{failed_req}** of {total_req} | |")
+w(f"| B: runs in which a connection opened after `verified` still got the old certificate | {len(stale)}/{len(B)}"
+  + (f" (up to {round(max(stale))} ms after)" if stale else "") + " | |")
+w(f"| *A0. as A, but the registry alone on its Docker network* (exited 0: {ok(A0)}; really alone: {alone}/{len(A0)}) | | |")
+w(f"| A0: files written → verified | {med(A0, 'written_to_verified_ms')} | {rng(A0, 'written_to_verified_ms')} |")
+w(f"| A0: registry restart gap (poller) | {med(A0, 'gap_ms')} | {rng(A0, 'gap_ms')} |")
+w(f"| A0: verification confirmed after the registry was back | {med(A0, 'verified_after_back_ms')} | {rng(A0, 'verified_after_back_ms')} |")
 w("")
-w("Per run (ms):")
+w("Per run (ms; \"old cert after verified\" > 0 means a connection opened that long after `verified` still got the old certificate):")
 w("")
-w("| run | rc | written→reloaded | written→verified | wall | gap | verified after back | failed probes |")
-w("|---|---|---|---|---|---|---|---|")
-f = lambda r, k: f"{r[k]:.0f}" if k in r else "—"
-for mode, rs in (("A", A), ("B", B)):
+w("| run | rc | written → reloaded | written → verified | wall | gap | verified after back | old cert after verified | failed probes |")
+w("|---|---|---|---|---|---|---|---|---|")
+f = lambda r, k: f"{round(r[k])}" if k in r else "—"
+for mode, rs in (("A", A), ("B", B), ("A0", A0)):
     for i, r in enumerate(rs, 1):
-        w(f"| {mode}{i} | {r['rc']} | {f(r, 'written_to_reloaded_ms')} | {f(r, 'written_to_verified_ms')} | {r['wall_s'] * 1000:.0f} | "
-          f"{f(r, 'gap_ms')} | {f(r, 'verified_after_back_ms')} | {r['failed_probes']}"
+        w(f"| {mode}.{i} | {r['rc']} | {f(r, 'written_to_reloaded_ms')} | {f(r, 'written_to_verified_ms')} | {round(r['wall_s'] * 1000)} | "
+          f"{f(r, 'gap_ms')} | {f(r, 'verified_after_back_ms')} | {f(r, 'old_served_after_verified_ms')} | {r['failed_probes']}"
           + (f" ({', '.join(r['errors'])})" if r['errors'] else "") + " |")
 print("\n".join(lines))
 EOF
@@ -450,7 +489,8 @@ EOF
     echo
     echo "- machine: $(uname -srm), $(nproc) CPUs ($CPU), $MEM RAM"
     echo "- regcert: $REGCERT_VERSION, commit $GIT_REV"
-    echo "- Docker engine $DOCKER_V; registry image \`$IMAGE\` (Debian docker-registry $REGISTRY_V); nginx $NGINX_V; Pebble $PEBBLE_V"
+    echo "- Docker engine $DOCKER_V (\`--iptables=false\`, containers reached directly on 172.31.250.x); registry image \`$IMAGE\`"
+    echo "  (Debian docker-registry $REGISTRY_V); nginx $NGINX_V (2 workers); Pebble $PEBBLE_V"
     echo "- Pebble with \`PEBBLE_VA_NOSLEEP=1 PEBBLE_AUTHZREUSE=0 PEBBLE_WFE_NONCEREJECT=0\`; one ECDSA P-256 certificate per renewal"
     echo
     cat "$W/table.md"
@@ -460,12 +500,21 @@ EOF
     echo "- Timestamps from regcert's JSON log (\`--log-format json\`): \`installed\` (fullchain and key written),"
     echo "  \`reloaded\` (the Docker restart call / the nginx command returned), \`verified: the registry serves the new"
     echo "  certificate\`. Wall time: the whole \`regcert renew --force\` process."
-    echo "- Poller (python3): fresh TCP connection (connect timeout 100 ms), TLS handshake checked against Pebble's issuing"
-    echo "  root with SNI $NAME, \`GET /v2/\` (200 or 401 counts as an answer), about every 2 ms after the previous probe ends."
-    echo "  It runs from 0.5 s before regcert starts to 1 s after it exits."
+    echo "- Poller (python3): fresh TCP connection (connect timeout 50 ms, TCP_NODELAY), TLS handshake checked against"
+    echo "  Pebble's issuing root with SNI $NAME, \`GET /v2/\` (200 or 401 counts as an answer), every ~2 ms after the"
+    echo "  previous probe ends. It runs from 0.5 s before regcert starts to 1 s after it exits."
     echo "- Restart gap: the longest interval between the ends of two consecutive successful probes. \"Back\" is the end"
-    echo "  of the first successful probe after that gap; \"verification confirmed after back\" = \`verified\` − back."
+    echo "  of the first successful probe after that gap; \"verification confirmed after back\" = \`verified\` − back"
+    echo "  (negative: regcert's own check got through before the poller's)."
     echo "- nginx: every failed probe (connect, TLS or HTTP error, or a status other than 200/401) counts as a failed request."
+    echo "- A runs with a second container (the plain registry of B) on the Docker network. A0 runs first, with the TLS"
+    echo "  registry as the only container of this script on the network (\"really alone\" counts runs in which no other"
+    echo "  container was on it). Alone, the bridge loses carrier while the container is down, and a client that keeps"
+    echo "  connecting leaves the host's ARP entry for the container failed; the container then stays unreachable until"
+    echo "  the next ARP retry (up to \`retrans_time\`, 1 s), although the registry itself is already listening."
+    echo "- nginx reload: the master starts the new workers, then waits 100 ms before it tells the old ones to quit;"
+    echo "  meanwhile both accept new connections, so one check that gets the new certificate from a new worker does"
+    echo "  not mean the old certificate is gone (see \"old cert after verified\")."
 } >"$BENCH/reload-results.md"
 
 echo

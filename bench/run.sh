@@ -4,9 +4,12 @@
 #
 #   bench/run.sh            # installs missing Debian packages, builds regcert, runs, writes bench/results.md
 #
-# Environment knobs: RUNS (default 5) runs for the medians, N (default 20) certificates for the
-# batch rows, NONCE_REJECT (default 5) the percentage of valid nonces Pebble rejects with
-# badNonce, KEEP=1 keeps the scratch directory (logs of every run) instead of deleting it.
+# Environment knobs:
+#   RUNS=5          runs behind every median
+#   N=20            certificates in the batch and no-op rows
+#   CLIENTS="regcert uacme lego certbot"   a subset only prints its table; results.md is kept
+#   NONCE_REJECT=5  percentage of valid nonces Pebble rejects with badNonce (5 = Pebble's default)
+#   KEEP=1          keep the scratch directory with the log of every run (always kept on failure)
 set -euo pipefail
 export LC_ALL=C
 
@@ -462,12 +465,24 @@ bench_certbot() {
     unset REQUESTS_CA_BUNDLE
 }
 
+# How busy the machine is without us (others' builds or tests skew every number): CPU idle share
+# over 2 seconds, from /proc/stat.
+cpu_idle() {
+    local a b
+    a=$(head -n 1 /proc/stat)
+    sleep 2
+    b=$(head -n 1 /proc/stat)
+    printf '%s\n%s\n' "$a" "$b" | awk '{ t = 0; for (i = 2; i <= NF; i++) t += $i; idle[NR] = $5 + $6; tot[NR] = t }
+        END { printf "%.0f%%", 100 * (idle[2] - idle[1]) / (tot[2] - tot[1]) }'
+}
+IDLE_BEFORE=$(cpu_idle)
+log "CPU idle before the measurements: $IDLE_BEFORE"
 START=$EPOCHSECONDS
-bench_regcert
-bench_uacme
-bench_lego
-bench_certbot
+for client in ${CLIENTS:-regcert uacme lego certbot}; do
+    "bench_$client"
+done
 ELAPSED=$((EPOCHSECONDS - START))
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------------------------------------
 # 9. Report
@@ -481,9 +496,15 @@ cell() { # cell KEY -> "1.23 s · 12.3 MB", "1.23 s (1.10–1.50) · 12.3 MB" fo
             *) printf '⚠ %d of %d certificates failed: ' "$f" "$N" ;;
         esac
     fi
-    echo "$v" | awk '{ ms = $1 < 1; f = ms ? "%.0f" : "%.2f"; k = ms ? 1000 : 1
-          range = NF >= 4 ? sprintf(" (" f "–" f ")", $3 * k, $4 * k) : ""
-          printf f " %s%s · %.1f MB", $1 * k, ms ? "ms" : "s", range, $2 / 1024 }'
+    echo "$v" | awk 'function num(x) { return x < 1 ? sprintf("%.0f", x * 1000) : sprintf("%.2f", x) }
+        function unit(x) { return x < 1 ? "ms" : "s" }
+        { range = ""
+          if (NF >= 4) {
+              same = unit($3) == unit($1) && unit($4) == unit($1)
+              range = same ? sprintf(" (%s–%s)", num($3), num($4)) \
+                           : sprintf(" (%s %s–%s %s)", num($3), unit($3), num($4), unit($4))
+          }
+          printf "%s %s%s · %.1f MB", num($1), unit($1), range, $2 / 1024 }'
 }
 pkgver() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo '?'; }
 REGCERT_VER="$("$REGCERT" --version 2>/dev/null | head -n 1) (git $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo ', with uncommitted changes'))"
@@ -503,12 +524,15 @@ table() {
 EOF
 }
 
+RESULTS="$BENCH/results.md"
+[[ ${CLIENTS:-regcert uacme lego certbot} == "regcert uacme lego certbot" ]] || RESULTS="$W/results.md"
 {
     echo "# regcert vs. peer ACME clients against local Pebble"
     echo
     echo "Measured $(date -u '+%Y-%m-%d %H:%M UTC') by \`bench/run.sh\` (total runtime ${ELAPSED}s)."
     echo
     echo "- Machine: $(nproc) CPUs ($CPU), $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, $(. /etc/os-release && echo "$PRETTY_NAME"), kernel $(uname -r)"
+    echo "- CPU idle in the 2 s before the measurements: $IDLE_BEFORE; load average (1/5/15 min) right after them: $LOAD_AFTER"
     echo "- regcert: $REGCERT_VER, release build"
     echo "- uacme $(pkgver uacme), lego $(pkgver lego), certbot $(pkgver certbot) (python3-acme $(pkgver python3-acme)), pebble $(pkgver pebble) — Debian packages"
     echo "- Pebble: \`PEBBLE_VA_NOSLEEP=1 PEBBLE_AUTHZREUSE=0 PEBBLE_WFE_NONCEREJECT=$NONCE_REJECT\` ($NONCE_REJECT% of nonces rejected with badNonce; 5 is Pebble's default), loopback only"
@@ -525,9 +549,9 @@ EOF
         echo
     fi
     echo "See bench/README.md for the exact setup of every cell."
-} >"$BENCH/results.md"
+} >"$RESULTS"
 
 echo
 table
 echo
-log "done in ${ELAPSED}s; table written to $BENCH/results.md"
+log "done in ${ELAPSED}s; table written to $RESULTS"

@@ -145,13 +145,29 @@ impl Report {
     }
 }
 
-/// Check repeatedly until it passes, a definitive problem shows, or `timeout` passes.
+/// How long a passing check must keep passing on fresh connections. A reloading nginx keeps
+/// old workers accepting connections (with the old certificate) for ~100 ms after new ones
+/// start; one lucky connection to a new worker is not proof yet.
+const SETTLE: Duration = Duration::from_millis(250);
+
+/// Check repeatedly until it passes (and keeps passing for [`SETTLE`]), a definitive problem
+/// shows, or `timeout` passes.
 pub async fn verify_until(target: &Target, expected: Option<&str>, timeout: Duration) -> Report {
     let deadline = Instant::now() + timeout;
     let mut delay = Duration::from_millis(50);
+    let mut passing_since: Option<Instant> = None;
     loop {
         let report = check(target, expected).await;
-        if report.ok() || report.definitive || Instant::now() + delay >= deadline {
+        if report.ok() {
+            let since = *passing_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= SETTLE || Instant::now() >= deadline {
+                return report;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        passing_since = None;
+        if report.definitive || Instant::now() + delay >= deadline {
             return report;
         }
         tracing::debug!(url = %target.url, problem = %report.problems.join("; "), "not verified yet, retrying");
