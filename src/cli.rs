@@ -21,6 +21,7 @@ Examples:
   regcert renew                             renew every certificate that is due (for cron or a systemd timer)
   regcert renew --cert registry --force     renew one certificate now, due or not
   regcert renew --dry-run                   run the whole ACME flow but install nothing
+  regcert run                               the service: checks on the [daemon] schedule (systemd/regcert.service)
   regcert status --json                     what is installed, when it expires, when it is next due
   regcert verify --cert registry            what the registry really serves: leaf, chain, /v2/ (exit 1 on a problem)
 
@@ -62,6 +63,8 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Run as a service: check on the [daemon] schedule and renew what is due (for systemd).
+    Run,
     /// Validate the configuration and print the effective settings.
     CheckConfig,
     /// Check over HTTPS what the registry serves: certificate, chain and /v2/ (exit 1 on a problem).
@@ -92,7 +95,7 @@ pub fn main() -> ExitCode {
     init_logging(cli.log_format, cli.quiet);
     let purpose = match cli.command {
         Command::Status { .. } | Command::Verify { .. } => Purpose::Read,
-        Command::Renew { .. } | Command::CheckConfig => Purpose::Write,
+        Command::Renew { .. } | Command::CheckConfig | Command::Run => Purpose::Write,
     };
     let config = match config::load(&cli.config, purpose) {
         Ok(c) => c,
@@ -103,6 +106,7 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::CheckConfig => check_config(&cli.config, &config),
+        Command::Run => Ok(crate::daemon::run(cli.config.clone(), config)),
         Command::Status { json, certs } => show_status(&config, &certs, json),
         Command::Verify { json, certs } => verify(&config, &certs, json),
         Command::Renew { force, certs, dry_run } => renew(&config, &certs, RenewOptions { force, dry_run }),
@@ -213,7 +217,16 @@ fn renew(config: &Config, names: &[String], opts: RenewOptions) -> CmdResult {
     // Only a run with work to do pays for a runtime, trust roots and the CA's directory.
     if !due.is_empty() {
         let runtime = runtime()?;
-        let done = runtime.block_on(Renewer::new(config, &state, opts).run(due));
+        let done = runtime.block_on(async {
+            let reports = Renewer::new(config, &state, opts).run(due).await;
+            for report in &reports {
+                let cert = config.certificates.iter().find(|c| c.name == report.name);
+                if let Some(event) = cert.and_then(|c| renew::event_for(c, report)) {
+                    crate::notify::send(&config.notify, &event).await;
+                }
+            }
+            reports
+        });
         let mut done = done.into_iter();
         for slot in reports.iter_mut().filter(|r| r.is_none()) {
             *slot = done.next();

@@ -35,6 +35,73 @@ pub struct Config {
     pub http01: Http01Config,
     #[serde(rename = "certificate", default)]
     pub certificates: Vec<CertificateConfig>,
+    /// `regcert run`: when to check.
+    #[serde(default)]
+    pub daemon: DaemonConfig,
+    /// Prometheus endpoint of `regcert run`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsConfig>,
+    /// Who hears about renewals, failures and expiring certificates.
+    #[serde(rename = "notify", default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<crate::notify::NotifyConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Cron expression with seconds; default every 10 minutes.
+    #[serde(default = "default_check")]
+    pub check: String,
+    /// Alert ("expiring") when less than this is left and the certificate is still not renewed.
+    #[serde(default = "default_alert_before", with = "duration")]
+    pub alert_before: Duration,
+    /// Waits after the 1st, 2nd, … consecutive failure of a certificate; the last one repeats.
+    #[serde(default = "default_backoff", with = "duration_list")]
+    pub backoff: Vec<Duration>,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        Self { check: default_check(), alert_before: default_alert_before(), backoff: default_backoff() }
+    }
+}
+
+fn default_backoff() -> Vec<Duration> {
+    [60, 120, 300, 600, 1_200, 1_800, 3_600, 21_600].into_iter().map(Duration::from_secs).collect()
+}
+
+mod duration_list {
+    use serde::{Deserialize, Deserializer, Serializer, ser::SerializeSeq};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|s| humantime::parse_duration(s).map_err(|e| serde::de::Error::custom(format!("`{s}` is not a duration like \"5m\": {e}"))))
+            .collect()
+    }
+
+    pub fn serialize<S: Serializer>(v: &[Duration], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(v.len()))?;
+        for d in v {
+            seq.serialize_element(&humantime::format_duration(*d).to_string())?;
+        }
+        seq.end()
+    }
+}
+
+fn default_check() -> String {
+    "0 */10 * * * *".into()
+}
+fn default_alert_before() -> Duration {
+    Duration::from_secs(14 * 86_400)
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// e.g. "127.0.0.1:9184"
+    pub listen: SocketAddr,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -365,6 +432,18 @@ pub fn validate(config: &Config, purpose: Purpose) -> Vec<String> {
                 dir.display()
             ));
         }
+    }
+    if tokio_cron_scheduler::Job::new_async(config.daemon.check.as_str(), |_, _| Box::pin(async {})).is_err() {
+        problems.push(format!(
+            "[daemon] check = \"{}\" is not a cron expression with seconds, like \"0 */10 * * * *\" (sec min hour day month weekday)",
+            config.daemon.check
+        ));
+    }
+    if config.daemon.backoff.is_empty() || config.daemon.backoff.iter().any(Duration::is_zero) {
+        problems.push("[daemon] backoff must list one or more non-zero waits, e.g. [\"1m\", \"5m\", \"1h\"]".into());
+    }
+    for (i, n) in config.notify.iter().enumerate() {
+        crate::notify::validate(i, n, &mut problems);
     }
     if config.certificates.is_empty() {
         problems.push("no [[certificate]] is configured: add one (see config.example.toml)".into());

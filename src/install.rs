@@ -35,6 +35,12 @@ pub fn read_installed(install: &InstallConfig) -> Result<Option<Installed>, Stri
     inspect_pair(&bytes, key.as_deref()).map(Some).map_err(|e| format!("installed certificate {} {e}", path.display()))
 }
 
+/// The installed leaf as DER (to name it in `replaces` or ask for its renewal window).
+pub fn read_installed_der(install: &InstallConfig) -> Option<rustls_pki_types::CertificateDer<'static>> {
+    let bytes = fs::read(install.fullchain_path()).ok()?;
+    parse_pem_certs(&bytes).ok()?.into_iter().next()
+}
+
 /// Facts about a fullchain PEM and (if given) whether `key_pem` is its key.
 pub fn inspect_pair(fullchain: &[u8], key_pem: Option<&str>) -> Result<Installed, String> {
     let chain = parse_pem_certs(fullchain)?;

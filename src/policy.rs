@@ -18,6 +18,8 @@ pub enum Reason {
     KeyMismatch,
     IncompleteChain,
     Expiring { days_left: u64 },
+    /// The CA's renewal window (ARI) says now.
+    RenewalWindow { start: u64, end: u64 },
 }
 
 impl fmt::Display for Reason {
@@ -31,6 +33,12 @@ impl fmt::Display for Reason {
             Reason::KeyMismatch => write!(f, "installed key does not match the installed certificate"),
             Reason::IncompleteChain => write!(f, "installed fullchain has no intermediate (incomplete chain)"),
             Reason::Expiring { days_left } => write!(f, "{days_left} days left"),
+            Reason::RenewalWindow { start, end } => write!(
+                f,
+                "inside the CA's renewal window {} – {}",
+                crate::certinfo::fmt_time(*start),
+                crate::certinfo::fmt_time(*end)
+            ),
         }
     }
 }

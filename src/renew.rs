@@ -17,6 +17,7 @@ use crate::install::{self, inspect_pair};
 use crate::keys::LeafKey;
 use crate::obtain::acme::AcmeIssuer;
 use crate::obtain::{account, tls};
+use crate::notify::{self, EventKind};
 use crate::{reload, verify};
 use crate::policy::{Decision, Reason, decide};
 use crate::state::{Issued, StateDir};
@@ -129,20 +130,20 @@ impl<'a> Renewer<'a> {
 
     /// Renew every due certificate, at most `concurrency` at once; reports keep config order.
     pub async fn run(&self, due: Vec<(&CertificateConfig, Reason)>) -> Vec<CertReport> {
-        futures_util::stream::iter(due)
-            .map(|(cert, reason)| async move {
-                let outcome = match self.renew_one(cert, &reason).await {
-                    Ok(o) => o,
-                    Err(error) => {
-                        tracing::error!(cert = %cert.name, %error, "renewal failed");
-                        Outcome::Failed { reason, error }
-                    }
-                };
-                CertReport { name: cert.name.clone(), outcome }
-            })
-            .buffered(self.config.concurrency)
-            .collect()
-            .await
+        // Futures made by a plain iterator (not an async closure) keep this spawnable.
+        let jobs: Vec<_> = due.into_iter().map(|(cert, reason)| self.report(cert, reason)).collect();
+        futures_util::stream::iter(jobs).buffered(self.config.concurrency).collect().await
+    }
+
+    async fn report(&self, cert: &CertificateConfig, reason: Reason) -> CertReport {
+        let outcome = match self.renew_one(cert, &reason).await {
+            Ok(o) => o,
+            Err(error) => {
+                tracing::error!(cert = %cert.name, %error, "renewal failed");
+                Outcome::Failed { reason, error }
+            }
+        };
+        CertReport { name: cert.name.clone(), outcome }
     }
 
     async fn renew_one(&self, cert: &CertificateConfig, reason: &Reason) -> Result<Outcome, String> {
@@ -156,7 +157,8 @@ impl<'a> Renewer<'a> {
             None => {
                 let issuer = self.issuer().await?;
                 let key = self.leaf_key(cert).await?;
-                let issued = issuer.issue(cert, key).await?;
+                let current = install::read_installed_der(&cert.install);
+                let issued = issuer.issue(cert, key, current.as_ref()).await?;
                 if self.opts.dry_run {
                     tracing::info!(cert = %cert.name, "dry run: not storing or installing");
                     let m = issued.meta;
@@ -215,7 +217,7 @@ impl<'a> Renewer<'a> {
             .map_err(|e| format!("cannot generate a {kind} key: {e}"))
     }
 
-    async fn issuer(&self) -> Result<&AcmeIssuer, String> {
+    pub async fn issuer(&self) -> Result<&AcmeIssuer, String> {
         let init = self.issuer.get_or_init(|| async {
             let acme = &self.config.acme;
             let roots = tls::root_store(acme.ca_bundle.as_deref()).map_err(|e| format!("[acme] ca_bundle: {e}"))?;
@@ -296,4 +298,32 @@ async fn rollback(
     };
     tracing::error!(cert = %cert.name, %error, %restored, "rolled back");
     Err(Undelivered::RolledBack { error, restored })
+}
+
+/// The notification for a renewal result (none for "not due").
+pub fn event_for(cert: &CertificateConfig, report: &CertReport) -> Option<notify::Event> {
+    Some(match &report.outcome {
+        Outcome::Renewed { serial, not_after, .. } => event(cert, EventKind::Renewed, Some(serial), Some(*not_after), None),
+        Outcome::Failed { error, .. } => event(cert, EventKind::Failed, None, None, Some(error.clone())),
+        Outcome::RolledBack { error, restored, .. } => event(cert, EventKind::RolledBack, None, None, Some(format!("{error}; {restored}"))),
+        Outcome::NotDue { .. } | Outcome::DryRun { .. } => return None,
+    })
+}
+
+pub fn event(cert: &CertificateConfig, kind: EventKind, serial: Option<&str>, not_after: Option<u64>, error: Option<String>) -> notify::Event {
+    let now = crate::certinfo::unix(SystemTime::now());
+    // Without a new certificate, report on the one installed.
+    let installed = install::read_installed(&cert.install).ok().flatten();
+    let not_after = not_after.or(installed.as_ref().map(|i| i.leaf.not_after));
+    notify::Event {
+        event: kind,
+        certificate: cert.name.clone(),
+        domains: cert.domains.clone(),
+        host: notify::hostname(),
+        time: notify::rfc3339(now),
+        serial: serial.map(str::to_owned).or(installed.map(|i| i.leaf.serial)),
+        not_after: not_after.map(notify::rfc3339),
+        days_left: not_after.map(|t| (t as i64 - now as i64).div_euclid(86_400)),
+        error,
+    }
 }

@@ -2,7 +2,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use instant_acme::{Account, AuthorizationStatus, Identifier, NewOrder, Order, OrderStatus, RetryPolicy};
+use instant_acme::{Account, AuthorizationStatus, CertificateIdentifier, Identifier, NewOrder, Order, OrderStatus, RenewalInfo, RetryPolicy};
+use rustls_pki_types::CertificateDer;
 
 use crate::certinfo::{LeafInfo, check_chain_links, fmt_time, parse_pem_certs, to_pem, unix};
 use crate::challenge::Solver;
@@ -29,12 +30,25 @@ impl AcmeIssuer {
         Self { account, directory, solver }
     }
 
-    /// Run one order for `cert` with `key` and return the verified result.
-    pub async fn issue(&self, cert: &CertificateConfig, key: LeafKey) -> Result<Issued, String> {
+    /// The CA's suggested renewal window for `leaf` (ARI, RFC 9773) and when to ask again;
+    /// `None` when the CA offers no renewalInfo or the leaf has no authority key identifier.
+    pub async fn renewal_window(&self, leaf: &CertificateDer<'_>) -> Result<Option<(RenewalInfo, Duration)>, String> {
+        let Ok(id) = CertificateIdentifier::try_from(leaf) else { return Ok(None) };
+        match self.account.renewal_info(&id).await {
+            Ok(info) => Ok(Some(info)),
+            Err(instant_acme::Error::Unsupported(_)) => Ok(None),
+            Err(e) => Err(format!("fetching the renewal window: {}", describe(&e, &self.directory))),
+        }
+    }
+
+    /// Run one order for `cert` with `key` and return the verified result. `replaces` is the
+    /// certificate being renewed: with a CA that offers ARI the order says so (RFC 9773), which
+    /// Let's Encrypt exempts from its rate limits.
+    pub async fn issue(&self, cert: &CertificateConfig, key: LeafKey, replaces: Option<&CertificateDer<'_>>) -> Result<Issued, String> {
         let name = cert.name.as_str();
         let ca = self.directory.as_str();
         let ids: Vec<Identifier> = cert.domains.iter().map(|d| Identifier::Dns(d.clone())).collect();
-        let mut order = retry_bad_nonce!(self.account.new_order(&NewOrder::new(&ids)).await).map_err(|e| describe(&e, ca))?;
+        let mut order = self.new_order(&ids, replaces).await.map_err(|e| describe(&e, ca))?;
         tracing::info!(cert = %name, order = %order.url(), "ACME order created");
 
         let mut published = Vec::new();
@@ -52,6 +66,21 @@ impl AcmeIssuer {
         let issued = self.check_and_package(cert, key, &pem, order.url())?;
         tracing::info!(cert = %name, serial = %issued.meta.serial, not_after = %fmt_time(issued.meta.not_after), "certificate issued");
         Ok(issued)
+    }
+
+    async fn new_order(&self, ids: &[Identifier], replaces: Option<&CertificateDer<'_>>) -> Result<Order, instant_acme::Error> {
+        if let Some(id) = replaces.and_then(|der| CertificateIdentifier::try_from(der).ok()) {
+            match retry_bad_nonce!(self.account.new_order(&NewOrder::new(ids).replaces(id.clone())).await) {
+                Ok(order) => return Ok(order),
+                // No ARI at this CA, or the certificate was already replaced: order plainly.
+                Err(instant_acme::Error::Unsupported(_)) => {}
+                Err(instant_acme::Error::Api(p)) if p.r#type.as_deref().is_some_and(|t| t.ends_with(":alreadyReplaced") || t.ends_with(":conflict")) => {
+                    tracing::debug!(problem = %describe_problem(&p), "order without `replaces`");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        retry_bad_nonce!(self.account.new_order(&NewOrder::new(ids)).await)
     }
 
     /// Publish every pending challenge, tell the CA, and wait for the order to become ready.

@@ -10,7 +10,12 @@ use bytes::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use instant_acme::{BodyWrapper, HttpClient};
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Instant;
+
+use hyper::http;
+use instant_acme::{BodyWrapper, BytesResponse, HttpClient};
 use rustls::RootCertStore;
 
 use crate::certinfo::read_pem_certs;
@@ -52,5 +57,28 @@ pub fn acme_http_client(roots: RootCertStore) -> Box<dyn HttpClient> {
         .enable_http1()
         .enable_http2()
         .wrap_connector(tcp);
-    Box::new(Client::builder(TokioExecutor::new()).build::<_, BodyWrapper<Bytes>>(https))
+    Box::new(Metered(Client::builder(TokioExecutor::new()).build::<_, BodyWrapper<Bytes>>(https)))
+}
+
+/// Counts and times every request to the CA (`regcert_acme_requests_total`, `…_duration_seconds`).
+struct Metered<C>(C);
+
+impl<C> HttpClient for Metered<Client<C, BodyWrapper<Bytes>>>
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
+    fn request(&self, req: http::Request<BodyWrapper<Bytes>>) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
+        let method = req.method().to_string();
+        let started = Instant::now();
+        let fut = self.0.request(req);
+        Box::pin(async move {
+            let result = fut.await;
+            let status = match &result {
+                Ok(rsp) => rsp.status().as_u16().to_string(),
+                Err(_) => "error".to_owned(),
+            };
+            crate::metrics::global().observe_acme(&method, &status, started.elapsed());
+            result.map(BytesResponse::from).map_err(|e| instant_acme::Error::Other(Box::new(e)))
+        })
+    }
 }

@@ -1,0 +1,414 @@
+//! `regcert run`: the long-running service.
+//!
+//! A cron job (tokio-cron-scheduler) and one check at start-up trigger *checks*. A check takes
+//! the state lock (the same one `regcert renew` takes, so both can be installed), decides per
+//! certificate — lifetime policy, the CA's renewal window (ARI), backoff after failures — and
+//! runs the ordinary renewal pipeline for what is due. Between checks the process only waits.
+//!
+//! Signals: SIGTERM/SIGINT let the check in flight finish (files are never left half-written)
+//! and exit 0; SIGHUP re-reads the configuration and keeps the old one if the new one is invalid.
+//! systemd: READY=1 after start-up, STATUS= after each check, WATCHDOG=1 when WatchdogSec is set.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use sd_notify::NotifyState;
+use serde::{Deserialize, Serialize};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio_cron_scheduler::{Job, JobScheduler};
+
+use crate::certinfo::{LeafInfo, fmt_time, unix};
+use crate::config::{self, CertificateConfig, Config, Purpose};
+use crate::fsutil::{FileSpec, write_atomic};
+use crate::install;
+use crate::metrics::{self, Metrics};
+use crate::notify::{self, EventKind};
+use crate::policy::{Decision, Reason};
+use crate::renew::{self, CertReport, Outcome, RenewOptions, Renewer};
+use crate::schedule::{AriWindow, Schedule, backoff, is_emergency};
+use crate::state::{LockError, StateDir};
+
+/// How long SIGTERM waits for a check in flight before abandoning it.
+const STOP_GRACE: Duration = Duration::from_secs(90);
+/// At most one "expires soon" alert per certificate in this period.
+const ALERT_EVERY: u64 = 86_400;
+
+/// What `regcert status` shows about the daemon (state_dir/daemon.json).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    pub pid: u32,
+    pub started_at: u64,
+    pub check: String,
+    pub next_check_at: Option<u64>,
+    pub last_check_at: Option<u64>,
+}
+
+impl DaemonStatus {
+    pub fn load(state_dir: &std::path::Path) -> Option<Self> {
+        serde_json::from_slice(&std::fs::read(state_dir.join("daemon.json")).ok()?).ok()
+    }
+
+    fn save(&self, state: &StateDir) {
+        if let Ok(json) = serde_json::to_vec_pretty(self) {
+            let _ = write_atomic(&state.root().join("daemon.json"), &json, FileSpec::PUBLIC);
+        }
+    }
+}
+
+/// Run the service until SIGTERM/SIGINT; returns the exit code.
+pub fn run(config_path: PathBuf, config: Config) -> u8 {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("regcert: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    match runtime.block_on(serve(config_path, config)) {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!(error = %e, "regcert run stopped");
+            eprintln!("regcert: {e}");
+            1
+        }
+    }
+}
+
+struct Daemon {
+    config_path: PathBuf,
+    config: Mutex<Arc<Config>>,
+    state: Arc<StateDir>,
+    status: Mutex<DaemonStatus>,
+}
+
+impl Daemon {
+    fn config(&self) -> Arc<Config> {
+        self.config.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+async fn serve(config_path: PathBuf, config: Config) -> Result<(), String> {
+    let state = Arc::new(StateDir::open(&config.state_dir)?);
+    let _metrics = match &config.metrics {
+        Some(m) => Some(metrics::serve(m.listen).await?),
+        None => None,
+    };
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+
+    let (tick, mut ticks) = mpsc::channel::<()>(1);
+    let mut scheduler = JobScheduler::new().await.map_err(|e| format!("cannot start the scheduler: {e}"))?;
+    let mut job = add_check_job(&scheduler, &config.daemon.check, tick.clone()).await?;
+    scheduler.start().await.map_err(|e| format!("cannot start the scheduler: {e}"))?;
+
+    let status = DaemonStatus { pid: std::process::id(), started_at: unix(SystemTime::now()), check: config.daemon.check.clone(), ..Default::default() };
+    let daemon = Arc::new(Daemon { config_path, config: Mutex::new(Arc::new(config)), state, status: Mutex::new(status) });
+    spawn_watchdog();
+    let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status("started; first check running")]);
+    tracing::info!(pid = std::process::id(), "regcert run started");
+
+    let _ = tick.try_send(()); // the check at start-up
+    let mut check: Option<tokio::task::JoinHandle<()>> = None;
+    let why = loop {
+        tokio::select! {
+            Some(()) = ticks.recv() => {
+                if check.as_ref().is_some_and(|h| !h.is_finished()) {
+                    tracing::warn!("the previous check is still running; skipping this one");
+                } else {
+                    check = Some(tokio::spawn(run_check(daemon.clone())));
+                }
+                record_next_check(&daemon, &mut scheduler, job).await;
+            }
+            _ = hup.recv() => {
+                let _ = sd_notify::notify(&[NotifyState::Reloading]);
+                job = reload_config(&daemon, &scheduler, job, tick.clone()).await;
+                record_next_check(&daemon, &mut scheduler, job).await;
+                let _ = sd_notify::notify(&[NotifyState::Ready]);
+            }
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+        }
+    };
+    tracing::info!(signal = why, "stopping");
+    let _ = sd_notify::notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+    if let Some(handle) = check.filter(|h| !h.is_finished()) {
+        tracing::info!("letting the check in flight finish");
+        let abort = handle.abort_handle();
+        if tokio::time::timeout(STOP_GRACE, handle).await.is_err() {
+            // Only await points are abandoned; every file write is atomic on its own.
+            abort.abort();
+            tracing::warn!("abandoned the check in flight after {}s", STOP_GRACE.as_secs());
+        }
+    }
+    let _ = scheduler.shutdown().await;
+    Ok(())
+}
+
+async fn add_check_job(scheduler: &JobScheduler, cron: &str, tick: mpsc::Sender<()>) -> Result<uuid::Uuid, String> {
+    let job = Job::new_async(cron, move |_, _| {
+        let tick = tick.clone();
+        Box::pin(async move {
+            // A full channel means a check is already pending: nothing to add.
+            let _ = tick.try_send(());
+        })
+    })
+    .map_err(|e| format!("[daemon] check = \"{cron}\": {e}"))?;
+    scheduler.add(job).await.map_err(|e| format!("cannot schedule the check: {e}"))
+}
+
+async fn record_next_check(daemon: &Daemon, scheduler: &mut JobScheduler, job: uuid::Uuid) {
+    let next = scheduler.next_tick_for_job(job).await.ok().flatten().map(|t| t.timestamp().max(0) as u64);
+    let snapshot = {
+        let mut st = daemon.status.lock().unwrap_or_else(|p| p.into_inner());
+        st.next_check_at = next;
+        st.clone()
+    };
+    snapshot.save(&daemon.state);
+}
+
+/// SIGHUP: read the file again; an invalid file changes nothing.
+async fn reload_config(daemon: &Daemon, scheduler: &JobScheduler, job: uuid::Uuid, tick: mpsc::Sender<()>) -> uuid::Uuid {
+    let new = match config::load(&daemon.config_path, Purpose::Write) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e.to_string().trim_end(), "SIGHUP: the configuration is invalid; keeping the previous one");
+            return job;
+        }
+    };
+    let old = daemon.config();
+    let mut job = job;
+    if new.daemon.check != old.daemon.check {
+        match add_check_job(scheduler, &new.daemon.check, tick).await {
+            Ok(new_job) => {
+                let _ = scheduler.remove(&job).await;
+                job = new_job;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: keeping the previous configuration");
+                return job;
+            }
+        }
+    }
+    if new.state_dir != old.state_dir || new.metrics.as_ref().map(|m| m.listen) != old.metrics.as_ref().map(|m| m.listen) {
+        tracing::warn!("SIGHUP: state_dir and [metrics] listen take effect after a restart");
+    }
+    {
+        let mut st = daemon.status.lock().unwrap_or_else(|p| p.into_inner());
+        st.check = new.daemon.check.clone();
+    }
+    *daemon.config.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+    tracing::info!(config = %daemon.config_path.display(), "configuration reloaded");
+    job
+}
+
+fn spawn_watchdog() {
+    if let Some(interval) = sd_notify::watchdog_enabled() {
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(interval / 2);
+            loop {
+                every.tick().await;
+                let _ = sd_notify::notify(&[NotifyState::Watchdog]);
+            }
+        });
+    }
+}
+
+async fn run_check(daemon: Arc<Daemon>) {
+    let config = daemon.config();
+    let started = Instant::now();
+    let _lock = match daemon.state.lock("regcert run (check)") {
+        Ok(lock) => lock,
+        Err(LockError::Busy { holder, .. }) => {
+            tracing::warn!(%holder, "another regcert process is working on the state; skipping this check");
+            return;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot take the state lock; skipping this check");
+            return;
+        }
+    };
+    let summary = check(&config, &daemon.state).await;
+    let snapshot = {
+        let mut st = daemon.status.lock().unwrap_or_else(|p| p.into_inner());
+        st.last_check_at = Some(unix(SystemTime::now()));
+        st.clone()
+    };
+    snapshot.save(&daemon.state);
+    metrics::global().set_ready();
+    let took = started.elapsed();
+    let line = format!("{summary}; last check {}", fmt_time(unix(SystemTime::now())));
+    let _ = sd_notify::notify(&[NotifyState::Status(&line)]);
+    tracing::info!(took_ms = took.as_millis() as u64, "{summary}");
+}
+
+/// One check of every certificate. Returns a one-line summary.
+pub async fn check(config: &Config, state: &StateDir) -> String {
+    let now = SystemTime::now();
+    let certs: Vec<&CertificateConfig> = config.certificates.iter().collect();
+    let renewer = Renewer::new(config, state, RenewOptions::default());
+    let m = metrics::global();
+    let mut schedules: HashMap<&str, (Schedule, bool)> = HashMap::new();
+    let mut due = Vec::new();
+    let mut waiting = 0;
+    for (cert, decision) in renew::plan(&certs, RenewOptions::default(), now) {
+        let mut schedule = Schedule::load(state, &cert.name);
+        let mut dirty = false;
+        let reason = match decision {
+            Decision::Due(reason) => Some(reason),
+            Decision::NotDue { due_at, not_after } => {
+                m.expiration.get_or_create(&Metrics::name(&cert.name)).set(not_after as i64);
+                m.renewal.get_or_create(&Metrics::name(&cert.name)).set(due_at as i64);
+                ari_reason(&renewer, cert, &mut schedule, &mut dirty, now).await
+            }
+        };
+        match reason {
+            Some(_) if schedule.backing_off(now) => {
+                waiting += 1;
+                tracing::debug!(cert = %cert.name, retry_at = %fmt_time(schedule.retry_at.unwrap_or(0)), "due, but backing off after failures");
+            }
+            Some(reason) => due.push((cert, reason)),
+            None => {}
+        }
+        schedules.insert(cert.name.as_str(), (schedule, dirty));
+    }
+    let reports = if due.is_empty() { Vec::new() } else { renewer.run(due).await };
+    for report in &reports {
+        let Some(cert) = config.certificates.iter().find(|c| c.name == report.name) else { continue };
+        if let Some((schedule, dirty)) = schedules.get_mut(report.name.as_str()) {
+            record(config, cert, report, schedule, now);
+            *dirty = true;
+        }
+        if let Some(event) = renew::event_for(cert, report) {
+            notify::send(&config.notify, &event).await;
+        }
+    }
+    for cert in &config.certificates {
+        let installed = install::read_installed(&cert.install).ok().flatten();
+        let Some((schedule, dirty)) = schedules.get_mut(cert.name.as_str()) else { continue };
+        update_gauges(cert, installed.as_ref().map(|i| &i.leaf), schedule, now);
+        if alert_expiring(config, cert, installed.as_ref().map(|i| &i.leaf), schedule, now).await {
+            *dirty = true;
+        }
+        if *dirty {
+            if let Err(e) = schedule.save(state, &cert.name) {
+                tracing::warn!(cert = %cert.name, error = %e, "cannot store the schedule");
+            }
+        }
+    }
+    let failed = reports.iter().filter(|r| r.failed()).count();
+    format!(
+        "{} certificates: {} renewed, {failed} failed, {waiting} backing off",
+        config.certificates.len(),
+        reports.len() - failed
+    )
+}
+
+/// Due because the CA's renewal window (ARI) says so? Fetches the window when it is stale.
+async fn ari_reason(renewer: &Renewer<'_>, cert: &CertificateConfig, schedule: &mut Schedule, dirty: &mut bool, now: SystemTime) -> Option<Reason> {
+    let now_s = unix(now);
+    let der = install::read_installed_der(&cert.install)?;
+    let leaf = LeafInfo::parse(&der).ok()?;
+    if schedule.ari_skip_until.is_some_and(|t| now_s < t) {
+        return None;
+    }
+    let fresh = schedule.ari.as_ref().is_some_and(|w| w.serial == leaf.serial && now_s < w.refetch_at);
+    if !fresh {
+        *dirty = true;
+        let window = match renewer.issuer().await {
+            Ok(issuer) => issuer.renewal_window(&der).await,
+            Err(e) => Err(e),
+        };
+        match window {
+            Ok(Some((info, retry_after))) => {
+                let start = info.suggested_window.start.unix_timestamp().max(0) as u64;
+                let end = info.suggested_window.end.unix_timestamp().max(0) as u64;
+                let w = AriWindow::choose(leaf.serial.clone(), start, end, now_s, retry_after, info.explanation_url);
+                tracing::info!(cert = %cert.name, window_start = %fmt_time(start), window_end = %fmt_time(end), renew_at = %fmt_time(w.renew_at), "CA renewal window (ARI)");
+                schedule.ari = Some(w);
+                schedule.ari_skip_until = None;
+            }
+            Ok(None) => {
+                schedule.ari = None;
+                schedule.ari_skip_until = Some(now_s + 86_400);
+            }
+            Err(e) => {
+                tracing::warn!(cert = %cert.name, error = %e, "cannot fetch the renewal window; using the lifetime policy");
+                schedule.ari_skip_until = Some(now_s + 3_600);
+                return None;
+            }
+        }
+    }
+    let w = schedule.ari.as_ref()?;
+    (now_s >= w.renew_at).then_some(Reason::RenewalWindow { start: w.start, end: w.end })
+}
+
+fn record(config: &Config, cert: &CertificateConfig, report: &CertReport, schedule: &mut Schedule, now: SystemTime) {
+    let m = metrics::global();
+    match &report.outcome {
+        Outcome::Renewed { verified, .. } => {
+            schedule.record_success(now, report.to_string());
+            m.count_renewal(&cert.name, "success");
+            if verified.is_some() {
+                m.verify_success.get_or_create(&Metrics::name(&cert.name)).set(1);
+            }
+        }
+        Outcome::RolledBack { .. } | Outcome::Failed { .. } => {
+            let installed = install::read_installed(&cert.install).ok().flatten();
+            let emergency = is_emergency(installed.as_ref().map(|i| &i.leaf), now);
+            let wait = backoff(schedule.failures + 1, emergency, &config.daemon.backoff);
+            schedule.record_failure(now, report.to_string(), wait);
+            let result = if matches!(report.outcome, Outcome::RolledBack { .. }) { "rolled_back" } else { "failure" };
+            m.count_renewal(&cert.name, result);
+            if matches!(report.outcome, Outcome::RolledBack { .. }) {
+                m.verify_success.get_or_create(&Metrics::name(&cert.name)).set(0);
+            }
+            tracing::warn!(
+                cert = %cert.name,
+                failures = schedule.failures,
+                retry_at = %fmt_time(schedule.retry_at.unwrap_or(0)),
+                emergency,
+                "renewal failed; backing off"
+            );
+        }
+        Outcome::NotDue { .. } | Outcome::DryRun { .. } => {}
+    }
+}
+
+fn update_gauges(cert: &CertificateConfig, leaf: Option<&LeafInfo>, schedule: &Schedule, now: SystemTime) {
+    let m = metrics::global();
+    let label = Metrics::name(&cert.name);
+    let valid = leaf.is_some_and(|l| !l.remaining(now).is_zero() && l.covers(&cert.domains));
+    let last_ok = schedule.last_result.as_ref().is_none_or(|r| r.ok);
+    m.ready.get_or_create(&label).set(i64::from(valid && last_ok));
+    if let Some(l) = leaf {
+        m.expiration.get_or_create(&label).set(l.not_after as i64);
+        let due = crate::policy::due_at(l, cert.renew_before);
+        let due = schedule.ari.as_ref().filter(|w| w.serial == l.serial).map_or(due, |w| w.renew_at.min(due));
+        m.renewal.get_or_create(&label).set(due as i64);
+    }
+}
+
+/// "Expires in less than [daemon] alert_before and still not renewed", at most once a day.
+async fn alert_expiring(config: &Config, cert: &CertificateConfig, leaf: Option<&LeafInfo>, schedule: &mut Schedule, now: SystemTime) -> bool {
+    let Some(leaf) = leaf else { return false };
+    let left = leaf.remaining(now);
+    let now_s = unix(now);
+    if left >= config.daemon.alert_before || schedule.last_alert_at.is_some_and(|t| now_s < t + ALERT_EVERY) {
+        return false;
+    }
+    tracing::error!(cert = %cert.name, not_after = %fmt_time(leaf.not_after), days_left = left.as_secs() / 86_400, "certificate expires soon and is still not renewed");
+    let event = renew::event(
+        cert,
+        EventKind::Expiring,
+        Some(&leaf.serial),
+        Some(leaf.not_after),
+        schedule.last_result.as_ref().filter(|r| !r.ok).map(|r| r.message.clone()),
+    );
+    notify::send(&config.notify, &event).await;
+    schedule.last_alert_at = Some(now_s);
+    true
+}

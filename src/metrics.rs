@@ -1,0 +1,132 @@
+//! Prometheus metrics (names in the style of cert-manager) and the `/metrics`, `/healthz`,
+//! `/readyz` endpoint of the daemon.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode, body::Incoming, service::service_fn};
+use hyper_util::rt::TokioIo;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NameLabel {
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RenewalLabels {
+    pub name: String,
+    /// success | failure | rolled_back
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AcmeLabels {
+    pub method: String,
+    pub status: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub expiration: Family<NameLabel, Gauge>,
+    pub renewal: Family<NameLabel, Gauge>,
+    pub ready: Family<NameLabel, Gauge>,
+    pub renewals: Family<RenewalLabels, Counter>,
+    pub verify_success: Family<NameLabel, Gauge>,
+    pub acme_requests: Family<AcmeLabels, Counter>,
+    pub acme_duration: Family<AcmeLabels, Histogram>,
+    ready_flag: AtomicBool,
+}
+
+/// The process-wide metrics (instrumented code needs no plumbing to reach them).
+pub fn global() -> &'static Metrics {
+    static M: OnceLock<Metrics> = OnceLock::new();
+    M.get_or_init(Metrics::new)
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("regcert");
+        let expiration = Family::<NameLabel, Gauge>::default();
+        let renewal = Family::<NameLabel, Gauge>::default();
+        let ready = Family::<NameLabel, Gauge>::default();
+        let renewals = Family::<RenewalLabels, Counter>::default();
+        let verify_success = Family::<NameLabel, Gauge>::default();
+        let acme_requests = Family::<AcmeLabels, Counter>::default();
+        let acme_duration = Family::<AcmeLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+        });
+        registry.register("certificate_expiration_timestamp_seconds", "When the installed certificate expires (Unix time)", expiration.clone());
+        registry.register("certificate_renewal_timestamp_seconds", "When the certificate is next due for renewal (Unix time)", renewal.clone());
+        registry.register("certificate_ready_status", "1 when a valid certificate is installed and the last renewal did not fail", ready.clone());
+        registry.register("renewals", "Renewal attempts by result", renewals.clone());
+        registry.register("verify_success", "1 when the last HTTPS verification passed", verify_success.clone());
+        registry.register("acme_requests", "Requests sent to the ACME server", acme_requests.clone());
+        registry.register("acme_request_duration_seconds", "Duration of requests to the ACME server", acme_duration.clone());
+        Metrics { registry, expiration, renewal, ready, renewals, verify_success, acme_requests, acme_duration, ready_flag: AtomicBool::new(false) }
+    }
+
+    pub fn name(name: &str) -> NameLabel {
+        NameLabel { name: name.to_owned() }
+    }
+
+    pub fn count_renewal(&self, name: &str, result: &str) {
+        self.renewals.get_or_create(&RenewalLabels { name: name.to_owned(), result: result.to_owned() }).inc();
+    }
+
+    pub fn observe_acme(&self, method: &str, status: &str, took: Duration) {
+        let labels = AcmeLabels { method: method.to_owned(), status: status.to_owned() };
+        self.acme_requests.get_or_create(&labels).inc();
+        self.acme_duration.get_or_create(&labels).observe(took.as_secs_f64());
+    }
+
+    /// After the first completed check: `/readyz` answers 200.
+    pub fn set_ready(&self) {
+        self.ready_flag.store(true, Ordering::SeqCst);
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Serve the endpoint until the task is dropped.
+pub async fn serve(listen: SocketAddr) -> Result<tokio::task::JoinHandle<()>, String> {
+    let listener = TcpListener::bind(listen).await.map_err(|e| format!("[metrics] listen = \"{listen}\": {e}"))?;
+    tracing::info!(%listen, "metrics endpoint listening");
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service_fn(answer)).await;
+            });
+        }
+    }))
+}
+
+async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let m = global();
+    let (status, ctype, body) = match req.uri().path() {
+        "/metrics" => (StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", m.render()),
+        "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
+        "/readyz" if m.ready_flag.load(Ordering::SeqCst) => (StatusCode::OK, "text/plain", "ready\n".to_owned()),
+        "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "text/plain", "first check not finished\n".to_owned()),
+        _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_owned()),
+    };
+    let rsp = Response::builder().status(status).header("content-type", ctype).body(Full::new(Bytes::from(body)));
+    Ok(rsp.unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))))
+}

@@ -1,0 +1,137 @@
+//! Telling people: a webhook (JSON POST) and/or a command, on renewal success, failure,
+//! rollback, and "expires soon and still not renewed".
+//!
+//! The body (also given to commands on stdin):
+//! ```json
+//! {"event": "renewed" | "failed" | "rolled_back" | "expiring",
+//!  "certificate": "registry", "domains": ["registry.example.com"], "host": "regbox",
+//!  "time": "2026-11-23T18:00:00Z", "serial": "…", "not_after": "2027-02-21T18:00:00Z",
+//!  "days_left": 89, "error": null}
+//! ```
+//! A failing notification is logged and never fails a renewal.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Renewed,
+    Failed,
+    RolledBack,
+    Expiring,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// URL that receives the event as a JSON POST.
+    pub webhook: Option<String>,
+    /// Program run with the event JSON on stdin (and REGCERT_EVENT, REGCERT_CERTIFICATE set).
+    pub command: Option<Vec<String>>,
+    /// Which events; default all.
+    #[serde(default = "all_events")]
+    pub events: Vec<EventKind>,
+    /// Extra trust roots for the webhook's HTTPS.
+    pub ca_bundle: Option<PathBuf>,
+}
+
+fn all_events() -> Vec<EventKind> {
+    vec![EventKind::Renewed, EventKind::Failed, EventKind::RolledBack, EventKind::Expiring]
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub event: EventKind,
+    pub certificate: String,
+    pub domains: Vec<String>,
+    pub host: String,
+    pub time: String,
+    pub serial: Option<String>,
+    pub not_after: Option<String>,
+    pub days_left: Option<i64>,
+    pub error: Option<String>,
+}
+
+pub fn rfc3339(secs: u64) -> String {
+    ::time::OffsetDateTime::from_unix_timestamp(secs as i64)
+        .ok()
+        .and_then(|t| t.format(&::time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default()
+}
+
+pub fn validate(i: usize, n: &NotifyConfig, problems: &mut Vec<String>) {
+    let at = format!("[[notify]] #{}", i + 1);
+    if n.webhook.is_none() && n.command.is_none() {
+        problems.push(format!("{at}: set `webhook` and/or `command`"));
+    }
+    if let Some(url) = &n.webhook {
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            problems.push(format!("{at}: webhook \"{url}\" must be an http(s) URL"));
+        }
+    }
+    if n.command.as_ref().is_some_and(|c| c.is_empty()) {
+        problems.push(format!("{at}: command is empty"));
+    }
+}
+
+/// Send `event` to every notifier that wants it.
+pub async fn send(notifiers: &[NotifyConfig], event: &Event) {
+    for n in notifiers.iter().filter(|n| n.events.contains(&event.event)) {
+        if let Some(url) = &n.webhook {
+            match post(url, n, event).await {
+                Ok(()) => tracing::info!(cert = %event.certificate, event = ?event.event, %url, "notified"),
+                Err(e) => tracing::warn!(cert = %event.certificate, event = ?event.event, %url, error = %e, "webhook failed"),
+            }
+        }
+        if let Some(argv) = &n.command {
+            if let Err(e) = run(argv, event).await {
+                tracing::warn!(cert = %event.certificate, event = ?event.event, command = %argv.join(" "), error = %e, "notify command failed");
+            }
+        }
+    }
+}
+
+async fn post(url: &str, n: &NotifyConfig, event: &Event) -> Result<(), String> {
+    let roots = crate::obtain::tls::root_store(n.ca_bundle.as_deref())?;
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let client = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(Duration::from_secs(15))
+        .user_agent(concat!("regcert/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let rsp = client.post(url).json(event).send().await.map_err(|e| e.to_string())?;
+    if rsp.status().is_success() { Ok(()) } else { Err(format!("answered {}", rsp.status())) }
+}
+
+async fn run(argv: &[String], event: &Event) -> Result<(), String> {
+    let Some((program, args)) = argv.split_first() else { return Err("empty command".into()) };
+    let body = serde_json::to_vec(event).map_err(|e| e.to_string())?;
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .env("REGCERT_EVENT", serde_json::to_value(event.event).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default())
+        .env("REGCERT_CERTIFICATE", &event.certificate)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(&body).await;
+    }
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait()).await.map_err(|_| "timed out".to_owned())?.map_err(|e| e.to_string())?;
+    if status.success() { Ok(()) } else { Err(format!("exited with {status}")) }
+}

@@ -1,0 +1,153 @@
+//! What the daemon remembers per certificate between checks (and restarts): failures and the
+//! backoff they impose, the last result, the CA's renewal window (ARI), the last alert.
+//!
+//! Kept in `state_dir/certs/<name>/schedule.json`, so a restarted daemon neither hammers a CA
+//! that was failing nor forgets the renewal moment it picked inside an ARI window.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::certinfo::{LeafInfo, unix};
+use crate::fsutil::{FileSpec, create_private_dir, write_atomic};
+use crate::state::StateDir;
+
+/// In an emergency (less than a tenth of the lifetime left) never wait longer than this.
+const EMERGENCY_MAX: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Schedule {
+    /// Consecutive failed renewals.
+    #[serde(default)]
+    pub failures: u32,
+    /// While failing: no attempt before this time.
+    pub retry_at: Option<u64>,
+    pub last_result: Option<LastResult>,
+    pub ari: Option<AriWindow>,
+    /// Do not ask the CA for a renewal window before this time (it has no renewalInfo, or
+    /// asking failed): keeps idle checks off the network.
+    pub ari_skip_until: Option<u64>,
+    /// When the last "expires soon" alert went out.
+    pub last_alert_at: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LastResult {
+    pub at: u64,
+    pub ok: bool,
+    pub message: String,
+}
+
+/// The CA's suggested renewal window for one certificate (ACME Renewal Information, RFC 9773).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AriWindow {
+    /// The certificate the window is for.
+    pub serial: String,
+    pub start: u64,
+    pub end: u64,
+    /// The random moment inside the window chosen to renew at.
+    pub renew_at: u64,
+    /// Fetch the window again at this time (the CA's Retry-After).
+    pub refetch_at: u64,
+    pub explanation_url: Option<String>,
+}
+
+impl AriWindow {
+    /// Pick a uniformly random moment in `[start, end]`, not before `now` (a window that has
+    /// already opened means "renew now").
+    pub fn choose(serial: String, start: u64, end: u64, now: u64, retry_after: Duration, explanation_url: Option<String>) -> Self {
+        let end = end.max(start);
+        let renew_at = if end <= now { now } else { fastrand::u64(start.max(now)..=end) };
+        let wait = retry_after.as_secs().clamp(60, 86_400);
+        AriWindow { serial, start, end, renew_at, refetch_at: now + wait, explanation_url }
+    }
+}
+
+fn path(state: &StateDir, name: &str) -> PathBuf {
+    state.cert_dir(name).join("schedule.json")
+}
+
+/// Wait before the next attempt after `failures` consecutive failures (`steps`: `[daemon] backoff`).
+pub fn backoff(failures: u32, emergency: bool, steps: &[Duration]) -> Duration {
+    let i = (failures.max(1) as usize - 1).min(steps.len().saturating_sub(1));
+    let wait = steps.get(i).copied().unwrap_or(EMERGENCY_MAX);
+    if emergency { wait.min(EMERGENCY_MAX) } else { wait }
+}
+
+/// Less than a tenth of the lifetime left (or expired): retry often, and say so.
+pub fn is_emergency(leaf: Option<&LeafInfo>, now: SystemTime) -> bool {
+    leaf.is_some_and(|l| l.remaining(now) < l.lifetime() / 10)
+}
+
+impl Schedule {
+    /// The stored schedule, or a fresh one (also when the file is unreadable: it only holds hints).
+    pub fn load(state: &StateDir, name: &str) -> Self {
+        std::fs::read(path(state, name)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+    }
+
+    pub fn save(&self, state: &StateDir, name: &str) -> std::io::Result<()> {
+        create_private_dir(&state.cert_dir(name))?;
+        let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        write_atomic(&path(state, name), &json, FileSpec::PUBLIC)
+    }
+
+    /// Still waiting out the backoff of earlier failures?
+    pub fn backing_off(&self, now: SystemTime) -> bool {
+        self.retry_at.is_some_and(|t| unix(now) < t)
+    }
+
+    pub fn record_success(&mut self, now: SystemTime, message: String) {
+        self.failures = 0;
+        self.retry_at = None;
+        self.ari = None; // the window belonged to the replaced certificate
+        self.last_result = Some(LastResult { at: unix(now), ok: true, message });
+    }
+
+    pub fn record_failure(&mut self, now: SystemTime, message: String, wait: Duration) {
+        self.failures += 1;
+        self.retry_at = Some(unix(now) + wait.as_secs());
+        self.last_result = Some(LastResult { at: unix(now), ok: false, message });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_then_holds_and_emergency_caps_it() {
+        let steps = crate::config::DaemonConfig::default().backoff;
+        let secs: Vec<u64> = (1..=10).map(|n| backoff(n, false, &steps).as_secs()).collect();
+        assert_eq!(secs, [60, 120, 300, 600, 1200, 1800, 3600, 21600, 21600, 21600]);
+        assert_eq!(backoff(9, true, &steps).as_secs(), 600);
+        assert_eq!(backoff(1, true, &steps).as_secs(), 60);
+    }
+
+    #[test]
+    fn failures_gate_attempts_and_success_clears_them() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut s = Schedule::default();
+        s.record_failure(now, "CA down".into(), Duration::from_secs(60));
+        s.record_failure(now, "CA down".into(), Duration::from_secs(120));
+        assert_eq!(s.retry_at, Some(1_000_120));
+        assert!(s.backing_off(now + Duration::from_secs(119)));
+        assert!(!s.backing_off(now + Duration::from_secs(120)));
+        s.record_success(now, "renewed".into());
+        assert_eq!(s.failures, 0);
+        assert!(!s.backing_off(now));
+    }
+
+    #[test]
+    fn ari_moment_lies_inside_the_window() {
+        for _ in 0..100 {
+            let w = AriWindow::choose("01".into(), 1_000, 2_000, 500, Duration::from_secs(3600), None);
+            assert!((1_000..=2_000).contains(&w.renew_at));
+            assert_eq!(w.refetch_at, 500 + 3600);
+        }
+        // An open window means now; a window in the past means now too.
+        let w = AriWindow::choose("01".into(), 1_000, 2_000, 1_500, Duration::ZERO, None);
+        assert!((1_500..=2_000).contains(&w.renew_at));
+        assert_eq!(AriWindow::choose("01".into(), 10, 20, 30, Duration::ZERO, None).renew_at, 30);
+    }
+}
