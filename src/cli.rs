@@ -155,7 +155,7 @@ fn check_config(path: &std::path::Path, config: &Config) -> CmdResult {
 
 fn show_status(config: &Config, names: &[String], json: bool) -> CmdResult {
     let certs = config.select(names).map_err(|e| (EXIT_CONFIG, e))?;
-    let statuses = status::collect(&certs, SystemTime::now());
+    let statuses = status::collect(&config.state_dir, &certs, SystemTime::now());
     if json {
         let text = serde_json::to_string_pretty(&statuses).map_err(|e| (EXIT_FAILED, e.to_string()))?;
         println!("{text}");

@@ -78,6 +78,11 @@ impl StateDir {
         Ok(Self { root: root.to_owned() })
     }
 
+    /// The state directory at `root` without creating anything (for read-only use).
+    pub fn at(root: &Path) -> Self {
+        Self { root: root.to_owned() }
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }

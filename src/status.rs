@@ -1,6 +1,6 @@
 //! `regcert status`: what is installed for each certificate and when it is next due.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -8,7 +8,10 @@ use serde::Serialize;
 use crate::certinfo::{fmt_time, unix};
 use crate::config::CertificateConfig;
 use crate::install::read_installed;
+use crate::daemon::DaemonStatus;
 use crate::policy::{Decision, decide};
+use crate::schedule::Schedule;
+use crate::state::StateDir;
 
 #[derive(Debug, Serialize)]
 pub struct CertStatus {
@@ -26,13 +29,20 @@ pub struct CertStatus {
     pub due_reason: Option<String>,
     pub fullchain: PathBuf,
     pub key: PathBuf,
+    /// What the daemon remembers: last result, failures and backoff, the ARI window.
+    pub schedule: Schedule,
+    /// When `regcert run` checks next (if it runs).
+    pub next_check_at: Option<u64>,
 }
 
-pub fn collect(certs: &[&CertificateConfig], now: SystemTime) -> Vec<CertStatus> {
-    certs.iter().map(|c| one(c, now)).collect()
+pub fn collect(state_dir: &Path, certs: &[&CertificateConfig], now: SystemTime) -> Vec<CertStatus> {
+    // Read-only: the state dir is not created or locked for this.
+    let state = StateDir::at(state_dir);
+    let daemon = DaemonStatus::load(state_dir);
+    certs.iter().map(|c| one(&state, daemon.as_ref(), c, now)).collect()
 }
 
-fn one(cert: &CertificateConfig, now: SystemTime) -> CertStatus {
+fn one(state: &StateDir, daemon: Option<&DaemonStatus>, cert: &CertificateConfig, now: SystemTime) -> CertStatus {
     let installed = read_installed(&cert.install);
     let decision = decide(cert, installed.as_ref().map(Option::as_ref).map_err(Clone::clone), now, false);
     let leaf = installed.ok().flatten().map(|i| i.leaf);
@@ -52,6 +62,8 @@ fn one(cert: &CertificateConfig, now: SystemTime) -> CertStatus {
         due_reason,
         fullchain: cert.install.fullchain_path(),
         key: cert.install.key_path(),
+        schedule: Schedule::load(state, &cert.name),
+        next_check_at: daemon.and_then(|d| d.next_check_at),
     }
 }
 
@@ -76,6 +88,24 @@ pub fn render(statuses: &[CertStatus]) -> String {
             _ => {}
         }
         out.push_str(&format!("  install:    {}, {}\n", s.fullchain.display(), s.key.display()));
+        if let Some(at) = s.next_check_at {
+            out.push_str(&format!("  next check: {} (regcert run)\n", fmt_time(at)));
+        }
+        if let Some(r) = &s.schedule.last_result {
+            let verdict = if r.ok { "ok" } else { "FAILED" };
+            out.push_str(&format!("  last result: {verdict} at {}: {}\n", fmt_time(r.at), r.message));
+        }
+        if let Some(retry) = s.schedule.retry_at.filter(|_| s.schedule.failures > 0) {
+            out.push_str(&format!("  backoff:    {} failure(s) in a row; next attempt not before {}\n", s.schedule.failures, fmt_time(retry)));
+        }
+        if let Some(w) = &s.schedule.ari {
+            out.push_str(&format!(
+                "  CA window:  {} – {} (ARI); renewing at {}\n",
+                fmt_time(w.start),
+                fmt_time(w.end),
+                fmt_time(w.renew_at)
+            ));
+        }
     }
     out
 }

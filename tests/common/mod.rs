@@ -39,6 +39,10 @@ pub struct PebbleOpts {
 
 pub struct Pebble {
     pebble: Child,
+    cfg_path: PathBuf,
+    dns: u16,
+    listen: u16,
+    nonce_reject: u8,
     challtest: Child,
     pub dir: TempDir,
     pub directory_url: String,
@@ -55,7 +59,6 @@ impl Pebble {
     }
 
     pub fn start_with(opts: PebbleOpts) -> Self {
-        let pebble_bin = require("pebble");
         let challtest_bin = require("pebble-challtestsrv");
         let dir = tempfile::tempdir().unwrap();
         let (tls_root, cert, key) = write_tls_material(dir.path());
@@ -91,17 +94,14 @@ impl Pebble {
             .stderr(log("challtestsrv.err"))
             .spawn()
             .expect("start pebble-challtestsrv");
-        let pebble = Command::new(pebble_bin)
-            .args(["-config", cfg_path.to_str().unwrap(), "-dnsserver", &format!("127.0.0.1:{dns}")])
-            .env("PEBBLE_VA_NOSLEEP", "1")
-            .env("PEBBLE_AUTHZREUSE", "0")
-            .env("PEBBLE_WFE_NONCEREJECT", opts.nonce_reject.unwrap_or(5).to_string())
-            .stdout(log("pebble.log"))
-            .stderr(log("pebble.err"))
-            .spawn()
-            .expect("start pebble");
+        let nonce_reject = opts.nonce_reject.unwrap_or(5);
+        let pebble = spawn_pebble(dir.path(), &cfg_path, dns, nonce_reject);
         let mut me = Pebble {
             pebble,
+            cfg_path,
+            dns,
+            listen,
+            nonce_reject,
             challtest,
             directory_url: format!("https://127.0.0.1:{listen}/dir"),
             mgmt_url: format!("https://127.0.0.1:{mgmt}"),
@@ -153,6 +153,14 @@ impl Pebble {
         let _ = self.pebble.kill();
         let _ = self.pebble.wait();
     }
+
+    /// Start the CA again on the same ports (after [`Pebble::stop`]); it has new roots.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.pebble = spawn_pebble(self.dir.path(), &self.cfg_path, self.dns, self.nonce_reject);
+        let _ = std::fs::remove_file(self.dir.path().join("issuing-root.pem"));
+        self.wait_for_port(self.listen);
+    }
 }
 
 impl Drop for Pebble {
@@ -162,6 +170,19 @@ impl Drop for Pebble {
             let _ = c.wait();
         }
     }
+}
+
+fn spawn_pebble(dir: &Path, cfg: &Path, dns: u16, nonce_reject: u8) -> Child {
+    let log = |name: &str| std::fs::OpenOptions::new().create(true).append(true).open(dir.join(name)).unwrap();
+    Command::new(require("pebble"))
+        .args(["-config", cfg.to_str().unwrap(), "-dnsserver", &format!("127.0.0.1:{dns}")])
+        .env("PEBBLE_VA_NOSLEEP", "1")
+        .env("PEBBLE_AUTHZREUSE", "0")
+        .env("PEBBLE_WFE_NONCEREJECT", nonce_reject.to_string())
+        .stdout(log("pebble.log"))
+        .stderr(log("pebble.err"))
+        .spawn()
+        .expect("start pebble")
 }
 
 /// A root CA and a localhost leaf for pebble's own HTTPS listener.
@@ -326,4 +347,132 @@ pub fn serial(fullchain: &Path) -> String {
 
 pub fn pem_count(path: &Path) -> usize {
     std::fs::read_to_string(path).unwrap().matches("-----BEGIN CERTIFICATE-----").count()
+}
+
+/// A test HTTP server that records the bodies POSTed to it (a notification webhook).
+pub struct Webhook {
+    pub url: String,
+    pub bodies: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Webhook {
+    pub fn start() -> Self {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = bodies.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(stream);
+                let mut len = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; len];
+                let _ = reader.read_exact(&mut body);
+                sink.lock().unwrap().push(String::from_utf8_lossy(&body).into_owned());
+                let _ = reader.get_mut().write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+            }
+        });
+        Webhook { url, bodies }
+    }
+
+    /// Wait until a body contains `text`; returns it.
+    pub fn wait_for(&self, text: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(b) = self.bodies.lock().unwrap().iter().find(|b| b.contains(text)) {
+                return b.clone();
+            }
+            assert!(Instant::now() < deadline, "no webhook body with {text:?}; got {:?}", self.bodies.lock().unwrap());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A running `regcert run`, its log in a file.
+pub struct Daemon {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(config: &Path) -> Self {
+        let log = config.with_extension("daemon.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_regcert"))
+            .arg("--config")
+            .arg(config)
+            .arg("run")
+            .env("RUST_LOG", "regcert=debug")
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Daemon { child, log }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Wait until the log has `count` lines containing `text`.
+    pub fn wait_for_log(&mut self, text: &str, count: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.log_text().matches(text).count() < count {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("regcert run exited ({status}) before logging {text:?}:\n{}", self.log_text());
+            }
+            assert!(Instant::now() < deadline, "regcert run did not log {text:?} {count} time(s):\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args(["-s", sig, &self.child.id().to_string()]).status().unwrap().success();
+        assert!(ok, "kill -s {sig}");
+    }
+
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Wait for the exit code.
+    pub fn wait(&mut self, timeout: Duration) -> i32 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < deadline, "regcert run did not exit:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// GET a plain-HTTP URL on loopback; returns (status, body).
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
 }

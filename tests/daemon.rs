@@ -1,0 +1,149 @@
+//! `regcert run` as a real process: scheduled checks against Pebble and a registry container,
+//! signals, backoff through a CA outage, the metrics endpoint and webhook notifications.
+
+mod common;
+
+use common::registry::*;
+use common::*;
+use std::fs;
+use std::time::Duration;
+
+const EVERY_SECOND: &str = "[daemon]\ncheck = \"* * * * * *\"\nbackoff = [\"1s\", \"2s\"]\n";
+
+fn with_daemon_settings(s: &Setup, text: &str) {
+    s.edit_config(|t| before_certificates(&t, text));
+}
+
+/// Top-level tables go before the [[certificate]] array (after it they would nest).
+fn before_certificates(config: &str, text: &str) -> String {
+    let at = config.find("[[certificate]]").unwrap();
+    format!("{}{text}\n{}", &config[..at], &config[at..])
+}
+
+#[test]
+fn daemon_renews_restarts_verifies_reports_metrics_and_notifies() {
+    let pebble = Pebble::start();
+    let name = unique_name("daemon");
+    let mut c = cert("registry", &[&name], "ecdsa-p256");
+    // Longer than Pebble's 5-year lifetime: due at every check, without any test-only code path.
+    c.extra = "renew_before = \"3000d\"".into();
+    let s = Setup::new(&pebble, &[c]);
+    assert_eq!(s.run(&["renew"]).code, 0);
+    let reg = Registry::start(&s.install_dir("registry"), RegistryOpts::default());
+    let hook = Webhook::start();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    with_daemon_settings(
+        &s,
+        &format!("[daemon]\ncheck = \"0 0 0 1 1 *\"\n\n[metrics]\nlisten = \"{metrics}\"\n\n[[notify]]\nwebhook = \"{}\"\n", hook.url),
+    );
+    s.edit_config(|t| {
+        format!(
+            "{t}\n[certificate.reload]\ndocker = {{ container = \"{}\" }}\n[certificate.verify]\nurl = \"https://{name}:5000/v2/\"\nconnect_to = \"{}\"\nca_bundle = \"{}\"\ntimeout = \"20s\"\n",
+            reg.container,
+            reg.addr(),
+            pebble.issuing_root().display()
+        )
+    });
+    let before = serial(&s.fullchain("registry"));
+
+    let mut d = Daemon::start(&s.config);
+    // The start-up check renews, restarts the registry and verifies.
+    let body = hook.wait_for("\"event\":\"renewed\"", Duration::from_secs(60));
+    let event: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(event["certificate"], "registry");
+    assert_eq!(event["domains"][0], name.as_str());
+    d.wait_for_log("regcert run", 1, Duration::from_secs(5));
+    d.wait_for_log("1 renewed, 0 failed", 1, Duration::from_secs(30));
+    let after = serial(&s.fullchain("registry"));
+    assert_ne!(after, before);
+    assert!(d.log_text().contains("verified: the registry serves the new certificate"), "{}", d.log_text());
+    let v = s.run(&["verify"]);
+    assert_eq!(v.code, 0, "{v:?}");
+
+    // Metrics: the expiry of what is installed, readiness, counters.
+    let not_after: u64 = {
+        let st: serde_json::Value = serde_json::from_str(&s.run(&["status", "--json"]).stdout).unwrap();
+        st[0]["not_after"].as_u64().unwrap()
+    };
+    let (code, text) = http_get(&metrics, "/metrics");
+    assert_eq!(code, 200);
+    assert!(text.contains(&format!("regcert_certificate_expiration_timestamp_seconds{{name=\"registry\"}} {not_after}")), "{text}");
+    assert!(text.contains("regcert_renewals_total{name=\"registry\",result=\"success\"} 1"), "{text}");
+    assert!(text.contains("regcert_verify_success{name=\"registry\"} 1"), "{text}");
+    assert!(text.contains("regcert_acme_requests_total{method=\"POST\""), "{text}");
+    assert_eq!(http_get(&metrics, "/readyz").0, 200);
+    assert_eq!(http_get(&metrics, "/healthz").0, 200);
+
+    // status shows the schedule the daemon keeps.
+    let st = s.run(&["status"]);
+    assert!(st.stdout.contains("next check:") && st.stdout.contains("last result: ok"), "{st:?}");
+
+    d.signal("TERM");
+    assert_eq!(d.wait(Duration::from_secs(30)), 0, "{}", d.log_text());
+}
+
+#[test]
+fn sighup_with_a_bad_config_keeps_running_and_a_good_one_applies() {
+    let pebble = Pebble::start();
+    let s = Setup::new(&pebble, &[cert("registry", &["registry.example.com"], "ecdsa-p256")]);
+    assert_eq!(s.run(&["renew"]).code, 0);
+    let mut d = Daemon::start(&s.config);
+    d.wait_for_log("0 renewed, 0 failed", 1, Duration::from_secs(30));
+
+    let good = fs::read_to_string(&s.config).unwrap();
+    fs::write(&s.config, good.replace("domains", "domian")).unwrap();
+    d.signal("HUP");
+    d.wait_for_log("keeping the previous one", 1, Duration::from_secs(10));
+    assert!(d.running());
+
+    fs::write(&s.config, before_certificates(&good, "[daemon]\ncheck = \"*/2 * * * * *\"\n")).unwrap();
+    d.signal("HUP");
+    d.wait_for_log("configuration reloaded", 1, Duration::from_secs(10));
+    // The new schedule (every 2 s) is in force: more checks follow.
+    d.wait_for_log("0 renewed, 0 failed", 3, Duration::from_secs(20));
+    d.signal("INT");
+    assert_eq!(d.wait(Duration::from_secs(30)), 0, "{}", d.log_text());
+}
+
+#[test]
+fn ca_outage_backs_off_and_recovers() {
+    let mut pebble = Pebble::start();
+    let s = Setup::new(&pebble, &[cert("registry", &["registry.example.com"], "ecdsa-p256")]);
+    with_daemon_settings(&s, EVERY_SECOND);
+    pebble.stop();
+    let mut d = Daemon::start(&s.config);
+    d.wait_for_log("renewal failed; backing off", 2, Duration::from_secs(30));
+    // Between attempts it waits instead of hammering the CA.
+    d.wait_for_log("due, but backing off after failures", 1, Duration::from_secs(10));
+    let schedule: serde_json::Value = serde_json::from_slice(&fs::read(s.state().join("certs/registry/schedule.json")).unwrap()).unwrap();
+    assert!(schedule["failures"].as_u64().unwrap() >= 2, "{schedule}");
+    assert!(schedule["last_result"]["message"].as_str().unwrap().contains("cannot reach the ACME server"), "{schedule}");
+    assert!(!s.fullchain("registry").exists());
+
+    pebble.restart();
+    d.wait_for_log("1 renewed, 0 failed", 1, Duration::from_secs(30));
+    assert_key_matches(&s.fullchain("registry"), &s.key("registry"));
+    assert_chain_verifies(&s.fullchain("registry"), &pebble.issuing_root());
+    let schedule: serde_json::Value = serde_json::from_slice(&fs::read(s.state().join("certs/registry/schedule.json")).unwrap()).unwrap();
+    assert_eq!(schedule["failures"], 0, "{schedule}");
+    d.signal("TERM");
+    assert_eq!(d.wait(Duration::from_secs(30)), 0);
+}
+
+#[test]
+fn sigterm_in_the_middle_of_a_renewal_leaves_a_consistent_pair() {
+    let pebble = Pebble::start();
+    let mut c = cert("registry", &["registry.example.com"], "rsa-4096");
+    c.extra = "renew_before = \"3000d\"".into();
+    let s = Setup::new(&pebble, &[c]);
+    assert_eq!(s.run(&["renew"]).code, 0);
+    let mut d = Daemon::start(&s.config);
+    // RSA-4096 key generation makes the window between "due" and "installed" wide.
+    d.wait_for_log("renewal due", 1, Duration::from_secs(30));
+    d.signal("TERM");
+    assert_eq!(d.wait(Duration::from_secs(60)), 0, "{}", d.log_text());
+    assert!(d.log_text().contains("letting the check in flight finish"), "{}", d.log_text());
+    assert_key_matches(&s.fullchain("registry"), &s.key("registry"));
+    let names: Vec<String> = fs::read_dir(s.install_dir("registry")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert_eq!(names.len(), 2, "no temp files left: {names:?}");
+}
