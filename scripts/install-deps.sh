@@ -7,7 +7,8 @@ need=()
 for pkg_bin in pebble:/usr/bin/pebble openssl:/usr/bin/openssl curl:/usr/bin/curl \
                python3:/usr/bin/python3 util-linux:/usr/bin/setpriv \
                docker.io:/usr/sbin/dockerd docker-registry:/usr/bin/docker-registry \
-               nginx:/usr/sbin/nginx apache2-utils:/usr/bin/htpasswd; do
+               nginx:/usr/sbin/nginx apache2-utils:/usr/bin/htpasswd \
+               systemd:/usr/bin/systemd-analyze; do
   pkg=${pkg_bin%%:*} bin=${pkg_bin#*:}
   [ -x "$bin" ] || need+=("$pkg")
 done

@@ -1,0 +1,78 @@
+//! The systemd side: the unit files pass `systemd-analyze verify`, and `regcert run` speaks the
+//! notify protocol (READY=1, STATUS=, STOPPING=1) on $NOTIFY_SOCKET.
+
+mod common;
+
+use common::*;
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[test]
+fn unit_files_pass_systemd_analyze_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let units = ["regcert.service", "regcert-renew.service", "regcert-renew.timer"];
+    for unit in units {
+        // ExecStart must name an executable that exists here: point it at the test build.
+        let text = std::fs::read_to_string(format!("systemd/{unit}")).unwrap().replace("/usr/local/bin/regcert", env!("CARGO_BIN_EXE_regcert"));
+        std::fs::write(dir.path().join(unit), text).unwrap();
+    }
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .args(units.iter().map(|u| dir.path().join(u)))
+        .output()
+        .expect("systemd-analyze (package systemd) is needed; run scripts/test.sh");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "systemd-analyze verify failed:\n{stderr}");
+    let ours: Vec<&str> = stderr.lines().filter(|l| l.contains("regcert")).collect();
+    assert!(ours.is_empty(), "warnings about our units: {ours:?}");
+    let service = std::fs::read_to_string("systemd/regcert.service").unwrap();
+    for hardening in ["Type=notify", "NoNewPrivileges=yes", "ProtectSystem=strict", "ReadWritePaths=", "PrivateTmp=yes", "ProtectHome=yes", "CapabilityBoundingSet=CAP_NET_BIND_SERVICE", "SupplementaryGroups=docker", "WatchdogSec="] {
+        assert!(service.contains(hardening), "regcert.service lacks {hardening}");
+    }
+}
+
+#[test]
+fn run_speaks_the_notify_protocol() {
+    let pebble = Pebble::start();
+    let s = Setup::new(&pebble, &[cert("registry", &["registry.example.com"], "ecdsa-p256")]);
+    assert_eq!(s.run(&["renew"]).code, 0);
+    let sock_path = s.root.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_regcert"))
+        .arg("--config")
+        .arg(&s.config)
+        .arg("run")
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "400000")
+        .env("WATCHDOG_PID", "")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut buf = [0u8; 4096];
+    let mut stopped = false;
+    while Instant::now() < deadline {
+        if let Ok(n) = sock.recv(&mut buf) {
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            seen.push('\n');
+        }
+        let ready = seen.contains("READY=1") && seen.contains("STATUS=1 certificates") && seen.contains("WATCHDOG=1");
+        if ready && !stopped {
+            Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+            stopped = true;
+        }
+        if stopped && seen.contains("STOPPING=1") {
+            break;
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(seen.contains("READY=1"), "{seen}");
+    assert!(seen.contains("STATUS=1 certificates: 0 renewed, 0 failed"), "{seen}");
+    assert!(seen.contains("WATCHDOG=1"), "{seen}");
+    assert!(seen.contains("STOPPING=1"), "{seen}");
+    assert_eq!(status.code(), Some(0));
+}
