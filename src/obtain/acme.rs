@@ -77,6 +77,10 @@ impl AcmeIssuer {
                 Err(instant_acme::Error::Api(p)) if p.r#type.as_deref().is_some_and(|t| t.ends_with(":alreadyReplaced") || t.ends_with(":conflict")) => {
                     tracing::debug!(problem = %describe_problem(&p), "order without `replaces`");
                 }
+                // A CA that ignored `replaces` (instant-acme checks the echo): order plainly.
+                Err(instant_acme::Error::Other(e)) if e.to_string().contains("replaces") => {
+                    tracing::debug!(error = %e, "the CA ignored `replaces`; ordering without it");
+                }
                 Err(e) => return Err(e),
             }
         }

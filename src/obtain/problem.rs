@@ -11,7 +11,11 @@ pub fn is_bad_nonce(p: &Problem) -> bool {
 pub fn describe(err: &Error, ca: &str) -> String {
     match err {
         Error::Api(p) => describe_problem(p),
-        Error::Other(inner) => format!("cannot reach the ACME server {ca}: {}; check [acme] directory, the network and, for a private CA, [acme] ca_bundle", chain(inner.as_ref())),
+        Error::Other(inner) if inner.downcast_ref::<hyper_util::client::legacy::Error>().is_some() => format!(
+            "cannot reach the ACME server {ca}: {}; check [acme] directory, the network and, for a private CA, [acme] ca_bundle",
+            chain(inner.as_ref())
+        ),
+        Error::Other(inner) => format!("the ACME server {ca} answered unexpectedly: {}", chain(inner.as_ref())),
         Error::Hyper(e) => format!("cannot reach the ACME server {ca}: {e}"),
         Error::Timeout(_) => format!("the ACME server {ca} did not finish the order in time; try again later"),
         Error::Json(e) => format!("the ACME server {ca} sent a response that is not valid ACME JSON ({e}); is [acme] directory really an ACME directory URL?"),

@@ -3,6 +3,7 @@
 //! openssl. A missing pebble is a test failure, never a skip.
 #![allow(dead_code)]
 
+pub mod ari_frontend;
 pub mod registry;
 
 use std::net::{TcpListener, TcpStream};
@@ -475,4 +476,12 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (status, body)
+}
+
+pub fn rfc3339(secs: u64) -> String {
+    regcert::notify::rfc3339(secs)
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }

@@ -1,0 +1,164 @@
+//! TEST FIXTURE, not a CA: an HTTPS front for Pebble 2.4 (which has no ACME Renewal
+//! Information) that adds the two ARI pieces regcert needs, so ARI can be tested end to end:
+//!
+//! - every ACME request is passed on to Pebble unchanged (new orders are recorded on the way, to
+//!   see `replaces`);
+//! - the directory gets a `renewalInfo` URL, answered here with a window the test sets.
+
+use std::convert::Infallible;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response, body::Incoming, service::service_fn};
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+#[derive(Default)]
+struct Seen {
+    /// (start, end) in RFC 3339 served for every certificate.
+    window: Option<(String, String)>,
+    /// Decoded JWS payloads of new orders.
+    orders: Vec<serde_json::Value>,
+    /// Certificate identifiers asked for at renewalInfo.
+    ari_requests: Vec<String>,
+}
+
+pub struct AriFrontend {
+    pub directory_url: String,
+    seen: Arc<Mutex<Seen>>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl AriFrontend {
+    /// Start in front of the Pebble whose directory is `pebble_dir`, serving TLS with `cert`/`key`
+    /// and trusting `root` for the way to Pebble.
+    pub fn start(pebble_dir: &str, cert: &Path, key: &Path, root: &Path) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let base = format!("https://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert).unwrap().collect::<Result<_, _>>().unwrap();
+        let key = PrivateKeyDer::from_pem_file(key).unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let tls = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add_parsable_certificates(CertificateDer::pem_file_iter(root).unwrap().flatten());
+        let client_tls =
+            rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions().unwrap().with_root_certificates(roots).with_no_client_auth();
+        let client = reqwest::Client::builder().tls_backend_preconfigured(client_tls).build().unwrap();
+        let pebble = pebble_dir.trim_end_matches("/dir").to_owned();
+        let ctx = Arc::new(Ctx { base: base.clone(), pebble, client, seen: seen.clone() });
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        runtime.spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let (acceptor, ctx) = (acceptor.clone(), ctx.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let svc = service_fn(move |req| handle(req, ctx.clone()));
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), svc).await;
+                });
+            }
+        });
+        AriFrontend { directory_url: format!("{base}/dir"), seen, _runtime: runtime }
+    }
+
+    /// Serve this suggested window (Unix times) from now on.
+    pub fn set_window(&self, start: u64, end: u64) {
+        let f = |t: u64| crate::common::rfc3339(t);
+        self.seen.lock().unwrap().window = Some((f(start), f(end)));
+    }
+
+    /// The `replaces` field of every new order so far (None where absent).
+    pub fn replaces(&self) -> Vec<Option<String>> {
+        self.seen.lock().unwrap().orders.iter().map(|o| o["replaces"].as_str().map(str::to_owned)).collect()
+    }
+
+    pub fn ari_requests(&self) -> Vec<String> {
+        self.seen.lock().unwrap().ari_requests.clone()
+    }
+}
+
+struct Ctx {
+    base: String,
+    /// Pebble's https://host:port.
+    pebble: String,
+    client: reqwest::Client,
+    seen: Arc<Mutex<Seen>>,
+}
+
+/// Everything but renewalInfo is passed to Pebble with this front's Host header: Pebble builds
+/// the URLs it hands out, and checks the JWS `url`/`kid`, from the Host it was asked for, so the
+/// ACME conversation stays consistent through the front.
+async fn handle(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+    if let Some(id) = path.strip_prefix("/renewal-info/") {
+        return Ok(renewal_info(&ctx, id));
+    }
+    let method = req.method().clone();
+    let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let body = req.into_body().collect().await.unwrap().to_bytes();
+    let replaces = if path.starts_with("/order-plz") { record_order(&ctx, &body) } else { None };
+    let host = ctx.base.trim_start_matches("https://").to_owned();
+    let mut fwd = ctx.client.request(method, format!("{}{path}", ctx.pebble)).header("host", host);
+    if let Some(ct) = content_type {
+        fwd = fwd.header("content-type", ct);
+    }
+    let rsp = fwd.body(body).send().await.unwrap();
+    let status = rsp.status().as_u16();
+    let headers: Vec<(String, String)> = rsp
+        .headers()
+        .iter()
+        .filter(|(k, _)| ["location", "replay-nonce", "link", "retry-after", "content-type", "cache-control"].contains(&k.as_str()))
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
+        .collect();
+    let mut bytes = rsp.bytes().await.unwrap();
+    if path == "/dir" {
+        let mut dir: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        dir["renewalInfo"] = format!("{}/renewal-info", ctx.base).into();
+        bytes = Bytes::from(dir.to_string());
+    }
+    // An ARI CA echoes `replaces` in the order; Pebble 2.4 does not know the field.
+    if let (Some(replaces), 201) = (replaces, status) {
+        let mut order: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        order["replaces"] = replaces.into();
+        bytes = Bytes::from(order.to_string());
+    }
+    let mut b = Response::builder().status(status);
+    for (k, v) in headers {
+        b = b.header(k, v);
+    }
+    Ok(b.body(Full::new(bytes)).unwrap())
+}
+
+fn renewal_info(ctx: &Ctx, id: &str) -> Response<Full<Bytes>> {
+    let mut seen = ctx.seen.lock().unwrap();
+    seen.ari_requests.push(id.to_owned());
+    let Some((start, end)) = seen.window.clone() else { return Response::builder().status(404).body(Full::new(Bytes::new())).unwrap() };
+    let body = serde_json::json!({ "suggestedWindow": { "start": start, "end": end } }).to_string();
+    Response::builder()
+        .status(200)
+        .header("content-type", "application/json")
+        .header("retry-after", "3600")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap()
+}
+
+/// Keep the decoded JWS payload of a new order; returns its `replaces`.
+fn record_order(ctx: &Ctx, body: &[u8]) -> Option<String> {
+    use base64::Engine;
+    let jws: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(jws["payload"].as_str().unwrap_or_default()).unwrap_or_default();
+    let order: serde_json::Value = serde_json::from_slice(&payload).unwrap_or_default();
+    let replaces = order["replaces"].as_str().map(str::to_owned);
+    ctx.seen.lock().unwrap().orders.push(order);
+    replaces
+}
