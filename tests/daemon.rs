@@ -147,3 +147,34 @@ fn sigterm_in_the_middle_of_a_renewal_leaves_a_consistent_pair() {
     let names: Vec<String> = fs::read_dir(s.install_dir("registry")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     assert_eq!(names.len(), 2, "no temp files left: {names:?}");
 }
+
+#[test]
+fn expiring_certificate_alerts_through_webhook_and_command() {
+    let pebble = Pebble::start();
+    let s = Setup::new(&pebble, &[cert("registry", &["registry.example.com"], "ecdsa-p256")]);
+    assert_eq!(s.run(&["renew"]).code, 0);
+    let hook = Webhook::start();
+    let out = s.root.path().join("events.jsonl");
+    let script = s.root.path().join("notify.sh");
+    fs::write(&script, format!("#!/bin/sh\n{{ cat; echo \" $REGCERT_EVENT $REGCERT_CERTIFICATE\"; }} >> {}\n", out.display())).unwrap();
+    fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    // Not due (Pebble's leaves live 5 years), but "expires within 3000 days" is true: alert.
+    with_daemon_settings(
+        &s,
+        &format!(
+            "[daemon]\nalert_before = \"3000d\"\n\n[[notify]]\nwebhook = \"{}\"\nevents = [\"expiring\"]\n\n[[notify]]\ncommand = [\"{}\"]\n",
+            hook.url,
+            script.display()
+        ),
+    );
+    let mut d = Daemon::start(&s.config);
+    let body = hook.wait_for("\"event\":\"expiring\"", Duration::from_secs(30));
+    let event: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(event["certificate"], "registry");
+    assert!(event["days_left"].as_i64().unwrap() > 1000);
+    d.wait_for_log("0 renewed, 0 failed", 1, Duration::from_secs(30));
+    let got = fs::read_to_string(&out).unwrap();
+    assert!(got.contains("\"event\":\"expiring\"") && got.ends_with(" expiring registry\n"), "{got}");
+    d.signal("TERM");
+    assert_eq!(d.wait(Duration::from_secs(30)), 0);
+}
