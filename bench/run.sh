@@ -46,6 +46,9 @@ log "building regcert (cargo build --release)"
 (cd "$REPO" && cargo build --release)
 REGCERT="$REPO/target/release/regcert"
 [[ -x $REGCERT ]] || die "no $REGCERT after the build"
+# What was built, recorded now (the tree may change while the benchmark runs)
+REGCERT_VER="$("$REGCERT" --version 2>/dev/null | head -n 1) (git $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(
+    [[ -z $(git -C "$REPO" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null) ]] || echo ', with uncommitted changes'))"
 
 # ---------------------------------------------------------------------------------------------
 # 2. Scratch directory, cleanup, ports
@@ -507,7 +510,6 @@ cell() { # cell KEY -> "1.23 s · 12.3 MB", "1.23 s (1.10–1.50) · 12.3 MB" fo
           printf "%s %s%s · %.1f MB", num($1), unit($1), range, $2 / 1024 }'
 }
 pkgver() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo '?'; }
-REGCERT_VER="$("$REGCERT" --version 2>/dev/null | head -n 1) (git $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo ', with uncommitted changes'))"
 CPU=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 uacme_note=""
 ((UACME_OK)) || uacme_note=" (uacme skipped: unshare -m not permitted, so it could not trust pebble's TLS root)"
@@ -537,6 +539,11 @@ RESULTS="$BENCH/results.md"
     echo "- uacme $(pkgver uacme), lego $(pkgver lego), certbot $(pkgver certbot) (python3-acme $(pkgver python3-acme)), pebble $(pkgver pebble) — Debian packages"
     echo "- Pebble: \`PEBBLE_VA_NOSLEEP=1 PEBBLE_AUTHZREUSE=0 PEBBLE_WFE_NONCEREJECT=$NONCE_REJECT\` ($NONCE_REJECT% of nonces rejected with badNonce; 5 is Pebble's default), loopback only"
     echo "- All keys ECDSA P-256. Account creation is excluded: every client does one untimed warm-up issuance first.$uacme_note"
+    echo "- HTTP-01: regcert, lego and certbot use their built-in servers. uacme uses Debian's stock hook and a webroot that a"
+    echo "  python web server serves (its RSS is not counted). lego's parallel batch also uses that webroot, because 20 processes"
+    echo "  cannot bind the one port that Pebble validates."
+    echo "- lego and uacme race Pebble with fixed poll intervals (lego sleeps 5 s whenever its first check is early), so their"
+    echo "  times swing between runs. Read the min–max ranges. Details: bench/README.md."
     echo
     table
     echo
