@@ -219,12 +219,7 @@ fn renew(config: &Config, names: &[String], opts: RenewOptions) -> CmdResult {
         let runtime = runtime()?;
         let done = runtime.block_on(async {
             let reports = Renewer::new(config, &state, opts).run(due).await;
-            for report in &reports {
-                let cert = config.certificates.iter().find(|c| c.name == report.name);
-                if let Some(event) = cert.and_then(|c| renew::event_for(c, report)) {
-                    crate::notify::send(&config.notify, &event).await;
-                }
-            }
+            renew::notify_reports(config, &reports).await;
             reports
         });
         let mut done = done.into_iter();

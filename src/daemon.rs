@@ -282,10 +282,8 @@ pub async fn check(config: &Config, state: &StateDir) -> String {
             record(config, cert, report, schedule, now);
             *dirty = true;
         }
-        if let Some(event) = renew::event_for(cert, report) {
-            notify::send(&config.notify, &event).await;
-        }
     }
+    renew::notify_reports(config, &reports).await;
     for cert in &config.certificates {
         let installed = install::read_installed(&cert.install).ok().flatten();
         let Some((schedule, dirty)) = schedules.get_mut(cert.name.as_str()) else { continue };

@@ -300,8 +300,18 @@ async fn rollback(
     Err(Undelivered::RolledBack { error, restored })
 }
 
+/// Tell every `[[notify]]` about each renewal result.
+pub async fn notify_reports(config: &Config, reports: &[CertReport]) {
+    for report in reports {
+        let cert = config.certificates.iter().find(|c| c.name == report.name);
+        if let Some(event) = cert.and_then(|c| event_for(c, report)) {
+            notify::send(&config.notify, &event).await;
+        }
+    }
+}
+
 /// The notification for a renewal result (none for "not due").
-pub fn event_for(cert: &CertificateConfig, report: &CertReport) -> Option<notify::Event> {
+fn event_for(cert: &CertificateConfig, report: &CertReport) -> Option<notify::Event> {
     Some(match &report.outcome {
         Outcome::Renewed { serial, not_after, .. } => event(cert, EventKind::Renewed, Some(serial), Some(*not_after), None),
         Outcome::Failed { error, .. } => event(cert, EventKind::Failed, None, None, Some(error.clone())),
