@@ -334,7 +334,7 @@ R[every2.took]=$(echo "$TOOK_ALL" | tail -n +2 | head -n "$CHECKS" | sort -n |
     awk '{ a[NR] = $1 } END { printf "%d", (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }')
 R[every2.range]=$(echo "$TOOK_ALL" | tail -n +2 | head -n "$CHECKS" | sort -n | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%d–%d", lo, hi }')
 R[every2.list]=$(echo "$TOOK_ALL" | tail -n +2 | head -n "$CHECKS" | paste -sd' ')
-R[every2.checklines]=$(check_lines | tail -n +2 | head -n "$CHECKS" | sed 's/.*\([0-9][0-9]* certificates: [^t]*\)took_ms.*/\1/' | sort | uniq -c | sed 's/^ *//')
+R[every2.checklines]=$(check_lines | tail -n +2 | head -n "$CHECKS" | sed -E 's/.* ([0-9]+ certificates: .*[^ ]) +took_ms.*/\1/' | sort | uniq -c | sed 's/^ *//')
 R[every2.warn]=$(plain | awk '/[0-9]+ certificates: / { seen = 1; next } seen && / (WARN|ERROR) / { c++ } END { print c + 0 }')
 # Then trace the network syscalls of all threads over 3 more checks (strace slows every syscall,
 # so this comes after the timed checks and its checks are not timed).
@@ -356,7 +356,7 @@ start_daemon "$W/offline.toml" "$W/offline.log"
 wait_checks 1 300
 R[offline.first_ms]=$(took_ms | head -n 1)
 R[offline.warn]=$(plain | grep -c 'cannot fetch the renewal window' || true)
-R[offline.summary]=$(check_lines | head -n 1 | sed 's/.*\([0-9][0-9]* certificates: [^t]*\)took_ms.*/\1/;s/ *$//')
+R[offline.summary]=$(check_lines | head -n 1 | sed -E 's/.* ([0-9]+ certificates: .*[^ ]) +took_ms.*/\1/')
 sleep 1
 stop_daemon
 ELAPSED=$((EPOCHSECONDS - START))

@@ -60,7 +60,9 @@ impl DaemonStatus {
 
 /// Run the service until SIGTERM/SIGINT; returns the exit code.
 pub fn run(config_path: PathBuf, config: Config) -> u8 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // One thread: between checks the process should not wake at all, and a check is I/O-bound
+    // (RSA key generation goes to the blocking pool).
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("regcert: cannot start the async runtime: {e}");
@@ -82,6 +84,8 @@ struct Daemon {
     config: Mutex<Arc<Config>>,
     state: Arc<StateDir>,
     status: Mutex<DaemonStatus>,
+    /// Every certificate's schedule, read from state_dir once and written through on change.
+    schedules: tokio::sync::Mutex<HashMap<String, Schedule>>,
 }
 
 impl Daemon {
@@ -106,7 +110,13 @@ async fn serve(config_path: PathBuf, config: Config) -> Result<(), String> {
     scheduler.start().await.map_err(|e| format!("cannot start the scheduler: {e}"))?;
 
     let status = DaemonStatus { pid: std::process::id(), started_at: unix(SystemTime::now()), check: config.daemon.check.clone(), ..Default::default() };
-    let daemon = Arc::new(Daemon { config_path, config: Mutex::new(Arc::new(config)), state, status: Mutex::new(status) });
+    let daemon = Arc::new(Daemon {
+        config_path,
+        config: Mutex::new(Arc::new(config)),
+        state,
+        status: Mutex::new(status),
+        schedules: tokio::sync::Mutex::new(HashMap::new()),
+    });
     spawn_watchdog();
     let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status("started; first check running")]);
     tracing::info!(pid = std::process::id(), "regcert run started");
@@ -231,7 +241,9 @@ async fn run_check(daemon: Arc<Daemon>) {
             return;
         }
     };
-    let summary = check(&config, &daemon.state).await;
+    let mut schedules = daemon.schedules.lock().await;
+    let summary = check(&config, &daemon.state, &mut schedules).await;
+    drop(schedules);
     let snapshot = {
         let mut st = daemon.status.lock().unwrap_or_else(|p| p.into_inner());
         st.last_check_at = Some(unix(SystemTime::now()));
@@ -245,8 +257,9 @@ async fn run_check(daemon: Arc<Daemon>) {
     tracing::info!(took_ms = took.as_millis() as u64, "{summary}");
 }
 
-/// One check of every certificate. Returns a one-line summary.
-pub async fn check(config: &Config, state: &StateDir) -> String {
+/// One check of every certificate. `known` holds the schedules of earlier checks (missing ones
+/// are read from state_dir). Returns a one-line summary.
+pub async fn check(config: &Config, state: &StateDir, known: &mut HashMap<String, Schedule>) -> String {
     let now = SystemTime::now();
     let certs: Vec<&CertificateConfig> = config.certificates.iter().collect();
     let renewer = Renewer::new(config, state, RenewOptions::default());
@@ -255,7 +268,7 @@ pub async fn check(config: &Config, state: &StateDir) -> String {
     let mut due = Vec::new();
     let mut waiting = 0;
     for (cert, decision) in renew::plan(&certs, RenewOptions::default(), now) {
-        let mut schedule = Schedule::load(state, &cert.name);
+        let mut schedule = known.remove(&cert.name).unwrap_or_else(|| Schedule::load(state, &cert.name));
         let mut dirty = false;
         let reason = match decision {
             Decision::Due(reason) => Some(reason),
@@ -297,6 +310,7 @@ pub async fn check(config: &Config, state: &StateDir) -> String {
             }
         }
     }
+    known.extend(schedules.into_iter().map(|(name, (schedule, _))| (name.to_owned(), schedule)));
     let failed = reports.iter().filter(|r| r.failed()).count();
     format!(
         "{} certificates: {} renewed, {failed} failed, {waiting} backing off",
@@ -308,8 +322,8 @@ pub async fn check(config: &Config, state: &StateDir) -> String {
 /// Due because the CA's renewal window (ARI) says so? Fetches the window when it is stale.
 async fn ari_reason(renewer: &Renewer<'_>, cert: &CertificateConfig, schedule: &mut Schedule, dirty: &mut bool, now: SystemTime) -> Option<Reason> {
     let now_s = unix(now);
-    let der = install::read_installed_der(&cert.install)?;
-    let leaf = LeafInfo::parse(&der).ok()?;
+    let installed = install::read_installed(&cert.install).ok().flatten()?;
+    let (der, leaf) = (&installed.leaf_der, &installed.leaf);
     if schedule.ari_skip_until.is_some_and(|t| now_s < t) {
         return None;
     }
@@ -317,7 +331,7 @@ async fn ari_reason(renewer: &Renewer<'_>, cert: &CertificateConfig, schedule: &
     if !fresh {
         *dirty = true;
         let window = match renewer.issuer().await {
-            Ok(issuer) => issuer.renewal_window(&der).await,
+            Ok(issuer) => issuer.renewal_window(der).await,
             Err(e) => Err(e),
         };
         match window {

@@ -14,9 +14,11 @@ use crate::keys::spki_of_key_pem;
 use crate::state::StateDir;
 
 /// What the install dir holds now.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Installed {
     pub leaf: LeafInfo,
+    /// The leaf as DER (to name it in `replaces`, or ask the CA for its renewal window).
+    pub leaf_der: rustls_pki_types::CertificateDer<'static>,
     /// Certificates after the leaf in the installed fullchain.
     pub intermediates: usize,
     /// Does the installed key belong to the installed leaf?
@@ -24,21 +26,38 @@ pub struct Installed {
 }
 
 /// Read the installed pair: `Ok(None)` when no fullchain is installed yet.
+///
+/// Parsed results are remembered per file (keyed by path, size and mtime of both files): the
+/// daemon looks at every certificate on every check, and parsing keys is the expensive part.
 pub fn read_installed(install: &InstallConfig) -> Result<Option<Installed>, String> {
     let path = install.fullchain_path();
-    let bytes = match fs::read(&path) {
-        Ok(b) => b,
+    let chain_meta = match fs::metadata(&path) {
+        Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("cannot read the installed certificate {}: {e}", path.display())),
     };
+    let stamp = (file_stamp(Some(&chain_meta)), file_stamp(fs::metadata(install.key_path()).ok().as_ref()));
+    if let Some(hit) = cache().lock().unwrap_or_else(|p| p.into_inner()).get(&path).filter(|(s, _)| *s == stamp) {
+        return Ok(Some(hit.1.clone()));
+    }
+    let bytes = fs::read(&path).map_err(|e| format!("cannot read the installed certificate {}: {e}", path.display()))?;
     let key = fs::read_to_string(install.key_path()).ok();
-    inspect_pair(&bytes, key.as_deref()).map(Some).map_err(|e| format!("installed certificate {} {e}", path.display()))
+    let installed = inspect_pair(&bytes, key.as_deref()).map_err(|e| format!("installed certificate {} {e}", path.display()))?;
+    cache().lock().unwrap_or_else(|p| p.into_inner()).insert(path, (stamp, installed.clone()));
+    Ok(Some(installed))
 }
 
-/// The installed leaf as DER (to name it in `replaces` or ask for its renewal window).
-pub fn read_installed_der(install: &InstallConfig) -> Option<rustls_pki_types::CertificateDer<'static>> {
-    let bytes = fs::read(install.fullchain_path()).ok()?;
-    parse_pem_certs(&bytes).ok()?.into_iter().next()
+/// (size, mtime) of a file, or None when it is missing.
+type Stamp = Option<(u64, std::time::SystemTime)>;
+type Cache = std::sync::Mutex<std::collections::HashMap<PathBuf, ((Stamp, Stamp), Installed)>>;
+
+fn file_stamp(meta: Option<&fs::Metadata>) -> Stamp {
+    meta.and_then(|m| Some((m.len(), m.modified().ok()?)))
+}
+
+fn cache() -> &'static Cache {
+    static CACHE: std::sync::OnceLock<Cache> = std::sync::OnceLock::new();
+    CACHE.get_or_init(Default::default)
 }
 
 /// Facts about a fullchain PEM and (if given) whether `key_pem` is its key.
@@ -46,7 +65,9 @@ pub fn inspect_pair(fullchain: &[u8], key_pem: Option<&str>) -> Result<Installed
     let chain = parse_pem_certs(fullchain)?;
     let leaf = LeafInfo::parse(&chain[0])?;
     let key_matches = key_pem.and_then(spki_of_key_pem).is_some_and(|spki| spki == leaf.spki);
-    Ok(Installed { leaf, intermediates: chain.len() - 1, key_matches })
+    let intermediates = chain.len() - 1;
+    let leaf_der = chain.into_iter().next().ok_or("contains no certificate")?;
+    Ok(Installed { leaf, leaf_der, intermediates, key_matches })
 }
 
 /// Owner and modes for the two files, from `[certificate.install]` (validated at load time).

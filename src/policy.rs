@@ -129,6 +129,7 @@ mod tests {
                 spki: vec![],
                 key_type: Some(KeyType::EcdsaP256),
             },
+            leaf_der: rustls_pki_types::CertificateDer::from(Vec::new()),
             intermediates: 1,
             key_matches: true,
         }

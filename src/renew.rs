@@ -157,8 +157,8 @@ impl<'a> Renewer<'a> {
             None => {
                 let issuer = self.issuer().await?;
                 let key = self.leaf_key(cert).await?;
-                let current = install::read_installed_der(&cert.install);
-                let issued = issuer.issue(cert, key, current.as_ref()).await?;
+                let current = install::read_installed(&cert.install).ok().flatten();
+                let issued = issuer.issue(cert, key, current.as_ref().map(|i| &i.leaf_der)).await?;
                 if self.opts.dry_run {
                     tracing::info!(cert = %cert.name, "dry run: not storing or installing");
                     let m = issued.meta;
