@@ -34,6 +34,7 @@ pub struct LeafInfo {
     pub subject: String,
     pub issuer: String,
     pub dns_names: Vec<String>,
+    pub ips: Vec<std::net::IpAddr>,
     pub serial: String,
     pub not_before: u64,
     pub not_after: u64,
@@ -46,22 +47,33 @@ pub struct LeafInfo {
 impl LeafInfo {
     pub fn parse(der: &CertificateDer<'_>) -> Result<Self, String> {
         let (_, cert) = X509Certificate::from_der(der).map_err(|e| format!("unparseable certificate: {e}"))?;
-        let dns_names = match cert.subject_alternative_name() {
-            Ok(Some(san)) => san
-                .value
-                .general_names
-                .iter()
-                .filter_map(|n| match n {
-                    GeneralName::DNSName(d) => Some(d.to_ascii_lowercase()),
-                    _ => None,
-                })
-                .collect(),
+        let names: Vec<GeneralName<'_>> = match cert.subject_alternative_name() {
+            Ok(Some(san)) => san.value.general_names.clone(),
             _ => Vec::new(),
         };
+        let dns_names = names
+            .iter()
+            .filter_map(|n| match n {
+                GeneralName::DNSName(d) => Some(d.to_ascii_lowercase()),
+                _ => None,
+            })
+            .collect();
+        let ips = names
+            .iter()
+            .filter_map(|n| match n {
+                GeneralName::IPAddress(b) => match b.len() {
+                    4 => <[u8; 4]>::try_from(*b).ok().map(std::net::IpAddr::from),
+                    16 => <[u8; 16]>::try_from(*b).ok().map(std::net::IpAddr::from),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
         Ok(Self {
             subject: cert.subject().to_string(),
             issuer: cert.issuer().to_string(),
             dns_names,
+            ips,
             serial: cert.raw_serial_as_string(),
             not_before: cert.validity().not_before.timestamp().max(0) as u64,
             not_after: cert.validity().not_after.timestamp().max(0) as u64,
@@ -190,6 +202,7 @@ mod tests {
             subject: String::new(),
             issuer: String::new(),
             dns_names: names.iter().map(|s| s.to_string()).collect(),
+            ips: vec![],
             serial: String::new(),
             not_before: 0,
             not_after: 0,

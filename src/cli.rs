@@ -24,6 +24,9 @@ Examples:
   regcert run                               the service: checks on the [daemon] schedule (systemd/regcert.service)
   regcert status --json                     what is installed, when it expires, when it is next due
   regcert verify --cert registry            what the registry really serves: leaf, chain, /v2/ (exit 1 on a problem)
+  regcert ca init internal                  create the private CA [ca.internal] for internal names and IPs
+  regcert trust install --registry 192.168.20.10:5000 --ca-file root.crt
+                                            make Docker on a client trust the registry (certs.d/HOST:PORT/ca.crt)
 
 Exit codes: 0 ok, 1 a certificate failed (or another regcert holds the lock), 2 invalid configuration.";
 
@@ -67,6 +70,12 @@ enum Command {
     Run,
     /// Validate the configuration and print the effective settings.
     CheckConfig,
+    /// Private CAs for internal names and IPs ([ca.NAME] in the config).
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// Make the Docker client on this host trust a registry's CA (no config needed).
+    #[command(subcommand)]
+    Trust(TrustCommand),
     /// Check over HTTPS what the registry serves: certificate, chain and /v2/ (exit 1 on a problem).
     Verify {
         /// Machine-readable output.
@@ -87,15 +96,72 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Create the CA configured as [ca.NAME] (or adopt its `import`) in state_dir.
+    Init {
+        name: String,
+        /// Replace an existing CA (every client must then trust the new root).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the CA's root certificate (PEM), for config management and `regcert trust install`.
+    Export { name: String },
+}
+
+#[derive(Subcommand)]
+enum TrustCommand {
+    /// Write /etc/docker/certs.d/HOST:PORT/ca.crt (and with --system the OS store).
+    Install {
+        /// The registry as clients name it: HOST:PORT (HOST alone for 443).
+        #[arg(long)]
+        registry: String,
+        /// The CA certificate (PEM) to trust.
+        #[arg(long, conflicts_with = "from_url", required_unless_present = "from_url")]
+        ca_file: Option<PathBuf>,
+        /// Fetch the chain the registry serves and trust its top certificate (after confirmation).
+        #[arg(long)]
+        from_url: Option<String>,
+        /// With --from-url: connect here instead (SNI stays the URL's host).
+        #[arg(long, requires = "from_url")]
+        connect_to: Option<String>,
+        /// With --from-url: the expected SHA-256 fingerprint, instead of asking.
+        #[arg(long)]
+        fingerprint: Option<String>,
+        /// Also add it to the operating system's trust store.
+        #[arg(long)]
+        system: bool,
+        #[arg(long, default_value = crate::trust::DEFAULT_CERTS_D)]
+        certs_d: PathBuf,
+    },
+    /// Remove what `trust install` wrote for a registry.
+    Remove {
+        #[arg(long)]
+        registry: String,
+        #[arg(long, default_value = crate::trust::DEFAULT_CERTS_D)]
+        certs_d: PathBuf,
+    },
+    /// What certs.d holds, which expire when, and files Docker would ignore.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = crate::trust::DEFAULT_CERTS_D)]
+        certs_d: PathBuf,
+    },
+}
+
 const EXIT_FAILED: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, cli.quiet);
+    if let Command::Trust(cmd) = cli.command {
+        return exit(trust(cmd));
+    }
     let purpose = match cli.command {
-        Command::Status { .. } | Command::Verify { .. } => Purpose::Read,
-        Command::Renew { .. } | Command::CheckConfig | Command::Run => Purpose::Write,
+        Command::Status { .. } | Command::Verify { .. } | Command::Ca(CaCommand::Export { .. }) => Purpose::Read,
+        Command::Renew { .. } | Command::CheckConfig | Command::Run | Command::Ca(CaCommand::Init { .. }) | Command::Trust(_) => Purpose::Write,
     };
     let config = match config::load(&cli.config, purpose) {
         Ok(c) => c,
@@ -110,7 +176,13 @@ pub fn main() -> ExitCode {
         Command::Status { json, certs } => show_status(&config, &certs, json),
         Command::Verify { json, certs } => verify(&config, &certs, json),
         Command::Renew { force, certs, dry_run } => renew(&config, &certs, RenewOptions { force, dry_run }),
+        Command::Ca(cmd) => ca(&config, cmd),
+        Command::Trust(_) => Ok(0),
     };
+    exit(result)
+}
+
+fn exit(result: CmdResult) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err((code, msg)) => {
@@ -165,6 +237,101 @@ fn show_status(config: &Config, names: &[String], json: bool) -> CmdResult {
     Ok(0)
 }
 
+fn ca(config: &Config, cmd: CaCommand) -> CmdResult {
+    let name = match &cmd {
+        CaCommand::Init { name, .. } | CaCommand::Export { name } => name.clone(),
+    };
+    let Some(cfg) = config.ca.get(&name) else {
+        let known: Vec<&str> = config.ca.keys().map(String::as_str).collect();
+        return Err((EXIT_CONFIG, format!("no [ca.{name}] in the config (known: {})", known.join(", "))));
+    };
+    match cmd {
+        CaCommand::Export { .. } => {
+            let path = crate::ca::root_path(&config.state_dir, &name);
+            let pem = std::fs::read_to_string(&path).map_err(|_| (EXIT_FAILED, format!("CA \"{name}\" does not exist yet: run `regcert ca init {name}`")))?;
+            print!("{pem}");
+            Ok(0)
+        }
+        CaCommand::Init { force, .. } => {
+            let state = StateDir::open(&config.state_dir).map_err(|e| (EXIT_FAILED, e))?;
+            let _lock = state.lock("regcert ca init").map_err(|e| (EXIT_FAILED, e.to_string()))?;
+            let done = crate::ca::init(&state, &name, cfg, force).map_err(|e| (EXIT_FAILED, e))?;
+            println!("{done}");
+            // Keep this host's Docker clients in step with the (new) CA.
+            for cert in config.certificates.iter().filter(|c| c.issuer == crate::config::IssuerRef::Ca(name.clone())) {
+                renew::sync_docker_clients(&state, cert).map_err(|e| (EXIT_FAILED, e))?;
+            }
+            println!("root certificate: {} (give it to clients: regcert trust install --registry HOST:PORT --ca-file …)", crate::ca::root_path(&config.state_dir, &name).display());
+            Ok(0)
+        }
+    }
+}
+
+fn trust(cmd: TrustCommand) -> CmdResult {
+    use crate::trust;
+    match cmd {
+        TrustCommand::List { json, certs_d } => {
+            let entries = trust::list(&certs_d);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&entries).map_err(|e| (EXIT_FAILED, e.to_string()))?);
+            } else {
+                print!("{}", trust::render_list(&entries));
+            }
+            Ok(if entries.iter().any(|e| e.problem.is_some()) { EXIT_FAILED } else { 0 })
+        }
+        TrustCommand::Remove { registry, certs_d } => {
+            let removed = trust::remove(&certs_d, &registry).map_err(|e| (EXIT_FAILED, e))?;
+            println!("{}", if removed { format!("removed the CA for {registry}") } else { format!("nothing to remove for {registry}") });
+            Ok(0)
+        }
+        TrustCommand::Install { registry, ca_file, from_url, connect_to, fingerprint, system, certs_d } => {
+            trust::check_registry(&registry).map_err(|e| (EXIT_CONFIG, format!("--registry {e}")))?;
+            let pem = match (ca_file, from_url) {
+                (Some(file), _) => {
+                    let certs = crate::certinfo::read_pem_certs(&file).map_err(|e| (EXIT_CONFIG, format!("--ca-file {e}")))?;
+                    crate::certinfo::to_pem(&certs)
+                }
+                (None, Some(url)) => confirm_served_ca(&url, connect_to, fingerprint.as_deref())?,
+                (None, None) => return Err((EXIT_CONFIG, "give --ca-file PATH or --from-url https://HOST:PORT".into())),
+            };
+            let path = trust::install(&certs_d, &registry, &pem).map_err(|e| (EXIT_FAILED, e))?;
+            println!("Docker on this host now trusts {registry}: {} (no daemon restart needed)", path.display());
+            if system {
+                println!("{}", trust::install_system(&registry, &pem).map_err(|e| (EXIT_FAILED, e))?);
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// Fetch the chain `url` serves, show the CA it leads to, and return it once the fingerprint
+/// matches or a person said yes. Never trusts blindly.
+fn confirm_served_ca(url: &str, connect_to: Option<String>, expected: Option<&str>) -> Result<String, (u8, String)> {
+    let chain = runtime()?.block_on(verify::served_chain(url, connect_to)).map_err(|e| (EXIT_FAILED, e))?;
+    let (pem, info) = crate::trust::anchor_of(&chain).ok_or((EXIT_FAILED, format!("{url} served no usable certificate")))?;
+    let root = if info.subject == info.issuer { "root CA" } else { "top certificate sent (the server does not send its root)" };
+    println!("{url} presents a chain of {} certificate(s); its {root}:", chain.len());
+    println!("  subject:  {}\n  issuer:   {}\n  expires:  {}\n  SHA256:   {}", info.subject, info.issuer, crate::certinfo::fmt_time(info.not_after), info.sha256);
+    match expected {
+        Some(fp) if crate::trust::normalize_fingerprint(fp) == info.sha256 => Ok(pem),
+        Some(fp) => Err((
+            EXIT_FAILED,
+            format!("fingerprint mismatch: expected {}, the server's CA is {}; nothing was written", crate::trust::normalize_fingerprint(fp), info.sha256),
+        )),
+        None => {
+            use std::io::{BufRead, IsTerminal, Write};
+            if !std::io::stdin().is_terminal() {
+                return Err((EXIT_FAILED, "not a terminal: confirm with --fingerprint SHA256 (shown above); nothing was written".into()));
+            }
+            print!("Trust this CA for Docker? Compare the SHA256 with one obtained out of band. [y/N] ");
+            let _ = std::io::stdout().flush();
+            let mut answer = String::new();
+            let _ = std::io::stdin().lock().read_line(&mut answer);
+            if matches!(answer.trim(), "y" | "Y" | "yes") { Ok(pem) } else { Err((EXIT_FAILED, "not confirmed; nothing was written".into())) }
+        }
+    }
+}
+
 fn verify(config: &Config, names: &[String], json: bool) -> CmdResult {
     let certs = config.select(names).map_err(|e| (EXIT_CONFIG, e))?;
     let runtime = runtime()?;
@@ -174,7 +341,7 @@ fn verify(config: &Config, names: &[String], json: bool) -> CmdResult {
         // A manual check runs even where automatic verification is switched off.
         let settings = cert.verify.clone().unwrap_or_default();
         let expected = crate::install::read_installed(&cert.install).ok().flatten().map(|i| i.leaf.sha256);
-        let target = verify::Target::for_certificate(cert, &settings).map_err(|e| (EXIT_CONFIG, format!("{}: {e}", cert.name)))?;
+        let target = verify::Target::for_certificate(cert, &settings, &config.state_dir).map_err(|e| (EXIT_CONFIG, format!("{}: {e}", cert.name)))?;
         let report = runtime.block_on(verify::check(&target, expected.as_deref()));
         all_ok &= report.ok();
         if json {

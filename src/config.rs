@@ -44,6 +44,91 @@ pub struct Config {
     /// Who hears about renewals, failures and expiring certificates.
     #[serde(rename = "notify", default, skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<crate::notify::NotifyConfig>,
+    /// Private CAs, by name (`issuer = "ca:NAME"`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub ca: std::collections::BTreeMap<String, CaConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaConfig {
+    /// e.g. "CN=Example Registry CA, O=Example"
+    #[serde(default = "default_ca_subject")]
+    pub subject: String,
+    #[serde(default = "crate::ca::default_key")]
+    pub key: KeyType,
+    #[serde(default = "default_ca_validity", with = "duration")]
+    pub validity: Duration,
+    /// Two levels: an offline root and an online intermediate that signs.
+    #[serde(default)]
+    pub intermediate: bool,
+    /// DNS subtrees the CA may certify (name constraints), e.g. ["corp.lan"].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub name_constraints: Vec<String>,
+    /// Adopt an existing CA (e.g. made with `openssl ca`) instead of creating one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import: Option<CaImport>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaImport {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// For an encrypted (PKCS#8) key: a file holding its passphrase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+fn default_ca_subject() -> String {
+    "CN=regcert private CA".into()
+}
+fn default_ca_validity() -> Duration {
+    Duration::from_secs(10 * 365 * 86_400)
+}
+
+/// Who issues a certificate: an ACME CA (`"acme"`, the default) or a private CA (`"ca:NAME"`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum IssuerRef {
+    #[default]
+    Acme,
+    Ca(String),
+}
+
+impl<'de> Deserialize<'de> for IssuerRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.strip_prefix("ca:") {
+            _ if s == "acme" => Ok(IssuerRef::Acme),
+            Some(name) if !name.is_empty() => Ok(IssuerRef::Ca(name.to_owned())),
+            _ => Err(serde::de::Error::custom(format!("issuer = \"{s}\": use \"acme\" or \"ca:NAME\" for a CA defined as [ca.NAME]"))),
+        }
+    }
+}
+
+impl Serialize for IssuerRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            IssuerRef::Acme => s.serialize_str("acme"),
+            IssuerRef::Ca(n) => s.serialize_str(&format!("ca:{n}")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustConfig {
+    /// Registries (HOST:PORT) whose /etc/docker/certs.d/HOST:PORT/ca.crt regcert keeps in sync
+    /// with this certificate's private CA on this host.
+    #[serde(default)]
+    pub docker_clients: Vec<String>,
+    /// Where Docker looks for registry CAs.
+    #[serde(default = "default_certs_d")]
+    pub certs_d: PathBuf,
+}
+
+fn default_certs_d() -> PathBuf {
+    PathBuf::from("/etc/docker/certs.d")
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -163,8 +248,18 @@ impl Http01Config {
 #[serde(deny_unknown_fields)]
 pub struct CertificateConfig {
     pub name: String,
+    /// `"acme"` (default) or `"ca:NAME"`.
+    #[serde(default)]
+    pub issuer: IssuerRef,
     /// First = primary name; all go in the SAN.
+    #[serde(default)]
     pub domains: Vec<String>,
+    /// IP SANs (private CA only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ips: Vec<std::net::IpAddr>,
+    /// Lifetime of leaves from a private CA (default 90 days).
+    #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    pub validity: Option<Duration>,
     #[serde(default)]
     pub key: KeyType,
     /// Renew when less than this is left; default: a third of the certificate's lifetime.
@@ -180,6 +275,9 @@ pub struct CertificateConfig {
     /// How to prove the registry serves it; on by default when `reload` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<VerifyConfig>,
+    /// Docker clients on this host that must trust the certificate's private CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<TrustConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -261,7 +359,13 @@ impl CertificateConfig {
 
     /// The URL verification checks.
     pub fn verify_url(&self, verify: &VerifyConfig) -> String {
-        verify.url.clone().unwrap_or_else(|| format!("https://{}/v2/", self.domains.first().map(String::as_str).unwrap_or("localhost")))
+        let host = match (self.domains.first(), self.ips.first()) {
+            (Some(d), _) => d.clone(),
+            (None, Some(std::net::IpAddr::V6(ip))) => format!("[{ip}]"),
+            (None, Some(ip)) => ip.to_string(),
+            (None, None) => "localhost".into(),
+        };
+        verify.url.clone().unwrap_or_else(|| format!("https://{host}/v2/"))
     }
 }
 
@@ -445,6 +549,21 @@ pub fn validate(config: &Config, purpose: Purpose) -> Vec<String> {
     for (i, n) in config.notify.iter().enumerate() {
         crate::notify::validate(i, n, &mut problems);
     }
+    for cert in &config.certificates {
+        if let IssuerRef::Ca(name) = &cert.issuer {
+            if !config.ca.contains_key(name) {
+                problems.push(format!("[[certificate]] `{}`: issuer = \"ca:{name}\" but there is no [ca.{name}]", cert.name));
+            }
+        }
+    }
+    for (name, ca) in &config.ca {
+        if let Err(e) = crate::ca::parse_subject(&ca.subject) {
+            problems.push(format!("[ca.{name}] subject = \"{}\": {e}", ca.subject));
+        }
+        if ca.validity.is_zero() {
+            problems.push(format!("[ca.{name}] validity must be longer than 0"));
+        }
+    }
     if config.certificates.is_empty() {
         problems.push("no [[certificate]] is configured: add one (see config.example.toml)".into());
     }
@@ -524,16 +643,35 @@ fn validate_certificate(at: &str, cert: &CertificateConfig, purpose: Purpose, pr
             cert.name
         ));
     }
-    if cert.domains.is_empty() {
-        problems.push(format!("{at}: domains is empty: list at least one DNS name"));
+    let acme = cert.issuer == IssuerRef::Acme;
+    if cert.domains.is_empty() && (acme || cert.ips.is_empty()) {
+        problems.push(format!("{at}: domains is empty: list at least one DNS name{}", if acme { "" } else { " or IP in `ips`" }));
     }
     for d in &cert.domains {
         if let Err(why) = check_domain(d) {
             problems.push(format!("{at}: domain \"{d}\" {why}"));
-        } else if d.starts_with("*.") {
+        } else if d.starts_with("*.") && acme {
             problems.push(format!(
                 "{at}: wildcard \"{d}\" cannot be validated with HTTP-01; a wildcard needs the DNS-01 challenge"
             ));
+        }
+    }
+    if acme && !cert.ips.is_empty() {
+        problems.push(format!(
+            "{at}: ips (IP SANs) need a private CA: set issuer = \"ca:NAME\" with a [ca.NAME]; public CAs do not certify private addresses"
+        ));
+    }
+    if acme && cert.validity.is_some() {
+        problems.push(format!("{at}: validity applies to private-CA certificates only; an ACME CA decides the lifetime"));
+    }
+    if let Some(t) = &cert.trust {
+        if acme && !t.docker_clients.is_empty() {
+            problems.push(format!("{at}: trust.docker_clients is for certificates from a private CA (issuer = \"ca:NAME\")"));
+        }
+        for r in &t.docker_clients {
+            if crate::trust::check_registry(r).is_err() {
+                problems.push(format!("{at}: trust.docker_clients entry \"{r}\" is not HOST or HOST:PORT"));
+            }
         }
     }
     let mut seen = std::collections::HashSet::new();

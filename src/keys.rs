@@ -83,6 +83,11 @@ impl LeafKey {
         self.pair.subject_public_key_info()
     }
 
+    /// A certificate for this key, signed by `issuer` (the private CA).
+    pub fn sign<S: rcgen::SigningKey>(&self, params: &CertificateParams, issuer: &rcgen::Issuer<'_, S>) -> Result<rcgen::Certificate, rcgen::Error> {
+        params.signed_by(&self.pair, issuer)
+    }
+
     /// A CSR (DER) naming every domain in the SAN; the subject is left empty as CAs ignore it.
     pub fn csr_der(&self, domains: &[String]) -> Result<Vec<u8>, rcgen::Error> {
         let params = CertificateParams::new(domains.to_vec())?;

@@ -6,6 +6,7 @@
 //! volume, [`reload`] makes the registry load it, [`verify`] proves over HTTPS that it is served,
 //! and [`renew`] runs the whole loop for every certificate. [`cli`] is the command line.
 
+pub mod ca;
 pub mod certinfo;
 pub mod challenge;
 pub mod cli;
@@ -23,4 +24,5 @@ pub mod schedule;
 pub mod renew;
 pub mod state;
 pub mod status;
+pub mod trust;
 pub mod verify;

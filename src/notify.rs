@@ -101,7 +101,7 @@ pub async fn send(notifiers: &[NotifyConfig], event: &Event) {
 }
 
 async fn post(url: &str, n: &NotifyConfig, event: &Event) -> Result<(), String> {
-    let roots = crate::obtain::tls::root_store(n.ca_bundle.as_deref())?;
+    let roots = crate::obtain::tls::root_store(n.ca_bundle.as_deref().as_slice())?;
     let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?

@@ -66,7 +66,13 @@ pub fn decide(cert: &CertificateConfig, installed: Result<Option<&Installed>, St
         Ok(None) => return Decision::Due(Reason::NothingInstalled),
         Ok(Some(i)) => i,
     };
-    let missing: Vec<String> = cert.domains.iter().filter(|d| !inst.leaf.covers(std::slice::from_ref(d))).cloned().collect();
+    let missing: Vec<String> = cert
+        .domains
+        .iter()
+        .filter(|d| !inst.leaf.covers(std::slice::from_ref(d)))
+        .cloned()
+        .chain(cert.ips.iter().filter(|ip| !inst.leaf.ips.contains(ip)).map(|ip| ip.to_string()))
+        .collect();
     if !missing.is_empty() {
         return Decision::Due(Reason::NamesNotCovered(missing));
     }
@@ -113,6 +119,10 @@ mod tests {
             },
             reload: None,
             verify: None,
+            issuer: Default::default(),
+            ips: Vec::new(),
+            validity: None,
+            trust: None,
         }
     }
 
@@ -122,6 +132,7 @@ mod tests {
                 subject: String::new(),
                 issuer: String::new(),
                 dns_names: vec!["a.example".into()],
+                ips: vec![],
                 serial: String::new(),
                 not_before,
                 not_after: not_before + days * DAY,

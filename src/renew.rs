@@ -12,7 +12,8 @@ use tokio::sync::OnceCell;
 
 use crate::certinfo::{fmt_time, key_type_of_spki_der};
 use crate::challenge::Solver;
-use crate::config::{CertificateConfig, Config, VerifyConfig};
+use crate::ca::LocalCa;
+use crate::config::{CertificateConfig, Config, IssuerRef, VerifyConfig};
 use crate::install::{self, inspect_pair};
 use crate::keys::LeafKey;
 use crate::obtain::acme::AcmeIssuer;
@@ -155,10 +156,15 @@ impl<'a> Renewer<'a> {
         let issued = match stored {
             Some(issued) => issued,
             None => {
-                let issuer = self.issuer().await?;
                 let key = self.leaf_key(cert).await?;
-                let current = install::read_installed(&cert.install).ok().flatten();
-                let issued = issuer.issue(cert, key, current.as_ref().map(|i| &i.leaf_der)).await?;
+                let issued = match &cert.issuer {
+                    IssuerRef::Acme => {
+                        let issuer = self.issuer().await?;
+                        let current = install::read_installed(&cert.install).ok().flatten();
+                        issuer.issue(cert, key, current.as_ref().map(|i| &i.leaf_der)).await?
+                    }
+                    IssuerRef::Ca(name) => LocalCa::load(self.state, name)?.issue(cert, &key)?,
+                };
                 if self.opts.dry_run {
                     tracing::info!(cert = %cert.name, "dry run: not storing or installing");
                     let m = issued.meta;
@@ -174,7 +180,9 @@ impl<'a> Renewer<'a> {
         let delivered = deliver(self.state, cert, &plan, &issued.meta.sha256).await;
         let m = issued.meta;
         match delivered {
-            Ok(verified) => Ok(Outcome::Renewed {
+            Ok(verified) => {
+                sync_docker_clients(self.state, cert)?;
+                Ok(Outcome::Renewed {
                 reason: reason.clone(),
                 not_after: m.not_after,
                 serial: m.serial,
@@ -182,7 +190,8 @@ impl<'a> Renewer<'a> {
                 from_store,
                 reloaded: !plan.is_empty(),
                 verified,
-            }),
+            })
+            }
             Err(Undelivered::RolledBack { error, restored }) => Ok(Outcome::RolledBack { reason: reason.clone(), error, restored }),
             Err(Undelivered::Failed(error)) => Err(error),
         }
@@ -220,13 +229,25 @@ impl<'a> Renewer<'a> {
     pub async fn issuer(&self) -> Result<&AcmeIssuer, String> {
         let init = self.issuer.get_or_init(|| async {
             let acme = &self.config.acme;
-            let roots = tls::root_store(acme.ca_bundle.as_deref()).map_err(|e| format!("[acme] ca_bundle: {e}"))?;
+            let roots = tls::root_store(acme.ca_bundle.as_deref().as_slice()).map_err(|e| format!("[acme] ca_bundle: {e}"))?;
             let account = account::load_or_create(self.state, acme, || tls::acme_http_client(roots.clone())).await?;
             let solver = Solver::from_config(&self.config.http01);
             Ok(AcmeIssuer::new(account, acme.directory_url().to_owned(), solver))
         });
         init.await.as_ref().map_err(Clone::clone)
     }
+}
+
+/// `[certificate.trust] docker_clients`: this host's Docker trusts the certificate's private CA.
+pub fn sync_docker_clients(state: &StateDir, cert: &CertificateConfig) -> Result<(), String> {
+    let (Some(trust), IssuerRef::Ca(ca)) = (&cert.trust, &cert.issuer) else { return Ok(()) };
+    let root = crate::ca::root_path(state.root(), ca);
+    let pem = std::fs::read_to_string(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+    for registry in &trust.docker_clients {
+        let path = crate::trust::install(&trust.certs_d, registry, &pem).map_err(|e| format!("installed and verified, but {e}"))?;
+        tracing::info!(cert = %cert.name, registry = %registry, file = %path.display(), "Docker trusts the CA");
+    }
+    Ok(())
 }
 
 /// Why an installed certificate did not reach the registry.
@@ -245,7 +266,7 @@ async fn deliver(state: &StateDir, cert: &CertificateConfig, plan: &reload::Plan
             Err(e) => Err(Undelivered::Failed(format!("installed, but {e}; the registry may still serve the old certificate"))),
         };
     };
-    let target = verify::Target::for_certificate(cert, &settings).map_err(Undelivered::Failed)?;
+    let target = verify::Target::for_certificate(cert, &settings, state.root()).map_err(Undelivered::Failed)?;
     let report = verify::verify_until(&target, Some(sha256), settings.timeout).await;
     let error = match (reloaded, report.ok()) {
         (Ok(()), true) => {

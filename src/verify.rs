@@ -50,9 +50,15 @@ impl Target {
         Ok(Self { url: url.to_owned(), port: uri.port_u16().unwrap_or(443), host, path, connect_to, roots: Arc::new(roots), credentials })
     }
 
-    /// The check configured for `cert` (URL, trust roots, credentials).
-    pub fn for_certificate(cert: &CertificateConfig, settings: &VerifyConfig) -> Result<Self, String> {
-        let roots = root_store(settings.ca_bundle.as_deref()).map_err(|e| format!("verify.ca_bundle: {e}"))?;
+    /// The check configured for `cert` (URL, trust roots, credentials). A certificate from a
+    /// private CA is checked against that CA's root as well.
+    pub fn for_certificate(cert: &CertificateConfig, settings: &VerifyConfig, state_dir: &std::path::Path) -> Result<Self, String> {
+        let ca_root = match &cert.issuer {
+            crate::config::IssuerRef::Ca(name) => Some(crate::ca::root_path(state_dir, name)),
+            crate::config::IssuerRef::Acme => None,
+        };
+        let extra: Vec<&std::path::Path> = settings.ca_bundle.iter().chain(ca_root.iter()).map(|p| p.as_path()).collect();
+        let roots = root_store(&extra).map_err(|e| format!("verify trust roots: {e}"))?;
         let credentials = match (&settings.username, &settings.password_file) {
             (Some(user), Some(file)) => {
                 let pass = std::fs::read_to_string(file).map_err(|e| format!("verify.password_file {}: {e}", file.display()))?;
@@ -187,31 +193,49 @@ pub async fn check(target: &Target, expected: Option<&str>) -> Report {
 }
 
 async fn check_inner(target: &Target, report: &mut Report) {
-    let tcp = match TcpStream::connect(target.address()).await {
-        Ok(s) => s,
-        Err(e) => return report.problems.push(format!("cannot connect to {}: {e}", target.address())),
+    let (tls, verdict) = match handshake(target).await {
+        Ok(x) => x,
+        Err(e) => return report.problems.push(e),
     };
+    let chain: Vec<CertificateDer<'static>> = tls.get_ref().1.peer_certificates().map(|c| c.to_vec()).unwrap_or_default();
+    if !judge_certificate(target, report, &chain, verdict) {
+        return;
+    }
+    judge_http(target, report, tls).await;
+}
+
+type Verdict = Option<Result<(), rustls::Error>>;
+
+/// TCP + TLS with SNI; the handshake completes whatever the chain, and the verdict of the
+/// trust roots on it comes back beside the stream.
+async fn handshake(target: &Target) -> Result<(tokio_rustls::client::TlsStream<TcpStream>, Verdict), String> {
+    let tcp = TcpStream::connect(target.address()).await.map_err(|e| format!("cannot connect to {}: {e}", target.address()))?;
     let _ = tcp.set_nodelay(true);
     let recorder = Arc::new(Recorder::new(target.roots.clone()));
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
         .with_safe_default_protocol_versions()
-        .map(|b| b.dangerous().with_custom_certificate_verifier(recorder.clone()).with_no_client_auth());
-    let config = match config {
-        Ok(c) => c,
-        Err(e) => return report.problems.push(format!("TLS setup: {e}")),
-    };
-    let Ok(server_name) = ServerName::try_from(target.host.clone()) else {
-        return report.problems.push(format!("\"{}\" is not a valid TLS server name", target.host));
-    };
-    let tls = match tokio_rustls::TlsConnector::from(Arc::new(config)).connect(server_name, tcp).await {
-        Ok(t) => t,
-        Err(e) => return report.problems.push(format!("TLS handshake with {} failed: {e}", target.address())),
-    };
-    let chain: Vec<CertificateDer<'static>> = tls.get_ref().1.peer_certificates().map(|c| c.to_vec()).unwrap_or_default();
-    if !judge_certificate(target, report, &chain, recorder.outcome()) {
-        return;
+        .map(|b| b.dangerous().with_custom_certificate_verifier(recorder.clone()).with_no_client_auth())
+        .map_err(|e| format!("TLS setup: {e}"))?;
+    let server_name = ServerName::try_from(target.host.clone()).map_err(|_| format!("\"{}\" is not a valid TLS server name", target.host))?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(server_name, tcp)
+        .await
+        .map_err(|e| format!("TLS handshake with {} failed: {e}", target.address()))?;
+    Ok((tls, recorder.outcome()))
+}
+
+/// The chain a server presents at `url` (trusting nothing: for showing it to a person, who
+/// decides, or to compare with a fingerprint).
+pub async fn served_chain(url: &str, connect_to: Option<String>) -> Result<Vec<CertificateDer<'static>>, String> {
+    let target = Target::new(url, connect_to, RootCertStore::empty(), None)?;
+    let (tls, _) = tokio::time::timeout(Duration::from_secs(15), handshake(&target))
+        .await
+        .map_err(|_| format!("no answer from {} within 15 s", target.address()))??;
+    let chain = tls.get_ref().1.peer_certificates().map(|c| c.to_vec()).unwrap_or_default();
+    if chain.is_empty() {
+        return Err(format!("{url} presented no certificate"));
     }
-    judge_http(target, report, tls).await;
+    Ok(chain)
 }
 
 /// Fill in what was served and whether it is right; false when HTTP should not be tried.

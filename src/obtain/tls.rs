@@ -20,15 +20,15 @@ use rustls::RootCertStore;
 
 use crate::certinfo::read_pem_certs;
 
-/// A root store of the system roots plus the PEM certificates in `extra`.
-pub fn root_store(extra: Option<&Path>) -> Result<RootCertStore, String> {
+/// A root store of the system roots plus the PEM certificates in each of `extra`.
+pub fn root_store(extra: &[&Path]) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     roots.add_parsable_certificates(native.certs);
     if roots.is_empty() {
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     }
-    if let Some(path) = extra {
+    for path in extra {
         for cert in read_pem_certs(path)? {
             roots.add(cert).map_err(|e| format!("{}: a certificate is not usable as a trust root: {e}", path.display()))?;
         }
