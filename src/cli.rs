@@ -215,12 +215,14 @@ fn init_logging(format: LogFormat, quiet: bool) {
 
 fn check_config(path: &std::path::Path, config: &Config) -> CmdResult {
     let mut shown = config.clone();
-    if let Some(eab) = shown.acme.eab.as_mut() {
+    if let Some(eab) = shown.acme.as_mut().and_then(|a| a.eab.as_mut()) {
         eab.hmac_key = "<redacted>".into();
     }
     let text = toml::to_string_pretty(&shown).map_err(|e| (EXIT_FAILED, format!("cannot print the settings: {e}")))?;
     println!("# {} is valid; effective settings (defaults filled in):", path.display());
-    println!("# ACME directory URL: {}", config.acme.directory_url());
+    if let Some(acme) = &config.acme {
+        println!("# ACME directory URL: {}", acme.directory_url());
+    }
     print!("{text}");
     Ok(0)
 }

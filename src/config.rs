@@ -30,7 +30,9 @@ pub struct Config {
     /// How many certificates `renew` works on at the same time.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
-    pub acme: AcmeConfig,
+    /// The ACME CA; needed when a certificate has issuer "acme" (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acme: Option<AcmeConfig>,
     #[serde(default)]
     pub http01: Http01Config,
     #[serde(rename = "certificate", default)]
@@ -522,7 +524,13 @@ fn edit_distance(a: &str, b: &str) -> usize {
 /// Every semantic problem of a parsed config; empty means valid.
 pub fn validate(config: &Config, purpose: Purpose) -> Vec<String> {
     let mut problems = Vec::new();
-    validate_acme(&config.acme, &mut problems);
+    match &config.acme {
+        Some(acme) => validate_acme(acme, &mut problems),
+        None if config.certificates.iter().any(|c| c.issuer == IssuerRef::Acme) => problems.push(
+            "no [acme] section, but a certificate has issuer \"acme\" (the default): add [acme] (see config.example.toml) or set issuer = \"ca:NAME\"".into(),
+        ),
+        None => {}
+    }
     if config.concurrency == 0 {
         problems.push("concurrency = 0: at least one certificate must be worked on; use 1 or more".into());
     }

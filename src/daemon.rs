@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
 use crate::certinfo::{LeafInfo, fmt_time, unix};
-use crate::config::{self, CertificateConfig, Config, Purpose};
+use crate::config::{self, CertificateConfig, Config, IssuerRef, Purpose};
 use crate::fsutil::{FileSpec, write_atomic};
 use crate::install;
 use crate::metrics::{self, Metrics};
@@ -321,6 +321,9 @@ pub async fn check(config: &Config, state: &StateDir, known: &mut HashMap<String
 
 /// Due because the CA's renewal window (ARI) says so? Fetches the window when it is stale.
 async fn ari_reason(renewer: &Renewer<'_>, cert: &CertificateConfig, schedule: &mut Schedule, dirty: &mut bool, now: SystemTime) -> Option<Reason> {
+    if cert.issuer != IssuerRef::Acme {
+        return None; // renewal windows are an ACME thing
+    }
     let now_s = unix(now);
     let installed = install::read_installed(&cert.install).ok().flatten()?;
     let (der, leaf) = (&installed.leaf_der, &installed.leaf);

@@ -228,7 +228,7 @@ impl<'a> Renewer<'a> {
 
     pub async fn issuer(&self) -> Result<&AcmeIssuer, String> {
         let init = self.issuer.get_or_init(|| async {
-            let acme = &self.config.acme;
+            let acme = self.config.acme.as_ref().ok_or("no [acme] section in the config")?;
             let roots = tls::root_store(acme.ca_bundle.as_deref().as_slice()).map_err(|e| format!("[acme] ca_bundle: {e}"))?;
             let account = account::load_or_create(self.state, acme, || tls::acme_http_client(roots.clone())).await?;
             let solver = Solver::from_config(&self.config.http01);

@@ -15,7 +15,7 @@ pub const TINY: &str = "regcert-test/tiny:1";
 pub const NETWORK: &str = "regcert-test";
 
 /// An address no other test process uses: one /24-ish block per process, one address per container.
-fn fixed_ip() -> String {
+pub fn fixed_ip() -> String {
     static N: AtomicUsize = AtomicUsize::new(2);
     let n = N.fetch_add(1, Ordering::SeqCst);
     format!("172.31.{}.{}", 10 + std::process::id() % 240, n % 250 + 2)
@@ -58,6 +58,8 @@ pub struct RegistryOpts {
     pub plain_http: bool,
     /// A `key=value` label on the container.
     pub label: Option<String>,
+    /// The address on the test network (default: a fresh one).
+    pub ip: Option<String>,
 }
 
 impl Registry {
@@ -65,7 +67,7 @@ impl Registry {
     pub fn start(certs: &Path, opts: RegistryOpts) -> Self {
         require_docker();
         let container = format!("regcert-test-{}-{}", std::process::id(), unique_name("c").split('.').next().unwrap());
-        let ip = fixed_ip();
+        let ip = opts.ip.clone().unwrap_or_else(fixed_ip);
         let mut args: Vec<String> = vec!["run".into(), "-d".into(), "--name".into(), container.clone()];
         args.extend(["--network".into(), NETWORK.into(), "--ip".into(), ip.clone()]);
         if !opts.plain_http {

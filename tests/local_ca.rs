@@ -1,0 +1,208 @@
+//! The private CA: a registry on a bare IP gets a certificate with an IP SAN, Docker clients
+//! trust it through `regcert trust install`, renewals go through the same install → reload →
+//! verify path, and existing openssl CAs can be adopted.
+
+mod common;
+
+use common::registry::*;
+use common::*;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A config for one certificate from the private CA "internal" (no ACME anywhere).
+struct CaSetup {
+    root: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl CaSetup {
+    fn new(ca: &str, cert: &str) -> Self {
+        let root = tempfile::tempdir().unwrap();
+        let install = root.path().join("certs");
+        fs::create_dir_all(&install).unwrap();
+        let text = format!(
+            "state_dir = \"{}\"\n\n[ca.internal]\n{ca}\n\n[[certificate]]\nname = \"registry\"\nissuer = \"ca:internal\"\n{cert}\n[certificate.install]\ndir = \"{}\"\n",
+            root.path().join("state").display(),
+            install.display()
+        );
+        let config = root.path().join("config.toml");
+        fs::write(&config, text).unwrap();
+        CaSetup { root, config }
+    }
+    fn run(&self, args: &[&str]) -> Run {
+        regcert(&self.config, args)
+    }
+    fn append(&self, text: &str) {
+        let t = fs::read_to_string(&self.config).unwrap();
+        fs::write(&self.config, format!("{t}{text}\n")).unwrap();
+    }
+    fn certs(&self) -> PathBuf {
+        self.root.path().join("certs")
+    }
+    fn export_root(&self) -> PathBuf {
+        let run = self.run(&["ca", "export", "internal"]);
+        assert_eq!(run.code, 0, "{run:?}");
+        let p = self.root.path().join("exported-root.pem");
+        fs::write(&p, run.stdout).unwrap();
+        p
+    }
+}
+
+fn regcert_plain(args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_regcert")).args(args).stdin(std::process::Stdio::null()).output().unwrap();
+    Run { code: out.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&out.stdout).into(), stderr: String::from_utf8_lossy(&out.stderr).into() }
+}
+
+#[test]
+fn ip_registry_trusted_by_docker_through_trust_install() {
+    let ip = fixed_ip();
+    let s = CaSetup::new(
+        "subject = \"CN=Test Registry CA, O=regcert tests\"\nkey = \"ecdsa-p384\"",
+        &format!("domains = [\"registry.corp.lan\"]\nips = [\"{ip}\"]\nvalidity = \"30d\""),
+    );
+    let run = s.run(&["ca", "init", "internal"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let key_mode = mode(&s.root.path().join("state/ca/internal/root.key"));
+    assert_eq!(key_mode, 0o600);
+    let run = s.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let text = cert_text(&s.certs().join("domain.crt"));
+    assert!(text.contains(&format!("IP Address:{ip}")) && text.contains("DNS:registry.corp.lan"), "{text}");
+    assert!(text.contains("TLS Web Server Authentication") && text.contains("Authority Key Identifier"), "{text}");
+    let root = s.export_root();
+    assert_chain_verifies(&s.certs().join("domain.crt"), &root);
+
+    let reg = Registry::start(&s.certs(), RegistryOpts { ip: Some(ip.clone()), ..Default::default() });
+    let registry = format!("{ip}:5000");
+    let repo = format!("{registry}/tiny:1");
+    let certs_d = Path::new("/etc/docker/certs.d").join(&registry);
+    let _ = fs::remove_dir_all(&certs_d);
+    // Without trust: the error every operator knows.
+    docker(&["tag", TINY, &repo]);
+    let err = docker_retry(&["push", &repo]).expect_err("push must fail without trust");
+    assert!(err.contains("x509") || err.contains("certificate"), "{err}");
+
+    // --from-url: a wrong fingerprint writes nothing.
+    let run = regcert_plain(&["trust", "install", "--registry", &registry, "--from-url", &format!("https://{registry}"), "--fingerprint", "00:11"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("fingerprint mismatch") && run.stderr.contains("nothing was written"), "{run:?}");
+    assert!(!certs_d.join("ca.crt").exists());
+
+    let run = regcert_plain(&["trust", "install", "--registry", &registry, "--ca-file", root.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(mode(&certs_d.join("ca.crt")), 0o644);
+    docker_retry(&["push", &repo]).expect("docker push with certs.d/IP:PORT/ca.crt");
+    docker(&["rmi", &repo]);
+    docker_retry(&["pull", &repo]).expect("docker pull");
+    docker(&["rmi", &repo]);
+
+    let list = regcert_plain(&["trust", "list", "--json"]);
+    let entries: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+    assert!(entries.as_array().unwrap().iter().any(|e| e["registry"] == registry.as_str() && e["subject"].as_str().unwrap().contains("Test Registry CA")), "{list:?}");
+
+    // --from-url with the right fingerprint (the CA root is served as part of the chain).
+    let fp = regcert::certinfo::fingerprint(&regcert::certinfo::read_pem_certs(&root).unwrap()[0]);
+    assert_eq!(regcert_plain(&["trust", "remove", "--registry", &registry]).code, 0);
+    let run = regcert_plain(&["trust", "install", "--registry", &registry, "--from-url", &format!("https://{registry}"), "--fingerprint", &fp]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(fs::read_to_string(certs_d.join("ca.crt")).unwrap(), fs::read_to_string(&root).unwrap());
+    assert_eq!(regcert_plain(&["trust", "remove", "--registry", &registry]).code, 0);
+    drop(reg);
+}
+
+#[test]
+fn leaf_renewal_restarts_verifies_against_the_ca_and_syncs_certs_d() {
+    let ip = fixed_ip();
+    let s = CaSetup::new("subject = \"CN=Two Level CA\"\nintermediate = true", &format!("ips = [\"{ip}\"]\nkey = \"ecdsa-p256\""));
+    let run = s.run(&["ca", "init", "internal"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("move") && run.stdout.contains("offline/root.key"), "{run:?}");
+    assert!(!s.root.path().join("state/ca/internal/root.key").exists(), "the root key is not online");
+    assert_eq!(s.run(&["renew"]).code, 0);
+    assert_eq!(pem_count(&s.certs().join("domain.crt")), 2, "leaf + intermediate");
+    let reg = Registry::start(&s.certs(), RegistryOpts { ip: Some(ip.clone()), ..Default::default() });
+    let certs_d = s.root.path().join("certs.d");
+    // Verification trusts the CA's root by itself: no ca_bundle.
+    s.append(&format!(
+        "[certificate.reload]\ndocker = {{ container = \"{}\" }}\n[certificate.verify]\nurl = \"https://{ip}:5000/v2/\"\ntimeout = \"20s\"\n[certificate.trust]\ndocker_clients = [\"{ip}:5000\"]\ncerts_d = \"{}\"\n",
+        reg.container,
+        certs_d.display()
+    ));
+    let before = serial(&s.certs().join("domain.crt"));
+    let run = s.run(&["renew", "--force"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains(&format!("verified: https://{ip}:5000/v2/ serves it")), "{run:?}");
+    assert_ne!(serial(&s.certs().join("domain.crt")), before);
+    let root = s.export_root();
+    assert_eq!(fs::read_to_string(certs_d.join(format!("{ip}:5000/ca.crt"))).unwrap(), fs::read_to_string(root).unwrap());
+    // Leaves renew at a third of their lifetime, like ACME ones.
+    let st: serde_json::Value = serde_json::from_str(&s.run(&["status", "--json"]).stdout).unwrap();
+    let (not_after, due) = (st[0]["not_after"].as_u64().unwrap(), st[0]["next_due"].as_u64().unwrap());
+    assert!((not_after - due) as i64 - 30 * 86_400 < 3_600, "due {due} vs not_after {not_after}");
+}
+
+fn openssl_ca(dir: &Path) -> (PathBuf, PathBuf) {
+    // The classic recipe: a self-signed CA with openssl req -x509.
+    let (cert, key) = (dir.join("cacert.pem"), dir.join("cakey.pem"));
+    openssl(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key.to_str().unwrap(), "-out", cert.to_str().unwrap(), "-days", "3650", "-subj", "/C=CN/O=Example/CN=Example Registry CA"]);
+    (cert, key)
+}
+
+#[test]
+fn imports_an_openssl_ca_and_reports_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = openssl_ca(dir.path());
+    let s = CaSetup::new(&format!("import = {{ cert = \"{}\", key = \"{}\" }}", cert.display(), key.display()), "domains = [\"registry.corp.lan\"]\nips = [\"192.168.20.10\"]");
+    let run = s.run(&["ca", "init", "internal"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("imported"), "{run:?}");
+    assert_eq!(s.run(&["renew"]).code, 0);
+    assert_chain_verifies(&s.certs().join("domain.crt"), &cert);
+    let again = s.run(&["ca", "init", "internal"]);
+    assert_eq!(again.code, 1, "{again:?}");
+    assert!(again.stderr.contains("already exists"), "{again:?}");
+
+    // A key that belongs to another CA.
+    let (_, other_key) = openssl_ca(&{
+        let d = dir.path().join("other");
+        fs::create_dir_all(&d).unwrap();
+        d
+    });
+    let bad = CaSetup::new(&format!("import = {{ cert = \"{}\", key = \"{}\" }}", cert.display(), other_key.display()), "domains = [\"r.corp.lan\"]");
+    let run = bad.run(&["ca", "init", "internal"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("does not belong to import.cert"), "{run:?}");
+    assert!(!bad.root.path().join("state/ca/internal/root.key").exists(), "nothing written");
+
+    // An encrypted key: a clear error, then the passphrase file opens it.
+    let enc = dir.path().join("cakey.enc.pem");
+    openssl(&["pkcs8", "-topk8", "-v2", "aes-256-cbc", "-in", key.to_str().unwrap(), "-out", enc.to_str().unwrap(), "-passout", "pass:s3cret"]);
+    let locked = CaSetup::new(&format!("import = {{ cert = \"{}\", key = \"{}\" }}", cert.display(), enc.display()), "domains = [\"r.corp.lan\"]");
+    let run = locked.run(&["ca", "init", "internal"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("is encrypted") && run.stderr.contains("passphrase_file") && run.stderr.contains("unencrypted copy"), "{run:?}");
+    let pass = dir.path().join("pass");
+    fs::write(&pass, "s3cret\n").unwrap();
+    let opened = CaSetup::new(
+        &format!("import = {{ cert = \"{}\", key = \"{}\", passphrase_file = \"{}\" }}", cert.display(), enc.display(), pass.display()),
+        "domains = [\"r.corp.lan\"]",
+    );
+    let run = opened.run(&["ca", "init", "internal"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(opened.run(&["renew"]).code, 0);
+
+    // An IP SAN typo is a config error that names the key.
+    let typo = CaSetup::new("subject = \"CN=x\"", "ips = [\"192.168.20.300\"]");
+    let run = typo.run(&["check-config"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("ips") && run.stderr.contains("invalid IP address"), "{run:?}");
+    // IPs with an ACME issuer are refused with the way forward.
+    let acme_ip = tempfile::tempdir().unwrap();
+    fs::create_dir_all(acme_ip.path().join("c")).unwrap();
+    let cfg = acme_ip.path().join("c.toml");
+    fs::write(&cfg, format!("[acme]\ndirectory = \"letsencrypt\"\naccept_terms = true\n[[certificate]]\nname = \"r\"\ndomains = [\"r.example.com\"]\nips = [\"10.0.0.5\"]\n[certificate.install]\ndir = \"{}\"\n", acme_ip.path().join("c").display())).unwrap();
+    let run = regcert(&cfg, &["check-config"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("ips (IP SANs) need a private CA"), "{run:?}");
+}
