@@ -1,72 +1,74 @@
 #!/usr/bin/env bash
-# End-to-end demo on a local default: starts a local Pebble (Let's Encrypt's test CA), writes a
-# regcert config for the name registry.example.test, runs `regcert renew` (issue + install),
-# a second `renew` (nothing due), and `regcert status`. Everything stays on 127.0.0.1 and in a
-# temporary directory, which is printed at the end.
+# The main job end to end with zero external services: regcert creates a private CA, issues a
+# registry certificate with DNS and IP SANs, installs it, starts a real registry (Debian's
+# distribution registry, as a local process) on it, renews it through reload + HTTPS
+# verification, and shows status and `regcert verify`. Everything stays on 127.0.0.1 and in a
+# temporary directory, printed at the end. (scripts/demo-acme.sh does the same over ACME with a
+# local Pebble.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 cargo build --release --locked
-bin=$PWD/target/release/regcert
+bin=${CARGO_TARGET_DIR:-$PWD/target}/release/regcert
 
 work=$(mktemp -d /tmp/regcert-demo.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+mkdir -p "$work/registry-certs" "$work/registry-data"
+cleanup() { [ -f "$work/registry.pid" ] && kill "$(cat "$work/registry.pid")" 2>/dev/null || true; }
 trap cleanup EXIT
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-acme=$(port) mgmt=$(port) http=$(port) tls=$(port) dns=$(port) dnsmgmt=$(port)
+# The registry, as the operator runs it: it reads domain.crt/domain.key once at start.
+cat > "$work/registry.yml" <<YML
+version: 0.1
+log: { level: warn }
+storage: { filesystem: { rootdirectory: $work/registry-data } }
+http:
+  addr: 127.0.0.1:$port
+  tls: { certificate: $work/registry-certs/domain.crt, key: $work/registry-certs/domain.key }
+YML
+cat > "$work/restart-registry.sh" <<SH
+#!/bin/sh
+# (Re)start the registry so that it loads the new certificate.
+[ -f $work/registry.pid ] && kill \$(cat $work/registry.pid) 2>/dev/null && sleep 0.2
+setsid docker-registry serve $work/registry.yml >>$work/registry.log 2>&1 < /dev/null &
+echo \$! > $work/registry.pid
+SH
+chmod +x "$work/restart-registry.sh"
 
-# Pebble's own HTTPS listener needs a certificate; Debian ships none. Make a root and a leaf.
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=demo pebble root" \
-  -keyout "$work/root.key" -out "$work/root.pem" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
-  -keyout "$work/pebble.key" -out "$work/pebble.csr" 2>/dev/null
-openssl x509 -req -in "$work/pebble.csr" -CA "$work/root.pem" -CAkey "$work/root.key" -CAcreateserial -days 2 \
-  -extfile <(printf 'subjectAltName=DNS:localhost,IP:127.0.0.1') -out "$work/pebble.pem" 2>/dev/null
-cat > "$work/pebble.json" <<JSON
-{"pebble": {"listenAddress": "127.0.0.1:$acme", "managementListenAddress": "127.0.0.1:$mgmt",
-  "certificate": "$work/pebble.pem", "privateKey": "$work/pebble.key", "httpPort": $http, "tlsPort": $tls,
-  "ocspResponderURL": "", "externalAccountBindingRequired": false}}
-JSON
-pebble-challtestsrv -dns01 "127.0.0.1:$dns" -management "127.0.0.1:$dnsmgmt" -http01 "" -https01 "" -tlsalpn01 "" \
-  -defaultIPv4 127.0.0.1 -defaultIPv6 "" >"$work/challtestsrv.log" 2>&1 & pids+=($!)
-PEBBLE_VA_NOSLEEP=1 PEBBLE_AUTHZREUSE=0 pebble -config "$work/pebble.json" -dnsserver "127.0.0.1:$dns" \
-  >"$work/pebble.log" 2>&1 & pids+=($!)
-for _ in $(seq 100); do curl -s --cacert "$work/root.pem" "https://127.0.0.1:$acme/dir" >/dev/null && break; sleep 0.1; done
-
-mkdir -p "$work/registry-certs"
 cat > "$work/config.toml" <<TOML
 state_dir = "$work/state"
 
-[acme]
-directory = "https://127.0.0.1:$acme/dir"
-contact = ["mailto:ops@example.com"]
-accept_terms = true
-ca_bundle = "$work/root.pem"
-
-[http01]
-listen = "127.0.0.1:$http"
+[ca.demo]
+subject = "CN=regcert demo CA, O=regcert"
+key = "ecdsa-p384"
+validity = "10y"
 
 [[certificate]]
 name = "registry"
-domains = ["registry.example.test"]
-key = "ecdsa-p256"
+issuer = "ca:demo"
+domains = ["registry.demo.test"]
+ips = ["127.0.0.1"]
+validity = "90d"
 [certificate.install]
 dir = "$work/registry-certs"
-fullchain = "domain.crt"
-key = "domain.key"
+[certificate.reload]
+command = ["$work/restart-registry.sh"]
+[certificate.verify]
+url = "https://127.0.0.1:$port/v2/"
+timeout = "30s"
 TOML
 
 set -x
 "$bin" --config "$work/config.toml" check-config
-"$bin" --config "$work/config.toml" renew
-"$bin" --config "$work/config.toml" renew
+"$bin" --config "$work/config.toml" ca init demo
+"$bin" --config "$work/config.toml" renew            # issue, install, start the registry, verify
+"$bin" --config "$work/config.toml" renew            # nothing due
+"$bin" --config "$work/config.toml" renew --force    # renew: install, restart, verify the new one is served
 "$bin" --config "$work/config.toml" status
+"$bin" --config "$work/config.toml" verify
+"$bin" --config "$work/config.toml" ca export demo > "$work/demo-root.crt"
+curl -sS --cacert "$work/demo-root.crt" "https://127.0.0.1:$port/v2/" -o /dev/null -w "curl: HTTP %{http_code} over TLS verified with the demo CA\n"
 set +x
-curl -s --cacert "$work/root.pem" "https://127.0.0.1:$mgmt/intermediates/0" >"$work/pebble-intermediate.pem"
-curl -s --cacert "$work/root.pem" "https://127.0.0.1:$mgmt/roots/0" >"$work/pebble-issuing-root.pem"
-openssl verify -CAfile "$work/pebble-issuing-root.pem" -untrusted "$work/registry-certs/domain.crt" \
-  "$work/registry-certs/domain.crt"
+openssl x509 -noout -ext subjectAltName -in "$work/registry-certs/domain.crt"
 ls -l "$work/registry-certs"
 echo "demo files are in $work"
