@@ -17,8 +17,11 @@ use crate::state::StateDir;
 pub struct CertStatus {
     pub name: String,
     pub domains: Vec<String>,
-    /// DNS names in the installed certificate.
+    pub ips: Vec<std::net::IpAddr>,
+    /// Names (DNS and IP) in the installed certificate.
     pub covered: Vec<String>,
+    /// Where it comes from: "acme" or "ca:NAME".
+    pub issued_by: Option<String>,
     pub issuer: Option<String>,
     pub serial: Option<String>,
     pub not_after: Option<u64>,
@@ -53,7 +56,12 @@ fn one(state: &StateDir, daemon: Option<&DaemonStatus>, cert: &CertificateConfig
     CertStatus {
         name: cert.name.clone(),
         domains: cert.domains.clone(),
-        covered: leaf.as_ref().map(|l| l.dns_names.clone()).unwrap_or_default(),
+        ips: cert.ips.clone(),
+        covered: leaf.as_ref().map(|l| l.dns_names.iter().cloned().chain(l.ips.iter().map(|ip| ip.to_string())).collect()).unwrap_or_default(),
+        issued_by: match &cert.issuer {
+            crate::config::IssuerRef::Acme => None,
+            crate::config::IssuerRef::Ca(n) => Some(format!("private CA \"{n}\"")),
+        },
         issuer: leaf.as_ref().map(|l| l.issuer.clone()),
         serial: leaf.as_ref().map(|l| l.serial.clone()),
         not_after: leaf.as_ref().map(|l| l.not_after),
@@ -72,10 +80,14 @@ pub fn render(statuses: &[CertStatus]) -> String {
     let mut out = String::new();
     for s in statuses {
         out.push_str(&format!("{}\n", s.name));
-        out.push_str(&format!("  names:      {}\n", s.domains.join(", ")));
+        let ips: Vec<String> = s.ips.iter().map(|ip| ip.to_string()).collect();
+        out.push_str(&format!("  names:      {}\n", [s.domains.clone(), ips].concat().join(", ")));
         match (&s.issuer, s.not_after) {
             (Some(issuer), Some(not_after)) => {
                 out.push_str(&format!("  covered:    {}\n", s.covered.join(", ")));
+                if let Some(issued_by) = &s.issued_by {
+                    out.push_str(&format!("  from:       {issued_by}\n"));
+                }
                 out.push_str(&format!("  issuer:     {issuer}\n"));
                 out.push_str(&format!("  serial:     {}\n", s.serial.as_deref().unwrap_or("")));
                 out.push_str(&format!("  not after:  {} ({} days left)\n", fmt_time(not_after), s.days_left.unwrap_or(0)));
