@@ -262,6 +262,12 @@ pub struct CertificateConfig {
     /// Lifetime of leaves from a private CA (default 90 days).
     #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
     pub validity: Option<Duration>,
+    /// "http-01" (default) or "dns-01" (needs `dns`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenge: Option<String>,
+    /// How DNS-01 records are published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<crate::challenge::dns01::DnsConfig>,
     #[serde(default)]
     pub key: KeyType,
     /// Renew when less than this is left; default: a third of the certificate's lifetime.
@@ -658,11 +664,18 @@ fn validate_certificate(at: &str, cert: &CertificateConfig, purpose: Purpose, pr
     for d in &cert.domains {
         if let Err(why) = check_domain(d) {
             problems.push(format!("{at}: domain \"{d}\" {why}"));
-        } else if d.starts_with("*.") && acme {
+        } else if d.starts_with("*.") && acme && cert.dns.is_none() {
             problems.push(format!(
                 "{at}: wildcard \"{d}\" cannot be validated with HTTP-01; a wildcard needs the DNS-01 challenge"
             ));
         }
+    }
+    match (cert.challenge.as_deref(), &cert.dns) {
+        (None | Some("dns-01"), Some(dns)) => crate::challenge::dns01::validate(at, dns, problems),
+        (Some("dns-01"), None) => problems.push(format!("{at}: challenge = \"dns-01\" needs dns = {{ provider = \"rfc2136\" | \"exec\", … }}")),
+        (Some("http-01"), Some(_)) => problems.push(format!("{at}: `dns` is set but challenge = \"http-01\"; remove one")),
+        (None | Some("http-01"), None) => {}
+        (Some(other), _) => problems.push(format!("{at}: challenge = \"{other}\" must be \"http-01\" or \"dns-01\"")),
     }
     if acme && !cert.ips.is_empty() {
         problems.push(format!(

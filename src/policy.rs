@@ -123,6 +123,8 @@ mod tests {
             ips: Vec::new(),
             validity: None,
             trust: None,
+            challenge: None,
+            dns: None,
         }
     }
 

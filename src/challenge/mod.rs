@@ -4,6 +4,7 @@
 //! [`crate::obtain::acme`] decides when. New solvers (DNS-01) are new variants here, nothing else
 //! changes.
 
+pub mod dns01;
 pub mod http01;
 pub mod webroot;
 
@@ -13,13 +14,22 @@ use instant_acme::ChallengeType;
 
 use crate::config::{Http01Config, Http01Mode};
 
-/// A way to answer challenges, shared by every order of one run.
+/// A way to answer challenges.
 #[derive(Clone)]
 pub enum Solver {
     /// Built-in HTTP server, running only while some order has a token out.
     Http01(Arc<http01::Responder>),
     /// Token files for a web server that already serves port 80.
     Webroot(Arc<webroot::Webroot>),
+    /// TXT records in DNS.
+    Dns01(Arc<dns01::Dns01>),
+}
+
+/// What [`Solver::present`] put out, to withdraw it later.
+#[derive(Debug, Clone)]
+pub enum Published {
+    Token(String),
+    Txt(dns01::TxtRecord),
 }
 
 impl Solver {
@@ -33,22 +43,41 @@ impl Solver {
     pub fn challenge_type(&self) -> ChallengeType {
         match self {
             Solver::Http01(_) | Solver::Webroot(_) => ChallengeType::Http01,
+            Solver::Dns01(_) => ChallengeType::Dns01,
         }
     }
 
-    /// Publish `key_authorization` for `token`; the CA may look for it right after this returns.
-    pub async fn present(&self, token: &str, key_authorization: &str) -> Result<(), String> {
+    /// Publish the proof for `identifier` (`token`, key authorization).
+    pub async fn present(&self, identifier: &str, token: &str, key_auth: &instant_acme::KeyAuthorization) -> Result<Published, String> {
         match self {
-            Solver::Http01(r) => r.present(token, key_authorization).await,
-            Solver::Webroot(w) => w.present(token, key_authorization),
+            Solver::Http01(r) => r.present(token, key_auth.as_str()).await.map(|()| Published::Token(token.to_owned())),
+            Solver::Webroot(w) => w.present(token, key_auth.as_str()).map(|()| Published::Token(token.to_owned())),
+            Solver::Dns01(d) => {
+                let rec = d.record_for(identifier, key_auth.dns_value());
+                d.present(&rec).await.map(|()| Published::Txt(rec))
+            }
         }
     }
 
-    /// Withdraw a token published by [`Solver::present`]; never fails loudly, cleanup is best effort.
-    pub async fn cleanup(&self, token: &str) {
+    /// Everything published is visible to the CA (DNS: on every authoritative server).
+    pub async fn wait_visible(&self, published: &[Published]) -> Result<(), String> {
         match self {
-            Solver::Http01(r) => r.cleanup(token).await,
-            Solver::Webroot(w) => w.cleanup(token),
+            Solver::Dns01(d) => {
+                let records: Vec<dns01::TxtRecord> =
+                    published.iter().filter_map(|p| if let Published::Txt(r) = p { Some(r.clone()) } else { None }).collect();
+                if records.is_empty() { Ok(()) } else { d.wait_propagated(&records).await }
+            }
+            Solver::Http01(_) | Solver::Webroot(_) => Ok(()),
+        }
+    }
+
+    /// Withdraw what [`Solver::present`] published; never fails loudly, cleanup is best effort.
+    pub async fn cleanup(&self, published: &Published) {
+        match (self, published) {
+            (Solver::Http01(r), Published::Token(t)) => r.cleanup(t).await,
+            (Solver::Webroot(w), Published::Token(t)) => w.cleanup(t),
+            (Solver::Dns01(d), Published::Txt(rec)) => d.cleanup(rec).await,
+            _ => {}
         }
     }
 }

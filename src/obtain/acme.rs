@@ -6,7 +6,8 @@ use instant_acme::{Account, AuthorizationStatus, CertificateIdentifier, Identifi
 use rustls_pki_types::CertificateDer;
 
 use crate::certinfo::{LeafInfo, check_chain_links, fmt_time, parse_pem_certs, to_pem, unix};
-use crate::challenge::Solver;
+use crate::challenge::dns01::Dns01;
+use crate::challenge::{Published, Solver};
 use crate::config::CertificateConfig;
 use crate::keys::LeafKey;
 use crate::obtain::problem::{describe, describe_problem};
@@ -51,10 +52,14 @@ impl AcmeIssuer {
         let mut order = self.new_order(&ids, replaces).await.map_err(|e| describe(&e, ca))?;
         tracing::info!(cert = %name, order = %order.url(), "ACME order created");
 
+        let solver = match &cert.dns {
+            Some(dns) => Solver::Dns01(std::sync::Arc::new(Dns01::new(dns.clone()))),
+            None => self.solver.clone(),
+        };
         let mut published = Vec::new();
-        let authorized = self.authorize(&mut order, &mut published).await;
-        for token in &published {
-            self.solver.cleanup(token).await;
+        let authorized = self.authorize(&mut order, &solver, &mut published).await;
+        for p in &published {
+            solver.cleanup(p).await;
         }
         authorized?;
         tracing::info!(cert = %name, "names validated");
@@ -87,11 +92,12 @@ impl AcmeIssuer {
         retry_bad_nonce!(self.account.new_order(&NewOrder::new(ids)).await)
     }
 
-    /// Publish every pending challenge, tell the CA, and wait for the order to become ready.
-    /// Tokens are recorded in `published` as they go out, so the caller can always clean up.
-    async fn authorize(&self, order: &mut Order, published: &mut Vec<String>) -> Result<(), String> {
+    /// Publish every pending challenge, wait until the CA can see them, tell the CA, and wait
+    /// for the order to become ready. What goes out is recorded in `published` as it goes, so
+    /// the caller can always clean up.
+    async fn authorize(&self, order: &mut Order, solver: &Solver, published: &mut Vec<Published>) -> Result<(), String> {
         let ca = self.directory.as_str();
-        let kind = self.solver.challenge_type();
+        let kind = solver.challenge_type();
         let mut authzs = order.authorizations();
         while let Some(authz) = authzs.next().await {
             let mut authz = authz.map_err(|e| describe(&e, ca))?;
@@ -101,13 +107,21 @@ impl AcmeIssuer {
                 AuthorizationStatus::Pending => {}
                 other => return Err(format!("authorization for {ident} is {other:?}; the CA will not validate it")),
             }
-            let mut challenge = authz
+            let challenge = authz
                 .challenge(kind.clone())
                 .ok_or_else(|| format!("the CA offers no {kind:?} challenge for {ident}"))?;
             let key_auth = challenge.key_authorization();
-            let token = challenge.token.clone();
-            self.solver.present(&token, key_auth.as_str()).await?;
-            published.push(token);
+            published.push(solver.present(&ident, &challenge.token, &key_auth).await?);
+        }
+        solver.wait_visible(published).await?;
+        let mut authzs = order.authorizations();
+        while let Some(authz) = authzs.next().await {
+            let mut authz = authz.map_err(|e| describe(&e, ca))?;
+            if authz.status != AuthorizationStatus::Pending {
+                continue;
+            }
+            let ident = authz.identifier().to_string();
+            let mut challenge = authz.challenge(kind.clone()).ok_or_else(|| format!("the CA offers no {kind:?} challenge for {ident}"))?;
             retry_bad_nonce!(challenge.set_ready().await).map_err(|e| describe(&e, ca))?;
             tracing::debug!(identifier = %ident, "challenge ready");
         }

@@ -1,0 +1,296 @@
+//! DNS-01: a TXT record at `_acme-challenge.<name>` proves control of `<name>` — the only way
+//! for registries the internet cannot reach on port 80, and for wildcards.
+//!
+//! Providers: RFC 2136 dynamic update with TSIG (BIND, Knot, PowerDNS, Windows DNS…), or `exec`
+//! (any script, for DNS APIs). Before the CA is told to look, every authoritative nameserver must
+//! answer the record; afterwards exactly our records are removed again, on success and failure.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use hickory_net::client::{Client, ClientHandle};
+use hickory_net::runtime::TokioRuntimeProvider;
+use hickory_net::udp::UdpClientStream;
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::rdata::TXT;
+use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_proto::rr::TSigner;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsConfig {
+    /// "rfc2136" or "exec".
+    pub provider: String,
+    /// rfc2136: the primary server that accepts updates, "10.0.0.53:53".
+    pub server: Option<String>,
+    /// rfc2136: the zone to update, "example.com.".
+    pub zone: Option<String>,
+    /// rfc2136: BIND key file (the `nsupdate -k` format) with the TSIG key.
+    pub tsig_key: Option<PathBuf>,
+    /// exec: program run as `COMMAND present|cleanup FQDN VALUE`.
+    pub command: Option<Vec<String>>,
+    /// Check propagation on these servers instead of the zone's NS set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nameservers: Vec<String>,
+    /// CNAME delegation (acme-dns style): write the TXT here instead of at `_acme-challenge.<name>`.
+    pub delegate: Option<String>,
+    /// How long to wait for every nameserver to answer the record.
+    #[serde(default = "default_propagation", with = "crate::config::duration")]
+    pub propagation_timeout: Duration,
+}
+
+fn default_propagation() -> Duration {
+    Duration::from_secs(120)
+}
+
+/// A TSIG key from a BIND key file.
+pub struct TsigKey {
+    pub name: String,
+    pub algorithm: TsigAlgorithm,
+    pub secret: Vec<u8>,
+}
+
+/// Parse `key "name" { algorithm hmac-sha256; secret "base64"; };`.
+pub fn read_tsig_key(path: &Path) -> Result<TsigKey, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("dns.tsig_key {}: {e}", path.display()))?;
+    let bad = |what: &str| format!("dns.tsig_key {}: no {what} (expected the BIND key file format that `tsig-keygen` writes)", path.display());
+    let name = text.split("key \"").nth(1).and_then(|r| r.split('"').next()).ok_or_else(|| bad("key \"NAME\""))?;
+    let alg = text.split("algorithm").nth(1).and_then(|r| r.split(';').next()).map(str::trim).ok_or_else(|| bad("algorithm"))?;
+    let secret = text.split("secret \"").nth(1).and_then(|r| r.split('"').next()).ok_or_else(|| bad("secret \"…\""))?;
+    let algorithm = match alg.to_ascii_lowercase().as_str() {
+        "hmac-sha256" => TsigAlgorithm::HmacSha256,
+        "hmac-sha384" => TsigAlgorithm::HmacSha384,
+        "hmac-sha512" => TsigAlgorithm::HmacSha512,
+        other => return Err(format!("dns.tsig_key {}: algorithm {other} is not supported; use hmac-sha256 or hmac-sha512", path.display())),
+    };
+    use base64::Engine;
+    let secret = base64::engine::general_purpose::STANDARD.decode(secret).map_err(|_| bad("base64 secret"))?;
+    Ok(TsigKey { name: name.to_owned(), algorithm, secret })
+}
+
+/// Problems of a `dns = {…}` table.
+pub fn validate(at: &str, dns: &DnsConfig, problems: &mut Vec<String>) {
+    match dns.provider.as_str() {
+        "rfc2136" => {
+            if dns.server.as_deref().is_none_or(|s| parse_server(s).is_err()) {
+                problems.push(format!("{at}: dns.server must be the update server as IP:PORT, e.g. \"10.0.0.53:53\""));
+            }
+            if dns.zone.as_deref().is_none_or(|z| Name::from_ascii(z).is_err()) {
+                problems.push(format!("{at}: dns.zone must name the zone to update, e.g. \"example.com.\""));
+            }
+            match &dns.tsig_key {
+                None => problems.push(format!("{at}: dns.tsig_key is required: the BIND key file (tsig-keygen NAME > file)")),
+                Some(p) => {
+                    if let Err(e) = read_tsig_key(p) {
+                        problems.push(format!("{at}: {e}"));
+                    }
+                }
+            }
+        }
+        "exec" => {
+            if dns.command.as_ref().is_none_or(|c| c.is_empty()) {
+                problems.push(format!("{at}: dns.command is required for provider \"exec\", e.g. [\"/usr/local/bin/dns-hook\"]"));
+            }
+        }
+        other => problems.push(format!("{at}: dns.provider \"{other}\" is not \"rfc2136\" or \"exec\"")),
+    }
+    for ns in &dns.nameservers {
+        if parse_server(ns).is_err() {
+            problems.push(format!("{at}: dns.nameservers entry \"{ns}\" must be IP:PORT"));
+        }
+    }
+}
+
+fn parse_server(s: &str) -> Result<SocketAddr, String> {
+    s.parse().or_else(|_| format!("{s}:53").parse()).map_err(|_| format!("\"{s}\" is not IP or IP:PORT"))
+}
+
+/// One record we publish: where, and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxtRecord {
+    pub fqdn: String,
+    pub value: String,
+}
+
+pub struct Dns01 {
+    cfg: DnsConfig,
+}
+
+impl Dns01 {
+    pub fn new(cfg: DnsConfig) -> Self {
+        Self { cfg }
+    }
+
+    /// The TXT record for the identifier `domain` (wildcards validate at their base name).
+    pub fn record_for(&self, domain: &str, value: String) -> TxtRecord {
+        let base = domain.strip_prefix("*.").unwrap_or(domain).trim_end_matches('.');
+        let fqdn = match &self.cfg.delegate {
+            Some(d) => format!("{}.", d.trim_end_matches('.')),
+            None => format!("_acme-challenge.{base}."),
+        };
+        TxtRecord { fqdn, value }
+    }
+
+    pub async fn present(&self, rec: &TxtRecord) -> Result<(), String> {
+        match self.cfg.provider.as_str() {
+            "exec" => self.exec("present", rec).await,
+            _ => self.update(rec, true).await,
+        }
+    }
+
+    pub async fn cleanup(&self, rec: &TxtRecord) {
+        let done = match self.cfg.provider.as_str() {
+            "exec" => self.exec("cleanup", rec).await,
+            _ => self.update(rec, false).await,
+        };
+        match done {
+            Ok(()) => tracing::info!(fqdn = %rec.fqdn, "TXT record removed"),
+            Err(e) => tracing::warn!(fqdn = %rec.fqdn, error = %e, "could not remove the TXT record; remove it by hand"),
+        }
+    }
+
+    async fn update(&self, rec: &TxtRecord, add: bool) -> Result<(), String> {
+        let server = parse_server(self.cfg.server.as_deref().unwrap_or_default())?;
+        let zone = Name::from_ascii(self.cfg.zone.as_deref().unwrap_or_default()).map_err(|e| format!("dns.zone: {e}"))?;
+        let key_path = self.cfg.tsig_key.as_deref().ok_or("dns.tsig_key is not set")?;
+        let key = read_tsig_key(key_path)?;
+        let signer_name = Name::from_ascii(&key.name).map_err(|e| format!("TSIG key name: {e}"))?;
+        let signer = TSigner::new(key.secret, key.algorithm, signer_name, 300).map_err(|e| format!("TSIG key: {e}"))?;
+        let stream = UdpClientStream::builder(server, TokioRuntimeProvider::new()).with_signer(Some(signer)).build();
+        let (mut client, bg) = Client::<TokioRuntimeProvider>::from_sender(stream);
+        let bg = tokio::spawn(bg);
+        let name = Name::from_ascii(&rec.fqdn).map_err(|e| format!("record name {}: {e}", rec.fqdn))?;
+        let record = Record::from_rdata(name, 60, RData::TXT(TXT::new(vec![rec.value.clone()])));
+        let what = if add { "adding" } else { "removing" };
+        let response = if add { client.append(record, zone.clone(), false).await } else { client.delete_by_rdata(record, zone.clone()).await };
+        bg.abort();
+        let response = response.map_err(|e| format!("{what} {} at {server}: {e} (check dns.server, dns.zone and the TSIG key)", rec.fqdn))?;
+        let code = response.metadata.response_code;
+        if code != ResponseCode::NoError {
+            return Err(format!(
+                "{what} TXT {} in zone {zone} at {server} was refused: {code} (is the TSIG key {} allowed to update this zone? `allow-update`/`update-policy` in the server config)",
+                rec.fqdn, key.name
+            ));
+        }
+        if add {
+            tracing::info!(fqdn = %rec.fqdn, server = %server, "TXT record added");
+        }
+        Ok(())
+    }
+
+    async fn exec(&self, action: &str, rec: &TxtRecord) -> Result<(), String> {
+        let argv = self.cfg.command.as_deref().unwrap_or_default();
+        let Some((program, args)) = argv.split_first() else { return Err("dns.command is empty".into()) };
+        let run = tokio::process::Command::new(program)
+            .args(args)
+            .args([action, &rec.fqdn, &rec.value])
+            .env("REGCERT_DNS_ACTION", action)
+            .env("REGCERT_DNS_FQDN", &rec.fqdn)
+            .env("REGCERT_DNS_VALUE", &rec.value)
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(Duration::from_secs(120), run)
+            .await
+            .map_err(|_| format!("dns hook `{} {action}` did not finish within 120 s", argv.join(" ")))?
+            .map_err(|e| format!("cannot run dns hook {program}: {e}"))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        tracing::debug!(action, fqdn = %rec.fqdn, stdout = %stdout.trim(), stderr = %stderr.trim(), "dns hook ran");
+        if !out.status.success() {
+            return Err(format!("dns hook `{} {action} {}` failed ({}): {}", argv.join(" "), rec.fqdn, out.status, stderr.trim()));
+        }
+        Ok(())
+    }
+
+    /// Wait until every nameserver answers every record, or the timeout passes.
+    pub async fn wait_propagated(&self, records: &[TxtRecord]) -> Result<(), String> {
+        let servers = self.nameservers().await?;
+        let deadline = Instant::now() + self.cfg.propagation_timeout;
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let mut missing = Vec::new();
+            for server in &servers {
+                for rec in records {
+                    if !txt_present(*server, &rec.fqdn, &rec.value).await {
+                        missing.push(format!("{server} lacks {} \"{}\"", rec.fqdn, rec.value));
+                    }
+                }
+            }
+            if missing.is_empty() {
+                tracing::info!(servers = servers.len(), records = records.len(), "TXT records visible on every nameserver");
+                return Ok(());
+            }
+            if Instant::now() + delay > deadline {
+                return Err(format!(
+                    "the TXT records did not reach every nameserver within {}s: {} (raise dns.propagation_timeout, or check the zone's secondaries)",
+                    self.cfg.propagation_timeout.as_secs(),
+                    missing.join("; ")
+                ));
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// `nameservers`, or the zone's NS set as the update server (or, for exec, the system) knows it.
+    async fn nameservers(&self) -> Result<Vec<SocketAddr>, String> {
+        if !self.cfg.nameservers.is_empty() {
+            return self.cfg.nameservers.iter().map(|s| parse_server(s)).collect();
+        }
+        let Some(server) = self.cfg.server.as_deref() else {
+            return Err("dns.nameservers is needed with provider \"exec\" to check propagation (the zone's authoritative servers as IP:PORT)".into());
+        };
+        let server = parse_server(server)?;
+        let zone = self.cfg.zone.clone().unwrap_or_default();
+        let mut found = Vec::new();
+        for ns in query(server, &zone, RecordType::NS).await.unwrap_or_default() {
+            if let Ok(addrs) = tokio::net::lookup_host(format!("{}:53", ns.trim_end_matches('.'))).await {
+                found.extend(addrs);
+            }
+        }
+        if found.is_empty() {
+            found.push(server); // NS names do not resolve here: at least the primary must have it
+        }
+        Ok(found)
+    }
+}
+
+/// Does `server` answer TXT `fqdn` with `value` (following CNAMEs on the same server)?
+async fn txt_present(server: SocketAddr, fqdn: &str, value: &str) -> bool {
+    let mut name = fqdn.to_owned();
+    for _ in 0..8 {
+        match query(server, &name, RecordType::TXT).await {
+            Ok(answers) if answers.iter().any(|a| a == value) => return true,
+            Ok(answers) => match answers.iter().find_map(|a| a.strip_prefix("CNAME ")) {
+                Some(target) => name = target.to_owned(),
+                None => return false,
+            },
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+/// Ask `server` directly; answers as strings (TXT text, NS names, "CNAME target").
+async fn query(server: SocketAddr, name: &str, kind: RecordType) -> Result<Vec<String>, String> {
+    let stream = UdpClientStream::builder(server, TokioRuntimeProvider::new()).with_timeout(Some(Duration::from_secs(3))).build();
+    let (mut client, bg) = Client::<TokioRuntimeProvider>::from_sender(stream);
+    let bg = tokio::spawn(bg);
+    let name = Name::from_ascii(name).map_err(|e| e.to_string())?;
+    let response = client.query(name, DNSClass::IN, kind).await;
+    bg.abort();
+    let response = response.map_err(|e| e.to_string())?;
+    Ok(response
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::TXT(txt) => Some(txt.txt_data.iter().map(|d| String::from_utf8_lossy(d).into_owned()).collect::<String>()),
+            RData::NS(ns) => Some(ns.0.to_ascii()),
+            RData::CNAME(c) => Some(format!("CNAME {}", c.0.to_ascii())),
+            _ => None,
+        })
+        .collect())
+}
