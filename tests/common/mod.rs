@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod ari_frontend;
+pub mod bind;
 pub mod registry;
 
 use std::net::{TcpListener, TcpStream};
@@ -36,6 +37,8 @@ pub struct PebbleOpts {
     pub blocklist: Vec<String>,
     /// Percentage of nonces Pebble rejects with badNonce (Pebble's default is 5).
     pub nonce_reject: Option<u8>,
+    /// Port of a DNS server (on 127.0.0.1) for Pebble's validation instead of pebble-challtestsrv.
+    pub dns_port: Option<u16>,
 }
 
 pub struct Pebble {
@@ -64,8 +67,9 @@ impl Pebble {
         let dir = tempfile::tempdir().unwrap();
         let (tls_root, cert, key) = write_tls_material(dir.path());
 
-        let (listen, mgmt, http_port, tls_port, dns, dns_mgmt) =
+        let (listen, mgmt, http_port, tls_port, own_dns, dns_mgmt) =
             (free_port(), free_port(), free_port(), free_port(), free_port(), free_port());
+        let dns = opts.dns_port.unwrap_or(own_dns);
         let mut cfg = serde_json::json!({
             "pebble": {
                 "listenAddress": format!("127.0.0.1:{listen}"),
@@ -89,7 +93,7 @@ impl Pebble {
 
         let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
         let challtest = Command::new(challtest_bin)
-            .args(["-dns01", &format!("127.0.0.1:{dns}"), "-management", &format!("127.0.0.1:{dns_mgmt}")])
+            .args(["-dns01", &format!("127.0.0.1:{own_dns}"), "-management", &format!("127.0.0.1:{dns_mgmt}")])
             .args(["-http01", "", "-https01", "", "-tlsalpn01", "", "-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
             .stdout(log("challtestsrv.log"))
             .stderr(log("challtestsrv.err"))
