@@ -45,8 +45,7 @@ fn wrong_tsig_key_is_a_clear_error_and_leaves_nothing() {
     let run = s.run(&["renew"]);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stdout.contains("_acme-challenge.registry.regcert.test") && run.stdout.contains("127.0.0.1"), "{run:?}");
-    assert!(run.stdout.contains("TSIG"), "the error must point at the key: {run:?}");
-    eprintln!("{}", run.stdout);
+    assert!(run.stdout.contains("rejected our TSIG signature") && run.stdout.contains("wrong.key"), "the error must point at the key: {run:?}");
     assert!(!s.fullchain("registry").exists(), "nothing issued");
     assert!(bind.txt("_acme-challenge.registry.regcert.test.").is_empty(), "nothing left in the zone");
 }

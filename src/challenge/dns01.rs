@@ -167,7 +167,21 @@ impl Dns01 {
         let what = if add { "adding" } else { "removing" };
         let response = if add { client.append(record, zone.clone(), false).await } else { client.delete_by_rdata(record, zone.clone()).await };
         bg.abort();
-        let response = response.map_err(|e| format!("{what} {} at {server}: {e} (check dns.server, dns.zone and the TSIG key)", rec.fqdn))?;
+        let response = response.map_err(|e| {
+            let text = e.to_string();
+            // BIND answers a bad signature with an unsigned BADSIG/BADKEY response, which the
+            // client reports as a TSIG/HMAC protocol error.
+            if text.contains("HMAC") || text.to_ascii_lowercase().contains("tsig") {
+                format!(
+                    "{what} {} at {server}: the server rejected our TSIG signature: the key \"{}\" in {} does not match the one the server has (wrong secret, name or algorithm)",
+                    rec.fqdn,
+                    key.name,
+                    key_path.display()
+                )
+            } else {
+                format!("{what} {} at {server}: {text} (check dns.server, dns.zone and the TSIG key)", rec.fqdn)
+            }
+        })?;
         let code = response.metadata.response_code;
         if code != ResponseCode::NoError {
             return Err(format!(
