@@ -9,6 +9,7 @@
 #   N=20            certificates in the batch and no-op rows
 #   CLIENTS="regcert uacme lego certbot"   a subset only prints its table; results.md is kept
 #   NONCE_REJECT=5  percentage of valid nonces Pebble rejects with badNonce (5 = Pebble's default)
+#   IDLE_WAIT=60    seconds to wait for the CPU to be >= 90% idle before measuring
 #   KEEP=1          keep the scratch directory with the log of every run (always kept on failure)
 set -euo pipefail
 export LC_ALL=C
@@ -44,10 +45,10 @@ install_deps
 command -v cargo >/dev/null || die "cargo not found; install Rust (https://rustup.rs) first"
 log "building regcert (cargo build --release)"
 (cd "$REPO" && cargo build --release)
-REGCERT="$REPO/target/release/regcert"
-[[ -x $REGCERT ]] || die "no $REGCERT after the build"
+BUILT="$REPO/target/release/regcert"
+[[ -x $BUILT ]] || die "no $BUILT after the build"
 # What was built, recorded now (the tree may change while the benchmark runs)
-REGCERT_VER="$("$REGCERT" --version 2>/dev/null | head -n 1) (git $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(
+REGCERT_VER="$("$BUILT" --version 2>/dev/null | head -n 1) (git $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(
     [[ -z $(git -C "$REPO" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null) ]] || echo ', with uncommitted changes'))"
 
 # ---------------------------------------------------------------------------------------------
@@ -68,6 +69,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 log "scratch directory $W"
+# Measure a private copy: another build in this checkout must not swap the binary mid-benchmark.
+REGCERT="$W/regcert-bin"
+cp "$BUILT" "$REGCERT"
 
 read -r P_ACME P_MGMT P_HTTP P_TLS P_DNS P_DNSMGMT < <("$PY" - <<'EOF'
 import socket
@@ -478,12 +482,13 @@ cpu_idle() {
     printf '%s\n%s\n' "$a" "$b" | awk '{ t = 0; for (i = 2; i <= NF; i++) t += $i; idle[NR] = $5 + $6; tot[NR] = t }
         END { printf "%.0f%%", 100 * (idle[2] - idle[1]) / (tot[2] - tot[1]) }'
 }
-# Give other work (e.g. a cargo build that waited for ours) up to a minute to finish.
-for ((i = 0; i < 30; i++)); do
+# Give other work (e.g. a cargo build that waited for ours) up to IDLE_WAIT seconds to finish.
+for ((i = 0; i < ${IDLE_WAIT:-60} / 2; i++)); do
     IDLE_BEFORE=$(cpu_idle)
     ((${IDLE_BEFORE%\%} >= 90)) && break
-    ((i > 0)) || log "CPU only $IDLE_BEFORE idle; waiting up to 60 s for the machine to go quiet"
+    ((i > 0)) || log "CPU only $IDLE_BEFORE idle; waiting up to ${IDLE_WAIT:-60} s for the machine to go quiet"
 done
+[[ -n ${IDLE_BEFORE:-} ]] || IDLE_BEFORE=$(cpu_idle)
 log "CPU idle before the measurements: $IDLE_BEFORE"
 START=$EPOCHSECONDS
 for client in ${CLIENTS:-regcert uacme lego certbot}; do

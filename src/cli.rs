@@ -25,6 +25,8 @@ Examples:
   regcert status --json                     what is installed, when it expires, when it is next due
   regcert verify --cert registry            what the registry really serves: leaf, chain, /v2/ (exit 1 on a problem)
   regcert ca init internal                  create the private CA [ca.internal] for internal names and IPs
+  regcert import acme.sh --write-config /etc/regcert/config.toml
+                                            adopt an acme.sh setup (same account, current certificates)
   regcert trust install --registry 192.168.20.10:5000 --ca-file root.crt
                                             make Docker on a client trust the registry (certs.d/HOST:PORT/ca.crt)
 
@@ -76,6 +78,9 @@ enum Command {
     /// Make the Docker client on this host trust a registry's CA (no config needed).
     #[command(subcommand)]
     Trust(TrustCommand),
+    /// Move from another tool (no regcert config needed).
+    #[command(subcommand)]
+    Import(ImportCommand),
     /// Check over HTTPS what the registry serves: certificate, chain and /v2/ (exit 1 on a problem).
     Verify {
         /// Machine-readable output.
@@ -107,6 +112,29 @@ enum CaCommand {
     },
     /// Print the CA's root certificate (PEM), for config management and `regcert trust install`.
     Export { name: String },
+}
+
+#[derive(Subcommand)]
+enum ImportCommand {
+    /// Adopt an acme.sh setup: same ACME account, current certificates, install paths and reloads.
+    #[command(name = "acme.sh")]
+    AcmeSh {
+        /// acme.sh's home.
+        #[arg(long, default_value = "~/.acme.sh")]
+        home: String,
+        /// acme.sh's --config-home, when it was used (default: --home).
+        #[arg(long)]
+        config_home: Option<PathBuf>,
+        /// Write the regcert config here (default: print it).
+        #[arg(long)]
+        write_config: Option<PathBuf>,
+        /// state_dir of the new config (the adopted account is stored there).
+        #[arg(long, default_value = "/var/lib/regcert")]
+        state_dir: PathBuf,
+        /// Show the plan; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -156,12 +184,16 @@ const EXIT_CONFIG: u8 = 2;
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, cli.quiet);
-    if let Command::Trust(cmd) = cli.command {
-        return exit(trust(cmd));
+    match cli.command {
+        Command::Trust(cmd) => return exit(trust(cmd)),
+        Command::Import(cmd) => return exit(import(cmd)),
+        _ => {}
     }
     let purpose = match cli.command {
         Command::Status { .. } | Command::Verify { .. } | Command::Ca(CaCommand::Export { .. }) => Purpose::Read,
-        Command::Renew { .. } | Command::CheckConfig | Command::Run | Command::Ca(CaCommand::Init { .. }) | Command::Trust(_) => Purpose::Write,
+        Command::Renew { .. } | Command::CheckConfig | Command::Run | Command::Ca(CaCommand::Init { .. }) | Command::Trust(_) | Command::Import(_) => {
+            Purpose::Write
+        }
     };
     let config = match config::load(&cli.config, purpose) {
         Ok(c) => c,
@@ -177,7 +209,7 @@ pub fn main() -> ExitCode {
         Command::Verify { json, certs } => verify(&config, &certs, json),
         Command::Renew { force, certs, dry_run } => renew(&config, &certs, RenewOptions { force, dry_run }),
         Command::Ca(cmd) => ca(&config, cmd),
-        Command::Trust(_) => Ok(0),
+        Command::Trust(_) | Command::Import(_) => Ok(0),
     };
     exit(result)
 }
@@ -267,6 +299,53 @@ fn ca(config: &Config, cmd: CaCommand) -> CmdResult {
             Ok(0)
         }
     }
+}
+
+fn import(cmd: ImportCommand) -> CmdResult {
+    use crate::import_acmesh as acmesh;
+    let ImportCommand::AcmeSh { home, config_home, write_config, state_dir, dry_run } = cmd;
+    let home = match home.strip_prefix("~/") {
+        Some(rest) => PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(rest),
+        None => PathBuf::from(home),
+    };
+    let config_home = config_home.unwrap_or_else(|| home.clone());
+    let plan = acmesh::plan(&home, &config_home, &state_dir).map_err(|e| (EXIT_CONFIG, e))?;
+    let mut problems = plan.notes.clone();
+    if dry_run {
+        println!("# dry run: nothing is written. The regcert config would be:\n{}", plan.config);
+        for a in &plan.accounts {
+            println!("# would adopt the ACME account {} for {}", a.account_url.as_deref().unwrap_or("(no ACCOUNT_URL)"), a.directory);
+        }
+    } else {
+        for a in &plan.accounts {
+            match acmesh::adopt_account(&state_dir, a) {
+                Ok(done) => println!("{done}"),
+                Err(e) => problems.push(e),
+            }
+        }
+        match &write_config {
+            Some(path) if path.exists() => return Err((EXIT_FAILED, format!("{} exists; choose another --write-config path (nothing was overwritten)", path.display()))),
+            Some(path) => {
+                crate::fsutil::write_atomic(path, plan.config.as_bytes(), crate::fsutil::FileSpec { mode: 0o640, uid: None, gid: None })
+                    .map_err(|e| (EXIT_FAILED, format!("cannot write {}: {e}", path.display())))?;
+                println!("wrote {}", path.display());
+                if let Err(e) = config::load(path, Purpose::Read) {
+                    problems.push(format!("the written config needs attention: {e}"));
+                }
+            }
+            None => print!("{}", plan.config),
+        }
+    }
+    for p in &problems {
+        println!("could not carry over: {p}");
+    }
+    if plan.cron_lines.is_empty() {
+        println!("no acme.sh cron job found (check other users' crontabs and systemd timers)");
+    }
+    for line in &plan.cron_lines {
+        println!("acme.sh still renews from cron: {line}\n  remove it so the two tools do not both renew: `acme.sh --uninstall-cronjob` (or delete the line with `crontab -e`)");
+    }
+    Ok(0)
 }
 
 fn trust(cmd: TrustCommand) -> CmdResult {

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod fsutil;
+pub mod import_acmesh;
 pub mod install;
 pub mod keys;
 pub mod metrics;
