@@ -85,14 +85,14 @@ fn imports_account_and_certificates_and_renew_is_a_no_op() {
 
     // --dry-run changes nothing.
     let dry_state = issued.root.path().join("dry-state");
-    let run = regcert_noconfig(&["import", "acme.sh", "--home", home.to_str().unwrap(), "--state-dir", dry_state.to_str().unwrap(), "--dry-run"]);
+    let run = regcert_bare(&["import", "acme.sh", "--home", home.to_str().unwrap(), "--state-dir", dry_state.to_str().unwrap(), "--dry-run"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains("dry run") && run.stdout.contains(&format!("would adopt the ACME account {account_url}")), "{run:?}");
     assert!(!dry_state.exists());
 
     let state = issued.root.path().join("imported-state");
     let config = issued.root.path().join("imported.toml");
-    let run = regcert_noconfig(&[
+    let run = regcert_bare(&[
         "import", "acme.sh", "--home", home.to_str().unwrap(), "--state-dir", state.to_str().unwrap(), "--write-config", config.to_str().unwrap(),
     ]);
     assert_eq!(run.code, 0, "{run:?}");
@@ -149,14 +149,9 @@ fn unsupported_dns_api_is_reported_with_the_way_forward() {
             install.display()
         ),
     );
-    let run = regcert_noconfig(&["import", "acme.sh", "--home", home.to_str().unwrap(), "--state-dir", dir.path().join("s").to_str().unwrap()]);
+    let run = regcert_bare(&["import", "acme.sh", "--home", home.to_str().unwrap(), "--state-dir", dir.path().join("s").to_str().unwrap()]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains("dns_cf is not built into regcert") && run.stdout.contains("/etc/regcert/dns-hook-cf"), "{run:?}");
     assert!(run.stdout.contains("could not carry over") && run.stdout.contains("has no ACCOUNT_URL"), "{run:?}");
     assert!(run.stdout.contains("key = \"rsa-4096\""), "{run:?}");
-}
-
-fn regcert_noconfig(args: &[&str]) -> Run {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_regcert")).args(args).stdin(std::process::Stdio::null()).output().unwrap();
-    Run { code: out.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&out.stdout).into(), stderr: String::from_utf8_lossy(&out.stderr).into() }
 }

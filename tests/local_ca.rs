@@ -8,7 +8,6 @@ use common::registry::*;
 use common::*;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// A config for one certificate from the private CA "internal" (no ACME anywhere).
 struct CaSetup {
@@ -49,10 +48,6 @@ impl CaSetup {
     }
 }
 
-fn regcert_plain(args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_regcert")).args(args).stdin(std::process::Stdio::null()).output().unwrap();
-    Run { code: out.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&out.stdout).into(), stderr: String::from_utf8_lossy(&out.stderr).into() }
-}
 
 #[test]
 fn ip_registry_trusted_by_docker_through_trust_install() {
@@ -84,12 +79,12 @@ fn ip_registry_trusted_by_docker_through_trust_install() {
     assert!(err.contains("x509") || err.contains("certificate"), "{err}");
 
     // --from-url: a wrong fingerprint writes nothing.
-    let run = regcert_plain(&["trust", "install", "--registry", &registry, "--from-url", &format!("https://{registry}"), "--fingerprint", "00:11"]);
+    let run = regcert_bare(&["trust", "install", "--registry", &registry, "--from-url", &format!("https://{registry}"), "--fingerprint", "00:11"]);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stderr.contains("fingerprint mismatch") && run.stderr.contains("nothing was written"), "{run:?}");
     assert!(!certs_d.join("ca.crt").exists());
 
-    let run = regcert_plain(&["trust", "install", "--registry", &registry, "--ca-file", root.to_str().unwrap()]);
+    let run = regcert_bare(&["trust", "install", "--registry", &registry, "--ca-file", root.to_str().unwrap()]);
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(mode(&certs_d.join("ca.crt")), 0o644);
     docker_retry(&["push", &repo]).expect("docker push with certs.d/IP:PORT/ca.crt");
@@ -97,17 +92,17 @@ fn ip_registry_trusted_by_docker_through_trust_install() {
     docker_retry(&["pull", &repo]).expect("docker pull");
     docker(&["rmi", &repo]);
 
-    let list = regcert_plain(&["trust", "list", "--json"]);
+    let list = regcert_bare(&["trust", "list", "--json"]);
     let entries: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
     assert!(entries.as_array().unwrap().iter().any(|e| e["registry"] == registry.as_str() && e["subject"].as_str().unwrap().contains("Test Registry CA")), "{list:?}");
 
     // --from-url with the right fingerprint (the CA root is served as part of the chain).
     let fp = regcert::certinfo::fingerprint(&regcert::certinfo::read_pem_certs(&root).unwrap()[0]);
-    assert_eq!(regcert_plain(&["trust", "remove", "--registry", &registry]).code, 0);
-    let run = regcert_plain(&["trust", "install", "--registry", &registry, "--from-url", &format!("https://{registry}"), "--fingerprint", &fp]);
+    assert_eq!(regcert_bare(&["trust", "remove", "--registry", &registry]).code, 0);
+    let run = regcert_bare(&["trust", "install", "--registry", &registry, "--from-url", &format!("https://{registry}"), "--fingerprint", &fp]);
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(fs::read_to_string(certs_d.join("ca.crt")).unwrap(), fs::read_to_string(&root).unwrap());
-    assert_eq!(regcert_plain(&["trust", "remove", "--registry", &registry]).code, 0);
+    assert_eq!(regcert_bare(&["trust", "remove", "--registry", &registry]).code, 0);
     drop(reg);
 }
 
