@@ -273,6 +273,12 @@ pub async fn check(config: &Config, state: &StateDir, known: &mut HashMap<String
         let reason = match decision {
             Decision::Due(reason) => Some(reason),
             Decision::NotDue { due_at, not_after } => {
+                if schedule.failures > 0 {
+                    // Renewed meanwhile (by `regcert renew`, say): the failures are history.
+                    schedule.failures = 0;
+                    schedule.retry_at = None;
+                    dirty = true;
+                }
                 m.expiration.get_or_create(&Metrics::name(&cert.name)).set(not_after as i64);
                 m.renewal.get_or_create(&Metrics::name(&cert.name)).set(due_at as i64);
                 ari_reason(&renewer, cert, &mut schedule, &mut dirty, now).await
