@@ -23,10 +23,10 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 use crate::certinfo::{LeafInfo, fmt_time, unix};
 use crate::config::{self, CertificateConfig, Config, IssuerRef, Purpose};
 use crate::fsutil::{FileSpec, write_atomic};
-use crate::install;
+use crate::install::{self, Installed};
 use crate::metrics::{self, Metrics};
 use crate::notify::{self, EventKind};
-use crate::policy::{Decision, Reason};
+use crate::policy::{Decision, Reason, decide};
 use crate::renew::{self, CertReport, Outcome, RenewOptions, Renewer};
 use crate::schedule::{AriWindow, Schedule, backoff, is_emergency};
 use crate::state::{LockError, StateDir};
@@ -263,25 +263,30 @@ pub async fn check(config: &Config, state: &StateDir, known: &mut HashMap<String
     let now = SystemTime::now();
     let certs: Vec<&CertificateConfig> = config.certificates.iter().collect();
     let renewer = Renewer::new(config, state, RenewOptions::default());
-    let m = metrics::global();
     let mut schedules: HashMap<&str, (Schedule, bool)> = HashMap::new();
     let mut due = Vec::new();
     let mut waiting = 0;
-    for (cert, decision) in renew::plan(&certs, RenewOptions::default(), now) {
+    // Each installed pair is looked at once per check (500 certificates: a few ms, no network).
+    let mut installed: HashMap<&str, Option<Installed>> = HashMap::new();
+    for cert in &certs {
+        let current = install::read_installed(&cert.install);
+        let decision = decide(cert, current.as_ref().map(Option::as_ref).map_err(Clone::clone), now, false);
+        let current = current.ok().flatten();
         let mut schedule = known.remove(&cert.name).unwrap_or_else(|| Schedule::load(state, &cert.name));
         let mut dirty = false;
         let reason = match decision {
             Decision::Due(reason) => Some(reason),
-            Decision::NotDue { due_at, not_after } => {
+            Decision::NotDue { .. } => {
                 if schedule.failures > 0 {
                     // Renewed meanwhile (by `regcert renew`, say): the failures are history.
                     schedule.failures = 0;
                     schedule.retry_at = None;
                     dirty = true;
                 }
-                m.expiration.get_or_create(&Metrics::name(&cert.name)).set(not_after as i64);
-                m.renewal.get_or_create(&Metrics::name(&cert.name)).set(due_at as i64);
-                ari_reason(&renewer, cert, &mut schedule, &mut dirty, now).await
+                match &current {
+                    Some(pair) => ari_reason(&renewer, cert, pair, &mut schedule, &mut dirty, now).await,
+                    None => None,
+                }
             }
         };
         match reason {
@@ -289,10 +294,11 @@ pub async fn check(config: &Config, state: &StateDir, known: &mut HashMap<String
                 waiting += 1;
                 tracing::debug!(cert = %cert.name, retry_at = %fmt_time(schedule.retry_at.unwrap_or(0)), "due, but backing off after failures");
             }
-            Some(reason) => due.push((cert, reason)),
+            Some(reason) => due.push((*cert, reason)),
             None => {}
         }
         schedules.insert(cert.name.as_str(), (schedule, dirty));
+        installed.insert(cert.name.as_str(), current);
     }
     let reports = if due.is_empty() { Vec::new() } else { renewer.run(due).await };
     for report in &reports {
@@ -301,13 +307,15 @@ pub async fn check(config: &Config, state: &StateDir, known: &mut HashMap<String
             record(config, cert, report, schedule, now);
             *dirty = true;
         }
+        // What was just installed replaces what was read before.
+        installed.insert(cert.name.as_str(), install::read_installed(&cert.install).ok().flatten());
     }
     renew::notify_reports(config, &reports).await;
     for cert in &config.certificates {
-        let installed = install::read_installed(&cert.install).ok().flatten();
+        let leaf = installed.get(cert.name.as_str()).and_then(Option::as_ref).map(|i| &i.leaf);
         let Some((schedule, dirty)) = schedules.get_mut(cert.name.as_str()) else { continue };
-        update_gauges(cert, installed.as_ref().map(|i| &i.leaf), schedule, now);
-        if alert_expiring(config, cert, installed.as_ref().map(|i| &i.leaf), schedule, now).await {
+        update_gauges(cert, leaf, schedule, now);
+        if alert_expiring(config, cert, leaf, schedule, now).await {
             *dirty = true;
         }
         if *dirty {
@@ -326,12 +334,18 @@ pub async fn check(config: &Config, state: &StateDir, known: &mut HashMap<String
 }
 
 /// Due because the CA's renewal window (ARI) says so? Fetches the window when it is stale.
-async fn ari_reason(renewer: &Renewer<'_>, cert: &CertificateConfig, schedule: &mut Schedule, dirty: &mut bool, now: SystemTime) -> Option<Reason> {
+async fn ari_reason(
+    renewer: &Renewer<'_>,
+    cert: &CertificateConfig,
+    installed: &Installed,
+    schedule: &mut Schedule,
+    dirty: &mut bool,
+    now: SystemTime,
+) -> Option<Reason> {
     if cert.issuer != IssuerRef::Acme {
         return None; // renewal windows are an ACME thing
     }
     let now_s = unix(now);
-    let installed = install::read_installed(&cert.install).ok().flatten()?;
     let (der, leaf) = (&installed.leaf_der, &installed.leaf);
     if schedule.ari_skip_until.is_some_and(|t| now_s < t) {
         return None;
