@@ -266,6 +266,7 @@ pub async fn check(config: &Config, state: &StateDir, known: &mut HashMap<String
     let mut schedules: HashMap<&str, (Schedule, bool)> = HashMap::new();
     let mut due = Vec::new();
     let mut waiting = 0;
+    let mut ari_warned = false;
     // Each installed pair is looked at once per check (500 certificates: a few ms, no network).
     let mut installed: HashMap<&str, Option<Installed>> = HashMap::new();
     for cert in &certs {
@@ -284,7 +285,7 @@ pub async fn check(config: &Config, state: &StateDir, known: &mut HashMap<String
                     dirty = true;
                 }
                 match &current {
-                    Some(pair) => ari_reason(&renewer, cert, pair, &mut schedule, &mut dirty, now).await,
+                    Some(pair) => ari_reason(&renewer, cert, pair, &mut schedule, &mut dirty, &mut ari_warned, now).await,
                     None => None,
                 }
             }
@@ -340,6 +341,7 @@ async fn ari_reason(
     installed: &Installed,
     schedule: &mut Schedule,
     dirty: &mut bool,
+    warned: &mut bool,
     now: SystemTime,
 ) -> Option<Reason> {
     if cert.issuer != IssuerRef::Acme {
@@ -368,17 +370,25 @@ async fn ari_reason(
             }
             Ok(None) => {
                 schedule.ari = None;
-                schedule.ari_skip_until = Some(now_s + 86_400);
+                schedule.ari_skip_until = Some(now_s + spread(86_400));
             }
             Err(e) => {
-                tracing::warn!(cert = %cert.name, error = %e, "cannot fetch the renewal window; using the lifetime policy");
-                schedule.ari_skip_until = Some(now_s + 3_600);
+                // One line per check, not one per certificate, when the CA is down.
+                if !std::mem::replace(warned, true) {
+                    tracing::warn!(cert = %cert.name, error = %e, "cannot fetch renewal windows (ARI); using the lifetime policy");
+                }
+                schedule.ari_skip_until = Some(now_s + spread(3_600));
                 return None;
             }
         }
     }
     let w = schedule.ari.as_ref()?;
     (now_s >= w.renew_at).then_some(Reason::RenewalWindow { start: w.start, end: w.end })
+}
+
+/// Somewhere between half and all of `secs`, so that many certificates do not ask together.
+fn spread(secs: u64) -> u64 {
+    secs / 2 + fastrand::u64(0..=secs / 2)
 }
 
 fn record(config: &Config, cert: &CertificateConfig, report: &CertReport, schedule: &mut Schedule, now: SystemTime) {
