@@ -1,6 +1,7 @@
 //! `regcert run`: the long-running service.
 //!
-//! A cron job (tokio-cron-scheduler) and one check at start-up trigger *checks*. A check takes
+//! A cron schedule (tokio-cron-scheduler computes its ticks; the process sleeps until the next)
+//! and one check at start-up trigger *checks*. A check takes
 //! the state lock (the same one `regcert renew` takes, so both can be installed), decides per
 //! certificate — lifetime policy, the CA's renewal window (ARI), backoff after failures — and
 //! runs the ordinary renewal pipeline for what is due. Between checks the process only waits.
@@ -105,9 +106,11 @@ async fn serve(config_path: PathBuf, config: Config) -> Result<(), String> {
     let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
 
     let (tick, mut ticks) = mpsc::channel::<()>(1);
+    // tokio-cron-scheduler holds the schedule and computes its ticks; it is not started, because
+    // its runner polls twice a second. Sleeping until the next tick keeps an idle daemon asleep.
     let mut scheduler = JobScheduler::new().await.map_err(|e| format!("cannot start the scheduler: {e}"))?;
-    let mut job = add_check_job(&scheduler, &config.daemon.check, tick.clone()).await?;
-    scheduler.start().await.map_err(|e| format!("cannot start the scheduler: {e}"))?;
+    let mut job = add_check_job(&scheduler, &config.daemon.check).await?;
+    let mut wake = next_wake(&mut scheduler, job).await;
 
     let status = DaemonStatus { pid: std::process::id(), started_at: unix(SystemTime::now()), check: config.daemon.check.clone(), ..Default::default() };
     let daemon = Arc::new(Daemon {
@@ -125,6 +128,16 @@ async fn serve(config_path: PathBuf, config: Config) -> Result<(), String> {
     let mut check: Option<tokio::task::JoinHandle<()>> = None;
     let why = loop {
         tokio::select! {
+            () = tokio::time::sleep_until(wake) => {
+                let _ = tick.try_send(());
+                // Re-adding the job makes the scheduler compute the tick after this one.
+                let cron = daemon.config().daemon.check.clone();
+                if let Ok(next) = add_check_job(&scheduler, &cron).await {
+                    let _ = scheduler.remove(&job).await;
+                    job = next;
+                }
+                wake = next_wake(&mut scheduler, job).await;
+            }
             Some(()) = ticks.recv() => {
                 if check.as_ref().is_some_and(|h| !h.is_finished()) {
                     tracing::warn!("the previous check is still running; skipping this one");
@@ -135,7 +148,8 @@ async fn serve(config_path: PathBuf, config: Config) -> Result<(), String> {
             }
             _ = hup.recv() => {
                 let _ = sd_notify::notify(&[NotifyState::Reloading]);
-                job = reload_config(&daemon, &scheduler, job, tick.clone()).await;
+                job = reload_config(&daemon, &scheduler, job).await;
+                wake = next_wake(&mut scheduler, job).await;
                 record_next_check(&daemon, &mut scheduler, job).await;
                 let _ = sd_notify::notify(&[NotifyState::Ready]);
             }
@@ -158,16 +172,20 @@ async fn serve(config_path: PathBuf, config: Config) -> Result<(), String> {
     Ok(())
 }
 
-async fn add_check_job(scheduler: &JobScheduler, cron: &str, tick: mpsc::Sender<()>) -> Result<uuid::Uuid, String> {
-    let job = Job::new_async(cron, move |_, _| {
-        let tick = tick.clone();
-        Box::pin(async move {
-            // A full channel means a check is already pending: nothing to add.
-            let _ = tick.try_send(());
-        })
-    })
-    .map_err(|e| format!("[daemon] check = \"{cron}\": {e}"))?;
+async fn add_check_job(scheduler: &JobScheduler, cron: &str) -> Result<uuid::Uuid, String> {
+    // The scheduler only keeps time here (see `serve`); the check is started by the main loop.
+    let job = Job::new_async(cron, |_, _| Box::pin(async {})).map_err(|e| format!("[daemon] check = \"{cron}\": {e}"))?;
     scheduler.add(job).await.map_err(|e| format!("cannot schedule the check: {e}"))
+}
+
+/// When the job's next tick is due, as a tokio instant (far away when there is none).
+async fn next_wake(scheduler: &mut JobScheduler, job: uuid::Uuid) -> tokio::time::Instant {
+    let now_ms = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let wait = match scheduler.next_tick_for_job(job).await {
+        Ok(Some(t)) => Duration::from_millis(t.timestamp_millis().saturating_sub(now_ms).max(0) as u64),
+        _ => Duration::from_secs(86_400 * 365),
+    };
+    tokio::time::Instant::now() + wait
 }
 
 async fn record_next_check(daemon: &Daemon, scheduler: &mut JobScheduler, job: uuid::Uuid) {
@@ -181,7 +199,7 @@ async fn record_next_check(daemon: &Daemon, scheduler: &mut JobScheduler, job: u
 }
 
 /// SIGHUP: read the file again; an invalid file changes nothing.
-async fn reload_config(daemon: &Daemon, scheduler: &JobScheduler, job: uuid::Uuid, tick: mpsc::Sender<()>) -> uuid::Uuid {
+async fn reload_config(daemon: &Daemon, scheduler: &JobScheduler, job: uuid::Uuid) -> uuid::Uuid {
     let new = match config::load(&daemon.config_path, Purpose::Write) {
         Ok(c) => c,
         Err(e) => {
@@ -192,7 +210,7 @@ async fn reload_config(daemon: &Daemon, scheduler: &JobScheduler, job: uuid::Uui
     let old = daemon.config();
     let mut job = job;
     if new.daemon.check != old.daemon.check {
-        match add_check_job(scheduler, &new.daemon.check, tick).await {
+        match add_check_job(scheduler, &new.daemon.check).await {
             Ok(new_job) => {
                 let _ = scheduler.remove(&job).await;
                 job = new_job;
