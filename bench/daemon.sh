@@ -25,6 +25,7 @@ export LC_ALL=C
 
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$BENCH")
+source "$REPO/scripts/lib/pebble.sh"
 IDLE_SECS=${IDLE_SECS:-60}
 FAST_SECS=${FAST_SECS:-60}
 CHECKS=${CHECKS:-10}
@@ -71,27 +72,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # ---------------------------------------------------------------------------------------------
 # 2. Pebble (only for the first checks: account creation and the ARI question)
 # ---------------------------------------------------------------------------------------------
-ACME=$(port) MGMT=$(port) HTTP=$(port) TLS=$(port)
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=bench pebble root" \
-    -keyout "$W/pebble-root.key" -out "$W/pebble-root.pem" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
-    -keyout "$W/pebble.key" -out "$W/pebble.csr" 2>/dev/null
-openssl x509 -req -in "$W/pebble.csr" -CA "$W/pebble-root.pem" -CAkey "$W/pebble-root.key" -CAcreateserial -days 2 \
-    -extfile <(printf 'subjectAltName=DNS:localhost,IP:127.0.0.1') -out "$W/pebble.pem" 2>/dev/null
-cat >"$W/pebble.json" <<JSON
-{"pebble": {"listenAddress": "127.0.0.1:$ACME", "managementListenAddress": "127.0.0.1:$MGMT",
-  "certificate": "$W/pebble.pem", "privateKey": "$W/pebble.key", "httpPort": $HTTP, "tlsPort": $TLS,
-  "ocspResponderURL": "", "externalAccountBindingRequired": false}}
-JSON
-PEBBLE_WFE_NONCEREJECT=0 PEBBLE_VA_NOSLEEP=1 pebble -config "$W/pebble.json" >"$W/pebble.log" 2>&1 &
-PEBBLE_PID=$!
-PIDS+=("$PEBBLE_PID")
-for _ in $(seq 100); do curl -s --cacert "$W/pebble-root.pem" "https://127.0.0.1:$ACME/dir" >/dev/null && break; sleep 0.1; done
+ACME=$(free_port) MGMT=$(free_port) HTTP=$(free_port) TLS=$(free_port)
+start_pebble "$W" "$ACME" "$MGMT" "$HTTP" "$TLS" - - 0 || die "pebble did not start (see $W/pebble.log)"
+PEBBLE_PID=${PIDS[-1]}
 curl -sf --cacert "$W/pebble-root.pem" "https://127.0.0.1:$ACME/dir" >"$W/pebble-dir.json" || die "pebble did not start (see $W/pebble.log)"
 if grep -q renewalInfo "$W/pebble-dir.json"; then PEBBLE_ARI=yes; else PEBBLE_ARI=no; fi
 PEBBLE_VERSION=$(dpkg-query -W -f '${Version}' pebble 2>/dev/null || echo unknown)

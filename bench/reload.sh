@@ -24,6 +24,7 @@ export LC_ALL=C
 
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$BENCH")
+source "$REPO/scripts/lib/pebble.sh"
 RUNS=${RUNS:-5}
 PY=/usr/bin/python3
 [[ -x $PY ]] || PY=$(command -v python3)
@@ -99,29 +100,11 @@ C_TLS="regcert-reload-bench-$$-tls"
 C_PLAIN="regcert-reload-bench-$$-plain"
 
 # ---------------------------------------------------------------------------------------------
-# 3. Pebble and pebble-challtestsrv (as scripts/demo.sh)
+# 3. Pebble and pebble-challtestsrv (scripts/lib/pebble.sh)
 # ---------------------------------------------------------------------------------------------
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=reload bench pebble root" \
-    -keyout "$W/root.key" -out "$W/root.pem" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
-    -keyout "$W/pebble.key" -out "$W/pebble.csr" 2>/dev/null
-openssl x509 -req -in "$W/pebble.csr" -CA "$W/root.pem" -CAkey "$W/root.key" -CAcreateserial -days 2 \
-    -extfile <(printf 'subjectAltName=DNS:localhost,IP:127.0.0.1') -out "$W/pebble.pem" 2>/dev/null
-cat >"$W/pebble.json" <<JSON
-{"pebble": {"listenAddress": "127.0.0.1:$P_ACME", "managementListenAddress": "127.0.0.1:$P_MGMT",
-  "certificate": "$W/pebble.pem", "privateKey": "$W/pebble.key", "httpPort": $P_HTTP, "tlsPort": $P_TLS,
-  "ocspResponderURL": "", "externalAccountBindingRequired": false}}
-JSON
-pebble-challtestsrv -dns01 "127.0.0.1:$P_DNS" -management "127.0.0.1:$P_DNSMGMT" -http01 "" -https01 "" -tlsalpn01 "" \
-    -defaultIPv4 127.0.0.1 -defaultIPv6 "" >"$W/challtestsrv.log" 2>&1 &
-PIDS+=($!)
-# No random validation delay, a fresh validation per order, no injected badNonce (steadier wall times).
-PEBBLE_VA_NOSLEEP=1 PEBBLE_AUTHZREUSE=0 PEBBLE_WFE_NONCEREJECT=0 \
-    pebble -config "$W/pebble.json" -dnsserver "127.0.0.1:$P_DNS" >"$W/pebble.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 100); do curl -s --cacert "$W/root.pem" "https://127.0.0.1:$P_ACME/dir" >/dev/null && break; sleep 0.1; done
-curl -sf --cacert "$W/root.pem" "https://127.0.0.1:$P_ACME/dir" >/dev/null || die "pebble did not start; see $W/pebble.log"
-curl -sf --cacert "$W/root.pem" "https://127.0.0.1:$P_MGMT/roots/0" >"$W/pebble-issuing-root.pem"
+# No injected badNonce here: steadier wall times.
+start_pebble "$W" "$P_ACME" "$P_MGMT" "$P_HTTP" "$P_TLS" "$P_DNS" "$P_DNSMGMT" 0 || die "pebble did not start; see $W/pebble.log"
+curl -sf --cacert "$W/pebble-root.pem" "https://127.0.0.1:$P_MGMT/roots/0" >"$W/pebble-issuing-root.pem"
 grep -q 'BEGIN CERTIFICATE' "$W/pebble-issuing-root.pem" || die "no Pebble issuing root"
 
 base_config() { # base_config FILE
@@ -132,7 +115,7 @@ state_dir = "$W/state"
 directory = "https://127.0.0.1:$P_ACME/dir"
 contact = ["mailto:ops@example.com"]
 accept_terms = true
-ca_bundle = "$W/root.pem"
+ca_bundle = "$W/pebble-root.pem"
 
 [http01]
 listen = "127.0.0.1:$P_HTTP"
