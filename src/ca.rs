@@ -105,7 +105,9 @@ pub fn init(state: &StateDir, name: &str, cfg: &CaConfig, force: bool) -> Result
         ));
     }
     create_private_dir(&d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
-    let write = |file: &str, data: &str, spec| write_atomic(&d.join(file), data.as_bytes(), spec).map_err(|e| format!("cannot write {}: {e}", d.join(file).display()));
+    let write = |file: &str, data: &str, spec| {
+        write_atomic(&d.join(file), data.as_bytes(), spec).map_err(|e| format!("cannot write {}: {e}", d.join(file).display()))
+    };
     if let Some(import) = &cfg.import {
         let (cert_pem, key_pem) = read_import(import)?;
         write("root.key", &key_pem, FileSpec::PRIVATE)?;
@@ -188,10 +190,11 @@ fn load_key(text: &str, path: &Path, passphrase_file: Option<&Path>) -> Result<K
         let pass = pass.trim_end_matches(['\n', '\r']);
         use pkcs8::der::Decode;
         let (_, doc) = pkcs8::SecretDocument::from_pem(text).map_err(|e| format!("the CA key {} is not PEM: {e}", path.display()))?;
-        let encrypted = pkcs8::EncryptedPrivateKeyInfo::from_der(doc.as_bytes()).map_err(|e| format!("the CA key {}: {e}", path.display()))?;
-        let plain = encrypted
-            .decrypt(pass)
-            .map_err(|_| format!("cannot decrypt the CA key {} with import.passphrase_file {}: wrong passphrase?", path.display(), pass_file.display()))?;
+        let encrypted =
+            pkcs8::EncryptedPrivateKeyInfo::from_der(doc.as_bytes()).map_err(|e| format!("the CA key {}: {e}", path.display()))?;
+        let plain = encrypted.decrypt(pass).map_err(|_| {
+            format!("cannot decrypt the CA key {} with import.passphrase_file {}: wrong passphrase?", path.display(), pass_file.display())
+        })?;
         let der = rustls_pki_types::PrivatePkcs8KeyDer::from(plain.as_bytes().to_vec());
         return KeyPair::try_from(&rustls_pki_types::PrivateKeyDer::Pkcs8(der)).map_err(|e| format!("the CA key {}: {e}", path.display()));
     }
@@ -206,7 +209,8 @@ impl LocalCa {
         let d = dir(state, name);
         let read = |f: &str| std::fs::read_to_string(d.join(f));
         let root_pem = read("root.crt").map_err(|_| format!("CA \"{name}\" does not exist yet: run `regcert ca init {name}`"))?;
-        let (signer_file, key_file) = if d.join("intermediate.crt").exists() { ("intermediate.crt", "intermediate.key") } else { ("root.crt", "root.key") };
+        let (signer_file, key_file) =
+            if d.join("intermediate.crt").exists() { ("intermediate.crt", "intermediate.key") } else { ("root.crt", "root.key") };
         let signer_pem = read(signer_file).map_err(|e| format!("{}: {e}", d.join(signer_file).display()))?;
         let key_pem = read(key_file).map_err(|e| format!("{}: {e} (the CA's signing key is missing)", d.join(key_file).display()))?;
         let signer_der = parse_pem_certs(signer_pem.as_bytes()).map_err(|e| format!("{} {e}", d.join(signer_file).display()))?.remove(0);
@@ -257,10 +261,7 @@ impl LocalCa {
 
 impl CaConfig {
     fn subject_cn(&self) -> String {
-        self.subject
-            .split(',')
-            .find_map(|p| p.trim().strip_prefix("CN=").map(str::to_owned))
-            .unwrap_or_else(|| "regcert CA".into())
+        self.subject.split(',').find_map(|p| p.trim().strip_prefix("CN=").map(str::to_owned)).unwrap_or_else(|| "regcert CA".into())
     }
 }
 

@@ -13,9 +13,7 @@ use crate::keys::KeyType;
 
 /// Parse every CERTIFICATE block of a PEM text (other blocks are ignored).
 pub fn parse_pem_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("malformed PEM: {e}"))?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem).collect::<Result<_, _>>().map_err(|e| format!("malformed PEM: {e}"))?;
     if certs.is_empty() {
         return Err("contains no PEM certificate (-----BEGIN CERTIFICATE-----)".into());
     }
@@ -98,9 +96,9 @@ impl LeafInfo {
             let n = n.to_ascii_lowercase();
             self.dns_names.iter().any(|have| {
                 *have == n
-                    || have.strip_prefix("*.").is_some_and(|base| {
-                        !n.starts_with("*.") && n.split_once('.').is_some_and(|(_, rest)| rest == base)
-                    })
+                    || have
+                        .strip_prefix("*.")
+                        .is_some_and(|base| !n.starts_with("*.") && n.split_once('.').is_some_and(|(_, rest)| rest == base))
             })
         })
     }
@@ -109,10 +107,7 @@ impl LeafInfo {
 /// "2027-02-21 12:00 UTC" for a Unix time.
 pub fn fmt_time(secs: u64) -> String {
     let fmt = ::time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
-    ::time::OffsetDateTime::from_unix_timestamp(secs as i64)
-        .ok()
-        .and_then(|t| t.format(&fmt).ok())
-        .unwrap_or_else(|| format!("@{secs}"))
+    ::time::OffsetDateTime::from_unix_timestamp(secs as i64).ok().and_then(|t| t.format(&fmt).ok()).unwrap_or_else(|| format!("@{secs}"))
 }
 
 pub fn unix(t: SystemTime) -> u64 {

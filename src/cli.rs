@@ -191,9 +191,12 @@ pub fn main() -> ExitCode {
     }
     let purpose = match cli.command {
         Command::Status { .. } | Command::Verify { .. } | Command::Ca(CaCommand::Export { .. }) => Purpose::Read,
-        Command::Renew { .. } | Command::CheckConfig | Command::Run | Command::Ca(CaCommand::Init { .. }) | Command::Trust(_) | Command::Import(_) => {
-            Purpose::Write
-        }
+        Command::Renew { .. }
+        | Command::CheckConfig
+        | Command::Run
+        | Command::Ca(CaCommand::Init { .. })
+        | Command::Trust(_)
+        | Command::Import(_) => Purpose::Write,
     };
     let config = match config::load(&cli.config, purpose) {
         Ok(c) => c,
@@ -282,7 +285,8 @@ fn ca(config: &Config, cmd: CaCommand) -> CmdResult {
     match cmd {
         CaCommand::Export { .. } => {
             let path = crate::ca::root_path(&config.state_dir, &name);
-            let pem = std::fs::read_to_string(&path).map_err(|_| (EXIT_FAILED, format!("CA \"{name}\" does not exist yet: run `regcert ca init {name}`")))?;
+            let pem = std::fs::read_to_string(&path)
+                .map_err(|_| (EXIT_FAILED, format!("CA \"{name}\" does not exist yet: run `regcert ca init {name}`")))?;
             print!("{pem}");
             Ok(0)
         }
@@ -295,7 +299,10 @@ fn ca(config: &Config, cmd: CaCommand) -> CmdResult {
             for cert in config.certificates.iter().filter(|c| c.issuer == crate::config::IssuerRef::Ca(name.clone())) {
                 renew::sync_docker_clients(&state, cert).map_err(|e| (EXIT_FAILED, e))?;
             }
-            println!("root certificate: {} (give it to clients: regcert trust install --registry HOST:PORT --ca-file …)", crate::ca::root_path(&config.state_dir, &name).display());
+            println!(
+                "root certificate: {} (give it to clients: regcert trust install --registry HOST:PORT --ca-file …)",
+                crate::ca::root_path(&config.state_dir, &name).display()
+            );
             Ok(0)
         }
     }
@@ -324,7 +331,12 @@ fn import(cmd: ImportCommand) -> CmdResult {
             }
         }
         match &write_config {
-            Some(path) if path.exists() => return Err((EXIT_FAILED, format!("{} exists; choose another --write-config path (nothing was overwritten)", path.display()))),
+            Some(path) if path.exists() => {
+                return Err((
+                    EXIT_FAILED,
+                    format!("{} exists; choose another --write-config path (nothing was overwritten)", path.display()),
+                ));
+            }
             Some(path) => {
                 crate::fsutil::write_atomic(path, plan.config.as_bytes(), crate::fsutil::FileSpec { mode: 0o640, uid: None, gid: None })
                     .map_err(|e| (EXIT_FAILED, format!("cannot write {}: {e}", path.display())))?;
@@ -343,7 +355,9 @@ fn import(cmd: ImportCommand) -> CmdResult {
         println!("no acme.sh cron job found (check other users' crontabs and systemd timers)");
     }
     for line in &plan.cron_lines {
-        println!("acme.sh still renews from cron: {line}\n  remove it so the two tools do not both renew: `acme.sh --uninstall-cronjob` (or delete the line with `crontab -e`)");
+        println!(
+            "acme.sh still renews from cron: {line}\n  remove it so the two tools do not both renew: `acme.sh --uninstall-cronjob` (or delete the line with `crontab -e`)"
+        );
     }
     Ok(0)
 }
@@ -392,12 +406,22 @@ fn confirm_served_ca(url: &str, connect_to: Option<String>, expected: Option<&st
     let (pem, info) = crate::trust::anchor_of(&chain).ok_or((EXIT_FAILED, format!("{url} served no usable certificate")))?;
     let root = if info.subject == info.issuer { "root CA" } else { "top certificate sent (the server does not send its root)" };
     println!("{url} presents a chain of {} certificate(s); its {root}:", chain.len());
-    println!("  subject:  {}\n  issuer:   {}\n  expires:  {}\n  SHA256:   {}", info.subject, info.issuer, crate::certinfo::fmt_time(info.not_after), info.sha256);
+    println!(
+        "  subject:  {}\n  issuer:   {}\n  expires:  {}\n  SHA256:   {}",
+        info.subject,
+        info.issuer,
+        crate::certinfo::fmt_time(info.not_after),
+        info.sha256
+    );
     match expected {
         Some(fp) if crate::trust::normalize_fingerprint(fp) == info.sha256 => Ok(pem),
         Some(fp) => Err((
             EXIT_FAILED,
-            format!("fingerprint mismatch: expected {}, the server's CA is {}; nothing was written", crate::trust::normalize_fingerprint(fp), info.sha256),
+            format!(
+                "fingerprint mismatch: expected {}, the server's CA is {}; nothing was written",
+                crate::trust::normalize_fingerprint(fp),
+                info.sha256
+            ),
         )),
         None => {
             use std::io::{BufRead, IsTerminal, Write};
@@ -408,7 +432,11 @@ fn confirm_served_ca(url: &str, connect_to: Option<String>, expected: Option<&st
             let _ = std::io::stdout().flush();
             let mut answer = String::new();
             let _ = std::io::stdin().lock().read_line(&mut answer);
-            if matches!(answer.trim(), "y" | "Y" | "yes") { Ok(pem) } else { Err((EXIT_FAILED, "not confirmed; nothing was written".into())) }
+            if matches!(answer.trim(), "y" | "Y" | "yes") {
+                Ok(pem)
+            } else {
+                Err((EXIT_FAILED, "not confirmed; nothing was written".into()))
+            }
         }
     }
 }
@@ -422,7 +450,8 @@ fn verify(config: &Config, names: &[String], json: bool) -> CmdResult {
         // A manual check runs even where automatic verification is switched off.
         let settings = cert.verify.clone().unwrap_or_default();
         let expected = crate::install::read_installed(&cert.install).ok().flatten().map(|i| i.leaf.sha256);
-        let target = verify::Target::for_certificate(cert, &settings, &config.state_dir).map_err(|e| (EXIT_CONFIG, format!("{}: {e}", cert.name)))?;
+        let target = verify::Target::for_certificate(cert, &settings, &config.state_dir)
+            .map_err(|e| (EXIT_CONFIG, format!("{}: {e}", cert.name)))?;
         let report = runtime.block_on(verify::check(&target, expected.as_deref()));
         all_ok &= report.ok();
         if json {

@@ -164,7 +164,9 @@ mod duration_list {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
         Vec::<String>::deserialize(d)?
             .iter()
-            .map(|s| humantime::parse_duration(s).map_err(|e| serde::de::Error::custom(format!("`{s}` is not a duration like \"5m\": {e}"))))
+            .map(|s| {
+                humantime::parse_duration(s).map_err(|e| serde::de::Error::custom(format!("`{s}` is not a duration like \"5m\": {e}")))
+            })
             .collect()
     }
 
@@ -409,8 +411,7 @@ pub(crate) mod duration {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s)
-            .map_err(|e| serde::de::Error::custom(format!("`{s}` is not a duration like \"30d\" or \"12h\": {e}")))
+        humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("`{s}` is not a duration like \"30d\" or \"12h\": {e}")))
     }
 
     pub fn serialize<S: Serializer>(v: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -586,11 +587,7 @@ pub fn validate(config: &Config, purpose: Purpose) -> Vec<String> {
     for (i, cert) in config.certificates.iter().enumerate() {
         let at = cert_label(i, cert);
         if let Some(prev) = names.insert(cert.name.as_str(), i) {
-            problems.push(format!(
-                "{at}: name `{}` is used by certificate #{} too; names must be unique",
-                cert.name,
-                prev + 1
-            ));
+            problems.push(format!("{at}: name `{}` is used by certificate #{} too; names must be unique", cert.name, prev + 1));
         }
         validate_certificate(&at, cert, purpose, &mut problems);
         for file in [cert.install.fullchain_path(), cert.install.key_path()] {
@@ -608,11 +605,7 @@ pub fn validate(config: &Config, purpose: Purpose) -> Vec<String> {
 }
 
 fn cert_label(i: usize, cert: &CertificateConfig) -> String {
-    if cert.name.is_empty() {
-        format!("[[certificate]] #{}", i + 1)
-    } else {
-        format!("[[certificate]] `{}`", cert.name)
-    }
+    if cert.name.is_empty() { format!("[[certificate]] #{}", i + 1) } else { format!("[[certificate]] `{}`", cert.name) }
 }
 
 fn validate_acme(acme: &AcmeConfig, problems: &mut Vec<String>) {
@@ -665,14 +658,14 @@ fn validate_certificate(at: &str, cert: &CertificateConfig, purpose: Purpose, pr
         if let Err(why) = check_domain(d) {
             problems.push(format!("{at}: domain \"{d}\" {why}"));
         } else if d.starts_with("*.") && acme && cert.dns.is_none() {
-            problems.push(format!(
-                "{at}: wildcard \"{d}\" cannot be validated with HTTP-01; a wildcard needs the DNS-01 challenge"
-            ));
+            problems.push(format!("{at}: wildcard \"{d}\" cannot be validated with HTTP-01; a wildcard needs the DNS-01 challenge"));
         }
     }
     match (cert.challenge.as_deref(), &cert.dns) {
         (None | Some("dns-01"), Some(dns)) => crate::challenge::dns01::validate(at, dns, problems),
-        (Some("dns-01"), None) => problems.push(format!("{at}: challenge = \"dns-01\" needs dns = {{ provider = \"rfc2136\" | \"exec\", … }}")),
+        (Some("dns-01"), None) => {
+            problems.push(format!("{at}: challenge = \"dns-01\" needs dns = {{ provider = \"rfc2136\" | \"exec\", … }}"))
+        }
         (Some("http-01"), Some(_)) => problems.push(format!("{at}: `dns` is set but challenge = \"http-01\"; remove one")),
         (None | Some("http-01"), None) => {}
         (Some(other), _) => problems.push(format!("{at}: challenge = \"{other}\" must be \"http-01\" or \"dns-01\"")),
@@ -808,7 +801,9 @@ pub fn check_domain(d: &str) -> Result<(), &'static str> {
             && !label.starts_with('-')
             && !label.ends_with('-');
         if !ok {
-            return Err("is not a valid DNS name (labels are 1-63 letters, digits or '-', not starting or ending with '-'; use punycode for IDNs)");
+            return Err(
+                "is not a valid DNS name (labels are 1-63 letters, digits or '-', not starting or ending with '-'; use punycode for IDNs)",
+            );
         }
     }
     Ok(())

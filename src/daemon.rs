@@ -112,7 +112,12 @@ async fn serve(config_path: PathBuf, config: Config) -> Result<(), String> {
     let mut job = add_check_job(&scheduler, &config.daemon.check).await?;
     let mut wake = next_wake(&mut scheduler, job).await;
 
-    let status = DaemonStatus { pid: std::process::id(), started_at: unix(SystemTime::now()), check: config.daemon.check.clone(), ..Default::default() };
+    let status = DaemonStatus {
+        pid: std::process::id(),
+        started_at: unix(SystemTime::now()),
+        check: config.daemon.check.clone(),
+        ..Default::default()
+    };
     let daemon = Arc::new(Daemon {
         config_path,
         config: Mutex::new(Arc::new(config)),
@@ -345,11 +350,7 @@ pub async fn check(config: &Config, state: &StateDir, known: &mut HashMap<String
     }
     known.extend(schedules.into_iter().map(|(name, (schedule, _))| (name.to_owned(), schedule)));
     let failed = reports.iter().filter(|r| r.failed()).count();
-    format!(
-        "{} certificates: {} renewed, {failed} failed, {waiting} backing off",
-        config.certificates.len(),
-        reports.len() - failed
-    )
+    format!("{} certificates: {} renewed, {failed} failed, {waiting} backing off", config.certificates.len(), reports.len() - failed)
 }
 
 /// Due because the CA's renewal window (ARI) says so? Fetches the window when it is stale.
@@ -456,7 +457,13 @@ fn update_gauges(cert: &CertificateConfig, leaf: Option<&LeafInfo>, schedule: &S
 }
 
 /// "Expires in less than [daemon] alert_before and still not renewed", at most once a day.
-async fn alert_expiring(config: &Config, cert: &CertificateConfig, leaf: Option<&LeafInfo>, schedule: &mut Schedule, now: SystemTime) -> bool {
+async fn alert_expiring(
+    config: &Config,
+    cert: &CertificateConfig,
+    leaf: Option<&LeafInfo>,
+    schedule: &mut Schedule,
+    now: SystemTime,
+) -> bool {
     let Some(leaf) = leaf else { return false };
     let left = leaf.remaining(now);
     let now_s = unix(now);

@@ -91,11 +91,9 @@ pub fn check_writable_dir(dir: &Path) -> Result<(), String> {
         Ok(m) if !m.is_dir() => return Err(format!("{} is not a directory", dir.display())),
         Ok(_) => {}
     }
-    tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
-        .tempfile_in(dir)
-        .map(drop)
-        .map_err(|e| format!("{} is not writable by this user: {e} (run regcert as a user that may write there, or fix its permissions)", dir.display()))
+    tempfile::Builder::new().prefix(TEMP_PREFIX).tempfile_in(dir).map(drop).map_err(|e| {
+        format!("{} is not writable by this user: {e} (run regcert as a user that may write there, or fix its permissions)", dir.display())
+    })
 }
 
 pub fn lookup_user(name: &str) -> Option<u32> {

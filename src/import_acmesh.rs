@@ -35,7 +35,11 @@ pub fn parse_vars(text: &str) -> Vars {
             continue;
         }
         let v = v.trim();
-        let v = v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')).or_else(|| v.strip_prefix('"').and_then(|v| v.strip_suffix('"'))).unwrap_or(v);
+        let v = v
+            .strip_prefix('\'')
+            .and_then(|v| v.strip_suffix('\''))
+            .or_else(|| v.strip_prefix('"').and_then(|v| v.strip_suffix('"')))
+            .unwrap_or(v);
         vars.insert(k.to_owned(), unwrap_base64(v));
     }
     vars
@@ -168,7 +172,10 @@ fn build_config(plan: &mut Plan, certs: &[FoundCert], account_conf: &Vars, state
     // One [acme] section: the CA most certificates use.
     let mut apis: BTreeMap<String, usize> = BTreeMap::new();
     for c in certs {
-        let api = c.get("Le_API").or(account_conf.get("DEFAULT_ACME_SERVER").map(String::as_str)).unwrap_or("https://acme-v02.api.letsencrypt.org/directory");
+        let api = c
+            .get("Le_API")
+            .or(account_conf.get("DEFAULT_ACME_SERVER").map(String::as_str))
+            .unwrap_or("https://acme-v02.api.letsencrypt.org/directory");
         *apis.entry(api.to_owned()).or_default() += 1;
     }
     let directory = apis.iter().max_by_key(|(_, n)| **n).map(|(a, _)| a.clone()).unwrap_or_else(|| "letsencrypt".into());
@@ -183,7 +190,9 @@ fn build_config(plan: &mut Plan, certs: &[FoundCert], account_conf: &Vars, state
         out.push_str(&format!("eab = {{ kid = {}, hmac_key = {} }}\n", toml_str(&kid), toml_str(&hmac)));
     }
     for api in apis.keys().filter(|a| **a != directory) {
-        plan.notes.push(format!("certificates using the CA {api} were left out: one regcert config talks to one ACME CA (make a second config for them)"));
+        plan.notes.push(format!(
+            "certificates using the CA {api} were left out: one regcert config talks to one ACME CA (make a second config for them)"
+        ));
     }
     // HTTP-01: standalone (acme.sh's "no") → the built-in responder; one webroot path → webroot.
     let webroots: Vec<&str> = certs.iter().filter_map(|c| c.get("Le_Webroot")).filter(|w| w.starts_with('/')).collect();
@@ -222,13 +231,19 @@ fn cert_section(c: &FoundCert, account_conf: &Vars) -> Result<(String, Vec<Strin
         "acme.sh never installed it (no Le_RealFullChainPath/Le_RealCertPath): run `acme.sh --install-cert` first, or add it to regcert by hand",
     )?;
     if c.get("Le_RealFullChainPath").is_none() {
-        notes.push(format!("{domain}: acme.sh installed only the leaf ({chain}); regcert installs the fullchain there (leaf + intermediates)"));
+        notes.push(format!(
+            "{domain}: acme.sh installed only the leaf ({chain}); regcert installs the fullchain there (leaf + intermediates)"
+        ));
     }
     let key_path = c.get("Le_RealKeyPath").ok_or("no Le_RealKeyPath (where the key is installed)")?;
     let (chain, key_path) = (Path::new(chain), Path::new(key_path));
     let dir = chain.parent().ok_or("fullchain path has no directory")?;
     if key_path.parent() != Some(dir) {
-        return Err(format!("the key ({}) and the certificate ({}) are in different directories; regcert installs both in one", key_path.display(), chain.display()));
+        return Err(format!(
+            "the key ({}) and the certificate ({}) are in different directories; regcert installs both in one",
+            key_path.display(),
+            chain.display()
+        ));
     }
     let file = |p: &Path| p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
     let quoted: Vec<String> = domains.iter().map(|d| toml_str(d)).collect();
@@ -239,7 +254,11 @@ fn cert_section(c: &FoundCert, account_conf: &Vars) -> Result<(String, Vec<Strin
             let server = get("SAVED_NSUPDATE_SERVER");
             let port = Some(get("SAVED_NSUPDATE_SERVER_PORT")).filter(|p| !p.is_empty()).unwrap_or_else(|| "53".into());
             let zone = get("SAVED_NSUPDATE_ZONE");
-            let zone = if zone.is_empty() { domain.trim_start_matches("*.").split_once('.').map(|(_, z)| z.to_owned()).unwrap_or_default() } else { zone };
+            let zone = if zone.is_empty() {
+                domain.trim_start_matches("*.").split_once('.').map(|(_, z)| z.to_owned()).unwrap_or_default()
+            } else {
+                zone
+            };
             s.push_str(&format!(
                 "challenge = \"dns-01\"\ndns = {{ provider = \"rfc2136\", server = {}, zone = {}, tsig_key = {} }}\n",
                 toml_str(&format!("{server}:{port}")),
@@ -257,7 +276,12 @@ fn cert_section(c: &FoundCert, account_conf: &Vars) -> Result<(String, Vec<Strin
         }
         _ => {}
     }
-    s.push_str(&format!("[certificate.install]\ndir = {}\nfullchain = {}\nkey = {}\n", toml_str(&dir.to_string_lossy()), toml_str(&file(chain)), toml_str(&file(key_path))));
+    s.push_str(&format!(
+        "[certificate.install]\ndir = {}\nfullchain = {}\nkey = {}\n",
+        toml_str(&dir.to_string_lossy()),
+        toml_str(&file(chain)),
+        toml_str(&file(key_path))
+    ));
     if let Some(cmd) = c.get("Le_ReloadCmd") {
         s.push_str(&reload_section(cmd));
     }
@@ -279,7 +303,12 @@ fn reload_section(cmd: &str) -> String {
 fn find_cron_lines() -> Vec<String> {
     let mut lines = Vec::new();
     if let Ok(out) = std::process::Command::new("crontab").arg("-l").output() {
-        lines.extend(String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains("acme.sh") && l.contains("--cron")).map(|l| format!("crontab -l: {l}")));
+        lines.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| l.contains("acme.sh") && l.contains("--cron"))
+                .map(|l| format!("crontab -l: {l}")),
+        );
     }
     let mut files = vec![PathBuf::from("/etc/crontab")];
     if let Ok(d) = std::fs::read_dir("/etc/cron.d") {
@@ -298,16 +327,17 @@ pub fn adopt_account(state_dir: &Path, account: &FoundAccount) -> Result<String,
     let url = account.account_url.as_deref().ok_or_else(|| format!("{}: ca.conf has no ACCOUNT_URL", account.directory))?;
     let der = rustls_pki_types::PrivateKeyDer::from_pem_slice(account.key_pem.as_bytes())
         .map_err(|e| format!("the acme.sh account key for {} is not a PEM key: {e}", account.directory))?;
-    let pkcs8 = aws_lc_rs::signature::EcdsaKeyPair::from_private_key_der(&aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING, der.secret_der())
-        .ok()
-        .and_then(|k| k.to_pkcs8v1().ok())
-        .ok_or_else(|| {
-            format!(
-                "the acme.sh account key for {} is not an ECDSA P-256 key (regcert's ACME library signs with P-256 only); \
+    let pkcs8 =
+        aws_lc_rs::signature::EcdsaKeyPair::from_private_key_der(&aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING, der.secret_der())
+            .ok()
+            .and_then(|k| k.to_pkcs8v1().ok())
+            .ok_or_else(|| {
+                format!(
+                    "the acme.sh account key for {} is not an ECDSA P-256 key (regcert's ACME library signs with P-256 only); \
                  regcert will create a new account there on its first order",
-                account.directory
-            )
-        })?;
+                    account.directory
+                )
+            })?;
     let key = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pkcs8.as_ref());
     let credentials = serde_json::json!({ "id": url, "key_pkcs8": key, "directory": account.directory });
     let stored = serde_json::json!({
@@ -331,7 +361,9 @@ mod tests {
 
     #[test]
     fn parses_acmesh_variables_without_a_shell() {
-        let v = parse_vars("Le_Domain='reg.example.com'\n#x=1\nLe_Alt='no'\nLe_ReloadCmd='__ACME_BASE64__START_ZG9ja2VyIHJlc3RhcnQgcmVnaXN0cnk=__ACME_BASE64__END_'\nexport X=\"y\"\nrm -rf /='no'\n");
+        let v = parse_vars(
+            "Le_Domain='reg.example.com'\n#x=1\nLe_Alt='no'\nLe_ReloadCmd='__ACME_BASE64__START_ZG9ja2VyIHJlc3RhcnQgcmVnaXN0cnk=__ACME_BASE64__END_'\nexport X=\"y\"\nrm -rf /='no'\n",
+        );
         assert_eq!(v["Le_Domain"], "reg.example.com");
         assert_eq!(v["Le_ReloadCmd"], "docker restart registry");
         assert_eq!(v["X"], "y");

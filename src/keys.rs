@@ -84,7 +84,11 @@ impl LeafKey {
     }
 
     /// A certificate for this key, signed by `issuer` (the private CA).
-    pub fn sign<S: rcgen::SigningKey>(&self, params: &CertificateParams, issuer: &rcgen::Issuer<'_, S>) -> Result<rcgen::Certificate, rcgen::Error> {
+    pub fn sign<S: rcgen::SigningKey>(
+        &self,
+        params: &CertificateParams,
+        issuer: &rcgen::Issuer<'_, S>,
+    ) -> Result<rcgen::Certificate, rcgen::Error> {
         params.signed_by(&self.pair, issuer)
     }
 

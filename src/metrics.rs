@@ -67,14 +67,36 @@ impl Metrics {
         let acme_duration = Family::<AcmeLabels, Histogram>::new_with_constructor(|| {
             Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
         });
-        registry.register("certificate_expiration_timestamp_seconds", "When the installed certificate expires (Unix time)", expiration.clone());
-        registry.register("certificate_renewal_timestamp_seconds", "When the certificate is next due for renewal (Unix time)", renewal.clone());
-        registry.register("certificate_ready_status", "1 when a valid certificate is installed and the last renewal did not fail", ready.clone());
+        registry.register(
+            "certificate_expiration_timestamp_seconds",
+            "When the installed certificate expires (Unix time)",
+            expiration.clone(),
+        );
+        registry.register(
+            "certificate_renewal_timestamp_seconds",
+            "When the certificate is next due for renewal (Unix time)",
+            renewal.clone(),
+        );
+        registry.register(
+            "certificate_ready_status",
+            "1 when a valid certificate is installed and the last renewal did not fail",
+            ready.clone(),
+        );
         registry.register("renewals", "Renewal attempts by result", renewals.clone());
         registry.register("verify_success", "1 when the last HTTPS verification passed", verify_success.clone());
         registry.register("acme_requests", "Requests sent to the ACME server", acme_requests.clone());
         registry.register("acme_request_duration_seconds", "Duration of requests to the ACME server", acme_duration.clone());
-        Metrics { registry, expiration, renewal, ready, renewals, verify_success, acme_requests, acme_duration, ready_flag: AtomicBool::new(false) }
+        Metrics {
+            registry,
+            expiration,
+            renewal,
+            ready,
+            renewals,
+            verify_success,
+            acme_requests,
+            acme_duration,
+            ready_flag: AtomicBool::new(false),
+        }
     }
 
     pub fn name(name: &str) -> NameLabel {

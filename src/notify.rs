@@ -132,6 +132,9 @@ async fn run(argv: &[String], event: &Event) -> Result<(), String> {
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(&body).await;
     }
-    let status = tokio::time::timeout(Duration::from_secs(60), child.wait()).await.map_err(|_| "timed out".to_owned())?.map_err(|e| e.to_string())?;
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .map_err(|_| "timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
     if status.success() { Ok(()) } else { Err(format!("exited with {status}")) }
 }

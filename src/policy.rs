@@ -14,12 +14,20 @@ pub enum Reason {
     NothingInstalled,
     Unreadable(String),
     NamesNotCovered(Vec<String>),
-    KeyTypeChanged { installed: String, wanted: String },
+    KeyTypeChanged {
+        installed: String,
+        wanted: String,
+    },
     KeyMismatch,
     IncompleteChain,
-    Expiring { days_left: u64 },
+    Expiring {
+        days_left: u64,
+    },
     /// The CA's renewal window (ARI) says now.
-    RenewalWindow { start: u64, end: u64 },
+    RenewalWindow {
+        start: u64,
+        end: u64,
+    },
 }
 
 impl fmt::Display for Reason {
@@ -33,12 +41,9 @@ impl fmt::Display for Reason {
             Reason::KeyMismatch => write!(f, "installed key does not match the installed certificate"),
             Reason::IncompleteChain => write!(f, "installed fullchain has no intermediate (incomplete chain)"),
             Reason::Expiring { days_left } => write!(f, "{days_left} days left"),
-            Reason::RenewalWindow { start, end } => write!(
-                f,
-                "inside the CA's renewal window {} – {}",
-                crate::certinfo::fmt_time(*start),
-                crate::certinfo::fmt_time(*end)
-            ),
+            Reason::RenewalWindow { start, end } => {
+                write!(f, "inside the CA's renewal window {} – {}", crate::certinfo::fmt_time(*start), crate::certinfo::fmt_time(*end))
+            }
         }
     }
 }
@@ -47,7 +52,10 @@ impl fmt::Display for Reason {
 pub enum Decision {
     Due(Reason),
     /// Valid and installed; expires at `not_after`, due at `due_at` (Unix times).
-    NotDue { due_at: u64, not_after: u64 },
+    NotDue {
+        due_at: u64,
+        not_after: u64,
+    },
 }
 
 /// When `leaf` becomes due: `renew_before` ahead of expiry, or a third of its lifetime.
@@ -155,11 +163,17 @@ mod tests {
     #[test]
     fn default_is_a_third_of_the_lifetime() {
         let i = installed(1_000 * DAY, 90);
-        assert_eq!(decide(&cert(None), Ok(Some(&i)), at(1_000 * DAY + 59 * DAY), false), Decision::NotDue { due_at: 1_060 * DAY, not_after: 1_090 * DAY });
+        assert_eq!(
+            decide(&cert(None), Ok(Some(&i)), at(1_000 * DAY + 59 * DAY), false),
+            Decision::NotDue { due_at: 1_060 * DAY, not_after: 1_090 * DAY }
+        );
         assert!(matches!(decide(&cert(None), Ok(Some(&i)), at(1_060 * DAY), false), Decision::Due(Reason::Expiring { days_left: 30 })));
         // Six-day certificates renew after four days, not never.
         let short = installed(1_000 * DAY, 6);
-        assert_eq!(decide(&cert(None), Ok(Some(&short)), at(1_000 * DAY), false), Decision::NotDue { due_at: 1_004 * DAY, not_after: 1_006 * DAY });
+        assert_eq!(
+            decide(&cert(None), Ok(Some(&short)), at(1_000 * DAY), false),
+            Decision::NotDue { due_at: 1_004 * DAY, not_after: 1_006 * DAY }
+        );
     }
 
     #[test]

@@ -10,18 +10,18 @@ use std::time::SystemTime;
 use futures_util::StreamExt;
 use tokio::sync::OnceCell;
 
+use crate::ca::LocalCa;
 use crate::certinfo::{fmt_time, key_type_of_spki_der};
 use crate::challenge::Solver;
-use crate::ca::LocalCa;
 use crate::config::{CertificateConfig, Config, IssuerRef, VerifyConfig};
 use crate::install::{self, inspect_pair};
 use crate::keys::LeafKey;
+use crate::notify::{self, EventKind};
 use crate::obtain::acme::AcmeIssuer;
 use crate::obtain::{account, tls};
-use crate::notify::{self, EventKind};
-use crate::{reload, verify};
 use crate::policy::{Decision, Reason, decide};
 use crate::state::{Issued, StateDir};
+use crate::{reload, verify};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RenewOptions {
@@ -32,7 +32,10 @@ pub struct RenewOptions {
 /// What happened to one certificate.
 #[derive(Debug)]
 pub enum Outcome {
-    NotDue { not_after: u64, due_at: u64 },
+    NotDue {
+        not_after: u64,
+        due_at: u64,
+    },
     Renewed {
         reason: Reason,
         not_after: u64,
@@ -44,10 +47,21 @@ pub enum Outcome {
         /// The URL that was shown to serve the new certificate.
         verified: Option<String>,
     },
-    DryRun { reason: Reason, not_after: u64, serial: String },
+    DryRun {
+        reason: Reason,
+        not_after: u64,
+        serial: String,
+    },
     /// The new certificate failed after installing; the previous pair was put back.
-    RolledBack { reason: Reason, error: String, restored: String },
-    Failed { reason: Reason, error: String },
+    RolledBack {
+        reason: Reason,
+        error: String,
+        restored: String,
+    },
+    Failed {
+        reason: Reason,
+        error: String,
+    },
 }
 
 #[derive(Debug)]
@@ -71,7 +85,12 @@ impl fmt::Display for CertReport {
             }
             Outcome::Renewed { reason, not_after, serial, fullchain, from_store, reloaded, verified } => {
                 let what = if *from_store { "installed the certificate already issued and kept in state_dir" } else { "renewed" };
-                write!(f, "{name}: {what} ({reason}); serial {serial}, expires {}; installed {}", fmt_time(*not_after), fullchain.display())?;
+                write!(
+                    f,
+                    "{name}: {what} ({reason}); serial {serial}, expires {}; installed {}",
+                    fmt_time(*not_after),
+                    fullchain.display()
+                )?;
                 if *reloaded {
                     write!(f, "; reloaded")?;
                 }
@@ -183,14 +202,14 @@ impl<'a> Renewer<'a> {
             Ok(verified) => {
                 sync_docker_clients(self.state, cert)?;
                 Ok(Outcome::Renewed {
-                reason: reason.clone(),
-                not_after: m.not_after,
-                serial: m.serial,
-                fullchain: cert.install.fullchain_path(),
-                from_store,
-                reloaded: !plan.is_empty(),
-                verified,
-            })
+                    reason: reason.clone(),
+                    not_after: m.not_after,
+                    serial: m.serial,
+                    fullchain: cert.install.fullchain_path(),
+                    from_store,
+                    reloaded: !plan.is_empty(),
+                    verified,
+                })
             }
             Err(Undelivered::RolledBack { error, restored }) => Ok(Outcome::RolledBack { reason: reason.clone(), error, restored }),
             Err(Undelivered::Failed(error)) => Err(error),
@@ -305,7 +324,8 @@ async fn rollback(
         Ok(old) => old,
         Err(e) => return Err(Undelivered::Failed(format!("{error}; the previous pair is unusable ({e}), so the new one stays installed"))),
     };
-    install::restore_previous(cert, &previous, &plan.in_place).map_err(|e| Undelivered::Failed(format!("{error}; rollback failed: {e}")))?;
+    install::restore_previous(cert, &previous, &plan.in_place)
+        .map_err(|e| Undelivered::Failed(format!("{error}; rollback failed: {e}")))?;
     let reloaded = plan.run(&cert.name).await;
     let report = verify::verify_until(target, Some(&old.leaf.sha256), settings.timeout).await;
     let restored = match (reloaded, report.ok()) {
@@ -341,7 +361,13 @@ fn event_for(cert: &CertificateConfig, report: &CertReport) -> Option<notify::Ev
     })
 }
 
-pub fn event(cert: &CertificateConfig, kind: EventKind, serial: Option<&str>, not_after: Option<u64>, error: Option<String>) -> notify::Event {
+pub fn event(
+    cert: &CertificateConfig,
+    kind: EventKind,
+    serial: Option<&str>,
+    not_after: Option<u64>,
+    error: Option<String>,
+) -> notify::Event {
     let now = crate::certinfo::unix(SystemTime::now());
     // Without a new certificate, report on the one installed.
     let installed = install::read_installed(&cert.install).ok().flatten();

@@ -31,9 +31,7 @@ pub struct StateLock {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    #[error(
-        "another regcert process holds the lock {path} ({holder}); wait for it to finish, or stop it if it is stuck"
-    )]
+    #[error("another regcert process holds the lock {path} ({holder}); wait for it to finish, or stop it if it is stuck")]
     Busy { path: PathBuf, holder: String },
     #[error("cannot open the lock file {path}: {source} (check that state_dir is writable by this user)")]
     Io { path: PathBuf, source: io::Error },
@@ -72,9 +70,8 @@ impl Issued {
 impl StateDir {
     /// Open (creating, 0700) the state directory.
     pub fn open(root: &Path) -> Result<Self, String> {
-        create_private_dir(root).map_err(|e| {
-            format!("cannot create state_dir {}: {e} (set state_dir to a directory this user may write)", root.display())
-        })?;
+        create_private_dir(root)
+            .map_err(|e| format!("cannot create state_dir {}: {e} (set state_dir to a directory this user may write)", root.display()))?;
         Ok(Self { root: root.to_owned() })
     }
 

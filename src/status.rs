@@ -7,8 +7,8 @@ use serde::Serialize;
 
 use crate::certinfo::{fmt_time, unix};
 use crate::config::CertificateConfig;
-use crate::install::read_installed;
 use crate::daemon::DaemonStatus;
+use crate::install::read_installed;
 use crate::policy::{Decision, decide};
 use crate::schedule::Schedule;
 use crate::state::StateDir;
@@ -57,7 +57,10 @@ fn one(state: &StateDir, daemon: Option<&DaemonStatus>, cert: &CertificateConfig
         name: cert.name.clone(),
         domains: cert.domains.clone(),
         ips: cert.ips.clone(),
-        covered: leaf.as_ref().map(|l| l.dns_names.iter().cloned().chain(l.ips.iter().map(|ip| ip.to_string())).collect()).unwrap_or_default(),
+        covered: leaf
+            .as_ref()
+            .map(|l| l.dns_names.iter().cloned().chain(l.ips.iter().map(|ip| ip.to_string())).collect())
+            .unwrap_or_default(),
         issued_by: match &cert.issuer {
             crate::config::IssuerRef::Acme => None,
             crate::config::IssuerRef::Ca(n) => Some(format!("private CA \"{n}\"")),
@@ -108,7 +111,11 @@ pub fn render(statuses: &[CertStatus]) -> String {
             out.push_str(&format!("  last result: {verdict} at {}: {}\n", fmt_time(r.at), r.message));
         }
         if let Some(retry) = s.schedule.retry_at.filter(|_| s.schedule.failures > 0) {
-            out.push_str(&format!("  backoff:    {} failure(s) in a row; next attempt not before {}\n", s.schedule.failures, fmt_time(retry)));
+            out.push_str(&format!(
+                "  backoff:    {} failure(s) in a row; next attempt not before {}\n",
+                s.schedule.failures,
+                fmt_time(retry)
+            ));
         }
         if let Some(w) = &s.schedule.ari {
             out.push_str(&format!(

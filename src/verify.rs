@@ -129,7 +129,11 @@ impl Report {
         let mut out = format!("  url:        {} (connected to {})\n", self.url, self.address);
         if let Some(s) = &self.served {
             out.push_str(&format!("  subject:    {}\n  names:      {}\n  issuer:     {}\n", s.subject, s.dns_names.join(", "), s.issuer));
-            out.push_str(&format!("  chain:      {} certificate(s) served, {}\n", s.chain_depth, if self.chain_valid { "validates" } else { "does NOT validate" }));
+            out.push_str(&format!(
+                "  chain:      {} certificate(s) served, {}\n",
+                s.chain_depth,
+                if self.chain_valid { "validates" } else { "does NOT validate" }
+            ));
             out.push_str(&format!("  served:     SHA256 {}\n", s.sha256));
             if let Some(e) = &self.expected_sha256 {
                 let same = if *e == s.sha256 { "same" } else { "DIFFERENT" };
@@ -216,7 +220,8 @@ async fn handshake(target: &Target) -> Result<(tokio_rustls::client::TlsStream<T
         .with_safe_default_protocol_versions()
         .map(|b| b.dangerous().with_custom_certificate_verifier(recorder.clone()).with_no_client_auth())
         .map_err(|e| format!("TLS setup: {e}"))?;
-    let server_name = ServerName::try_from(target.host.clone()).map_err(|_| format!("\"{}\" is not a valid TLS server name", target.host))?;
+    let server_name =
+        ServerName::try_from(target.host.clone()).map_err(|_| format!("\"{}\" is not a valid TLS server name", target.host))?;
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(server_name, tcp)
         .await
@@ -239,7 +244,12 @@ pub async fn served_chain(url: &str, connect_to: Option<String>) -> Result<Vec<C
 }
 
 /// Fill in what was served and whether it is right; false when HTTP should not be tried.
-fn judge_certificate(target: &Target, report: &mut Report, chain: &[CertificateDer<'static>], verdict: Option<Result<(), rustls::Error>>) -> bool {
+fn judge_certificate(
+    target: &Target,
+    report: &mut Report,
+    chain: &[CertificateDer<'static>],
+    verdict: Option<Result<(), rustls::Error>>,
+) -> bool {
     let Some(leaf_der) = chain.first() else {
         report.problems.push("the server presented no certificate".into());
         return false;
@@ -310,7 +320,8 @@ async fn judge_http(target: &Target, report: &mut Report, tls: tokio_rustls::cli
     };
     tokio::spawn(conn);
     let host = if target.port == 443 { target.host.clone() } else { format!("{}:{}", target.host, target.port) };
-    let mut req = hyper::Request::get(&target.path).header("host", host).header("user-agent", concat!("regcert/", env!("CARGO_PKG_VERSION")));
+    let mut req =
+        hyper::Request::get(&target.path).header("host", host).header("user-agent", concat!("regcert/", env!("CARGO_PKG_VERSION")));
     if let Some((user, pass)) = &target.credentials {
         use base64::Engine;
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
@@ -352,7 +363,8 @@ struct Recorder {
 
 impl Recorder {
     fn new(roots: Arc<RootCertStore>) -> Self {
-        let inner = WebPkiServerVerifier::builder_with_provider(roots, Arc::new(rustls::crypto::aws_lc_rs::default_provider())).build().ok();
+        let inner =
+            WebPkiServerVerifier::builder_with_provider(roots, Arc::new(rustls::crypto::aws_lc_rs::default_provider())).build().ok();
         Self { inner, outcome: Mutex::new(None) }
     }
 
@@ -378,12 +390,32 @@ impl ServerCertVerifier for Recorder {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms)
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms,
+        )
     }
 
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms)
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

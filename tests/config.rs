@@ -80,13 +80,18 @@ fn check_config_prints_effective_settings() {
     let path = dir.path().join("ok.toml");
     fs::write(
         &path,
-        format!("{ACME}[[certificate]]\nname = \"r\"\ndomains = [\"a.example.com\"]\n[certificate.install]\ndir = \"{}/certs\"\n", dir.path().display())
-            .replace("@DIR@", dir.path().to_str().unwrap()),
+        format!(
+            "{ACME}[[certificate]]\nname = \"r\"\ndomains = [\"a.example.com\"]\n[certificate.install]\ndir = \"{}/certs\"\n",
+            dir.path().display()
+        )
+        .replace("@DIR@", dir.path().to_str().unwrap()),
     )
     .unwrap();
     let run = regcert(&path, &["check-config"]);
     assert_eq!(run.code, 0, "{run:?}");
-    for want in ["is valid", "acme-staging-v02.api.letsencrypt.org", "fullchain = \"domain.crt\"", "key_mode = \"0600\"", "key = \"ecdsa-p256\""] {
+    for want in
+        ["is valid", "acme-staging-v02.api.letsencrypt.org", "fullchain = \"domain.crt\"", "key_mode = \"0600\"", "key = \"ecdsa-p256\""]
+    {
         assert!(run.stdout.contains(want), "missing {want:?}: {run:?}");
     }
     let run = regcert(&path, &["renew", "--cert", "nope"]);

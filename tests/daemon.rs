@@ -144,7 +144,8 @@ fn sigterm_in_the_middle_of_a_renewal_leaves_a_consistent_pair() {
     assert_eq!(d.wait(Duration::from_secs(60)), 0, "{}", d.log_text());
     assert!(d.log_text().contains("letting the check in flight finish"), "{}", d.log_text());
     assert_key_matches(&s.fullchain("registry"), &s.key("registry"));
-    let names: Vec<String> = fs::read_dir(s.install_dir("registry")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let names: Vec<String> =
+        fs::read_dir(s.install_dir("registry")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     assert_eq!(names.len(), 2, "no temp files left: {names:?}");
 }
 

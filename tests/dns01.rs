@@ -20,7 +20,11 @@ fn rfc2136_issues_a_name_and_a_wildcard_and_removes_the_records() {
     let s = dns_setup(
         &pebble,
         &["registry.regcert.test", "*.registry.regcert.test"],
-        &format!("provider = \"rfc2136\", server = \"127.0.0.1:{}\", zone = \"{ZONE}\", tsig_key = \"{}\"", bind.port, bind.key_file.display()),
+        &format!(
+            "provider = \"rfc2136\", server = \"127.0.0.1:{}\", zone = \"{ZONE}\", tsig_key = \"{}\"",
+            bind.port,
+            bind.key_file.display()
+        ),
     );
     let run = s.run(&["renew"]);
     assert_eq!(run.code, 0, "{run:?}\n{}", bind.log());
@@ -45,7 +49,10 @@ fn wrong_tsig_key_is_a_clear_error_and_leaves_nothing() {
     let run = s.run(&["renew"]);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stdout.contains("_acme-challenge.registry.regcert.test") && run.stdout.contains("127.0.0.1"), "{run:?}");
-    assert!(run.stdout.contains("rejected our TSIG signature") && run.stdout.contains("wrong.key"), "the error must point at the key: {run:?}");
+    assert!(
+        run.stdout.contains("rejected our TSIG signature") && run.stdout.contains("wrong.key"),
+        "the error must point at the key: {run:?}"
+    );
     assert!(!s.fullchain("registry").exists(), "nothing issued");
     assert!(bind.txt("_acme-challenge.registry.regcert.test.").is_empty(), "nothing left in the zone");
 }

@@ -12,7 +12,8 @@ use std::path::Path;
 fn pebble_account(pebble: &Pebble) -> (String, String) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let new = instant_acme::NewAccount { contact: &["mailto:ops@example.com"], terms_of_service_agreed: true, only_return_existing: false };
+        let new =
+            instant_acme::NewAccount { contact: &["mailto:ops@example.com"], terms_of_service_agreed: true, only_return_existing: false };
         let (account, creds) = instant_acme::Account::builder_with_root(&pebble.tls_root)
             .unwrap()
             .create(&new, pebble.directory_url.clone(), None)
@@ -21,10 +22,8 @@ fn pebble_account(pebble: &Pebble) -> (String, String) {
         let json = serde_json::to_value(&creds).unwrap();
         use base64::Engine;
         let der = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(json["key_pkcs8"].as_str().unwrap()).unwrap();
-        let pem = format!(
-            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
-            base64::engine::general_purpose::STANDARD.encode(der)
-        );
+        let pem =
+            format!("-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n", base64::engine::general_purpose::STANDARD.encode(der));
         (account.id().to_owned(), pem)
     })
 }
@@ -43,7 +42,10 @@ fn write(path: &Path, text: &str) {
 fn imports_account_and_certificates_and_renew_is_a_no_op() {
     let pebble = Pebble::start();
     // Two certificates as acme.sh would have installed them: ECC and RSA.
-    let issued = Setup::new(&pebble, &[cert("ecc", &["ecc.example.com"], "ecdsa-p256"), cert("rsa", &["rsa.example.com", "www.rsa.example.com"], "rsa-2048")]);
+    let issued = Setup::new(
+        &pebble,
+        &[cert("ecc", &["ecc.example.com"], "ecdsa-p256"), cert("rsa", &["rsa.example.com", "www.rsa.example.com"], "rsa-2048")],
+    );
     assert_eq!(issued.run(&["renew"]).code, 0);
     let (account_url, key_pkcs8) = pebble_account(&pebble);
 
@@ -77,7 +79,10 @@ fn imports_account_and_certificates_and_renew_is_a_no_op() {
             reload = b64(reload)
         )
     };
-    write(&home.join("ecc.example.com_ecc/ecc.example.com.conf"), &conf("ecc.example.com", "no", "no", "ec-256", &issued.install_dir("ecc"), "docker restart registry"));
+    write(
+        &home.join("ecc.example.com_ecc/ecc.example.com.conf"),
+        &conf("ecc.example.com", "no", "no", "ec-256", &issued.install_dir("ecc"), "docker restart registry"),
+    );
     write(
         &home.join("rsa.example.com/rsa.example.com.conf"),
         &conf("rsa.example.com", "www.rsa.example.com", "dns_nsupdate", "", &issued.install_dir("rsa"), "systemctl reload nginx"),
@@ -85,7 +90,8 @@ fn imports_account_and_certificates_and_renew_is_a_no_op() {
 
     // --dry-run changes nothing.
     let dry_state = issued.root.path().join("dry-state");
-    let run = regcert_bare(&["import", "acme.sh", "--home", home.to_str().unwrap(), "--state-dir", dry_state.to_str().unwrap(), "--dry-run"]);
+    let run =
+        regcert_bare(&["import", "acme.sh", "--home", home.to_str().unwrap(), "--state-dir", dry_state.to_str().unwrap(), "--dry-run"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains("dry run") && run.stdout.contains(&format!("would adopt the ACME account {account_url}")), "{run:?}");
     assert!(!dry_state.exists());
@@ -93,7 +99,14 @@ fn imports_account_and_certificates_and_renew_is_a_no_op() {
     let state = issued.root.path().join("imported-state");
     let config = issued.root.path().join("imported.toml");
     let run = regcert_bare(&[
-        "import", "acme.sh", "--home", home.to_str().unwrap(), "--state-dir", state.to_str().unwrap(), "--write-config", config.to_str().unwrap(),
+        "import",
+        "acme.sh",
+        "--home",
+        home.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--write-config",
+        config.to_str().unwrap(),
     ]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains(&format!("adopted the ACME account {account_url}")), "{run:?}");
@@ -124,7 +137,9 @@ fn imports_account_and_certificates_and_renew_is_a_no_op() {
     assert_eq!(mode(&account_file), 0o600);
     let stored: serde_json::Value = serde_json::from_slice(&fs::read(&account_file).unwrap()).unwrap();
     assert_eq!(stored["credentials"]["id"], account_url.as_str());
-    let without_reload = fs::read_to_string(&config).unwrap().replace("[certificate.reload]\ndocker = { container = \"registry\", action = \"restart\" }\n", "");
+    let without_reload = fs::read_to_string(&config)
+        .unwrap()
+        .replace("[certificate.reload]\ndocker = { container = \"registry\", action = \"restart\" }\n", "");
     fs::write(&config, without_reload).unwrap();
     let run = regcert(&config, &["renew", "--force", "--cert", "ecc.example.com"]);
     assert_eq!(run.code, 0, "{run:?}");

@@ -48,7 +48,6 @@ impl CaSetup {
     }
 }
 
-
 #[test]
 fn ip_registry_trusted_by_docker_through_trust_install() {
     let ip = fixed_ip();
@@ -79,7 +78,16 @@ fn ip_registry_trusted_by_docker_through_trust_install() {
     assert!(err.contains("x509") || err.contains("certificate"), "{err}");
 
     // --from-url: a wrong fingerprint writes nothing.
-    let run = regcert_bare(&["trust", "install", "--registry", &registry, "--from-url", &format!("https://{registry}"), "--fingerprint", "00:11"]);
+    let run = regcert_bare(&[
+        "trust",
+        "install",
+        "--registry",
+        &registry,
+        "--from-url",
+        &format!("https://{registry}"),
+        "--fingerprint",
+        "00:11",
+    ]);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stderr.contains("fingerprint mismatch") && run.stderr.contains("nothing was written"), "{run:?}");
     assert!(!certs_d.join("ca.crt").exists());
@@ -94,12 +102,20 @@ fn ip_registry_trusted_by_docker_through_trust_install() {
 
     let list = regcert_bare(&["trust", "list", "--json"]);
     let entries: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
-    assert!(entries.as_array().unwrap().iter().any(|e| e["registry"] == registry.as_str() && e["subject"].as_str().unwrap().contains("Test Registry CA")), "{list:?}");
+    assert!(
+        entries
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["registry"] == registry.as_str() && e["subject"].as_str().unwrap().contains("Test Registry CA")),
+        "{list:?}"
+    );
 
     // --from-url with the right fingerprint (the CA root is served as part of the chain).
     let fp = regcert::certinfo::fingerprint(&regcert::certinfo::read_pem_certs(&root).unwrap()[0]);
     assert_eq!(regcert_bare(&["trust", "remove", "--registry", &registry]).code, 0);
-    let run = regcert_bare(&["trust", "install", "--registry", &registry, "--from-url", &format!("https://{registry}"), "--fingerprint", &fp]);
+    let run =
+        regcert_bare(&["trust", "install", "--registry", &registry, "--from-url", &format!("https://{registry}"), "--fingerprint", &fp]);
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(fs::read_to_string(certs_d.join("ca.crt")).unwrap(), fs::read_to_string(&root).unwrap());
     assert_eq!(regcert_bare(&["trust", "remove", "--registry", &registry]).code, 0);
@@ -140,7 +156,21 @@ fn leaf_renewal_restarts_verifies_against_the_ca_and_syncs_certs_d() {
 fn openssl_ca(dir: &Path) -> (PathBuf, PathBuf) {
     // The classic recipe: a self-signed CA with openssl req -x509.
     let (cert, key) = (dir.join("cacert.pem"), dir.join("cakey.pem"));
-    openssl(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key.to_str().unwrap(), "-out", cert.to_str().unwrap(), "-days", "3650", "-subj", "/C=CN/O=Example/CN=Example Registry CA"]);
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        key.to_str().unwrap(),
+        "-out",
+        cert.to_str().unwrap(),
+        "-days",
+        "3650",
+        "-subj",
+        "/C=CN/O=Example/CN=Example Registry CA",
+    ]);
     (cert, key)
 }
 
@@ -148,7 +178,10 @@ fn openssl_ca(dir: &Path) -> (PathBuf, PathBuf) {
 fn imports_an_openssl_ca_and_reports_bad_input() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = openssl_ca(dir.path());
-    let s = CaSetup::new(&format!("import = {{ cert = \"{}\", key = \"{}\" }}", cert.display(), key.display()), "domains = [\"registry.corp.lan\"]\nips = [\"192.168.20.10\"]");
+    let s = CaSetup::new(
+        &format!("import = {{ cert = \"{}\", key = \"{}\" }}", cert.display(), key.display()),
+        "domains = [\"registry.corp.lan\"]\nips = [\"192.168.20.10\"]",
+    );
     let run = s.run(&["ca", "init", "internal"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains("imported"), "{run:?}");
@@ -164,7 +197,10 @@ fn imports_an_openssl_ca_and_reports_bad_input() {
         fs::create_dir_all(&d).unwrap();
         d
     });
-    let bad = CaSetup::new(&format!("import = {{ cert = \"{}\", key = \"{}\" }}", cert.display(), other_key.display()), "domains = [\"r.corp.lan\"]");
+    let bad = CaSetup::new(
+        &format!("import = {{ cert = \"{}\", key = \"{}\" }}", cert.display(), other_key.display()),
+        "domains = [\"r.corp.lan\"]",
+    );
     let run = bad.run(&["ca", "init", "internal"]);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stderr.contains("does not belong to import.cert"), "{run:?}");
@@ -172,11 +208,26 @@ fn imports_an_openssl_ca_and_reports_bad_input() {
 
     // An encrypted key: a clear error, then the passphrase file opens it.
     let enc = dir.path().join("cakey.enc.pem");
-    openssl(&["pkcs8", "-topk8", "-v2", "aes-256-cbc", "-in", key.to_str().unwrap(), "-out", enc.to_str().unwrap(), "-passout", "pass:s3cret"]);
-    let locked = CaSetup::new(&format!("import = {{ cert = \"{}\", key = \"{}\" }}", cert.display(), enc.display()), "domains = [\"r.corp.lan\"]");
+    openssl(&[
+        "pkcs8",
+        "-topk8",
+        "-v2",
+        "aes-256-cbc",
+        "-in",
+        key.to_str().unwrap(),
+        "-out",
+        enc.to_str().unwrap(),
+        "-passout",
+        "pass:s3cret",
+    ]);
+    let locked =
+        CaSetup::new(&format!("import = {{ cert = \"{}\", key = \"{}\" }}", cert.display(), enc.display()), "domains = [\"r.corp.lan\"]");
     let run = locked.run(&["ca", "init", "internal"]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(run.stderr.contains("is encrypted") && run.stderr.contains("passphrase_file") && run.stderr.contains("unencrypted copy"), "{run:?}");
+    assert!(
+        run.stderr.contains("is encrypted") && run.stderr.contains("passphrase_file") && run.stderr.contains("unencrypted copy"),
+        "{run:?}"
+    );
     let pass = dir.path().join("pass");
     fs::write(&pass, "s3cret\n").unwrap();
     let opened = CaSetup::new(

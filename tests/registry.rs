@@ -92,7 +92,9 @@ fn restart_verify_then_docker_login_push_pull() {
     assert!(v.stdout.contains("GET /v2/:   401, Docker-Distribution-Api-Version: registry/2.0"), "{v:?}");
     // Wrong credentials are caught.
     fs::write(&pass, "wrong\n").unwrap();
-    s.edit_config(|t| t.replace("timeout = \"20s\"", &format!("timeout = \"20s\"\nusername = \"ci\"\npassword_file = \"{}\"", pass.display())));
+    s.edit_config(|t| {
+        t.replace("timeout = \"20s\"", &format!("timeout = \"20s\"\nusername = \"ci\"\npassword_file = \"{}\"", pass.display()))
+    });
     let v = s.run(&["verify"]);
     assert_eq!(v.code, 1, "{v:?}");
     assert!(v.stdout.contains("answered 401 with the configured credentials"), "{v:?}");
@@ -104,7 +106,13 @@ fn reload_that_does_not_reload_is_rolled_back() {
     let (s, name) = issued(&pebble);
     let reg = Registry::start(&s.install_dir("registry"), RegistryOpts::default());
     // A "reload" that does nothing: the registry keeps serving the old certificate.
-    append(&s, &format!("[certificate.reload]\ncommand = [\"true\"]\n{}", verify_table(&pebble, &format!("https://{name}:5000/v2/"), &reg.addr(), "")));
+    append(
+        &s,
+        &format!(
+            "[certificate.reload]\ncommand = [\"true\"]\n{}",
+            verify_table(&pebble, &format!("https://{name}:5000/v2/"), &reg.addr(), "")
+        ),
+    );
     s.edit_config(|t| t.replace("timeout = \"20s\"", "timeout = \"2s\""));
     let old = (fs::read(s.fullchain("registry")).unwrap(), fs::read(s.key("registry")).unwrap());
     let old_serial = serial(&s.fullchain("registry"));
@@ -151,7 +159,9 @@ fn wrong_container_or_missing_socket_changes_nothing() {
     assert_eq!((fs::read(s.fullchain("registry")).unwrap(), fs::read(s.key("registry")).unwrap()), before);
     assert_eq!(fs::read(s.state().join("certs/registry/cert.pem")).unwrap(), issued_before, "checked before ordering");
 
-    s.edit_config(|t| t.replace("[certificate.reload]\n", "[certificate.reload]\ndocker_socket = \"unix:///tmp/regcert-no-docker.sock\"\n"));
+    s.edit_config(|t| {
+        t.replace("[certificate.reload]\n", "[certificate.reload]\ndocker_socket = \"unix:///tmp/regcert-no-docker.sock\"\n")
+    });
     let run = s.run(&["renew", "--force"]);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stdout.contains("Docker socket /tmp/regcert-no-docker.sock is not there"), "{run:?}");
@@ -164,7 +174,10 @@ fn signal_to_the_distribution_registry_is_refused() {
     let (s, _name) = issued(&pebble);
     let reg = Registry::start(&s.install_dir("registry"), RegistryOpts::default());
     let before = fs::read(s.fullchain("registry")).unwrap();
-    append(&s, &format!("[certificate.reload]\ndocker = {{ container = \"{}\", action = \"signal\", signal = \"SIGHUP\" }}\n", reg.container));
+    append(
+        &s,
+        &format!("[certificate.reload]\ndocker = {{ container = \"{}\", action = \"signal\", signal = \"SIGHUP\" }}\n", reg.container),
+    );
     let run = s.run(&["renew", "--force"]);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stdout.contains("refusing to send SIGHUP") && run.stdout.contains("exits on SIGHUP"), "{run:?}");
@@ -177,7 +190,8 @@ fn single_file_bind_mounts_are_rewritten_in_place() {
     let pebble = Pebble::start();
     let (s, name) = issued(&pebble);
     let label = format!("regcert.reload={name}");
-    let reg = Registry::start(&s.install_dir("registry"), RegistryOpts { single_files: true, label: Some(label.clone()), ..Default::default() });
+    let reg =
+        Registry::start(&s.install_dir("registry"), RegistryOpts { single_files: true, label: Some(label.clone()), ..Default::default() });
     // Two actions in one key, run in order: an exec that must exit 0, then a restart of every
     // container with the label.
     let c = &reg.container;
@@ -301,7 +315,10 @@ fn failed_exec_and_unreachable_registry_without_previous_pair_are_reported() {
     let fresh = Setup::new(&pebble, &[cert("fresh", &[&unique_name("fresh")], "ecdsa-p256")]);
     append(
         &fresh,
-        &format!("[certificate.reload]\ncommand = [\"true\"]\n{}", verify_table(&pebble, "https://nothing.regcert.test/v2/", &format!("127.0.0.1:{}", free_port()), "")),
+        &format!(
+            "[certificate.reload]\ncommand = [\"true\"]\n{}",
+            verify_table(&pebble, "https://nothing.regcert.test/v2/", &format!("127.0.0.1:{}", free_port()), "")
+        ),
     );
     fresh.edit_config(|t| t.replace("timeout = \"20s\"", "timeout = \"1s\""));
     let run = fresh.run(&["renew"]);

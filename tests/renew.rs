@@ -24,7 +24,8 @@ fn issues_installs_then_noop_then_force_keeps_backup() {
     assert_key_matches(&chain, &key);
     assert!(cert_text(&chain).contains("DNS:registry.example.com"));
     // The cert volume receives only the configured files.
-    let mut names: Vec<String> = fs::read_dir(s.install_dir("registry")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut names: Vec<String> =
+        fs::read_dir(s.install_dir("registry")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
     assert_eq!(names, ["domain.crt", "domain.key"]);
     // Account and issued material are kept, private where they must be.
@@ -92,7 +93,9 @@ fn key_types_and_multi_name_certificates() {
     }
 
     // Changing the key type or the names makes a certificate due without --force.
-    s.edit_config(|t| t.replace("key = \"rsa-2048\"", "key = \"ecdsa-p256\"").replace("\"b.example.com\"]", "\"b.example.com\", \"c.example.com\"]"));
+    s.edit_config(|t| {
+        t.replace("key = \"rsa-2048\"", "key = \"ecdsa-p256\"").replace("\"b.example.com\"]", "\"b.example.com\", \"c.example.com\"]")
+    });
     let run = s.run(&["renew"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains("rsa: renewed (key type rsa-2048 installed, ecdsa-p256 configured)"), "{run:?}");
@@ -174,10 +177,7 @@ fn ca_down_leaves_installed_files_untouched() {
 #[test]
 fn refused_identifier_fails_only_that_certificate() {
     let pebble = Pebble::start_with(PebbleOpts { blocklist: vec!["blocked.example.com".into()], ..Default::default() });
-    let s = Setup::new(
-        &pebble,
-        &[cert("bad", &["blocked.example.com"], "ecdsa-p256"), cert("good", &["good.example.com"], "ecdsa-p256")],
-    );
+    let s = Setup::new(&pebble, &[cert("bad", &["blocked.example.com"], "ecdsa-p256"), cert("good", &["good.example.com"], "ecdsa-p256")]);
     let run = s.run(&["renew"]);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stdout.contains("bad: FAILED (nothing installed yet): ACME rejectedIdentifier"), "{run:?}");

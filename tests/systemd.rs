@@ -14,7 +14,8 @@ fn unit_files_pass_systemd_analyze_verify() {
     let units = ["regcert.service", "regcert-renew.service", "regcert-renew.timer"];
     for unit in units {
         // ExecStart must name an executable that exists here: point it at the test build.
-        let text = std::fs::read_to_string(format!("systemd/{unit}")).unwrap().replace("/usr/local/bin/regcert", env!("CARGO_BIN_EXE_regcert"));
+        let text =
+            std::fs::read_to_string(format!("systemd/{unit}")).unwrap().replace("/usr/local/bin/regcert", env!("CARGO_BIN_EXE_regcert"));
         std::fs::write(dir.path().join(unit), text).unwrap();
     }
     let out = Command::new("systemd-analyze")
@@ -27,7 +28,17 @@ fn unit_files_pass_systemd_analyze_verify() {
     let ours: Vec<&str> = stderr.lines().filter(|l| l.contains("regcert")).collect();
     assert!(ours.is_empty(), "warnings about our units: {ours:?}");
     let service = std::fs::read_to_string("systemd/regcert.service").unwrap();
-    for hardening in ["Type=notify", "NoNewPrivileges=yes", "ProtectSystem=strict", "ReadWritePaths=", "PrivateTmp=yes", "ProtectHome=yes", "CapabilityBoundingSet=CAP_NET_BIND_SERVICE", "SupplementaryGroups=docker", "WatchdogSec="] {
+    for hardening in [
+        "Type=notify",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ReadWritePaths=",
+        "PrivateTmp=yes",
+        "ProtectHome=yes",
+        "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
+        "SupplementaryGroups=docker",
+        "WatchdogSec=",
+    ] {
         assert!(service.contains(hardening), "regcert.service lacks {hardening}");
     }
 }

@@ -13,10 +13,10 @@ use hickory_net::client::{Client, ClientHandle};
 use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::udp::UdpClientStream;
 use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::TSigner;
 use hickory_proto::rr::rdata::TXT;
 use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
-use hickory_proto::rr::TSigner;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -56,7 +56,8 @@ pub struct TsigKey {
 /// Parse `key "name" { algorithm hmac-sha256; secret "base64"; };`.
 pub fn read_tsig_key(path: &Path) -> Result<TsigKey, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("dns.tsig_key {}: {e}", path.display()))?;
-    let bad = |what: &str| format!("dns.tsig_key {}: no {what} (expected the BIND key file format that `tsig-keygen` writes)", path.display());
+    let bad =
+        |what: &str| format!("dns.tsig_key {}: no {what} (expected the BIND key file format that `tsig-keygen` writes)", path.display());
     let name = text.split("key \"").nth(1).and_then(|r| r.split('"').next()).ok_or_else(|| bad("key \"NAME\""))?;
     let alg = text.split("algorithm").nth(1).and_then(|r| r.split(';').next()).map(str::trim).ok_or_else(|| bad("algorithm"))?;
     let secret = text.split("secret \"").nth(1).and_then(|r| r.split('"').next()).ok_or_else(|| bad("secret \"…\""))?;
@@ -64,7 +65,9 @@ pub fn read_tsig_key(path: &Path) -> Result<TsigKey, String> {
         "hmac-sha256" => TsigAlgorithm::HmacSha256,
         "hmac-sha384" => TsigAlgorithm::HmacSha384,
         "hmac-sha512" => TsigAlgorithm::HmacSha512,
-        other => return Err(format!("dns.tsig_key {}: algorithm {other} is not supported; use hmac-sha256 or hmac-sha512", path.display())),
+        other => {
+            return Err(format!("dns.tsig_key {}: algorithm {other} is not supported; use hmac-sha256 or hmac-sha512", path.display()));
+        }
     };
     use base64::Engine;
     let secret = base64::engine::general_purpose::STANDARD.decode(secret).map_err(|_| bad("base64 secret"))?;
@@ -165,7 +168,8 @@ impl Dns01 {
         let name = Name::from_ascii(&rec.fqdn).map_err(|e| format!("record name {}: {e}", rec.fqdn))?;
         let record = Record::from_rdata(name, 60, RData::TXT(TXT::new(vec![rec.value.clone()])));
         let what = if add { "adding" } else { "removing" };
-        let response = if add { client.append(record, zone.clone(), false).await } else { client.delete_by_rdata(record, zone.clone()).await };
+        let response =
+            if add { client.append(record, zone.clone(), false).await } else { client.delete_by_rdata(record, zone.clone()).await };
         bg.abort();
         let response = response.map_err(|e| {
             let text = e.to_string();
@@ -255,7 +259,10 @@ impl Dns01 {
             return self.cfg.nameservers.iter().map(|s| parse_server(s)).collect();
         }
         let Some(server) = self.cfg.server.as_deref() else {
-            return Err("dns.nameservers is needed with provider \"exec\" to check propagation (the zone's authoritative servers as IP:PORT)".into());
+            return Err(
+                "dns.nameservers is needed with provider \"exec\" to check propagation (the zone's authoritative servers as IP:PORT)"
+                    .into(),
+            );
         };
         let server = parse_server(server)?;
         let zone = self.cfg.zone.clone().unwrap_or_default();

@@ -88,11 +88,7 @@ async fn serve(listener: TcpListener, tokens: Tokens) {
 }
 
 async fn answer(req: Request<Incoming>, tokens: Tokens, peer: SocketAddr) -> Result<Response<Full<Bytes>>, Infallible> {
-    let found = req
-        .uri()
-        .path()
-        .strip_prefix(HTTP01_PREFIX)
-        .and_then(|token| lock(&tokens).get(token).cloned());
+    let found = req.uri().path().strip_prefix(HTTP01_PREFIX).and_then(|token| lock(&tokens).get(token).cloned());
     tracing::debug!(%peer, path = req.uri().path(), found = found.is_some(), "HTTP-01 request");
     let rsp = match found {
         Some(body) => Response::builder().header("content-type", "application/octet-stream").body(Full::new(Bytes::from(body))),

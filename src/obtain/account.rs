@@ -26,25 +26,18 @@ pub fn decode_hmac_key(key: &str) -> Result<Vec<u8>, base64::DecodeError> {
 }
 
 /// Load the account for `[acme] directory`, or create it; `http` builds a fresh HTTP client.
-pub async fn load_or_create(
-    state: &StateDir,
-    acme: &AcmeConfig,
-    http: impl Fn() -> Box<dyn HttpClient>,
-) -> Result<Account, String> {
+pub async fn load_or_create(state: &StateDir, acme: &AcmeConfig, http: impl Fn() -> Box<dyn HttpClient>) -> Result<Account, String> {
     let url = acme.directory_url();
     let path = state.account_path(url);
     let contact: Vec<&str> = acme.contact.iter().map(String::as_str).collect();
 
     if let Ok(bytes) = std::fs::read(&path) {
-        let stored: StoredAccount = serde_json::from_slice(&bytes).map_err(|e| {
-            format!("the stored ACME account {} is corrupt ({e}); move it away to create a new account", path.display())
-        })?;
-        let account = Account::builder_with_http(http())
-            .from_credentials(stored.credentials)
-            .await
-            .map_err(|e| describe(&e, url))?;
+        let stored: StoredAccount = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("the stored ACME account {} is corrupt ({e}); move it away to create a new account", path.display()))?;
+        let account = Account::builder_with_http(http()).from_credentials(stored.credentials).await.map_err(|e| describe(&e, url))?;
         if stored.contact != acme.contact {
-            retry_bad_nonce!(account.update_contacts(&contact).await).map_err(|e| format!("updating the account contact: {}", describe(&e, url)))?;
+            retry_bad_nonce!(account.update_contacts(&contact).await)
+                .map_err(|e| format!("updating the account contact: {}", describe(&e, url)))?;
             tracing::info!(account = account.id(), contact = ?acme.contact, "ACME account contact updated");
             // The credentials were moved into the account; parse them again to store the update.
             let mut stored: StoredAccount = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;

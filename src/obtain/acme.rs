@@ -2,7 +2,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use instant_acme::{Account, AuthorizationStatus, CertificateIdentifier, Identifier, NewOrder, Order, OrderStatus, RenewalInfo, RetryPolicy};
+use instant_acme::{
+    Account, AuthorizationStatus, CertificateIdentifier, Identifier, NewOrder, Order, OrderStatus, RenewalInfo, RetryPolicy,
+};
 use rustls_pki_types::CertificateDer;
 
 use crate::certinfo::{LeafInfo, check_chain_links, fmt_time, parse_pem_certs, to_pem, unix};
@@ -79,7 +81,9 @@ impl AcmeIssuer {
                 Ok(order) => return Ok(order),
                 // No ARI at this CA, or the certificate was already replaced: order plainly.
                 Err(instant_acme::Error::Unsupported(_)) => {}
-                Err(instant_acme::Error::Api(p)) if p.r#type.as_deref().is_some_and(|t| t.ends_with(":alreadyReplaced") || t.ends_with(":conflict")) => {
+                Err(instant_acme::Error::Api(p))
+                    if p.r#type.as_deref().is_some_and(|t| t.ends_with(":alreadyReplaced") || t.ends_with(":conflict")) =>
+                {
                     tracing::debug!(problem = %describe_problem(&p), "order without `replaces`");
                 }
                 // A CA that ignored `replaces` (instant-acme checks the echo): order plainly.
@@ -107,9 +111,7 @@ impl AcmeIssuer {
                 AuthorizationStatus::Pending => {}
                 other => return Err(format!("authorization for {ident} is {other:?}; the CA will not validate it")),
             }
-            let challenge = authz
-                .challenge(kind.clone())
-                .ok_or_else(|| format!("the CA offers no {kind:?} challenge for {ident}"))?;
+            let challenge = authz.challenge(kind.clone()).ok_or_else(|| format!("the CA offers no {kind:?} challenge for {ident}"))?;
             let key_auth = challenge.key_authorization();
             published.push(solver.present(&ident, &challenge.token, &key_auth).await?);
         }

@@ -18,7 +18,9 @@ pub fn describe(err: &Error, ca: &str) -> String {
         Error::Other(inner) => format!("the ACME server {ca} answered unexpectedly: {}", chain(inner.as_ref())),
         Error::Hyper(e) => format!("cannot reach the ACME server {ca}: {e}"),
         Error::Timeout(_) => format!("the ACME server {ca} did not finish the order in time; try again later"),
-        Error::Json(e) => format!("the ACME server {ca} sent a response that is not valid ACME JSON ({e}); is [acme] directory really an ACME directory URL?"),
+        Error::Json(e) => format!(
+            "the ACME server {ca} sent a response that is not valid ACME JSON ({e}); is [acme] directory really an ACME directory URL?"
+        ),
         other => format!("ACME error talking to {ca}: {other}"),
     }
 }
@@ -86,10 +88,9 @@ mod tests {
 
     #[test]
     fn problem_names_type_detail_and_hint() {
-        let p: Problem = serde_json::from_str(
-            r#"{"type":"urn:ietf:params:acme:error:rejectedIdentifier","detail":"blocked name","status":400}"#,
-        )
-        .unwrap();
+        let p: Problem =
+            serde_json::from_str(r#"{"type":"urn:ietf:params:acme:error:rejectedIdentifier","detail":"blocked name","status":400}"#)
+                .unwrap();
         let s = describe_problem(&p);
         assert!(s.starts_with("ACME rejectedIdentifier: blocked name"), "{s}");
         assert!(s.contains("will not issue"), "{s}");

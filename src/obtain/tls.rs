@@ -51,12 +51,8 @@ pub fn acme_http_client(roots: RootCertStore) -> Box<dyn HttpClient> {
     let mut tcp = HttpConnector::new();
     tcp.set_nodelay(true);
     tcp.enforce_http(false);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(tcp);
+    let https =
+        hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().enable_http2().wrap_connector(tcp);
     Box::new(Metered(Client::builder(TokioExecutor::new()).build::<_, BodyWrapper<Bytes>>(https)))
 }
 
@@ -67,7 +63,10 @@ impl<C> HttpClient for Metered<Client<C, BodyWrapper<Bytes>>>
 where
     C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
 {
-    fn request(&self, req: http::Request<BodyWrapper<Bytes>>) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
+    fn request(
+        &self,
+        req: http::Request<BodyWrapper<Bytes>>,
+    ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
         let method = req.method().to_string();
         let started = Instant::now();
         let fut = self.0.request(req);

@@ -115,9 +115,15 @@ impl<'de> Deserialize<'de> for ReloadConfig {
                 let mut out = ReloadConfig::default();
                 while let Some(key) = map.next_key::<String>()? {
                     match key.as_str() {
-                        "docker" => out.actions.extend(map.next_value::<OneOrMany<DockerAction>>()?.into_vec().into_iter().map(ReloadAction::Docker)),
-                        "systemd" => out.actions.extend(map.next_value::<OneOrMany<SystemdAction>>()?.into_vec().into_iter().map(ReloadAction::Systemd)),
-                        "command" => out.actions.extend(map.next_value::<OneOrMany<Vec<String>>>()?.into_vec().into_iter().map(ReloadAction::Command)),
+                        "docker" => out
+                            .actions
+                            .extend(map.next_value::<OneOrMany<DockerAction>>()?.into_vec().into_iter().map(ReloadAction::Docker)),
+                        "systemd" => out
+                            .actions
+                            .extend(map.next_value::<OneOrMany<SystemdAction>>()?.into_vec().into_iter().map(ReloadAction::Systemd)),
+                        "command" => out
+                            .actions
+                            .extend(map.next_value::<OneOrMany<Vec<String>>>()?.into_vec().into_iter().map(ReloadAction::Command)),
                         "docker_socket" => out.docker_socket = Some(map.next_value()?),
                         other => return Err(de::Error::unknown_field(other, &["docker", "systemd", "command", "docker_socket"])),
                     }
@@ -141,9 +147,15 @@ impl Serialize for ReloadConfig {
             let n = rest.iter().take_while(|a| a.key() == first.key()).count();
             let (group, tail) = rest.split_at(n);
             match first {
-                ReloadAction::Docker(_) => map.serialize_entry("docker", &pick(group, |a| if let ReloadAction::Docker(x) = a { Some(x) } else { None }))?,
-                ReloadAction::Systemd(_) => map.serialize_entry("systemd", &pick(group, |a| if let ReloadAction::Systemd(x) = a { Some(x) } else { None }))?,
-                ReloadAction::Command(_) => map.serialize_entry("command", &pick(group, |a| if let ReloadAction::Command(x) = a { Some(x) } else { None }))?,
+                ReloadAction::Docker(_) => {
+                    map.serialize_entry("docker", &pick(group, |a| if let ReloadAction::Docker(x) = a { Some(x) } else { None }))?
+                }
+                ReloadAction::Systemd(_) => {
+                    map.serialize_entry("systemd", &pick(group, |a| if let ReloadAction::Systemd(x) = a { Some(x) } else { None }))?
+                }
+                ReloadAction::Command(_) => {
+                    map.serialize_entry("command", &pick(group, |a| if let ReloadAction::Command(x) = a { Some(x) } else { None }))?
+                }
             }
             rest = tail;
         }
@@ -177,7 +189,9 @@ pub fn validate(at: &str, reload: &ReloadConfig, problems: &mut Vec<String>) {
                 }
             }
             ReloadAction::Command(c) if c.is_empty() || c[0].is_empty() => {
-                problems.push(format!("{at}: reload.command is empty; give the program and its arguments, e.g. [\"/usr/sbin/nginx\", \"-s\", \"reload\"]"));
+                problems.push(format!(
+                    "{at}: reload.command is empty; give the program and its arguments, e.g. [\"/usr/sbin/nginx\", \"-s\", \"reload\"]"
+                ));
             }
             ReloadAction::Command(_) => {}
         }
@@ -193,10 +207,16 @@ fn validate_docker(at: &str, d: &DockerAction, problems: &mut Vec<String>) {
         (DockerVerb::Signal, Some(sig), _) if !is_signal_name(sig) => {
             problems.push(format!("{at}: reload.docker signal \"{sig}\" is not a signal name like \"SIGHUP\""));
         }
-        (DockerVerb::Exec, _, None) => problems.push(format!("{at}: reload.docker action = \"exec\" needs `exec = [\"program\", \"arg\", …]`")),
+        (DockerVerb::Exec, _, None) => {
+            problems.push(format!("{at}: reload.docker action = \"exec\" needs `exec = [\"program\", \"arg\", …]`"))
+        }
         (DockerVerb::Exec, _, Some(cmd)) if cmd.is_empty() => problems.push(format!("{at}: reload.docker exec is empty")),
-        (verb, Some(_), _) if verb != DockerVerb::Signal => problems.push(format!("{at}: reload.docker `signal` is only used with action = \"signal\"")),
-        (verb, _, Some(_)) if verb != DockerVerb::Exec => problems.push(format!("{at}: reload.docker `exec` is only used with action = \"exec\"")),
+        (verb, Some(_), _) if verb != DockerVerb::Signal => {
+            problems.push(format!("{at}: reload.docker `signal` is only used with action = \"signal\""))
+        }
+        (verb, _, Some(_)) if verb != DockerVerb::Exec => {
+            problems.push(format!("{at}: reload.docker `exec` is only used with action = \"exec\""))
+        }
         _ => {}
     }
 }

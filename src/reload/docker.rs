@@ -51,10 +51,12 @@ pub async fn connect(configured: Option<&str>) -> Result<Client, String> {
             std::io::ErrorKind::NotFound => format!(
                 "Docker socket {socket} is not there: is the Docker engine running? Set [certificate.reload] docker_socket if it lives elsewhere"
             ),
-            std::io::ErrorKind::PermissionDenied => format!(
-                "permission denied on the Docker socket {socket}: run regcert as root or add its user to the `docker` group"
-            ),
-            std::io::ErrorKind::ConnectionRefused => format!("nothing answers on the Docker socket {socket}: is the Docker engine running?"),
+            std::io::ErrorKind::PermissionDenied => {
+                format!("permission denied on the Docker socket {socket}: run regcert as root or add its user to the `docker` group")
+            }
+            std::io::ErrorKind::ConnectionRefused => {
+                format!("nothing answers on the Docker socket {socket}: is the Docker engine running?")
+            }
             _ => format!("cannot connect to the Docker socket {socket}: {e}"),
         });
     }
@@ -96,13 +98,8 @@ pub async fn prepare(client: &Client, action: &DockerAction) -> Result<Prepared,
                 action.signal.as_deref().unwrap_or("a signal")
             ));
         }
-        let file_mounts = info
-            .mounts
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|m| m.source.map(PathBuf::from))
-            .filter(|p| p.is_file())
-            .collect();
+        let file_mounts =
+            info.mounts.unwrap_or_default().into_iter().filter_map(|m| m.source.map(PathBuf::from)).filter(|p| p.is_file()).collect();
         containers.push(Container { id: info.id.unwrap_or(id), name, file_mounts });
     }
     Ok(Prepared { client: client.clone(), action: action.clone(), containers })
@@ -175,7 +172,9 @@ impl Prepared {
         let opts = CreateExecOptions { cmd: Some(cmd.clone()), attach_stdout: Some(true), attach_stderr: Some(true), ..Default::default() };
         let exec = docker.create_exec(&c.id, opts).await.map_err(|e| explain(socket, &e))?;
         let mut output = String::new();
-        if let StartExecResults::Attached { output: mut stream, .. } = docker.start_exec(&exec.id, None).await.map_err(|e| explain(socket, &e))? {
+        if let StartExecResults::Attached { output: mut stream, .. } =
+            docker.start_exec(&exec.id, None).await.map_err(|e| explain(socket, &e))?
+        {
             while let Some(Ok(chunk)) = stream.next().await {
                 output.push_str(&chunk.to_string());
             }
@@ -183,7 +182,12 @@ impl Prepared {
         let code = docker.inspect_exec(&exec.id).await.map_err(|e| explain(socket, &e))?.exit_code;
         match code {
             Some(0) => Ok(()),
-            other => Err(format!("`{}` exited with {} inside the container: {}", cmd.join(" "), other.map_or("no code".into(), |c| c.to_string()), output.trim())),
+            other => Err(format!(
+                "`{}` exited with {} inside the container: {}",
+                cmd.join(" "),
+                other.map_or("no code".into(), |c| c.to_string()),
+                output.trim()
+            )),
         }
     }
 }

@@ -51,8 +51,11 @@ impl AriFrontend {
             .unwrap();
         let mut roots = rustls::RootCertStore::empty();
         roots.add_parsable_certificates(CertificateDer::pem_file_iter(root).unwrap().flatten());
-        let client_tls =
-            rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions().unwrap().with_root_certificates(roots).with_no_client_auth();
+        let client_tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
         let client = reqwest::Client::builder().tls_backend_preconfigured(client_tls).build().unwrap();
         let pebble = pebble_dir.trim_end_matches("/dir").to_owned();
         let ctx = Arc::new(Ctx { base: base.clone(), pebble, client, seen: seen.clone() });

@@ -79,10 +79,8 @@ impl Bind {
 
     /// The TXT values the server answers for `fqdn`.
     pub fn txt(&self, fqdn: &str) -> Vec<String> {
-        let out = Command::new(tool("dig"))
-            .args([&format!("@127.0.0.1"), "-p", &self.port.to_string(), "+short", "TXT", fqdn])
-            .output()
-            .unwrap();
+        let out =
+            Command::new(tool("dig")).args([&format!("@127.0.0.1"), "-p", &self.port.to_string(), "+short", "TXT", fqdn]).output().unwrap();
         String::from_utf8_lossy(&out.stdout).lines().map(|l| l.trim_matches('"').to_owned()).filter(|l| !l.is_empty()).collect()
     }
 }

@@ -304,7 +304,11 @@ impl std::fmt::Debug for Run {
 /// The regcert binary without a config (trust, import).
 pub fn regcert_bare(args: &[&str]) -> Run {
     let out = Command::new(env!("CARGO_BIN_EXE_regcert")).args(args).stdin(Stdio::null()).output().unwrap();
-    Run { code: out.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&out.stdout).into(), stderr: String::from_utf8_lossy(&out.stderr).into() }
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into(),
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+    }
 }
 
 pub fn regcert(config: &Path, args: &[&str]) -> Run {
