@@ -10,10 +10,10 @@ use std::time::SystemTime;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, Config, Purpose};
-use crate::policy::Decision;
-use crate::renew::{self, CertReport, Outcome, RenewOptions, Renewer};
+use crate::obtain::{Issuers, local_ca};
+use crate::renew::{self, CertReport, RenewOptions, Renewer};
 use crate::state::StateDir;
-use crate::{status, verify};
+use crate::{notify, status, verify};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -178,8 +178,42 @@ enum TrustCommand {
     },
 }
 
-const EXIT_FAILED: u8 = 1;
-const EXIT_CONFIG: u8 = 2;
+/// How a command that ran to its end came out.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Status {
+    /// Everything selected is fine (exit 0).
+    Ok,
+    /// At least one certificate failed or shows a problem; the rest was done (exit 1).
+    Problems,
+}
+
+/// Why a command stopped.
+enum Failure {
+    /// The configuration or the command line is wrong; nothing was touched (exit 2).
+    Config(String),
+    /// The work could not be done (exit 1).
+    Failed(String),
+}
+
+type CmdResult = Result<Status, Failure>;
+
+/// The one place where outcomes become exit codes (see the module documentation).
+fn exit(result: CmdResult) -> ExitCode {
+    let code = match &result {
+        Ok(Status::Ok) => 0,
+        Ok(Status::Problems) | Err(Failure::Failed(_)) => 1,
+        Err(Failure::Config(_)) => 2,
+    };
+    if let Err(Failure::Config(msg) | Failure::Failed(msg)) = &result {
+        eprintln!("regcert: {}", msg.trim_end());
+    }
+    ExitCode::from(code)
+}
+
+/// `Status::Problems` when `any` is true.
+fn problems_if(any: bool) -> Status {
+    if any { Status::Problems } else { Status::Ok }
+}
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -200,34 +234,19 @@ pub fn main() -> ExitCode {
     };
     let config = match config::load(&cli.config, purpose) {
         Ok(c) => c,
-        Err(e) => {
-            eprint!("regcert: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(e) => return exit(Err(Failure::Config(e.to_string()))),
     };
     let result = match cli.command {
         Command::CheckConfig => check_config(&cli.config, &config),
-        Command::Run => Ok(crate::daemon::run(cli.config.clone(), config)),
+        Command::Run => crate::daemon::run(cli.config.clone(), config).map(|()| Status::Ok).map_err(Failure::Failed),
         Command::Status { json, certs } => show_status(&config, &certs, json),
         Command::Verify { json, certs } => verify(&config, &certs, json),
         Command::Renew { force, certs, dry_run } => renew(&config, &certs, RenewOptions { force, dry_run }),
         Command::Ca(cmd) => ca(&config, cmd),
-        Command::Trust(_) | Command::Import(_) => Ok(0),
+        Command::Trust(_) | Command::Import(_) => Ok(Status::Ok),
     };
     exit(result)
 }
-
-fn exit(result: CmdResult) -> ExitCode {
-    match result {
-        Ok(code) => ExitCode::from(code),
-        Err((code, msg)) => {
-            eprintln!("regcert: {msg}");
-            ExitCode::from(code)
-        }
-    }
-}
-
-type CmdResult = Result<u8, (u8, String)>;
 
 fn init_logging(format: LogFormat, quiet: bool) {
     use std::io::IsTerminal;
@@ -253,25 +272,27 @@ fn check_config(path: &std::path::Path, config: &Config) -> CmdResult {
     if let Some(eab) = shown.acme.as_mut().and_then(|a| a.eab.as_mut()) {
         eab.hmac_key = "<redacted>".into();
     }
-    let text = toml::to_string_pretty(&shown).map_err(|e| (EXIT_FAILED, format!("cannot print the settings: {e}")))?;
+    let text = toml::to_string_pretty(&shown).map_err(|e| Failure::Failed(format!("cannot print the settings: {e}")))?;
     println!("# {} is valid; effective settings (defaults filled in):", path.display());
     if let Some(acme) = &config.acme {
         println!("# ACME directory URL: {}", acme.directory_url());
     }
     print!("{text}");
-    Ok(0)
+    Ok(Status::Ok)
 }
 
 fn show_status(config: &Config, names: &[String], json: bool) -> CmdResult {
-    let certs = config.select(names).map_err(|e| (EXIT_CONFIG, e))?;
-    let statuses = status::collect(&config.state_dir, &certs, SystemTime::now());
+    let certs = config.select(names).map_err(Failure::Config)?;
+    // Read-only: the state dir is not created or locked for this.
+    let state = StateDir::at(&config.state_dir);
+    let statuses = status::collect(&state, &Issuers::from_config(config, &state), &certs, SystemTime::now());
     if json {
-        let text = serde_json::to_string_pretty(&statuses).map_err(|e| (EXIT_FAILED, e.to_string()))?;
+        let text = serde_json::to_string_pretty(&statuses).map_err(|e| Failure::Failed(e.to_string()))?;
         println!("{text}");
     } else {
         print!("{}", status::render(&statuses));
     }
-    Ok(0)
+    Ok(Status::Ok)
 }
 
 fn ca(config: &Config, cmd: CaCommand) -> CmdResult {
@@ -280,30 +301,33 @@ fn ca(config: &Config, cmd: CaCommand) -> CmdResult {
     };
     let Some(cfg) = config.ca.get(&name) else {
         let known: Vec<&str> = config.ca.keys().map(String::as_str).collect();
-        return Err((EXIT_CONFIG, format!("no [ca.{name}] in the config (known: {})", known.join(", "))));
+        return Err(Failure::Config(format!("no [ca.{name}] in the config (known: {})", known.join(", "))));
     };
     match cmd {
         CaCommand::Export { .. } => {
-            let path = crate::ca::root_path(&config.state_dir, &name);
+            let path = local_ca::root_path(&StateDir::at(&config.state_dir), &name);
             let pem = std::fs::read_to_string(&path)
-                .map_err(|_| (EXIT_FAILED, format!("CA \"{name}\" does not exist yet: run `regcert ca init {name}`")))?;
+                .map_err(|_| Failure::Failed(format!("CA \"{name}\" does not exist yet: run `regcert ca init {name}`")))?;
             print!("{pem}");
-            Ok(0)
+            Ok(Status::Ok)
         }
         CaCommand::Init { force, .. } => {
-            let state = StateDir::open(&config.state_dir).map_err(|e| (EXIT_FAILED, e))?;
-            let _lock = state.lock("regcert ca init").map_err(|e| (EXIT_FAILED, e.to_string()))?;
-            let done = crate::ca::init(&state, &name, cfg, force).map_err(|e| (EXIT_FAILED, e))?;
+            let state = StateDir::open(&config.state_dir).map_err(Failure::Failed)?;
+            let _lock = state.lock("regcert ca init").map_err(|e| Failure::Failed(e.to_string()))?;
+            let done = local_ca::init(&state, &name, cfg, force).map_err(Failure::Failed)?;
             println!("{done}");
-            // Keep this host's Docker clients in step with the (new) CA.
-            for cert in config.certificates.iter().filter(|c| c.issuer == crate::config::IssuerRef::Ca(name.clone())) {
-                renew::sync_docker_clients(&state, cert).map_err(|e| (EXIT_FAILED, e))?;
+            // Keep this host's Docker clients in step with the (new) CA; certificates of other
+            // issuers are rewritten with what they had.
+            let issuers = Issuers::from_config(config, &state);
+            for cert in &config.certificates {
+                let issuer = issuers.of(cert).map_err(|e| Failure::Config(e.to_string()))?;
+                crate::trust::sync_docker_clients(cert, issuer).map_err(Failure::Failed)?;
             }
             println!(
                 "root certificate: {} (give it to clients: regcert trust install --registry HOST:PORT --ca-file …)",
-                crate::ca::root_path(&config.state_dir, &name).display()
+                local_ca::root_path(&state, &name).display()
             );
-            Ok(0)
+            Ok(Status::Ok)
         }
     }
 }
@@ -316,7 +340,7 @@ fn import(cmd: ImportCommand) -> CmdResult {
         None => PathBuf::from(home),
     };
     let config_home = config_home.unwrap_or_else(|| home.clone());
-    let plan = acmesh::plan(&home, &config_home, &state_dir).map_err(|e| (EXIT_CONFIG, e))?;
+    let plan = acmesh::plan(&home, &config_home, &state_dir).map_err(Failure::Config)?;
     let mut problems = plan.notes.clone();
     if dry_run {
         println!("# dry run: nothing is written. The regcert config would be:\n{}", plan.config);
@@ -332,14 +356,14 @@ fn import(cmd: ImportCommand) -> CmdResult {
         }
         match &write_config {
             Some(path) if path.exists() => {
-                return Err((
-                    EXIT_FAILED,
-                    format!("{} exists; choose another --write-config path (nothing was overwritten)", path.display()),
-                ));
+                return Err(Failure::Failed(format!(
+                    "{} exists; choose another --write-config path (nothing was overwritten)",
+                    path.display()
+                )));
             }
             Some(path) => {
                 crate::fsutil::write_atomic(path, plan.config.as_bytes(), crate::fsutil::FileSpec { mode: 0o640, uid: None, gid: None })
-                    .map_err(|e| (EXIT_FAILED, format!("cannot write {}: {e}", path.display())))?;
+                    .map_err(|e| Failure::Failed(format!("cannot write {}: {e}", path.display())))?;
                 println!("wrote {}", path.display());
                 if let Err(e) = config::load(path, Purpose::Read) {
                     problems.push(format!("the written config needs attention: {e}"));
@@ -359,7 +383,7 @@ fn import(cmd: ImportCommand) -> CmdResult {
             "acme.sh still renews from cron: {line}\n  remove it so the two tools do not both renew: `acme.sh --uninstall-cronjob` (or delete the line with `crontab -e`)"
         );
     }
-    Ok(0)
+    Ok(Status::Ok)
 }
 
 fn trust(cmd: TrustCommand) -> CmdResult {
@@ -368,42 +392,42 @@ fn trust(cmd: TrustCommand) -> CmdResult {
         TrustCommand::List { json, certs_d } => {
             let entries = trust::list(&certs_d);
             if json {
-                println!("{}", serde_json::to_string_pretty(&entries).map_err(|e| (EXIT_FAILED, e.to_string()))?);
+                println!("{}", serde_json::to_string_pretty(&entries).map_err(|e| Failure::Failed(e.to_string()))?);
             } else {
                 print!("{}", trust::render_list(&entries));
             }
-            Ok(if entries.iter().any(|e| e.problem.is_some()) { EXIT_FAILED } else { 0 })
+            Ok(problems_if(entries.iter().any(|e| e.problem.is_some())))
         }
         TrustCommand::Remove { registry, certs_d } => {
-            let removed = trust::remove(&certs_d, &registry).map_err(|e| (EXIT_FAILED, e))?;
+            let removed = trust::remove(&certs_d, &registry).map_err(Failure::Failed)?;
             println!("{}", if removed { format!("removed the CA for {registry}") } else { format!("nothing to remove for {registry}") });
-            Ok(0)
+            Ok(Status::Ok)
         }
         TrustCommand::Install { registry, ca_file, from_url, connect_to, fingerprint, system, certs_d } => {
-            trust::check_registry(&registry).map_err(|e| (EXIT_CONFIG, format!("--registry {e}")))?;
+            trust::check_registry(&registry).map_err(|e| Failure::Config(format!("--registry {e}")))?;
             let pem = match (ca_file, from_url) {
                 (Some(file), _) => {
-                    let certs = crate::certinfo::read_pem_certs(&file).map_err(|e| (EXIT_CONFIG, format!("--ca-file {e}")))?;
+                    let certs = crate::certinfo::read_pem_certs(&file).map_err(|e| Failure::Config(format!("--ca-file {e}")))?;
                     crate::certinfo::to_pem(&certs)
                 }
                 (None, Some(url)) => confirm_served_ca(&url, connect_to, fingerprint.as_deref())?,
-                (None, None) => return Err((EXIT_CONFIG, "give --ca-file PATH or --from-url https://HOST:PORT".into())),
+                (None, None) => return Err(Failure::Config("give --ca-file PATH or --from-url https://HOST:PORT".into())),
             };
-            let path = trust::install(&certs_d, &registry, &pem).map_err(|e| (EXIT_FAILED, e))?;
+            let path = trust::install(&certs_d, &registry, &pem).map_err(Failure::Failed)?;
             println!("Docker on this host now trusts {registry}: {} (no daemon restart needed)", path.display());
             if system {
-                println!("{}", trust::install_system(&registry, &pem).map_err(|e| (EXIT_FAILED, e))?);
+                println!("{}", trust::install_system(&registry, &pem).map_err(Failure::Failed)?);
             }
-            Ok(0)
+            Ok(Status::Ok)
         }
     }
 }
 
 /// Fetch the chain `url` serves, show the CA it leads to, and return it once the fingerprint
 /// matches or a person said yes. Never trusts blindly.
-fn confirm_served_ca(url: &str, connect_to: Option<String>, expected: Option<&str>) -> Result<String, (u8, String)> {
-    let chain = runtime()?.block_on(verify::served_chain(url, connect_to)).map_err(|e| (EXIT_FAILED, e))?;
-    let (pem, info) = crate::trust::anchor_of(&chain).ok_or((EXIT_FAILED, format!("{url} served no usable certificate")))?;
+fn confirm_served_ca(url: &str, connect_to: Option<String>, expected: Option<&str>) -> Result<String, Failure> {
+    let chain = runtime()?.block_on(verify::served_chain(url, connect_to)).map_err(Failure::Failed)?;
+    let (pem, info) = crate::trust::anchor_of(&chain).ok_or(Failure::Failed(format!("{url} served no usable certificate")))?;
     let root = if info.subject == info.issuer { "root CA" } else { "top certificate sent (the server does not send its root)" };
     println!("{url} presents a chain of {} certificate(s); its {root}:", chain.len());
     println!(
@@ -415,18 +439,15 @@ fn confirm_served_ca(url: &str, connect_to: Option<String>, expected: Option<&st
     );
     match expected {
         Some(fp) if crate::trust::normalize_fingerprint(fp) == info.sha256 => Ok(pem),
-        Some(fp) => Err((
-            EXIT_FAILED,
-            format!(
-                "fingerprint mismatch: expected {}, the server's CA is {}; nothing was written",
-                crate::trust::normalize_fingerprint(fp),
-                info.sha256
-            ),
-        )),
+        Some(fp) => Err(Failure::Failed(format!(
+            "fingerprint mismatch: expected {}, the server's CA is {}; nothing was written",
+            crate::trust::normalize_fingerprint(fp),
+            info.sha256
+        ))),
         None => {
             use std::io::{BufRead, IsTerminal, Write};
             if !std::io::stdin().is_terminal() {
-                return Err((EXIT_FAILED, "not a terminal: confirm with --fingerprint SHA256 (shown above); nothing was written".into()));
+                return Err(Failure::Failed("not a terminal: confirm with --fingerprint SHA256 (shown above); nothing was written".into()));
             }
             print!("Trust this CA for Docker? Compare the SHA256 with one obtained out of band. [y/N] ");
             let _ = std::io::stdout().flush();
@@ -435,14 +456,16 @@ fn confirm_served_ca(url: &str, connect_to: Option<String>, expected: Option<&st
             if matches!(answer.trim(), "y" | "Y" | "yes") {
                 Ok(pem)
             } else {
-                Err((EXIT_FAILED, "not confirmed; nothing was written".into()))
+                Err(Failure::Failed("not confirmed; nothing was written".into()))
             }
         }
     }
 }
 
 fn verify(config: &Config, names: &[String], json: bool) -> CmdResult {
-    let certs = config.select(names).map_err(|e| (EXIT_CONFIG, e))?;
+    let certs = config.select(names).map_err(Failure::Config)?;
+    let state = StateDir::at(&config.state_dir);
+    let issuers = Issuers::from_config(config, &state);
     let runtime = runtime()?;
     let mut all_ok = true;
     let mut out = Vec::new();
@@ -450,8 +473,9 @@ fn verify(config: &Config, names: &[String], json: bool) -> CmdResult {
         // A manual check runs even where automatic verification is switched off.
         let settings = cert.verify.clone().unwrap_or_default();
         let expected = crate::install::read_installed(&cert.install).ok().flatten().map(|i| i.leaf.sha256);
-        let target = verify::Target::for_certificate(cert, &settings, &config.state_dir)
-            .map_err(|e| (EXIT_CONFIG, format!("{}: {e}", cert.name)))?;
+        let anchor = issuers.of(cert).ok().and_then(|i| i.trust_anchor());
+        let target =
+            verify::Target::for_certificate(cert, &settings, anchor).map_err(|e| Failure::Config(format!("{}: {e}", cert.name)))?;
         let report = runtime.block_on(verify::check(&target, expected.as_deref()));
         all_ok &= report.ok();
         if json {
@@ -461,53 +485,39 @@ fn verify(config: &Config, names: &[String], json: bool) -> CmdResult {
         }
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&out).map_err(|e| (EXIT_FAILED, e.to_string()))?);
+        println!("{}", serde_json::to_string_pretty(&out).map_err(|e| Failure::Failed(e.to_string()))?);
     }
-    Ok(if all_ok { 0 } else { EXIT_FAILED })
+    Ok(problems_if(!all_ok))
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, (u8, String)> {
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| (EXIT_FAILED, format!("cannot start the async runtime: {e}")))
+        .map_err(|e| Failure::Failed(format!("cannot start the async runtime: {e}")))
 }
 
 fn renew(config: &Config, names: &[String], opts: RenewOptions) -> CmdResult {
-    let certs = config.select(names).map_err(|e| (EXIT_CONFIG, e))?;
-    let state = StateDir::open(&config.state_dir).map_err(|e| (EXIT_FAILED, e))?;
-    let _lock = state.lock("regcert renew").map_err(|e| (EXIT_FAILED, e.to_string()))?;
+    let certs = config.select(names).map_err(Failure::Config)?;
+    let state = StateDir::open(&config.state_dir).map_err(Failure::Failed)?;
+    let _lock = state.lock("regcert renew").map_err(|e| Failure::Failed(e.to_string()))?;
 
-    let mut reports: Vec<Option<CertReport>> = Vec::new();
-    let mut due = Vec::new();
-    for (cert, decision) in renew::plan(&certs, opts, SystemTime::now()) {
-        match decision {
-            Decision::NotDue { due_at, not_after } => {
-                reports.push(Some(CertReport { name: cert.name.clone(), outcome: Outcome::NotDue { not_after, due_at } }))
-            }
-            Decision::Due(reason) => {
-                reports.push(None);
-                due.push((cert, reason));
-            }
-        }
-    }
+    let plan = renew::plan(&certs, opts, SystemTime::now());
     // Only a run with work to do pays for a runtime, trust roots and the CA's directory.
-    if !due.is_empty() {
-        let runtime = runtime()?;
-        let done = runtime.block_on(async {
-            let reports = Renewer::new(config, &state, opts).run(due).await;
-            renew::notify_reports(config, &reports).await;
-            reports
-        });
-        let mut done = done.into_iter();
-        for slot in reports.iter_mut().filter(|r| r.is_none()) {
-            *slot = done.next();
+    let reports = match renew::without_work(&plan) {
+        Some(reports) => reports,
+        None => {
+            let issuers = Issuers::from_config(config, &state);
+            runtime()?.block_on(async {
+                let reports = Renewer::new(config, &state, &issuers, opts).run_once(plan).await;
+                notify::send_reports(config, &reports).await;
+                reports
+            })
         }
-    }
-    let reports: Vec<CertReport> = reports.into_iter().flatten().collect();
+    };
     for r in &reports {
         println!("{r}");
     }
     println!("{}", renew::summary(&reports, opts));
-    Ok(if reports.iter().any(CertReport::failed) { EXIT_FAILED } else { 0 })
+    Ok(problems_if(reports.iter().any(CertReport::failed)))
 }

@@ -57,7 +57,7 @@ pub struct CaConfig {
     /// e.g. "CN=Example Registry CA, O=Example"
     #[serde(default = "default_ca_subject")]
     pub subject: String,
-    #[serde(default = "crate::ca::default_key")]
+    #[serde(default = "crate::obtain::local_ca::default_key")]
     pub key: KeyType,
     #[serde(default = "default_ca_validity", with = "duration")]
     pub validity: Duration,
@@ -110,9 +110,16 @@ impl<'de> Deserialize<'de> for IssuerRef {
 
 impl Serialize for IssuerRef {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+/// The name as written in the config: `acme`, `ca:NAME`.
+impl fmt::Display for IssuerRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            IssuerRef::Acme => s.serialize_str("acme"),
-            IssuerRef::Ca(n) => s.serialize_str(&format!("ca:{n}")),
+            IssuerRef::Acme => f.write_str("acme"),
+            IssuerRef::Ca(n) => write!(f, "ca:{n}"),
         }
     }
 }
@@ -572,7 +579,7 @@ pub fn validate(config: &Config, purpose: Purpose) -> Vec<String> {
         }
     }
     for (name, ca) in &config.ca {
-        if let Err(e) = crate::ca::parse_subject(&ca.subject) {
+        if let Err(e) = crate::obtain::local_ca::parse_subject(&ca.subject) {
             problems.push(format!("[ca.{name}] subject = \"{}\": {e}", ca.subject));
         }
         if ca.validity.is_zero() {

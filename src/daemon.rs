@@ -22,13 +22,14 @@ use tokio::sync::mpsc;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
 use crate::certinfo::{LeafInfo, fmt_time, unix};
-use crate::config::{self, CertificateConfig, Config, IssuerRef, Purpose};
+use crate::config::{self, CertificateConfig, Config, Purpose};
 use crate::fsutil::{FileSpec, write_atomic};
 use crate::install::{self, Installed};
 use crate::metrics::{self, Metrics};
 use crate::notify::{self, EventKind};
+use crate::obtain::Issuers;
 use crate::policy::{Decision, Reason, decide};
-use crate::renew::{self, CertReport, Outcome, RenewOptions, Renewer};
+use crate::renew::{CertReport, Outcome, RenewOptions, Renewer};
 use crate::schedule::{AriWindow, Schedule, backoff, is_emergency};
 use crate::state::{LockError, StateDir};
 
@@ -48,36 +49,24 @@ pub struct DaemonStatus {
 }
 
 impl DaemonStatus {
-    pub fn load(state_dir: &std::path::Path) -> Option<Self> {
-        serde_json::from_slice(&std::fs::read(state_dir.join("daemon.json")).ok()?).ok()
+    pub fn load(state: &StateDir) -> Option<Self> {
+        serde_json::from_slice(&std::fs::read(state.daemon_status_path()).ok()?).ok()
     }
 
     fn save(&self, state: &StateDir) {
         if let Ok(json) = serde_json::to_vec_pretty(self) {
-            let _ = write_atomic(&state.root().join("daemon.json"), &json, FileSpec::PUBLIC);
+            let _ = write_atomic(&state.daemon_status_path(), &json, FileSpec::PUBLIC);
         }
     }
 }
 
-/// Run the service until SIGTERM/SIGINT; returns the exit code.
-pub fn run(config_path: PathBuf, config: Config) -> u8 {
+/// Run the service until SIGTERM/SIGINT.
+pub fn run(config_path: PathBuf, config: Config) -> Result<(), String> {
     // One thread: between checks the process should not wake at all, and a check is I/O-bound
     // (RSA key generation goes to the blocking pool).
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("regcert: cannot start the async runtime: {e}");
-            return 1;
-        }
-    };
-    match runtime.block_on(serve(config_path, config)) {
-        Ok(()) => 0,
-        Err(e) => {
-            tracing::error!(error = %e, "regcert run stopped");
-            eprintln!("regcert: {e}");
-            1
-        }
-    }
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(serve(config_path, config)).inspect_err(|e| tracing::error!(error = %e, "regcert run stopped"))
 }
 
 struct Daemon {
@@ -280,110 +269,128 @@ async fn run_check(daemon: Arc<Daemon>) {
     tracing::info!(took_ms = took.as_millis() as u64, "{summary}");
 }
 
-/// One check of every certificate. `known` holds the schedules of earlier checks (missing ones
-/// are read from state_dir). Returns a one-line summary.
+/// What a check does with one certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Triage {
+    /// Renew it in this check.
+    Due(Reason),
+    /// Due, but waiting out the backoff of earlier failures.
+    BackingOff,
+    /// Nothing to do.
+    Fine,
+}
+
+/// Decide, from the renewal policy's `decision`, the serial of the installed leaf and what the
+/// daemon remembers, what a check does with a certificate at `now` (Unix time). Pure.
+pub(crate) fn triage(decision: Decision, installed_serial: Option<&str>, schedule: &Schedule, now: u64) -> Triage {
+    let reason = match decision {
+        Decision::Due(reason) => Some(reason),
+        // Valid by the policy; the CA's renewal window (ARI) may still say "now".
+        Decision::NotDue { .. } => schedule
+            .ari
+            .as_ref()
+            .filter(|w| Some(w.serial.as_str()) == installed_serial && now >= w.renew_at)
+            .map(|w| Reason::RenewalWindow { start: w.start, end: w.end }),
+    };
+    match reason {
+        None => Triage::Fine,
+        Some(_) if schedule.backing_off(now) => Triage::BackingOff,
+        Some(reason) => Triage::Due(reason),
+    }
+}
+
+/// One certificate during a check.
+struct Entry<'c> {
+    cert: &'c CertificateConfig,
+    installed: Option<Installed>,
+    schedule: Schedule,
+    /// The schedule changed and must be stored.
+    dirty: bool,
+}
+
+/// One check of every certificate: triage → one renewal pass over what is due → record →
+/// notify, metrics, alerts. `known` holds the schedules of earlier checks (missing ones are
+/// read from state_dir). Returns a one-line summary.
 pub async fn check(config: &Config, state: &StateDir, known: &mut HashMap<String, Schedule>) -> String {
     let now = SystemTime::now();
-    let certs: Vec<&CertificateConfig> = config.certificates.iter().collect();
-    let renewer = Renewer::new(config, state, RenewOptions::default());
-    let mut schedules: HashMap<&str, (Schedule, bool)> = HashMap::new();
-    let mut due = Vec::new();
-    let mut waiting = 0;
-    let mut ari_warned = false;
+    let issuers = Issuers::from_config(config, state);
     // Each installed pair is looked at once per check (500 certificates: a few ms, no network).
-    let mut installed: HashMap<&str, Option<Installed>> = HashMap::new();
-    for cert in &certs {
+    let mut entries = Vec::with_capacity(config.certificates.len());
+    let mut decisions = Vec::with_capacity(config.certificates.len());
+    for cert in &config.certificates {
         let current = install::read_installed(&cert.install);
         let decision = decide(cert, current.as_ref().map(Option::as_ref).map_err(Clone::clone), now, false);
-        let current = current.ok().flatten();
         let mut schedule = known.remove(&cert.name).unwrap_or_else(|| Schedule::load(state, &cert.name));
         let mut dirty = false;
-        let reason = match decision {
-            Decision::Due(reason) => Some(reason),
-            Decision::NotDue { .. } => {
-                if schedule.failures > 0 {
-                    // Renewed meanwhile (by `regcert renew`, say): the failures are history.
-                    schedule.failures = 0;
-                    schedule.retry_at = None;
-                    dirty = true;
-                }
-                match &current {
-                    Some(pair) => ari_reason(&renewer, cert, pair, &mut schedule, &mut dirty, &mut ari_warned, now).await,
-                    None => None,
-                }
-            }
-        };
-        match reason {
-            Some(_) if schedule.backing_off(now) => {
+        if matches!(decision, Decision::NotDue { .. }) && schedule.failures > 0 {
+            // Renewed meanwhile (by `regcert renew`, say): the failures are history.
+            schedule.failures = 0;
+            schedule.retry_at = None;
+            dirty = true;
+        }
+        entries.push(Entry { cert, installed: current.ok().flatten(), schedule, dirty });
+        decisions.push(decision);
+    }
+    refresh_windows(&issuers, &mut entries, &decisions, now).await;
+
+    let mut due = Vec::new();
+    let mut waiting = 0;
+    for (entry, decision) in entries.iter().zip(decisions) {
+        let serial = entry.installed.as_ref().map(|i| i.leaf.serial.as_str());
+        match triage(decision, serial, &entry.schedule, unix(now)) {
+            Triage::Due(reason) => due.push((entry.cert, Decision::Due(reason))),
+            Triage::BackingOff => {
                 waiting += 1;
-                tracing::debug!(cert = %cert.name, retry_at = %fmt_time(schedule.retry_at.unwrap_or(0)), "due, but backing off after failures");
+                tracing::debug!(cert = %entry.cert.name, retry_at = %fmt_time(entry.schedule.retry_at.unwrap_or(0)), "due, but backing off after failures");
             }
-            Some(reason) => due.push((*cert, reason)),
-            None => {}
+            Triage::Fine => {}
         }
-        schedules.insert(cert.name.as_str(), (schedule, dirty));
-        installed.insert(cert.name.as_str(), current);
     }
-    let reports = if due.is_empty() { Vec::new() } else { renewer.run(due).await };
+    let reports =
+        if due.is_empty() { Vec::new() } else { Renewer::new(config, state, &issuers, RenewOptions::default()).run_once(due).await };
     for report in &reports {
-        let Some(cert) = config.certificates.iter().find(|c| c.name == report.name) else { continue };
-        if let Some((schedule, dirty)) = schedules.get_mut(report.name.as_str()) {
-            record(config, cert, report, schedule, now);
-            *dirty = true;
-        }
+        let Some(entry) = entries.iter_mut().find(|e| e.cert.name == report.name) else { continue };
         // What was just installed replaces what was read before.
-        installed.insert(cert.name.as_str(), install::read_installed(&cert.install).ok().flatten());
+        entry.installed = install::read_installed(&entry.cert.install).ok().flatten();
+        record(config, entry, report, now);
     }
-    renew::notify_reports(config, &reports).await;
-    for cert in &config.certificates {
-        let leaf = installed.get(cert.name.as_str()).and_then(Option::as_ref).map(|i| &i.leaf);
-        let Some((schedule, dirty)) = schedules.get_mut(cert.name.as_str()) else { continue };
-        update_gauges(cert, leaf, schedule, now);
-        if alert_expiring(config, cert, leaf, schedule, now).await {
-            *dirty = true;
+    notify::send_reports(config, &reports).await;
+    for entry in &mut entries {
+        let leaf = entry.installed.as_ref().map(|i| &i.leaf);
+        update_gauges(entry.cert, leaf, &entry.schedule, now);
+        if alert_expiring(config, entry.cert, leaf, &mut entry.schedule, now).await {
+            entry.dirty = true;
         }
-        if *dirty {
-            if let Err(e) = schedule.save(state, &cert.name) {
-                tracing::warn!(cert = %cert.name, error = %e, "cannot store the schedule");
-            }
+        if entry.dirty
+            && let Err(e) = entry.schedule.save(state, &entry.cert.name)
+        {
+            tracing::warn!(cert = %entry.cert.name, error = %e, "cannot store the schedule");
         }
     }
-    known.extend(schedules.into_iter().map(|(name, (schedule, _))| (name.to_owned(), schedule)));
+    known.extend(entries.into_iter().map(|e| (e.cert.name.clone(), e.schedule)));
     let failed = reports.iter().filter(|r| r.failed()).count();
     format!("{} certificates: {} renewed, {failed} failed, {waiting} backing off", config.certificates.len(), reports.len() - failed)
 }
 
-/// Due because the CA's renewal window (ARI) says so? Fetches the window when it is stale.
-async fn ari_reason(
-    renewer: &Renewer<'_>,
-    cert: &CertificateConfig,
-    installed: &Installed,
-    schedule: &mut Schedule,
-    dirty: &mut bool,
-    warned: &mut bool,
-    now: SystemTime,
-) -> Option<Reason> {
-    if cert.issuer != IssuerRef::Acme {
-        return None; // renewal windows are an ACME thing
-    }
+/// Ask the CAs for the renewal windows (ARI) of valid certificates whose window is stale.
+/// A CA that cannot be asked is logged once per check, and asked again within the hour.
+async fn refresh_windows(issuers: &Issuers, entries: &mut [Entry<'_>], decisions: &[Decision], now: SystemTime) {
     let now_s = unix(now);
-    let (der, leaf) = (&installed.leaf_der, &installed.leaf);
-    if schedule.ari_skip_until.is_some_and(|t| now_s < t) {
-        return None;
-    }
-    let fresh = schedule.ari.as_ref().is_some_and(|w| w.serial == leaf.serial && now_s < w.refetch_at);
-    if !fresh {
-        *dirty = true;
-        let window = match renewer.issuer().await {
-            Ok(issuer) => issuer.renewal_window(der).await,
-            Err(e) => Err(e),
-        };
-        match window {
-            Ok(Some((info, retry_after))) => {
-                let start = info.suggested_window.start.unix_timestamp().max(0) as u64;
-                let end = info.suggested_window.end.unix_timestamp().max(0) as u64;
-                let w = AriWindow::choose(leaf.serial.clone(), start, end, now_s, retry_after, info.explanation_url);
-                tracing::info!(cert = %cert.name, window_start = %fmt_time(start), window_end = %fmt_time(end), renew_at = %fmt_time(w.renew_at), "CA renewal window (ARI)");
+    let mut warned = false;
+    for (entry, decision) in entries.iter_mut().zip(decisions) {
+        let (Decision::NotDue { .. }, Some(installed)) = (decision, &entry.installed) else { continue };
+        let Ok(issuer) = issuers.of(entry.cert) else { continue };
+        let schedule = &mut entry.schedule;
+        let leaf = &installed.leaf;
+        let fresh = schedule.ari.as_ref().is_some_and(|w| w.serial == leaf.serial && now_s < w.refetch_at);
+        if !issuer.offers_renewal_windows() || schedule.ari_skip_until.is_some_and(|t| now_s < t) || fresh {
+            continue;
+        }
+        entry.dirty = true;
+        match issuer.renewal_window(&installed.leaf_der).await {
+            Ok(Some(window)) => {
+                let w = AriWindow::choose(leaf.serial.clone(), window.start, window.end, now_s, window.retry_after, window.explanation_url);
+                tracing::info!(cert = %entry.cert.name, window_start = %fmt_time(w.start), window_end = %fmt_time(w.end), renew_at = %fmt_time(w.renew_at), "CA renewal window (ARI)");
                 schedule.ari = Some(w);
                 schedule.ari_skip_until = None;
             }
@@ -393,16 +400,13 @@ async fn ari_reason(
             }
             Err(e) => {
                 // One line per check, not one per certificate, when the CA is down.
-                if !std::mem::replace(warned, true) {
-                    tracing::warn!(cert = %cert.name, error = %e, "cannot fetch renewal windows (ARI); using the lifetime policy");
+                if !std::mem::replace(&mut warned, true) {
+                    tracing::warn!(cert = %entry.cert.name, error = %e, "cannot fetch renewal windows (ARI); using the lifetime policy");
                 }
                 schedule.ari_skip_until = Some(now_s + spread(3_600));
-                return None;
             }
         }
     }
-    let w = schedule.ari.as_ref()?;
-    (now_s >= w.renew_at).then_some(Reason::RenewalWindow { start: w.start, end: w.end })
 }
 
 /// Somewhere between half and all of `secs`, so that many certificates do not ask together.
@@ -410,7 +414,10 @@ fn spread(secs: u64) -> u64 {
     secs / 2 + fastrand::u64(0..=secs / 2)
 }
 
-fn record(config: &Config, cert: &CertificateConfig, report: &CertReport, schedule: &mut Schedule, now: SystemTime) {
+/// Remember a renewal result: clear or extend the backoff, count it.
+fn record(config: &Config, entry: &mut Entry<'_>, report: &CertReport, now: SystemTime) {
+    let (cert, schedule) = (entry.cert, &mut entry.schedule);
+    entry.dirty = true;
     let m = metrics::global();
     match &report.outcome {
         Outcome::Renewed { verified, .. } => {
@@ -421,13 +428,16 @@ fn record(config: &Config, cert: &CertificateConfig, report: &CertReport, schedu
             }
         }
         Outcome::RolledBack { .. } | Outcome::Failed { .. } => {
-            let installed = install::read_installed(&cert.install).ok().flatten();
-            let emergency = is_emergency(installed.as_ref().map(|i| &i.leaf), now);
-            let wait = backoff(schedule.failures + 1, emergency, &config.daemon.backoff);
+            let emergency = is_emergency(entry.installed.as_ref().map(|i| &i.leaf), now);
+            let retry_after = match &report.outcome {
+                Outcome::Failed { error, .. } => error.retry_after(),
+                _ => None,
+            };
+            let wait = backoff(schedule.failures + 1, emergency, &config.daemon.backoff, retry_after, now);
             schedule.record_failure(now, report.to_string(), wait);
-            let result = if matches!(report.outcome, Outcome::RolledBack { .. }) { "rolled_back" } else { "failure" };
-            m.count_renewal(&cert.name, result);
-            if matches!(report.outcome, Outcome::RolledBack { .. }) {
+            let rolled_back = matches!(report.outcome, Outcome::RolledBack { .. });
+            m.count_renewal(&cert.name, if rolled_back { "rolled_back" } else { "failure" });
+            if rolled_back {
                 m.verify_success.get_or_create(&Metrics::name(&cert.name)).set(0);
             }
             tracing::warn!(
@@ -471,7 +481,7 @@ async fn alert_expiring(
         return false;
     }
     tracing::error!(cert = %cert.name, not_after = %fmt_time(leaf.not_after), days_left = left.as_secs() / 86_400, "certificate expires soon and is still not renewed");
-    let event = renew::event(
+    let event = notify::Event::new(
         cert,
         EventKind::Expiring,
         Some(&leaf.serial),

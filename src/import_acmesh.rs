@@ -96,8 +96,7 @@ pub fn plan(home: &Path, config_home: &Path, state_dir: &Path) -> Result<Plan, S
         return Err(format!("{} does not look like an acme.sh home (no ca/ and no account.conf); pass --home", home.display()));
     }
     let account_conf = read_vars(&config_home.join("account.conf")).unwrap_or_default();
-    let mut plan = Plan::default();
-    plan.accounts = find_accounts(home, &account_conf);
+    let mut plan = Plan { accounts: find_accounts(home, &account_conf), ..Plan::default() };
     let certs = find_certs(config_home);
     if certs.is_empty() {
         plan.notes.push(format!("no certificates found under {}", config_home.display()));
@@ -249,7 +248,7 @@ fn cert_section(c: &FoundCert, account_conf: &Vars) -> Result<(String, Vec<Strin
     let quoted: Vec<String> = domains.iter().map(|d| toml_str(d)).collect();
     let mut s = format!("\n[[certificate]]\nname = {}\ndomains = [{}]\nkey = \"{key}\"\n", toml_str(&cert_name(domain)), quoted.join(", "));
     match c.get("Le_Webroot") {
-        Some(w) if w == "dns_nsupdate" => {
+        Some("dns_nsupdate") => {
             let get = |k: &str| account_conf.get(k).or(c.vars.get(k)).cloned().unwrap_or_default();
             let server = get("SAVED_NSUPDATE_SERVER");
             let port = Some(get("SAVED_NSUPDATE_SERVER_PORT")).filter(|p| !p.is_empty()).unwrap_or_else(|| "53".into());
@@ -338,20 +337,9 @@ pub fn adopt_account(state_dir: &Path, account: &FoundAccount) -> Result<String,
                     account.directory
                 )
             })?;
-    let key = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pkcs8.as_ref());
-    let credentials = serde_json::json!({ "id": url, "key_pkcs8": key, "directory": account.directory });
-    let stored = serde_json::json!({
-        "directory": account.directory,
-        "contact": account.email.iter().map(|e| format!("mailto:{e}")).collect::<Vec<_>>(),
-        "credentials": credentials,
-    });
+    let contact = account.email.iter().map(|e| format!("mailto:{e}")).collect();
     let state = crate::state::StateDir::open(state_dir)?;
-    let path = state.account_path(&account.directory);
-    if let Some(dir) = path.parent() {
-        crate::fsutil::create_private_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    }
-    let json = serde_json::to_vec_pretty(&stored).map_err(|e| e.to_string())?;
-    crate::fsutil::write_atomic(&path, &json, crate::fsutil::FileSpec::PRIVATE).map_err(|e| format!("{}: {e}", path.display()))?;
+    let path = crate::obtain::account::adopt(&state, &account.directory, contact, url, pkcs8.as_ref()).map_err(|e| e.to_string())?;
     Ok(format!("adopted the ACME account {url} ({})", path.display()))
 }
 

@@ -12,6 +12,7 @@ use crate::config::{CertificateConfig, InstallConfig, parse_mode};
 use crate::fsutil::{FileSpec, create_private_dir, remove_stale_temps, write_atomic, write_in_place};
 use crate::keys::spki_of_key_pem;
 use crate::state::StateDir;
+use zeroize::Zeroizing;
 
 /// What the install dir holds now.
 #[derive(Debug, Clone)]
@@ -41,8 +42,9 @@ pub fn read_installed(install: &InstallConfig) -> Result<Option<Installed>, Stri
         return Ok(Some(hit.1.clone()));
     }
     let bytes = fs::read(&path).map_err(|e| format!("cannot read the installed certificate {}: {e}", path.display()))?;
-    let key = fs::read_to_string(install.key_path()).ok();
-    let installed = inspect_pair(&bytes, key.as_deref()).map_err(|e| format!("installed certificate {} {e}", path.display()))?;
+    let key = fs::read_to_string(install.key_path()).ok().map(Zeroizing::new);
+    let installed =
+        inspect_pair(&bytes, key.as_deref().map(String::as_str)).map_err(|e| format!("installed certificate {} {e}", path.display()))?;
     cache().lock().unwrap_or_else(|p| p.into_inner()).insert(path, (stamp, installed.clone()));
     Ok(Some(installed))
 }
@@ -90,21 +92,21 @@ fn file_specs(install: &InstallConfig) -> (FileSpec, FileSpec) {
 pub fn install(state: &StateDir, cert: &CertificateConfig, fullchain: &[u8], key: &[u8], in_place: &[PathBuf]) -> Result<(), String> {
     remove_stale_temps(&cert.install.dir);
     let old_key = backup_current(state, cert)?;
-    write_pair(cert, fullchain, key, old_key.as_deref(), in_place)?;
+    write_pair(cert, fullchain, key, old_key.as_ref().map(|k| k.as_slice()), in_place)?;
     tracing::info!(cert = %cert.name, fullchain = %cert.install.fullchain_path().display(), key = %cert.install.key_path().display(), "installed");
     Ok(())
 }
 
 /// The pair kept in state_dir by the last install, if both files are there.
-pub fn previous_pair(state: &StateDir, cert: &CertificateConfig) -> Option<(Vec<u8>, Vec<u8>)> {
+pub fn previous_pair(state: &StateDir, cert: &CertificateConfig) -> Option<(Vec<u8>, Zeroizing<Vec<u8>>)> {
     let dir = state.previous_dir(&cert.name);
-    Some((fs::read(dir.join("fullchain.pem")).ok()?, fs::read(dir.join("privkey.pem")).ok()?))
+    Some((fs::read(dir.join("fullchain.pem")).ok()?, fs::read(dir.join("privkey.pem")).ok().map(Zeroizing::new)?))
 }
 
 /// Put the previous pair back (the backup itself stays as it is).
-pub fn restore_previous(cert: &CertificateConfig, previous: &(Vec<u8>, Vec<u8>), in_place: &[PathBuf]) -> Result<(), String> {
-    let current_key = fs::read(cert.install.key_path()).ok();
-    write_pair(cert, &previous.0, &previous.1, current_key.as_deref(), in_place)?;
+pub fn restore_previous(cert: &CertificateConfig, previous: &(Vec<u8>, Zeroizing<Vec<u8>>), in_place: &[PathBuf]) -> Result<(), String> {
+    let current_key = fs::read(cert.install.key_path()).ok().map(Zeroizing::new);
+    write_pair(cert, &previous.0, &previous.1, current_key.as_ref().map(|k| k.as_slice()), in_place)?;
     tracing::warn!(cert = %cert.name, fullchain = %cert.install.fullchain_path().display(), "previous certificate restored");
     Ok(())
 }
@@ -136,10 +138,10 @@ fn write_error(path: &Path, e: std::io::Error) -> String {
 }
 
 /// Copy whatever of the installed pair exists into state_dir, and return the old key (if any).
-fn backup_current(state: &StateDir, cert: &CertificateConfig) -> Result<Option<Vec<u8>>, String> {
+fn backup_current(state: &StateDir, cert: &CertificateConfig) -> Result<Option<Zeroizing<Vec<u8>>>, String> {
     let install = &cert.install;
     let chain = fs::read(install.fullchain_path()).ok();
-    let key = fs::read(install.key_path()).ok();
+    let key = fs::read(install.key_path()).ok().map(Zeroizing::new);
     if chain.is_none() && key.is_none() {
         return Ok(None);
     }

@@ -4,7 +4,7 @@ use std::fmt;
 
 use rcgen::{CertificateParams, KeyPair, PublicKeyData, RsaKeySize, SignatureAlgorithm};
 use serde::{Deserialize, Serialize};
-use zeroize_pem::SecretPem;
+use zeroize::Zeroizing;
 
 /// The key algorithms a leaf may use; the names are the config's spelling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -58,24 +58,30 @@ impl KeyType {
 /// A leaf private key together with the PEM it is stored as.
 pub struct LeafKey {
     pair: KeyPair,
-    pem: SecretPem,
+    /// Wiped from memory when the key is dropped.
+    pem: Zeroizing<String>,
 }
 
 impl LeafKey {
     pub fn generate(kind: KeyType) -> Result<Self, rcgen::Error> {
         let pair = kind.generate()?;
-        let pem = SecretPem::new(pair.serialize_pem());
+        let pem = Zeroizing::new(pair.serialize_pem());
         Ok(Self { pair, pem })
     }
 
     /// Load a stored key (for `reuse_key`).
     pub fn from_pem(pem: &str) -> Result<Self, rcgen::Error> {
         let pair = KeyPair::from_pem(pem)?;
-        Ok(Self { pem: SecretPem::new(pair.serialize_pem()), pair })
+        Ok(Self { pem: Zeroizing::new(pair.serialize_pem()), pair })
     }
 
     pub fn pem(&self) -> &str {
-        self.pem.as_str()
+        &self.pem
+    }
+
+    /// The PEM, to keep with the certificate; the key pair itself is dropped.
+    pub fn into_pem(self) -> Zeroizing<String> {
+        self.pem
     }
 
     /// DER SubjectPublicKeyInfo, to match a certificate against this key.
@@ -102,33 +108,6 @@ impl LeafKey {
 /// The SPKI of a PEM private key, to check that an installed key belongs to its certificate.
 pub fn spki_of_key_pem(pem: &str) -> Option<Vec<u8>> {
     KeyPair::from_pem(pem).ok().map(|k| k.subject_public_key_info())
-}
-
-mod zeroize_pem {
-    /// PEM text of a private key, wiped from memory when dropped and never printed by `{:?}`.
-    pub struct SecretPem(String);
-
-    impl SecretPem {
-        pub fn new(s: String) -> Self {
-            Self(s)
-        }
-        pub fn as_str(&self) -> &str {
-            &self.0
-        }
-    }
-
-    impl Drop for SecretPem {
-        fn drop(&mut self) {
-            // SAFETY: overwriting with zero bytes keeps the String valid UTF-8.
-            unsafe { self.0.as_bytes_mut() }.iter_mut().for_each(|b| unsafe { std::ptr::write_volatile(b, 0) });
-        }
-    }
-
-    impl std::fmt::Debug for SecretPem {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("<private key redacted>")
-        }
-    }
 }
 
 #[cfg(test)]

@@ -2,28 +2,32 @@
 //! proven to work.
 //!
 //! The pipeline reads in module order: [`policy`] decides what is due, [`obtain`] gets a
-//! certificate (with [`challenge`] solvers), [`install`] puts it into the registry's cert
-//! volume, [`reload`] makes the registry load it, [`verify`] proves over HTTPS that it is served,
-//! and [`renew`] runs the whole loop for every certificate. [`cli`] is the command line.
+//! certificate from its issuer (with [`challenge`] solvers), [`install`] puts it into the
+//! registry's cert volume, [`reload`] makes the registry load it, [`verify`] proves over HTTPS
+//! that it is served, and [`renew`] runs that loop over the certificates — once for
+//! `regcert renew`, on a schedule for [`daemon`] (`regcert run`). [`cli`] is the command line.
+//!
+//! The library exists for the binary and its tests: [`cli`] is the entry point, and
+//! [`certinfo`] and [`state`] are public for the integration tests; everything else is
+//! crate-private.
 
-pub mod ca;
 pub mod certinfo;
-pub mod challenge;
+pub(crate) mod challenge;
 pub mod cli;
-pub mod config;
-pub mod daemon;
-pub mod fsutil;
-pub mod import_acmesh;
-pub mod install;
-pub mod keys;
-pub mod metrics;
-pub mod notify;
-pub mod obtain;
-pub mod policy;
-pub mod reload;
-pub mod renew;
-pub mod schedule;
+pub(crate) mod config;
+pub(crate) mod daemon;
+pub(crate) mod fsutil;
+pub(crate) mod import_acmesh;
+pub(crate) mod install;
+pub(crate) mod keys;
+pub(crate) mod metrics;
+pub(crate) mod notify;
+pub(crate) mod obtain;
+pub(crate) mod policy;
+pub(crate) mod reload;
+pub(crate) mod renew;
+pub(crate) mod schedule;
 pub mod state;
-pub mod status;
-pub mod trust;
-pub mod verify;
+pub(crate) mod status;
+pub(crate) mod trust;
+pub(crate) mod verify;

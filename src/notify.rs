@@ -12,10 +12,15 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
+
+use crate::certinfo::unix;
+use crate::config::{CertificateConfig, Config};
+use crate::install;
+use crate::renew::{CertReport, Outcome};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -73,13 +78,56 @@ pub fn validate(i: usize, n: &NotifyConfig, problems: &mut Vec<String>) {
     if n.webhook.is_none() && n.command.is_none() {
         problems.push(format!("{at}: set `webhook` and/or `command`"));
     }
-    if let Some(url) = &n.webhook {
-        if !(url.starts_with("https://") || url.starts_with("http://")) {
-            problems.push(format!("{at}: webhook \"{url}\" must be an http(s) URL"));
-        }
+    if let Some(url) = &n.webhook
+        && !(url.starts_with("https://") || url.starts_with("http://"))
+    {
+        problems.push(format!("{at}: webhook \"{url}\" must be an http(s) URL"));
     }
     if n.command.as_ref().is_some_and(|c| c.is_empty()) {
         problems.push(format!("{at}: command is empty"));
+    }
+}
+
+/// Tell every `[[notify]]` about each renewal result of a pass.
+pub async fn send_reports(config: &Config, reports: &[CertReport]) {
+    for report in reports {
+        let cert = config.certificates.iter().find(|c| c.name == report.name);
+        if let Some(event) = cert.and_then(|c| event_for(c, report)) {
+            send(&config.notify, &event).await;
+        }
+    }
+}
+
+/// The notification for a renewal result (none for "not due").
+fn event_for(cert: &CertificateConfig, report: &CertReport) -> Option<Event> {
+    Some(match &report.outcome {
+        Outcome::Renewed { serial, not_after, .. } => Event::new(cert, EventKind::Renewed, Some(serial), Some(*not_after), None),
+        Outcome::Failed { error, .. } => Event::new(cert, EventKind::Failed, None, None, Some(error.to_string())),
+        Outcome::RolledBack { error, restored, .. } => {
+            Event::new(cert, EventKind::RolledBack, None, None, Some(format!("{error}; {restored}")))
+        }
+        Outcome::NotDue { .. } | Outcome::DryRun { .. } => return None,
+    })
+}
+
+impl Event {
+    /// An event about `cert`; without a new certificate (`serial`, `not_after`), it reports on
+    /// the one installed.
+    pub fn new(cert: &CertificateConfig, kind: EventKind, serial: Option<&str>, not_after: Option<u64>, error: Option<String>) -> Self {
+        let now = unix(SystemTime::now());
+        let installed = install::read_installed(&cert.install).ok().flatten();
+        let not_after = not_after.or(installed.as_ref().map(|i| i.leaf.not_after));
+        Event {
+            event: kind,
+            certificate: cert.name.clone(),
+            domains: cert.domains.clone(),
+            host: hostname(),
+            time: rfc3339(now),
+            serial: serial.map(str::to_owned).or(installed.map(|i| i.leaf.serial)),
+            not_after: not_after.map(rfc3339),
+            days_left: not_after.map(|t| (t as i64 - now as i64).div_euclid(86_400)),
+            error,
+        }
     }
 }
 
@@ -92,10 +140,10 @@ pub async fn send(notifiers: &[NotifyConfig], event: &Event) {
                 Err(e) => tracing::warn!(cert = %event.certificate, event = ?event.event, %url, error = %e, "webhook failed"),
             }
         }
-        if let Some(argv) = &n.command {
-            if let Err(e) = run(argv, event).await {
-                tracing::warn!(cert = %event.certificate, event = ?event.event, command = %argv.join(" "), error = %e, "notify command failed");
-            }
+        if let Some(argv) = &n.command
+            && let Err(e) = run(argv, event).await
+        {
+            tracing::warn!(cert = %event.certificate, event = ?event.event, command = %argv.join(" "), error = %e, "notify command failed");
         }
     }
 }

@@ -4,7 +4,6 @@
 //! Kept in `state_dir/certs/<name>/schedule.json`, so a restarted daemon neither hammers a CA
 //! that was failing nor forgets the renewal moment it picked inside an ARI window.
 
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -64,15 +63,15 @@ impl AriWindow {
     }
 }
 
-fn path(state: &StateDir, name: &str) -> PathBuf {
-    state.cert_dir(name).join("schedule.json")
-}
-
 /// Wait before the next attempt after `failures` consecutive failures (`steps`: `[daemon] backoff`).
-pub fn backoff(failures: u32, emergency: bool, steps: &[Duration]) -> Duration {
+/// A CA that said when to come back (a rate limit's Retry-After) is not asked earlier, even in
+/// an emergency: asking a rate-limited CA again only fails again.
+pub fn backoff(failures: u32, emergency: bool, steps: &[Duration], retry_after: Option<SystemTime>, now: SystemTime) -> Duration {
     let i = (failures.max(1) as usize - 1).min(steps.len().saturating_sub(1));
     let wait = steps.get(i).copied().unwrap_or(EMERGENCY_MAX);
-    if emergency { wait.min(EMERGENCY_MAX) } else { wait }
+    let wait = if emergency { wait.min(EMERGENCY_MAX) } else { wait };
+    let ca_wait = retry_after.and_then(|t| t.duration_since(now).ok()).unwrap_or_default();
+    wait.max(ca_wait)
 }
 
 /// Less than a tenth of the lifetime left (or expired): retry often, and say so.
@@ -83,18 +82,18 @@ pub fn is_emergency(leaf: Option<&LeafInfo>, now: SystemTime) -> bool {
 impl Schedule {
     /// The stored schedule, or a fresh one (also when the file is unreadable: it only holds hints).
     pub fn load(state: &StateDir, name: &str) -> Self {
-        std::fs::read(path(state, name)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+        std::fs::read(state.schedule_path(name)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
     }
 
     pub fn save(&self, state: &StateDir, name: &str) -> std::io::Result<()> {
         create_private_dir(&state.cert_dir(name))?;
         let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        write_atomic(&path(state, name), &json, FileSpec::PUBLIC)
+        write_atomic(&state.schedule_path(name), &json, FileSpec::PUBLIC)
     }
 
     /// Still waiting out the backoff of earlier failures?
-    pub fn backing_off(&self, now: SystemTime) -> bool {
-        self.retry_at.is_some_and(|t| unix(now) < t)
+    pub fn backing_off(&self, now: u64) -> bool {
+        self.retry_at.is_some_and(|t| now < t)
     }
 
     pub fn record_success(&mut self, now: SystemTime, message: String) {
@@ -118,10 +117,23 @@ mod tests {
     #[test]
     fn backoff_grows_then_holds_and_emergency_caps_it() {
         let steps = crate::config::DaemonConfig::default().backoff;
-        let secs: Vec<u64> = (1..=10).map(|n| backoff(n, false, &steps).as_secs()).collect();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let secs: Vec<u64> = (1..=10).map(|n| backoff(n, false, &steps, None, now).as_secs()).collect();
         assert_eq!(secs, [60, 120, 300, 600, 1200, 1800, 3600, 21600, 21600, 21600]);
-        assert_eq!(backoff(9, true, &steps).as_secs(), 600);
-        assert_eq!(backoff(1, true, &steps).as_secs(), 60);
+        assert_eq!(backoff(9, true, &steps, None, now).as_secs(), 600);
+        assert_eq!(backoff(1, true, &steps, None, now).as_secs(), 60);
+    }
+
+    #[test]
+    fn a_rate_limit_is_waited_out_even_in_an_emergency() {
+        let steps = crate::config::DaemonConfig::default().backoff;
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let in_an_hour = Some(now + Duration::from_secs(3_600));
+        assert_eq!(backoff(1, false, &steps, in_an_hour, now).as_secs(), 3_600);
+        assert_eq!(backoff(1, true, &steps, in_an_hour, now).as_secs(), 3_600);
+        // A Retry-After shorter than the backoff, or in the past, changes nothing.
+        assert_eq!(backoff(8, false, &steps, in_an_hour, now).as_secs(), 21_600);
+        assert_eq!(backoff(2, false, &steps, Some(now - Duration::from_secs(5)), now).as_secs(), 120);
     }
 
     #[test]
@@ -131,11 +143,11 @@ mod tests {
         s.record_failure(now, "CA down".into(), Duration::from_secs(60));
         s.record_failure(now, "CA down".into(), Duration::from_secs(120));
         assert_eq!(s.retry_at, Some(1_000_120));
-        assert!(s.backing_off(now + Duration::from_secs(119)));
-        assert!(!s.backing_off(now + Duration::from_secs(120)));
+        assert!(s.backing_off(1_000_119));
+        assert!(!s.backing_off(1_000_120));
         s.record_success(now, "renewed".into());
         assert_eq!(s.failures, 0);
-        assert!(!s.backing_off(now));
+        assert!(!s.backing_off(1_000_000));
     }
 
     #[test]

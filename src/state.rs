@@ -1,12 +1,18 @@
 //! The state directory: ACME accounts, issued material, backups of what was installed, and the
 //! lock that keeps two regcert processes from working on it at once.
 //!
+//! Every path below is built here, by [`StateDir`], and nowhere else:
+//!
 //! ```text
-//! state_dir/
-//!   regcert.lock                     held while a process works; says who holds it
+//! state_dir/                            0700
+//!   regcert.lock                        held while a process works; says who holds it
+//!   daemon.json                         `regcert run`: pid, schedule, last and next check
 //!   accounts/<hash of directory>.json   ACME account credentials (0600)
 //!   certs/<name>/cert.pem chain.pem fullchain.pem privkey.pem meta.json   last issued
 //!   certs/<name>/previous/fullchain.pem privkey.pem                      last replaced install
+//!   certs/<name>/schedule.json          what the daemon remembers: backoff, last result, ARI
+//!   ca/<name>/root.crt root.key         a private CA (see obtain::local_ca)
+//!   ca/<name>/intermediate.crt intermediate.key offline/root.key   … a two-level one
 //! ```
 
 use std::fs::{self, File, OpenOptions, TryLockError};
@@ -15,10 +21,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
 use crate::fsutil::{FileSpec, create_private_dir, write_atomic};
 use crate::keys::KeyType;
 
+#[derive(Debug, Clone)]
 pub struct StateDir {
     root: PathBuf,
 }
@@ -57,7 +65,8 @@ pub struct IssuedMeta {
 pub struct Issued {
     pub leaf_pem: String,
     pub chain_pem: String,
-    pub key_pem: String,
+    /// The private key; wiped from memory when dropped.
+    pub key_pem: Zeroizing<String>,
     pub meta: IssuedMeta,
 }
 
@@ -86,7 +95,7 @@ impl StateDir {
 
     /// Take the state lock without waiting; `who` is recorded for the process that finds it taken.
     pub fn lock(&self, who: &str) -> Result<StateLock, LockError> {
-        let path = self.root.join("regcert.lock");
+        let path = self.lock_path();
         let io_err = |source| LockError::Io { path: path.clone(), source };
         let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io_err)?;
         match file.try_lock() {
@@ -103,6 +112,25 @@ impl StateDir {
         let record = format!("pid {}: {who}\n", std::process::id());
         file.set_len(0).and_then(|_| file.rewind()).and_then(|_| file.write_all(record.as_bytes())).map_err(io_err)?;
         Ok(StateLock { _file: file })
+    }
+
+    fn lock_path(&self) -> PathBuf {
+        self.root.join("regcert.lock")
+    }
+
+    /// What `regcert run` tells `regcert status` about itself.
+    pub fn daemon_status_path(&self) -> PathBuf {
+        self.root.join("daemon.json")
+    }
+
+    /// The daemon's memory of one certificate (backoff, last result, ARI window).
+    pub fn schedule_path(&self, name: &str) -> PathBuf {
+        self.cert_dir(name).join("schedule.json")
+    }
+
+    /// Private CA `name`.
+    pub fn ca_dir(&self, name: &str) -> PathBuf {
+        self.root.join("ca").join(name)
     }
 
     /// Where the account for an ACME directory URL is kept (one account per directory).
@@ -143,14 +171,14 @@ impl StateDir {
         Some(Issued {
             leaf_pem: read("cert.pem")?,
             chain_pem: read("chain.pem")?,
-            key_pem: read("privkey.pem")?,
+            key_pem: self.load_key_pem(name)?,
             meta: self.load_meta(name)?,
         })
     }
 
     /// The key of the last issuance, for `reuse_key`.
-    pub fn load_key_pem(&self, name: &str) -> Option<String> {
-        fs::read_to_string(self.cert_dir(name).join("privkey.pem")).ok()
+    pub fn load_key_pem(&self, name: &str) -> Option<Zeroizing<String>> {
+        fs::read_to_string(self.cert_dir(name).join("privkey.pem")).ok().map(Zeroizing::new)
     }
 }
 

@@ -1,6 +1,6 @@
 //! `regcert status`: what is installed for each certificate and when it is next due.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -9,6 +9,7 @@ use crate::certinfo::{fmt_time, unix};
 use crate::config::CertificateConfig;
 use crate::daemon::DaemonStatus;
 use crate::install::read_installed;
+use crate::obtain::{Issuer, Issuers};
 use crate::policy::{Decision, decide};
 use crate::schedule::Schedule;
 use crate::state::StateDir;
@@ -20,7 +21,7 @@ pub struct CertStatus {
     pub ips: Vec<std::net::IpAddr>,
     /// Names (DNS and IP) in the installed certificate.
     pub covered: Vec<String>,
-    /// Where it comes from: "acme" or "ca:NAME".
+    /// Who issues it: `ACME https://…/directory`, `private CA "NAME"`.
     pub issued_by: Option<String>,
     pub issuer: Option<String>,
     pub serial: Option<String>,
@@ -38,14 +39,14 @@ pub struct CertStatus {
     pub next_check_at: Option<u64>,
 }
 
-pub fn collect(state_dir: &Path, certs: &[&CertificateConfig], now: SystemTime) -> Vec<CertStatus> {
-    // Read-only: the state dir is not created or locked for this.
-    let state = StateDir::at(state_dir);
-    let daemon = DaemonStatus::load(state_dir);
-    certs.iter().map(|c| one(&state, daemon.as_ref(), c, now)).collect()
+/// The status of `certs`. Read-only: the state dir is not created or locked for this, and
+/// nobody is asked anything over the network.
+pub fn collect(state: &StateDir, issuers: &Issuers, certs: &[&CertificateConfig], now: SystemTime) -> Vec<CertStatus> {
+    let daemon = DaemonStatus::load(state);
+    certs.iter().map(|c| one(state, issuers, daemon.as_ref(), c, now)).collect()
 }
 
-fn one(state: &StateDir, daemon: Option<&DaemonStatus>, cert: &CertificateConfig, now: SystemTime) -> CertStatus {
+fn one(state: &StateDir, issuers: &Issuers, daemon: Option<&DaemonStatus>, cert: &CertificateConfig, now: SystemTime) -> CertStatus {
     let installed = read_installed(&cert.install);
     let decision = decide(cert, installed.as_ref().map(Option::as_ref).map_err(Clone::clone), now, false);
     let leaf = installed.ok().flatten().map(|i| i.leaf);
@@ -61,10 +62,7 @@ fn one(state: &StateDir, daemon: Option<&DaemonStatus>, cert: &CertificateConfig
             .as_ref()
             .map(|l| l.dns_names.iter().cloned().chain(l.ips.iter().map(|ip| ip.to_string())).collect())
             .unwrap_or_default(),
-        issued_by: match &cert.issuer {
-            crate::config::IssuerRef::Acme => None,
-            crate::config::IssuerRef::Ca(n) => Some(format!("private CA \"{n}\"")),
-        },
+        issued_by: issuers.of(cert).ok().map(Issuer::label),
         issuer: leaf.as_ref().map(|l| l.issuer.clone()),
         serial: leaf.as_ref().map(|l| l.serial.clone()),
         not_after: leaf.as_ref().map(|l| l.not_after),

@@ -11,7 +11,9 @@ use std::process::Command;
 use serde::Serialize;
 
 use crate::certinfo::{LeafInfo, fmt_time, parse_pem_certs, unix};
+use crate::config::CertificateConfig;
 use crate::fsutil::{FileSpec, write_atomic};
+use crate::obtain::Issuer;
 
 pub const DEFAULT_CERTS_D: &str = "/etc/docker/certs.d";
 
@@ -52,6 +54,18 @@ pub fn install(certs_d: &Path, registry: &str, pem: &str) -> Result<PathBuf, Str
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     write_atomic(&path, pem.as_bytes(), FileSpec::PUBLIC).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     Ok(path)
+}
+
+/// `[certificate.trust] docker_clients`: this host's Docker trusts the root of the issuer of
+/// `cert` for each listed registry. Nothing to do for issuers whose roots are public.
+pub fn sync_docker_clients(cert: &CertificateConfig, issuer: &Issuer) -> Result<(), String> {
+    let (Some(trust), Some(root)) = (&cert.trust, issuer.trust_anchor()) else { return Ok(()) };
+    let pem = std::fs::read_to_string(root).map_err(|e| format!("{}: {e}", root.display()))?;
+    for registry in &trust.docker_clients {
+        let path = install(&trust.certs_d, registry, &pem).map_err(|e| format!("installed and verified, but {e}"))?;
+        tracing::info!(cert = %cert.name, registry = %registry, file = %path.display(), "Docker trusts the CA");
+    }
+    Ok(())
 }
 
 /// Remove what `install` wrote; true when something was there.

@@ -19,6 +19,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use serde::Serialize;
 use tokio::net::TcpStream;
+use zeroize::Zeroizing;
 
 use crate::certinfo::{LeafInfo, unix};
 use crate::config::{CertificateConfig, VerifyConfig};
@@ -34,12 +35,18 @@ pub struct Target {
     /// Address to connect to instead of `host:port` (SNI and Host stay those of the URL).
     pub connect_to: Option<String>,
     roots: Arc<RootCertStore>,
-    credentials: Option<(String, String)>,
+    /// User and password for `GET /v2/`; the password is wiped from memory when dropped.
+    credentials: Option<(String, Zeroizing<String>)>,
 }
 
 impl Target {
     /// `url` must be https://host[:port]/path.
-    pub fn new(url: &str, connect_to: Option<String>, roots: RootCertStore, credentials: Option<(String, String)>) -> Result<Self, String> {
+    pub fn new(
+        url: &str,
+        connect_to: Option<String>,
+        roots: RootCertStore,
+        credentials: Option<(String, Zeroizing<String>)>,
+    ) -> Result<Self, String> {
         let uri: Uri = url.parse().map_err(|e| format!("verify url \"{url}\" is not a URL: {e}"))?;
         if uri.scheme_str() != Some("https") {
             return Err(format!("verify url \"{url}\" must start with https://"));
@@ -50,19 +57,17 @@ impl Target {
         Ok(Self { url: url.to_owned(), port: uri.port_u16().unwrap_or(443), host, path, connect_to, roots: Arc::new(roots), credentials })
     }
 
-    /// The check configured for `cert` (URL, trust roots, credentials). A certificate from a
-    /// private CA is checked against that CA's root as well.
-    pub fn for_certificate(cert: &CertificateConfig, settings: &VerifyConfig, state_dir: &std::path::Path) -> Result<Self, String> {
-        let ca_root = match &cert.issuer {
-            crate::config::IssuerRef::Ca(name) => Some(crate::ca::root_path(state_dir, name)),
-            crate::config::IssuerRef::Acme => None,
-        };
-        let extra: Vec<&std::path::Path> = settings.ca_bundle.iter().chain(ca_root.iter()).map(|p| p.as_path()).collect();
+    /// The check configured for `cert` (URL, trust roots, credentials). `anchor` is the root of
+    /// the certificate's issuer when that root is not public (a private CA): it is trusted too.
+    pub fn for_certificate(cert: &CertificateConfig, settings: &VerifyConfig, anchor: Option<&std::path::Path>) -> Result<Self, String> {
+        let extra: Vec<&std::path::Path> = settings.ca_bundle.as_deref().into_iter().chain(anchor).collect();
         let roots = root_store(&extra).map_err(|e| format!("verify trust roots: {e}"))?;
         let credentials = match (&settings.username, &settings.password_file) {
             (Some(user), Some(file)) => {
-                let pass = std::fs::read_to_string(file).map_err(|e| format!("verify.password_file {}: {e}", file.display()))?;
-                Some((user.clone(), pass.trim_end_matches(['\n', '\r']).to_owned()))
+                let pass = std::fs::read_to_string(file)
+                    .map(Zeroizing::new)
+                    .map_err(|e| format!("verify.password_file {}: {e}", file.display()))?;
+                Some((user.clone(), Zeroizing::new(pass.trim_end_matches(['\n', '\r']).to_owned())))
             }
             _ => None,
         };
@@ -324,8 +329,9 @@ async fn judge_http(target: &Target, report: &mut Report, tls: tokio_rustls::cli
         hyper::Request::get(&target.path).header("host", host).header("user-agent", concat!("regcert/", env!("CARGO_PKG_VERSION")));
     if let Some((user, pass)) = &target.credentials {
         use base64::Engine;
-        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
-        req = req.header("authorization", format!("Basic {token}"));
+        let pair = Zeroizing::new(format!("{user}:{}", pass.as_str()));
+        let token = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(pair.as_bytes()));
+        req = req.header("authorization", format!("Basic {}", token.as_str()));
     }
     let Ok(req) = req.body(Empty::<Bytes>::new()) else {
         return report.problems.push(format!("cannot build a request for {}", target.path));

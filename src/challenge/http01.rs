@@ -49,11 +49,9 @@ impl Responder {
             tokens.remove(token);
             tokens.is_empty()
         };
-        if now_empty {
-            if let Some(task) = server.take() {
-                task.abort();
-                tracing::info!(listen = %self.addr, "HTTP-01 responder stopped");
-            }
+        if now_empty && let Some(task) = server.take() {
+            task.abort();
+            tracing::info!(listen = %self.addr, "HTTP-01 responder stopped");
         }
     }
 

@@ -4,10 +4,12 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use instant_acme::{Account, AccountCredentials, ExternalAccountKey, HttpClient, NewAccount};
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
 
 use crate::config::AcmeConfig;
 use crate::fsutil::{FileSpec, create_private_dir, write_atomic};
-use crate::obtain::problem::describe;
+use crate::obtain::error::Error;
+use crate::obtain::tls::LastRetryAfter;
 use crate::state::StateDir;
 
 /// What we keep of an account. The contact list is kept so that a changed config is noticed
@@ -25,22 +27,30 @@ pub fn decode_hmac_key(key: &str) -> Result<Vec<u8>, base64::DecodeError> {
     URL_SAFE_NO_PAD.decode(trimmed).or_else(|_| STANDARD.decode(key.trim()))
 }
 
-/// Load the account for `[acme] directory`, or create it; `http` builds a fresh HTTP client.
-pub async fn load_or_create(state: &StateDir, acme: &AcmeConfig, http: impl Fn() -> Box<dyn HttpClient>) -> Result<Account, String> {
+/// Load the account for `[acme] directory`, or create it; `http` builds a fresh HTTP client
+/// whose error responses leave their Retry-After in `retry_after`.
+pub(crate) async fn load_or_create(
+    state: &StateDir,
+    acme: &AcmeConfig,
+    http: impl Fn() -> Box<dyn HttpClient>,
+    retry_after: &LastRetryAfter,
+) -> Result<Account, Error> {
     let url = acme.directory_url();
     let path = state.account_path(url);
     let contact: Vec<&str> = acme.contact.iter().map(String::as_str).collect();
+    let acme_error = |e: instant_acme::Error| Error::from_acme(&e, url, retry_after.take());
 
-    if let Ok(bytes) = std::fs::read(&path) {
-        let stored: StoredAccount = serde_json::from_slice(&bytes)
-            .map_err(|e| format!("the stored ACME account {} is corrupt ({e}); move it away to create a new account", path.display()))?;
-        let account = Account::builder_with_http(http()).from_credentials(stored.credentials).await.map_err(|e| describe(&e, url))?;
+    if let Ok(bytes) = std::fs::read(&path).map(Zeroizing::new) {
+        let corrupt = |e: serde_json::Error| {
+            Error::Local(format!("the stored ACME account {} is corrupt ({e}); move it away to create a new account", path.display()))
+        };
+        let stored: StoredAccount = serde_json::from_slice(&bytes).map_err(corrupt)?;
+        let account = Account::builder_with_http(http()).from_credentials(stored.credentials).await.map_err(acme_error)?;
         if stored.contact != acme.contact {
-            retry_bad_nonce!(account.update_contacts(&contact).await)
-                .map_err(|e| format!("updating the account contact: {}", describe(&e, url)))?;
+            retry_bad_nonce!(account.update_contacts(&contact).await).map_err(|e| acme_error(e).during("updating the account contact"))?;
             tracing::info!(account = account.id(), contact = ?acme.contact, "ACME account contact updated");
             // The credentials were moved into the account; parse them again to store the update.
-            let mut stored: StoredAccount = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+            let mut stored: StoredAccount = serde_json::from_slice(&bytes).map_err(corrupt)?;
             stored.contact = acme.contact.clone();
             save(&path, &stored)?;
         }
@@ -50,29 +60,48 @@ pub async fn load_or_create(state: &StateDir, acme: &AcmeConfig, http: impl Fn()
 
     let eab = match &acme.eab {
         Some(eab) => {
-            let key = decode_hmac_key(&eab.hmac_key).map_err(|_| "[acme] eab.hmac_key is not base64".to_owned())?;
+            let key = decode_hmac_key(&eab.hmac_key).map_err(|_| Error::Local("[acme] eab.hmac_key is not base64".to_owned()))?;
             Some(ExternalAccountKey::new(eab.kid.clone(), &key))
         }
         None => None,
     };
     let new = NewAccount { contact: &contact, terms_of_service_agreed: acme.accept_terms, only_return_existing: false };
     let (account, credentials) = retry_bad_nonce!(Account::builder_with_http(http()).create(&new, url.to_owned(), eab.as_ref()).await)
-        .map_err(|e| format!("creating the ACME account: {}", describe(&e, url)))?;
+        .map_err(|e| acme_error(e).during("creating the ACME account"))?;
     let stored = StoredAccount { directory: url.to_owned(), contact: acme.contact.clone(), credentials };
     save(&path, &stored)?;
     tracing::info!(account = account.id(), directory = url, "ACME account created");
     Ok(account)
 }
 
-fn save(path: &std::path::Path, stored: &StoredAccount) -> Result<(), String> {
+/// Keep an account created by another client (`regcert import acme.sh`) as the account for
+/// `directory`: its URL and its P-256 key (PKCS#8 DER).
+pub(crate) fn adopt(
+    state: &StateDir,
+    directory: &str,
+    contact: Vec<String>,
+    account_url: &str,
+    key_pkcs8: &[u8],
+) -> Result<std::path::PathBuf, Error> {
+    let key = Zeroizing::new(URL_SAFE_NO_PAD.encode(key_pkcs8));
+    let credentials = serde_json::json!({ "id": account_url, "key_pkcs8": key.as_str(), "directory": directory });
+    let credentials: AccountCredentials =
+        serde_json::from_value(credentials).map_err(|e| Error::Local(format!("the account for {directory} cannot be stored: {e}")))?;
+    let path = state.account_path(directory);
+    save(&path, &StoredAccount { directory: directory.to_owned(), contact, credentials })?;
+    Ok(path)
+}
+
+/// Store an account (0600, atomically); it holds the account's private key.
+fn save(path: &std::path::Path, stored: &StoredAccount) -> Result<(), Error> {
     let write = || -> std::io::Result<()> {
         if let Some(dir) = path.parent() {
             create_private_dir(dir)?;
         }
-        let json = serde_json::to_vec_pretty(stored).map_err(std::io::Error::other)?;
+        let json = Zeroizing::new(serde_json::to_vec_pretty(stored).map_err(std::io::Error::other)?);
         write_atomic(path, &json, FileSpec::PRIVATE)
     };
-    write().map_err(|e| format!("cannot store the ACME account in {}: {e}", path.display()))
+    write().map_err(|e| Error::Local(format!("cannot store the ACME account in {}: {e}", path.display())))
 }
 
 #[cfg(test)]

@@ -1,24 +1,38 @@
-//! Obtaining a certificate from an ACME CA (RFC 8555): order, authorize, finalize, download.
+//! The ACME issuer (RFC 8555): order, authorize, finalize, download — on instant-acme.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use instant_acme::{
-    Account, AuthorizationStatus, CertificateIdentifier, Identifier, NewOrder, Order, OrderStatus, RenewalInfo, RetryPolicy,
-};
+use instant_acme::{Account, AuthorizationStatus, CertificateIdentifier, Identifier, NewOrder, Order, OrderStatus, RetryPolicy};
 use rustls_pki_types::CertificateDer;
+use tokio::sync::OnceCell;
 
+use super::error::Error;
+use super::problem::{Problem, ProblemKind};
+use super::tls::LastRetryAfter;
+use super::{RenewalWindow, account, tls};
 use crate::certinfo::{LeafInfo, check_chain_links, fmt_time, parse_pem_certs, to_pem, unix};
 use crate::challenge::dns01::Dns01;
 use crate::challenge::{Published, Solver};
-use crate::config::CertificateConfig;
+use crate::config::{AcmeConfig, CertificateConfig, Http01Config};
 use crate::keys::LeafKey;
-use crate::obtain::problem::{describe, describe_problem};
-use crate::state::{Issued, IssuedMeta};
+use crate::state::{Issued, IssuedMeta, StateDir};
 
-/// An ACME account plus the way it answers challenges; shared by every certificate of a run.
+/// An ACME CA as configured in `[acme]`. The account is loaded (or created) on first use and
+/// shared by every certificate of the process; a failure to do so is remembered for the run,
+/// so a CA that is down costs one attempt, not one per certificate.
 pub struct AcmeIssuer {
+    config: AcmeConfig,
+    http01: Http01Config,
+    state: StateDir,
+    /// The Retry-After of the CA's last error response (see [`LastRetryAfter`]).
+    retry_after: Arc<LastRetryAfter>,
+    ready: OnceCell<Result<Ready, Error>>,
+}
+
+/// The account, and the way this CA's HTTP-01 challenges are answered.
+struct Ready {
     account: Account,
-    directory: String,
     solver: Solver,
 }
 
@@ -29,34 +43,72 @@ fn poll_policy() -> RetryPolicy {
 }
 
 impl AcmeIssuer {
-    pub fn new(account: Account, directory: String, solver: Solver) -> Self {
-        Self { account, directory, solver }
+    pub(crate) fn new(config: &AcmeConfig, http01: &Http01Config, state: &StateDir) -> Self {
+        Self {
+            config: config.clone(),
+            http01: http01.clone(),
+            state: state.clone(),
+            retry_after: Arc::new(LastRetryAfter::default()),
+            ready: OnceCell::new(),
+        }
+    }
+
+    pub(crate) fn directory(&self) -> &str {
+        self.config.directory_url()
+    }
+
+    async fn ready(&self) -> Result<&Ready, Error> {
+        let init = self.ready.get_or_init(|| async {
+            let roots =
+                tls::root_store(self.config.ca_bundle.as_deref().as_slice()).map_err(|e| Error::Local(format!("[acme] ca_bundle: {e}")))?;
+            let retry_after = self.retry_after.clone();
+            let http = || tls::acme_http_client(roots.clone(), retry_after.clone());
+            let account = account::load_or_create(&self.state, &self.config, http, &self.retry_after).await?;
+            Ok(Ready { account, solver: Solver::from_config(&self.http01) })
+        });
+        init.await.as_ref().map_err(Clone::clone)
+    }
+
+    /// An instant-acme error as ours, with the Retry-After its response carried.
+    fn error(&self, e: instant_acme::Error) -> Error {
+        Error::from_acme(&e, self.directory(), self.retry_after.take())
     }
 
     /// The CA's suggested renewal window for `leaf` (ARI, RFC 9773) and when to ask again;
     /// `None` when the CA offers no renewalInfo or the leaf has no authority key identifier.
-    pub async fn renewal_window(&self, leaf: &CertificateDer<'_>) -> Result<Option<(RenewalInfo, Duration)>, String> {
+    pub(crate) async fn renewal_window(&self, leaf: &CertificateDer<'_>) -> Result<Option<RenewalWindow>, Error> {
         let Ok(id) = CertificateIdentifier::try_from(leaf) else { return Ok(None) };
-        match self.account.renewal_info(&id).await {
-            Ok(info) => Ok(Some(info)),
+        let ready = self.ready().await.map_err(|e| e.during("fetching the renewal window"))?;
+        match ready.account.renewal_info(&id).await {
+            Ok((info, retry_after)) => Ok(Some(RenewalWindow {
+                start: info.suggested_window.start.unix_timestamp().max(0) as u64,
+                end: info.suggested_window.end.unix_timestamp().max(0) as u64,
+                retry_after,
+                explanation_url: info.explanation_url,
+            })),
             Err(instant_acme::Error::Unsupported(_)) => Ok(None),
-            Err(e) => Err(format!("fetching the renewal window: {}", describe(&e, &self.directory))),
+            Err(e) => Err(self.error(e).during("fetching the renewal window")),
         }
     }
 
     /// Run one order for `cert` with `key` and return the verified result. `replaces` is the
     /// certificate being renewed: with a CA that offers ARI the order says so (RFC 9773), which
     /// Let's Encrypt exempts from its rate limits.
-    pub async fn issue(&self, cert: &CertificateConfig, key: LeafKey, replaces: Option<&CertificateDer<'_>>) -> Result<Issued, String> {
+    pub(crate) async fn issue(
+        &self,
+        cert: &CertificateConfig,
+        key: LeafKey,
+        replaces: Option<&CertificateDer<'_>>,
+    ) -> Result<Issued, Error> {
         let name = cert.name.as_str();
-        let ca = self.directory.as_str();
+        let ready = self.ready().await?;
         let ids: Vec<Identifier> = cert.domains.iter().map(|d| Identifier::Dns(d.clone())).collect();
-        let mut order = self.new_order(&ids, replaces).await.map_err(|e| describe(&e, ca))?;
+        let mut order = self.new_order(&ready.account, &ids, replaces).await?;
         tracing::info!(cert = %name, order = %order.url(), "ACME order created");
 
         let solver = match &cert.dns {
-            Some(dns) => Solver::Dns01(std::sync::Arc::new(Dns01::new(dns.clone()))),
-            None => self.solver.clone(),
+            Some(dns) => Solver::Dns01(Arc::new(Dns01::new(dns.clone()))),
+            None => ready.solver.clone(),
         };
         let mut published = Vec::new();
         let authorized = self.authorize(&mut order, &solver, &mut published).await;
@@ -66,119 +118,115 @@ impl AcmeIssuer {
         authorized?;
         tracing::info!(cert = %name, "names validated");
 
-        let csr = key.csr_der(&cert.domains).map_err(|e| format!("building the CSR: {e}"))?;
-        retry_bad_nonce!(order.finalize_csr(&csr).await).map_err(|e| format!("finalizing the order: {}", describe(&e, ca)))?;
+        let csr = key.csr_der(&cert.domains).map_err(|e| Error::Local(format!("building the CSR: {e}")))?;
+        retry_bad_nonce!(order.finalize_csr(&csr).await).map_err(|e| self.error(e).during("finalizing the order"))?;
         let pem = retry_bad_nonce!(order.poll_certificate(&poll_policy()).await)
-            .map_err(|e| format!("downloading the certificate: {}", describe(&e, ca)))?;
+            .map_err(|e| self.error(e).during("downloading the certificate"))?;
         let issued = self.check_and_package(cert, key, &pem, order.url())?;
         tracing::info!(cert = %name, serial = %issued.meta.serial, not_after = %fmt_time(issued.meta.not_after), "certificate issued");
         Ok(issued)
     }
 
-    async fn new_order(&self, ids: &[Identifier], replaces: Option<&CertificateDer<'_>>) -> Result<Order, instant_acme::Error> {
+    async fn new_order(&self, account: &Account, ids: &[Identifier], replaces: Option<&CertificateDer<'_>>) -> Result<Order, Error> {
         if let Some(id) = replaces.and_then(|der| CertificateIdentifier::try_from(der).ok()) {
-            match retry_bad_nonce!(self.account.new_order(&NewOrder::new(ids).replaces(id.clone())).await) {
+            match retry_bad_nonce!(account.new_order(&NewOrder::new(ids).replaces(id.clone())).await).map_err(|e| self.error(e)) {
                 Ok(order) => return Ok(order),
-                // No ARI at this CA, or the certificate was already replaced: order plainly.
-                Err(instant_acme::Error::Unsupported(_)) => {}
-                Err(instant_acme::Error::Api(p))
-                    if p.r#type.as_deref().is_some_and(|t| t.ends_with(":alreadyReplaced") || t.ends_with(":conflict")) =>
-                {
-                    tracing::debug!(problem = %describe_problem(&p), "order without `replaces`");
+                // No ARI at this CA: order plainly.
+                Err(Error::Unsupported { .. }) => {}
+                // The certificate was already replaced (or the CA sees a conflict): order plainly.
+                Err(e) if e.is_problem(&ProblemKind::AlreadyReplaced) || e.is_problem(&ProblemKind::Conflict) => {
+                    tracing::debug!(problem = %e, "order without `replaces`");
                 }
-                // A CA that ignored `replaces` (instant-acme checks the echo): order plainly.
-                Err(instant_acme::Error::Other(e)) if e.to_string().contains("replaces") => {
+                // A CA that ignored `replaces` (instant-acme checks that it is echoed): order plainly.
+                Err(e @ Error::Unexpected { .. }) => {
                     tracing::debug!(error = %e, "the CA ignored `replaces`; ordering without it");
                 }
                 Err(e) => return Err(e),
             }
         }
-        retry_bad_nonce!(self.account.new_order(&NewOrder::new(ids)).await)
+        retry_bad_nonce!(account.new_order(&NewOrder::new(ids)).await).map_err(|e| self.error(e))
     }
 
     /// Publish every pending challenge, wait until the CA can see them, tell the CA, and wait
     /// for the order to become ready. What goes out is recorded in `published` as it goes, so
     /// the caller can always clean up.
-    async fn authorize(&self, order: &mut Order, solver: &Solver, published: &mut Vec<Published>) -> Result<(), String> {
-        let ca = self.directory.as_str();
+    async fn authorize(&self, order: &mut Order, solver: &Solver, published: &mut Vec<Published>) -> Result<(), Error> {
         let kind = solver.challenge_type();
+        let no_challenge = |identifier: String| Error::NoChallenge { identifier, kind: format!("{kind:?}") };
         let mut authzs = order.authorizations();
         while let Some(authz) = authzs.next().await {
-            let mut authz = authz.map_err(|e| describe(&e, ca))?;
-            let ident = authz.identifier().to_string();
+            let mut authz = authz.map_err(|e| self.error(e))?;
+            let identifier = authz.identifier().to_string();
             match authz.status {
                 AuthorizationStatus::Valid => continue,
                 AuthorizationStatus::Pending => {}
-                other => return Err(format!("authorization for {ident} is {other:?}; the CA will not validate it")),
+                other => return Err(Error::AuthorizationUnusable { identifier, status: format!("{other:?}") }),
             }
-            let challenge = authz.challenge(kind.clone()).ok_or_else(|| format!("the CA offers no {kind:?} challenge for {ident}"))?;
+            let challenge = authz.challenge(kind.clone()).ok_or_else(|| no_challenge(identifier.clone()))?;
             let key_auth = challenge.key_authorization();
-            published.push(solver.present(&ident, &challenge.token, &key_auth).await?);
+            published.push(solver.present(&identifier, &challenge.token, &key_auth).await.map_err(Error::Challenge)?);
         }
-        solver.wait_visible(published).await?;
+        solver.wait_visible(published).await.map_err(Error::Challenge)?;
         let mut authzs = order.authorizations();
         while let Some(authz) = authzs.next().await {
-            let mut authz = authz.map_err(|e| describe(&e, ca))?;
+            let mut authz = authz.map_err(|e| self.error(e))?;
             if authz.status != AuthorizationStatus::Pending {
                 continue;
             }
-            let ident = authz.identifier().to_string();
-            let mut challenge = authz.challenge(kind.clone()).ok_or_else(|| format!("the CA offers no {kind:?} challenge for {ident}"))?;
-            retry_bad_nonce!(challenge.set_ready().await).map_err(|e| describe(&e, ca))?;
-            tracing::debug!(identifier = %ident, "challenge ready");
+            let identifier = authz.identifier().to_string();
+            let mut challenge = authz.challenge(kind.clone()).ok_or_else(|| no_challenge(identifier.clone()))?;
+            retry_bad_nonce!(challenge.set_ready().await).map_err(|e| self.error(e))?;
+            tracing::debug!(identifier = %identifier, "challenge ready");
         }
         match retry_bad_nonce!(order.poll_ready(&poll_policy()).await) {
             Ok(OrderStatus::Ready) => Ok(()),
             // The order's own problem is generic; the failed challenges say which name and why.
             Ok(_) => Err(self.validation_failures(order).await),
             Err(instant_acme::Error::Api(_)) if order.state().status == OrderStatus::Invalid => Err(self.validation_failures(order).await),
-            Err(e) => Err(describe(&e, ca)),
+            Err(e) => Err(self.error(e)),
         }
     }
 
     /// Why an order went invalid: each failed challenge's problem, by identifier.
-    async fn validation_failures(&self, order: &mut Order) -> String {
-        let mut reasons = Vec::new();
+    async fn validation_failures(&self, order: &mut Order) -> Error {
+        let mut failures = Vec::new();
         let mut authzs = order.authorizations();
         while let Some(Ok(authz)) = authzs.next().await {
-            let ident = authz.identifier().to_string();
-            for ch in authz.challenges.iter().filter(|c| c.error.is_some()) {
-                if let Some(p) = &ch.error {
-                    reasons.push(format!("{ident}: {}", describe_problem(p)));
-                }
+            let identifier = authz.identifier().to_string();
+            for p in authz.challenges.iter().filter_map(|c| c.error.as_ref()) {
+                failures.push((identifier.clone(), Problem::from_acme(p, None)));
             }
         }
-        if reasons.is_empty() {
-            match &order.state().error {
-                Some(p) => describe_problem(p),
-                None => "the CA marked the order invalid without saying why".to_owned(),
-            }
-        } else {
-            format!("validation failed: {}", reasons.join("; "))
+        if !failures.is_empty() {
+            return Error::ValidationFailed { failures };
+        }
+        match &order.state().error {
+            Some(p) => Error::Problem(Problem::from_acme(p, None)),
+            None => Error::Rejected("the CA marked the order invalid without saying why".to_owned()),
         }
     }
 
     /// Never hand on a certificate we would not install: it must be for our key, cover every
     /// name, and come with the intermediates that make its chain complete.
-    fn check_and_package(&self, cert: &CertificateConfig, key: LeafKey, pem: &str, order_url: &str) -> Result<Issued, String> {
-        let chain = parse_pem_certs(pem.as_bytes()).map_err(|e| format!("the CA's certificate download {e}"))?;
-        check_chain_links(&chain)?;
-        let leaf = LeafInfo::parse(&chain[0])?;
+    fn check_and_package(&self, cert: &CertificateConfig, key: LeafKey, pem: &str, order_url: &str) -> Result<Issued, Error> {
+        let chain = parse_pem_certs(pem.as_bytes()).map_err(|e| Error::Rejected(format!("the CA's certificate download {e}")))?;
+        check_chain_links(&chain).map_err(Error::Rejected)?;
+        let leaf = LeafInfo::parse(&chain[0]).map_err(Error::Rejected)?;
         if leaf.spki != key.spki_der() {
-            return Err("the CA returned a certificate for a different public key than our CSR".into());
+            return Err(Error::Rejected("the CA returned a certificate for a different public key than our CSR".into()));
         }
         if !leaf.covers(&cert.domains) {
-            return Err(format!("the CA returned a certificate for {:?}, not for {:?}", leaf.dns_names, cert.domains));
+            return Err(Error::Rejected(format!("the CA returned a certificate for {:?}, not for {:?}", leaf.dns_names, cert.domains)));
         }
         Ok(Issued {
             leaf_pem: to_pem(&chain[..1]),
             chain_pem: to_pem(&chain[1..]),
-            key_pem: key.pem().to_owned(),
+            key_pem: key.into_pem(),
             meta: IssuedMeta {
                 name: cert.name.clone(),
                 domains: cert.domains.clone(),
                 key_type: cert.key,
-                directory: self.directory.clone(),
+                directory: self.directory().to_owned(),
                 order_url: order_url.to_owned(),
                 issued_at: unix(SystemTime::now()),
                 not_before: leaf.not_before,

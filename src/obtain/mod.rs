@@ -1,6 +1,12 @@
-//! Step one of the pipeline: obtain a certificate.
+//! Step one of the pipeline: obtain a certificate from an issuer.
 //!
-//! Today the issuer is an ACME CA; a private CA slots in beside it as another module.
+//! An [`Issuer`] is whatever signs certificates for a `[[certificate]]`: an ACME CA
+//! ([`acme`], with [`account`] and [`tls`]) or a private CA kept in state_dir ([`local_ca`]).
+//! The rest of regcert sees only this seam: it asks [`Issuers`] for the issuer a certificate
+//! names (`issuer = "acme"` or `"ca:NAME"`), and that issuer issues, tells the renewal window
+//! its CA suggests, names the trust anchor that verification and client trust need, and gives
+//! a label for people. A new kind of issuer is one new module here and one variant of
+//! [`Issuer`]; nothing outside `obtain/` and `config` names a concrete one.
 
 #[macro_use]
 mod retry {
@@ -12,7 +18,11 @@ mod retry {
             let mut attempts = 0;
             loop {
                 match $call {
-                    Err(instant_acme::Error::Api(p)) if $crate::obtain::problem::is_bad_nonce(&p) && attempts < 8 => {
+                    Err(instant_acme::Error::Api(p))
+                        if $crate::obtain::problem::ProblemKind::from_type(p.r#type.as_deref())
+                            == $crate::obtain::problem::ProblemKind::BadNonce
+                            && attempts < 8 =>
+                    {
                         attempts += 1;
                         tracing::debug!(attempts, "badNonce, retrying");
                     }
@@ -23,7 +33,111 @@ mod retry {
     }
 }
 
-pub mod account;
-pub mod acme;
+pub(crate) mod account;
+mod acme;
+mod error;
+pub mod local_ca;
 pub mod problem;
-pub mod tls;
+pub(crate) mod tls;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use rustls_pki_types::CertificateDer;
+
+pub use error::Error;
+
+use crate::config::{CertificateConfig, Config, IssuerRef};
+use crate::keys::LeafKey;
+use crate::state::{Issued, StateDir};
+
+/// Who signs a certificate.
+pub enum Issuer {
+    /// An ACME CA (`[acme]`); boxed, it holds an account, an HTTP client and a solver.
+    Acme(Box<acme::AcmeIssuer>),
+    /// A private CA in state_dir (`[ca.NAME]`).
+    Local(local_ca::LocalIssuer),
+}
+
+/// The renewal window a CA suggests for one certificate (ACME Renewal Information, RFC 9773).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenewalWindow {
+    /// Unix times.
+    pub start: u64,
+    pub end: u64,
+    /// When to ask again (the CA's Retry-After).
+    pub retry_after: Duration,
+    pub explanation_url: Option<String>,
+}
+
+impl Issuer {
+    /// Issue a certificate for `cert` with `key`. `current` is the certificate it replaces, if
+    /// any (an ACME CA that offers ARI is told, which exempts the order from rate limits).
+    pub async fn issue(&self, cert: &CertificateConfig, key: LeafKey, current: Option<&CertificateDer<'_>>) -> Result<Issued, Error> {
+        match self {
+            Issuer::Acme(acme) => acme.issue(cert, key, current).await,
+            Issuer::Local(ca) => ca.issue(cert, &key),
+        }
+    }
+
+    /// Does this issuer's CA suggest renewal windows that are worth asking for?
+    pub fn offers_renewal_windows(&self) -> bool {
+        matches!(self, Issuer::Acme(_))
+    }
+
+    /// The window the CA suggests for renewing `leaf`; `None` when it has no opinion.
+    pub async fn renewal_window(&self, leaf: &CertificateDer<'_>) -> Result<Option<RenewalWindow>, Error> {
+        match self {
+            Issuer::Acme(acme) => acme.renewal_window(leaf).await,
+            Issuer::Local(_) => Ok(None),
+        }
+    }
+
+    /// A root certificate (PEM file) that verification and Docker clients must trust beyond the
+    /// system's, for issuers whose roots are not public.
+    pub fn trust_anchor(&self) -> Option<&Path> {
+        match self {
+            Issuer::Acme(_) => None,
+            Issuer::Local(ca) => Some(ca.trust_anchor()),
+        }
+    }
+
+    /// What people read in status, logs and notifications: `ACME https://…/directory`,
+    /// `private CA "internal"`.
+    pub fn label(&self) -> String {
+        match self {
+            Issuer::Acme(acme) => format!("ACME {}", acme.directory()),
+            Issuer::Local(ca) => ca.label(),
+        }
+    }
+}
+
+/// Every issuer the configuration defines, by the name certificates use (`acme`, `ca:NAME`).
+/// Making them costs no I/O: an ACME account is loaded when it is first needed, a private CA
+/// is read when it signs.
+pub struct Issuers {
+    by_name: BTreeMap<String, Issuer>,
+}
+
+impl Issuers {
+    pub fn from_config(config: &Config, state: &StateDir) -> Self {
+        let mut by_name = BTreeMap::new();
+        if let Some(acme) = &config.acme {
+            by_name.insert(IssuerRef::Acme.to_string(), Issuer::Acme(Box::new(acme::AcmeIssuer::new(acme, &config.http01, state))));
+        }
+        for name in config.ca.keys() {
+            by_name.insert(IssuerRef::Ca(name.clone()).to_string(), Issuer::Local(local_ca::LocalIssuer::new(name, state)));
+        }
+        Self { by_name }
+    }
+
+    /// The issuer `cert` names. Validation guarantees it exists; the error is for callers
+    /// that skipped it.
+    pub fn of(&self, cert: &CertificateConfig) -> Result<&Issuer, Error> {
+        let name = cert.issuer.to_string();
+        self.by_name.get(&name).ok_or_else(|| {
+            Error::Local(format!("[[certificate]] `{}`: issuer \"{name}\" is not configured (add [acme] or [ca.NAME])", cert.name))
+        })
+    }
+}

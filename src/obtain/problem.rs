@@ -1,98 +1,193 @@
-//! Turning instant-acme errors into messages an operator can act on.
+//! ACME problem documents (RFC 8555 §6.7) as regcert reacts to them.
+//!
+//! instant-acme hands over the problem as the CA wrote it; here its `type` becomes a
+//! [`ProblemKind`] that code can match on (a rate limit is not a network blip), and the text an
+//! operator reads gets a hint for the common kinds.
 
-use instant_acme::{Error, Identifier, Problem};
+use std::fmt;
+use std::time::SystemTime;
 
-/// Did the CA reject the request's anti-replay nonce (a transient fault to retry)?
-pub fn is_bad_nonce(p: &Problem) -> bool {
-    p.r#type.as_deref() == Some("urn:ietf:params:acme:error:badNonce")
+use instant_acme::Identifier;
+
+/// The `type` of a problem, short form (`urn:ietf:params:acme:error:` dropped). The kinds
+/// regcert branches on, or gives a hint for, are named; any other is kept as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProblemKind {
+    BadNonce,
+    RateLimited,
+    Malformed,
+    Unauthorized,
+    AlreadyReplaced,
+    Conflict,
+    Connection,
+    Dns,
+    IncorrectResponse,
+    RejectedIdentifier,
+    ExternalAccountRequired,
+    AccountDoesNotExist,
+    UnauthorizedAccount,
+    UserActionRequired,
+    Caa,
+    /// Another type, as the CA wrote it (without the ACME URN prefix).
+    Other(String),
 }
 
-/// Describe an ACME error; `ca` is the directory URL, named when the CA cannot be reached.
-pub fn describe(err: &Error, ca: &str) -> String {
-    match err {
-        Error::Api(p) => describe_problem(p),
-        Error::Other(inner) if inner.downcast_ref::<hyper_util::client::legacy::Error>().is_some() => format!(
-            "cannot reach the ACME server {ca}: {}; check [acme] directory, the network and, for a private CA, [acme] ca_bundle",
-            chain(inner.as_ref())
-        ),
-        Error::Other(inner) => format!("the ACME server {ca} answered unexpectedly: {}", chain(inner.as_ref())),
-        Error::Hyper(e) => format!("cannot reach the ACME server {ca}: {e}"),
-        Error::Timeout(_) => format!("the ACME server {ca} did not finish the order in time; try again later"),
-        Error::Json(e) => format!(
-            "the ACME server {ca} sent a response that is not valid ACME JSON ({e}); is [acme] directory really an ACME directory URL?"
-        ),
-        other => format!("ACME error talking to {ca}: {other}"),
+const URN: &str = "urn:ietf:params:acme:error:";
+
+impl ProblemKind {
+    /// The kind of a problem `type` (a missing type reads as "error").
+    pub fn from_type(t: Option<&str>) -> Self {
+        let t = t.unwrap_or("error");
+        match t.strip_prefix(URN).unwrap_or(t) {
+            "badNonce" => Self::BadNonce,
+            "rateLimited" => Self::RateLimited,
+            "malformed" => Self::Malformed,
+            "unauthorized" => Self::Unauthorized,
+            "alreadyReplaced" => Self::AlreadyReplaced,
+            "conflict" => Self::Conflict,
+            "connection" => Self::Connection,
+            "dns" => Self::Dns,
+            "incorrectResponse" => Self::IncorrectResponse,
+            "rejectedIdentifier" => Self::RejectedIdentifier,
+            "externalAccountRequired" => Self::ExternalAccountRequired,
+            "accountDoesNotExist" => Self::AccountDoesNotExist,
+            "unauthorizedAccount" => Self::UnauthorizedAccount,
+            "userActionRequired" => Self::UserActionRequired,
+            "caa" => Self::Caa,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+
+    /// The short name, as in "ACME rateLimited: …".
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::BadNonce => "badNonce",
+            Self::RateLimited => "rateLimited",
+            Self::Malformed => "malformed",
+            Self::Unauthorized => "unauthorized",
+            Self::AlreadyReplaced => "alreadyReplaced",
+            Self::Conflict => "conflict",
+            Self::Connection => "connection",
+            Self::Dns => "dns",
+            Self::IncorrectResponse => "incorrectResponse",
+            Self::RejectedIdentifier => "rejectedIdentifier",
+            Self::ExternalAccountRequired => "externalAccountRequired",
+            Self::AccountDoesNotExist => "accountDoesNotExist",
+            Self::UnauthorizedAccount => "unauthorizedAccount",
+            Self::UserActionRequired => "userActionRequired",
+            Self::Caa => "caa",
+            Self::Other(t) => t,
+        }
+    }
+
+    /// What the operator can do about it, for the common kinds.
+    fn hint(&self) -> Option<&'static str> {
+        Some(match self {
+            Self::RateLimited => "the CA's rate limit was hit; wait until it resets (use letsencrypt-staging for tests)",
+            Self::RejectedIdentifier => "the CA will not issue for this name; check the domains of this certificate",
+            Self::Unauthorized | Self::IncorrectResponse | Self::Connection | Self::Dns => {
+                "the CA could not validate the name: check that it resolves to this host and that port 80 reaches regcert (or the webroot's server)"
+            }
+            Self::ExternalAccountRequired => "this CA requires external account binding: set [acme] eab = { kid = …, hmac_key = … }",
+            Self::UnauthorizedAccount | Self::AccountDoesNotExist => "the stored ACME account is not valid on this CA anymore",
+            Self::UserActionRequired => "the CA requires you to accept updated terms of service",
+            Self::Caa => "a CAA DNS record forbids this CA from issuing for the name",
+            _ => return None,
+        })
     }
 }
 
-/// "rateLimited: too many certificates … (for a.example: …)" plus a hint for the common types.
-pub fn describe_problem(p: &Problem) -> String {
-    let kind = short_type(p.r#type.as_deref());
-    let mut out = format!("ACME {kind}: {}", p.detail.as_deref().unwrap_or("(no detail)"));
-    for sub in &p.subproblems {
-        let id = identifier_name(sub.identifier.as_ref());
-        out.push_str(&format!("; {id} {}: {}", short_type(sub.r#type.as_deref()), sub.detail.as_deref().unwrap_or("")));
-    }
-    if let Some(hint) = hint(kind) {
-        out.push_str(" — ");
-        out.push_str(hint);
-    }
-    out
+/// A problem document from the CA, with the `Retry-After` its response carried (rate limits).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub kind: ProblemKind,
+    pub detail: Option<String>,
+    pub status: Option<u16>,
+    pub subproblems: Vec<Subproblem>,
+    /// When the CA said to try again (the response's Retry-After), if it did.
+    pub retry_after: Option<SystemTime>,
 }
 
-fn identifier_name(id: Option<&Identifier>) -> String {
+/// The part of a problem that concerns one identifier (RFC 8555 §6.7.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subproblem {
+    pub identifier: Option<String>,
+    pub kind: ProblemKind,
+    pub detail: Option<String>,
+}
+
+impl Problem {
+    pub fn from_acme(p: &instant_acme::Problem, retry_after: Option<SystemTime>) -> Self {
+        Problem {
+            kind: ProblemKind::from_type(p.r#type.as_deref()),
+            detail: p.detail.clone(),
+            status: p.status,
+            subproblems: p
+                .subproblems
+                .iter()
+                .map(|s| Subproblem {
+                    identifier: s.identifier.as_ref().map(identifier_name),
+                    kind: ProblemKind::from_type(s.r#type.as_deref()),
+                    detail: s.detail.clone(),
+                })
+                .collect(),
+            retry_after,
+        }
+    }
+}
+
+/// "ACME rateLimited: too many certificates … ; a.example rejectedIdentifier: … — hint".
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ACME {}: {}", self.kind.as_str(), self.detail.as_deref().unwrap_or("(no detail)"))?;
+        for sub in &self.subproblems {
+            let id = sub.identifier.as_deref().unwrap_or("");
+            write!(f, "; {id} {}: {}", sub.kind.as_str(), sub.detail.as_deref().unwrap_or(""))?;
+        }
+        if let Some(hint) = self.kind.hint() {
+            write!(f, " — {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+/// An identifier as people write it.
+pub fn identifier_name(id: &Identifier) -> String {
     match id {
-        Some(Identifier::Dns(d)) => d.clone(),
-        Some(Identifier::Ip(ip)) => ip.to_string(),
-        Some(other) => format!("{other:?}"),
-        None => String::new(),
+        Identifier::Dns(d) => d.clone(),
+        Identifier::Ip(ip) => ip.to_string(),
+        other => format!("{other:?}"),
     }
-}
-
-fn short_type(t: Option<&str>) -> &str {
-    let t = t.unwrap_or("error");
-    t.strip_prefix("urn:ietf:params:acme:error:").unwrap_or(t)
-}
-
-fn hint(kind: &str) -> Option<&'static str> {
-    Some(match kind {
-        "rateLimited" => "the CA's rate limit was hit; wait until it resets (use letsencrypt-staging for tests)",
-        "rejectedIdentifier" => "the CA will not issue for this name; check the domains of this certificate",
-        "unauthorized" | "incorrectResponse" | "connection" | "dns" => {
-            "the CA could not validate the name: check that it resolves to this host and that port 80 reaches regcert (or the webroot's server)"
-        }
-        "externalAccountRequired" => "this CA requires external account binding: set [acme] eab = { kid = …, hmac_key = … }",
-        "unauthorizedAccount" | "accountDoesNotExist" => "the stored ACME account is not valid on this CA anymore",
-        "userActionRequired" => "the CA requires you to accept updated terms of service",
-        "caa" => "a CAA DNS record forbids this CA from issuing for the name",
-        _ => return None,
-    })
-}
-
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        cur = s.source();
-    }
-    parts.join(": ")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn parse(json: &str) -> Problem {
+        Problem::from_acme(&serde_json::from_str(json).unwrap(), None)
+    }
+
     #[test]
     fn problem_names_type_detail_and_hint() {
-        let p: Problem =
-            serde_json::from_str(r#"{"type":"urn:ietf:params:acme:error:rejectedIdentifier","detail":"blocked name","status":400}"#)
-                .unwrap();
-        let s = describe_problem(&p);
+        let p = parse(r#"{"type":"urn:ietf:params:acme:error:rejectedIdentifier","detail":"blocked name","status":400}"#);
+        assert_eq!(p.kind, ProblemKind::RejectedIdentifier);
+        let s = p.to_string();
         assert!(s.starts_with("ACME rejectedIdentifier: blocked name"), "{s}");
         assert!(s.contains("will not issue"), "{s}");
+    }
+
+    #[test]
+    fn kinds_are_typed_and_unknown_ones_kept() {
+        let p = parse(
+            r#"{"type":"urn:ietf:params:acme:error:rateLimited","detail":"too many","status":429,
+                "subproblems":[{"type":"urn:ietf:params:acme:error:caa","detail":"forbidden","identifier":{"type":"dns","value":"a.example"}}]}"#,
+        );
+        assert_eq!(p.kind, ProblemKind::RateLimited);
+        assert_eq!(p.subproblems[0].kind, ProblemKind::Caa);
+        assert_eq!(p.subproblems[0].identifier.as_deref(), Some("a.example"));
+        assert!(p.to_string().contains("; a.example caa: forbidden"), "{p}");
+        assert_eq!(ProblemKind::from_type(Some("urn:example:custom")), ProblemKind::Other("urn:example:custom".into()));
+        assert_eq!(ProblemKind::from_type(None).as_str(), "error");
     }
 }

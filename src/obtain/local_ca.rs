@@ -1,5 +1,5 @@
-//! Private certificate authorities kept in state_dir, for registries on internal names and IPs
-//! that no public CA will certify.
+//! The private CA issuer: certificate authorities kept in state_dir, for registries on internal
+//! names and IPs that no public CA will certify.
 //!
 //! ```text
 //! state_dir/ca/<name>/root.crt          the trust anchor clients get (`regcert ca export`)
@@ -19,17 +19,45 @@ use rcgen::{
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
+use zeroize::Zeroizing;
+
+use super::Error;
 use crate::certinfo::{LeafInfo, parse_pem_certs, to_pem, unix};
 use crate::config::{CaConfig, CertificateConfig};
 use crate::fsutil::{FileSpec, create_private_dir, write_atomic};
 use crate::keys::{KeyType, LeafKey};
 use crate::state::{Issued, IssuedMeta, StateDir};
 
+/// The issuer `ca:NAME`: signs with CA `name` of the state directory. Cheap to make; the CA
+/// is read from disk for each certificate it signs.
+pub struct LocalIssuer {
+    name: String,
+    state: StateDir,
+    root: PathBuf,
+}
+
+impl LocalIssuer {
+    pub(crate) fn new(name: &str, state: &StateDir) -> Self {
+        Self { name: name.to_owned(), state: state.clone(), root: root_path(state, name) }
+    }
+
+    pub(crate) fn issue(&self, cert: &CertificateConfig, key: &LeafKey) -> Result<Issued, Error> {
+        LocalCa::load(&self.state, &self.name).and_then(|ca| ca.issue(cert, key)).map_err(Error::LocalCa)
+    }
+
+    /// The root clients and verification must trust.
+    pub(crate) fn trust_anchor(&self) -> &Path {
+        &self.root
+    }
+
+    pub(crate) fn label(&self) -> String {
+        format!("private CA \"{}\"", self.name)
+    }
+}
+
 /// A CA ready to sign leaves.
-pub struct LocalCa {
-    pub name: String,
-    /// The trust anchor.
-    pub root_pem: String,
+struct LocalCa {
+    name: String,
     /// The signing certificate (root, or the intermediate of a two-level CA) and its key.
     signer_der: CertificateDer<'static>,
     signer_key: KeyPair,
@@ -38,12 +66,12 @@ pub struct LocalCa {
 }
 
 fn dir(state: &StateDir, name: &str) -> PathBuf {
-    state.root().join("ca").join(name)
+    state.ca_dir(name)
 }
 
 /// Where the root certificate of CA `name` is kept (what clients must trust).
-pub fn root_path(state_dir: &Path, name: &str) -> PathBuf {
-    state_dir.join("ca").join(name).join("root.crt")
+pub fn root_path(state: &StateDir, name: &str) -> PathBuf {
+    dir(state, name).join("root.crt")
 }
 
 fn random_serial() -> SerialNumber {
@@ -119,7 +147,7 @@ pub fn init(state: &StateDir, name: &str, cfg: &CaConfig, force: bool) -> Result
     let root_params = ca_params(cfg, dn.clone(), IsCa::Ca(BasicConstraints::Unconstrained))?;
     let root = root_params.self_signed(&root_key).map_err(|e| format!("cannot create the CA certificate: {e}"))?;
     if !cfg.intermediate {
-        write("root.key", &root_key.serialize_pem(), FileSpec::PRIVATE)?;
+        write("root.key", &Zeroizing::new(root_key.serialize_pem()), FileSpec::PRIVATE)?;
         write("root.crt", &root.pem(), FileSpec::PUBLIC)?;
         return Ok(format!("created CA \"{name}\" in {}", d.display()));
     }
@@ -133,8 +161,8 @@ pub fn init(state: &StateDir, name: &str, cfg: &CaConfig, force: bool) -> Result
     let inter = inter_params.signed_by(&inter_key, &root_issuer).map_err(|e| format!("cannot create the intermediate: {e}"))?;
     let offline = d.join("offline");
     create_private_dir(&offline).map_err(|e| format!("cannot create {}: {e}", offline.display()))?;
-    write("offline/root.key", &root_key.serialize_pem(), FileSpec::PRIVATE)?;
-    write("intermediate.key", &inter_key.serialize_pem(), FileSpec::PRIVATE)?;
+    write("offline/root.key", &Zeroizing::new(root_key.serialize_pem()), FileSpec::PRIVATE)?;
+    write("intermediate.key", &Zeroizing::new(inter_key.serialize_pem()), FileSpec::PRIVATE)?;
     write("intermediate.crt", &inter.pem(), FileSpec::PUBLIC)?;
     write("root.crt", &root.pem(), FileSpec::PUBLIC)?;
     Ok(format!(
@@ -146,10 +174,11 @@ pub fn init(state: &StateDir, name: &str, cfg: &CaConfig, force: bool) -> Result
 
 /// Read and check an existing CA (e.g. one made with `openssl ca`): a CA certificate and the
 /// unencrypted key that belongs to it.
-fn read_import(import: &crate::config::CaImport) -> Result<(String, String), String> {
+fn read_import(import: &crate::config::CaImport) -> Result<(String, Zeroizing<String>), String> {
     let cert_bytes = std::fs::read(&import.cert).map_err(|e| format!("[ca] import.cert {}: {e}", import.cert.display()))?;
     let certs = parse_pem_certs(&cert_bytes).map_err(|e| format!("[ca] import.cert {} {e}", import.cert.display()))?;
-    let key_text = std::fs::read_to_string(&import.key).map_err(|e| format!("[ca] import.key {}: {e}", import.key.display()))?;
+    let key_text =
+        std::fs::read_to_string(&import.key).map(Zeroizing::new).map_err(|e| format!("[ca] import.key {}: {e}", import.key.display()))?;
     let key = load_key(&key_text, &import.key, import.passphrase_file.as_deref())?;
     let cert = LeafInfo::parse(&certs[0])?;
     if cert.spki != key.subject_public_key_info() {
@@ -163,7 +192,7 @@ fn read_import(import: &crate::config::CaImport) -> Result<(String, String), Str
     if !parsed.is_ca() {
         return Err(format!("[ca] import.cert {} is not a CA certificate (basicConstraints CA:TRUE is missing)", import.cert.display()));
     }
-    Ok((to_pem(&certs[..1]), key.serialize_pem()))
+    Ok((to_pem(&certs[..1]), Zeroizing::new(key.serialize_pem())))
 }
 
 /// A CA key from PEM; encrypted PKCS#8 is opened with the passphrase file.
@@ -186,7 +215,9 @@ fn load_key(text: &str, path: &Path, passphrase_file: Option<&Path>) -> Result<K
                 path.display()
             ));
         };
-        let pass = std::fs::read_to_string(pass_file).map_err(|e| format!("import.passphrase_file {}: {e}", pass_file.display()))?;
+        let pass = std::fs::read_to_string(pass_file)
+            .map(Zeroizing::new)
+            .map_err(|e| format!("import.passphrase_file {}: {e}", pass_file.display()))?;
         let pass = pass.trim_end_matches(['\n', '\r']);
         use pkcs8::der::Decode;
         let (_, doc) = pkcs8::SecretDocument::from_pem(text).map_err(|e| format!("the CA key {} is not PEM: {e}", path.display()))?;
@@ -195,7 +226,7 @@ fn load_key(text: &str, path: &Path, passphrase_file: Option<&Path>) -> Result<K
         let plain = encrypted.decrypt(pass).map_err(|_| {
             format!("cannot decrypt the CA key {} with import.passphrase_file {}: wrong passphrase?", path.display(), pass_file.display())
         })?;
-        let der = rustls_pki_types::PrivatePkcs8KeyDer::from(plain.as_bytes().to_vec());
+        let der = rustls_pki_types::PrivatePkcs8KeyDer::from(plain.as_bytes());
         return KeyPair::try_from(&rustls_pki_types::PrivateKeyDer::Pkcs8(der)).map_err(|e| format!("the CA key {}: {e}", path.display()));
     }
     let der = rustls_pki_types::PrivateKeyDer::from_pem_slice(text.as_bytes())
@@ -205,22 +236,26 @@ fn load_key(text: &str, path: &Path, passphrase_file: Option<&Path>) -> Result<K
 
 impl LocalCa {
     /// Load CA `name` from state_dir.
-    pub fn load(state: &StateDir, name: &str) -> Result<Self, String> {
+    fn load(state: &StateDir, name: &str) -> Result<Self, String> {
         let d = dir(state, name);
         let read = |f: &str| std::fs::read_to_string(d.join(f));
-        let root_pem = read("root.crt").map_err(|_| format!("CA \"{name}\" does not exist yet: run `regcert ca init {name}`"))?;
+        if !d.join("root.crt").exists() {
+            return Err(format!("CA \"{name}\" does not exist yet: run `regcert ca init {name}`"));
+        }
         let (signer_file, key_file) =
             if d.join("intermediate.crt").exists() { ("intermediate.crt", "intermediate.key") } else { ("root.crt", "root.key") };
         let signer_pem = read(signer_file).map_err(|e| format!("{}: {e}", d.join(signer_file).display()))?;
-        let key_pem = read(key_file).map_err(|e| format!("{}: {e} (the CA's signing key is missing)", d.join(key_file).display()))?;
+        let key_pem = read(key_file)
+            .map(Zeroizing::new)
+            .map_err(|e| format!("{}: {e} (the CA's signing key is missing)", d.join(key_file).display()))?;
         let signer_der = parse_pem_certs(signer_pem.as_bytes()).map_err(|e| format!("{} {e}", d.join(signer_file).display()))?.remove(0);
         let signer_key = load_key(&key_pem, &d.join(key_file), None)?;
-        Ok(LocalCa { name: name.to_owned(), root_pem, chain_pem: signer_pem, signer_der, signer_key })
+        Ok(LocalCa { name: name.to_owned(), chain_pem: signer_pem, signer_der, signer_key })
     }
 
     /// Sign a leaf for `cert`: serverAuth, every DNS name and IP in the SAN, random serial,
     /// AKI/SKI, `validity` (default 90 days).
-    pub fn issue(&self, cert: &CertificateConfig, key: &LeafKey) -> Result<Issued, String> {
+    fn issue(&self, cert: &CertificateConfig, key: &LeafKey) -> Result<Issued, String> {
         let names: Vec<String> = cert.domains.iter().cloned().chain(cert.ips.iter().map(|ip| ip.to_string())).collect();
         let mut p = CertificateParams::new(names.clone()).map_err(|e| format!("certificate names: {e}"))?;
         p.distinguished_name = DistinguishedName::new();
@@ -241,7 +276,7 @@ impl LocalCa {
         Ok(Issued {
             leaf_pem: leaf.pem(),
             chain_pem: self.chain_pem.clone(),
-            key_pem: key.pem().to_owned(),
+            key_pem: Zeroizing::new(key.pem().to_owned()),
             meta: IssuedMeta {
                 name: cert.name.clone(),
                 domains: names,

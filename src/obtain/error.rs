@@ -1,0 +1,147 @@
+//! Why obtaining a certificate failed — typed, because the callers react differently: a
+//! rejected nonce is retried at once, a rate limit waits for the CA's `Retry-After`, a name the
+//! CA could not validate is the operator's to fix, and a CA that cannot be reached is a blip.
+//!
+//! `Display` is the operator's message: what went wrong, where, and what to do.
+
+use std::time::SystemTime;
+
+use super::problem::{Problem, ProblemKind};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// The CA answered with a problem document.
+    #[error("{0}")]
+    Problem(Problem),
+    /// No HTTP exchange with the CA happened (DNS, TCP, TLS).
+    #[error("cannot reach the ACME server {ca}: {detail}; check [acme] directory, the network and, for a private CA, [acme] ca_bundle")]
+    Unreachable { ca: String, detail: String },
+    /// The order did not become ready (or valid) in time.
+    #[error("the ACME server {ca} did not finish the order in time; try again later")]
+    Timeout { ca: String },
+    /// What came back is not ACME.
+    #[error(
+        "the ACME server {ca} sent a response that is not valid ACME JSON ({detail}); is [acme] directory really an ACME directory URL?"
+    )]
+    NotAcme { ca: String, detail: String },
+    /// The CA answered, but not as RFC 8555 says it must (for example, it ignored `replaces`).
+    #[error("the ACME server {ca} answered unexpectedly: {detail}")]
+    Unexpected { ca: String, detail: String },
+    /// The CA lacks something the request needed (ARI, say).
+    #[error("ACME error talking to {ca}: ACME server does not support: {what}")]
+    Unsupported { ca: String, what: &'static str },
+    /// Anything else instant-acme reported.
+    #[error("ACME error talking to {ca}: {detail}")]
+    Acme { ca: String, detail: String },
+    /// The CA tried and could not validate these identifiers.
+    #[error("validation failed: {}", .failures.iter().map(|(id, p)| format!("{id}: {p}")).collect::<Vec<_>>().join("; "))]
+    ValidationFailed { failures: Vec<(String, Problem)> },
+    /// An authorization that will not become valid (deactivated, revoked, expired, invalid).
+    #[error("authorization for {identifier} is {status}; the CA will not validate it")]
+    AuthorizationUnusable { identifier: String, status: String },
+    /// The CA does not offer the challenge type this certificate is configured for.
+    #[error("the CA offers no {kind} challenge for {identifier}")]
+    NoChallenge { identifier: String, kind: String },
+    /// Publishing a challenge response failed (responder, webroot, DNS).
+    #[error("{0}")]
+    Challenge(String),
+    /// The CA's certificate is not one we would install (wrong key, names, broken chain).
+    #[error("{0}")]
+    Rejected(String),
+    /// The private CA could not sign.
+    #[error("{0}")]
+    LocalCa(String),
+    /// Local trouble: the key, the CSR, the account file, the configuration.
+    #[error("{0}")]
+    Local(String),
+    /// Which step of the flow failed.
+    #[error("{step}: {source}")]
+    During { step: &'static str, source: Box<Error> },
+}
+
+impl Error {
+    /// From an instant-acme error; `ca` is the directory URL, `retry_after` what the failed
+    /// response said (instant-acme drops the header of error responses, our HTTP client keeps it).
+    pub(crate) fn from_acme(err: &instant_acme::Error, ca: &str, retry_after: Option<SystemTime>) -> Self {
+        use instant_acme::Error as E;
+        let ca = ca.to_owned();
+        match err {
+            E::Api(p) => Error::Problem(Problem::from_acme(p, retry_after)),
+            E::Other(inner) if inner.downcast_ref::<hyper_util::client::legacy::Error>().is_some() => {
+                Error::Unreachable { ca, detail: chain(inner.as_ref()) }
+            }
+            E::Other(inner) => Error::Unexpected { ca, detail: chain(inner.as_ref()) },
+            E::Hyper(e) => Error::Unreachable { ca, detail: e.to_string() },
+            E::Timeout(_) => Error::Timeout { ca },
+            E::Json(e) => Error::NotAcme { ca, detail: e.to_string() },
+            E::Unsupported(what) => Error::Unsupported { ca, what },
+            other => Error::Acme { ca, detail: other.to_string() },
+        }
+    }
+
+    /// Say which step failed.
+    pub(crate) fn during(self, step: &'static str) -> Self {
+        Error::During { step, source: Box::new(self) }
+    }
+
+    /// The error itself, without the steps around it.
+    pub fn root(&self) -> &Error {
+        match self {
+            Error::During { source, .. } => source.root(),
+            other => other,
+        }
+    }
+
+    /// The CA's problem, if the CA answered with one.
+    pub fn problem(&self) -> Option<&Problem> {
+        match self.root() {
+            Error::Problem(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    pub fn is_problem(&self, kind: &ProblemKind) -> bool {
+        self.problem().is_some_and(|p| &p.kind == kind)
+    }
+
+    /// When the CA asked us to come back (a rate limit's Retry-After).
+    pub fn retry_after(&self) -> Option<SystemTime> {
+        self.problem().and_then(|p| p.retry_after)
+    }
+}
+
+/// The message of an error and its sources, without repeating what a source already said.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = s.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_wrap_the_message_and_keep_the_kind() {
+        let p: instant_acme::Problem =
+            serde_json::from_str(r#"{"type":"urn:ietf:params:acme:error:rateLimited","detail":"slow down","status":429}"#).unwrap();
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000);
+        let e = Error::from_acme(&instant_acme::Error::Api(p), "https://ca/dir", Some(at)).during("finalizing the order");
+        assert!(e.to_string().starts_with("finalizing the order: ACME rateLimited: slow down — the CA's rate limit"), "{e}");
+        assert!(e.is_problem(&ProblemKind::RateLimited));
+        assert_eq!(e.retry_after(), Some(at));
+    }
+
+    #[test]
+    fn unsupported_reads_as_before() {
+        let e = Error::from_acme(&instant_acme::Error::Unsupported("ACME renewal information (ARI)"), "https://ca/dir", None);
+        assert_eq!(e.to_string(), "ACME error talking to https://ca/dir: ACME server does not support: ACME renewal information (ARI)");
+    }
+}

@@ -1,0 +1,179 @@
+//! One pass of the renewal pipeline over the selected certificates: plan (the policy,
+//! synchronous) → prepare the delivery (reload actions and the verification checked before
+//! ordering) → obtain → keep → install → deliver (reload → verify → roll back), at most
+//! `concurrency` certificates at once, one certificate's trouble never stopping the others.
+//!
+//! `regcert renew` is one pass; each check of `regcert run` is one pass over what its triage
+//! found due. Planning reads only the installed files, so a pass in which nothing is due never
+//! starts an async runtime, loads trust roots or talks to a CA.
+
+mod deliver;
+pub mod report;
+
+use std::time::SystemTime;
+
+use futures_util::StreamExt;
+
+pub use report::{CertReport, Error, Outcome, summary};
+
+use crate::certinfo::key_type_of_spki_der;
+use crate::config::{CertificateConfig, Config};
+use crate::install::{self, inspect_pair};
+use crate::keys::LeafKey;
+use crate::obtain::Issuers;
+use crate::policy::{Decision, Reason, decide};
+use crate::state::{Issued, StateDir};
+use crate::{reload, trust, verify};
+use deliver::{Live, Rollback, Undelivered};
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RenewOptions {
+    pub force: bool,
+    pub dry_run: bool,
+}
+
+/// The selected certificates, each with what the policy decided for it.
+pub type Plan<'c> = Vec<(&'c CertificateConfig, Decision)>;
+
+/// The decision for each selected certificate, from what is installed now.
+pub fn plan<'c>(certs: &[&'c CertificateConfig], opts: RenewOptions, now: SystemTime) -> Plan<'c> {
+    certs
+        .iter()
+        .map(|cert| {
+            let installed = install::read_installed(&cert.install);
+            (*cert, decide(cert, installed.as_ref().map(Option::as_ref).map_err(Clone::clone), now, opts.force))
+        })
+        .collect()
+}
+
+/// The reports of a plan in which nothing is due — made without a runtime; `None` when
+/// something is due and the plan needs [`Renewer::run_once`].
+pub fn without_work(plan: &Plan<'_>) -> Option<Vec<CertReport>> {
+    plan.iter().map(|(cert, decision)| settled(cert, decision.clone()).ok()).collect()
+}
+
+/// The report of a certificate that needs no work, or why it needs some.
+fn settled(cert: &CertificateConfig, decision: Decision) -> Result<CertReport, Reason> {
+    match decision {
+        Decision::NotDue { due_at, not_after } => {
+            Ok(CertReport { name: cert.name.clone(), outcome: Outcome::NotDue { not_after, due_at } })
+        }
+        Decision::Due(reason) => Err(reason),
+    }
+}
+
+/// Everything one pass shares: config, state, and the issuers (built on first need).
+pub struct Renewer<'a> {
+    config: &'a Config,
+    state: &'a StateDir,
+    issuers: &'a Issuers,
+    opts: RenewOptions,
+}
+
+impl<'a> Renewer<'a> {
+    pub fn new(config: &'a Config, state: &'a StateDir, issuers: &'a Issuers, opts: RenewOptions) -> Self {
+        Self { config, state, issuers, opts }
+    }
+
+    /// Work through `plan`: renew what is due, at most `concurrency` at once; reports keep
+    /// the plan's order.
+    pub async fn run_once(&self, plan: Plan<'_>) -> Vec<CertReport> {
+        // Futures made by a plain iterator (not an async closure) keep this spawnable.
+        let jobs: Vec<_> = plan.into_iter().map(|(cert, decision)| self.work(cert, decision)).collect();
+        futures_util::stream::iter(jobs).buffered(self.config.concurrency).collect().await
+    }
+
+    async fn work(&self, cert: &CertificateConfig, decision: Decision) -> CertReport {
+        let reason = match settled(cert, decision) {
+            Ok(report) => return report,
+            Err(reason) => reason,
+        };
+        let outcome = match self.renew_one(cert, &reason).await {
+            Ok(o) => o,
+            Err(error) => {
+                tracing::error!(cert = %cert.name, %error, "renewal failed");
+                Outcome::Failed { reason, error }
+            }
+        };
+        CertReport { name: cert.name.clone(), outcome }
+    }
+
+    async fn renew_one(&self, cert: &CertificateConfig, reason: &Reason) -> Result<Outcome, Error> {
+        tracing::info!(cert = %cert.name, %reason, "renewal due");
+        let issuer = self.issuers.of(cert)?;
+        // Check the delivery before ordering: a wrong container name must not cost an issuance.
+        let reload = reload::prepare(cert).await?;
+        let settings = cert.verify_settings();
+        let verify = match &settings {
+            Some(s) => Some((verify::Target::for_certificate(cert, s, issuer.trust_anchor())?, s.timeout)),
+            None => None,
+        };
+        let stored = (!self.opts.force && !self.opts.dry_run).then(|| self.stored_replacement(cert)).flatten();
+        let from_store = stored.is_some();
+        let issued = match stored {
+            Some(issued) => issued,
+            None => {
+                let key = self.leaf_key(cert).await?;
+                let current = install::read_installed(&cert.install).ok().flatten();
+                let issued = issuer.issue(cert, key, current.as_ref().map(|i| &i.leaf_der)).await?;
+                if self.opts.dry_run {
+                    tracing::info!(cert = %cert.name, "dry run: not storing or installing");
+                    let m = issued.meta;
+                    return Ok(Outcome::DryRun { reason: reason.clone(), not_after: m.not_after, serial: m.serial });
+                }
+                self.state
+                    .save_issued(&issued)
+                    .map_err(|e| format!("cannot keep the issued certificate in {}: {e}", self.state.cert_dir(&cert.name).display()))?;
+                issued
+            }
+        };
+        install::install(self.state, cert, issued.fullchain_pem().as_bytes(), issued.key_pem.as_bytes(), &reload.in_place)?;
+        let registry = Live { cert: &cert.name, reload: &reload, verify };
+        let rollback = Rollback { state: self.state, cert, enabled: settings.is_some_and(|s| s.rollback), in_place: &reload.in_place };
+        let m = issued.meta;
+        match deliver::deliver(&registry, &rollback, &m.sha256).await {
+            Ok(verified) => {
+                trust::sync_docker_clients(cert, issuer)?;
+                Ok(Outcome::Renewed {
+                    reason: reason.clone(),
+                    not_after: m.not_after,
+                    serial: m.serial,
+                    fullchain: cert.install.fullchain_path(),
+                    from_store,
+                    reloaded: !reload.is_empty(),
+                    verified,
+                })
+            }
+            Err(Undelivered::RolledBack { error, restored }) => Ok(Outcome::RolledBack { reason: reason.clone(), error, restored }),
+            Err(Undelivered::Failed(error)) => Err(Error::Step(error)),
+        }
+    }
+
+    /// A certificate issued earlier but never installed (say, the install dir was read-only)
+    /// is installed instead of ordering again, as long as the policy would keep it.
+    fn stored_replacement(&self, cert: &CertificateConfig) -> Option<Issued> {
+        let stored = self.state.load_issued(&cert.name)?;
+        let pair = inspect_pair(stored.fullchain_pem().as_bytes(), Some(&stored.key_pem)).ok()?;
+        let installed = install::read_installed(&cert.install).ok().flatten();
+        if installed.is_some_and(|i| i.leaf.sha256 == pair.leaf.sha256) {
+            return None;
+        }
+        matches!(decide(cert, Ok(Some(&pair)), SystemTime::now(), false), Decision::NotDue { .. }).then_some(stored)
+    }
+
+    /// A fresh key, or with `reuse_key` the last one (when it is still of the configured type).
+    async fn leaf_key(&self, cert: &CertificateConfig) -> Result<LeafKey, Error> {
+        if cert.reuse_key
+            && let Some(key) = self.state.load_key_pem(&cert.name).and_then(|pem| LeafKey::from_pem(&pem).ok())
+            && key_type_of_spki_der(&key.spki_der()) == Some(cert.key)
+        {
+            return Ok(key);
+        }
+        let kind = cert.key;
+        // RSA generation takes long enough to stall other certificates' network I/O.
+        tokio::task::spawn_blocking(move || LeafKey::generate(kind))
+            .await
+            .map_err(|e| format!("key generation task failed: {e}"))?
+            .map_err(|e| Error::Step(format!("cannot generate a {kind} key: {e}")))
+    }
+}

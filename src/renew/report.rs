@@ -1,0 +1,132 @@
+//! What a pass did to each certificate, for people (Display, the run's summary line) and for
+//! the daemon, metrics and notifications (typed).
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use super::RenewOptions;
+use crate::certinfo::fmt_time;
+use crate::policy::Reason;
+
+/// Why a renewal failed. The CA's errors stay typed, so the daemon can honour a rate limit's
+/// Retry-After; the other steps (reload preflight, storing, installing, delivering) only ever
+/// get reported.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Obtain(#[from] crate::obtain::Error),
+    #[error("{0}")]
+    Step(String),
+}
+
+impl Error {
+    /// When the CA asked to be left alone until.
+    pub fn retry_after(&self) -> Option<SystemTime> {
+        match self {
+            Error::Obtain(e) => e.retry_after(),
+            Error::Step(_) => None,
+        }
+    }
+}
+
+impl From<String> for Error {
+    fn from(s: String) -> Self {
+        Error::Step(s)
+    }
+}
+
+/// What happened to one certificate.
+#[derive(Debug)]
+pub enum Outcome {
+    NotDue {
+        not_after: u64,
+        due_at: u64,
+    },
+    Renewed {
+        reason: Reason,
+        not_after: u64,
+        serial: String,
+        fullchain: PathBuf,
+        /// Installed material issued earlier and kept in state_dir (a previous install had failed).
+        from_store: bool,
+        reloaded: bool,
+        /// The URL that was shown to serve the new certificate.
+        verified: Option<String>,
+    },
+    DryRun {
+        reason: Reason,
+        not_after: u64,
+        serial: String,
+    },
+    /// The new certificate failed after installing; the previous pair was put back.
+    RolledBack {
+        reason: Reason,
+        error: String,
+        restored: String,
+    },
+    Failed {
+        reason: Reason,
+        error: Error,
+    },
+}
+
+#[derive(Debug)]
+pub struct CertReport {
+    pub name: String,
+    pub outcome: Outcome,
+}
+
+impl CertReport {
+    pub fn failed(&self) -> bool {
+        matches!(self.outcome, Outcome::Failed { .. } | Outcome::RolledBack { .. })
+    }
+}
+
+impl fmt::Display for CertReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = &self.name;
+        match &self.outcome {
+            Outcome::NotDue { not_after, due_at } => {
+                write!(f, "{name}: not due; expires {}, renewal due {}", fmt_time(*not_after), fmt_time(*due_at))
+            }
+            Outcome::Renewed { reason, not_after, serial, fullchain, from_store, reloaded, verified } => {
+                let what = if *from_store { "installed the certificate already issued and kept in state_dir" } else { "renewed" };
+                write!(
+                    f,
+                    "{name}: {what} ({reason}); serial {serial}, expires {}; installed {}",
+                    fmt_time(*not_after),
+                    fullchain.display()
+                )?;
+                if *reloaded {
+                    write!(f, "; reloaded")?;
+                }
+                match verified {
+                    Some(url) => write!(f, "; verified: {url} serves it"),
+                    None => Ok(()),
+                }
+            }
+            Outcome::DryRun { reason, not_after, serial } => write!(
+                f,
+                "{name}: obtained ({reason}); serial {serial}, expires {} — dry run: nothing stored or installed",
+                fmt_time(*not_after)
+            ),
+            Outcome::RolledBack { reason, error, restored } => write!(f, "{name}: FAILED ({reason}) and ROLLED BACK: {error}; {restored}"),
+            Outcome::Failed { reason, error } => write!(f, "{name}: FAILED ({reason}): {error}"),
+        }
+    }
+}
+
+/// One line for the end of a run.
+pub fn summary(reports: &[CertReport], opts: RenewOptions) -> String {
+    let count = |f: fn(&Outcome) -> bool| reports.iter().filter(|r| f(&r.outcome)).count();
+    let renewed = count(|o| matches!(o, Outcome::Renewed { .. }));
+    let dry = count(|o| matches!(o, Outcome::DryRun { .. }));
+    let not_due = count(|o| matches!(o, Outcome::NotDue { .. }));
+    let failed = count(|o| matches!(o, Outcome::Failed { .. } | Outcome::RolledBack { .. }));
+    if opts.dry_run {
+        format!("dry run: {dry} obtained, {not_due} not due, {failed} failed; nothing was installed")
+    } else {
+        format!("{renewed} renewed, {not_due} not due, {failed} failed")
+    }
+}
