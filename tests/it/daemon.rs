@@ -1,10 +1,8 @@
 //! `regcert run` as a real process: scheduled checks against Pebble and a registry container,
 //! signals, backoff through a CA outage, the metrics endpoint and webhook notifications.
 
-mod common;
-
-use common::registry::*;
-use common::*;
+use crate::common::registry::*;
+use crate::common::*;
 use std::fs;
 use std::time::Duration;
 

@@ -2,10 +2,8 @@
 //! registry container (Docker Engine API) or nginx, verifies over HTTPS, and rolls back when the
 //! registry does not serve the new certificate. The real `docker` client proves the result.
 
-mod common;
-
-use common::registry::*;
-use common::*;
+use crate::common::registry::*;
+use crate::common::*;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;

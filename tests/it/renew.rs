@@ -1,9 +1,7 @@
 //! `regcert renew` against a real Pebble: issuance, no-op, forced and due renewals, key types,
 //! EAB, CA failures, and the files that end up in the registry's cert volume.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::fs;
 
 #[test]

@@ -2,10 +2,8 @@
 //! trust it through `regcert trust install`, renewals go through the same install → reload →
 //! verify path, and existing openssl CAs can be adopted.
 
-mod common;
-
-use common::registry::*;
-use common::*;
+use crate::common::registry::*;
+use crate::common::*;
 use std::fs;
 use std::path::{Path, PathBuf};
 

@@ -2,9 +2,7 @@
 //! account that really exists on Pebble: the account is reused (same URL), the installed
 //! certificates are adopted (the first `renew` is a no-op), and settings are carried over.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::fs;
 use std::path::Path;
 
@@ -60,7 +58,7 @@ fn imports_account_and_certificates_and_renew_is_a_no_op() {
     write(&ca_dir.join("ca.conf"), &format!("ACCOUNT_URL='{account_url}'\nCA_EMAIL='ops@example.com'\nCA_KEY_HASH='abc'\n"));
     write(&ca_dir.join("account.json"), "{\"status\":\"valid\"}");
     let tsig = issued.root.path().join("nsupdate.key");
-    fs::write(&tsig, common::bind::tsig_key("acme-sh")).unwrap();
+    fs::write(&tsig, crate::common::bind::tsig_key("acme-sh")).unwrap();
     write(
         &home.join("account.conf"),
         &format!(

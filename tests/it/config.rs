@@ -1,12 +1,10 @@
 //! Invalid configurations: exit 2, every problem listed with where it is and how to fix it,
 //! and nothing touched.
 
-mod common;
-
-use common::regcert;
+use crate::common::regcert;
 use std::fs;
 
-fn check(toml: &str) -> (common::Run, tempfile::TempDir) {
+fn check(toml: &str) -> (crate::common::Run, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     fs::create_dir_all(dir.path().join("certs")).unwrap();
     let text = toml.replace("@DIR@", dir.path().to_str().unwrap());

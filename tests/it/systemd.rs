@@ -1,9 +1,7 @@
 //! The systemd side: the unit files pass `systemd-analyze verify`, and `regcert run` speaks the
 //! notify protocol (READY=1, STATUS=, STOPPING=1) on $NOTIFY_SOCKET.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -2,10 +2,8 @@
 //! to renew, and the renewal order names the certificate it `replaces`. Pebble 2.4 has no ARI,
 //! so the clearly named test fixture `AriFrontend` adds it in front of a real Pebble.
 
-mod common;
-
-use common::ari_frontend::AriFrontend;
-use common::*;
+use crate::common::ari_frontend::AriFrontend;
+use crate::common::*;
 use std::time::Duration;
 
 fn frontend(pebble: &Pebble) -> AriFrontend {

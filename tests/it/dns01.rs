@@ -1,10 +1,8 @@
 //! DNS-01 against a real authoritative server (BIND 9) with TSIG-authenticated RFC 2136 updates,
 //! and Pebble validating through that server.
 
-mod common;
-
-use common::bind::{Bind, ZONE, tsig_key};
-use common::*;
+use crate::common::bind::{Bind, ZONE, tsig_key};
+use crate::common::*;
 use std::fs;
 
 fn dns_setup(pebble: &Pebble, names: &[&str], dns: &str) -> Setup {
