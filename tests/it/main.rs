@@ -8,6 +8,7 @@ mod ari;
 mod config;
 mod daemon;
 mod dns01;
+mod harness;
 mod import_acmesh;
 mod local_ca;
 mod registry;
