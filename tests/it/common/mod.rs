@@ -342,14 +342,14 @@ impl Setup {
     /// `config` with a state_dir and `certs`, each installed into a directory of its own.
     pub fn with_config(mut config: Table, certs: &[CertSpec]) -> Self {
         let root = tempfile::tempdir().unwrap();
-        config.insert("state_dir".into(), root.path().join("state").display().to_string().into());
+        set(&mut config, "state_dir", root.path().join("state").display().to_string());
         let mut tables = Vec::new();
         for c in certs {
             let install = root.path().join("install").join(&c.name);
             std::fs::create_dir_all(&install).unwrap();
             let mut t = toml! { name = (c.name.as_str()) };
             t.extend(c.keys.clone());
-            table(&mut t, "install").insert("dir".into(), install.display().to_string().into());
+            set(&mut t, "install.dir", install.display().to_string());
             tables.push(Value::from(t));
         }
         if !tables.is_empty() {
