@@ -23,9 +23,10 @@
 set -euo pipefail
 export LC_ALL=C
 
-BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO=$(dirname "$BENCH")
-source "$REPO/scripts/lib/pebble.sh"
+# shellcheck source=SCRIPTDIR/../scripts/lib/pebble.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib/pebble.sh"
+# shellcheck disable=SC2034
+LOG_TAG=daemon-bench # the tag of log() lines
 IDLE_SECS=${IDLE_SECS:-60}
 FAST_SECS=${FAST_SECS:-60}
 CHECKS=${CHECKS:-10}
@@ -35,9 +36,6 @@ N_BIG=500
 CLK_TCK=$(getconf CLK_TCK)
 DEFAULT_CHECK="0 */10 * * * *"
 
-log() { printf '[daemon-bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; KEEP=1; exit 1; }
-
 for tool in pebble openssl python3 curl ss awk; do
     command -v "$tool" >/dev/null || die "$tool is missing (Debian: apt-get install pebble openssl python3 curl iproute2)"
 done
@@ -45,41 +43,17 @@ done
 # ---------------------------------------------------------------------------------------------
 # 1. Build, private copy of the binary, scratch directory
 # ---------------------------------------------------------------------------------------------
-log "building regcert (cargo build --release)"
-built=0
-for attempt in 1 2 3; do
-    if (cd "$REPO" && cargo build --release); then built=1; break; fi
-    log "build failed (attempt $attempt; someone may be mid-edit); retrying in 60 s"
-    sleep 60
-done
-((built)) || die "cargo build --release failed"
-
-W=$(mktemp -d /tmp/regcert-daemon-bench.XXXXXX)
-cp "$REPO/target/release/regcert" "$W/regcert"
-REGCERT=$W/regcert
-REGCERT_VERSION=$("$REGCERT" --version)
-GIT_REV=$(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [[ -n $(cd "$REPO" && git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null) ]]; then
-    GIT_REV+=" (+ uncommitted changes in src/ or Cargo.*)"
-fi
-
-PIDS=()
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    if [[ ${KEEP:-0} == 1 ]]; then log "scratch directory kept: $W"; else rm -rf "$W"; fi
-}
-trap cleanup EXIT
-
+scratch_dir W /tmp/regcert-daemon-bench.XXXXXX # removed at exit unless KEEP=1 or a failure
+build_regcert 3 "$W/regcert"
+((GIT_DIRTY == 0)) || GIT_REV+=" (+ uncommitted changes in src/ or Cargo.*)"
 
 # ---------------------------------------------------------------------------------------------
 # 2. Pebble (only for the first checks: account creation and the ARI question)
 # ---------------------------------------------------------------------------------------------
-ACME=$(free_port) MGMT=$(free_port) HTTP=$(free_port) TLS=$(free_port)
+free_ports ACME MGMT HTTP TLS
+# shellcheck disable=SC2153 # set by free_ports
 start_pebble "$W" "$ACME" "$MGMT" "$HTTP" "$TLS" - - 0 || die "pebble did not start (see $W/pebble.log)"
-PEBBLE_PID=${PIDS[-1]}
-curl -sf --cacert "$W/pebble-root.pem" "https://127.0.0.1:$ACME/dir" >"$W/pebble-dir.json" || die "pebble did not start (see $W/pebble.log)"
+curl -sf --cacert "$PEBBLE_ROOT" "$PEBBLE_URL" >"$W/pebble-dir.json" || die "pebble did not start (see $W/pebble.log)"
 if grep -q renewalInfo "$W/pebble-dir.json"; then PEBBLE_ARI=yes; else PEBBLE_ARI=no; fi
 PEBBLE_VERSION=$(dpkg-query -W -f '${Version}' pebble 2>/dev/null || echo unknown)
 
@@ -87,58 +61,9 @@ PEBBLE_VERSION=$(dpkg-query -W -f '${Version}' pebble 2>/dev/null || echo unknow
 # 3. 500 installed certificates: root → intermediate → leaves, signed locally
 # ---------------------------------------------------------------------------------------------
 GEN_START=$EPOCHREALTIME
-if python3 -c 'import cryptography' 2>/dev/null; then
-    GEN_TOOL="python3 cryptography $(python3 -c 'import cryptography; print(cryptography.__version__)'), one key per leaf"
-    python3 - "$W/install" "$N_BIG" <<'PY'
-import datetime, os, sys
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID, ExtendedKeyUsageOID
-
-root_dir, n = sys.argv[1], int(sys.argv[2])
-now = datetime.datetime.now(datetime.timezone.utc)
-def name(cn): return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-def ca(subject, key, issuer, issuer_key, pathlen):
-    b = (x509.CertificateBuilder().subject_name(name(subject)).issuer_name(name(issuer))
-         .public_key(key.public_key()).serial_number(x509.random_serial_number())
-         .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=365))
-         .add_extension(x509.BasicConstraints(ca=True, path_length=pathlen), critical=True)
-         .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False))
-    if issuer_key is not key:
-        b = b.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False)
-    return b.sign(issuer_key, hashes.SHA256())
-root_key = ec.generate_private_key(ec.SECP256R1())
-root = ca("regcert bench root", root_key, "regcert bench root", root_key, 1)
-int_key = ec.generate_private_key(ec.SECP256R1())
-inter = ca("regcert bench intermediate", int_key, "regcert bench root", root_key, 0)
-inter_pem = inter.public_bytes(serialization.Encoding.PEM)
-os.makedirs(root_dir, exist_ok=True)
-with open(os.path.join(root_dir, "root.pem"), "wb") as f:
-    f.write(root.public_bytes(serialization.Encoding.PEM))
-aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(int_key.public_key())
-for i in range(1, n + 1):
-    dns = f"c{i}.bench.example.com"
-    key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (x509.CertificateBuilder().subject_name(name(dns)).issuer_name(name("regcert bench intermediate"))
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now - datetime.timedelta(hours=1) + datetime.timedelta(days=90))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(dns)]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(aki, critical=False)
-            .sign(int_key, hashes.SHA256()))
-    d = os.path.join(root_dir, f"c{i}")
-    os.makedirs(d, exist_ok=True)
-    with open(os.path.join(d, "domain.crt"), "wb") as f:
-        f.write(leaf.public_bytes(serialization.Encoding.PEM) + inter_pem)
-    fd = os.open(os.path.join(d, "domain.key"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-PY
+if "$PY" -c 'import cryptography' 2>/dev/null; then
+    GEN_TOOL="python3 cryptography $("$PY" -c 'import cryptography; print(cryptography.__version__)'), one key per leaf"
+    "$PY" "$BENCH/make_certificates.py" "$W/install" "$N_BIG"
 else
     GEN_TOOL="openssl in a loop, one key shared by all leaves"
     I=$W/install
@@ -163,22 +88,19 @@ else
         install -m 0600 "$I/leaf.key" "$I/c$i/domain.key"
     done
 fi
-GEN_MS=$(awk -v a="$GEN_START" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", (b - a) * 1000 }')
+GEN_MS=$(elapsed_s "$GEN_START" | awk '{ printf "%.0f", $1 * 1000 }')
 log "$N_BIG certificates generated in $GEN_MS ms ($GEN_TOOL)"
 
 # config FILE N CHECK STATE_DIR DIRECTORY_URL
 config() {
     local file=$1 n=$2 check=$3 state=$4 dir=$5 i
     {
-        printf 'state_dir = "%s"\n\n[acme]\ndirectory = "%s"\ncontact = ["mailto:bench@example.com"]\naccept_terms = true\n' "$state" "$dir"
-        printf 'ca_bundle = "%s"\n\n[daemon]\ncheck = "%s"\n' "$W/pebble-root.pem" "$check"
-        for ((i = 1; i <= n; i++)); do
-            printf '\n[[certificate]]\nname = "c%d"\ndomains = ["c%d.bench.example.com"]\nkey = "ecdsa-p256"\n[certificate.install]\ndir = "%s/install/c%d"\n' \
-                "$i" "$i" "$W" "$i"
-        done
+        printf 'state_dir = "%s"\n' "$state"
+        acme_toml "$dir" "$PEBBLE_ROOT" bench@example.com
+        printf '\n[daemon]\ncheck = "%s"\n' "$check"
+        for ((i = 1; i <= n; i++)); do cert_toml "c$i" "c$i.bench.example.com" "$W/install/c$i"; done
     } >"$file"
 }
-PEBBLE_URL="https://127.0.0.1:$ACME/dir"
 config "$W/check.toml" "$N_BIG" "$DEFAULT_CHECK" "$W/state-check" "$PEBBLE_URL"
 "$REGCERT" --config "$W/check.toml" check-config >"$W/check-config.txt" 2>&1 || die "regcert check-config rejects the generated config (see $W/check-config.txt)"
 
@@ -304,7 +226,7 @@ wait_checks 1 120
 R[every2.first_ms]=$(took_ms | head -n 1)
 kill "$PEBBLE_PID"
 wait "$PEBBLE_PID" 2>/dev/null || true
-curl -s --max-time 2 --cacert "$W/pebble-root.pem" "https://127.0.0.1:$ACME/dir" >/dev/null && die "Pebble still answers"
+curl -s --max-time 2 --cacert "$PEBBLE_ROOT" "$PEBBLE_URL" >/dev/null && die "Pebble still answers"
 log "every2: Pebble stopped; collecting $CHECKS checks"
 AFTER_FIRST=$(checks_done)
 NS0=$(sched_ns) T0=$EPOCHREALTIME
@@ -395,7 +317,7 @@ DEFAULT_HOUR=$(awk -v it="${R[big.idle_ns]}" -v is="$IDLE_SECS" -v f="${R[fast.n
     echo "| … VmRSS after ${R[fast.checks]} more checks every 10 s / after $CHECKS more checks every 2 s ($N_BIG certificates) | $(mib "${R[fast.rss]}") (peak $(mib "${R[fast.hwm]}")) / $(mib "${R[every2.rss]}") (peak $(mib "${R[every2.hwm]}")) | | |"
     idle_row small "$N_SMALL"
     idle_row big "$N_BIG"
-    echo "| CPU per hour, $N_BIG certificates, **one check every 10 s** (${R[fast.checks]} checks in the $FAST_SECS s window × $((3600 / FAST_SECS)) = $((R[fast.checks] * 3600 / FAST_SECS)) checks/h) | on-CPU $(ns_per_hour "${R[fast.ns]}" "$FAST_SECS"); utime+stime $(per_hour "${R[fast.ticks]}" "$FAST_SECS") (${R[fast.ticks]} ticks) | (< 1 s/h idle) | |"
+    echo "| CPU per hour, $N_BIG certificates, **one check every 10 s** (${R[fast.checks]} checks in the $FAST_SECS s window × $((3600 / FAST_SECS)) = $((${R[fast.checks]} * 3600 / FAST_SECS)) checks/h) | on-CPU $(ns_per_hour "${R[fast.ns]}" "$FAST_SECS"); utime+stime $(per_hour "${R[fast.ticks]}" "$FAST_SECS") (${R[fast.ticks]} ticks) | (< 1 s/h idle) | |"
     echo "| … CPU per check, $N_BIG certificates (window minus idle baseline, ÷ checks: ticks / on-CPU) | $FAST_PER_CHECK / $FAST_NS_PER_CHECK | | |"
     echo "| … so with the default schedule (6 checks/h) and $N_BIG certificates: idle + 6 checks (on-CPU) | $DEFAULT_HOUR | < 1 s/h | $(verdict "${DEFAULT_HOUR% s/h}" 1) |"
     echo "| Wake-ups while idle (context switches/s, all threads; $N_SMALL / $N_BIG certificates) | $(awk -v a="${R[small.idle_ctx]}" -v b="${R[big.idle_ctx]}" -v s="$IDLE_SECS" 'BEGIN { printf "%.1f / %.1f", a / s, b / s }') | | |"

@@ -14,19 +14,17 @@
 set -euo pipefail
 export LC_ALL=C
 
-BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO=$(dirname "$BENCH")
+# shellcheck source=SCRIPTDIR/../scripts/lib/pebble.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib/pebble.sh"
+# shellcheck disable=SC2034
+LOG_TAG=bench # the tag of log() lines
 RUNS=${RUNS:-5}
 N=${N:-20}
 NONCE_REJECT=${NONCE_REJECT:-5}
 TIMED="$BENCH/timed.sh"
-PY=/usr/bin/python3
-
-log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
 
 # ---------------------------------------------------------------------------------------------
-# 1. Dependencies (Debian packages) and the regcert build
+# 1. Dependencies (Debian packages)
 # ---------------------------------------------------------------------------------------------
 install_deps() {
     local missing=() pkg
@@ -42,104 +40,25 @@ install_deps() {
     fi
 }
 install_deps
-command -v cargo >/dev/null || die "cargo not found; install Rust (https://rustup.rs) first"
-log "building regcert (cargo build --release)"
-(cd "$REPO" && cargo build --release)
-BUILT="$REPO/target/release/regcert"
-[[ -x $BUILT ]] || die "no $BUILT after the build"
-# What was built, recorded now (the tree may change while the benchmark runs)
-REGCERT_VER="$("$BUILT" --version 2>/dev/null | head -n 1) (git $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(
-    [[ -z $(git -C "$REPO" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null) ]] || echo ', with uncommitted changes'))"
 
 # ---------------------------------------------------------------------------------------------
-# 2. Scratch directory, cleanup, ports
+# 2. Scratch directory (removed at exit unless KEEP=1 or a failure), regcert, ports
 # ---------------------------------------------------------------------------------------------
-W=$(mktemp -d /tmp/regcert-bench.XXXXXX)
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ ${KEEP:-0} == 1 ]]; then log "kept scratch directory $W"; else rm -rf "$W"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-log "scratch directory $W"
+scratch_dir W /tmp/regcert-bench.XXXXXX
 # Measure a private copy: another build in this checkout must not swap the binary mid-benchmark.
-REGCERT="$W/regcert-bin"
-cp "$BUILT" "$REGCERT"
-
-read -r P_ACME P_MGMT P_HTTP P_TLS P_DNS P_DNSMGMT < <("$PY" - <<'EOF'
-import socket
-socks = []
-for _ in range(6):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
-)
-DIR_URL="https://127.0.0.1:$P_ACME/dir"
+build_regcert 1 "$W/regcert-bin"
+# What was built, recorded now (the tree may change while the benchmark runs)
+REGCERT_VER="$REGCERT_VERSION (git $GIT_REV$( ((GIT_DIRTY == 0)) || echo ', with uncommitted changes'))"
+free_ports P_ACME P_MGMT P_HTTP P_TLS P_DNS P_DNSMGMT
 HTTP01="127.0.0.1:$P_HTTP"
 
-wait_port() { # wait_port PORT PID NAME
-    local i
-    for ((i = 0; i < 200; i++)); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        kill -0 "$2" 2>/dev/null || die "$3 exited; see $W/$3.log"
-        sleep 0.05
-    done
-    die "$3 did not listen on port $1"
-}
-wait_port_free() { # wait until nobody listens on PORT (the previous client's HTTP-01 server is gone)
-    local i
-    for ((i = 0; i < 200; i++)); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null || return 0
-        sleep 0.05
-    done
-    die "port $1 is still busy"
-}
-
 # ---------------------------------------------------------------------------------------------
-# 3. Pebble with its own TLS material, and challtestsrv as the DNS server (everything -> 127.0.0.1)
+# 3. Pebble (scripts/lib/pebble.sh), and challtestsrv as the DNS server (everything -> 127.0.0.1)
 # ---------------------------------------------------------------------------------------------
-T="$W/tls"
-mkdir -p "$T"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
-    -keyout "$T/root.key" -out "$T/root.pem" -subj "/CN=regcert bench pebble TLS root" \
-    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
-openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-    -keyout "$T/key.pem" -out "$T/leaf.csr" -subj "/CN=localhost" 2>/dev/null
-cat >"$T/leaf.ext" <<'EOF'
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature
-extendedKeyUsage = serverAuth
-subjectAltName = DNS:localhost, IP:127.0.0.1
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-EOF
-openssl x509 -req -in "$T/leaf.csr" -CA "$T/root.pem" -CAkey "$T/root.key" -CAcreateserial \
-    -days 30 -extfile "$T/leaf.ext" -out "$T/cert.pem" 2>/dev/null
-ROOT="$T/root.pem"
-
-cat >"$W/pebble.json" <<EOF
-{"pebble": {"listenAddress": "127.0.0.1:$P_ACME", "managementListenAddress": "127.0.0.1:$P_MGMT",
-  "certificate": "$T/cert.pem", "privateKey": "$T/key.pem", "httpPort": $P_HTTP, "tlsPort": $P_TLS,
-  "ocspResponderURL": "", "externalAccountBindingRequired": false}}
-EOF
-pebble-challtestsrv -dns01 "127.0.0.1:$P_DNS" -management "127.0.0.1:$P_DNSMGMT" \
-    -http01 "" -https01 "" -tlsalpn01 "" -defaultIPv4 127.0.0.1 -defaultIPv6 "" \
-    >"$W/challtestsrv.log" 2>&1 &
-PIDS+=($!)
-wait_port "$P_DNSMGMT" "$!" challtestsrv
-PEBBLE_VA_NOSLEEP=1 PEBBLE_AUTHZREUSE=0 PEBBLE_WFE_NONCEREJECT=$NONCE_REJECT pebble -config "$W/pebble.json" -dnsserver "127.0.0.1:$P_DNS" \
-    >"$W/pebble.log" 2>&1 &
-PIDS+=($!)
-wait_port "$P_ACME" "$!" pebble
+start_pebble "$W" "$P_ACME" "$P_MGMT" "$P_HTTP" "$P_TLS" "$P_DNS" "$P_DNSMGMT" "$NONCE_REJECT" ||
+    die "pebble did not start; see $W/pebble.log"
+DIR_URL=$PEBBLE_URL
+ROOT=$PEBBLE_ROOT
 curl -sSf --cacert "$ROOT" "$DIR_URL" >/dev/null || die "pebble directory $DIR_URL not reachable"
 log "pebble up: $DIR_URL (HTTP-01 validations go to $HTTP01)"
 
@@ -152,7 +71,7 @@ webroot_start() {
     "$PY" -m http.server --bind 127.0.0.1 --directory "$WEBROOT" "$P_HTTP" >>"$W/webroot.log" 2>&1 &
     WEB_PID=$!
     PIDS+=("$WEB_PID")
-    wait_port "$P_HTTP" "$WEB_PID" webroot
+    wait_port "$P_HTTP" 10 "$WEB_PID" webroot || die "webroot did not listen on port $P_HTTP"
 }
 webroot_stop() {
     kill "$WEB_PID" 2>/dev/null || true
@@ -188,7 +107,7 @@ try_timed() {
     local key=$1 rc=0
     shift
     "${PREFIX[@]}" "$TIMED" "$M/$key" "$@" >"$M/$key.log" 2>&1 || rc=$?
-    local w=? r=?
+    local w='?' r='?'
     [[ -s $M/$key ]] && read -r w r _ <"$M/$key"
     log "  $key: ${w}s, ${r} KB, exit $rc"
     return "$rc"
@@ -202,7 +121,6 @@ run_timed() {
     if [[ $rc != "$want" ]]; then
         log "FAILED: $key exited $rc (expected $want); last lines of $M/$key.log:"
         tail -n 25 "$M/$key.log" >&2
-        KEEP=1
         exit 1
     fi
 }
@@ -238,7 +156,7 @@ repeat_timed() {
             note_failure "$key attempt $a (not counted; the run was repeated)" "$M/$key.try$a.log"
         fi
     done
-    ((ok > 0)) || { KEEP=1; die "$key: every attempt failed (logs in $M)"; }
+    ((ok > 0)) || die "$key: every attempt failed (logs in $M)"
     RES[$key]=$(median_of "$key" "$ok")
     FAIL[$key]=$bad
 }
@@ -273,7 +191,7 @@ missing() {
 check_count() {
     local m
     m=$(missing "$1" "$2" <"$3" | wc -l)
-    ((m == 0)) || { KEEP=1; die "$m certificates missing under $1 (names in $3)"; }
+    ((m == 0)) || die "$m certificates missing under $1 (names in $3)"
 }
 
 names() { # names PREFIX -> PREFIX-01.bench.example.com ... PREFIX-NN.bench.example.com
@@ -300,12 +218,10 @@ bench_regcert() {
         {
             printf 'state_dir = "%s"\n' "$R/state"
             [[ $conc == default ]] || printf 'concurrency = %s\n' "$conc"
-            printf '[acme]\ndirectory = "%s"\ncontact = ["mailto:bench@example.com"]\naccept_terms = true\nca_bundle = "%s"\n' "$DIR_URL" "$ROOT"
-            printf '[http01]\nlisten = "%s"\n' "$HTTP01"
+            acme_toml "$DIR_URL" "$ROOT" bench@example.com "$HTTP01"
             while read -r name; do
                 mkdir -p "$R/install/$name"
-                printf '[[certificate]]\nname = "%s"\ndomains = ["%s"]\nkey = "ecdsa-p256"\n[certificate.install]\ndir = "%s"\n' \
-                    "$name" "$name" "$R/install/$name"
+                cert_toml "$name" "$name" "$R/install/$name"
             done <"$3"
         } >"$file"
     }
@@ -328,7 +244,7 @@ bench_regcert() {
         f=$(regcert_failed "regcert.$v")
         FAIL[regcert.$v]=${f:-${FAIL[regcert.$v]}}
         # like the next cron run would: complete what failed (untimed), so the no-op row has all N
-        ((FAIL[regcert.$v] == 0)) || setup_run "regcert.$v.repair" "$REGCERT" -q --config "$R/$v.toml" renew
+        ((${FAIL[regcert.$v]} == 0)) || setup_run "regcert.$v.repair" "$REGCERT" -q --config "$R/$v.toml" renew
         check_count "$R/install" /domain.crt "$R/$v.names"
     done
 
@@ -378,7 +294,7 @@ bench_uacme() {
     names uacme-par >"$U/par.names"
     batch_timed uacme.seq sh -c "$SEQ_LOOP" sh "$U/seq.names" "${base[@]}" issue
     batch_timed uacme.par sh -c "$PAR_LOOP" sh "$U/par.names" "${base[@]}" issue
-    if ((FAIL[uacme.par])); then # complete the set for the no-op row (untimed)
+    if ((${FAIL[uacme.par]})); then # complete the set for the no-op row (untimed)
         missing "$U/conf" /cert.pem <"$U/par.names" >"$U/repair.names"
         setup_run uacme.par.repair sh -c "$SEQ_LOOP" sh "$U/repair.names" "${base[@]}" issue
     fi
@@ -387,7 +303,7 @@ bench_uacme() {
     # No-op: N installed certificates, none due. `uacme issue` exits 1 when it skips a certificate.
     local noop='l=$1; shift; while read -r n; do "$@" "$n" </dev/null; [ $? = 1 ] || exit 9; done <"$l"'
     repeat_timed uacme.noop sh -c "$noop" sh "$U/par.names" "${base[@]}" issue
-    ((FAIL[uacme.noop] == 0)) || die "a uacme no-op run did not skip every certificate (see $M/uacme.noop.*)"
+    ((${FAIL[uacme.noop]} == 0)) || die "a uacme no-op run did not skip every certificate (see $M/uacme.noop.*)"
     PREFIX=()
     unset UACME_CHALLENGE_PATH
     webroot_stop
@@ -418,7 +334,7 @@ bench_lego() {
     # that one plain web server serves (lego's documented --http.webroot mode).
     webroot_start
     batch_timed lego.par sh -c "$par" sh "$L/par.names" "${base[@]}" --http --http.webroot "$WEBROOT"
-    if ((FAIL[lego.par])); then
+    if ((${FAIL[lego.par]})); then
         missing "$L/certificates" .crt <"$L/par.names" >"$L/repair.names"
         setup_run lego.par.repair sh -c "$seq" sh "$L/repair.names" "${base[@]}" --http --http.webroot "$WEBROOT"
     fi
@@ -428,7 +344,7 @@ bench_lego() {
     # No-op: `lego renew` per certificate; it exits 0 without renewing when more than 30 days remain.
     local noop='l=$1; shift; while read -r n; do "$@" -d "$n" renew --days 30 </dev/null || exit; done <"$l"'
     repeat_timed lego.noop sh -c "$noop" sh "$L/par.names" "${base[@]}" "${http[@]}"
-    ((FAIL[lego.noop] == 0)) || die "a lego no-op run failed (see $M/lego.noop.*)"
+    ((${FAIL[lego.noop]} == 0)) || die "a lego no-op run failed (see $M/lego.noop.*)"
     [[ $(grep -c 'no renewal' "$M/lego.noop.1.log") == "$N" ]] ||
         die "lego no-op run did not skip all $N renewals (see $M/lego.noop.1.log)"
     unset LEGO_CA_CERTIFICATES
@@ -458,7 +374,7 @@ bench_certbot() {
     setup_run certbot.account2 "${batch[@]}" "${reg[@]}"
     names certbot-seq >"$C/seq.names"
     batch_timed certbot.seq sh -c "$SEQ_LOOP" sh "$C/seq.names" "${batch[@]}" "${issue[@]}"
-    if ((FAIL[certbot.seq])); then
+    if ((${FAIL[certbot.seq]})); then
         missing "$C/batch/config/live" /cert.pem <"$C/seq.names" >"$C/repair.names"
         setup_run certbot.seq.repair sh -c "$SEQ_LOOP" sh "$C/repair.names" "${batch[@]}" "${issue[@]}"
     fi
@@ -466,7 +382,7 @@ bench_certbot() {
 
     # No-op: one `certbot renew` over the N lineages, none due (default: 30 days before expiry).
     repeat_timed certbot.noop "${batch[@]}" renew
-    ((FAIL[certbot.noop] == 0)) || die "a certbot no-op run failed (see $M/certbot.noop.*)"
+    ((${FAIL[certbot.noop]} == 0)) || die "a certbot no-op run failed (see $M/certbot.noop.*)"
     grep -q "No renewals were attempted" "$M/certbot.noop.1.log" ||
         die "certbot no-op run renewed something (see $M/certbot.noop.1.log)"
     unset REQUESTS_CA_BUNDLE

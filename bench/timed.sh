@@ -6,6 +6,8 @@
 # GNU time's "Maximum resident set size", which for a shell loop or a set of background jobs is
 # the largest single process among CMD and all its descendants (not the sum).
 # Exits with CMD's exit code.
+# shellcheck source=SCRIPTDIR/../scripts/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib/common.sh"
 out=$1
 shift
 t0=$EPOCHREALTIME
@@ -14,5 +16,5 @@ rc=$?
 t1=$EPOCHREALTIME
 rss=$(tail -n 1 "$out.rss" 2>/dev/null)
 case $rss in '' | *[!0-9]*) rss=0 ;; esac
-awk -v a="$t0" -v b="$t1" -v r="$rss" -v c="$rc" 'BEGIN { printf "%.6f %d %d\n", b - a, r, c }' >"$out"
+printf '%s %d %d\n' "$(elapsed_s "$t0" "$t1")" "$rss" "$rc" >"$out"
 exit "$rc"

@@ -4,42 +4,20 @@
 # a second `renew` (nothing due), and `regcert status`. Everything stays on 127.0.0.1 and in a
 # temporary directory, which is printed at the end.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-bash scripts/install-deps.sh
-cargo build --release --locked
-bin=${CARGO_TARGET_DIR:-$PWD/target}/release/regcert
-
-work=$(mktemp -d /tmp/regcert-demo.XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-
-source scripts/lib/pebble.sh
-acme=$(free_port) mgmt=$(free_port) http=$(free_port)
-start_pebble "$work" "$acme" "$mgmt" "$http" "$(free_port)" "$(free_port)" "$(free_port)" 5
+# shellcheck source=SCRIPTDIR/lib/pebble.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/pebble.sh"
+demo_start
+bin=$REGCERT work=$DEMO_DIR
+declare acme mgmt http tls dns dnsmgmt
+free_ports acme mgmt http tls dns dnsmgmt
+start_pebble "$work" "$acme" "$mgmt" "$http" "$tls" "$dns" "$dnsmgmt" 5
 
 mkdir -p "$work/registry-certs"
-cat > "$work/config.toml" <<TOML
-state_dir = "$work/state"
-
-[acme]
-directory = "https://127.0.0.1:$acme/dir"
-contact = ["mailto:ops@example.com"]
-accept_terms = true
-ca_bundle = "$work/pebble-root.pem"
-
-[http01]
-listen = "127.0.0.1:$http"
-
-[[certificate]]
-name = "registry"
-domains = ["registry.example.test"]
-key = "ecdsa-p256"
-[certificate.install]
-dir = "$work/registry-certs"
-fullchain = "domain.crt"
-key = "domain.key"
-TOML
+{
+  echo "state_dir = \"$work/state\""
+  acme_toml "$PEBBLE_URL" "$PEBBLE_ROOT" ops@example.com "127.0.0.1:$http"
+  cert_toml registry registry.example.test "$work/registry-certs"
+} >"$work/config.toml"
 
 set -x
 "$bin" --config "$work/config.toml" check-config

@@ -6,16 +6,16 @@
 # temporary directory, printed at the end. (scripts/demo-acme.sh does the same over ACME with a
 # local Pebble.)
 set -euo pipefail
-cd "$(dirname "$0")/.."
-bash scripts/install-deps.sh
-cargo build --release --locked
-bin=${CARGO_TARGET_DIR:-$PWD/target}/release/regcert
-
-work=$(mktemp -d /tmp/regcert-demo.XXXXXX)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# shellcheck source=SCRIPTDIR/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+demo_start
+bin=$REGCERT work=$DEMO_DIR
+declare port
+free_ports port
 mkdir -p "$work/registry-certs" "$work/registry-data"
-cleanup() { [ -f "$work/registry.pid" ] && kill "$(cat "$work/registry.pid")" 2>/dev/null || true; }
-trap cleanup EXIT
+# The registry runs detached (setsid, see restart-registry.sh): stop it through its pid file.
+# shellcheck disable=SC2016 # expanded at exit
+at_exit 'if [[ -f $work/registry.pid ]]; then kill "$(cat "$work/registry.pid")" 2>/dev/null; fi'
 
 # The registry, as the operator runs it: it reads domain.crt/domain.key once at start.
 cat > "$work/registry.yml" <<YML

@@ -3,20 +3,20 @@
 # from Debian's distribution registry, `regcert-test/registry:2`. No image is pulled: the image is
 # FROM scratch with /usr/bin/docker-registry and the two libraries it links against.
 set -euo pipefail
+# shellcheck source=SCRIPTDIR/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
+ping=(--unix-socket /var/run/docker.sock http://localhost/_ping)
 if ! docker version >/dev/null 2>&1; then
-  if [ ! -S /var/run/docker.sock ] || ! curl -s --unix-socket /var/run/docker.sock http://localhost/_ping >/dev/null; then
+  if [ ! -S /var/run/docker.sock ] || ! curl -s "${ping[@]}" >/dev/null; then
     echo "starting dockerd"
     # No iptables here: containers on the default bridge are reached directly from the host.
+    # (Not in PIDS: the engine stays up for the tests after this script.)
     nohup dockerd --iptables=false >/tmp/dockerd.log 2>&1 &
-    for _ in $(seq 300); do
-      curl -s --unix-socket /var/run/docker.sock http://localhost/_ping >/dev/null 2>&1 && break
-      sleep 0.2
-    done
+    wait_url 60 "${ping[@]}" || true
   fi
 fi
-curl -sf --unix-socket /var/run/docker.sock http://localhost/_ping >/dev/null \
-  || { echo "the Docker engine did not start; see /tmp/dockerd.log" >&2; exit 1; }
+curl -sf "${ping[@]}" >/dev/null || die "the Docker engine did not start; see /tmp/dockerd.log"
 
 image=regcert-test/registry:2
 if ! docker image inspect "$image" >/dev/null 2>&1; then

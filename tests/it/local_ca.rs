@@ -2,72 +2,54 @@
 //! trust it through `regcert trust install`, renewals go through the same install → reload →
 //! verify path, and existing openssl CAs can be adopted.
 
-mod common;
-
-use common::registry::*;
-use common::*;
+use crate::common::registry::*;
+use crate::common::*;
 use std::fs;
 use std::path::{Path, PathBuf};
+use toml::{Table, Value, toml};
 
-/// A config for one certificate from the private CA "internal" (no ACME anywhere).
-struct CaSetup {
-    root: tempfile::TempDir,
-    config: PathBuf,
+/// A config for one certificate, `registry`, from the private CA "internal" (no ACME anywhere).
+fn ca_setup(ca: Table, cert: Table) -> Setup {
+    let config = toml! { [ca] internal = (Value::from(ca)) };
+    Setup::with_config(config, &[CertSpec::new("registry", toml! { issuer = "ca:internal" }).with(cert)])
 }
 
-impl CaSetup {
-    fn new(ca: &str, cert: &str) -> Self {
-        let root = tempfile::tempdir().unwrap();
-        let install = root.path().join("certs");
-        fs::create_dir_all(&install).unwrap();
-        let text = format!(
-            "state_dir = \"{}\"\n\n[ca.internal]\n{ca}\n\n[[certificate]]\nname = \"registry\"\nissuer = \"ca:internal\"\n{cert}\n[certificate.install]\ndir = \"{}\"\n",
-            root.path().join("state").display(),
-            install.display()
-        );
-        let config = root.path().join("config.toml");
-        fs::write(&config, text).unwrap();
-        CaSetup { root, config }
-    }
-    fn run(&self, args: &[&str]) -> Run {
-        regcert(&self.config, args)
-    }
-    fn append(&self, text: &str) {
-        let t = fs::read_to_string(&self.config).unwrap();
-        fs::write(&self.config, format!("{t}{text}\n")).unwrap();
-    }
-    fn certs(&self) -> PathBuf {
-        self.root.path().join("certs")
-    }
-    fn export_root(&self) -> PathBuf {
-        let run = self.run(&["ca", "export", "internal"]);
-        assert_eq!(run.code, 0, "{run:?}");
-        let p = self.root.path().join("exported-root.pem");
-        fs::write(&p, run.stdout).unwrap();
-        p
-    }
+/// `regcert ca export internal`, in a file.
+fn export_root(s: &Setup) -> PathBuf {
+    let run = s.run(&["ca", "export", "internal"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let p = s.root.path().join("exported-root.pem");
+    fs::write(&p, run.stdout).unwrap();
+    p
+}
+
+/// `import = { cert, key }` of the CA, with more keys (passphrase_file).
+fn import(cert: &Path, key: &Path, more: Table) -> Table {
+    let mut import = toml! { cert = (cert.display().to_string()) key = (key.display().to_string()) };
+    import.extend(more);
+    toml! { import = (Value::from(import)) }
 }
 
 #[test]
 fn ip_registry_trusted_by_docker_through_trust_install() {
     let ip = fixed_ip();
-    let s = CaSetup::new(
-        "subject = \"CN=Test Registry CA, O=regcert tests\"\nkey = \"ecdsa-p384\"",
-        &format!("domains = [\"registry.corp.lan\"]\nips = [\"{ip}\"]\nvalidity = \"30d\""),
+    let s = ca_setup(
+        toml! { subject = "CN=Test Registry CA, O=regcert tests" key = "ecdsa-p384" },
+        toml! { domains = ["registry.corp.lan"] ips = [(ip.as_str())] validity = "30d" },
     );
     let run = s.run(&["ca", "init", "internal"]);
     assert_eq!(run.code, 0, "{run:?}");
-    let key_mode = mode(&s.root.path().join("state/ca/internal/root.key"));
+    let key_mode = mode(&s.state().join("ca/internal/root.key"));
     assert_eq!(key_mode, 0o600);
     let run = s.run(&["renew"]);
     assert_eq!(run.code, 0, "{run:?}");
-    let text = cert_text(&s.certs().join("domain.crt"));
+    let text = cert_text(&s.fullchain("registry"));
     assert!(text.contains(&format!("IP Address:{ip}")) && text.contains("DNS:registry.corp.lan"), "{text}");
     assert!(text.contains("TLS Web Server Authentication") && text.contains("Authority Key Identifier"), "{text}");
-    let root = s.export_root();
-    assert_chain_verifies(&s.certs().join("domain.crt"), &root);
+    let root = export_root(&s);
+    assert_chain_verifies(&s.fullchain("registry"), &root);
 
-    let reg = Registry::start(&s.certs(), RegistryOpts { ip: Some(ip.clone()), ..Default::default() });
+    let reg = Registry::start(&s.install_dir("registry"), RegistryOpts { ip: Some(ip.clone()), ..Default::default() });
     let registry = format!("{ip}:5000");
     let repo = format!("{registry}/tiny:1");
     let certs_d = Path::new("/etc/docker/certs.d").join(&registry);
@@ -125,27 +107,35 @@ fn ip_registry_trusted_by_docker_through_trust_install() {
 #[test]
 fn leaf_renewal_restarts_verifies_against_the_ca_and_syncs_certs_d() {
     let ip = fixed_ip();
-    let s = CaSetup::new("subject = \"CN=Two Level CA\"\nintermediate = true", &format!("ips = [\"{ip}\"]\nkey = \"ecdsa-p256\""));
+    let s = ca_setup(toml! { subject = "CN=Two Level CA" intermediate = true }, toml! { ips = [(ip.as_str())] key = "ecdsa-p256" });
     let run = s.run(&["ca", "init", "internal"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains("move") && run.stdout.contains("offline/root.key"), "{run:?}");
-    assert!(!s.root.path().join("state/ca/internal/root.key").exists(), "the root key is not online");
+    assert!(!s.state().join("ca/internal/root.key").exists(), "the root key is not online");
     assert_eq!(s.run(&["renew"]).code, 0);
-    assert_eq!(pem_count(&s.certs().join("domain.crt")), 2, "leaf + intermediate");
-    let reg = Registry::start(&s.certs(), RegistryOpts { ip: Some(ip.clone()), ..Default::default() });
+    assert_eq!(pem_count(&s.fullchain("registry")), 2, "leaf + intermediate");
+    let reg = Registry::start(&s.install_dir("registry"), RegistryOpts { ip: Some(ip.clone()), ..Default::default() });
     let certs_d = s.root.path().join("certs.d");
     // Verification trusts the CA's root by itself: no ca_bundle.
-    s.append(&format!(
-        "[certificate.reload]\ndocker = {{ container = \"{}\" }}\n[certificate.verify]\nurl = \"https://{ip}:5000/v2/\"\ntimeout = \"20s\"\n[certificate.trust]\ndocker_clients = [\"{ip}:5000\"]\ncerts_d = \"{}\"\n",
-        reg.container,
-        certs_d.display()
-    ));
-    let before = serial(&s.certs().join("domain.crt"));
+    let settings = toml! {
+        [reload]
+        docker = { container = (reg.container.as_str()) }
+
+        [verify]
+        url = (format!("https://{ip}:5000/v2/"))
+        timeout = "20s"
+
+        [trust]
+        docker_clients = [(format!("{ip}:5000"))]
+        certs_d = (certs_d.display().to_string())
+    };
+    s.edit_cert("registry", |c| c.extend(settings));
+    let before = serial(&s.fullchain("registry"));
     let run = s.run(&["renew", "--force"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains(&format!("verified: https://{ip}:5000/v2/ serves it")), "{run:?}");
-    assert_ne!(serial(&s.certs().join("domain.crt")), before);
-    let root = s.export_root();
+    assert_ne!(serial(&s.fullchain("registry")), before);
+    let root = export_root(&s);
     assert_eq!(fs::read_to_string(certs_d.join(format!("{ip}:5000/ca.crt"))).unwrap(), fs::read_to_string(root).unwrap());
     // Leaves renew at a third of their lifetime, like ACME ones.
     let st: serde_json::Value = serde_json::from_str(&s.run(&["status", "--json"]).stdout).unwrap();
@@ -156,6 +146,7 @@ fn leaf_renewal_restarts_verifies_against_the_ca_and_syncs_certs_d() {
 fn openssl_ca(dir: &Path) -> (PathBuf, PathBuf) {
     // The classic recipe: a self-signed CA with openssl req -x509.
     let (cert, key) = (dir.join("cacert.pem"), dir.join("cakey.pem"));
+    let (c, k) = (cert.to_str().unwrap(), key.to_str().unwrap());
     openssl(&[
         "req",
         "-x509",
@@ -163,9 +154,9 @@ fn openssl_ca(dir: &Path) -> (PathBuf, PathBuf) {
         "rsa:2048",
         "-nodes",
         "-keyout",
-        key.to_str().unwrap(),
+        k,
         "-out",
-        cert.to_str().unwrap(),
+        c,
         "-days",
         "3650",
         "-subj",
@@ -178,15 +169,12 @@ fn openssl_ca(dir: &Path) -> (PathBuf, PathBuf) {
 fn imports_an_openssl_ca_and_reports_bad_input() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = openssl_ca(dir.path());
-    let s = CaSetup::new(
-        &format!("import = {{ cert = \"{}\", key = \"{}\" }}", cert.display(), key.display()),
-        "domains = [\"registry.corp.lan\"]\nips = [\"192.168.20.10\"]",
-    );
+    let s = ca_setup(import(&cert, &key, Table::new()), toml! { domains = ["registry.corp.lan"] ips = ["192.168.20.10"] });
     let run = s.run(&["ca", "init", "internal"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains("imported"), "{run:?}");
     assert_eq!(s.run(&["renew"]).code, 0);
-    assert_chain_verifies(&s.certs().join("domain.crt"), &cert);
+    assert_chain_verifies(&s.fullchain("registry"), &cert);
     let again = s.run(&["ca", "init", "internal"]);
     assert_eq!(again.code, 1, "{again:?}");
     assert!(again.stderr.contains("already exists"), "{again:?}");
@@ -197,14 +185,11 @@ fn imports_an_openssl_ca_and_reports_bad_input() {
         fs::create_dir_all(&d).unwrap();
         d
     });
-    let bad = CaSetup::new(
-        &format!("import = {{ cert = \"{}\", key = \"{}\" }}", cert.display(), other_key.display()),
-        "domains = [\"r.corp.lan\"]",
-    );
+    let bad = ca_setup(import(&cert, &other_key, Table::new()), toml! { domains = ["r.corp.lan"] });
     let run = bad.run(&["ca", "init", "internal"]);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stderr.contains("does not belong to import.cert"), "{run:?}");
-    assert!(!bad.root.path().join("state/ca/internal/root.key").exists(), "nothing written");
+    assert!(!bad.state().join("ca/internal/root.key").exists(), "nothing written");
 
     // An encrypted key: a clear error, then the passphrase file opens it.
     let enc = dir.path().join("cakey.enc.pem");
@@ -220,8 +205,7 @@ fn imports_an_openssl_ca_and_reports_bad_input() {
         "-passout",
         "pass:s3cret",
     ]);
-    let locked =
-        CaSetup::new(&format!("import = {{ cert = \"{}\", key = \"{}\" }}", cert.display(), enc.display()), "domains = [\"r.corp.lan\"]");
+    let locked = ca_setup(import(&cert, &enc, Table::new()), toml! { domains = ["r.corp.lan"] });
     let run = locked.run(&["ca", "init", "internal"]);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(
@@ -230,25 +214,23 @@ fn imports_an_openssl_ca_and_reports_bad_input() {
     );
     let pass = dir.path().join("pass");
     fs::write(&pass, "s3cret\n").unwrap();
-    let opened = CaSetup::new(
-        &format!("import = {{ cert = \"{}\", key = \"{}\", passphrase_file = \"{}\" }}", cert.display(), enc.display(), pass.display()),
-        "domains = [\"r.corp.lan\"]",
-    );
+    let opened =
+        ca_setup(import(&cert, &enc, toml! { passphrase_file = (pass.display().to_string()) }), toml! { domains = ["r.corp.lan"] });
     let run = opened.run(&["ca", "init", "internal"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(opened.run(&["renew"]).code, 0);
 
     // An IP SAN typo is a config error that names the key.
-    let typo = CaSetup::new("subject = \"CN=x\"", "ips = [\"192.168.20.300\"]");
+    let typo = ca_setup(toml! { subject = "CN=x" }, toml! { ips = ["192.168.20.300"] });
     let run = typo.run(&["check-config"]);
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("ips") && run.stderr.contains("invalid IP address"), "{run:?}");
     // IPs with an ACME issuer are refused with the way forward.
-    let acme_ip = tempfile::tempdir().unwrap();
-    fs::create_dir_all(acme_ip.path().join("c")).unwrap();
-    let cfg = acme_ip.path().join("c.toml");
-    fs::write(&cfg, format!("[acme]\ndirectory = \"letsencrypt\"\naccept_terms = true\n[[certificate]]\nname = \"r\"\ndomains = [\"r.example.com\"]\nips = [\"10.0.0.5\"]\n[certificate.install]\ndir = \"{}\"\n", acme_ip.path().join("c").display())).unwrap();
-    let run = regcert(&cfg, &["check-config"]);
+    let acme_ip = Setup::with_config(
+        toml! { [acme] directory = "letsencrypt" accept_terms = true },
+        &[CertSpec::new("r", toml! { domains = ["r.example.com"] ips = ["10.0.0.5"] })],
+    );
+    let run = acme_ip.run(&["check-config"]);
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("ips (IP SANs) need a private CA"), "{run:?}");
 }

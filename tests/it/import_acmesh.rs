@@ -2,9 +2,7 @@
 //! account that really exists on Pebble: the account is reused (same URL), the installed
 //! certificates are adopted (the first `renew` is a no-op), and settings are carried over.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::fs;
 use std::path::Path;
 
@@ -60,7 +58,7 @@ fn imports_account_and_certificates_and_renew_is_a_no_op() {
     write(&ca_dir.join("ca.conf"), &format!("ACCOUNT_URL='{account_url}'\nCA_EMAIL='ops@example.com'\nCA_KEY_HASH='abc'\n"));
     write(&ca_dir.join("account.json"), "{\"status\":\"valid\"}");
     let tsig = issued.root.path().join("nsupdate.key");
-    fs::write(&tsig, common::bind::tsig_key("acme-sh")).unwrap();
+    fs::write(&tsig, crate::common::bind::tsig_key("acme-sh")).unwrap();
     write(
         &home.join("account.conf"),
         &format!(
@@ -90,24 +88,18 @@ fn imports_account_and_certificates_and_renew_is_a_no_op() {
 
     // --dry-run changes nothing.
     let dry_state = issued.root.path().join("dry-state");
-    let run =
-        regcert_bare(&["import", "acme.sh", "--home", home.to_str().unwrap(), "--state-dir", dry_state.to_str().unwrap(), "--dry-run"]);
+    let import = |state: &Path, more: &[&str]| {
+        let args = [&["import", "acme.sh", "--home", home.to_str().unwrap(), "--state-dir", state.to_str().unwrap()], more].concat();
+        regcert_bare(&args)
+    };
+    let run = import(&dry_state, &["--dry-run"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains("dry run") && run.stdout.contains(&format!("would adopt the ACME account {account_url}")), "{run:?}");
     assert!(!dry_state.exists());
 
     let state = issued.root.path().join("imported-state");
     let config = issued.root.path().join("imported.toml");
-    let run = regcert_bare(&[
-        "import",
-        "acme.sh",
-        "--home",
-        home.to_str().unwrap(),
-        "--state-dir",
-        state.to_str().unwrap(),
-        "--write-config",
-        config.to_str().unwrap(),
-    ]);
+    let run = import(&state, &["--write-config", config.to_str().unwrap()]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains(&format!("adopted the ACME account {account_url}")), "{run:?}");
     assert!(!run.stdout.contains("could not carry over"), "{run:?}");
@@ -124,8 +116,10 @@ fn imports_account_and_certificates_and_renew_is_a_no_op() {
         assert!(text.contains(want), "missing {want:?} in\n{text}");
     }
     // Pebble's own TLS root and the test's HTTP-01 port are this test bed's, not acme.sh's.
-    let text = text.replace("accept_terms = true\n", &format!("accept_terms = true\nca_bundle = \"{}\"\n", pebble.tls_root.display()));
-    fs::write(&config, format!("{text}\n[http01]\nlisten = \"127.0.0.1:{}\"\n", pebble.http_port)).unwrap();
+    edit_toml(&config, |c| {
+        set(c, "acme.ca_bundle", pebble.tls_root.display().to_string());
+        set(c, "http01.listen", format!("127.0.0.1:{}", pebble.http_port));
+    });
 
     // The current certificates are adopted: nothing is due.
     let run = regcert(&config, &["renew"]);
@@ -137,10 +131,10 @@ fn imports_account_and_certificates_and_renew_is_a_no_op() {
     assert_eq!(mode(&account_file), 0o600);
     let stored: serde_json::Value = serde_json::from_slice(&fs::read(&account_file).unwrap()).unwrap();
     assert_eq!(stored["credentials"]["id"], account_url.as_str());
-    let without_reload = fs::read_to_string(&config)
-        .unwrap()
-        .replace("[certificate.reload]\ndocker = { container = \"registry\", action = \"restart\" }\n", "");
-    fs::write(&config, without_reload).unwrap();
+    edit_toml(&config, |c| {
+        let reload = certificate(c, "ecc.example.com").remove("reload").unwrap();
+        assert_eq!(reload["docker"]["container"].as_str(), Some("registry"), "{reload}");
+    });
     let run = regcert(&config, &["renew", "--force", "--cert", "ecc.example.com"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(!run.stderr.contains("ACME account created"), "no new account: {run:?}");

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::{free_port, tool};
+
 pub const ZONE: &str = "regcert.test.";
 
 pub struct Bind {
@@ -13,16 +15,6 @@ pub struct Bind {
     pub port: u16,
     /// The BIND key file (nsupdate -k format) allowed to update the zone.
     pub key_file: PathBuf,
-}
-
-fn tool(name: &str) -> PathBuf {
-    for dir in ["/usr/sbin", "/usr/bin"] {
-        let p = std::path::Path::new(dir).join(name);
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!("`{name}` is not installed (Debian bind9 / bind9-dnsutils); run scripts/test.sh");
 }
 
 /// A fresh TSIG key in BIND's key file format.
@@ -35,7 +27,7 @@ pub fn tsig_key(name: &str) -> String {
 impl Bind {
     pub fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let port = super::free_port();
+        let port = free_port();
         let d = dir.path().display().to_string();
         let key_file = dir.path().join("tsig.key");
         std::fs::write(&key_file, tsig_key("regcert-test")).unwrap();
@@ -79,8 +71,7 @@ impl Bind {
 
     /// The TXT values the server answers for `fqdn`.
     pub fn txt(&self, fqdn: &str) -> Vec<String> {
-        let out =
-            Command::new(tool("dig")).args([&format!("@127.0.0.1"), "-p", &self.port.to_string(), "+short", "TXT", fqdn]).output().unwrap();
+        let out = Command::new(tool("dig")).args(["@127.0.0.1", "-p", &self.port.to_string(), "+short", "TXT", fqdn]).output().unwrap();
         String::from_utf8_lossy(&out.stdout).lines().map(|l| l.trim_matches('"').to_owned()).filter(|l| !l.is_empty()).collect()
     }
 }

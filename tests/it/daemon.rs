@@ -1,48 +1,42 @@
 //! `regcert run` as a real process: scheduled checks against Pebble and a registry container,
 //! signals, backoff through a CA outage, the metrics endpoint and webhook notifications.
 
-mod common;
-
-use common::registry::*;
-use common::*;
+use crate::common::registry::*;
+use crate::common::*;
 use std::fs;
 use std::time::Duration;
+use toml::{Table, toml};
 
-const EVERY_SECOND: &str = "[daemon]\ncheck = \"* * * * * *\"\nbackoff = [\"1s\", \"2s\"]\n";
-
-fn with_daemon_settings(s: &Setup, text: &str) {
-    s.edit_config(|t| before_certificates(&t, text));
-}
-
-/// Top-level tables go before the [[certificate]] array (after it they would nest).
-fn before_certificates(config: &str, text: &str) -> String {
-    let at = config.find("[[certificate]]").unwrap();
-    format!("{}{text}\n{}", &config[..at], &config[at..])
+/// Adds top-level settings ([daemon], [metrics], [[notify]]) to the config.
+fn with_daemon_settings(s: &Setup, settings: Table) {
+    s.edit(|c| c.extend(settings));
 }
 
 #[test]
 fn daemon_renews_restarts_verifies_reports_metrics_and_notifies() {
     let pebble = Pebble::start();
     let name = unique_name("daemon");
-    let mut c = cert("registry", &[&name], "ecdsa-p256");
-    // Longer than Pebble's 5-year lifetime: due at every check, without any test-only code path.
-    c.extra = "renew_before = \"3000d\"".into();
-    let s = Setup::new(&pebble, &[c]);
+    let s = Setup::new(&pebble, &[cert("registry", &[&name], "ecdsa-p256").always_due()]);
     assert_eq!(s.run(&["renew"]).code, 0);
     let reg = Registry::start(&s.install_dir("registry"), RegistryOpts::default());
     let hook = Webhook::start();
     let metrics = format!("127.0.0.1:{}", free_port());
     with_daemon_settings(
         &s,
-        &format!("[daemon]\ncheck = \"0 0 0 1 1 *\"\n\n[metrics]\nlisten = \"{metrics}\"\n\n[[notify]]\nwebhook = \"{}\"\n", hook.url),
+        toml! {
+            [daemon]
+            check = "0 0 0 1 1 *"
+
+            [metrics]
+            listen = (metrics.as_str())
+
+            [[notify]]
+            webhook = (hook.url.as_str())
+        },
     );
-    s.edit_config(|t| {
-        format!(
-            "{t}\n[certificate.reload]\ndocker = {{ container = \"{}\" }}\n[certificate.verify]\nurl = \"https://{name}:5000/v2/\"\nconnect_to = \"{}\"\nca_bundle = \"{}\"\ntimeout = \"20s\"\n",
-            reg.container,
-            reg.addr(),
-            pebble.issuing_root().display()
-        )
+    s.edit_cert("registry", |c| {
+        set(c, "reload.docker.container", reg.container.as_str());
+        set(c, "verify", verify_table(&pebble, &format!("https://{name}:5000/v2/"), &reg.addr()));
     });
     let before = serial(&s.fullchain("registry"));
 
@@ -96,7 +90,8 @@ fn sighup_with_a_bad_config_keeps_running_and_a_good_one_applies() {
     d.wait_for_log("keeping the previous one", 1, Duration::from_secs(10));
     assert!(d.running());
 
-    fs::write(&s.config, before_certificates(&good, "[daemon]\ncheck = \"*/2 * * * * *\"\n")).unwrap();
+    fs::write(&s.config, good).unwrap();
+    with_daemon_settings(&s, toml! { [daemon] check = "*/2 * * * * *" });
     d.signal("HUP");
     d.wait_for_log("configuration reloaded", 1, Duration::from_secs(10));
     // The new schedule (every 2 s) is in force: more checks follow.
@@ -109,7 +104,7 @@ fn sighup_with_a_bad_config_keeps_running_and_a_good_one_applies() {
 fn ca_outage_backs_off_and_recovers() {
     let mut pebble = Pebble::start();
     let s = Setup::new(&pebble, &[cert("registry", &["registry.example.com"], "ecdsa-p256")]);
-    with_daemon_settings(&s, EVERY_SECOND);
+    with_daemon_settings(&s, toml! { [daemon] check = "* * * * * *" backoff = ["1s", "2s"] });
     pebble.stop();
     let mut d = Daemon::start(&s.config);
     d.wait_for_log("renewal failed; backing off", 2, Duration::from_secs(30));
@@ -133,9 +128,7 @@ fn ca_outage_backs_off_and_recovers() {
 #[test]
 fn sigterm_in_the_middle_of_a_renewal_leaves_a_consistent_pair() {
     let pebble = Pebble::start();
-    let mut c = cert("registry", &["registry.example.com"], "rsa-4096");
-    c.extra = "renew_before = \"3000d\"".into();
-    let s = Setup::new(&pebble, &[c]);
+    let s = Setup::new(&pebble, &[cert("registry", &["registry.example.com"], "rsa-4096").always_due()]);
     assert_eq!(s.run(&["renew"]).code, 0);
     let mut d = Daemon::start(&s.config);
     // RSA-4096 key generation makes the window between "due" and "installed" wide.
@@ -162,11 +155,17 @@ fn expiring_certificate_alerts_through_webhook_and_command() {
     // Not due (Pebble's leaves live 5 years), but "expires within 3000 days" is true: alert.
     with_daemon_settings(
         &s,
-        &format!(
-            "[daemon]\nalert_before = \"3000d\"\n\n[[notify]]\nwebhook = \"{}\"\nevents = [\"expiring\"]\n\n[[notify]]\ncommand = [\"{}\"]\n",
-            hook.url,
-            script.display()
-        ),
+        toml! {
+            [daemon]
+            alert_before = "3000d"
+
+            [[notify]]
+            webhook = (hook.url.as_str())
+            events = ["expiring"]
+
+            [[notify]]
+            command = [(script.display().to_string())]
+        },
     );
     let mut d = Daemon::start(&s.config);
     let body = hook.wait_for("\"event\":\"expiring\"", Duration::from_secs(30));

@@ -2,10 +2,8 @@
 //! to renew, and the renewal order names the certificate it `replaces`. Pebble 2.4 has no ARI,
 //! so the clearly named test fixture `AriFrontend` adds it in front of a real Pebble.
 
-mod common;
-
-use common::ari_frontend::AriFrontend;
-use common::*;
+use crate::common::ari_frontend::AriFrontend;
+use crate::common::*;
 use std::time::Duration;
 
 fn frontend(pebble: &Pebble) -> AriFrontend {
@@ -24,7 +22,7 @@ fn an_open_window_renews_with_replaces_and_a_future_one_waits() {
     let pebble = Pebble::start();
     let ari = frontend(&pebble);
     let s = Setup::new(&pebble, &[cert("registry", &["registry.example.com"], "ecdsa-p256")]);
-    s.edit_config(|t| t.replace(&pebble.directory_url, &ari.directory_url));
+    s.edit(|c| set(c, "acme.directory", ari.directory_url.as_str()));
     // First issuance: nothing to replace.
     let run = s.run(&["renew"]);
     assert_eq!(run.code, 0, "{run:?}");
@@ -36,7 +34,7 @@ fn an_open_window_renews_with_replaces_and_a_future_one_waits() {
     let mut d = Daemon::start(&s.config);
     d.wait_for_log("CA renewal window (ARI)", 1, Duration::from_secs(30));
     d.wait_for_log("0 renewed, 0 failed", 1, Duration::from_secs(30));
-    assert_eq!(ari.ari_requests(), [first_id.clone()]);
+    assert_eq!(ari.ari_requests(), std::slice::from_ref(&first_id));
     let st = s.run(&["status"]);
     assert!(st.stdout.contains("CA window:"), "{st:?}");
     d.signal("TERM");

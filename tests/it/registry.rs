@@ -2,14 +2,13 @@
 //! registry container (Docker Engine API) or nginx, verifies over HTTPS, and rolls back when the
 //! registry does not serve the new certificate. The real `docker` client proves the result.
 
-mod common;
-
-use common::registry::*;
-use common::*;
+use crate::common::registry::*;
+use crate::common::*;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
+use toml::{Table, toml};
 
 /// A certificate for a fresh registry name, issued and installed (no reload yet).
 fn issued(pebble: &Pebble) -> (Setup, String) {
@@ -20,19 +19,30 @@ fn issued(pebble: &Pebble) -> (Setup, String) {
     (s, name)
 }
 
-fn verify_table(pebble: &Pebble, url: &str, connect_to: &str, extra: &str) -> String {
-    format!(
-        "[certificate.verify]\nurl = \"{url}\"\nconnect_to = \"{connect_to}\"\nca_bundle = \"{}\"\ntimeout = \"20s\"\n{extra}\n",
-        pebble.issuing_root().display()
-    )
+/// Sets the certificate's `[reload]` and, if given, `[verify]`.
+fn reload_and_verify(s: &Setup, reload: Table, verify: Option<Table>) {
+    s.edit_cert("registry", |c| {
+        set(c, "reload", reload);
+        if let Some(verify) = verify {
+            set(c, "verify", verify);
+        }
+    });
 }
 
-fn append(s: &Setup, text: &str) {
-    s.edit_config(|t| format!("{t}\n{text}"));
+/// [`reload_and_verify`] with a verification that gives up after 2 s (for registries that will not
+/// serve the new certificate).
+fn reload_and_verify_briefly(s: &Setup, reload: Table, mut verify: Table) {
+    set(&mut verify, "timeout", "2s");
+    reload_and_verify(s, reload, Some(verify));
+}
+
+/// Verification of https://NAME:5000/v2/ at the registry container.
+fn verify_registry(pebble: &Pebble, name: &str, reg: &Registry) -> Table {
+    verify_table(pebble, &format!("https://{name}:5000/v2/"), &reg.addr())
 }
 
 fn htpasswd(dir: &Path, user: &str, pass: &str) -> std::path::PathBuf {
-    let out = Command::new("htpasswd").args(["-Bbn", user, pass]).output().expect("htpasswd (apache2-utils) is needed");
+    let out = Command::new(tool("htpasswd")).args(["-Bbn", user, pass]).output().unwrap();
     assert!(out.status.success());
     let path = dir.join("htpasswd");
     fs::write(&path, out.stdout).unwrap();
@@ -48,14 +58,10 @@ fn restart_verify_then_docker_login_push_pull() {
     let pass = s.root.path().join("registry.pass");
     fs::write(&pass, "s3cret\n").unwrap();
     let url = format!("https://{name}:5000/v2/");
-    append(
-        &s,
-        &format!(
-            "[certificate.reload]\ndocker = {{ container = \"{}\", action = \"restart\" }}\n{}",
-            reg.container,
-            verify_table(&pebble, &url, &reg.addr(), &format!("username = \"ci\"\npassword_file = \"{}\"", pass.display()))
-        ),
-    );
+    let credentials = toml! { username = "ci" password_file = (pass.display().to_string()) };
+    let mut verify = verify_registry(&pebble, &name, &reg);
+    verify.extend(credentials.clone());
+    reload_and_verify(&s, toml! { docker = { container = (reg.container.as_str()), action = "restart" } }, Some(verify));
 
     let before = serial(&s.fullchain("registry"));
     let run = s.run(&["renew", "--force"]);
@@ -86,15 +92,13 @@ fn restart_verify_then_docker_login_push_pull() {
     docker(&["logout", &format!("{name}:5000")]);
 
     // Without credentials, a 401 that speaks the registry API still counts as a registry.
-    s.edit_config(|t| t.replace("username = \"ci\"\n", "").replace(&format!("password_file = \"{}\"", pass.display()), ""));
+    s.edit_cert("registry", |c| table(c, "verify").retain(|key, _| !credentials.contains_key(key)));
     let v = s.run(&["verify"]);
     assert_eq!(v.code, 0, "{v:?}");
     assert!(v.stdout.contains("GET /v2/:   401, Docker-Distribution-Api-Version: registry/2.0"), "{v:?}");
     // Wrong credentials are caught.
     fs::write(&pass, "wrong\n").unwrap();
-    s.edit_config(|t| {
-        t.replace("timeout = \"20s\"", &format!("timeout = \"20s\"\nusername = \"ci\"\npassword_file = \"{}\"", pass.display()))
-    });
+    s.edit_cert("registry", |c| table(c, "verify").extend(credentials));
     let v = s.run(&["verify"]);
     assert_eq!(v.code, 1, "{v:?}");
     assert!(v.stdout.contains("answered 401 with the configured credentials"), "{v:?}");
@@ -106,14 +110,7 @@ fn reload_that_does_not_reload_is_rolled_back() {
     let (s, name) = issued(&pebble);
     let reg = Registry::start(&s.install_dir("registry"), RegistryOpts::default());
     // A "reload" that does nothing: the registry keeps serving the old certificate.
-    append(
-        &s,
-        &format!(
-            "[certificate.reload]\ncommand = [\"true\"]\n{}",
-            verify_table(&pebble, &format!("https://{name}:5000/v2/"), &reg.addr(), "")
-        ),
-    );
-    s.edit_config(|t| t.replace("timeout = \"20s\"", "timeout = \"2s\""));
+    reload_and_verify_briefly(&s, toml! { command = ["true"] }, verify_registry(&pebble, &name, &reg));
     let old = (fs::read(s.fullchain("registry")).unwrap(), fs::read(s.key("registry")).unwrap());
     let old_serial = serial(&s.fullchain("registry"));
 
@@ -136,7 +133,7 @@ fn verify_reports_an_incomplete_chain() {
     // The classic mistake: the bare leaf installed by hand.
     fs::copy(s.state().join("certs/registry/cert.pem"), s.fullchain("registry")).unwrap();
     let reg = Registry::start(&s.install_dir("registry"), RegistryOpts::default());
-    append(&s, &verify_table(&pebble, &format!("https://{name}:5000/v2/"), &reg.addr(), ""));
+    s.edit_cert("registry", |c| set(c, "verify", verify_registry(&pebble, &name, &reg)));
     let v = s.run(&["verify"]);
     assert_eq!(v.code, 1, "{v:?}");
     assert!(v.stdout.contains("incomplete chain: the server sends only the leaf"), "{v:?}");
@@ -152,16 +149,14 @@ fn wrong_container_or_missing_socket_changes_nothing() {
     let (s, _name) = issued(&pebble);
     let before = (fs::read(s.fullchain("registry")).unwrap(), fs::read(s.key("registry")).unwrap());
     let issued_before = fs::read(s.state().join("certs/registry/cert.pem")).unwrap();
-    append(&s, "[certificate.reload]\ndocker = { container = \"no-such-registry\" }\n");
+    reload_and_verify(&s, toml! { docker = { container = "no-such-registry" } }, None);
     let run = s.run(&["renew", "--force"]);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stdout.contains("no Docker container named \"no-such-registry\""), "{run:?}");
     assert_eq!((fs::read(s.fullchain("registry")).unwrap(), fs::read(s.key("registry")).unwrap()), before);
     assert_eq!(fs::read(s.state().join("certs/registry/cert.pem")).unwrap(), issued_before, "checked before ordering");
 
-    s.edit_config(|t| {
-        t.replace("[certificate.reload]\n", "[certificate.reload]\ndocker_socket = \"unix:///tmp/regcert-no-docker.sock\"\n")
-    });
+    s.edit_cert("registry", |c| set(c, "reload.docker_socket", "unix:///tmp/regcert-no-docker.sock"));
     let run = s.run(&["renew", "--force"]);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stdout.contains("Docker socket /tmp/regcert-no-docker.sock is not there"), "{run:?}");
@@ -174,10 +169,7 @@ fn signal_to_the_distribution_registry_is_refused() {
     let (s, _name) = issued(&pebble);
     let reg = Registry::start(&s.install_dir("registry"), RegistryOpts::default());
     let before = fs::read(s.fullchain("registry")).unwrap();
-    append(
-        &s,
-        &format!("[certificate.reload]\ndocker = {{ container = \"{}\", action = \"signal\", signal = \"SIGHUP\" }}\n", reg.container),
-    );
+    reload_and_verify(&s, toml! { docker = { container = (reg.container.as_str()), action = "signal", signal = "SIGHUP" } }, None);
     let run = s.run(&["renew", "--force"]);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stdout.contains("refusing to send SIGHUP") && run.stdout.contains("exits on SIGHUP"), "{run:?}");
@@ -194,14 +186,16 @@ fn single_file_bind_mounts_are_rewritten_in_place() {
         Registry::start(&s.install_dir("registry"), RegistryOpts { single_files: true, label: Some(label.clone()), ..Default::default() });
     // Two actions in one key, run in order: an exec that must exit 0, then a restart of every
     // container with the label.
-    let c = &reg.container;
-    append(
-        &s,
-        &format!(
-            "[certificate.reload]\ndocker = [{{ container = \"{c}\", action = \"exec\", exec = [\"/bin/registry\", \"--version\"] }}, {{ label = \"{label}\" }}]\n"
-        ),
-    );
-    append(&s, &verify_table(&pebble, &format!("https://{name}:5000/v2/"), &reg.addr(), ""));
+    let actions = toml! {
+        [[docker]]
+        container = (reg.container.as_str())
+        action = "exec"
+        exec = ["/bin/registry", "--version"]
+
+        [[docker]]
+        label = (label.as_str())
+    };
+    reload_and_verify(&s, actions, Some(verify_registry(&pebble, &name, &reg)));
     let inode = fs::metadata(s.fullchain("registry")).unwrap().ino();
     let run = s.run(&["renew", "--force"]);
     assert_eq!(run.code, 0, "{run:?}\n{}", reg.logs());
@@ -232,10 +226,10 @@ fn nginx_reload_without_failed_requests() {
         ),
     )
     .unwrap();
-    let nginx = which("nginx");
+    let nginx = tool("nginx");
     let started = Command::new(&nginx).args(["-c", conf.to_str().unwrap()]).status().unwrap();
     assert!(started.success(), "nginx did not start: {}", fs::read_to_string(dir.join("error.log")).unwrap_or_default());
-    struct Stop(String, std::path::PathBuf);
+    struct Stop(std::path::PathBuf, std::path::PathBuf);
     impl Drop for Stop {
         fn drop(&mut self) {
             let _ = Command::new(&self.0).args(["-c", self.1.to_str().unwrap(), "-s", "stop"]).status();
@@ -243,23 +237,17 @@ fn nginx_reload_without_failed_requests() {
     }
     let _stop = Stop(nginx.clone(), conf.clone());
     let url = format!("https://{name}:{port}/v2/");
-    append(
-        &s,
-        &format!(
-            "[certificate.reload]\ncommand = [\"{nginx}\", \"-c\", \"{}\", \"-s\", \"reload\"]\n{}",
-            conf.display(),
-            verify_table(&pebble, &url, &format!("127.0.0.1:{port}"), "")
-        ),
-    );
+    let reload = toml! { command = [(nginx.display().to_string()), "-c", (conf.display().to_string()), "-s", "reload"] };
+    reload_and_verify(&s, reload, Some(verify_table(&pebble, &url, &format!("127.0.0.1:{port}"))));
 
     // Poll /v2/ through nginx the whole time, as a client would.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let poller = {
-        let (stop, root, name, url) = (stop.clone(), pebble.issuing_root(), name.clone(), url.clone());
+        let (stop, root, name, url, curl) = (stop.clone(), pebble.issuing_root(), name.clone(), url.clone(), tool("curl"));
         std::thread::spawn(move || {
             let (mut ok, mut failed) = (0, Vec::new());
             while !stop.load(std::sync::atomic::Ordering::SeqCst) && ok + failed.len() < 2000 {
-                let out = Command::new("curl")
+                let out = Command::new(&curl)
                     .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", root.to_str().unwrap()])
                     .args(["--resolve", &format!("{name}:{port}:127.0.0.1"), &url])
                     .output()
@@ -281,31 +269,15 @@ fn nginx_reload_without_failed_requests() {
     assert!(failed.is_empty(), "{} of {} requests failed during the reload: {failed:?}", failed.len(), ok + failed.len());
 }
 
-fn which(tool: &str) -> String {
-    for dir in ["/usr/sbin", "/usr/bin", "/sbin"] {
-        let p = Path::new(dir).join(tool);
-        if p.exists() {
-            return p.to_string_lossy().into();
-        }
-    }
-    panic!("{tool} is not installed; run scripts/test.sh");
-}
-
 #[test]
 fn failed_exec_and_unreachable_registry_without_previous_pair_are_reported() {
     let pebble = Pebble::start();
     let (s, name) = issued(&pebble);
     let reg = Registry::start(&s.install_dir("registry"), RegistryOpts::default());
     // An exec whose command fails inside the container: its exit code is checked.
-    append(
-        &s,
-        &format!(
-            "[certificate.reload]\ndocker = {{ container = \"{}\", action = \"exec\", exec = [\"/bin/registry\", \"serve\", \"/nonexistent.yml\"] }}\n{}",
-            reg.container,
-            verify_table(&pebble, &format!("https://{name}:5000/v2/"), &reg.addr(), "")
-        ),
-    );
-    s.edit_config(|t| t.replace("timeout = \"20s\"", "timeout = \"2s\""));
+    let exec =
+        toml! { docker = { container = (reg.container.as_str()), action = "exec", exec = ["/bin/registry", "serve", "/nonexistent.yml"] } };
+    reload_and_verify_briefly(&s, exec, verify_registry(&pebble, &name, &reg));
     let run = s.run(&["renew", "--force"]);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stdout.contains("`/bin/registry serve /nonexistent.yml` exited with 1 inside the container"), "{run:?}");
@@ -313,14 +285,12 @@ fn failed_exec_and_unreachable_registry_without_previous_pair_are_reported() {
 
     // A first issuance whose verification fails has nothing to roll back to: the new pair stays.
     let fresh = Setup::new(&pebble, &[cert("fresh", &[&unique_name("fresh")], "ecdsa-p256")]);
-    append(
-        &fresh,
-        &format!(
-            "[certificate.reload]\ncommand = [\"true\"]\n{}",
-            verify_table(&pebble, "https://nothing.regcert.test/v2/", &format!("127.0.0.1:{}", free_port()), "")
-        ),
-    );
-    fresh.edit_config(|t| t.replace("timeout = \"20s\"", "timeout = \"1s\""));
+    let mut verify = verify_table(&pebble, "https://nothing.regcert.test/v2/", &format!("127.0.0.1:{}", free_port()));
+    set(&mut verify, "timeout", "1s");
+    fresh.edit_cert("fresh", |c| {
+        set(c, "reload", toml! { command = ["true"] });
+        set(c, "verify", verify);
+    });
     let run = fresh.run(&["renew"]);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stdout.contains("cannot connect to 127.0.0.1:"), "{run:?}");
@@ -332,21 +302,15 @@ fn failed_exec_and_unreachable_registry_without_previous_pair_are_reported() {
 fn docker_socket_permission_denied_names_the_fix() {
     let pebble = Pebble::start();
     let (s, _name) = issued(&pebble);
-    append(&s, "[certificate.reload]\ndocker = { container = \"registry\" }\n");
+    reload_and_verify(&s, toml! { docker = { container = "registry" } }, None);
     // Let `nobody` use the state and install dirs, but not the Docker socket (root:docker 0660).
     for dir in [s.root.path().to_path_buf(), s.state(), s.install_dir("registry"), s.root.path().join("install")] {
         fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     }
-    Command::new("chown").args(["-R", "nobody", s.state().to_str().unwrap()]).status().unwrap();
+    Command::new(tool("chown")).args(["-R", "nobody", s.state().to_str().unwrap()]).status().unwrap();
     let before = fs::read(s.fullchain("registry")).unwrap();
-    let out = Command::new("setpriv")
-        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", env!("CARGO_BIN_EXE_regcert"), "--config"])
-        .arg(&s.config)
-        .args(["renew", "--force"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("permission denied on the Docker socket") && stdout.contains("`docker` group"), "{stdout}");
+    let run = s.run_as_nobody(&["renew", "--force"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("permission denied on the Docker socket") && run.stdout.contains("`docker` group"), "{run:?}");
     assert_eq!(fs::read(s.fullchain("registry")).unwrap(), before);
 }

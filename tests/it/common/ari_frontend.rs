@@ -37,7 +37,12 @@ impl AriFrontend {
     /// and trusting `root` for the way to Pebble.
     pub fn start(pebble_dir: &str, cert: &Path, key: &Path, root: &Path) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let listener = super::listener();
+        listener.set_nonblocking(true).unwrap();
+        let listener = {
+            let _in_runtime = runtime.enter();
+            tokio::net::TcpListener::from_std(listener).unwrap()
+        };
         let base = format!("https://{}", listener.local_addr().unwrap());
         let seen = Arc::new(Mutex::new(Seen::default()));
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert).unwrap().collect::<Result<_, _>>().unwrap();
@@ -76,8 +81,7 @@ impl AriFrontend {
 
     /// Serve this suggested window (Unix times) from now on.
     pub fn set_window(&self, start: u64, end: u64) {
-        let f = |t: u64| crate::common::rfc3339(t);
-        self.seen.lock().unwrap().window = Some((f(start), f(end)));
+        self.seen.lock().unwrap().window = Some((rfc3339(start), rfc3339(end)));
     }
 
     /// The `replaces` field of every new order so far (None where absent).
@@ -88,6 +92,11 @@ impl AriFrontend {
     pub fn ari_requests(&self) -> Vec<String> {
         self.seen.lock().unwrap().ari_requests.clone()
     }
+}
+
+fn rfc3339(unix: u64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(unix as i64).unwrap();
+    t.format(&time::format_description::well_known::Rfc3339).unwrap()
 }
 
 struct Ctx {

@@ -1,9 +1,7 @@
 //! The systemd side: the unit files pass `systemd-analyze verify`, and `regcert run` speaks the
 //! notify protocol (READY=1, STATUS=, STOPPING=1) on $NOTIFY_SOCKET.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,11 +16,7 @@ fn unit_files_pass_systemd_analyze_verify() {
             std::fs::read_to_string(format!("systemd/{unit}")).unwrap().replace("/usr/local/bin/regcert", env!("CARGO_BIN_EXE_regcert"));
         std::fs::write(dir.path().join(unit), text).unwrap();
     }
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .args(units.iter().map(|u| dir.path().join(u)))
-        .output()
-        .expect("systemd-analyze (package systemd) is needed; run scripts/test.sh");
+    let out = Command::new(tool("systemd-analyze")).arg("verify").args(units.iter().map(|u| dir.path().join(u))).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "systemd-analyze verify failed:\n{stderr}");
     let ours: Vec<&str> = stderr.lines().filter(|l| l.contains("regcert")).collect();
@@ -73,7 +67,7 @@ fn run_speaks_the_notify_protocol() {
         }
         let ready = seen.contains("READY=1") && seen.contains("STATUS=1 certificates") && seen.contains("WATCHDOG=1");
         if ready && !stopped {
-            Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+            Command::new(tool("kill")).args(["-TERM", &child.id().to_string()]).status().unwrap();
             stopped = true;
         }
         if stopped && seen.contains("STOPPING=1") {

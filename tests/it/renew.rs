@@ -1,10 +1,9 @@
 //! `regcert renew` against a real Pebble: issuance, no-op, forced and due renewals, key types,
 //! EAB, CA failures, and the files that end up in the registry's cert volume.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::fs;
+use toml::toml;
 
 #[test]
 fn issues_installs_then_noop_then_force_keeps_backup() {
@@ -93,8 +92,9 @@ fn key_types_and_multi_name_certificates() {
     }
 
     // Changing the key type or the names makes a certificate due without --force.
-    s.edit_config(|t| {
-        t.replace("key = \"rsa-2048\"", "key = \"ecdsa-p256\"").replace("\"b.example.com\"]", "\"b.example.com\", \"c.example.com\"]")
+    s.edit(|c| {
+        set(certificate(c, "rsa"), "key", "ecdsa-p256");
+        set(certificate(c, "p384"), "domains", vec!["a.example.com", "b.example.com", "c.example.com"]);
     });
     let run = s.run(&["renew"]);
     assert_eq!(run.code, 0, "{run:?}");
@@ -107,10 +107,8 @@ fn key_types_and_multi_name_certificates() {
 #[test]
 fn renew_before_makes_a_certificate_due() {
     let pebble = Pebble::start();
-    let mut c = cert("registry", &["registry.example.com"], "ecdsa-p256");
     // Pebble issues 5-year leaves: a renew_before longer than that means "due at every run".
-    c.extra = "renew_before = \"3000d\"".into();
-    let s = Setup::new(&pebble, &[c]);
+    let s = Setup::new(&pebble, &[cert("registry", &["registry.example.com"], "ecdsa-p256").always_due()]);
     assert_eq!(s.run(&["renew"]).code, 0);
     let first = serial(&s.fullchain("registry"));
     let run = s.run(&["renew"]);
@@ -143,11 +141,8 @@ fn external_account_binding() {
     assert!(run.stdout.contains("externalAccountRequired"), "{run:?}");
     assert!(run.stdout.contains("eab"), "the message must say how to fix it: {run:?}");
 
-    let with = Setup::with_acme_extra(
-        &pebble,
-        &[cert("registry", &["registry.example.com"], "ecdsa-p256")],
-        &format!("eab = {{ kid = \"{kid}\", hmac_key = \"{hmac}\" }}"),
-    );
+    let with = Setup::new(&pebble, &[cert("registry", &["registry.example.com"], "ecdsa-p256")]);
+    with.edit(|c| set(c, "acme.eab", toml! { kid = (kid) hmac_key = (hmac) }));
     let run = with.run(&["renew"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert_chain_verifies(&with.fullchain("registry"), &pebble.issuing_root());
@@ -192,7 +187,7 @@ fn validation_failure_names_the_domain() {
     let pebble = Pebble::start();
     let s = Setup::new(&pebble, &[cert("registry", &["registry.example.com"], "ecdsa-p256")]);
     // Answer HTTP-01 on a port the CA does not use: validation must fail with its reason.
-    s.edit_config(|t| t.replace(&format!("127.0.0.1:{}", pebble.http_port), &format!("127.0.0.1:{}", free_port())));
+    s.edit(|c| set(c, "http01.listen", format!("127.0.0.1:{}", free_port())));
     let run = s.run(&["renew"]);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stdout.contains("validation failed: registry.example.com: ACME connection"), "{run:?}");
@@ -205,19 +200,20 @@ fn webroot_mode_serves_tokens_through_an_existing_web_server() {
     let s = Setup::new(&pebble, &[cert("registry", &["registry.example.com"], "ecdsa-p256")]);
     let webroot = s.root.path().join("www");
     fs::create_dir_all(&webroot).unwrap();
-    let mut server = std::process::Command::new("python3")
+    let mut server = std::process::Command::new(tool("python3"))
         .args(["-m", "http.server", "--bind", "127.0.0.1", &pebble.http_port.to_string(), "--directory"])
         .arg(&webroot)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .expect("python3 serves the webroot");
+        .unwrap();
     while std::net::TcpStream::connect(("127.0.0.1", pebble.http_port)).is_err() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    s.edit_config(|t| t.replace(&format!("listen = \"127.0.0.1:{}\"", pebble.http_port), &format!("webroot = \"{}\"", webroot.display())));
+    s.edit(|c| set(c, "http01", toml! { webroot = (webroot.display().to_string()) }));
     let run = s.run(&["renew"]);
     let _ = server.kill();
+    let _ = server.wait();
     assert_eq!(run.code, 0, "{run:?}");
     assert_chain_verifies(&s.fullchain("registry"), &pebble.issuing_root());
     let left = fs::read_dir(webroot.join(".well-known/acme-challenge")).unwrap().count();
@@ -232,7 +228,7 @@ fn changed_contact_updates_the_same_account() {
     let account_file = fs::read_dir(s.state().join("accounts")).unwrap().next().unwrap().unwrap().path();
     let before: serde_json::Value = serde_json::from_slice(&fs::read(&account_file).unwrap()).unwrap();
 
-    s.edit_config(|t| t.replace("mailto:ops@example.com", "mailto:oncall@example.com"));
+    s.edit(|c| set(c, "acme.contact", vec!["mailto:oncall@example.com"]));
     let run = s.run(&["renew", "--force"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stderr.contains("ACME account contact updated"), "{run:?}");
@@ -263,26 +259,15 @@ fn unwritable_install_dir_is_a_config_error() {
     let s = Setup::new(&pebble, &[cert("registry", &["registry.example.com"], "ecdsa-p256")]);
     // Run as `nobody`: the install dir belongs to root and is not writable for it.
     fs::set_permissions(s.root.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let out = std::process::Command::new("setpriv")
-        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", env!("CARGO_BIN_EXE_regcert"), "--config"])
-        .arg(&s.config)
-        .arg("renew")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("install.dir") && stderr.contains("is not writable by this user"), "{stderr}");
+    let run = s.run_as_nobody(&["renew"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("install.dir") && run.stderr.contains("is not writable by this user"), "{run:?}");
     assert!(!s.state().exists(), "an invalid config touches nothing");
 
     // Reading is fine for that user: `status` does not need write access.
-    let out = std::process::Command::new("setpriv")
-        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", env!("CARGO_BIN_EXE_regcert"), "--config"])
-        .arg(&s.config)
-        .arg("status")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("installed:  nothing yet"));
+    let run = s.run_as_nobody(&["status"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("installed:  nothing yet"), "{run:?}");
 }
 
 #[test]

@@ -1,33 +1,73 @@
 //! Test harness: a real Pebble (Let's Encrypt's test CA) and pebble-challtestsrv per test, on
-//! free loopback ports, plus helpers that run the real regcert binary and inspect results with
-//! openssl. A missing pebble is a test failure, never a skip.
-#![allow(dead_code)]
+//! free loopback ports, test configs built as TOML tables, plus helpers that run the real
+//! regcert binary and inspect results with openssl.
+//!
+//! Every external program is found by [`tool`], every port is chosen by [`free_port`] or
+//! [`listener`]. A missing program is a test failure that says how to install it, never a skip.
 
 pub mod ari_frontend;
 pub mod bind;
 pub mod registry;
 
+use std::collections::BTreeSet;
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use tempfile::TempDir;
+use toml::{Table, Value, toml};
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// The program `name`, from $PATH or an sbin directory (not on every user's PATH). Panics with
+/// the Debian package that provides it when it is not installed.
+pub fn tool(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let sbin = ["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from);
+    let found = std::env::split_paths(&path).chain(sbin).map(|dir| dir.join(name)).find(|p| p.is_file());
+    found.unwrap_or_else(|| {
+        let package = match name {
+            "pebble-challtestsrv" => "pebble",
+            "named" | "tsig-keygen" => "bind9",
+            "dig" | "nsupdate" => "bind9-dnsutils",
+            "docker" => "docker.io",
+            "htpasswd" => "apache2-utils",
+            "setpriv" => "util-linux",
+            "systemd-analyze" => "systemd",
+            "kill" => "procps",
+            "chown" => "coreutils",
+            other => other,
+        };
+        panic!(
+            "`{name}` is not installed, and the tests need it: `apt-get install {package}`, or run scripts/test.sh, which installs everything the tests need"
+        )
+    })
 }
 
-fn require(tool: &str) -> PathBuf {
-    for dir in ["/usr/bin", "/usr/sbin", "/usr/local/bin", "/bin"] {
-        let p = Path::new(dir).join(tool);
-        if p.exists() {
-            return p;
+/// Every port handed out in this process: none is handed out twice.
+static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+
+/// A listener on a loopback port no other test of this process got from [`listener`] or
+/// [`free_port`].
+pub fn listener() -> TcpListener {
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    // Ports already handed out stay bound here until a new one comes up, so the kernel cannot
+    // offer them again in this loop.
+    let mut refused = Vec::new();
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        if handed_out.insert(l.local_addr().unwrap().port()) {
+            return l;
         }
+        refused.push(l);
     }
-    panic!("`{tool}` is not installed; the tests need it. Run scripts/test.sh, which installs everything (apt-get install pebble openssl)");
+}
+
+/// A loopback port for a server the test starts (it is free when returned, and never returned again).
+pub fn free_port() -> u16 {
+    listener().local_addr().unwrap().port()
 }
 
 #[derive(Default, Clone)]
@@ -63,7 +103,7 @@ impl Pebble {
     }
 
     pub fn start_with(opts: PebbleOpts) -> Self {
-        let challtest_bin = require("pebble-challtestsrv");
+        let challtest_bin = tool("pebble-challtestsrv");
         let dir = tempfile::tempdir().unwrap();
         let (tls_root, cert, key) = write_tls_material(dir.path());
 
@@ -143,10 +183,10 @@ impl Pebble {
     pub fn issuing_root(&self) -> PathBuf {
         let path = self.dir.path().join("issuing-root.pem");
         if !path.exists() {
-            let out = Command::new("curl")
+            let out = Command::new(tool("curl"))
                 .args(["-sSf", "--cacert", self.tls_root.to_str().unwrap(), &format!("{}/roots/0", self.mgmt_url)])
                 .output()
-                .expect("curl is needed to fetch pebble's root");
+                .unwrap();
             assert!(out.status.success(), "fetching pebble's root: {}", String::from_utf8_lossy(&out.stderr));
             std::fs::write(&path, out.stdout).unwrap();
         }
@@ -179,7 +219,7 @@ impl Drop for Pebble {
 
 fn spawn_pebble(dir: &Path, cfg: &Path, dns: u16, nonce_reject: u8) -> Child {
     let log = |name: &str| std::fs::OpenOptions::new().create(true).append(true).open(dir.join(name)).unwrap();
-    Command::new(require("pebble"))
+    Command::new(tool("pebble"))
         .args(["-config", cfg.to_str().unwrap(), "-dnsserver", &format!("127.0.0.1:{dns}")])
         .env("PEBBLE_VA_NOSLEEP", "1")
         .env("PEBBLE_AUTHZREUSE", "0")
@@ -208,25 +248,83 @@ fn write_tls_material(dir: &Path) -> (PathBuf, String, String) {
     (root_path, cert_path.to_str().unwrap().into(), key_path.to_str().unwrap().into())
 }
 
-/// One certificate of a test config.
+/// One certificate of a test config: its name and the other keys of its `[[certificate]]` table.
 pub struct CertSpec {
-    pub name: String,
-    pub domains: Vec<String>,
-    pub key: String,
-    /// Extra keys of the [[certificate]] table.
-    pub extra: String,
-    /// Sub-tables written after [certificate.install] (reload, verify).
-    pub tables: String,
+    name: String,
+    keys: Table,
 }
 
-pub fn cert(name: &str, domains: &[&str], key: &str) -> CertSpec {
-    CertSpec {
-        name: name.into(),
-        domains: domains.iter().map(|d| d.to_string()).collect(),
-        key: key.into(),
-        extra: String::new(),
-        tables: String::new(),
+impl CertSpec {
+    pub fn new(name: &str, keys: Table) -> Self {
+        CertSpec { name: name.into(), keys }
     }
+
+    /// More keys (replacing ones of the same name).
+    pub fn with(mut self, keys: Table) -> Self {
+        self.keys.extend(keys);
+        self
+    }
+
+    /// A renew_before longer than Pebble's 5-year lifetime: due at every check, without any
+    /// test-only code path.
+    pub fn always_due(self) -> Self {
+        self.with(toml! { renew_before = "3000d" })
+    }
+}
+
+/// An ACME certificate for `domains` with a `key` type.
+pub fn cert(name: &str, domains: &[&str], key: &str) -> CertSpec {
+    CertSpec::new(name, toml! { domains = (Value::from(domains.to_vec())) key = (key) })
+}
+
+/// The `[acme]` and `[http01]` parts of a config for the test Pebble.
+pub fn pebble_config(pebble: &Pebble) -> Table {
+    toml! {
+        [acme]
+        directory = (pebble.directory_url.as_str())
+        contact = ["mailto:ops@example.com"]
+        accept_terms = true
+        ca_bundle = (pebble.tls_root.display().to_string())
+
+        [http01]
+        listen = (format!("127.0.0.1:{}", pebble.http_port))
+    }
+}
+
+/// The table `key` of `table`, made if missing.
+pub fn table<'a>(table: &'a mut Table, key: &str) -> &'a mut Table {
+    table.entry(key).or_insert_with(|| Table::new().into()).as_table_mut().unwrap()
+}
+
+/// A `[certificate.verify]` table: `url` through `connect_to`, trusting Pebble's issuing root.
+pub fn verify_table(pebble: &Pebble, url: &str, connect_to: &str) -> Table {
+    toml! {
+        url = (url)
+        connect_to = (connect_to)
+        ca_bundle = (pebble.issuing_root().display().to_string())
+        timeout = "20s"
+    }
+}
+
+/// Set `value` at the dotted `path` in `config` (tables on the way made if missing).
+pub fn set(config: &mut Table, path: &str, value: impl Into<Value>) {
+    let mut keys: Vec<&str> = path.split('.').collect();
+    let last = keys.pop().unwrap();
+    let parent = keys.into_iter().fold(config, |t, key| table(t, key));
+    parent.insert(last.into(), value.into());
+}
+
+/// The `[[certificate]]` named `name`.
+pub fn certificate<'a>(config: &'a mut Table, name: &str) -> &'a mut Table {
+    let certs = config["certificate"].as_array_mut().unwrap();
+    certs.iter_mut().filter_map(Value::as_table_mut).find(|c| c["name"].as_str() == Some(name)).unwrap()
+}
+
+/// Change the config file at `path` as a TOML table.
+pub fn edit_toml(path: &Path, f: impl FnOnce(&mut Table)) {
+    let mut config: Table = std::fs::read_to_string(path).unwrap().parse().unwrap();
+    f(&mut config);
+    std::fs::write(path, toml::to_string(&config).unwrap()).unwrap();
 }
 
 /// A test setup: state dir, one install dir per certificate, and a config file.
@@ -236,36 +334,30 @@ pub struct Setup {
 }
 
 impl Setup {
+    /// Certificates from the test Pebble.
     pub fn new(pebble: &Pebble, certs: &[CertSpec]) -> Self {
-        Self::with_acme_extra(pebble, certs, "")
+        Self::with_config(pebble_config(pebble), certs)
     }
 
-    pub fn with_acme_extra(pebble: &Pebble, certs: &[CertSpec], acme_extra: &str) -> Self {
+    /// `config` with a state_dir and `certs`, each installed into a directory of its own.
+    pub fn with_config(mut config: Table, certs: &[CertSpec]) -> Self {
         let root = tempfile::tempdir().unwrap();
-        let mut toml = format!(
-            "state_dir = \"{state}\"\n\n[acme]\ndirectory = \"{dir}\"\ncontact = [\"mailto:ops@example.com\"]\naccept_terms = true\nca_bundle = \"{ca}\"\n{acme_extra}\n\n[http01]\nlisten = \"127.0.0.1:{port}\"\n",
-            state = root.path().join("state").display(),
-            dir = pebble.directory_url,
-            ca = pebble.tls_root.display(),
-            port = pebble.http_port,
-        );
+        set(&mut config, "state_dir", root.path().join("state").display().to_string());
+        let mut tables = Vec::new();
         for c in certs {
             let install = root.path().join("install").join(&c.name);
             std::fs::create_dir_all(&install).unwrap();
-            let domains: Vec<String> = c.domains.iter().map(|d| format!("\"{d}\"")).collect();
-            toml.push_str(&format!(
-                "\n[[certificate]]\nname = \"{}\"\ndomains = [{}]\nkey = \"{}\"\n{}\n[certificate.install]\ndir = \"{}\"\n{}\n",
-                c.name,
-                domains.join(", "),
-                c.key,
-                c.extra,
-                install.display(),
-                c.tables
-            ));
+            let mut t = toml! { name = (c.name.as_str()) };
+            t.extend(c.keys.clone());
+            set(&mut t, "install.dir", install.display().to_string());
+            tables.push(Value::from(t));
         }
-        let config = root.path().join("config.toml");
-        std::fs::write(&config, toml).unwrap();
-        Setup { root, config }
+        if !tables.is_empty() {
+            config.insert("certificate".into(), tables.into());
+        }
+        let path = root.path().join("config.toml");
+        std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+        Setup { root, config: path }
     }
 
     pub fn state(&self) -> PathBuf {
@@ -283,9 +375,18 @@ impl Setup {
     pub fn run(&self, args: &[&str]) -> Run {
         regcert(&self.config, args)
     }
-    pub fn edit_config(&self, f: impl FnOnce(String) -> String) {
-        let text = std::fs::read_to_string(&self.config).unwrap();
-        std::fs::write(&self.config, f(text)).unwrap();
+    /// Run as user `nobody` (which may not write what root made).
+    pub fn run_as_nobody(&self, args: &[&str]) -> Run {
+        let mut cmd = Command::new(tool("setpriv"));
+        cmd.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", env!("CARGO_BIN_EXE_regcert"), "--config"]);
+        output(cmd.arg(&self.config).args(args).env_remove("RUST_LOG"))
+    }
+    pub fn edit(&self, f: impl FnOnce(&mut Table)) {
+        edit_toml(&self.config, f)
+    }
+    /// Change the `[[certificate]]` named `name`.
+    pub fn edit_cert(&self, name: &str, f: impl FnOnce(&mut Table)) {
+        self.edit(|config| f(certificate(config, name)))
     }
 }
 
@@ -303,23 +404,15 @@ impl std::fmt::Debug for Run {
 
 /// The regcert binary without a config (trust, import).
 pub fn regcert_bare(args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_regcert")).args(args).stdin(Stdio::null()).output().unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into(),
-        stderr: String::from_utf8_lossy(&out.stderr).into(),
-    }
+    output(Command::new(env!("CARGO_BIN_EXE_regcert")).args(args))
 }
 
 pub fn regcert(config: &Path, args: &[&str]) -> Run {
-    let out: Output = Command::new(env!("CARGO_BIN_EXE_regcert"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    output(Command::new(env!("CARGO_BIN_EXE_regcert")).arg("--config").arg(config).args(args).env_remove("RUST_LOG"))
+}
+
+fn output(cmd: &mut Command) -> Run {
+    let out = cmd.stdin(Stdio::null()).output().unwrap();
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into(),
@@ -333,7 +426,7 @@ pub fn mode(path: &Path) -> u32 {
 
 /// `openssl` with args; returns stdout, panics with stderr on failure.
 pub fn openssl(args: &[&str]) -> String {
-    let out = Command::new(require("openssl")).args(args).output().unwrap();
+    let out = Command::new(tool("openssl")).args(args).output().unwrap();
     assert!(out.status.success(), "openssl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into()
 }
@@ -373,7 +466,7 @@ pub struct Webhook {
 impl Webhook {
     pub fn start() -> Self {
         use std::io::{BufRead, BufReader, Read, Write};
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = listener();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = bodies.clone();
@@ -452,7 +545,7 @@ impl Daemon {
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args(["-s", sig, &self.child.id().to_string()]).status().unwrap().success();
+        let ok = Command::new(tool("kill")).args(["-s", sig, &self.child.id().to_string()]).status().unwrap().success();
         assert!(ok, "kill -s {sig}");
     }
 
@@ -490,10 +583,6 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (status, body)
-}
-
-pub fn rfc3339(secs: u64) -> String {
-    regcert::notify::rfc3339(secs)
 }
 
 pub fn now() -> u64 {

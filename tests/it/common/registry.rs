@@ -9,6 +9,8 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use super::tool;
+
 pub const IMAGE: &str = "regcert-test/registry:2";
 pub const TINY: &str = "regcert-test/tiny:1";
 /// The test network (172.31.0.0/16) made by scripts/docker-testbed.sh.
@@ -23,14 +25,14 @@ pub fn fixed_ip() -> String {
 
 /// `docker …`; panics with its stderr on failure.
 pub fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().expect("the docker client is needed; run scripts/test.sh");
+    let out = Command::new(tool("docker")).args(args).output().unwrap();
     assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// The engine and the test image must be there (scripts/docker-testbed.sh provides them).
 pub fn require_docker() {
-    let ok = |args: &[&str]| Command::new("docker").args(args).output().map(|o| o.status.success()).unwrap_or(false);
+    let ok = |args: &[&str]| Command::new(tool("docker")).args(args).output().map(|o| o.status.success()).unwrap_or(false);
     assert!(
         ok(&["image", "inspect", IMAGE]) && ok(&["network", "inspect", NETWORK]),
         "the Docker engine with image {IMAGE} and network {NETWORK} is needed: run scripts/test.sh (it starts dockerd and builds the image offline)"
@@ -111,7 +113,7 @@ impl Registry {
     }
 
     pub fn logs(&self) -> String {
-        let out = Command::new("docker").args(["logs", "--tail", "30", &self.container]).output().unwrap();
+        let out = Command::new(tool("docker")).args(["logs", "--tail", "30", &self.container]).output().unwrap();
         format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
     }
 
@@ -122,7 +124,7 @@ impl Registry {
 
 impl Drop for Registry {
     fn drop(&mut self) {
-        let _ = Command::new("docker").args(["rm", "-f", &self.container]).output();
+        let _ = Command::new(tool("docker")).args(["rm", "-f", &self.container]).output();
     }
 }
 
@@ -158,7 +160,7 @@ impl Drop for DockerClientTrust {
 pub fn docker_retry(args: &[&str]) -> Result<String, String> {
     let mut last = String::new();
     for _ in 0..20 {
-        let out = Command::new("docker").args(args).output().unwrap();
+        let out = Command::new(tool("docker")).args(args).output().unwrap();
         if out.status.success() {
             return Ok(String::from_utf8_lossy(&out.stdout).into());
         }

@@ -1,0 +1,16 @@
+//! regcert's integration tests, one binary (the layout ripgrep uses): each module is one area,
+//! run against real components (Pebble, registry containers, nginx, BIND 9, systemd tools).
+//! `common` is the harness they share.
+
+mod common;
+
+mod ari;
+mod config;
+mod daemon;
+mod dns01;
+mod harness;
+mod import_acmesh;
+mod local_ca;
+mod registry;
+mod renew;
+mod systemd;
