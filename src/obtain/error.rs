@@ -66,7 +66,15 @@ impl Error {
         use instant_acme::Error as E;
         let ca = ca.to_owned();
         match err {
-            E::Api(p) => Error::Problem(Problem::from_acme(p, retry_after)),
+            E::Api(p) => {
+                // Only a rate limit (or an overloaded CA) says when to come back; a Retry-After
+                // seen on another response must not stick to an unrelated problem.
+                let mut problem = Problem::from_acme(p, None);
+                if problem.kind == ProblemKind::RateLimited || matches!(p.status, Some(429 | 503)) {
+                    problem.retry_after = retry_after;
+                }
+                Error::Problem(problem)
+            }
             E::Other(inner) if inner.downcast_ref::<hyper_util::client::legacy::Error>().is_some() => {
                 Error::Unreachable { ca, detail: chain(inner.as_ref()) }
             }

@@ -44,9 +44,9 @@ pub fn root_store(extra: &[&Path]) -> Result<RootCertStore, String> {
 pub struct LastRetryAfter(std::sync::Mutex<Option<SystemTime>>);
 
 impl LastRetryAfter {
-    /// The value seen since the last call, if any.
+    /// The value seen since the last call, if it still lies ahead.
     pub fn take(&self) -> Option<SystemTime> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take().filter(|t| *t > SystemTime::now())
     }
 
     fn record(&self, value: &http::HeaderValue) {
