@@ -264,9 +264,9 @@ pub struct CertificateConfig {
     /// Lifetime of leaves from a private CA (default 90 days).
     #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
     pub validity: Option<Duration>,
-    /// "http-01" (default) or "dns-01" (needs `dns`).
+    /// "http-01" (default) or "dns-01" (needs `dns`); with `dns` alone, DNS-01. See [`CertificateConfig::dns01`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub challenge: Option<String>,
+    pub challenge: Option<ChallengeKind>,
     /// How DNS-01 records are published.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<crate::challenge::dns01::DnsConfig>,
@@ -300,11 +300,11 @@ pub struct InstallConfig {
     #[serde(default = "default_key")]
     pub key: String,
     /// Mode of the fullchain file (octal string), default "0644".
-    #[serde(default = "default_mode")]
-    pub mode: String,
+    #[serde(default = "default_mode", deserialize_with = "de_mode")]
+    pub mode: FileMode,
     /// Mode of the key file (octal string), default "0600"; never readable by others.
-    #[serde(default = "default_key_mode")]
-    pub key_mode: String,
+    #[serde(default = "default_key_mode", deserialize_with = "de_key_mode")]
+    pub key_mode: FileMode,
     pub owner: Option<String>,
     pub group: Option<String>,
 }
@@ -318,7 +318,72 @@ impl InstallConfig {
     }
 }
 
-pub use crate::reload::config::{DockerAction, DockerVerb, ReloadAction, ReloadConfig, SystemdAction};
+pub use crate::reload::config::{DockerAction, DockerTarget, DockerVerb, ReloadAction, ReloadConfig, ReloadKind, SystemdAction, SystemdVerb};
+
+/// `challenge = "http-01" | "dns-01"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum ChallengeKind {
+    #[serde(rename = "http-01")]
+    Http01,
+    #[serde(rename = "dns-01")]
+    Dns01,
+}
+
+impl ChallengeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChallengeKind::Http01 => "http-01",
+            ChallengeKind::Dns01 => "dns-01",
+        }
+    }
+}
+
+/// A file mode such as "0640": octal, permission bits only (at most "0777").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileMode(u32);
+
+impl FileMode {
+    pub fn bits(self) -> u32 {
+        self.0
+    }
+
+    /// Can users other than owner and group read, write or run it?
+    pub fn for_others(self) -> bool {
+        self.0 & 0o007 != 0
+    }
+}
+
+impl std::str::FromStr for FileMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse_mode(s).map(FileMode)
+    }
+}
+
+impl fmt::Display for FileMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04o}", self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for FileMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(|e: String| serde::de::Error::custom(e.trim_start_matches("= ")))
+    }
+}
+
+/// `install.mode` / `install.key_mode`: a [`FileMode`], with the key named in the error.
+fn install_mode<'de, D: serde::Deserializer<'de>>(key: &str, d: D) -> Result<FileMode, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map_err(|e: String| serde::de::Error::custom(format!("install.{key} {e}")))
+}
+
+impl Serialize for FileMode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -357,6 +422,15 @@ impl Default for VerifyConfig {
 }
 
 impl CertificateConfig {
+    /// The DNS-01 settings when this certificate is validated with DNS-01 (`dns` set, and
+    /// `challenge` "dns-01" or left out), None for HTTP-01.
+    pub fn dns01(&self) -> Option<&crate::challenge::dns01::DnsConfig> {
+        match self.challenge {
+            None | Some(ChallengeKind::Dns01) => self.dns.as_ref(),
+            Some(ChallengeKind::Http01) => None,
+        }
+    }
+
     /// The verification to run after installing, if any: explicit `[certificate.verify]`, or
     /// the defaults whenever a reload is configured (a reload nobody checks proves nothing).
     pub fn verify_settings(&self) -> Option<VerifyConfig> {
@@ -398,11 +472,17 @@ fn default_fullchain() -> String {
 fn default_key() -> String {
     "domain.key".into()
 }
-fn default_mode() -> String {
-    "0644".into()
+fn default_mode() -> FileMode {
+    FileMode(0o644)
 }
-fn default_key_mode() -> String {
-    "0600".into()
+fn default_key_mode() -> FileMode {
+    FileMode(0o600)
+}
+fn de_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<FileMode, D::Error> {
+    install_mode("mode", d)
+}
+fn de_key_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<FileMode, D::Error> {
+    install_mode("key_mode", d)
 }
 
 pub(crate) mod duration {
@@ -475,7 +555,8 @@ pub enum Purpose {
     Write,
 }
 
-/// Read, parse and validate the file at `path`.
+/// Read, parse and check the file at `path`: [`validate`] and [`preflight`], every problem of
+/// both listed at once, in the order of the file.
 pub fn load(path: &Path, purpose: Purpose) -> Result<Config, ConfigError> {
     let fail = |problems| ConfigError { path: path.to_owned(), problems };
     let text = std::fs::read_to_string(path).map_err(|e| {
@@ -485,7 +566,7 @@ pub fn load(path: &Path, purpose: Purpose) -> Result<Config, ConfigError> {
         )])
     })?;
     let config = parse(&text).map_err(|p| fail(vec![p]))?;
-    let problems = validate(&config, purpose);
+    let problems = all_problems(&config, purpose);
     if problems.is_empty() { Ok(config) } else { Err(fail(problems)) }
 }
 
@@ -494,9 +575,10 @@ pub fn parse(text: &str) -> Result<Config, String> {
     toml::from_str(text).map_err(|e| with_suggestion(&e.to_string()))
 }
 
-/// serde says "unknown field `domian`, expected one of `name`, `domains`, …"; add the likely fix.
+/// serde says "unknown field `domian`, expected one of `name`, `domains`, …" (or "unknown
+/// variant `dns01`, expected `http-01` or `dns-01`"); add the likely fix.
 fn with_suggestion(msg: &str) -> String {
-    let Some(rest) = msg.split("unknown field `").nth(1) else { return msg.to_owned() };
+    let Some(rest) = ["unknown field `", "unknown variant `"].iter().find_map(|m| msg.split(m).nth(1)) else { return msg.to_owned() };
     let Some(unknown) = rest.split('`').next() else { return msg.to_owned() };
     let expected: Vec<&str> = rest.split('`').skip(2).step_by(2).filter(|s| !s.is_empty()).collect();
     match closest(unknown, &expected) {
@@ -528,9 +610,113 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// Every semantic problem of a parsed config; empty means valid.
-pub fn validate(config: &Config, purpose: Purpose) -> Vec<String> {
-    let mut problems = Vec::new();
+/// Problems with their place in the file. [`validate`] and [`preflight`] each find some; [`load`]
+/// merges both back into the order of the file, as if one pass had found them all.
+///
+/// It derefs to the list itself, so checks push to it like to any `Vec<String>`.
+#[derive(Default)]
+struct Problems {
+    list: Vec<String>,
+    /// (index in `list` from which on, place)
+    places: Vec<(usize, Place)>,
+}
+
+/// (part, certificate, step): the order problems are listed in. Part 0 is the top of the file up
+/// to [http01], part 1 the rest of the top, part 2 the certificates, each in steps 0..=3.
+type Place = (u8, usize, u8);
+
+const TOP: Place = (0, 0, 0);
+const TOP_REST: Place = (1, 0, 0);
+
+fn cert_place(i: usize) -> Place {
+    (2, i, 0)
+}
+
+impl Problems {
+    /// Problems pushed from now on belong at `place`.
+    fn at(&mut self, place: Place) {
+        self.places.push((self.list.len(), place));
+    }
+
+    /// Problems pushed from now on belong to `step` of the current certificate.
+    fn step(&mut self, step: u8) {
+        let (part, cert, _) = self.places.last().map_or(TOP, |p| p.1);
+        self.at((part, cert, step));
+    }
+
+    fn placed(self) -> Vec<(Place, String)> {
+        let places = self.places;
+        self.list
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| (places.iter().rev().find(|(from, _)| *from <= i).map_or(TOP, |(_, place)| *place), p))
+            .collect()
+    }
+}
+
+impl std::ops::Deref for Problems {
+    type Target = Vec<String>;
+    fn deref(&self) -> &Vec<String> {
+        &self.list
+    }
+}
+
+impl std::ops::DerefMut for Problems {
+    fn deref_mut(&mut self) -> &mut Vec<String> {
+        &mut self.list
+    }
+}
+
+/// Everything [`validate`] and [`preflight`] find, in the order of the file.
+fn all_problems(config: &Config, purpose: Purpose) -> Vec<String> {
+    let mut all = validate_placed(config).placed();
+    all.extend(preflight_placed(config, purpose).placed());
+    // Stable: at one place, what the file itself shows comes before what the host shows.
+    all.sort_by_key(|(place, _)| *place);
+    all.into_iter().map(|(_, p)| p).collect()
+}
+
+/// Every problem the configuration itself shows, without looking at the host (except that
+/// `[acme] ca_bundle` is read); empty means valid.
+pub fn validate(config: &Config) -> Vec<String> {
+    validate_placed(config).list
+}
+
+/// Every problem of the configuration on this host: files that must be readable (TSIG key,
+/// verify.password_file, CA bundles), directories that must be usable (install.dir and the
+/// HTTP-01 webroot when writing), users and groups that must exist.
+pub fn preflight(config: &Config, purpose: Purpose) -> Vec<String> {
+    preflight_placed(config, purpose).list
+}
+
+fn preflight_placed(config: &Config, purpose: Purpose) -> Problems {
+    let mut problems = Problems::default();
+    if let Some(dir) = &config.http01.webroot {
+        if purpose == Purpose::Write && !dir.is_dir() {
+            problems.push(format!(
+                "[http01] webroot {} is not a directory: point it at the document root your web server serves on port 80",
+                dir.display()
+            ));
+        }
+    }
+    for (i, cert) in config.certificates.iter().enumerate() {
+        let at = cert_label(i, cert);
+        problems.at(cert_place(i));
+        if let Some(dns) = cert.dns01() {
+            crate::challenge::dns01::preflight(&at, dns, &mut problems);
+        }
+        problems.step(1);
+        preflight_install(&at, &cert.install, purpose, &mut problems);
+        problems.step(2);
+        if let Some(verify) = &cert.verify_settings() {
+            preflight_verify(&at, verify, purpose, &mut problems);
+        }
+    }
+    problems
+}
+
+fn validate_placed(config: &Config) -> Problems {
+    let mut problems = Problems::default();
     match &config.acme {
         Some(acme) => validate_acme(acme, &mut problems),
         None if config.certificates.iter().any(|c| c.issuer == IssuerRef::Acme) => problems.push(
@@ -541,17 +727,10 @@ pub fn validate(config: &Config, purpose: Purpose) -> Vec<String> {
     if config.concurrency == 0 {
         problems.push("concurrency = 0: at least one certificate must be worked on; use 1 or more".into());
     }
-    if let Some(dir) = &config.http01.webroot {
-        if config.http01.listen.is_some() {
-            problems.push("[http01] sets both `listen` and `webroot`: choose one way of answering HTTP-01".into());
-        }
-        if purpose == Purpose::Write && !dir.is_dir() {
-            problems.push(format!(
-                "[http01] webroot {} is not a directory: point it at the document root your web server serves on port 80",
-                dir.display()
-            ));
-        }
+    if config.http01.webroot.is_some() && config.http01.listen.is_some() {
+        problems.push("[http01] sets both `listen` and `webroot`: choose one way of answering HTTP-01".into());
     }
+    problems.at(TOP_REST);
     if tokio_cron_scheduler::Job::new_async(config.daemon.check.as_str(), |_, _| Box::pin(async {})).is_err() {
         problems.push(format!(
             "[daemon] check = \"{}\" is not a cron expression with seconds, like \"0 */10 * * * *\" (sec min hour day month weekday)",
@@ -586,10 +765,12 @@ pub fn validate(config: &Config, purpose: Purpose) -> Vec<String> {
     let mut files: HashMap<PathBuf, (usize, &str)> = HashMap::new();
     for (i, cert) in config.certificates.iter().enumerate() {
         let at = cert_label(i, cert);
+        problems.at(cert_place(i));
         if let Some(prev) = names.insert(cert.name.as_str(), i) {
             problems.push(format!("{at}: name `{}` is used by certificate #{} too; names must be unique", cert.name, prev + 1));
         }
-        validate_certificate(&at, cert, purpose, &mut problems);
+        validate_certificate(&at, cert, &mut problems);
+        problems.step(3);
         for file in [cert.install.fullchain_path(), cert.install.key_path()] {
             if let Some((j, other)) = files.insert(file.clone(), (i, &cert.name)) {
                 if j != i {
@@ -643,7 +824,7 @@ fn validate_acme(acme: &AcmeConfig, problems: &mut Vec<String>) {
     }
 }
 
-fn validate_certificate(at: &str, cert: &CertificateConfig, purpose: Purpose, problems: &mut Vec<String>) {
+fn validate_certificate(at: &str, cert: &CertificateConfig, problems: &mut Problems) {
     if cert.name.is_empty() || !cert.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) || cert.name.starts_with('.') {
         problems.push(format!(
             "{at}: name \"{}\" must be non-empty and use only letters, digits, '-', '_' and '.' (it names a directory in state_dir)",
@@ -661,15 +842,15 @@ fn validate_certificate(at: &str, cert: &CertificateConfig, purpose: Purpose, pr
             problems.push(format!("{at}: wildcard \"{d}\" cannot be validated with HTTP-01; a wildcard needs the DNS-01 challenge"));
         }
     }
-    match (cert.challenge.as_deref(), &cert.dns) {
-        (None | Some("dns-01"), Some(dns)) => crate::challenge::dns01::validate(at, dns, problems),
-        (Some("dns-01"), None) => {
+    match (cert.challenge, &cert.dns) {
+        (None | Some(ChallengeKind::Dns01), Some(dns)) => crate::challenge::dns01::validate(at, dns, problems),
+        (Some(ChallengeKind::Dns01), None) => {
             problems.push(format!("{at}: challenge = \"dns-01\" needs dns = {{ provider = \"rfc2136\" | \"exec\", … }}"))
         }
-        (Some("http-01"), Some(_)) => problems.push(format!("{at}: `dns` is set but challenge = \"http-01\"; remove one")),
-        (None | Some("http-01"), None) => {}
-        (Some(other), _) => problems.push(format!("{at}: challenge = \"{other}\" must be \"http-01\" or \"dns-01\"")),
+        (Some(ChallengeKind::Http01), Some(_)) => problems.push(format!("{at}: `dns` is set but challenge = \"http-01\"; remove one")),
+        (None | Some(ChallengeKind::Http01), None) => {}
     }
+    problems.step(1);
     if acme && !cert.ips.is_empty() {
         problems.push(format!(
             "{at}: ips (IP SANs) need a private CA: set issuer = \"ca:NAME\" with a [ca.NAME]; public CAs do not certify private addresses"
@@ -699,16 +880,17 @@ fn validate_certificate(at: &str, cert: &CertificateConfig, purpose: Purpose, pr
             problems.push(format!("{at}: renew_before = 0 would never renew; remove it to use the default (a third of the lifetime)"));
         }
     }
-    validate_install(at, &cert.install, purpose, problems);
+    validate_install(at, &cert.install, problems);
+    problems.step(2);
     if let Some(reload) = &cert.reload {
         crate::reload::config::validate(at, reload, problems);
     }
     if let Some(verify) = &cert.verify_settings() {
-        validate_verify(at, cert, verify, purpose, problems);
+        validate_verify(at, cert, verify, problems);
     }
 }
 
-fn validate_verify(at: &str, cert: &CertificateConfig, verify: &VerifyConfig, purpose: Purpose, problems: &mut Vec<String>) {
+fn validate_verify(at: &str, cert: &CertificateConfig, verify: &VerifyConfig, problems: &mut Problems) {
     let url = cert.verify_url(verify);
     if !url.starts_with("https://") || url.parse::<hyper::Uri>().map(|u| u.host().is_none()).unwrap_or(true) {
         problems.push(format!("{at}: verify.url \"{url}\" must be an https:// URL such as \"https://registry.example.com:5000/v2/\""));
@@ -716,6 +898,13 @@ fn validate_verify(at: &str, cert: &CertificateConfig, verify: &VerifyConfig, pu
     if verify.username.is_some() != verify.password_file.is_some() {
         problems.push(format!("{at}: verify.username and verify.password_file go together; set both or neither"));
     }
+    problems.step(3);
+    if verify.timeout.is_zero() {
+        problems.push(format!("{at}: verify.timeout = 0 leaves no time for the registry to restart; use e.g. \"60s\""));
+    }
+}
+
+fn preflight_verify(at: &str, verify: &VerifyConfig, purpose: Purpose, problems: &mut Vec<String>) {
     if purpose == Purpose::Write {
         if let Some(p) = &verify.password_file {
             if let Err(e) = std::fs::read_to_string(p) {
@@ -728,12 +917,9 @@ fn validate_verify(at: &str, cert: &CertificateConfig, verify: &VerifyConfig, pu
             problems.push(format!("{at}: verify.ca_bundle: {e}"));
         }
     }
-    if verify.timeout.is_zero() {
-        problems.push(format!("{at}: verify.timeout = 0 leaves no time for the registry to restart; use e.g. \"60s\""));
-    }
 }
 
-fn validate_install(at: &str, install: &InstallConfig, purpose: Purpose, problems: &mut Vec<String>) {
+fn validate_install(at: &str, install: &InstallConfig, problems: &mut Vec<String>) {
     for (key, file) in [("fullchain", &install.fullchain), ("key", &install.key)] {
         if file.is_empty() || file.contains('/') || file == "." || file == ".." {
             problems.push(format!("{at}: install.{key} = \"{file}\" must be a plain file name inside install.dir"));
@@ -742,18 +928,15 @@ fn validate_install(at: &str, install: &InstallConfig, purpose: Purpose, problem
     if install.fullchain == install.key {
         problems.push(format!("{at}: install.fullchain and install.key are both \"{}\"; use two files", install.key));
     }
-    match parse_mode(&install.mode) {
-        Ok(_) => {}
-        Err(e) => problems.push(format!("{at}: install.mode {e}")),
-    }
-    match parse_mode(&install.key_mode) {
-        Ok(m) if m & 0o007 != 0 => problems.push(format!(
+    if install.key_mode.for_others() {
+        problems.push(format!(
             "{at}: install.key_mode = \"{}\" lets every user read the private key; use \"0600\" or \"0640\" with a group",
             install.key_mode
-        )),
-        Ok(_) => {}
-        Err(e) => problems.push(format!("{at}: install.key_mode {e}")),
+        ));
     }
+}
+
+fn preflight_install(at: &str, install: &InstallConfig, purpose: Purpose, problems: &mut Vec<String>) {
     if let Some(owner) = &install.owner {
         if crate::fsutil::lookup_user(owner).is_none() {
             problems.push(format!("{at}: install.owner \"{owner}\" is not a user on this host"));
