@@ -1,9 +1,12 @@
 //! The configuration file: its schema, and the validation that runs before anything is touched.
 //!
-//! Loading is two steps on purpose. `serde` turns TOML into typed structs (rejecting unknown keys
-//! and wrong types); [`validate`] then checks everything serde cannot see — domain syntax,
-//! duplicate names, two certificates fighting over one file, directories that are not writable —
-//! and reports *all* of those problems at once, so an operator fixes the file in one pass.
+//! Loading is two steps on purpose. `serde` turns TOML into typed values (rejecting unknown keys,
+//! wrong types and values outside a fixed set: challenge, DNS provider, reload actions, file
+//! modes); then [`validate`] checks what the types cannot say — domain syntax, duplicate names,
+//! two certificates fighting over one file, settings a provider or action needs — without
+//! touching the host, and [`preflight`] checks the host: files to read, directories to write,
+//! users and groups. [`load`] runs both and reports *all* their problems at once, in the order of
+//! the file, so an operator fixes the file in one pass.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -318,7 +321,9 @@ impl InstallConfig {
     }
 }
 
-pub use crate::reload::config::{DockerAction, DockerTarget, DockerVerb, ReloadAction, ReloadConfig, ReloadKind, SystemdAction, SystemdVerb};
+pub use crate::reload::config::{
+    DockerAction, DockerTarget, DockerVerb, ReloadAction, ReloadConfig, ReloadKind, SystemdAction, SystemdVerb,
+};
 
 /// `challenge = "http-01" | "dns-01"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -691,13 +696,14 @@ pub fn preflight(config: &Config, purpose: Purpose) -> Vec<String> {
 
 fn preflight_placed(config: &Config, purpose: Purpose) -> Problems {
     let mut problems = Problems::default();
-    if let Some(dir) = &config.http01.webroot {
-        if purpose == Purpose::Write && !dir.is_dir() {
-            problems.push(format!(
-                "[http01] webroot {} is not a directory: point it at the document root your web server serves on port 80",
-                dir.display()
-            ));
-        }
+    if let Some(dir) = &config.http01.webroot
+        && purpose == Purpose::Write
+        && !dir.is_dir()
+    {
+        problems.push(format!(
+            "[http01] webroot {} is not a directory: point it at the document root your web server serves on port 80",
+            dir.display()
+        ));
     }
     for (i, cert) in config.certificates.iter().enumerate() {
         let at = cert_label(i, cert);
@@ -772,13 +778,13 @@ fn validate_placed(config: &Config) -> Problems {
         validate_certificate(&at, cert, &mut problems);
         problems.step(3);
         for file in [cert.install.fullchain_path(), cert.install.key_path()] {
-            if let Some((j, other)) = files.insert(file.clone(), (i, &cert.name)) {
-                if j != i {
-                    problems.push(format!(
-                        "{at}: writes {} which certificate `{other}` writes too; give each certificate its own files",
-                        file.display()
-                    ));
-                }
+            if let Some((j, other)) = files.insert(file.clone(), (i, &cert.name))
+                && j != i
+            {
+                problems.push(format!(
+                    "{at}: writes {} which certificate `{other}` writes too; give each certificate its own files",
+                    file.display()
+                ));
             }
         }
     }
@@ -875,10 +881,8 @@ fn validate_certificate(at: &str, cert: &CertificateConfig, problems: &mut Probl
             problems.push(format!("{at}: domain \"{d}\" is listed twice"));
         }
     }
-    if let Some(rb) = cert.renew_before {
-        if rb.is_zero() {
-            problems.push(format!("{at}: renew_before = 0 would never renew; remove it to use the default (a third of the lifetime)"));
-        }
+    if cert.renew_before.is_some_and(|rb| rb.is_zero()) {
+        problems.push(format!("{at}: renew_before = 0 would never renew; remove it to use the default (a third of the lifetime)"));
     }
     validate_install(at, &cert.install, problems);
     problems.step(2);
@@ -905,17 +909,16 @@ fn validate_verify(at: &str, cert: &CertificateConfig, verify: &VerifyConfig, pr
 }
 
 fn preflight_verify(at: &str, verify: &VerifyConfig, purpose: Purpose, problems: &mut Vec<String>) {
-    if purpose == Purpose::Write {
-        if let Some(p) = &verify.password_file {
-            if let Err(e) = std::fs::read_to_string(p) {
-                problems.push(format!("{at}: verify.password_file {}: {e}", p.display()));
-            }
-        }
+    if purpose == Purpose::Write
+        && let Some(p) = &verify.password_file
+        && let Err(e) = std::fs::read_to_string(p)
+    {
+        problems.push(format!("{at}: verify.password_file {}: {e}", p.display()));
     }
-    if let Some(bundle) = &verify.ca_bundle {
-        if let Err(e) = crate::certinfo::read_pem_certs(bundle) {
-            problems.push(format!("{at}: verify.ca_bundle: {e}"));
-        }
+    if let Some(bundle) = &verify.ca_bundle
+        && let Err(e) = crate::certinfo::read_pem_certs(bundle)
+    {
+        problems.push(format!("{at}: verify.ca_bundle: {e}"));
     }
 }
 
@@ -937,20 +940,20 @@ fn validate_install(at: &str, install: &InstallConfig, problems: &mut Vec<String
 }
 
 fn preflight_install(at: &str, install: &InstallConfig, purpose: Purpose, problems: &mut Vec<String>) {
-    if let Some(owner) = &install.owner {
-        if crate::fsutil::lookup_user(owner).is_none() {
-            problems.push(format!("{at}: install.owner \"{owner}\" is not a user on this host"));
-        }
+    if let Some(owner) = &install.owner
+        && crate::fsutil::lookup_user(owner).is_none()
+    {
+        problems.push(format!("{at}: install.owner \"{owner}\" is not a user on this host"));
     }
-    if let Some(group) = &install.group {
-        if crate::fsutil::lookup_group(group).is_none() {
-            problems.push(format!("{at}: install.group \"{group}\" is not a group on this host"));
-        }
+    if let Some(group) = &install.group
+        && crate::fsutil::lookup_group(group).is_none()
+    {
+        problems.push(format!("{at}: install.group \"{group}\" is not a group on this host"));
     }
-    if purpose == Purpose::Write {
-        if let Err(e) = crate::fsutil::check_writable_dir(&install.dir) {
-            problems.push(format!("{at}: install.dir {e}"));
-        }
+    if purpose == Purpose::Write
+        && let Err(e) = crate::fsutil::check_writable_dir(&install.dir)
+    {
+        problems.push(format!("{at}: install.dir {e}"));
     }
 }
 
@@ -1049,6 +1052,186 @@ mod tests {
         let cert = &cfg.certificates[0];
         assert!(matches!(cert.reload.as_ref().unwrap().actions[..], [ReloadAction::Docker(_)]));
         assert_eq!(cert.verify_settings().unwrap().timeout, Duration::from_secs(60));
+    }
+
+    /// A valid config with one certificate; `extra` goes into the certificate table, `after` after
+    /// its install table.
+    fn config(extra: &str, after: &str) -> String {
+        format!(
+            "[acme]\ndirectory = \"letsencrypt\"\naccept_terms = true\n[[certificate]]\nname = \"r\"\n{extra}\n\
+             [certificate.install]\ndir = \"/nonexistent/certs\"\n{after}\n"
+        )
+    }
+
+    fn problems(extra: &str, after: &str) -> Vec<String> {
+        validate(&parse(&config(extra, after)).unwrap())
+    }
+
+    fn round_trip(cfg: &Config) -> Config {
+        let text = toml::to_string_pretty(cfg).unwrap();
+        let back = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(toml::to_string_pretty(&back).unwrap(), text);
+        back
+    }
+
+    #[test]
+    fn pure_validation_needs_no_host() {
+        assert_eq!(problems("domains = [\"a.example.com\"]", ""), Vec::<String>::new());
+        assert_eq!(
+            problems("domains = [\"*.example.com\"]", ""),
+            ["[[certificate]] `r`: wildcard \"*.example.com\" cannot be validated with HTTP-01; a wildcard needs the DNS-01 challenge"]
+        );
+        assert_eq!(
+            problems("domains = [\"a.example.com\"]\nchallenge = \"dns-01\"", ""),
+            ["[[certificate]] `r`: challenge = \"dns-01\" needs dns = { provider = \"rfc2136\" | \"exec\", … }"]
+        );
+        assert_eq!(
+            problems("domains = [\"a.example.com\"]\nchallenge = \"http-01\"\ndns = { provider = \"exec\", command = [\"x\"] }", ""),
+            ["[[certificate]] `r`: `dns` is set but challenge = \"http-01\"; remove one"]
+        );
+        assert_eq!(
+            problems("domains = [\"*.example.com\"]\ndns = { provider = \"exec\" }", ""),
+            ["[[certificate]] `r`: dns.command is required for provider \"exec\", e.g. [\"/usr/local/bin/dns-hook\"]"]
+        );
+        assert_eq!(
+            problems(
+                "domains = [\"a.example.com\"]",
+                "key_mode = \"0644\"\n[certificate.reload]\ndocker = { container = \"r\", action = \"signal\" }"
+            ),
+            [
+                "[[certificate]] `r`: install.key_mode = \"0644\" lets every user read the private key; use \"0600\" or \"0640\" with a group",
+                "[[certificate]] `r`: reload.docker action = \"signal\" needs `signal`, e.g. \"SIGHUP\"",
+            ]
+        );
+        // Host facts are preflight's: a TSIG key file that is not there, an unknown owner.
+        let cfg = parse(&config(
+            "domains = [\"a.example.com\"]\ndns = { provider = \"rfc2136\", server = \"10.0.0.53\", zone = \"example.com.\", tsig_key = \"/nonexistent/k\" }",
+            "owner = \"no-such-user-regcert\"",
+        ))
+        .unwrap();
+        assert!(validate(&cfg).is_empty(), "{:?}", validate(&cfg));
+        let host = preflight(&cfg, Purpose::Read);
+        assert!(host.len() == 2 && host[0].contains("dns.tsig_key /nonexistent/k") && host[1].contains("install.owner"), "{host:?}");
+        assert!(preflight(&cfg, Purpose::Write).iter().any(|p| p.contains("install.dir /nonexistent/certs")));
+    }
+
+    #[test]
+    fn rfc2136_lists_every_missing_setting() {
+        let p = problems("domains = [\"a.example.com\"]\ndns = { provider = \"rfc2136\", zone = \"bad..zone\" }", "");
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(
+            p[0].contains("dns.server must be") && p[1].contains("dns.zone must") && p[2].contains("dns.tsig_key is required"),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn load_merges_validate_and_preflight_in_file_order() {
+        let dir = std::env::temp_dir().join(format!("regcert-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.toml");
+        let text = config(
+            "domains = [\"a.example.com\"]",
+            "group = \"no-such-group-regcert\"\n[certificate.reload]\ncommand = []\n[certificate.verify]\ntimeout = \"0s\"\npassword_file = \"/nonexistent/pw\"\nusername = \"u\"",
+        )
+        .replace("[acme]", "concurrency = 0\n[acme]");
+        std::fs::write(&path, text).unwrap();
+        let err = load(&path, Purpose::Write).unwrap_err();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let wants =
+            ["concurrency = 0", "install.group", "install.dir", "reload.command is empty", "verify.password_file", "verify.timeout = 0"];
+        assert_eq!(err.problems.len(), wants.len(), "{err}");
+        for (p, want) in err.problems.iter().zip(wants) {
+            assert!(p.contains(want), "{want:?} expected, got {p:?} in {err}");
+        }
+    }
+
+    #[test]
+    fn wrong_values_are_parse_errors_that_name_key_value_and_choices() {
+        for (extra, after, wants) in [
+            (
+                "challenge = \"tls-alpn-01\"",
+                "",
+                &["challenge = \"tls-alpn-01\"", "unknown variant `tls-alpn-01`, expected `http-01` or `dns-01`"][..],
+            ),
+            ("challenge = \"dns01\"", "", &["unknown variant `dns01`", "did you mean `dns-01`?"][..]),
+            (
+                "dns = { provider = \"route53\" }",
+                "",
+                &["provider = \"route53\"", "unknown variant `route53`, expected `rfc2136` or `exec`"][..],
+            ),
+            ("dns = { provider = \"exec\", comand = [\"x\"] }", "", &["unknown field `comand`", "did you mean `command`?"][..]),
+            (
+                "dns = { provider = \"exec\", command = [\"x\"], nameservers = [\"ns1\"] }",
+                "",
+                &["dns server \"ns1\" is not IP or IP:PORT"][..],
+            ),
+            ("", "mode = \"0999\"", &["mode = \"0999\"", "install.mode = \"0999\" is not an octal file mode like \"0644\""][..]),
+            ("", "key_mode = \"1600\"", &["install.key_mode = \"1600\" is not an octal file mode"][..]),
+            (
+                "",
+                "[certificate.reload]\ndocker = { container = \"r\", action = \"stop\" }",
+                &["unknown variant `stop`", "`restart`, `signal`, `exec`"][..],
+            ),
+            (
+                "",
+                "[certificate.reload]\nsystemd = { unit = \"a\", action = \"relaod\" }",
+                &["unknown variant `relaod`", "did you mean `reload`?"][..],
+            ),
+        ] {
+            let err = parse(&config(&format!("domains = [\"a.example.com\"]\n{extra}"), after)).unwrap_err();
+            for want in wants {
+                assert!(err.contains(want), "{want:?} not in {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn typed_values_round_trip() {
+        let cfg = parse(&config(
+            "domains = [\"*.example.com\"]\nchallenge = \"dns-01\"\n\
+             dns = { provider = \"rfc2136\", server = \"10.0.0.53\", zone = \"example.com.\", tsig_key = \"/k\", nameservers = [\"[::1]:5353\"] }",
+            "mode = \"640\"\nkey_mode = \"0400\"\n[certificate.reload]\nsystemd = { unit = \"nginx.service\", action = \"reload-or-restart\" }\n\
+             docker = { label = \"a=b\", action = \"exec\", exec = [\"nginx\", \"-s\", \"reload\"] }",
+        ))
+        .unwrap();
+        let cert = &round_trip(&cfg).certificates[0];
+        assert_eq!(cert.challenge, Some(ChallengeKind::Dns01));
+        let dns = cert.dns01().unwrap();
+        assert_eq!(
+            dns.provider,
+            crate::challenge::dns01::DnsProvider::Rfc2136 {
+                server: Some("10.0.0.53:53".parse().unwrap()),
+                zone: Some("example.com.".into()),
+                tsig_key: Some("/k".into())
+            }
+        );
+        assert_eq!(dns.nameservers[0].0, "[::1]:5353".parse().unwrap());
+        assert_eq!((cert.install.mode.bits(), cert.install.key_mode.bits()), (0o640, 0o400));
+        assert_eq!(cert.install.mode.to_string(), "0640");
+        let text = toml::to_string_pretty(&cfg).unwrap();
+        for want in [
+            "mode = \"0640\"",
+            "key_mode = \"0400\"",
+            "challenge = \"dns-01\"",
+            "provider = \"rfc2136\"",
+            "server = \"10.0.0.53:53\"",
+            "action = \"reload-or-restart\"",
+        ] {
+            assert!(text.contains(want), "{want:?} not in\n{text}");
+        }
+        // dns without challenge means DNS-01; challenge = "http-01" means none.
+        let cfg = parse(&config("domains = [\"a.example.com\"]\ndns = { provider = \"exec\", command = [\"h\"] }", "")).unwrap();
+        assert!(round_trip(&cfg).certificates[0].dns01().is_some());
+        assert_eq!(cfg.certificates[0].challenge, None);
+        let cfg = parse(&config("domains = [\"a.example.com\"]\nchallenge = \"http-01\"", "")).unwrap();
+        assert!(cfg.certificates[0].dns01().is_none());
+        assert_eq!(cfg.certificates[0].install.key_mode.to_string(), "0600");
+    }
+
+    #[test]
+    fn example_config_round_trips() {
+        round_trip(&parse(include_str!("../config.example.toml")).unwrap());
     }
 
     #[test]

@@ -211,10 +211,10 @@ pub fn validate(at: &str, dns: &DnsConfig, problems: &mut Vec<String>) {
 
 /// Problems of a `dns = {…}` table on this host: the TSIG key file must be readable and valid.
 pub fn preflight(at: &str, dns: &DnsConfig, problems: &mut Vec<String>) {
-    if let DnsProvider::Rfc2136 { tsig_key: Some(path), .. } = &dns.provider {
-        if let Err(e) = read_tsig_key(path) {
-            problems.push(format!("{at}: {e}"));
-        }
+    if let DnsProvider::Rfc2136 { tsig_key: Some(path), .. } = &dns.provider
+        && let Err(e) = read_tsig_key(path)
+    {
+        problems.push(format!("{at}: {e}"));
     }
 }
 

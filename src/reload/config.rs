@@ -243,7 +243,7 @@ impl fmt::Display for SystemdVerb {
     }
 }
 
-/// One action or an array of them.
+/// One command or an array of them.
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum OneOrMany<T> {
@@ -257,6 +257,33 @@ impl<T> OneOrMany<T> {
             OneOrMany::One(t) => vec![t],
             OneOrMany::Many(v) => v,
         }
+    }
+}
+
+/// One table or an array of tables. Unlike an untagged enum, it passes on why a table is wrong
+/// (unknown field, unknown variant, …) instead of "data did not match any variant".
+struct TablesOf<T>(Vec<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for TablesOf<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = TablesOf<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table or an array of tables")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(|t| TablesOf(vec![t]))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(t) = seq.next_element()? {
+                    out.push(t);
+                }
+                Ok(TablesOf(out))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
     }
 }
 
@@ -276,10 +303,10 @@ impl<'de> Deserialize<'de> for ReloadConfig {
                 while let Some(key) = map.next_key::<String>()? {
                     let actions: Vec<ReloadAction> = match ReloadKind::from_key(&key) {
                         Some(ReloadKind::Docker) => {
-                            map.next_value::<OneOrMany<DockerAction>>()?.into_vec().into_iter().map(ReloadAction::Docker).collect()
+                            map.next_value::<TablesOf<DockerAction>>()?.0.into_iter().map(ReloadAction::Docker).collect()
                         }
                         Some(ReloadKind::Systemd) => {
-                            map.next_value::<OneOrMany<SystemdAction>>()?.into_vec().into_iter().map(ReloadAction::Systemd).collect()
+                            map.next_value::<TablesOf<SystemdAction>>()?.0.into_iter().map(ReloadAction::Systemd).collect()
                         }
                         Some(ReloadKind::Command) => {
                             map.next_value::<OneOrMany<Vec<String>>>()?.into_vec().into_iter().map(ReloadAction::Command).collect()
@@ -328,10 +355,11 @@ pub fn validate(at: &str, reload: &ReloadConfig, problems: &mut Vec<String>) {
         let (last, first) = keys.split_last().expect("there are reload kinds");
         problems.push(format!("{at}: [certificate.reload] has no action; add {} or {last}", first.join(", ")));
     }
-    if let Some(sock) = &reload.docker_socket {
-        if !sock.starts_with("unix://") && !sock.starts_with('/') {
-            problems.push(format!("{at}: reload.docker_socket \"{sock}\" must be a unix socket such as \"unix:///var/run/docker.sock\""));
-        }
+    if let Some(sock) = &reload.docker_socket
+        && !sock.starts_with("unix://")
+        && !sock.starts_with('/')
+    {
+        problems.push(format!("{at}: reload.docker_socket \"{sock}\" must be a unix socket such as \"unix:///var/run/docker.sock\""));
     }
     for action in &reload.actions {
         match action {
@@ -409,13 +437,15 @@ mod tests {
              systemd = [{ unit = \"a.service\" }, { unit = \"b.service\", action = \"try-reload-or-restart\" }]\n",
         )
         .unwrap();
-        let docker: Vec<&DockerAction> = r.actions.iter().filter_map(|a| if let ReloadAction::Docker(d) = a { Some(d) } else { None }).collect();
+        let docker: Vec<&DockerAction> =
+            r.actions.iter().filter_map(|a| if let ReloadAction::Docker(d) = a { Some(d) } else { None }).collect();
         assert_eq!(docker[0], &DockerAction { target: DockerTarget::Container("r".into()), verb: DockerVerb::Restart { timeout: None } });
         assert_eq!(docker[1].target, DockerTarget::Label("a=b".into()));
         assert_eq!(docker[1].verb, DockerVerb::Signal { signal: Some("SIGHUP".into()), force: true });
         assert_eq!(docker[2].verb, DockerVerb::Exec { exec: Some(vec!["nginx".into(), "-s".into(), "reload".into()]) });
         assert_eq!(docker[3].verb, DockerVerb::Restart { timeout: Some(Duration::from_secs(5)) });
-        let verbs: Vec<SystemdVerb> = r.actions.iter().filter_map(|a| if let ReloadAction::Systemd(s) = a { Some(s.action) } else { None }).collect();
+        let verbs: Vec<SystemdVerb> =
+            r.actions.iter().filter_map(|a| if let ReloadAction::Systemd(s) = a { Some(s.action) } else { None }).collect();
         assert_eq!(verbs, [SystemdVerb::Reload, SystemdVerb::TryReloadOrRestart]);
         let text = toml::to_string(&Wrap { reload: r.clone() }).unwrap();
         assert!(text.contains("action = \"try-reload-or-restart\""), "{text}");
@@ -435,7 +465,10 @@ mod tests {
             ("docker = { container = \"r\", label = \"a=b\" }", "needs exactly one of `container` or `label`"),
             ("docker = { action = \"restart\" }", "needs exactly one of `container` or `label`"),
             ("docker = { container = \"r\", signal = \"SIGHUP\" }", "`signal` is only used with action = \"signal\""),
-            ("docker = { container = \"r\", action = \"signal\", exec = [\"x\"], signal = \"HUP\" }", "`exec` is only used with action = \"exec\""),
+            (
+                "docker = { container = \"r\", action = \"signal\", exec = [\"x\"], signal = \"HUP\" }",
+                "`exec` is only used with action = \"exec\"",
+            ),
             ("docker = { container = \"r\", action = \"stop\" }", "unknown variant `stop`, expected one of `restart`, `signal`, `exec`"),
             ("systemd = { unit = \"a\", action = \"start\" }", "unknown variant `start`, expected one of `reload`, `restart`"),
             ("dockr = { container = \"r\" }", "unknown field `dockr`, expected one of `docker`, `systemd`, `command`, `docker_socket`"),
@@ -449,7 +482,9 @@ mod tests {
     fn missing_settings_are_problems() {
         let p = problems("[reload]\ndocker = { container = \"r\", action = \"signal\" }\n");
         assert_eq!(p, ["c: reload.docker action = \"signal\" needs `signal`, e.g. \"SIGHUP\""]);
-        let p = problems("[reload]\ndocker = [{ label = \"a=b\", action = \"signal\", signal = \"hup\" }, { container = \"r\", action = \"exec\" }]\n");
+        let p = problems(
+            "[reload]\ndocker = [{ label = \"a=b\", action = \"signal\", signal = \"hup\" }, { container = \"r\", action = \"exec\" }]\n",
+        );
         assert_eq!(
             p,
             [

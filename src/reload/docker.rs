@@ -169,7 +169,8 @@ impl Prepared {
     async fn exec(&self, c: &Container, cmd: &[String]) -> Result<(), String> {
         let docker = &self.client.docker;
         let socket = &self.client.socket;
-        let opts = CreateExecOptions { cmd: Some(cmd.to_vec()), attach_stdout: Some(true), attach_stderr: Some(true), ..Default::default() };
+        let opts =
+            CreateExecOptions { cmd: Some(cmd.to_vec()), attach_stdout: Some(true), attach_stderr: Some(true), ..Default::default() };
         let exec = docker.create_exec(&c.id, opts).await.map_err(|e| explain(socket, &e))?;
         let mut output = String::new();
         if let StartExecResults::Attached { output: mut stream, .. } =
