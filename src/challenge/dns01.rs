@@ -428,3 +428,70 @@ async fn query(server: SocketAddr, name: &str, kind: RecordType) -> Result<Vec<S
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize, Serialize)]
+    struct Wrap {
+        dns: DnsConfig,
+    }
+
+    fn parse(table: &str) -> Result<DnsConfig, String> {
+        toml::from_str::<Wrap>(&format!("dns = {{ {table} }}")).map(|w| w.dns).map_err(|e| e.to_string())
+    }
+
+    fn round_trip(dns: &DnsConfig) -> DnsConfig {
+        let text = toml::to_string(&Wrap { dns: dns.clone() }).unwrap();
+        let back = toml::from_str::<Wrap>(&text).unwrap_or_else(|e| panic!("{e}\n{text}")).dns;
+        assert_eq!(&back, dns, "{text}");
+        back
+    }
+
+    #[test]
+    fn providers_carry_their_own_settings() {
+        let dns =
+            parse("provider = \"rfc2136\", server = \"10.0.0.53\", zone = \"example.com.\", tsig_key = \"/k\", command = [\"unused\"]")
+                .unwrap();
+        assert_eq!(
+            dns.provider,
+            DnsProvider::Rfc2136 {
+                server: Some("10.0.0.53:53".parse().unwrap()),
+                zone: Some("example.com.".into()),
+                tsig_key: Some("/k".into())
+            }
+        );
+        assert_eq!(dns.propagation_timeout, Duration::from_secs(120));
+        round_trip(&dns);
+        // exec may name a server and zone to find the NS set; a tsig_key was always ignored.
+        let dns = parse("provider = \"exec\", command = [\"hook\"], server = \"[::1]:5353\", zone = \"z.\", tsig_key = \"/k\", propagation_timeout = \"5s\"").unwrap();
+        assert_eq!(
+            dns.provider,
+            DnsProvider::Exec { command: vec!["hook".into()], server: Some("[::1]:5353".parse().unwrap()), zone: Some("z.".into()) }
+        );
+        assert_eq!(round_trip(&dns).propagation_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn missing_settings_are_problems_and_files_are_preflight() {
+        let mut p = Vec::new();
+        validate("c", &parse("provider = \"exec\", command = []").unwrap(), &mut p);
+        assert_eq!(p, ["c: dns.command is required for provider \"exec\", e.g. [\"/usr/local/bin/dns-hook\"]"]);
+        let dns =
+            parse("provider = \"rfc2136\", server = \"10.0.0.53:53\", zone = \"example.com.\", tsig_key = \"/nonexistent/k\"").unwrap();
+        let mut p = Vec::new();
+        validate("c", &dns, &mut p);
+        assert!(p.is_empty(), "{p:?}");
+        preflight("c", &dns, &mut p);
+        assert!(p.len() == 1 && p[0].starts_with("c: dns.tsig_key /nonexistent/k: "), "{p:?}");
+    }
+
+    #[test]
+    fn bad_servers_are_parse_errors() {
+        let err = parse("provider = \"rfc2136\", server = \"ns1.example.com:53\"").unwrap_err();
+        assert!(err.contains("dns server \"ns1.example.com:53\" is not IP or IP:PORT"), "{err}");
+        let err = parse("provider = \"exec\", nameservers = [\"10.0.0.1\", \"x\"]").unwrap_err();
+        assert!(err.contains("dns server \"x\""), "{err}");
+    }
+}
