@@ -1,9 +1,12 @@
 //! The configuration file: its schema, and the validation that runs before anything is touched.
 //!
-//! Loading is two steps on purpose. `serde` turns TOML into typed structs (rejecting unknown keys
-//! and wrong types); [`validate`] then checks everything serde cannot see — domain syntax,
-//! duplicate names, two certificates fighting over one file, directories that are not writable —
-//! and reports *all* of those problems at once, so an operator fixes the file in one pass.
+//! Loading is two steps on purpose. `serde` turns TOML into typed values (rejecting unknown keys,
+//! wrong types and values outside a fixed set: challenge, DNS provider, reload actions, file
+//! modes); then [`validate`] checks what the types cannot say — domain syntax, duplicate names,
+//! two certificates fighting over one file, settings a provider or action needs — without
+//! touching the host, and [`preflight`] checks the host: files to read, directories to write,
+//! users and groups. [`load`] runs both and reports *all* their problems at once, in the order of
+//! the file, so an operator fixes the file in one pass.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -271,9 +274,9 @@ pub struct CertificateConfig {
     /// Lifetime of leaves from a private CA (default 90 days).
     #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
     pub validity: Option<Duration>,
-    /// "http-01" (default) or "dns-01" (needs `dns`).
+    /// "http-01" (default) or "dns-01" (needs `dns`); with `dns` alone, DNS-01. See [`CertificateConfig::dns01`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub challenge: Option<String>,
+    pub challenge: Option<ChallengeKind>,
     /// How DNS-01 records are published.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<crate::challenge::dns01::DnsConfig>,
@@ -307,11 +310,11 @@ pub struct InstallConfig {
     #[serde(default = "default_key")]
     pub key: String,
     /// Mode of the fullchain file (octal string), default "0644".
-    #[serde(default = "default_mode")]
-    pub mode: String,
+    #[serde(default = "default_mode", deserialize_with = "de_mode")]
+    pub mode: FileMode,
     /// Mode of the key file (octal string), default "0600"; never readable by others.
-    #[serde(default = "default_key_mode")]
-    pub key_mode: String,
+    #[serde(default = "default_key_mode", deserialize_with = "de_key_mode")]
+    pub key_mode: FileMode,
     pub owner: Option<String>,
     pub group: Option<String>,
 }
@@ -325,7 +328,74 @@ impl InstallConfig {
     }
 }
 
-pub use crate::reload::config::{DockerAction, DockerVerb, ReloadAction, ReloadConfig, SystemdAction};
+pub use crate::reload::config::{
+    DockerAction, DockerTarget, DockerVerb, ReloadAction, ReloadConfig, ReloadKind, SystemdAction, SystemdVerb,
+};
+
+/// `challenge = "http-01" | "dns-01"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum ChallengeKind {
+    #[serde(rename = "http-01")]
+    Http01,
+    #[serde(rename = "dns-01")]
+    Dns01,
+}
+
+impl ChallengeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChallengeKind::Http01 => "http-01",
+            ChallengeKind::Dns01 => "dns-01",
+        }
+    }
+}
+
+/// A file mode such as "0640": octal, permission bits only (at most "0777").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileMode(u32);
+
+impl FileMode {
+    pub fn bits(self) -> u32 {
+        self.0
+    }
+
+    /// Can users other than owner and group read, write or run it?
+    pub fn for_others(self) -> bool {
+        self.0 & 0o007 != 0
+    }
+}
+
+impl std::str::FromStr for FileMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse_mode(s).map(FileMode)
+    }
+}
+
+impl fmt::Display for FileMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04o}", self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for FileMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(|e: String| serde::de::Error::custom(e.trim_start_matches("= ")))
+    }
+}
+
+/// `install.mode` / `install.key_mode`: a [`FileMode`], with the key named in the error.
+fn install_mode<'de, D: serde::Deserializer<'de>>(key: &str, d: D) -> Result<FileMode, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map_err(|e: String| serde::de::Error::custom(format!("install.{key} {e}")))
+}
+
+impl Serialize for FileMode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -364,6 +434,15 @@ impl Default for VerifyConfig {
 }
 
 impl CertificateConfig {
+    /// The DNS-01 settings when this certificate is validated with DNS-01 (`dns` set, and
+    /// `challenge` "dns-01" or left out), None for HTTP-01.
+    pub fn dns01(&self) -> Option<&crate::challenge::dns01::DnsConfig> {
+        match self.challenge {
+            None | Some(ChallengeKind::Dns01) => self.dns.as_ref(),
+            Some(ChallengeKind::Http01) => None,
+        }
+    }
+
     /// The verification to run after installing, if any: explicit `[certificate.verify]`, or
     /// the defaults whenever a reload is configured (a reload nobody checks proves nothing).
     pub fn verify_settings(&self) -> Option<VerifyConfig> {
@@ -405,11 +484,17 @@ fn default_fullchain() -> String {
 fn default_key() -> String {
     "domain.key".into()
 }
-fn default_mode() -> String {
-    "0644".into()
+fn default_mode() -> FileMode {
+    FileMode(0o644)
 }
-fn default_key_mode() -> String {
-    "0600".into()
+fn default_key_mode() -> FileMode {
+    FileMode(0o600)
+}
+fn de_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<FileMode, D::Error> {
+    install_mode("mode", d)
+}
+fn de_key_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<FileMode, D::Error> {
+    install_mode("key_mode", d)
 }
 
 pub(crate) mod duration {
@@ -482,7 +567,8 @@ pub enum Purpose {
     Write,
 }
 
-/// Read, parse and validate the file at `path`.
+/// Read, parse and check the file at `path`: [`validate`] and [`preflight`], every problem of
+/// both listed at once, in the order of the file.
 pub fn load(path: &Path, purpose: Purpose) -> Result<Config, ConfigError> {
     let fail = |problems| ConfigError { path: path.to_owned(), problems };
     let text = std::fs::read_to_string(path).map_err(|e| {
@@ -492,7 +578,7 @@ pub fn load(path: &Path, purpose: Purpose) -> Result<Config, ConfigError> {
         )])
     })?;
     let config = parse(&text).map_err(|p| fail(vec![p]))?;
-    let problems = validate(&config, purpose);
+    let problems = all_problems(&config, purpose);
     if problems.is_empty() { Ok(config) } else { Err(fail(problems)) }
 }
 
@@ -501,9 +587,10 @@ pub fn parse(text: &str) -> Result<Config, String> {
     toml::from_str(text).map_err(|e| with_suggestion(&e.to_string()))
 }
 
-/// serde says "unknown field `domian`, expected one of `name`, `domains`, …"; add the likely fix.
+/// serde says "unknown field `domian`, expected one of `name`, `domains`, …" (or "unknown
+/// variant `dns01`, expected `http-01` or `dns-01`"); add the likely fix.
 fn with_suggestion(msg: &str) -> String {
-    let Some(rest) = msg.split("unknown field `").nth(1) else { return msg.to_owned() };
+    let Some(rest) = ["unknown field `", "unknown variant `"].iter().find_map(|m| msg.split(m).nth(1)) else { return msg.to_owned() };
     let Some(unknown) = rest.split('`').next() else { return msg.to_owned() };
     let expected: Vec<&str> = rest.split('`').skip(2).step_by(2).filter(|s| !s.is_empty()).collect();
     match closest(unknown, &expected) {
@@ -535,9 +622,114 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// Every semantic problem of a parsed config; empty means valid.
-pub fn validate(config: &Config, purpose: Purpose) -> Vec<String> {
-    let mut problems = Vec::new();
+/// Problems with their place in the file. [`validate`] and [`preflight`] each find some; [`load`]
+/// merges both back into the order of the file, as if one pass had found them all.
+///
+/// It derefs to the list itself, so checks push to it like to any `Vec<String>`.
+#[derive(Default)]
+struct Problems {
+    list: Vec<String>,
+    /// (index in `list` from which on, place)
+    places: Vec<(usize, Place)>,
+}
+
+/// (part, certificate, step): the order problems are listed in. Part 0 is the top of the file up
+/// to [http01], part 1 the rest of the top, part 2 the certificates, each in steps 0..=3.
+type Place = (u8, usize, u8);
+
+const TOP: Place = (0, 0, 0);
+const TOP_REST: Place = (1, 0, 0);
+
+fn cert_place(i: usize) -> Place {
+    (2, i, 0)
+}
+
+impl Problems {
+    /// Problems pushed from now on belong at `place`.
+    fn at(&mut self, place: Place) {
+        self.places.push((self.list.len(), place));
+    }
+
+    /// Problems pushed from now on belong to `step` of the current certificate.
+    fn step(&mut self, step: u8) {
+        let (part, cert, _) = self.places.last().map_or(TOP, |p| p.1);
+        self.at((part, cert, step));
+    }
+
+    fn placed(self) -> Vec<(Place, String)> {
+        let places = self.places;
+        self.list
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| (places.iter().rev().find(|(from, _)| *from <= i).map_or(TOP, |(_, place)| *place), p))
+            .collect()
+    }
+}
+
+impl std::ops::Deref for Problems {
+    type Target = Vec<String>;
+    fn deref(&self) -> &Vec<String> {
+        &self.list
+    }
+}
+
+impl std::ops::DerefMut for Problems {
+    fn deref_mut(&mut self) -> &mut Vec<String> {
+        &mut self.list
+    }
+}
+
+/// Everything [`validate`] and [`preflight`] find, in the order of the file.
+fn all_problems(config: &Config, purpose: Purpose) -> Vec<String> {
+    let mut all = validate_placed(config).placed();
+    all.extend(preflight_placed(config, purpose).placed());
+    // Stable: at one place, what the file itself shows comes before what the host shows.
+    all.sort_by_key(|(place, _)| *place);
+    all.into_iter().map(|(_, p)| p).collect()
+}
+
+/// Every problem the configuration itself shows, without looking at the host (except that
+/// `[acme] ca_bundle` is read); empty means valid.
+pub fn validate(config: &Config) -> Vec<String> {
+    validate_placed(config).list
+}
+
+/// Every problem of the configuration on this host: files that must be readable (TSIG key,
+/// verify.password_file, CA bundles), directories that must be usable (install.dir and the
+/// HTTP-01 webroot when writing), users and groups that must exist.
+pub fn preflight(config: &Config, purpose: Purpose) -> Vec<String> {
+    preflight_placed(config, purpose).list
+}
+
+fn preflight_placed(config: &Config, purpose: Purpose) -> Problems {
+    let mut problems = Problems::default();
+    if let Some(dir) = &config.http01.webroot
+        && purpose == Purpose::Write
+        && !dir.is_dir()
+    {
+        problems.push(format!(
+            "[http01] webroot {} is not a directory: point it at the document root your web server serves on port 80",
+            dir.display()
+        ));
+    }
+    for (i, cert) in config.certificates.iter().enumerate() {
+        let at = cert_label(i, cert);
+        problems.at(cert_place(i));
+        if let Some(dns) = cert.dns01() {
+            crate::challenge::dns01::preflight(&at, dns, &mut problems);
+        }
+        problems.step(1);
+        preflight_install(&at, &cert.install, purpose, &mut problems);
+        problems.step(2);
+        if let Some(verify) = &cert.verify_settings() {
+            preflight_verify(&at, verify, purpose, &mut problems);
+        }
+    }
+    problems
+}
+
+fn validate_placed(config: &Config) -> Problems {
+    let mut problems = Problems::default();
     match &config.acme {
         Some(acme) => validate_acme(acme, &mut problems),
         None if config.certificates.iter().any(|c| c.issuer == IssuerRef::Acme) => problems.push(
@@ -548,17 +740,10 @@ pub fn validate(config: &Config, purpose: Purpose) -> Vec<String> {
     if config.concurrency == 0 {
         problems.push("concurrency = 0: at least one certificate must be worked on; use 1 or more".into());
     }
-    if let Some(dir) = &config.http01.webroot {
-        if config.http01.listen.is_some() {
-            problems.push("[http01] sets both `listen` and `webroot`: choose one way of answering HTTP-01".into());
-        }
-        if purpose == Purpose::Write && !dir.is_dir() {
-            problems.push(format!(
-                "[http01] webroot {} is not a directory: point it at the document root your web server serves on port 80",
-                dir.display()
-            ));
-        }
+    if config.http01.webroot.is_some() && config.http01.listen.is_some() {
+        problems.push("[http01] sets both `listen` and `webroot`: choose one way of answering HTTP-01".into());
     }
+    problems.at(TOP_REST);
     if tokio_cron_scheduler::Job::new_async(config.daemon.check.as_str(), |_, _| Box::pin(async {})).is_err() {
         problems.push(format!(
             "[daemon] check = \"{}\" is not a cron expression with seconds, like \"0 */10 * * * *\" (sec min hour day month weekday)",
@@ -593,18 +778,20 @@ pub fn validate(config: &Config, purpose: Purpose) -> Vec<String> {
     let mut files: HashMap<PathBuf, (usize, &str)> = HashMap::new();
     for (i, cert) in config.certificates.iter().enumerate() {
         let at = cert_label(i, cert);
+        problems.at(cert_place(i));
         if let Some(prev) = names.insert(cert.name.as_str(), i) {
             problems.push(format!("{at}: name `{}` is used by certificate #{} too; names must be unique", cert.name, prev + 1));
         }
-        validate_certificate(&at, cert, purpose, &mut problems);
+        validate_certificate(&at, cert, &mut problems);
+        problems.step(3);
         for file in [cert.install.fullchain_path(), cert.install.key_path()] {
-            if let Some((j, other)) = files.insert(file.clone(), (i, &cert.name)) {
-                if j != i {
-                    problems.push(format!(
-                        "{at}: writes {} which certificate `{other}` writes too; give each certificate its own files",
-                        file.display()
-                    ));
-                }
+            if let Some((j, other)) = files.insert(file.clone(), (i, &cert.name))
+                && j != i
+            {
+                problems.push(format!(
+                    "{at}: writes {} which certificate `{other}` writes too; give each certificate its own files",
+                    file.display()
+                ));
             }
         }
     }
@@ -650,7 +837,7 @@ fn validate_acme(acme: &AcmeConfig, problems: &mut Vec<String>) {
     }
 }
 
-fn validate_certificate(at: &str, cert: &CertificateConfig, purpose: Purpose, problems: &mut Vec<String>) {
+fn validate_certificate(at: &str, cert: &CertificateConfig, problems: &mut Problems) {
     if cert.name.is_empty() || !cert.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) || cert.name.starts_with('.') {
         problems.push(format!(
             "{at}: name \"{}\" must be non-empty and use only letters, digits, '-', '_' and '.' (it names a directory in state_dir)",
@@ -668,15 +855,15 @@ fn validate_certificate(at: &str, cert: &CertificateConfig, purpose: Purpose, pr
             problems.push(format!("{at}: wildcard \"{d}\" cannot be validated with HTTP-01; a wildcard needs the DNS-01 challenge"));
         }
     }
-    match (cert.challenge.as_deref(), &cert.dns) {
-        (None | Some("dns-01"), Some(dns)) => crate::challenge::dns01::validate(at, dns, problems),
-        (Some("dns-01"), None) => {
+    match (cert.challenge, &cert.dns) {
+        (None | Some(ChallengeKind::Dns01), Some(dns)) => crate::challenge::dns01::validate(at, dns, problems),
+        (Some(ChallengeKind::Dns01), None) => {
             problems.push(format!("{at}: challenge = \"dns-01\" needs dns = {{ provider = \"rfc2136\" | \"exec\", … }}"))
         }
-        (Some("http-01"), Some(_)) => problems.push(format!("{at}: `dns` is set but challenge = \"http-01\"; remove one")),
-        (None | Some("http-01"), None) => {}
-        (Some(other), _) => problems.push(format!("{at}: challenge = \"{other}\" must be \"http-01\" or \"dns-01\"")),
+        (Some(ChallengeKind::Http01), Some(_)) => problems.push(format!("{at}: `dns` is set but challenge = \"http-01\"; remove one")),
+        (None | Some(ChallengeKind::Http01), None) => {}
     }
+    problems.step(1);
     if acme && !cert.ips.is_empty() {
         problems.push(format!(
             "{at}: ips (IP SANs) need a private CA: set issuer = \"ca:NAME\" with a [ca.NAME]; public CAs do not certify private addresses"
@@ -701,21 +888,20 @@ fn validate_certificate(at: &str, cert: &CertificateConfig, purpose: Purpose, pr
             problems.push(format!("{at}: domain \"{d}\" is listed twice"));
         }
     }
-    if let Some(rb) = cert.renew_before {
-        if rb.is_zero() {
-            problems.push(format!("{at}: renew_before = 0 would never renew; remove it to use the default (a third of the lifetime)"));
-        }
+    if cert.renew_before.is_some_and(|rb| rb.is_zero()) {
+        problems.push(format!("{at}: renew_before = 0 would never renew; remove it to use the default (a third of the lifetime)"));
     }
-    validate_install(at, &cert.install, purpose, problems);
+    validate_install(at, &cert.install, problems);
+    problems.step(2);
     if let Some(reload) = &cert.reload {
         crate::reload::config::validate(at, reload, problems);
     }
     if let Some(verify) = &cert.verify_settings() {
-        validate_verify(at, cert, verify, purpose, problems);
+        validate_verify(at, cert, verify, problems);
     }
 }
 
-fn validate_verify(at: &str, cert: &CertificateConfig, verify: &VerifyConfig, purpose: Purpose, problems: &mut Vec<String>) {
+fn validate_verify(at: &str, cert: &CertificateConfig, verify: &VerifyConfig, problems: &mut Problems) {
     let url = cert.verify_url(verify);
     if !url.starts_with("https://") || url.parse::<hyper::Uri>().map(|u| u.host().is_none()).unwrap_or(true) {
         problems.push(format!("{at}: verify.url \"{url}\" must be an https:// URL such as \"https://registry.example.com:5000/v2/\""));
@@ -723,24 +909,27 @@ fn validate_verify(at: &str, cert: &CertificateConfig, verify: &VerifyConfig, pu
     if verify.username.is_some() != verify.password_file.is_some() {
         problems.push(format!("{at}: verify.username and verify.password_file go together; set both or neither"));
     }
-    if purpose == Purpose::Write {
-        if let Some(p) = &verify.password_file {
-            if let Err(e) = std::fs::read_to_string(p) {
-                problems.push(format!("{at}: verify.password_file {}: {e}", p.display()));
-            }
-        }
-    }
-    if let Some(bundle) = &verify.ca_bundle {
-        if let Err(e) = crate::certinfo::read_pem_certs(bundle) {
-            problems.push(format!("{at}: verify.ca_bundle: {e}"));
-        }
-    }
+    problems.step(3);
     if verify.timeout.is_zero() {
         problems.push(format!("{at}: verify.timeout = 0 leaves no time for the registry to restart; use e.g. \"60s\""));
     }
 }
 
-fn validate_install(at: &str, install: &InstallConfig, purpose: Purpose, problems: &mut Vec<String>) {
+fn preflight_verify(at: &str, verify: &VerifyConfig, purpose: Purpose, problems: &mut Vec<String>) {
+    if purpose == Purpose::Write
+        && let Some(p) = &verify.password_file
+        && let Err(e) = std::fs::read_to_string(p)
+    {
+        problems.push(format!("{at}: verify.password_file {}: {e}", p.display()));
+    }
+    if let Some(bundle) = &verify.ca_bundle
+        && let Err(e) = crate::certinfo::read_pem_certs(bundle)
+    {
+        problems.push(format!("{at}: verify.ca_bundle: {e}"));
+    }
+}
+
+fn validate_install(at: &str, install: &InstallConfig, problems: &mut Vec<String>) {
     for (key, file) in [("fullchain", &install.fullchain), ("key", &install.key)] {
         if file.is_empty() || file.contains('/') || file == "." || file == ".." {
             problems.push(format!("{at}: install.{key} = \"{file}\" must be a plain file name inside install.dir"));
@@ -749,32 +938,29 @@ fn validate_install(at: &str, install: &InstallConfig, purpose: Purpose, problem
     if install.fullchain == install.key {
         problems.push(format!("{at}: install.fullchain and install.key are both \"{}\"; use two files", install.key));
     }
-    match parse_mode(&install.mode) {
-        Ok(_) => {}
-        Err(e) => problems.push(format!("{at}: install.mode {e}")),
-    }
-    match parse_mode(&install.key_mode) {
-        Ok(m) if m & 0o007 != 0 => problems.push(format!(
+    if install.key_mode.for_others() {
+        problems.push(format!(
             "{at}: install.key_mode = \"{}\" lets every user read the private key; use \"0600\" or \"0640\" with a group",
             install.key_mode
-        )),
-        Ok(_) => {}
-        Err(e) => problems.push(format!("{at}: install.key_mode {e}")),
+        ));
     }
-    if let Some(owner) = &install.owner {
-        if crate::fsutil::lookup_user(owner).is_none() {
-            problems.push(format!("{at}: install.owner \"{owner}\" is not a user on this host"));
-        }
+}
+
+fn preflight_install(at: &str, install: &InstallConfig, purpose: Purpose, problems: &mut Vec<String>) {
+    if let Some(owner) = &install.owner
+        && crate::fsutil::lookup_user(owner).is_none()
+    {
+        problems.push(format!("{at}: install.owner \"{owner}\" is not a user on this host"));
     }
-    if let Some(group) = &install.group {
-        if crate::fsutil::lookup_group(group).is_none() {
-            problems.push(format!("{at}: install.group \"{group}\" is not a group on this host"));
-        }
+    if let Some(group) = &install.group
+        && crate::fsutil::lookup_group(group).is_none()
+    {
+        problems.push(format!("{at}: install.group \"{group}\" is not a group on this host"));
     }
-    if purpose == Purpose::Write {
-        if let Err(e) = crate::fsutil::check_writable_dir(&install.dir) {
-            problems.push(format!("{at}: install.dir {e}"));
-        }
+    if purpose == Purpose::Write
+        && let Err(e) = crate::fsutil::check_writable_dir(&install.dir)
+    {
+        problems.push(format!("{at}: install.dir {e}"));
     }
 }
 
@@ -873,6 +1059,186 @@ mod tests {
         let cert = &cfg.certificates[0];
         assert!(matches!(cert.reload.as_ref().unwrap().actions[..], [ReloadAction::Docker(_)]));
         assert_eq!(cert.verify_settings().unwrap().timeout, Duration::from_secs(60));
+    }
+
+    /// A valid config with one certificate; `extra` goes into the certificate table, `after` after
+    /// its install table.
+    fn config(extra: &str, after: &str) -> String {
+        format!(
+            "[acme]\ndirectory = \"letsencrypt\"\naccept_terms = true\n[[certificate]]\nname = \"r\"\n{extra}\n\
+             [certificate.install]\ndir = \"/nonexistent/certs\"\n{after}\n"
+        )
+    }
+
+    fn problems(extra: &str, after: &str) -> Vec<String> {
+        validate(&parse(&config(extra, after)).unwrap())
+    }
+
+    fn round_trip(cfg: &Config) -> Config {
+        let text = toml::to_string_pretty(cfg).unwrap();
+        let back = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(toml::to_string_pretty(&back).unwrap(), text);
+        back
+    }
+
+    #[test]
+    fn pure_validation_needs_no_host() {
+        assert_eq!(problems("domains = [\"a.example.com\"]", ""), Vec::<String>::new());
+        assert_eq!(
+            problems("domains = [\"*.example.com\"]", ""),
+            ["[[certificate]] `r`: wildcard \"*.example.com\" cannot be validated with HTTP-01; a wildcard needs the DNS-01 challenge"]
+        );
+        assert_eq!(
+            problems("domains = [\"a.example.com\"]\nchallenge = \"dns-01\"", ""),
+            ["[[certificate]] `r`: challenge = \"dns-01\" needs dns = { provider = \"rfc2136\" | \"exec\", … }"]
+        );
+        assert_eq!(
+            problems("domains = [\"a.example.com\"]\nchallenge = \"http-01\"\ndns = { provider = \"exec\", command = [\"x\"] }", ""),
+            ["[[certificate]] `r`: `dns` is set but challenge = \"http-01\"; remove one"]
+        );
+        assert_eq!(
+            problems("domains = [\"*.example.com\"]\ndns = { provider = \"exec\" }", ""),
+            ["[[certificate]] `r`: dns.command is required for provider \"exec\", e.g. [\"/usr/local/bin/dns-hook\"]"]
+        );
+        assert_eq!(
+            problems(
+                "domains = [\"a.example.com\"]",
+                "key_mode = \"0644\"\n[certificate.reload]\ndocker = { container = \"r\", action = \"signal\" }"
+            ),
+            [
+                "[[certificate]] `r`: install.key_mode = \"0644\" lets every user read the private key; use \"0600\" or \"0640\" with a group",
+                "[[certificate]] `r`: reload.docker action = \"signal\" needs `signal`, e.g. \"SIGHUP\"",
+            ]
+        );
+        // Host facts are preflight's: a TSIG key file that is not there, an unknown owner.
+        let cfg = parse(&config(
+            "domains = [\"a.example.com\"]\ndns = { provider = \"rfc2136\", server = \"10.0.0.53\", zone = \"example.com.\", tsig_key = \"/nonexistent/k\" }",
+            "owner = \"no-such-user-regcert\"",
+        ))
+        .unwrap();
+        assert!(validate(&cfg).is_empty(), "{:?}", validate(&cfg));
+        let host = preflight(&cfg, Purpose::Read);
+        assert!(host.len() == 2 && host[0].contains("dns.tsig_key /nonexistent/k") && host[1].contains("install.owner"), "{host:?}");
+        assert!(preflight(&cfg, Purpose::Write).iter().any(|p| p.contains("install.dir /nonexistent/certs")));
+    }
+
+    #[test]
+    fn rfc2136_lists_every_missing_setting() {
+        let p = problems("domains = [\"a.example.com\"]\ndns = { provider = \"rfc2136\", zone = \"bad..zone\" }", "");
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(
+            p[0].contains("dns.server must be") && p[1].contains("dns.zone must") && p[2].contains("dns.tsig_key is required"),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn load_merges_validate_and_preflight_in_file_order() {
+        let dir = std::env::temp_dir().join(format!("regcert-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.toml");
+        let text = config(
+            "domains = [\"a.example.com\"]",
+            "group = \"no-such-group-regcert\"\n[certificate.reload]\ncommand = []\n[certificate.verify]\ntimeout = \"0s\"\npassword_file = \"/nonexistent/pw\"\nusername = \"u\"",
+        )
+        .replace("[acme]", "concurrency = 0\n[acme]");
+        std::fs::write(&path, text).unwrap();
+        let err = load(&path, Purpose::Write).unwrap_err();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let wants =
+            ["concurrency = 0", "install.group", "install.dir", "reload.command is empty", "verify.password_file", "verify.timeout = 0"];
+        assert_eq!(err.problems.len(), wants.len(), "{err}");
+        for (p, want) in err.problems.iter().zip(wants) {
+            assert!(p.contains(want), "{want:?} expected, got {p:?} in {err}");
+        }
+    }
+
+    #[test]
+    fn wrong_values_are_parse_errors_that_name_key_value_and_choices() {
+        for (extra, after, wants) in [
+            (
+                "challenge = \"tls-alpn-01\"",
+                "",
+                &["challenge = \"tls-alpn-01\"", "unknown variant `tls-alpn-01`, expected `http-01` or `dns-01`"][..],
+            ),
+            ("challenge = \"dns01\"", "", &["unknown variant `dns01`", "did you mean `dns-01`?"][..]),
+            (
+                "dns = { provider = \"route53\" }",
+                "",
+                &["provider = \"route53\"", "unknown variant `route53`, expected `rfc2136` or `exec`"][..],
+            ),
+            ("dns = { provider = \"exec\", comand = [\"x\"] }", "", &["unknown field `comand`", "did you mean `command`?"][..]),
+            (
+                "dns = { provider = \"exec\", command = [\"x\"], nameservers = [\"ns1\"] }",
+                "",
+                &["dns server \"ns1\" is not IP or IP:PORT"][..],
+            ),
+            ("", "mode = \"0999\"", &["mode = \"0999\"", "install.mode = \"0999\" is not an octal file mode like \"0644\""][..]),
+            ("", "key_mode = \"1600\"", &["install.key_mode = \"1600\" is not an octal file mode"][..]),
+            (
+                "",
+                "[certificate.reload]\ndocker = { container = \"r\", action = \"stop\" }",
+                &["unknown variant `stop`", "`restart`, `signal`, `exec`"][..],
+            ),
+            (
+                "",
+                "[certificate.reload]\nsystemd = { unit = \"a\", action = \"relaod\" }",
+                &["unknown variant `relaod`", "did you mean `reload`?"][..],
+            ),
+        ] {
+            let err = parse(&config(&format!("domains = [\"a.example.com\"]\n{extra}"), after)).unwrap_err();
+            for want in wants {
+                assert!(err.contains(want), "{want:?} not in {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn typed_values_round_trip() {
+        let cfg = parse(&config(
+            "domains = [\"*.example.com\"]\nchallenge = \"dns-01\"\n\
+             dns = { provider = \"rfc2136\", server = \"10.0.0.53\", zone = \"example.com.\", tsig_key = \"/k\", nameservers = [\"[::1]:5353\"] }",
+            "mode = \"640\"\nkey_mode = \"0400\"\n[certificate.reload]\nsystemd = { unit = \"nginx.service\", action = \"reload-or-restart\" }\n\
+             docker = { label = \"a=b\", action = \"exec\", exec = [\"nginx\", \"-s\", \"reload\"] }",
+        ))
+        .unwrap();
+        let cert = &round_trip(&cfg).certificates[0];
+        assert_eq!(cert.challenge, Some(ChallengeKind::Dns01));
+        let dns = cert.dns01().unwrap();
+        assert_eq!(
+            dns.provider,
+            crate::challenge::dns01::DnsProvider::Rfc2136 {
+                server: Some("10.0.0.53:53".parse().unwrap()),
+                zone: Some("example.com.".into()),
+                tsig_key: Some("/k".into())
+            }
+        );
+        assert_eq!(dns.nameservers[0].0, "[::1]:5353".parse().unwrap());
+        assert_eq!((cert.install.mode.bits(), cert.install.key_mode.bits()), (0o640, 0o400));
+        assert_eq!(cert.install.mode.to_string(), "0640");
+        let text = toml::to_string_pretty(&cfg).unwrap();
+        for want in [
+            "mode = \"0640\"",
+            "key_mode = \"0400\"",
+            "challenge = \"dns-01\"",
+            "provider = \"rfc2136\"",
+            "server = \"10.0.0.53:53\"",
+            "action = \"reload-or-restart\"",
+        ] {
+            assert!(text.contains(want), "{want:?} not in\n{text}");
+        }
+        // dns without challenge means DNS-01; challenge = "http-01" means none.
+        let cfg = parse(&config("domains = [\"a.example.com\"]\ndns = { provider = \"exec\", command = [\"h\"] }", "")).unwrap();
+        assert!(round_trip(&cfg).certificates[0].dns01().is_some());
+        assert_eq!(cfg.certificates[0].challenge, None);
+        let cfg = parse(&config("domains = [\"a.example.com\"]\nchallenge = \"http-01\"", "")).unwrap();
+        assert!(cfg.certificates[0].dns01().is_none());
+        assert_eq!(cfg.certificates[0].install.key_mode.to_string(), "0600");
+    }
+
+    #[test]
+    fn example_config_round_trips() {
+        round_trip(&parse(include_str!("../config.example.toml")).unwrap());
     }
 
     #[test]

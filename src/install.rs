@@ -8,7 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::certinfo::{LeafInfo, parse_pem_certs};
-use crate::config::{CertificateConfig, InstallConfig, parse_mode};
+use crate::config::{CertificateConfig, InstallConfig};
 use crate::fsutil::{FileSpec, create_private_dir, remove_stale_temps, write_atomic, write_in_place};
 use crate::keys::spki_of_key_pem;
 use crate::state::StateDir;
@@ -76,9 +76,7 @@ pub fn inspect_pair(fullchain: &[u8], key_pem: Option<&str>) -> Result<Installed
 fn file_specs(install: &InstallConfig) -> (FileSpec, FileSpec) {
     let uid = install.owner.as_deref().and_then(crate::fsutil::lookup_user);
     let gid = install.group.as_deref().and_then(crate::fsutil::lookup_group);
-    let mode = parse_mode(&install.mode).unwrap_or(0o644);
-    let key_mode = parse_mode(&install.key_mode).unwrap_or(0o600);
-    (FileSpec { mode, uid, gid }, FileSpec { mode: key_mode, uid, gid })
+    (FileSpec { mode: install.mode.bits(), uid, gid }, FileSpec { mode: install.key_mode.bits(), uid, gid })
 }
 
 /// Install `fullchain` and `key` for `cert`, keeping the pair they replace as the backup.

@@ -19,27 +19,140 @@ use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+/// `dns = { provider = "rfc2136" | "exec", … }`: how DNS-01 records are published and checked.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(from = "RawDns", into = "RawDns")]
 pub struct DnsConfig {
-    /// "rfc2136" or "exec".
-    pub provider: String,
-    /// rfc2136: the primary server that accepts updates, "10.0.0.53:53".
-    pub server: Option<String>,
-    /// rfc2136: the zone to update, "example.com.".
-    pub zone: Option<String>,
-    /// rfc2136: BIND key file (the `nsupdate -k` format) with the TSIG key.
-    pub tsig_key: Option<PathBuf>,
-    /// exec: program run as `COMMAND present|cleanup FQDN VALUE`.
-    pub command: Option<Vec<String>>,
+    pub provider: DnsProvider,
     /// Check propagation on these servers instead of the zone's NS set.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub nameservers: Vec<String>,
+    pub nameservers: Vec<DnsServer>,
     /// CNAME delegation (acme-dns style): write the TXT here instead of at `_acme-challenge.<name>`.
     pub delegate: Option<String>,
     /// How long to wait for every nameserver to answer the record.
-    #[serde(default = "default_propagation", with = "crate::config::duration")]
     pub propagation_timeout: Duration,
+}
+
+/// Who publishes the records, with the settings only that provider uses.
+///
+/// Required settings that are missing stay `None` (or empty) here: [`validate`] reports them
+/// together with every other problem of the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DnsProvider {
+    /// RFC 2136 dynamic update signed with TSIG (BIND, Knot, PowerDNS, Windows DNS…).
+    Rfc2136 {
+        /// The primary server that accepts updates, "10.0.0.53:53".
+        server: Option<DnsServer>,
+        /// The zone to update, "example.com.".
+        zone: Option<String>,
+        /// BIND key file (the `nsupdate -k` format) with the TSIG key.
+        tsig_key: Option<PathBuf>,
+    },
+    /// A program run as `COMMAND present|cleanup FQDN VALUE`.
+    Exec {
+        command: Vec<String>,
+        /// Where to look up the zone's NS set when `nameservers` is empty (optional).
+        server: Option<DnsServer>,
+        zone: Option<String>,
+    },
+}
+
+/// The value of `provider`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum ProviderKind {
+    Rfc2136,
+    Exec,
+}
+
+/// A DNS server as written in the config: "IP:PORT", or "IP" for port 53.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DnsServer(pub SocketAddr);
+
+impl std::str::FromStr for DnsServer {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse_server(s).map(DnsServer)
+    }
+}
+
+impl std::fmt::Display for DnsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<'de> Deserialize<'de> for DnsServer {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(|e: String| serde::de::Error::custom(format!("dns server {e}, e.g. \"10.0.0.53:53\"")))
+    }
+}
+
+impl Serialize for DnsServer {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+/// The TOML shape of `dns = {…}`: one flat table whatever the provider.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct RawDns {
+    provider: ProviderKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    server: Option<DnsServer>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    zone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tsig_key: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    command: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    nameservers: Vec<DnsServer>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    delegate: Option<String>,
+    #[serde(default = "default_propagation", with = "crate::config::duration")]
+    propagation_timeout: Duration,
+}
+
+// `command` with rfc2136 and `tsig_key` with exec were always accepted and never used; they
+// still are accepted, and dropped.
+impl From<RawDns> for DnsConfig {
+    fn from(raw: RawDns) -> Self {
+        let provider = match raw.provider {
+            ProviderKind::Rfc2136 => DnsProvider::Rfc2136 { server: raw.server, zone: raw.zone, tsig_key: raw.tsig_key },
+            ProviderKind::Exec => DnsProvider::Exec { command: raw.command.unwrap_or_default(), server: raw.server, zone: raw.zone },
+        };
+        DnsConfig { provider, nameservers: raw.nameservers, delegate: raw.delegate, propagation_timeout: raw.propagation_timeout }
+    }
+}
+
+impl From<DnsConfig> for RawDns {
+    fn from(c: DnsConfig) -> Self {
+        let (provider, server, zone, tsig_key, command) = match c.provider {
+            DnsProvider::Rfc2136 { server, zone, tsig_key } => (ProviderKind::Rfc2136, server, zone, tsig_key, None),
+            DnsProvider::Exec { command, server, zone } => (ProviderKind::Exec, server, zone, None, Some(command)),
+        };
+        RawDns {
+            provider,
+            server,
+            zone,
+            tsig_key,
+            command,
+            nameservers: c.nameservers,
+            delegate: c.delegate,
+            propagation_timeout: c.propagation_timeout,
+        }
+    }
+}
+
+impl DnsProvider {
+    /// The server and zone the provider knows (where the zone's NS set can be asked for).
+    fn server_and_zone(&self) -> (Option<DnsServer>, Option<&str>) {
+        match self {
+            DnsProvider::Rfc2136 { server, zone, .. } | DnsProvider::Exec { server, zone, .. } => (*server, zone.as_deref()),
+        }
+    }
 }
 
 fn default_propagation() -> Duration {
@@ -74,36 +187,34 @@ pub fn read_tsig_key(path: &Path) -> Result<TsigKey, String> {
     Ok(TsigKey { name: name.to_owned(), algorithm, secret })
 }
 
-/// Problems of a `dns = {…}` table.
+/// Problems of a `dns = {…}` table that the table itself shows (no I/O).
 pub fn validate(at: &str, dns: &DnsConfig, problems: &mut Vec<String>) {
-    match dns.provider.as_str() {
-        "rfc2136" => {
-            if dns.server.as_deref().is_none_or(|s| parse_server(s).is_err()) {
+    match &dns.provider {
+        DnsProvider::Rfc2136 { server, zone, tsig_key } => {
+            if server.is_none() {
                 problems.push(format!("{at}: dns.server must be the update server as IP:PORT, e.g. \"10.0.0.53:53\""));
             }
-            if dns.zone.as_deref().is_none_or(|z| Name::from_ascii(z).is_err()) {
+            if zone.as_deref().is_none_or(|z| Name::from_ascii(z).is_err()) {
                 problems.push(format!("{at}: dns.zone must name the zone to update, e.g. \"example.com.\""));
             }
-            match &dns.tsig_key {
-                None => problems.push(format!("{at}: dns.tsig_key is required: the BIND key file (tsig-keygen NAME > file)")),
-                Some(p) => {
-                    if let Err(e) = read_tsig_key(p) {
-                        problems.push(format!("{at}: {e}"));
-                    }
-                }
+            if tsig_key.is_none() {
+                problems.push(format!("{at}: dns.tsig_key is required: the BIND key file (tsig-keygen NAME > file)"));
             }
         }
-        "exec" => {
-            if dns.command.as_ref().is_none_or(|c| c.is_empty()) {
+        DnsProvider::Exec { command, .. } => {
+            if command.is_empty() {
                 problems.push(format!("{at}: dns.command is required for provider \"exec\", e.g. [\"/usr/local/bin/dns-hook\"]"));
             }
         }
-        other => problems.push(format!("{at}: dns.provider \"{other}\" is not \"rfc2136\" or \"exec\"")),
     }
-    for ns in &dns.nameservers {
-        if parse_server(ns).is_err() {
-            problems.push(format!("{at}: dns.nameservers entry \"{ns}\" must be IP:PORT"));
-        }
+}
+
+/// Problems of a `dns = {…}` table on this host: the TSIG key file must be readable and valid.
+pub fn preflight(at: &str, dns: &DnsConfig, problems: &mut Vec<String>) {
+    if let DnsProvider::Rfc2136 { tsig_key: Some(path), .. } = &dns.provider
+        && let Err(e) = read_tsig_key(path)
+    {
+        problems.push(format!("{at}: {e}"));
     }
 }
 
@@ -138,16 +249,16 @@ impl Dns01 {
     }
 
     pub async fn present(&self, rec: &TxtRecord) -> Result<(), String> {
-        match self.cfg.provider.as_str() {
-            "exec" => self.exec("present", rec).await,
-            _ => self.update(rec, true).await,
+        match &self.cfg.provider {
+            DnsProvider::Exec { command, .. } => self.exec(command, "present", rec).await,
+            DnsProvider::Rfc2136 { .. } => self.update(rec, true).await,
         }
     }
 
     pub async fn cleanup(&self, rec: &TxtRecord) {
-        let done = match self.cfg.provider.as_str() {
-            "exec" => self.exec("cleanup", rec).await,
-            _ => self.update(rec, false).await,
+        let done = match &self.cfg.provider {
+            DnsProvider::Exec { command, .. } => self.exec(command, "cleanup", rec).await,
+            DnsProvider::Rfc2136 { .. } => self.update(rec, false).await,
         };
         match done {
             Ok(()) => tracing::info!(fqdn = %rec.fqdn, "TXT record removed"),
@@ -156,9 +267,12 @@ impl Dns01 {
     }
 
     async fn update(&self, rec: &TxtRecord, add: bool) -> Result<(), String> {
-        let server = parse_server(self.cfg.server.as_deref().unwrap_or_default())?;
-        let zone = Name::from_ascii(self.cfg.zone.as_deref().unwrap_or_default()).map_err(|e| format!("dns.zone: {e}"))?;
-        let key_path = self.cfg.tsig_key.as_deref().ok_or("dns.tsig_key is not set")?;
+        let DnsProvider::Rfc2136 { server, zone, tsig_key } = &self.cfg.provider else {
+            return Err("dns.provider is not \"rfc2136\"".into());
+        };
+        let server = server.ok_or("dns.server is not set")?.0;
+        let zone = Name::from_ascii(zone.as_deref().unwrap_or_default()).map_err(|e| format!("dns.zone: {e}"))?;
+        let key_path = tsig_key.as_deref().ok_or("dns.tsig_key is not set")?;
         let key = read_tsig_key(key_path)?;
         let signer_name = Name::from_ascii(&key.name).map_err(|e| format!("TSIG key name: {e}"))?;
         let signer = TSigner::new(key.secret, key.algorithm, signer_name, 300).map_err(|e| format!("TSIG key: {e}"))?;
@@ -199,8 +313,7 @@ impl Dns01 {
         Ok(())
     }
 
-    async fn exec(&self, action: &str, rec: &TxtRecord) -> Result<(), String> {
-        let argv = self.cfg.command.as_deref().unwrap_or_default();
+    async fn exec(&self, argv: &[String], action: &str, rec: &TxtRecord) -> Result<(), String> {
         let Some((program, args)) = argv.split_first() else { return Err("dns.command is empty".into()) };
         let run = tokio::process::Command::new(program)
             .args(args)
@@ -256,18 +369,18 @@ impl Dns01 {
     /// `nameservers`, or the zone's NS set as the update server (or, for exec, the system) knows it.
     async fn nameservers(&self) -> Result<Vec<SocketAddr>, String> {
         if !self.cfg.nameservers.is_empty() {
-            return self.cfg.nameservers.iter().map(|s| parse_server(s)).collect();
+            return Ok(self.cfg.nameservers.iter().map(|s| s.0).collect());
         }
-        let Some(server) = self.cfg.server.as_deref() else {
+        let (server, zone) = self.cfg.provider.server_and_zone();
+        let Some(DnsServer(server)) = server else {
             return Err(
                 "dns.nameservers is needed with provider \"exec\" to check propagation (the zone's authoritative servers as IP:PORT)"
                     .into(),
             );
         };
-        let server = parse_server(server)?;
-        let zone = self.cfg.zone.clone().unwrap_or_default();
+        let zone = zone.unwrap_or_default();
         let mut found = Vec::new();
-        for ns in query(server, &zone, RecordType::NS).await.unwrap_or_default() {
+        for ns in query(server, zone, RecordType::NS).await.unwrap_or_default() {
             if let Ok(addrs) = tokio::net::lookup_host(format!("{}:53", ns.trim_end_matches('.'))).await {
                 found.extend(addrs);
             }
@@ -314,4 +427,71 @@ async fn query(server: SocketAddr, name: &str, kind: RecordType) -> Result<Vec<S
             _ => None,
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize, Serialize)]
+    struct Wrap {
+        dns: DnsConfig,
+    }
+
+    fn parse(table: &str) -> Result<DnsConfig, String> {
+        toml::from_str::<Wrap>(&format!("dns = {{ {table} }}")).map(|w| w.dns).map_err(|e| e.to_string())
+    }
+
+    fn round_trip(dns: &DnsConfig) -> DnsConfig {
+        let text = toml::to_string(&Wrap { dns: dns.clone() }).unwrap();
+        let back = toml::from_str::<Wrap>(&text).unwrap_or_else(|e| panic!("{e}\n{text}")).dns;
+        assert_eq!(&back, dns, "{text}");
+        back
+    }
+
+    #[test]
+    fn providers_carry_their_own_settings() {
+        let dns =
+            parse("provider = \"rfc2136\", server = \"10.0.0.53\", zone = \"example.com.\", tsig_key = \"/k\", command = [\"unused\"]")
+                .unwrap();
+        assert_eq!(
+            dns.provider,
+            DnsProvider::Rfc2136 {
+                server: Some("10.0.0.53:53".parse().unwrap()),
+                zone: Some("example.com.".into()),
+                tsig_key: Some("/k".into())
+            }
+        );
+        assert_eq!(dns.propagation_timeout, Duration::from_secs(120));
+        round_trip(&dns);
+        // exec may name a server and zone to find the NS set; a tsig_key was always ignored.
+        let dns = parse("provider = \"exec\", command = [\"hook\"], server = \"[::1]:5353\", zone = \"z.\", tsig_key = \"/k\", propagation_timeout = \"5s\"").unwrap();
+        assert_eq!(
+            dns.provider,
+            DnsProvider::Exec { command: vec!["hook".into()], server: Some("[::1]:5353".parse().unwrap()), zone: Some("z.".into()) }
+        );
+        assert_eq!(round_trip(&dns).propagation_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn missing_settings_are_problems_and_files_are_preflight() {
+        let mut p = Vec::new();
+        validate("c", &parse("provider = \"exec\", command = []").unwrap(), &mut p);
+        assert_eq!(p, ["c: dns.command is required for provider \"exec\", e.g. [\"/usr/local/bin/dns-hook\"]"]);
+        let dns =
+            parse("provider = \"rfc2136\", server = \"10.0.0.53:53\", zone = \"example.com.\", tsig_key = \"/nonexistent/k\"").unwrap();
+        let mut p = Vec::new();
+        validate("c", &dns, &mut p);
+        assert!(p.is_empty(), "{p:?}");
+        preflight("c", &dns, &mut p);
+        assert!(p.len() == 1 && p[0].starts_with("c: dns.tsig_key /nonexistent/k: "), "{p:?}");
+    }
+
+    #[test]
+    fn bad_servers_are_parse_errors() {
+        let err = parse("provider = \"rfc2136\", server = \"ns1.example.com:53\"").unwrap_err();
+        assert!(err.contains("dns server \"ns1.example.com:53\" is not IP or IP:PORT"), "{err}");
+        let err = parse("provider = \"exec\", nameservers = [\"10.0.0.1\", \"x\"]").unwrap_err();
+        assert!(err.contains("dns server \"x\""), "{err}");
+    }
 }

@@ -28,64 +28,222 @@ pub enum ReloadAction {
     Command(Vec<String>),
 }
 
-impl ReloadAction {
-    fn key(&self) -> &'static str {
+/// The kinds of reload action; [`ReloadKind::key`] is the one place their TOML keys are named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadKind {
+    Docker,
+    Systemd,
+    Command,
+}
+
+impl ReloadKind {
+    pub const ALL: [ReloadKind; 3] = [ReloadKind::Docker, ReloadKind::Systemd, ReloadKind::Command];
+
+    /// The key in `[certificate.reload]`.
+    pub fn key(self) -> &'static str {
         match self {
-            ReloadAction::Docker(_) => "docker",
-            ReloadAction::Systemd(_) => "systemd",
-            ReloadAction::Command(_) => "command",
+            ReloadKind::Docker => "docker",
+            ReloadKind::Systemd => "systemd",
+            ReloadKind::Command => "command",
+        }
+    }
+
+    fn from_key(key: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.key() == key)
+    }
+}
+
+impl ReloadAction {
+    pub fn kind(&self) -> ReloadKind {
+        match self {
+            ReloadAction::Docker(_) => ReloadKind::Docker,
+            ReloadAction::Systemd(_) => ReloadKind::Systemd,
+            ReloadAction::Command(_) => ReloadKind::Command,
         }
     }
 }
 
+// An action is written as its inner value; the key it goes under is its kind.
+impl Serialize for ReloadAction {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ReloadAction::Docker(d) => d.serialize(s),
+            ReloadAction::Systemd(x) => x.serialize(s),
+            ReloadAction::Command(argv) => argv.serialize(s),
+        }
+    }
+}
+
+/// `docker = { container | label, action, … }`: what to do to which containers.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawDocker", into = "RawDocker")]
 pub struct DockerAction {
+    pub target: DockerTarget,
+    pub verb: DockerVerb,
+}
+
+/// Which containers a docker action applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DockerTarget {
     /// A container name or ID ...
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub container: Option<String>,
+    Container(String),
     /// ... or every running container with this label (`key=value`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub label: Option<String>,
-    #[serde(default)]
-    pub action: DockerVerb,
-    /// For `action = "signal"`, e.g. "SIGHUP".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signal: Option<String>,
-    /// For `action = "exec"`: the command run inside the container; exit 0 is required.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exec: Option<Vec<String>>,
-    /// Stop timeout of a restart (default 10s).
-    #[serde(default, with = "crate::config::opt_duration", skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<Duration>,
-    /// Signal a container even though it runs the distribution registry (which dies on SIGHUP).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub force: bool,
+    Label(String),
+}
+
+/// `action = "restart" | "signal" | "exec"`, each with the settings only it uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DockerVerb {
+    /// `docker restart`; `timeout` is the stop timeout (default 10s).
+    Restart { timeout: Option<Duration> },
+    /// `docker kill --signal`; `signal` is required (a validation problem when missing), `force`
+    /// signals even a container that runs the distribution registry (which dies on SIGHUP).
+    Signal { signal: Option<String>, force: bool },
+    /// Run a command inside the container; exit 0 is required. Required (a validation problem when missing).
+    Exec { exec: Option<Vec<String>> },
+}
+
+impl Default for DockerVerb {
+    fn default() -> Self {
+        DockerVerb::Restart { timeout: None }
+    }
+}
+
+impl DockerVerb {
+    /// The value of `action`.
+    pub fn name(&self) -> &'static str {
+        self.kind().name()
+    }
+
+    fn kind(&self) -> VerbKind {
+        match self {
+            DockerVerb::Restart { .. } => VerbKind::Restart,
+            DockerVerb::Signal { .. } => VerbKind::Signal,
+            DockerVerb::Exec { .. } => VerbKind::Exec,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum DockerVerb {
+enum VerbKind {
     #[default]
     Restart,
     Signal,
     Exec,
 }
 
+impl VerbKind {
+    fn name(self) -> &'static str {
+        match self {
+            VerbKind::Restart => "restart",
+            VerbKind::Signal => "signal",
+            VerbKind::Exec => "exec",
+        }
+    }
+}
+
+/// The TOML shape of a docker action: every key optional, as written.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct RawDocker {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    container: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    label: Option<String>,
+    #[serde(default)]
+    action: VerbKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    signal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    exec: Option<Vec<String>>,
+    #[serde(default, with = "crate::config::opt_duration", skip_serializing_if = "Option::is_none")]
+    timeout: Option<Duration>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    force: bool,
+}
+
+impl TryFrom<RawDocker> for DockerAction {
+    type Error = String;
+
+    fn try_from(raw: RawDocker) -> Result<Self, String> {
+        let target = match (raw.container, raw.label) {
+            (Some(c), None) => DockerTarget::Container(c),
+            (None, Some(l)) => DockerTarget::Label(l),
+            _ => return Err("reload.docker needs exactly one of `container` or `label`".into()),
+        };
+        // `signal` or `exec` with another action was always refused. A stray `timeout` or `force`
+        // was always accepted and has no effect, so it is still accepted (and dropped).
+        let only = |key: &str, kind: VerbKind| format!("reload.docker `{key}` is only used with action = \"{}\"", kind.name());
+        if raw.signal.is_some() && raw.action != VerbKind::Signal {
+            return Err(only("signal", VerbKind::Signal));
+        }
+        if raw.exec.is_some() && raw.action != VerbKind::Exec {
+            return Err(only("exec", VerbKind::Exec));
+        }
+        let verb = match raw.action {
+            VerbKind::Restart => DockerVerb::Restart { timeout: raw.timeout },
+            VerbKind::Signal => DockerVerb::Signal { signal: raw.signal, force: raw.force },
+            VerbKind::Exec => DockerVerb::Exec { exec: raw.exec },
+        };
+        Ok(DockerAction { target, verb })
+    }
+}
+
+impl From<DockerAction> for RawDocker {
+    fn from(d: DockerAction) -> Self {
+        let mut raw = RawDocker { action: d.verb.kind(), ..RawDocker::default() };
+        match d.target {
+            DockerTarget::Container(c) => raw.container = Some(c),
+            DockerTarget::Label(l) => raw.label = Some(l),
+        }
+        match d.verb {
+            DockerVerb::Restart { timeout } => raw.timeout = timeout,
+            DockerVerb::Signal { signal, force } => (raw.signal, raw.force) = (signal, force),
+            DockerVerb::Exec { exec } => raw.exec = exec,
+        }
+        raw
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SystemdAction {
     pub unit: String,
-    /// reload | restart | try-reload-or-restart (default reload)
-    #[serde(default = "default_systemd_action")]
-    pub action: String,
+    #[serde(default)]
+    pub action: SystemdVerb,
 }
 
-fn default_systemd_action() -> String {
-    "reload".into()
+/// `systemctl` verb: reload (default) | restart | try-reload-or-restart | reload-or-restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SystemdVerb {
+    #[default]
+    Reload,
+    Restart,
+    TryReloadOrRestart,
+    ReloadOrRestart,
 }
 
-/// One action or an array of them.
+impl SystemdVerb {
+    /// The `systemctl` subcommand (the same word as in the config).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SystemdVerb::Reload => "reload",
+            SystemdVerb::Restart => "restart",
+            SystemdVerb::TryReloadOrRestart => "try-reload-or-restart",
+            SystemdVerb::ReloadOrRestart => "reload-or-restart",
+        }
+    }
+}
+
+impl fmt::Display for SystemdVerb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One command or an array of them.
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum OneOrMany<T> {
@@ -102,31 +260,68 @@ impl<T> OneOrMany<T> {
     }
 }
 
+/// One table or an array of tables. Unlike an untagged enum, it passes on why a table is wrong
+/// (unknown field, unknown variant, …) instead of "data did not match any variant".
+struct TablesOf<T>(Vec<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for TablesOf<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = TablesOf<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table or an array of tables")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(|t| TablesOf(vec![t]))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(t) = seq.next_element()? {
+                    out.push(t);
+                }
+                Ok(TablesOf(out))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+const DOCKER_SOCKET: &str = "docker_socket";
+
 impl<'de> Deserialize<'de> for ReloadConfig {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
             type Value = ReloadConfig;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a table with docker, systemd, command and docker_socket")
+                write!(f, "a table with {} and {DOCKER_SOCKET}", keys().join(", "))
             }
             // Keys arrive in the order they are written, which is the order the actions run in.
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ReloadConfig, A::Error> {
                 let mut out = ReloadConfig::default();
                 while let Some(key) = map.next_key::<String>()? {
-                    match key.as_str() {
-                        "docker" => out
-                            .actions
-                            .extend(map.next_value::<OneOrMany<DockerAction>>()?.into_vec().into_iter().map(ReloadAction::Docker)),
-                        "systemd" => out
-                            .actions
-                            .extend(map.next_value::<OneOrMany<SystemdAction>>()?.into_vec().into_iter().map(ReloadAction::Systemd)),
-                        "command" => out
-                            .actions
-                            .extend(map.next_value::<OneOrMany<Vec<String>>>()?.into_vec().into_iter().map(ReloadAction::Command)),
-                        "docker_socket" => out.docker_socket = Some(map.next_value()?),
-                        other => return Err(de::Error::unknown_field(other, &["docker", "systemd", "command", "docker_socket"])),
-                    }
+                    let actions: Vec<ReloadAction> = match ReloadKind::from_key(&key) {
+                        Some(ReloadKind::Docker) => {
+                            map.next_value::<TablesOf<DockerAction>>()?.0.into_iter().map(ReloadAction::Docker).collect()
+                        }
+                        Some(ReloadKind::Systemd) => {
+                            map.next_value::<TablesOf<SystemdAction>>()?.0.into_iter().map(ReloadAction::Systemd).collect()
+                        }
+                        Some(ReloadKind::Command) => {
+                            map.next_value::<OneOrMany<Vec<String>>>()?.into_vec().into_iter().map(ReloadAction::Command).collect()
+                        }
+                        None if key == DOCKER_SOCKET => {
+                            out.docker_socket = Some(map.next_value()?);
+                            continue;
+                        }
+                        // serde's own wording, so that the caller can suggest the closest key.
+                        None => {
+                            let expected: Vec<String> = keys().iter().chain([&DOCKER_SOCKET]).map(|k| format!("`{k}`")).collect();
+                            return Err(de::Error::custom(format!("unknown field `{key}`, expected one of {}", expected.join(", "))));
+                        }
+                    };
+                    out.actions.extend(actions);
                 }
                 Ok(out)
             }
@@ -135,47 +330,36 @@ impl<'de> Deserialize<'de> for ReloadConfig {
     }
 }
 
+fn keys() -> Vec<&'static str> {
+    ReloadKind::ALL.iter().map(|k| k.key()).collect()
+}
+
 impl Serialize for ReloadConfig {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(None)?;
         if let Some(sock) = &self.docker_socket {
-            map.serialize_entry("docker_socket", sock)?;
+            map.serialize_entry(DOCKER_SOCKET, sock)?;
         }
         // Consecutive actions of one kind came from one key; write them back the same way.
-        let mut rest = self.actions.as_slice();
-        while let Some(first) = rest.first() {
-            let n = rest.iter().take_while(|a| a.key() == first.key()).count();
-            let (group, tail) = rest.split_at(n);
-            match first {
-                ReloadAction::Docker(_) => {
-                    map.serialize_entry("docker", &pick(group, |a| if let ReloadAction::Docker(x) = a { Some(x) } else { None }))?
-                }
-                ReloadAction::Systemd(_) => {
-                    map.serialize_entry("systemd", &pick(group, |a| if let ReloadAction::Systemd(x) = a { Some(x) } else { None }))?
-                }
-                ReloadAction::Command(_) => {
-                    map.serialize_entry("command", &pick(group, |a| if let ReloadAction::Command(x) = a { Some(x) } else { None }))?
-                }
-            }
-            rest = tail;
+        for group in self.actions.chunk_by(|a, b| a.kind() == b.kind()) {
+            map.serialize_entry(group[0].kind().key(), group)?;
         }
         map.end()
     }
 }
 
-fn pick<'a, T>(group: &'a [ReloadAction], f: impl Fn(&'a ReloadAction) -> Option<&'a T>) -> Vec<&'a T> {
-    group.iter().filter_map(f).collect()
-}
-
 /// Problems of a reload section, each prefixed with `at`.
 pub fn validate(at: &str, reload: &ReloadConfig, problems: &mut Vec<String>) {
     if reload.actions.is_empty() {
-        problems.push(format!("{at}: [certificate.reload] has no action; add docker, systemd or command"));
+        let keys = keys();
+        let (last, first) = keys.split_last().expect("there are reload kinds");
+        problems.push(format!("{at}: [certificate.reload] has no action; add {} or {last}", first.join(", ")));
     }
-    if let Some(sock) = &reload.docker_socket {
-        if !sock.starts_with("unix://") && !sock.starts_with('/') {
-            problems.push(format!("{at}: reload.docker_socket \"{sock}\" must be a unix socket such as \"unix:///var/run/docker.sock\""));
-        }
+    if let Some(sock) = &reload.docker_socket
+        && !sock.starts_with("unix://")
+        && !sock.starts_with('/')
+    {
+        problems.push(format!("{at}: reload.docker_socket \"{sock}\" must be a unix socket such as \"unix:///var/run/docker.sock\""));
     }
     for action in &reload.actions {
         match action {
@@ -183,9 +367,6 @@ pub fn validate(at: &str, reload: &ReloadConfig, problems: &mut Vec<String>) {
             ReloadAction::Systemd(s) => {
                 if s.unit.is_empty() {
                     problems.push(format!("{at}: reload.systemd.unit is empty; name the unit, e.g. \"nginx.service\""));
-                }
-                if !["reload", "restart", "try-reload-or-restart", "reload-or-restart"].contains(&s.action.as_str()) {
-                    problems.push(format!("{at}: reload.systemd.action \"{}\" must be reload, restart or try-reload-or-restart", s.action));
                 }
             }
             ReloadAction::Command(c) if c.is_empty() || c[0].is_empty() => {
@@ -199,24 +380,17 @@ pub fn validate(at: &str, reload: &ReloadConfig, problems: &mut Vec<String>) {
 }
 
 fn validate_docker(at: &str, d: &DockerAction, problems: &mut Vec<String>) {
-    if d.container.is_some() == d.label.is_some() {
-        problems.push(format!("{at}: reload.docker needs exactly one of `container` or `label`"));
-    }
-    match (d.action, &d.signal, &d.exec) {
-        (DockerVerb::Signal, None, _) => problems.push(format!("{at}: reload.docker action = \"signal\" needs `signal`, e.g. \"SIGHUP\"")),
-        (DockerVerb::Signal, Some(sig), _) if !is_signal_name(sig) => {
+    match &d.verb {
+        DockerVerb::Signal { signal: None, .. } => {
+            problems.push(format!("{at}: reload.docker action = \"signal\" needs `signal`, e.g. \"SIGHUP\""))
+        }
+        DockerVerb::Signal { signal: Some(sig), .. } if !is_signal_name(sig) => {
             problems.push(format!("{at}: reload.docker signal \"{sig}\" is not a signal name like \"SIGHUP\""));
         }
-        (DockerVerb::Exec, _, None) => {
+        DockerVerb::Exec { exec: None } => {
             problems.push(format!("{at}: reload.docker action = \"exec\" needs `exec = [\"program\", \"arg\", …]`"))
         }
-        (DockerVerb::Exec, _, Some(cmd)) if cmd.is_empty() => problems.push(format!("{at}: reload.docker exec is empty")),
-        (verb, Some(_), _) if verb != DockerVerb::Signal => {
-            problems.push(format!("{at}: reload.docker `signal` is only used with action = \"signal\""))
-        }
-        (verb, _, Some(_)) if verb != DockerVerb::Exec => {
-            problems.push(format!("{at}: reload.docker `exec` is only used with action = \"exec\""))
-        }
+        DockerVerb::Exec { exec: Some(cmd) } if cmd.is_empty() => problems.push(format!("{at}: reload.docker exec is empty")),
         _ => {}
     }
 }
@@ -235,23 +409,97 @@ mod tests {
         reload: ReloadConfig,
     }
 
+    fn parse(text: &str) -> Result<ReloadConfig, String> {
+        toml::from_str::<Wrap>(text).map(|w| w.reload).map_err(|e| e.to_string())
+    }
+
+    fn problems(text: &str) -> Vec<String> {
+        let mut p = Vec::new();
+        validate("c", &parse(text).unwrap(), &mut p);
+        p
+    }
+
     #[test]
     fn actions_keep_their_written_order_and_round_trip() {
         let text = "[reload]\ncommand = [\"a\"]\ndocker = [{ container = \"r\" }, { label = \"x=y\", action = \"signal\", signal = \"SIGHUP\" }]\nsystemd = { unit = \"nginx.service\" }\n";
         let w: Wrap = toml::from_str(text).unwrap();
-        let keys: Vec<&str> = w.reload.actions.iter().map(ReloadAction::key).collect();
+        let keys: Vec<&str> = w.reload.actions.iter().map(|a| a.kind().key()).collect();
         assert_eq!(keys, ["command", "docker", "docker", "systemd"]);
         let back: Wrap = toml::from_str(&toml::to_string(&w).unwrap()).unwrap();
         assert_eq!(back.reload.actions, w.reload.actions);
     }
 
     #[test]
-    fn docker_action_rules() {
-        let mut p = Vec::new();
-        let w: Wrap = toml::from_str("[reload]\ndocker = { container = \"r\", label = \"a=b\", action = \"signal\" }\n").unwrap();
-        validate("c", &w.reload, &mut p);
-        assert!(p.iter().any(|m| m.contains("exactly one of")), "{p:?}");
-        assert!(p.iter().any(|m| m.contains("needs `signal`")), "{p:?}");
-        assert!(toml::from_str::<Wrap>("[reload]\ndockr = { container = \"r\" }\n").is_err());
+    fn typed_actions() {
+        let r = parse(
+            "[reload]\ndocker = [{ container = \"r\" }, { label = \"a=b\", action = \"signal\", signal = \"SIGHUP\", force = true }, \
+             { container = \"r\", action = \"exec\", exec = [\"nginx\", \"-s\", \"reload\"] }, { container = \"r\", timeout = \"5s\" }]\n\
+             systemd = [{ unit = \"a.service\" }, { unit = \"b.service\", action = \"try-reload-or-restart\" }]\n",
+        )
+        .unwrap();
+        let docker: Vec<&DockerAction> =
+            r.actions.iter().filter_map(|a| if let ReloadAction::Docker(d) = a { Some(d) } else { None }).collect();
+        assert_eq!(docker[0], &DockerAction { target: DockerTarget::Container("r".into()), verb: DockerVerb::Restart { timeout: None } });
+        assert_eq!(docker[1].target, DockerTarget::Label("a=b".into()));
+        assert_eq!(docker[1].verb, DockerVerb::Signal { signal: Some("SIGHUP".into()), force: true });
+        assert_eq!(docker[2].verb, DockerVerb::Exec { exec: Some(vec!["nginx".into(), "-s".into(), "reload".into()]) });
+        assert_eq!(docker[3].verb, DockerVerb::Restart { timeout: Some(Duration::from_secs(5)) });
+        let verbs: Vec<SystemdVerb> =
+            r.actions.iter().filter_map(|a| if let ReloadAction::Systemd(s) = a { Some(s.action) } else { None }).collect();
+        assert_eq!(verbs, [SystemdVerb::Reload, SystemdVerb::TryReloadOrRestart]);
+        let text = toml::to_string(&Wrap { reload: r.clone() }).unwrap();
+        assert!(text.contains("action = \"try-reload-or-restart\""), "{text}");
+        assert_eq!(parse(&text).unwrap().actions, r.actions, "{text}");
+    }
+
+    #[test]
+    fn stray_timeout_and_force_are_still_accepted() {
+        let r = parse("[reload]\ndocker = [{ container = \"r\", force = true }, { container = \"r\", action = \"exec\", exec = [\"x\"], timeout = \"5s\" }]\n").unwrap();
+        assert!(matches!(&r.actions[0], ReloadAction::Docker(DockerAction { verb: DockerVerb::Restart { timeout: None }, .. })));
+        assert!(matches!(&r.actions[1], ReloadAction::Docker(DockerAction { verb: DockerVerb::Exec { .. }, .. })));
+    }
+
+    #[test]
+    fn wrong_shapes_are_parse_errors() {
+        for (text, want) in [
+            ("docker = { container = \"r\", label = \"a=b\" }", "needs exactly one of `container` or `label`"),
+            ("docker = { action = \"restart\" }", "needs exactly one of `container` or `label`"),
+            ("docker = { container = \"r\", signal = \"SIGHUP\" }", "`signal` is only used with action = \"signal\""),
+            (
+                "docker = { container = \"r\", action = \"signal\", exec = [\"x\"], signal = \"HUP\" }",
+                "`exec` is only used with action = \"exec\"",
+            ),
+            ("docker = { container = \"r\", action = \"stop\" }", "unknown variant `stop`, expected one of `restart`, `signal`, `exec`"),
+            ("systemd = { unit = \"a\", action = \"start\" }", "unknown variant `start`, expected one of `reload`, `restart`"),
+            ("dockr = { container = \"r\" }", "unknown field `dockr`, expected one of `docker`, `systemd`, `command`, `docker_socket`"),
+        ] {
+            let err = parse(&format!("[reload]\n{text}\n")).unwrap_err();
+            assert!(err.contains(want), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn missing_settings_are_problems() {
+        let p = problems("[reload]\ndocker = { container = \"r\", action = \"signal\" }\n");
+        assert_eq!(p, ["c: reload.docker action = \"signal\" needs `signal`, e.g. \"SIGHUP\""]);
+        let p = problems(
+            "[reload]\ndocker = [{ label = \"a=b\", action = \"signal\", signal = \"hup\" }, { container = \"r\", action = \"exec\" }]\n",
+        );
+        assert_eq!(
+            p,
+            [
+                "c: reload.docker signal \"hup\" is not a signal name like \"SIGHUP\"",
+                "c: reload.docker action = \"exec\" needs `exec = [\"program\", \"arg\", …]`"
+            ]
+        );
+        let p = problems("[reload]\ndocker_socket = \"tcp://x\"\n");
+        assert_eq!(
+            p,
+            [
+                "c: [certificate.reload] has no action; add docker, systemd or command",
+                "c: reload.docker_socket \"tcp://x\" must be a unix socket such as \"unix:///var/run/docker.sock\""
+            ]
+        );
+        assert!(problems("[reload]\nsystemd = { unit = \"\" }\ncommand = []\n").len() == 2);
     }
 }

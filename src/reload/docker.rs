@@ -9,7 +9,7 @@ use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::query_parameters::{KillContainerOptions, ListContainersOptions, RestartContainerOptions};
 use futures_util::StreamExt;
 
-use super::config::{DockerAction, DockerVerb};
+use super::config::{DockerAction, DockerTarget, DockerVerb};
 
 const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -76,10 +76,9 @@ fn explain(socket: &str, e: &bollard::errors::Error) -> String {
 
 /// Find the containers of `action` and check the action is safe for them.
 pub async fn prepare(client: &Client, action: &DockerAction) -> Result<Prepared, String> {
-    let ids = match (&action.container, &action.label) {
-        (Some(name), _) => vec![name.clone()],
-        (None, Some(label)) => containers_with_label(client, label).await?,
-        (None, None) => return Err("reload.docker names no container or label".into()),
+    let ids = match &action.target {
+        DockerTarget::Container(name) => vec![name.clone()],
+        DockerTarget::Label(label) => containers_with_label(client, label).await?,
     };
     let mut containers = Vec::new();
     for id in ids {
@@ -91,11 +90,13 @@ pub async fn prepare(client: &Client, action: &DockerAction) -> Result<Prepared,
             other => explain(&client.socket, &other),
         })?;
         let name = info.name.clone().unwrap_or_else(|| id.clone()).trim_start_matches('/').to_owned();
-        if action.action == DockerVerb::Signal && runs_distribution(&info) && !action.force {
+        if let DockerVerb::Signal { signal, force: false } = &action.verb
+            && runs_distribution(&info)
+        {
             return Err(format!(
                 "refusing to send {} to container \"{name}\": it runs the distribution registry, which loads its certificate once and \
                  exits on SIGHUP (and `docker kill` stops --restart=always from bringing it back). Use action = \"restart\", or set force = true",
-                action.signal.as_deref().unwrap_or("a signal")
+                signal.as_deref().unwrap_or("a signal")
             ));
         }
         let file_mounts =
@@ -143,7 +144,7 @@ impl Prepared {
     pub async fn run(&self, cert: &str) -> Result<(), String> {
         for c in &self.containers {
             self.run_one(c).await.map_err(|e| format!("reload of container \"{}\": {e}", c.name))?;
-            tracing::info!(cert = %cert, container = %c.name, action = ?self.action.action, "reloaded");
+            tracing::info!(cert = %cert, container = %c.name, action = self.action.verb.name(), "reloaded");
         }
         Ok(())
     }
@@ -151,25 +152,25 @@ impl Prepared {
     async fn run_one(&self, c: &Container) -> Result<(), String> {
         let docker = &self.client.docker;
         let socket = &self.client.socket;
-        match self.action.action {
-            DockerVerb::Restart => {
-                let t = self.action.timeout.unwrap_or(DEFAULT_STOP_TIMEOUT).as_secs().min(i32::MAX as u64) as i32;
+        match &self.action.verb {
+            DockerVerb::Restart { timeout } => {
+                let t = timeout.unwrap_or(DEFAULT_STOP_TIMEOUT).as_secs().min(i32::MAX as u64) as i32;
                 let opts = RestartContainerOptions { t: Some(t), ..Default::default() };
                 docker.restart_container(&c.id, Some(opts)).await.map_err(|e| explain(socket, &e))
             }
-            DockerVerb::Signal => {
-                let signal = self.action.signal.clone().unwrap_or_else(|| "SIGHUP".into());
+            DockerVerb::Signal { signal, .. } => {
+                let signal = signal.clone().unwrap_or_else(|| "SIGHUP".into());
                 docker.kill_container(&c.id, Some(KillContainerOptions { signal })).await.map_err(|e| explain(socket, &e))
             }
-            DockerVerb::Exec => self.exec(c).await,
+            DockerVerb::Exec { exec } => self.exec(c, exec.as_deref().unwrap_or_default()).await,
         }
     }
 
-    async fn exec(&self, c: &Container) -> Result<(), String> {
+    async fn exec(&self, c: &Container, cmd: &[String]) -> Result<(), String> {
         let docker = &self.client.docker;
         let socket = &self.client.socket;
-        let cmd = self.action.exec.clone().unwrap_or_default();
-        let opts = CreateExecOptions { cmd: Some(cmd.clone()), attach_stdout: Some(true), attach_stderr: Some(true), ..Default::default() };
+        let opts =
+            CreateExecOptions { cmd: Some(cmd.to_vec()), attach_stdout: Some(true), attach_stderr: Some(true), ..Default::default() };
         let exec = docker.create_exec(&c.id, opts).await.map_err(|e| explain(socket, &e))?;
         let mut output = String::new();
         if let StartExecResults::Attached { output: mut stream, .. } =

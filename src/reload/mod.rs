@@ -67,7 +67,7 @@ pub async fn prepare(cert: &CertificateConfig) -> Result<Plan, String> {
             }
             ReloadAction::Systemd(s) => plan.steps.push(Step::Process {
                 what: format!("systemctl {} {}", s.action, s.unit),
-                argv: vec!["systemctl".into(), s.action.clone(), s.unit.clone()],
+                argv: vec!["systemctl".into(), s.action.as_str().into(), s.unit.clone()],
             }),
             ReloadAction::Command(argv) => plan.steps.push(Step::Process { what: argv.join(" "), argv: argv.clone() }),
         }
