@@ -328,9 +328,7 @@ impl InstallConfig {
     }
 }
 
-pub use crate::reload::config::{
-    DockerAction, DockerTarget, DockerVerb, ReloadAction, ReloadConfig, ReloadKind, SystemdAction, SystemdVerb,
-};
+pub use crate::reload::config::ReloadConfig;
 
 /// `challenge = "http-01" | "dns-01"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -339,15 +337,6 @@ pub enum ChallengeKind {
     Http01,
     #[serde(rename = "dns-01")]
     Dns01,
-}
-
-impl ChallengeKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ChallengeKind::Http01 => "http-01",
-            ChallengeKind::Dns01 => "dns-01",
-        }
-    }
 }
 
 /// A file mode such as "0640": octal, permission bits only (at most "0777").
@@ -626,7 +615,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 /// merges both back into the order of the file, as if one pass had found them all.
 ///
 /// It derefs to the list itself, so checks push to it like to any `Vec<String>`.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Problems {
     list: Vec<String>,
     /// (index in `list` from which on, place)
@@ -681,27 +670,17 @@ impl std::ops::DerefMut for Problems {
 
 /// Everything [`validate`] and [`preflight`] find, in the order of the file.
 fn all_problems(config: &Config, purpose: Purpose) -> Vec<String> {
-    let mut all = validate_placed(config).placed();
-    all.extend(preflight_placed(config, purpose).placed());
+    let mut all = validate(config).placed();
+    all.extend(preflight(config, purpose).placed());
     // Stable: at one place, what the file itself shows comes before what the host shows.
     all.sort_by_key(|(place, _)| *place);
     all.into_iter().map(|(_, p)| p).collect()
 }
 
-/// Every problem the configuration itself shows, without looking at the host (except that
-/// `[acme] ca_bundle` is read); empty means valid.
-pub fn validate(config: &Config) -> Vec<String> {
-    validate_placed(config).list
-}
-
 /// Every problem of the configuration on this host: files that must be readable (TSIG key,
 /// verify.password_file, CA bundles), directories that must be usable (install.dir and the
 /// HTTP-01 webroot when writing), users and groups that must exist.
-pub fn preflight(config: &Config, purpose: Purpose) -> Vec<String> {
-    preflight_placed(config, purpose).list
-}
-
-fn preflight_placed(config: &Config, purpose: Purpose) -> Problems {
+fn preflight(config: &Config, purpose: Purpose) -> Problems {
     let mut problems = Problems::default();
     if let Some(dir) = &config.http01.webroot
         && purpose == Purpose::Write
@@ -711,6 +690,11 @@ fn preflight_placed(config: &Config, purpose: Purpose) -> Problems {
             "[http01] webroot {} is not a directory: point it at the document root your web server serves on port 80",
             dir.display()
         ));
+    }
+    if let Some(bundle) = config.acme.as_ref().and_then(|a| a.ca_bundle.as_ref())
+        && let Err(e) = crate::certinfo::read_pem_certs(bundle)
+    {
+        problems.push(format!("[acme] ca_bundle: {e}"));
     }
     for (i, cert) in config.certificates.iter().enumerate() {
         let at = cert_label(i, cert);
@@ -728,7 +712,8 @@ fn preflight_placed(config: &Config, purpose: Purpose) -> Problems {
     problems
 }
 
-fn validate_placed(config: &Config) -> Problems {
+/// Every problem the configuration itself shows, without looking at the host; empty means valid.
+fn validate(config: &Config) -> Problems {
     let mut problems = Problems::default();
     match &config.acme {
         Some(acme) => validate_acme(acme, &mut problems),
@@ -757,10 +742,10 @@ fn validate_placed(config: &Config) -> Problems {
         crate::notify::validate(i, n, &mut problems);
     }
     for cert in &config.certificates {
-        if let IssuerRef::Ca(name) = &cert.issuer {
-            if !config.ca.contains_key(name) {
-                problems.push(format!("[[certificate]] `{}`: issuer = \"ca:{name}\" but there is no [ca.{name}]", cert.name));
-            }
+        if let IssuerRef::Ca(name) = &cert.issuer
+            && !config.ca.contains_key(name)
+        {
+            problems.push(format!("[[certificate]] `{}`: issuer = \"ca:{name}\" but there is no [ca.{name}]", cert.name));
         }
     }
     for (name, ca) in &config.ca {
@@ -820,11 +805,6 @@ fn validate_acme(acme: &AcmeConfig, problems: &mut Vec<String>) {
     for c in &acme.contact {
         if !c.starts_with("mailto:") || !c[7..].contains('@') {
             problems.push(format!("[acme] contact \"{c}\": write contacts as \"mailto:ops@example.com\""));
-        }
-    }
-    if let Some(bundle) = &acme.ca_bundle {
-        if let Err(e) = crate::certinfo::read_pem_certs(bundle) {
-            problems.push(format!("[acme] ca_bundle: {e}"));
         }
     }
     if let Some(eab) = &acme.eab {
@@ -1057,7 +1037,7 @@ mod tests {
         assert_eq!(cfg.certificates[0].install.fullchain, "domain.crt");
         assert_eq!(cfg.http01.mode(), Http01Mode::Listen("[::]:80".parse().unwrap()));
         let cert = &cfg.certificates[0];
-        assert!(matches!(cert.reload.as_ref().unwrap().actions[..], [ReloadAction::Docker(_)]));
+        assert!(matches!(cert.reload.as_ref().unwrap().actions[..], [crate::reload::config::ReloadAction::Docker(_)]));
         assert_eq!(cert.verify_settings().unwrap().timeout, Duration::from_secs(60));
     }
 
@@ -1071,7 +1051,7 @@ mod tests {
     }
 
     fn problems(extra: &str, after: &str) -> Vec<String> {
-        validate(&parse(&config(extra, after)).unwrap())
+        validate(&parse(&config(extra, after)).unwrap()).list
     }
 
     fn round_trip(cfg: &Config) -> Config {

@@ -1,8 +1,9 @@
 //! Challenge solvers: how we prove control of a name to an ACME CA.
 //!
-//! A solver only publishes and withdraws key authorizations; the order flow in
-//! [`crate::obtain::acme`] decides when. New solvers (DNS-01) are new variants here, nothing else
-//! changes.
+//! A solver only publishes, waits until the CA can see, and withdraws key authorizations; the
+//! ACME issuer's order flow (`obtain/acme.rs`) decides when. HTTP-01 is answered by the built-in
+//! responder or a webroot (`[http01]`), DNS-01 by a certificate's `dns` provider. A new way to
+//! answer is one module here and one variant of [`Solver`].
 
 pub mod dns01;
 pub mod http01;

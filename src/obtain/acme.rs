@@ -106,7 +106,7 @@ impl AcmeIssuer {
         let mut order = self.new_order(&ready.account, &ids, replaces).await?;
         tracing::info!(cert = %name, order = %order.url(), "ACME order created");
 
-        let solver = match &cert.dns {
+        let solver = match cert.dns01() {
             Some(dns) => Solver::Dns01(Arc::new(Dns01::new(dns.clone()))),
             None => ready.solver.clone(),
         };
