@@ -492,3 +492,41 @@ async fn alert_expiring(
     schedule.last_alert_at = Some(now_s);
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::AriWindow;
+
+    const NOW: u64 = 1_000_000;
+
+    fn not_due() -> Decision {
+        Decision::NotDue { due_at: NOW + 86_400, not_after: NOW + 30 * 86_400 }
+    }
+
+    fn window(serial: &str, renew_at: u64) -> Option<AriWindow> {
+        Some(AriWindow { serial: serial.into(), start: NOW - 10, end: NOW + 10, renew_at, refetch_at: NOW + 3_600, explanation_url: None })
+    }
+
+    #[test]
+    fn the_policy_decides_first_and_backoff_holds_it_back() {
+        let fresh = Schedule::default();
+        assert_eq!(triage(not_due(), Some("01"), &fresh, NOW), Triage::Fine);
+        assert_eq!(triage(Decision::Due(Reason::NothingInstalled), None, &fresh, NOW), Triage::Due(Reason::NothingInstalled));
+        let failing = Schedule { failures: 2, retry_at: Some(NOW + 60), ..Schedule::default() };
+        assert_eq!(triage(Decision::Due(Reason::KeyMismatch), Some("01"), &failing, NOW), Triage::BackingOff);
+        assert_eq!(triage(Decision::Due(Reason::KeyMismatch), Some("01"), &failing, NOW + 60), Triage::Due(Reason::KeyMismatch));
+        // Backing off only matters for something due.
+        assert_eq!(triage(not_due(), Some("01"), &failing, NOW), Triage::Fine);
+    }
+
+    #[test]
+    fn the_renewal_window_of_the_installed_certificate_makes_it_due_at_its_moment() {
+        let s = Schedule { ari: window("01", NOW), ..Schedule::default() };
+        assert_eq!(triage(not_due(), Some("01"), &s, NOW), Triage::Due(Reason::RenewalWindow { start: NOW - 10, end: NOW + 10 }));
+        assert_eq!(triage(not_due(), Some("01"), &s, NOW - 1), Triage::Fine, "not before the chosen moment");
+        assert_eq!(triage(not_due(), Some("02"), &s, NOW), Triage::Fine, "a window of another certificate does not count");
+        let backing_off = Schedule { retry_at: Some(NOW + 5), ..s };
+        assert_eq!(triage(not_due(), Some("01"), &backing_off, NOW), Triage::BackingOff);
+    }
+}

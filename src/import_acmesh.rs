@@ -64,7 +64,8 @@ pub struct FoundAccount {
     pub directory: String,
     pub account_url: Option<String>,
     pub email: Option<String>,
-    pub key_pem: String,
+    /// The account's private key; wiped from memory when dropped.
+    pub key_pem: zeroize::Zeroizing<String>,
     pub eab: Option<(String, String)>,
 }
 
@@ -116,7 +117,7 @@ fn find_accounts(home: &Path, account_conf: &Vars) -> Vec<FoundAccount> {
                 stack.push(e.path());
             }
         }
-        let Ok(key_pem) = std::fs::read_to_string(dir.join("account.key")) else { continue };
+        let Ok(key_pem) = std::fs::read_to_string(dir.join("account.key")).map(zeroize::Zeroizing::new) else { continue };
         let ca = read_vars(&dir.join("ca.conf")).unwrap_or_default();
         let rel = dir.strip_prefix(home.join("ca")).unwrap_or(&dir).to_string_lossy().into_owned();
         let eab = ca.get("CA_EAB_KEY_ID").zip(ca.get("CA_EAB_HMAC_KEY")).map(|(k, h)| (k.clone(), h.clone()));

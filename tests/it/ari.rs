@@ -1,6 +1,7 @@
-//! ACME Renewal Information (RFC 9773) with the daemon: the CA's suggested window decides when
-//! to renew, and the renewal order names the certificate it `replaces`. Pebble 2.4 has no ARI,
-//! so the clearly named test fixture `AriFrontend` adds it in front of a real Pebble.
+//! What a CA says about timing, with the daemon: the suggested window of ACME Renewal Information
+//! (RFC 9773) decides when to renew, the renewal order names the certificate it `replaces`, and
+//! a rate limit's Retry-After is waited out. Pebble has neither ARI (2.4) nor rate limits, so the
+//! clearly named test fixture `AriFrontend` adds them in front of a real Pebble.
 
 use crate::common::ari_frontend::AriFrontend;
 use crate::common::*;
@@ -54,4 +55,36 @@ fn an_open_window_renews_with_replaces_and_a_future_one_waits() {
     assert_ne!(cert_id(&s.fullchain("registry")), first_id);
     d.signal("TERM");
     assert_eq!(d.wait(Duration::from_secs(30)), 0);
+}
+
+#[test]
+fn a_rate_limited_ca_is_left_alone_until_its_retry_after() {
+    let pebble = Pebble::start();
+    let front = frontend(&pebble);
+    front.rate_limit_orders(7_200);
+    let s = Setup::new(&pebble, &[cert("registry", &["registry.example.com"], "ecdsa-p256")]);
+    s.edit(|c| set(c, "acme.directory", front.directory_url.as_str()));
+    let run = s.run(&["renew"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("FAILED (nothing installed yet): ACME rateLimited: too many new orders"), "{run:?}");
+    assert!(run.stdout.contains("the CA's rate limit was hit"), "{run:?}");
+
+    // The daemon's first failure would back off for a minute; the CA asked for two hours.
+    let mut d = Daemon::start(&s.config);
+    d.wait_for_log("0 renewed, 1 failed", 1, Duration::from_secs(30));
+    d.signal("TERM");
+    assert_eq!(d.wait(Duration::from_secs(30)), 0);
+    let sched: serde_json::Value = serde_json::from_slice(&std::fs::read(s.state().join("certs/registry/schedule.json")).unwrap()).unwrap();
+    let retry_at = sched["retry_at"].as_u64().unwrap();
+    assert!(retry_at >= now() + 7_000 && retry_at <= now() + 7_300, "retry_at {retry_at} is not the CA's Retry-After: {sched}");
+    assert_eq!(front.replaces().len(), 2, "one refused order per attempt, none more");
+
+    // A restarted daemon remembers, and does not ask the CA again before then.
+    let mut d = Daemon::start(&s.config);
+    d.wait_for_log("0 renewed, 0 failed, 1 backing off", 1, Duration::from_secs(30));
+    d.signal("TERM");
+    assert_eq!(d.wait(Duration::from_secs(30)), 0);
+    assert_eq!(front.replaces().len(), 2);
+    let st = s.run(&["status"]);
+    assert!(st.stdout.contains("1 failure(s) in a row; next attempt not before"), "{st:?}");
 }

@@ -1,9 +1,12 @@
-//! TEST FIXTURE, not a CA: an HTTPS front for Pebble 2.4 (which has no ACME Renewal
-//! Information) that adds the two ARI pieces regcert needs, so ARI can be tested end to end:
+//! TEST FIXTURE, not a CA: an HTTPS front for Pebble 2.4 that adds what Pebble cannot do, so it
+//! can be tested end to end: ACME Renewal Information (Pebble 2.4 has none) and rate limits
+//! (no Pebble has them).
 //!
 //! - every ACME request is passed on to Pebble unchanged (new orders are recorded on the way, to
 //!   see `replaces`);
-//! - the directory gets a `renewalInfo` URL, answered here with a window the test sets.
+//! - the directory gets a `renewalInfo` URL, answered here with a window the test sets;
+//! - when the test says so, new orders are refused as Let's Encrypt refuses them over a rate
+//!   limit: 429, a `rateLimited` problem and a Retry-After.
 
 use std::convert::Infallible;
 use std::path::Path;
@@ -24,6 +27,8 @@ struct Seen {
     orders: Vec<serde_json::Value>,
     /// Certificate identifiers asked for at renewalInfo.
     ari_requests: Vec<String>,
+    /// Refuse new orders as rate-limited, with this Retry-After (seconds).
+    rate_limit: Option<u64>,
 }
 
 pub struct AriFrontend {
@@ -89,6 +94,11 @@ impl AriFrontend {
         self.seen.lock().unwrap().orders.iter().map(|o| o["replaces"].as_str().map(str::to_owned)).collect()
     }
 
+    /// Refuse every new order from now on as over a rate limit, asking to retry after `secs`.
+    pub fn rate_limit_orders(&self, secs: u64) {
+        self.seen.lock().unwrap().rate_limit = Some(secs);
+    }
+
     pub fn ari_requests(&self) -> Vec<String> {
         self.seen.lock().unwrap().ari_requests.clone()
     }
@@ -119,6 +129,10 @@ async fn handle(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Response<Full<B
     let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let body = req.into_body().collect().await.unwrap().to_bytes();
     let replaces = if path.starts_with("/order-plz") { record_order(&ctx, &body) } else { None };
+    let rate_limit = ctx.seen.lock().unwrap().rate_limit;
+    if let (true, Some(secs)) = (path.starts_with("/order-plz"), rate_limit) {
+        return Ok(rate_limited(secs));
+    }
     let host = ctx.base.trim_start_matches("https://").to_owned();
     let mut fwd = ctx.client.request(method, format!("{}{path}", ctx.pebble)).header("host", host);
     if let Some(ct) = content_type {
@@ -149,6 +163,22 @@ async fn handle(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Response<Full<B
         b = b.header(k, v);
     }
     Ok(b.body(Full::new(bytes)).unwrap())
+}
+
+/// What Let's Encrypt answers a new order over a rate limit (the nonce of the request was not
+/// used up at Pebble, so none is handed out: the client fetches a fresh one).
+fn rate_limited(secs: u64) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({
+        "type": "urn:ietf:params:acme:error:rateLimited",
+        "detail": "too many new orders recently: see https://letsencrypt.org/docs/rate-limits/",
+        "status": 429,
+    });
+    Response::builder()
+        .status(429)
+        .header("content-type", "application/problem+json")
+        .header("retry-after", secs.to_string())
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap()
 }
 
 fn renewal_info(ctx: &Ctx, id: &str) -> Response<Full<Bytes>> {
