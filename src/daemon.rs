@@ -320,28 +320,27 @@ pub async fn check(config: &Config, state: &StateDir, known: &mut HashMap<String
     for cert in &config.certificates {
         let current = install::read_installed(&cert.install);
         let decision = decide(cert, current.as_ref().map(Option::as_ref).map_err(Clone::clone), now, false);
-        let mut schedule = known.remove(&cert.name).unwrap_or_else(|| Schedule::load(state, &cert.name));
-        let mut dirty = false;
-        if matches!(decision, Decision::NotDue { .. }) && schedule.failures > 0 {
-            // Renewed meanwhile (by `regcert renew`, say): the failures are history.
-            schedule.failures = 0;
-            schedule.retry_at = None;
-            dirty = true;
-        }
-        entries.push(Entry { cert, installed: current.ok().flatten(), schedule, dirty });
+        let schedule = known.remove(&cert.name).unwrap_or_else(|| Schedule::load(state, &cert.name));
+        entries.push(Entry { cert, installed: current.ok().flatten(), schedule, dirty: false });
         decisions.push(decision);
     }
     refresh_windows(&issuers, &mut entries, &decisions, now).await;
 
     let mut due = Vec::new();
     let mut waiting = 0;
-    for (entry, decision) in entries.iter().zip(decisions) {
+    for (entry, decision) in entries.iter_mut().zip(decisions) {
         let serial = entry.installed.as_ref().map(|i| i.leaf.serial.as_str());
         match triage(decision, serial, &entry.schedule, unix(now)) {
             Triage::Due(reason) => due.push((entry.cert, Decision::Due(reason))),
             Triage::BackingOff => {
                 waiting += 1;
                 tracing::debug!(cert = %entry.cert.name, retry_at = %fmt_time(entry.schedule.retry_at.unwrap_or(0)), "due, but backing off after failures");
+            }
+            // Nothing due (renewed meanwhile by `regcert renew`, say): earlier failures are
+            // history. A renewal the CA's window asks for keeps its backoff until it succeeds.
+            Triage::Fine if entry.schedule.failures > 0 => {
+                entry.schedule.clear_failures();
+                entry.dirty = true;
             }
             Triage::Fine => {}
         }

@@ -96,9 +96,14 @@ impl Schedule {
         self.retry_at.is_some_and(|t| now < t)
     }
 
-    pub fn record_success(&mut self, now: SystemTime, message: String) {
+    /// Forget earlier failures and their backoff.
+    pub fn clear_failures(&mut self) {
         self.failures = 0;
         self.retry_at = None;
+    }
+
+    pub fn record_success(&mut self, now: SystemTime, message: String) {
+        self.clear_failures();
         self.ari = None; // the window belonged to the replaced certificate
         self.last_result = Some(LastResult { at: unix(now), ok: true, message });
     }
