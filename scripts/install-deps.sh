@@ -8,7 +8,8 @@ for pkg_bin in pebble:/usr/bin/pebble openssl:/usr/bin/openssl curl:/usr/bin/cur
                python3:/usr/bin/python3 util-linux:/usr/bin/setpriv \
                docker.io:/usr/sbin/dockerd docker-registry:/usr/bin/docker-registry \
                nginx:/usr/sbin/nginx apache2-utils:/usr/bin/htpasswd \
-               systemd:/usr/bin/systemd-analyze bind9:/usr/sbin/named bind9-dnsutils:/usr/bin/nsupdate; do
+               systemd:/usr/bin/systemd-analyze bind9:/usr/sbin/named bind9-dnsutils:/usr/bin/nsupdate \
+               ca-certificates:/usr/sbin/update-ca-certificates; do
   pkg=${pkg_bin%%:*} bin=${pkg_bin#*:}
   [ -x "$bin" ] || need+=("$pkg")
 done

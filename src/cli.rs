@@ -390,7 +390,7 @@ fn trust(cmd: TrustCommand) -> CmdResult {
     use crate::trust;
     match cmd {
         TrustCommand::List { json, certs_d } => {
-            let entries = trust::list(&certs_d);
+            let entries = trust::list(&certs_d, trust::SystemStore::detect().ok().as_ref());
             if json {
                 println!("{}", serde_json::to_string_pretty(&entries).map_err(|e| Failure::Failed(e.to_string()))?);
             } else {
@@ -399,8 +399,21 @@ fn trust(cmd: TrustCommand) -> CmdResult {
             Ok(problems_if(entries.iter().any(|e| e.problem.is_some())))
         }
         TrustCommand::Remove { registry, certs_d } => {
-            let removed = trust::remove(&certs_d, &registry).map_err(Failure::Failed)?;
-            println!("{}", if removed { format!("removed the CA for {registry}") } else { format!("nothing to remove for {registry}") });
+            // Every trust regcert added for the registry goes: certs.d, and the system store entry.
+            let docker = trust::remove(&certs_d, &registry).map_err(Failure::Failed)?;
+            let system = match trust::SystemStore::detect() {
+                Ok(store) => store.remove(&registry).map_err(Failure::Failed)?,
+                Err(_) => None,
+            };
+            if let Some(path) = &docker {
+                println!("removed the CA for {registry}: {} (Docker reads certs.d on every connection: no restart needed)", path.display());
+            }
+            if let Some(done) = &system {
+                println!("{done}");
+            }
+            if docker.is_none() && system.is_none() {
+                println!("nothing to remove for {registry}");
+            }
             Ok(Status::Ok)
         }
         TrustCommand::Install { registry, ca_file, from_url, connect_to, fingerprint, system, certs_d } => {
@@ -416,7 +429,8 @@ fn trust(cmd: TrustCommand) -> CmdResult {
             let path = trust::install(&certs_d, &registry, &pem).map_err(Failure::Failed)?;
             println!("Docker on this host now trusts {registry}: {} (no daemon restart needed)", path.display());
             if system {
-                println!("{}", trust::install_system(&registry, &pem).map_err(Failure::Failed)?);
+                let store = trust::SystemStore::detect().map_err(Failure::Failed)?;
+                println!("{}", store.install(&registry, &pem).map_err(Failure::Failed)?);
             }
             Ok(Status::Ok)
         }

@@ -99,6 +99,8 @@ pub struct ServedCert {
 pub struct Report {
     pub url: String,
     pub address: String,
+    /// Whether a TCP connection to `address` was made.
+    pub connected: bool,
     pub served: Option<ServedCert>,
     pub expected_sha256: Option<String>,
     pub chain_valid: bool,
@@ -119,6 +121,7 @@ impl Report {
         Report {
             url: target.url.clone(),
             address: target.address(),
+            connected: false,
             served: None,
             expected_sha256: expected.map(str::to_owned),
             chain_valid: false,
@@ -131,7 +134,11 @@ impl Report {
 
     /// A few lines for a terminal.
     pub fn render(&self) -> String {
-        let mut out = format!("  url:        {} (connected to {})\n", self.url, self.address);
+        // On a failed connection, the problem line names the address.
+        let mut out = match self.connected {
+            true => format!("  url:        {} (connected to {})\n", self.url, self.address),
+            false => format!("  url:        {}\n", self.url),
+        };
         if let Some(s) = &self.served {
             out.push_str(&format!("  subject:    {}\n  names:      {}\n  issuer:     {}\n", s.subject, s.dns_names.join(", "), s.issuer));
             out.push_str(&format!(
@@ -202,7 +209,12 @@ pub async fn check(target: &Target, expected: Option<&str>) -> Report {
 }
 
 async fn check_inner(target: &Target, report: &mut Report) {
-    let (tls, verdict) = match handshake(target).await {
+    let tcp = match connect(target).await {
+        Ok(tcp) => tcp,
+        Err(e) => return report.problems.push(e),
+    };
+    report.connected = true;
+    let (tls, verdict) = match handshake(target, tcp).await {
         Ok(x) => x,
         Err(e) => return report.problems.push(e),
     };
@@ -215,11 +227,15 @@ async fn check_inner(target: &Target, report: &mut Report) {
 
 type Verdict = Option<Result<(), rustls::Error>>;
 
-/// TCP + TLS with SNI; the handshake completes whatever the chain, and the verdict of the
-/// trust roots on it comes back beside the stream.
-async fn handshake(target: &Target) -> Result<(tokio_rustls::client::TlsStream<TcpStream>, Verdict), String> {
+async fn connect(target: &Target) -> Result<TcpStream, String> {
     let tcp = TcpStream::connect(target.address()).await.map_err(|e| format!("cannot connect to {}: {e}", target.address()))?;
     let _ = tcp.set_nodelay(true);
+    Ok(tcp)
+}
+
+/// TLS with SNI over `tcp`; the handshake completes whatever the chain, and the verdict of the
+/// trust roots on it comes back beside the stream.
+async fn handshake(target: &Target, tcp: TcpStream) -> Result<(tokio_rustls::client::TlsStream<TcpStream>, Verdict), String> {
     let recorder = Arc::new(Recorder::new(target.roots.clone()));
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
         .with_safe_default_protocol_versions()
@@ -238,7 +254,7 @@ async fn handshake(target: &Target) -> Result<(tokio_rustls::client::TlsStream<T
 /// decides, or to compare with a fingerprint).
 pub async fn served_chain(url: &str, connect_to: Option<String>) -> Result<Vec<CertificateDer<'static>>, String> {
     let target = Target::new(url, connect_to, RootCertStore::empty(), None)?;
-    let (tls, _) = tokio::time::timeout(Duration::from_secs(15), handshake(&target))
+    let (tls, _) = tokio::time::timeout(Duration::from_secs(15), async { handshake(&target, connect(&target).await?).await })
         .await
         .map_err(|_| format!("no answer from {} within 15 s", target.address()))??;
     let chain = tls.get_ref().1.peer_certificates().map(|c| c.to_vec()).unwrap_or_default();

@@ -1,12 +1,14 @@
-//! Docker client trust: `/etc/docker/certs.d/HOST:PORT/ca.crt` (and optionally the OS store).
+//! Client trust: Docker's `/etc/docker/certs.d/HOST:PORT/ca.crt`, and optionally the operating
+//! system's store ([`system`]).
 //!
 //! Docker reads `certs.d/<registry>/*.crt` as CA roots on every connection (no daemon restart),
 //! where `<registry>` is exactly what users type: `HOST:PORT`, or `HOST` alone for port 443.
 //! The classic failures are a misnamed file (`ca.pem`, `ca.cer` are ignored) and a directory
 //! named without the port; regcert writes the one name that works.
 
+mod system;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde::Serialize;
 
@@ -14,6 +16,7 @@ use crate::certinfo::{LeafInfo, fmt_time, parse_pem_certs, unix};
 use crate::config::CertificateConfig;
 use crate::fsutil::{FileSpec, write_atomic};
 use crate::obtain::Issuer;
+pub use system::SystemStore;
 
 pub const DEFAULT_CERTS_D: &str = "/etc/docker/certs.d";
 
@@ -68,22 +71,24 @@ pub fn sync_docker_clients(cert: &CertificateConfig, issuer: &Issuer) -> Result<
     Ok(())
 }
 
-/// Remove what `install` wrote; true when something was there.
-pub fn remove(certs_d: &Path, registry: &str) -> Result<bool, String> {
+/// Remove what `install` wrote; the file removed, if one was there.
+pub fn remove(certs_d: &Path, registry: &str) -> Result<Option<PathBuf>, String> {
     let dir = certs_d.join(check_registry(registry)?);
     let path = dir.join("ca.crt");
     match std::fs::remove_file(&path) {
         Ok(()) => {
             let _ = std::fs::remove_dir(&dir); // only if now empty
-            Ok(true)
+            Ok(Some(path))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(format!("cannot remove {}: {e}", path.display())),
     }
 }
 
 #[derive(Debug, Serialize)]
 pub struct Entry {
+    /// `docker` (certs.d) or `system` (an anchor regcert added to the OS store).
+    pub store: &'static str,
     pub registry: String,
     pub file: PathBuf,
     pub subject: Option<String>,
@@ -92,11 +97,34 @@ pub struct Entry {
     pub problem: Option<String>,
 }
 
-/// What certs.d holds: every file per registry, with expiry and the mistakes Docker ignores.
-pub fn list(certs_d: &Path) -> Vec<Entry> {
+/// What certs.d holds — every file per registry, with expiry and the mistakes Docker ignores —
+/// and the anchors regcert added to the system store (`system`, when the host has one).
+pub fn list(certs_d: &Path, system: Option<&SystemStore>) -> Vec<Entry> {
+    let now = unix(std::time::SystemTime::now()) as i64;
+    let mut out = list_certs_d(certs_d, now);
+    for anchor in system.map(SystemStore::anchors_added).unwrap_or_default() {
+        let cert = anchor.cert;
+        let problem = match &cert {
+            None => Some("not a PEM certificate".to_owned()),
+            Some(c) if (c.not_after as i64) < now => Some("expired".to_owned()),
+            Some(_) => None,
+        };
+        out.push(Entry {
+            store: "system",
+            registry: anchor.registry,
+            file: anchor.file,
+            subject: cert.as_ref().map(|c| c.subject.clone()),
+            not_after: cert.as_ref().map(|c| c.not_after),
+            days_left: cert.as_ref().map(|c| (c.not_after as i64 - now).div_euclid(86_400)),
+            problem,
+        });
+    }
+    out
+}
+
+fn list_certs_d(certs_d: &Path, now: i64) -> Vec<Entry> {
     let mut out = Vec::new();
     let Ok(dirs) = std::fs::read_dir(certs_d) else { return out };
-    let now = unix(std::time::SystemTime::now()) as i64;
     let mut dirs: Vec<_> = dirs.flatten().filter(|d| d.path().is_dir()).collect();
     dirs.sort_by_key(|d| d.file_name());
     for d in dirs {
@@ -121,6 +149,7 @@ pub fn list(certs_d: &Path) -> Vec<Entry> {
                 None
             };
             out.push(Entry {
+                store: "docker",
                 registry: registry.clone(),
                 file: f.path(),
                 subject: cert.as_ref().map(|c| c.subject.clone()),
@@ -134,10 +163,20 @@ pub fn list(certs_d: &Path) -> Vec<Entry> {
 }
 
 pub fn render_list(entries: &[Entry]) -> String {
-    if entries.is_empty() {
-        return "no registry CAs in certs.d\n".into();
-    }
+    let (docker, system): (Vec<&Entry>, Vec<&Entry>) = entries.iter().partition(|e| e.store == "docker");
     let mut out = String::new();
+    if docker.is_empty() {
+        out.push_str("no registry CAs in certs.d\n");
+    }
+    render_entries(&mut out, &docker);
+    if !system.is_empty() {
+        out.push_str("added by regcert to the system trust store:\n");
+        render_entries(&mut out, &system);
+    }
+    out
+}
+
+fn render_entries(out: &mut String, entries: &[&Entry]) {
     for e in entries {
         let when = e.not_after.map(|t| format!("expires {} ({} days)", fmt_time(t), e.days_left.unwrap_or(0))).unwrap_or_default();
         out.push_str(&format!("{}  {}  {}  {}\n", e.registry, e.file.display(), e.subject.as_deref().unwrap_or("?"), when));
@@ -145,30 +184,6 @@ pub fn render_list(entries: &[Entry]) -> String {
             out.push_str(&format!("    problem: {p}\n"));
         }
     }
-    out
-}
-
-/// Add `pem` to the operating system's trust store (Debian/Ubuntu or the RHEL family).
-pub fn install_system(registry: &str, pem: &str) -> Result<String, String> {
-    let file = format!("regcert-{}.crt", check_registry(registry)?.replace([':', '[', ']'], "_"));
-    let (dir, tool) = if Path::new("/usr/sbin/update-ca-certificates").exists() {
-        ("/usr/local/share/ca-certificates", "update-ca-certificates")
-    } else if Path::new("/usr/bin/update-ca-trust").exists() {
-        ("/etc/pki/ca-trust/source/anchors", "update-ca-trust")
-    } else {
-        return Err("no update-ca-certificates (Debian/Ubuntu) or update-ca-trust (RHEL family) here; use certs.d only".into());
-    };
-    let path = Path::new(dir).join(&file);
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {dir}: {e}"))?;
-    write_atomic(&path, pem.as_bytes(), FileSpec::PUBLIC).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    let out = Command::new(tool).output().map_err(|e| format!("cannot run {tool}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("{tool} failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
-    }
-    Ok(format!(
-        "added {} to the system store ({tool}); the Docker daemon reads the system store only at start: restart it (systemctl restart docker)",
-        path.display()
-    ))
 }
 
 /// The certificate to trust from a served chain: its last one (the root, if the server sends
@@ -206,10 +221,10 @@ mod tests {
         let p = install(d.path(), "reg.example:5000", &pem).unwrap();
         assert_eq!(p, d.path().join("reg.example:5000/ca.crt"));
         std::fs::write(d.path().join("reg.example:5000/ca.pem"), &pem).unwrap();
-        let l = list(d.path());
+        let l = list(d.path(), None);
         assert_eq!(l.len(), 2);
         assert!(l.iter().any(|e| e.problem.as_deref().is_some_and(|p| p.contains("must end in .crt"))));
-        assert!(remove(d.path(), "reg.example:5000").unwrap());
-        assert!(!remove(d.path(), "reg.example:5000").unwrap());
+        assert_eq!(remove(d.path(), "reg.example:5000").unwrap(), Some(p));
+        assert_eq!(remove(d.path(), "reg.example:5000").unwrap(), None);
     }
 }

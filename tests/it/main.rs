@@ -14,3 +14,4 @@ mod local_ca;
 mod registry;
 mod renew;
 mod systemd;
+mod trust;

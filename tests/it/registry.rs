@@ -138,6 +138,7 @@ fn verify_reports_an_incomplete_chain() {
     assert_eq!(v.code, 1, "{v:?}");
     assert!(v.stdout.contains("incomplete chain: the server sends only the leaf"), "{v:?}");
     assert!(v.stdout.contains("1 certificate(s) served, does NOT validate"), "{v:?}");
+    assert!(v.stdout.contains(&format!("(connected to {})", reg.addr())), "{v:?}");
     // renew sees it too: an installed fullchain without intermediate is due.
     let st = s.run(&["status"]);
     assert!(st.stdout.contains("no intermediate (incomplete chain)"), "{st:?}");
@@ -296,6 +297,11 @@ fn failed_exec_and_unreachable_registry_without_previous_pair_are_reported() {
     assert!(run.stdout.contains("cannot connect to 127.0.0.1:"), "{run:?}");
     assert!(run.stdout.contains("there is no previous pair to restore, so the new one stays installed"), "{run:?}");
     assert_key_matches(&fresh.fullchain("fresh"), &fresh.key("fresh"));
+    // `regcert verify` does not claim a connection it could not make.
+    let v = fresh.run(&["verify"]);
+    assert_eq!(v.code, 1, "{v:?}");
+    assert!(v.stdout.contains("url:        https://nothing.regcert.test/v2/\n"), "{v:?}");
+    assert!(!v.stdout.contains("connected to") && v.stdout.contains("problem:    cannot connect to 127.0.0.1:"), "{v:?}");
 }
 
 #[test]

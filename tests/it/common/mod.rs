@@ -230,8 +230,9 @@ fn spawn_pebble(dir: &Path, cfg: &Path, dns: u16, nonce_reject: u8) -> Child {
         .expect("start pebble")
 }
 
-/// A root CA and a localhost leaf for pebble's own HTTPS listener.
-fn write_tls_material(dir: &Path) -> (PathBuf, String, String) {
+/// A root CA and a localhost leaf it signed (for pebble's own HTTPS listener, and as a CA for
+/// trust tests): the paths of root, leaf and leaf key.
+pub fn write_tls_material(dir: &Path) -> (PathBuf, String, String) {
     let root_key = KeyPair::generate().unwrap();
     let mut root_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     root_params.distinguished_name.push(DnType::CommonName, "regcert test root");
@@ -404,7 +405,12 @@ impl std::fmt::Debug for Run {
 
 /// The regcert binary without a config (trust, import).
 pub fn regcert_bare(args: &[&str]) -> Run {
-    output(Command::new(env!("CARGO_BIN_EXE_regcert")).args(args))
+    regcert_bare_env(&[], args)
+}
+
+/// The same, with extra environment variables.
+pub fn regcert_bare_env(env: &[(&str, &Path)], args: &[&str]) -> Run {
+    output(Command::new(env!("CARGO_BIN_EXE_regcert")).args(args).envs(env.iter().copied()))
 }
 
 pub fn regcert(config: &Path, args: &[&str]) -> Run {
