@@ -285,7 +285,7 @@ fn show_status(config: &Config, names: &[String], json: bool) -> CmdResult {
     let certs = config.select(names).map_err(Failure::Config)?;
     // Read-only: the state dir is not created or locked for this.
     let state = StateDir::at(&config.state_dir);
-    let statuses = status::collect(&state, &Issuers::from_config(config, &state), &certs, SystemTime::now());
+    let statuses = status::collect(config, &state, &certs, SystemTime::now());
     if json {
         let text = serde_json::to_string_pretty(&statuses).map_err(|e| Failure::Failed(e.to_string()))?;
         println!("{text}");

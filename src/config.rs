@@ -149,9 +149,11 @@ pub struct DaemonConfig {
     /// Cron expression with seconds; default every 10 minutes.
     #[serde(default = "default_check")]
     pub check: String,
-    /// Alert ("expiring") when less than this is left and the certificate is still not renewed.
-    #[serde(default = "default_alert_before", with = "duration")]
-    pub alert_before: Duration,
+    /// Alert ("expiring") when less than this is left and the certificate is still not renewed;
+    /// by default halfway between a certificate's renewal point and its expiry, which fits any
+    /// lifetime (see [`crate::policy::alert_at`]).
+    #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    pub alert_before: Option<Duration>,
     /// Waits after the 1st, 2nd, … consecutive failure of a certificate; the last one repeats.
     #[serde(default = "default_backoff", with = "duration_list")]
     pub backoff: Vec<Duration>,
@@ -159,7 +161,7 @@ pub struct DaemonConfig {
 
 impl Default for DaemonConfig {
     fn default() -> Self {
-        Self { check: default_check(), alert_before: default_alert_before(), backoff: default_backoff() }
+        Self { check: default_check(), alert_before: None, backoff: default_backoff() }
     }
 }
 
@@ -191,9 +193,6 @@ mod duration_list {
 
 fn default_check() -> String {
     "0 */10 * * * *".into()
-}
-fn default_alert_before() -> Duration {
-    Duration::from_secs(14 * 86_400)
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

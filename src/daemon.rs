@@ -35,8 +35,6 @@ use crate::state::{LockError, StateDir};
 
 /// How long SIGTERM waits for a check in flight before abandoning it.
 const STOP_GRACE: Duration = Duration::from_secs(90);
-/// At most one "expires soon" alert per certificate in this period.
-const ALERT_EVERY: u64 = 86_400;
 
 /// What `regcert status` shows about the daemon (state_dir/daemon.json).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -356,7 +354,7 @@ pub async fn check(config: &Config, state: &StateDir, known: &mut HashMap<String
     notify::send_reports(config, &reports).await;
     for entry in &mut entries {
         let leaf = entry.installed.as_ref().map(|i| &i.leaf);
-        update_gauges(entry.cert, leaf, &entry.schedule, now);
+        update_gauges(entry.cert, leaf, &entry.schedule, config.daemon.alert_before, now);
         if alert_expiring(config, entry.cert, leaf, &mut entry.schedule, now).await {
             entry.dirty = true;
         }
@@ -427,12 +425,13 @@ fn record(config: &Config, entry: &mut Entry<'_>, report: &CertReport, now: Syst
             }
         }
         Outcome::RolledBack { .. } | Outcome::Failed { .. } => {
-            let emergency = is_emergency(entry.installed.as_ref().map(|i| &i.leaf), now);
+            let leaf = entry.installed.as_ref().map(|i| &i.leaf);
+            let emergency = is_emergency(leaf, now);
             let retry_after = match &report.outcome {
                 Outcome::Failed { error, .. } => error.retry_after(),
                 _ => None,
             };
-            let wait = backoff(schedule.failures + 1, emergency, &config.daemon.backoff, retry_after, now);
+            let wait = backoff(schedule.failures + 1, leaf, &config.daemon.backoff, retry_after, now);
             schedule.record_failure(now, report.to_string(), wait);
             let rolled_back = matches!(report.outcome, Outcome::RolledBack { .. });
             m.count_renewal(&cert.name, if rolled_back { "rolled_back" } else { "failure" });
@@ -451,7 +450,7 @@ fn record(config: &Config, entry: &mut Entry<'_>, report: &CertReport, now: Syst
     }
 }
 
-fn update_gauges(cert: &CertificateConfig, leaf: Option<&LeafInfo>, schedule: &Schedule, now: SystemTime) {
+fn update_gauges(cert: &CertificateConfig, leaf: Option<&LeafInfo>, schedule: &Schedule, alert_before: Option<Duration>, now: SystemTime) {
     let m = metrics::global();
     let label = Metrics::name(&cert.name);
     let valid = leaf.is_some_and(|l| !l.remaining(now).is_zero() && l.covers(&cert.domains));
@@ -462,10 +461,12 @@ fn update_gauges(cert: &CertificateConfig, leaf: Option<&LeafInfo>, schedule: &S
         let due = crate::policy::due_at(l, cert.renew_before);
         let due = schedule.ari.as_ref().filter(|w| w.serial == l.serial).map_or(due, |w| w.renew_at.min(due));
         m.renewal.get_or_create(&label).set(due as i64);
+        m.alert.get_or_create(&label).set(crate::policy::alert_at(l, cert.renew_before, alert_before) as i64);
     }
 }
 
-/// "Expires in less than [daemon] alert_before and still not renewed", at most once a day.
+/// "Past its alert point and still not renewed" (see [`crate::policy::alert_at`]): once per
+/// certificate, again a day later.
 async fn alert_expiring(
     config: &Config,
     cert: &CertificateConfig,
@@ -476,10 +477,10 @@ async fn alert_expiring(
     let Some(leaf) = leaf else { return false };
     let left = leaf.remaining(now);
     let now_s = unix(now);
-    if left >= config.daemon.alert_before || schedule.last_alert_at.is_some_and(|t| now_s < t + ALERT_EVERY) {
+    if !schedule.alert_due(leaf, crate::policy::alert_at(leaf, cert.renew_before, config.daemon.alert_before), now_s) {
         return false;
     }
-    tracing::error!(cert = %cert.name, not_after = %fmt_time(leaf.not_after), days_left = left.as_secs() / 86_400, "certificate expires soon and is still not renewed");
+    tracing::error!(cert = %cert.name, not_after = %fmt_time(leaf.not_after), left = %humantime::format_duration(Duration::from_secs(left.as_secs())), "certificate expires soon and is still not renewed");
     let event = notify::Event::new(
         cert,
         EventKind::Expiring,
@@ -488,7 +489,7 @@ async fn alert_expiring(
         schedule.last_result.as_ref().filter(|r| !r.ok).map(|r| r.message.clone()),
     );
     notify::send(&config.notify, &event).await;
-    schedule.last_alert_at = Some(now_s);
+    schedule.record_alert(leaf, now_s);
     true
 }
 

@@ -41,6 +41,7 @@ pub struct Metrics {
     registry: Registry,
     pub expiration: Family<NameLabel, Gauge>,
     pub renewal: Family<NameLabel, Gauge>,
+    pub alert: Family<NameLabel, Gauge>,
     pub ready: Family<NameLabel, Gauge>,
     pub renewals: Family<RenewalLabels, Counter>,
     pub verify_success: Family<NameLabel, Gauge>,
@@ -60,6 +61,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("regcert");
         let expiration = Family::<NameLabel, Gauge>::default();
         let renewal = Family::<NameLabel, Gauge>::default();
+        let alert = Family::<NameLabel, Gauge>::default();
         let ready = Family::<NameLabel, Gauge>::default();
         let renewals = Family::<RenewalLabels, Counter>::default();
         let verify_success = Family::<NameLabel, Gauge>::default();
@@ -78,6 +80,11 @@ impl Metrics {
             renewal.clone(),
         );
         registry.register(
+            "certificate_alert_timestamp_seconds",
+            "When the certificate, if still not renewed, raises the `expiring` alert (Unix time)",
+            alert.clone(),
+        );
+        registry.register(
             "certificate_ready_status",
             "1 when a valid certificate is installed and the last renewal did not fail",
             ready.clone(),
@@ -90,6 +97,7 @@ impl Metrics {
             registry,
             expiration,
             renewal,
+            alert,
             ready,
             renewals,
             verify_success,

@@ -64,6 +64,21 @@ pub fn due_at(leaf: &LeafInfo, renew_before: Option<Duration>) -> u64 {
     leaf.not_after.saturating_sub(margin.as_secs())
 }
 
+/// When a certificate that is still not renewed is worth an alert: halfway from its renewal
+/// point to its expiry — a third of the lifetime before expiry is due, so a sixth is left — or
+/// `alert_before` ahead of expiry when that is configured. Relative by default, because an
+/// absolute margin cannot fit lifetimes from 90 seconds to a year: "14 days left" is true of a
+/// six-day certificate the moment it is issued. Never before the renewal point: a certificate
+/// that is not due yet is not late.
+pub fn alert_at(leaf: &LeafInfo, renew_before: Option<Duration>, alert_before: Option<Duration>) -> u64 {
+    let due = due_at(leaf, renew_before);
+    let at = match alert_before {
+        Some(margin) => leaf.not_after.saturating_sub(margin.as_secs()),
+        None => due + leaf.not_after.saturating_sub(due) / 2,
+    };
+    at.max(due)
+}
+
 /// Decide for one certificate from what is installed.
 pub fn decide(cert: &CertificateConfig, installed: Result<Option<&Installed>, String>, now: SystemTime, force: bool) -> Decision {
     if force {
@@ -174,6 +189,28 @@ mod tests {
             decide(&cert(None), Ok(Some(&short)), at(1_000 * DAY), false),
             Decision::NotDue { due_at: 1_004 * DAY, not_after: 1_006 * DAY }
         );
+    }
+
+    #[test]
+    fn alerts_come_halfway_from_the_renewal_point_to_expiry_for_every_lifetime() {
+        // 90 days: due with 30 days left, alert with 15 left.
+        let i = installed(1_000 * DAY, 90);
+        assert_eq!(alert_at(&i.leaf, None, None), 1_075 * DAY);
+        // Six days: due with 2 days left, alert with 1 left (not "14 days left" at once).
+        let i = installed(1_000 * DAY, 6);
+        assert_eq!(alert_at(&i.leaf, None, None), 1_005 * DAY);
+        // 90 seconds: due with 30 s left, alert with 15 s left.
+        let mut short = installed(1_000, 0);
+        short.leaf.not_after = 1_090;
+        assert_eq!(alert_at(&short.leaf, None, None), 1_075);
+        // An absolute alert_before, but never before the certificate is even due.
+        let i = installed(1_000 * DAY, 90);
+        assert_eq!(alert_at(&i.leaf, None, Some(Duration::from_secs(14 * DAY))), 1_076 * DAY);
+        let i = installed(1_000 * DAY, 6);
+        assert_eq!(alert_at(&i.leaf, None, Some(Duration::from_secs(14 * DAY))), 1_004 * DAY);
+        // With renew_before the renewal point moves, and the alert with it.
+        let i = installed(1_000 * DAY, 90);
+        assert_eq!(alert_at(&i.leaf, Some(Duration::from_secs(10 * DAY)), None), 1_085 * DAY);
     }
 
     #[test]

@@ -14,6 +14,8 @@ use crate::state::StateDir;
 
 /// In an emergency (less than a tenth of the lifetime left) never wait longer than this.
 const EMERGENCY_MAX: Duration = Duration::from_secs(600);
+/// At most one "expiring" alert per certificate in this period.
+const ALERT_EVERY: u64 = 86_400;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Schedule {
@@ -27,8 +29,10 @@ pub struct Schedule {
     /// Do not ask the CA for a renewal window before this time (it has no renewalInfo, or
     /// asking failed): keeps idle checks off the network.
     pub ari_skip_until: Option<u64>,
-    /// When the last "expires soon" alert went out.
+    /// When the last "expires soon" alert went out, and for which certificate (serial).
     pub last_alert_at: Option<u64>,
+    #[serde(default)]
+    pub last_alert_serial: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -63,15 +67,20 @@ impl AriWindow {
     }
 }
 
-/// Wait before the next attempt after `failures` consecutive failures (`steps`: `[daemon] backoff`).
-/// A CA that said when to come back (a rate limit's Retry-After) is not asked earlier, even in
-/// an emergency: asking a rate-limited CA again only fails again.
-pub fn backoff(failures: u32, emergency: bool, steps: &[Duration], retry_after: Option<SystemTime>, now: SystemTime) -> Duration {
+/// Wait before the next attempt after `failures` consecutive failures (`steps`: `[daemon] backoff`)
+/// of a certificate whose installed leaf is `leaf`. No wait is longer than a tenth of that
+/// leaf's lifetime (a one-day certificate: 2.4 h; a 90-second one: 9 s), nor, in an emergency,
+/// than 10 minutes. A CA that said when to come back (a rate limit's Retry-After) is not asked
+/// earlier, even in an emergency: asking a rate-limited CA again only fails again.
+pub fn backoff(failures: u32, leaf: Option<&LeafInfo>, steps: &[Duration], retry_after: Option<SystemTime>, now: SystemTime) -> Duration {
     let i = (failures.max(1) as usize - 1).min(steps.len().saturating_sub(1));
-    let wait = steps.get(i).copied().unwrap_or(EMERGENCY_MAX);
-    let wait = if emergency { wait.min(EMERGENCY_MAX) } else { wait };
+    let step = steps.get(i).copied().unwrap_or(EMERGENCY_MAX);
+    let mut cap = leaf.map_or(Duration::MAX, |l| (l.lifetime() / 10).max(Duration::from_secs(1)));
+    if is_emergency(leaf, now) {
+        cap = cap.min(EMERGENCY_MAX);
+    }
     let ca_wait = retry_after.and_then(|t| t.duration_since(now).ok()).unwrap_or_default();
-    wait.max(ca_wait)
+    step.min(cap).max(ca_wait)
 }
 
 /// Less than a tenth of the lifetime left (or expired): retry often, and say so.
@@ -89,6 +98,19 @@ impl Schedule {
         create_private_dir(&state.cert_dir(name))?;
         let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
         write_atomic(&state.schedule_path(name), &json, FileSpec::PUBLIC)
+    }
+
+    /// Has `leaf` (not renewed, now at `now`) earned an "expiring" alert that was not sent yet?
+    /// Once per certificate, and again a day later if it is still not renewed.
+    pub fn alert_due(&self, leaf: &LeafInfo, alert_at: u64, now: u64) -> bool {
+        let repeat =
+            self.last_alert_serial.as_deref() == Some(leaf.serial.as_str()) && self.last_alert_at.is_some_and(|t| now < t + ALERT_EVERY);
+        now >= alert_at && !repeat
+    }
+
+    pub fn record_alert(&mut self, leaf: &LeafInfo, now: u64) {
+        self.last_alert_at = Some(now);
+        self.last_alert_serial = Some(leaf.serial.clone());
     }
 
     /// Still waiting out the backoff of earlier failures?
@@ -119,26 +141,78 @@ impl Schedule {
 mod tests {
     use super::*;
 
+    const DAY: u64 = 86_400;
+
+    /// A leaf valid from `not_before` for `secs` seconds.
+    fn leaf(not_before: u64, secs: u64) -> LeafInfo {
+        LeafInfo {
+            subject: String::new(),
+            issuer: String::new(),
+            dns_names: vec![],
+            ips: vec![],
+            serial: "01".into(),
+            not_before,
+            not_after: not_before + secs,
+            sha256: String::new(),
+            spki: vec![],
+            key_type: None,
+        }
+    }
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
     #[test]
     fn backoff_grows_then_holds_and_emergency_caps_it() {
         let steps = crate::config::DaemonConfig::default().backoff;
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let secs: Vec<u64> = (1..=10).map(|n| backoff(n, false, &steps, None, now).as_secs()).collect();
+        let ninety_days = leaf(1_000 * DAY, 90 * DAY);
+        let now = at(1_070 * DAY);
+        let secs: Vec<u64> = (1..=10).map(|n| backoff(n, Some(&ninety_days), &steps, None, now).as_secs()).collect();
         assert_eq!(secs, [60, 120, 300, 600, 1200, 1800, 3600, 21600, 21600, 21600]);
-        assert_eq!(backoff(9, true, &steps, None, now).as_secs(), 600);
-        assert_eq!(backoff(1, true, &steps, None, now).as_secs(), 60);
+        // Less than a tenth of the lifetime left.
+        assert_eq!(backoff(9, Some(&ninety_days), &steps, None, at(1_085 * DAY)).as_secs(), 600);
+        assert_eq!(backoff(1, Some(&ninety_days), &steps, None, at(1_085 * DAY)).as_secs(), 60);
+        assert_eq!(backoff(9, None, &steps, None, now).as_secs(), 21_600, "nothing installed: the steps as configured");
+    }
+
+    #[test]
+    fn no_wait_is_longer_than_a_tenth_of_the_lifetime() {
+        let steps = crate::config::DaemonConfig::default().backoff;
+        let one_day = leaf(1_000 * DAY, DAY);
+        assert_eq!(backoff(9, Some(&one_day), &steps, None, at(1_000 * DAY + 16 * 3_600)).as_secs(), DAY / 10);
+        let six_days = leaf(1_000 * DAY, 6 * DAY);
+        assert_eq!(backoff(9, Some(&six_days), &steps, None, at(1_004 * DAY)).as_secs(), 21_600, "6 h steps fit six days");
+        let ninety_seconds = leaf(1_000, 90);
+        assert_eq!(backoff(1, Some(&ninety_seconds), &steps, None, at(1_060)).as_secs(), 9);
+        assert_eq!(backoff(9, Some(&ninety_seconds), &steps, None, at(1_085)).as_secs(), 9);
     }
 
     #[test]
     fn a_rate_limit_is_waited_out_even_in_an_emergency() {
         let steps = crate::config::DaemonConfig::default().backoff;
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let ninety_days = leaf(1_000 * DAY, 90 * DAY);
+        let now = at(1_070 * DAY);
         let in_an_hour = Some(now + Duration::from_secs(3_600));
-        assert_eq!(backoff(1, false, &steps, in_an_hour, now).as_secs(), 3_600);
-        assert_eq!(backoff(1, true, &steps, in_an_hour, now).as_secs(), 3_600);
+        assert_eq!(backoff(1, Some(&ninety_days), &steps, in_an_hour, now).as_secs(), 3_600);
+        let emergency = at(1_085 * DAY);
+        assert_eq!(backoff(1, Some(&ninety_days), &steps, Some(emergency + Duration::from_secs(3_600)), emergency).as_secs(), 3_600);
         // A Retry-After shorter than the backoff, or in the past, changes nothing.
-        assert_eq!(backoff(8, false, &steps, in_an_hour, now).as_secs(), 21_600);
-        assert_eq!(backoff(2, false, &steps, Some(now - Duration::from_secs(5)), now).as_secs(), 120);
+        assert_eq!(backoff(8, Some(&ninety_days), &steps, in_an_hour, now).as_secs(), 21_600);
+        assert_eq!(backoff(2, Some(&ninety_days), &steps, Some(now - Duration::from_secs(5)), now).as_secs(), 120);
+    }
+
+    #[test]
+    fn an_alert_once_per_certificate_and_again_a_day_later() {
+        let mut s = Schedule::default();
+        let (first, mut second) = (leaf(1_000, 90), leaf(1_080, 90));
+        second.serial = "02".into();
+        assert!(!s.alert_due(&first, 1_075, 1_074), "not before the alert point");
+        assert!(s.alert_due(&first, 1_075, 1_075));
+        s.record_alert(&first, 1_075);
+        assert!(!s.alert_due(&first, 1_075, 1_090));
+        assert!(s.alert_due(&first, 1_075, 1_075 + DAY), "still not renewed a day later");
+        assert!(s.alert_due(&second, 1_155, 1_155), "a new certificate that is late again is a new alert");
     }
 
     #[test]

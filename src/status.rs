@@ -1,16 +1,17 @@
 //! `regcert status`: what is installed for each certificate and when it is next due.
 
 use std::path::PathBuf;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
 use crate::certinfo::{fmt_time, unix};
 use crate::config::CertificateConfig;
+use crate::config::Config;
 use crate::daemon::DaemonStatus;
 use crate::install::read_installed;
 use crate::obtain::{Issuer, Issuers};
-use crate::policy::{Decision, decide};
+use crate::policy::{Decision, alert_at, decide};
 use crate::schedule::Schedule;
 use crate::state::StateDir;
 
@@ -31,6 +32,8 @@ pub struct CertStatus {
     pub next_due: Option<u64>,
     /// Why it is due now, when it is.
     pub due_reason: Option<String>,
+    /// When `regcert run` raises the `expiring` alert if the certificate is still not renewed.
+    pub alert_at: Option<u64>,
     pub fullchain: PathBuf,
     pub key: PathBuf,
     /// What the daemon remembers: last result, failures and backoff, the ARI window.
@@ -41,12 +44,21 @@ pub struct CertStatus {
 
 /// The status of `certs`. Read-only: the state dir is not created or locked for this, and
 /// nobody is asked anything over the network.
-pub fn collect(state: &StateDir, issuers: &Issuers, certs: &[&CertificateConfig], now: SystemTime) -> Vec<CertStatus> {
+pub fn collect(config: &Config, state: &StateDir, certs: &[&CertificateConfig], now: SystemTime) -> Vec<CertStatus> {
     let daemon = DaemonStatus::load(state);
-    certs.iter().map(|c| one(state, issuers, daemon.as_ref(), c, now)).collect()
+    let issuers = Issuers::from_config(config, state);
+    let alert_before = config.daemon.alert_before;
+    certs.iter().map(|c| one(state, &issuers, alert_before, daemon.as_ref(), c, now)).collect()
 }
 
-fn one(state: &StateDir, issuers: &Issuers, daemon: Option<&DaemonStatus>, cert: &CertificateConfig, now: SystemTime) -> CertStatus {
+fn one(
+    state: &StateDir,
+    issuers: &Issuers,
+    alert_before: Option<Duration>,
+    daemon: Option<&DaemonStatus>,
+    cert: &CertificateConfig,
+    now: SystemTime,
+) -> CertStatus {
     let installed = read_installed(&cert.install);
     let decision = decide(cert, installed.as_ref().map(Option::as_ref).map_err(Clone::clone), now, false);
     let leaf = installed.ok().flatten().map(|i| i.leaf);
@@ -69,6 +81,7 @@ fn one(state: &StateDir, issuers: &Issuers, daemon: Option<&DaemonStatus>, cert:
         days_left: leaf.as_ref().map(|l| (l.not_after as i64 - unix(now) as i64).div_euclid(86_400)),
         next_due,
         due_reason,
+        alert_at: leaf.as_ref().map(|l| alert_at(l, cert.renew_before, alert_before)),
         fullchain: cert.install.fullchain_path(),
         key: cert.install.key_path(),
         schedule: Schedule::load(state, &cert.name),
@@ -99,6 +112,9 @@ pub fn render(statuses: &[CertStatus]) -> String {
             (Some(reason), _) => out.push_str(&format!("  next due:   now ({reason})\n")),
             (None, Some(at)) => out.push_str(&format!("  next due:   {}\n", fmt_time(at))),
             _ => {}
+        }
+        if let Some(at) = s.alert_at {
+            out.push_str(&format!("  alert at:   {} (if still not renewed by then)\n", fmt_time(at)));
         }
         out.push_str(&format!("  install:    {}, {}\n", s.fullchain.display(), s.key.display()));
         if let Some(at) = s.next_check_at {

@@ -267,7 +267,10 @@ impl LocalCa {
         p.use_authority_key_identifier_extension = true;
         let validity = cert.validity.unwrap_or(Duration::from_secs(90 * 86_400));
         let now = ::time::OffsetDateTime::now_utc();
-        p.not_before = now - ::time::Duration::minutes(5);
+        // Backdated for clocks that lag, by at most a tenth of the validity: five minutes would
+        // be most of the lifetime of a short-lived certificate (and make it due at once).
+        let backdate = (validity / 10).min(Duration::from_secs(300));
+        p.not_before = now - ::time::Duration::seconds(backdate.as_secs() as i64);
         p.not_after = now + ::time::Duration::seconds(validity.as_secs() as i64);
         let issuer = Issuer::from_ca_cert_der(&self.signer_der, &self.signer_key).map_err(|e| format!("CA \"{}\": {e}", self.name))?;
         let leaf = key.sign(&p, &issuer).map_err(|e| format!("signing the certificate: {e}"))?;

@@ -144,7 +144,7 @@ fn sigterm_in_the_middle_of_a_renewal_leaves_a_consistent_pair() {
 
 #[test]
 fn expiring_certificate_alerts_through_webhook_and_command() {
-    let pebble = Pebble::start();
+    let mut pebble = Pebble::start();
     let s = Setup::new(&pebble, &[cert("registry", &["registry.example.com"], "ecdsa-p256")]);
     assert_eq!(s.run(&["renew"]).code, 0);
     let hook = Webhook::start();
@@ -152,7 +152,10 @@ fn expiring_certificate_alerts_through_webhook_and_command() {
     let script = s.root.path().join("notify.sh");
     fs::write(&script, format!("#!/bin/sh\n{{ cat; echo \" $REGCERT_EVENT $REGCERT_CERTIFICATE\"; }} >> {}\n", out.display())).unwrap();
     fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    // Not due (Pebble's leaves live 5 years), but "expires within 3000 days" is true: alert.
+    // Due (renew_before), the CA is down, so it is not renewed, and "expires within 3000 days" is
+    // true: alert. (A certificate that is not due yet is never late, whatever alert_before says.)
+    s.edit_cert("registry", |c| set(c, "renew_before", "3000d"));
+    pebble.stop();
     with_daemon_settings(
         &s,
         toml! {
@@ -172,7 +175,8 @@ fn expiring_certificate_alerts_through_webhook_and_command() {
     let event: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(event["certificate"], "registry");
     assert!(event["days_left"].as_i64().unwrap() > 1000);
-    d.wait_for_log("0 renewed, 0 failed", 1, Duration::from_secs(30));
+    assert!(event["error"].as_str().is_some_and(|e| e.contains("cannot reach the ACME server")), "{event}");
+    d.wait_for_log("0 renewed, 1 failed", 1, Duration::from_secs(30));
     let got = fs::read_to_string(&out).unwrap();
     assert!(got.contains("\"event\":\"expiring\"") && got.ends_with(" expiring registry\n"), "{got}");
     d.signal("TERM");

@@ -13,5 +13,6 @@ mod import_acmesh;
 mod local_ca;
 mod registry;
 mod renew;
+mod shortlived;
 mod systemd;
 mod trust;
