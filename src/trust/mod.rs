@@ -97,6 +97,20 @@ pub struct Entry {
     pub problem: Option<String>,
 }
 
+impl Entry {
+    fn new(store: &'static str, registry: String, file: PathBuf, cert: Option<LeafInfo>, problem: Option<String>, now: i64) -> Self {
+        Entry {
+            store,
+            registry,
+            file,
+            subject: cert.as_ref().map(|c| c.subject.clone()),
+            not_after: cert.as_ref().map(|c| c.not_after),
+            days_left: cert.as_ref().map(|c| (c.not_after as i64 - now).div_euclid(86_400)),
+            problem,
+        }
+    }
+}
+
 /// What certs.d holds — every file per registry, with expiry and the mistakes Docker ignores —
 /// and the anchors regcert added to the system store (`system`, when the host has one).
 pub fn list(certs_d: &Path, system: Option<&SystemStore>) -> Vec<Entry> {
@@ -109,15 +123,7 @@ pub fn list(certs_d: &Path, system: Option<&SystemStore>) -> Vec<Entry> {
             Some(c) if (c.not_after as i64) < now => Some("expired".to_owned()),
             Some(_) => None,
         };
-        out.push(Entry {
-            store: "system",
-            registry: anchor.registry,
-            file: anchor.file,
-            subject: cert.as_ref().map(|c| c.subject.clone()),
-            not_after: cert.as_ref().map(|c| c.not_after),
-            days_left: cert.as_ref().map(|c| (c.not_after as i64 - now).div_euclid(86_400)),
-            problem,
-        });
+        out.push(Entry::new("system", anchor.registry, anchor.file, cert, problem, now));
     }
     out
 }
@@ -148,15 +154,7 @@ fn list_certs_d(certs_d: &Path, now: i64) -> Vec<Entry> {
             } else {
                 None
             };
-            out.push(Entry {
-                store: "docker",
-                registry: registry.clone(),
-                file: f.path(),
-                subject: cert.as_ref().map(|c| c.subject.clone()),
-                not_after: cert.as_ref().map(|c| c.not_after),
-                days_left: cert.as_ref().map(|c| (c.not_after as i64 - now).div_euclid(86_400)),
-                problem,
-            });
+            out.push(Entry::new("docker", registry.clone(), f.path(), cert, problem, now));
         }
     }
     out
