@@ -459,6 +459,37 @@ pub fn serial(fullchain: &Path) -> String {
     openssl(&["x509", "-noout", "-serial", "-in", fullchain.to_str().unwrap()])
 }
 
+/// The first certificate's notBefore and notAfter as read by openssl, in Unix seconds.
+pub fn validity(pem: &Path) -> (u64, u64) {
+    let out = openssl(&["x509", "-noout", "-dates", "-dateopt", "iso_8601", "-in", pem.to_str().unwrap()]);
+    let date = |key: &str| {
+        let v = out.lines().find_map(|l| l.strip_prefix(key)).unwrap_or_else(|| panic!("no {key} in {out}"));
+        unix_from_iso(v.trim())
+    };
+    (date("notBefore="), date("notAfter="))
+}
+
+/// `YYYY-MM-DD HH:MM:SSZ` (openssl's iso_8601) in Unix seconds (days from the civil date, as in
+/// Howard Hinnant's algorithm).
+fn unix_from_iso(v: &str) -> u64 {
+    let n = |r: std::ops::Range<usize>| v[r].parse::<i64>().unwrap_or_else(|_| panic!("bad date {v:?}"));
+    let (y, m, d, hh, mm, ss) = (n(0..4), n(5..7), n(8..10), n(11..13), n(14..16), n(17..19));
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    (days * 86_400 + hh * 3_600 + mm * 60 + ss) as u64
+}
+
+#[test]
+fn unix_from_iso_known_answers() {
+    assert_eq!(unix_from_iso("1970-01-01 00:00:00Z"), 0);
+    assert_eq!(unix_from_iso("2000-03-01 00:00:00Z"), 951_868_800);
+    assert_eq!(unix_from_iso("2026-12-01 13:01:36Z"), 1_796_130_096);
+}
+
 pub fn pem_count(path: &Path) -> usize {
     std::fs::read_to_string(path).unwrap().matches("-----BEGIN CERTIFICATE-----").count()
 }
