@@ -120,6 +120,11 @@ impl Registry {
     pub fn running(&self) -> bool {
         docker(&["inspect", "-f", "{{.State.Running}}", &self.container]) == "true"
     }
+
+    /// When the container's process last started, as Docker reports it (changes on every restart).
+    pub fn started_at(&self) -> String {
+        docker(&["inspect", "-f", "{{.State.StartedAt}}", &self.container])
+    }
 }
 
 impl Drop for Registry {
