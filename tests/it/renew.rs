@@ -34,12 +34,15 @@ fn issues_installs_then_noop_then_force_keeps_backup() {
     assert_eq!(mode(&s.state().join("certs/registry/privkey.pem")), 0o600);
     let account_before = fs::read(&accounts[0]).unwrap();
 
-    // Second run: nothing due, nothing touched.
+    // Second run: nothing due, nothing touched, and the CA is not contacted at all (Pebble logs
+    // every request it gets, and every TLS handshake that fails).
     let first = fs::read(&chain).unwrap();
+    let pebble_log = pebble.logs();
     let run = s.run(&["renew"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains("registry: not due"), "{run:?}");
     assert_eq!(fs::read(&chain).unwrap(), first);
+    assert_eq!(pebble.logs(), pebble_log, "a no-op renew must not talk to the CA");
 
     // Forced: a new certificate and key, the old pair kept as backup, same account.
     let old_key = fs::read(&key).unwrap();
@@ -127,6 +130,16 @@ fn dry_run_obtains_but_installs_nothing() {
     assert!(run.stdout.contains("dry run: 1 obtained"), "{run:?}");
     assert_eq!(fs::read_dir(s.install_dir("registry")).unwrap().count(), 0);
     assert!(!s.state().join("certs").exists());
+    // The serial reported is one the CA says it issued.
+    let shown = run.stdout.split("; serial ").nth(1).and_then(|r| r.split(',').next()).unwrap_or_else(|| panic!("{run:?}"));
+    let shown = shown.replace(':', "").trim_start_matches('0').to_lowercase();
+    let issued: Vec<String> = pebble
+        .logs()
+        .lines()
+        .filter_map(|l| l.split("Issued certificate serial ").nth(1))
+        .map(|r| r.split_whitespace().next().unwrap().trim_start_matches('0').to_lowercase())
+        .collect();
+    assert_eq!(issued, [shown], "Pebble's log: {}", pebble.logs());
 }
 
 #[test]
@@ -236,6 +249,11 @@ fn changed_contact_updates_the_same_account() {
     assert_eq!(after["credentials"]["id"], before["credentials"]["id"], "same account URL");
     assert_eq!(after["contact"][0], "mailto:oncall@example.com");
     assert_eq!(fs::read_dir(s.state().join("accounts")).unwrap().count(), 1);
+    // The CA has it too, on that same account.
+    let credentials = &after["credentials"];
+    let at_ca = pebble.account(credentials["id"].as_str().unwrap(), credentials["key_pkcs8"].as_str().unwrap());
+    assert_eq!(at_ca["contact"], serde_json::json!(["mailto:oncall@example.com"]), "{at_ca}");
+    assert_eq!(at_ca["status"], "valid", "{at_ca}");
 }
 
 #[test]

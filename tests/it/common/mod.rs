@@ -193,6 +193,37 @@ impl Pebble {
         path
     }
 
+    /// The account at `account_url` as the CA holds it: a POST-as-GET signed with the account's
+    /// key (`key_pkcs8`, base64url PKCS#8 P-256, as instant-acme stores it), sent with curl.
+    pub fn account(&self, account_url: &str, key_pkcs8: &str) -> serde_json::Value {
+        use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &b64.decode(key_pkcs8).unwrap()).unwrap();
+        let curl = |args: &[&str]| {
+            let out = Command::new(tool("curl")).args(["-sS", "--cacert", self.tls_root.to_str().unwrap()]).args(args).output().unwrap();
+            assert!(out.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let directory: serde_json::Value = serde_json::from_str(&curl(&[&self.directory_url])).unwrap();
+        let mut last = serde_json::Value::Null;
+        // Pebble rejects some nonces on purpose: ask again with a fresh one.
+        for _ in 0..10 {
+            let head = curl(&["-I", directory["newNonce"].as_str().unwrap()]);
+            let nonce = head.lines().find_map(|l| l.to_ascii_lowercase().starts_with("replay-nonce:").then(|| l[13..].trim().to_owned()));
+            let header = serde_json::json!({ "alg": "ES256", "kid": account_url, "nonce": nonce.unwrap(), "url": account_url });
+            let protected = b64.encode(header.to_string());
+            let signature = key.sign(&aws_lc_rs::rand::SystemRandom::new(), format!("{protected}.").as_bytes()).unwrap();
+            let jws = serde_json::json!({ "protected": protected, "payload": "", "signature": b64.encode(signature.as_ref()) });
+            let body = curl(&["-H", "Content-Type: application/jose+json", "--data-binary", &jws.to_string(), account_url]);
+            last = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+            if last["type"] != "urn:ietf:params:acme:error:badNonce" {
+                return last;
+            }
+        }
+        panic!("no account from the CA: {last}")
+    }
+
     /// Stop the CA (to simulate an outage).
     pub fn stop(&mut self) {
         let _ = self.pebble.kill();
