@@ -220,7 +220,15 @@ fn webroot_mode_serves_tokens_through_an_existing_web_server() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", pebble.http_port)).is_err() {
+        if let Some(status) = server.try_wait().unwrap() {
+            panic!("python3 -m http.server exited ({status})");
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = server.kill();
+            panic!("python3 -m http.server did not listen on {} within 20 s", pebble.http_port);
+        }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     s.edit(|c| set(c, "http01", toml! { webroot = (webroot.display().to_string()) }));
