@@ -65,9 +65,35 @@ pub fn listener() -> TcpListener {
     }
 }
 
-/// A loopback port for a server the test starts (it is free when returned, and never returned again).
+/// A loopback port for a server the test starts (Pebble, nginx, a daemon's listener): free when
+/// returned, and never returned again.
+///
+/// Between the return and the server's own bind the port is unbound, so it is taken below the
+/// kernel's ephemeral range: no outgoing connection and no `bind(…:0)` (of [`listener`], of any
+/// process) can be given it in the meantime. Each process starts at its own offset.
 pub fn free_port() -> u16 {
-    listener().local_addr().unwrap().port()
+    static NEXT: Mutex<Option<u16>> = Mutex::new(None);
+    let (low, high) = non_ephemeral_ports();
+    let mut next = NEXT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let span = high - low;
+    let mut candidate = next.unwrap_or(low + (std::process::id() % u32::from(span)) as u16);
+    for _ in 0..span {
+        let port = candidate;
+        candidate = if candidate + 1 >= high { low } else { candidate + 1 };
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() && HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner()).insert(port) {
+            *next = Some(candidate);
+            return port;
+        }
+    }
+    panic!("no free loopback port in {low}..{high}")
+}
+
+/// Ports below the kernel's ephemeral range (net.ipv4.ip_local_port_range), above the well-known ones.
+fn non_ephemeral_ports() -> (u16, u16) {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let ephemeral_low: u16 = range.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(32768);
+    assert!(ephemeral_low > 12_000, "the ephemeral port range starts at {ephemeral_low}: the tests need ports below it");
+    (10_000, ephemeral_low)
 }
 
 #[derive(Default, Clone)]
