@@ -337,6 +337,53 @@ fn failed_exec_and_unreachable_registry_without_previous_pair_are_reported() {
     assert!(!v.stdout.contains("connected to") && v.stdout.contains("problem:    cannot connect to 127.0.0.1:"), "{v:?}");
 }
 
+/// A verification that cannot succeed (nothing listens where it connects), after a reload that
+/// does nothing.
+fn failing_verification(s: &Setup, name: &str, pebble: &Pebble) {
+    let mut verify = verify_table(pebble, &format!("https://{name}/v2/"), &format!("127.0.0.1:{}", free_port()));
+    set(&mut verify, "timeout", "1s");
+    s.edit_cert("registry", |c| {
+        set(c, "reload", toml! { command = ["true"] });
+        set(c, "verify", verify);
+    });
+}
+
+#[test]
+fn failed_verification_keeps_the_new_pair_with_rollback_off_or_an_expired_previous_pair() {
+    let pebble = Pebble::start();
+    // rollback = false: the operator chose to keep what was installed.
+    let (s, name) = issued(&pebble);
+    failing_verification(&s, &name, &pebble);
+    s.edit_cert("registry", |c| set(c, "verify.rollback", false));
+    let old_serial = serial(&s.fullchain("registry"));
+    let run = s.run(&["renew", "--force"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("rollback = false, so the new pair stays installed"), "{run:?}");
+    assert!(!run.stdout.contains("ROLLED BACK"), "{run:?}");
+    assert_ne!(serial(&s.fullchain("registry")), old_serial);
+    assert_eq!(fs::read(s.fullchain("registry")).unwrap(), fs::read(s.state().join("certs/registry/fullchain.pem")).unwrap());
+    assert_key_matches(&s.fullchain("registry"), &s.key("registry"));
+    assert_chain_verifies(&s.fullchain("registry"), &pebble.issuing_root());
+
+    // An expired previous pair is not worth restoring, even with rollback on.
+    let (s, name) = issued(&pebble);
+    failing_verification(&s, &name, &pebble);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![name.clone()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let expired = params.self_signed(&key).unwrap();
+    fs::write(s.fullchain("registry"), expired.pem()).unwrap();
+    fs::write(s.key("registry"), key.serialize_pem()).unwrap();
+    let run = s.run(&["renew"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("the previous certificate expired on 2021-01-01"), "{run:?}");
+    assert!(run.stdout.contains("so the new one stays installed"), "{run:?}");
+    assert_ne!(fs::read_to_string(s.fullchain("registry")).unwrap(), expired.pem());
+    assert_key_matches(&s.fullchain("registry"), &s.key("registry"));
+    assert_chain_verifies(&s.fullchain("registry"), &pebble.issuing_root());
+}
+
 #[test]
 fn docker_socket_permission_denied_names_the_fix() {
     let pebble = Pebble::start();
