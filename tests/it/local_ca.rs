@@ -240,3 +240,20 @@ fn imports_an_openssl_ca_and_reports_bad_input() {
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("ips (IP SANs) need a private CA"), "{run:?}");
 }
+
+#[test]
+fn name_constraints_and_ipv6_sans() {
+    let s = ca_setup(
+        toml! { subject = "CN=Constrained CA" name_constraints = ["corp.lan"] },
+        toml! { domains = ["registry.corp.lan"] ips = ["fd00::10", "192.168.20.10"] },
+    );
+    assert_eq!(s.run(&["ca", "init", "internal"]).code, 0);
+    let run = s.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let root = export_root(&s);
+    let ca_text = cert_text(&root);
+    assert!(ca_text.contains("X509v3 Name Constraints: critical") && ca_text.contains("DNS:corp.lan"), "{ca_text}");
+    let text = cert_text(&s.fullchain("registry"));
+    assert!(text.contains("IP Address:FD00:0:0:0:0:0:0:10") && text.contains("IP Address:192.168.20.10"), "{text}");
+    assert_chain_verifies(&s.fullchain("registry"), &root);
+}
