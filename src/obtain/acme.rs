@@ -153,6 +153,8 @@ impl AcmeIssuer {
     async fn authorize(&self, order: &mut Order, solver: &Solver, published: &mut Vec<Published>) -> Result<(), Error> {
         let kind = solver.challenge_type();
         let no_challenge = |identifier: String| Error::NoChallenge { identifier, kind: format!("{kind:?}") };
+        // Fetched once, with badNonce retries; the loops below read instant-acme's cache.
+        self.fetch_authorizations(order).await?;
         let mut authzs = order.authorizations();
         while let Some(authz) = authzs.next().await {
             let mut authz = authz.map_err(|e| self.error(e))?;
@@ -187,8 +189,28 @@ impl AcmeIssuer {
         }
     }
 
+    /// Fetch every authorization of `order` that instant-acme does not hold yet (it keeps them in
+    /// the order until the order is refreshed). Fetching is a POST-as-GET, so it needs a nonce
+    /// and can meet badNonce like any other step: instant-acme retries twice, then we restart
+    /// the stream, which skips what was fetched and asks again for the rest.
+    async fn fetch_authorizations(&self, order: &mut Order) -> Result<(), Error> {
+        async fn fetch_missing(order: &mut Order) -> Result<(), instant_acme::Error> {
+            let mut authzs = order.authorizations();
+            while let Some(authz) = authzs.next().await {
+                authz?;
+            }
+            Ok(())
+        }
+        retry_bad_nonce!(fetch_missing(order).await).map_err(|e| self.error(e))
+    }
+
     /// Why an order went invalid: each failed challenge's problem, by identifier.
     async fn validation_failures(&self, order: &mut Order) -> Error {
+        // The refreshed order holds no authorization states: fetch them (the loop below keeps
+        // whatever could be fetched if that fails).
+        if let Err(e) = self.fetch_authorizations(order).await {
+            tracing::debug!(error = %e, "fetching the failed authorizations");
+        }
         let mut failures = Vec::new();
         let mut authzs = order.authorizations();
         while let Some(Ok(authz)) = authzs.next().await {

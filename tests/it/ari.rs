@@ -12,10 +12,41 @@ fn frontend(pebble: &Pebble) -> AriFrontend {
     AriFrontend::start(&pebble.directory_url, &dir.join("tls-cert.pem"), &dir.join("tls-key.pem"), &pebble.tls_root)
 }
 
+/// The certificate's ARI identifier (RFC 9773 section 4.1), derived without regcert or
+/// instant-acme: from the authority key identifier and serial openssl reads.
 fn cert_id(fullchain: &std::path::Path) -> String {
-    let pem = std::fs::read(fullchain).unwrap();
-    let der = regcert::certinfo::parse_pem_certs(&pem).unwrap().remove(0);
-    instant_acme::CertificateIdentifier::try_from(&der).unwrap().to_string()
+    let f = fullchain.to_str().unwrap();
+    let aki = openssl(&["x509", "-noout", "-ext", "authorityKeyIdentifier", "-in", f]);
+    let key_id = aki.lines().nth(1).unwrap_or_else(|| panic!("no AKI: {aki}")).trim().trim_start_matches("keyid:");
+    let serial = openssl(&["x509", "-noout", "-serial", "-in", f]);
+    ari_id(key_id, serial.trim().strip_prefix("serial=").unwrap())
+}
+
+/// base64url(keyIdentifier) "." base64url(the serial's DER content octets), from hex as openssl
+/// prints it (which drops the leading zero DER needs when the high bit is set).
+fn ari_id(key_id_hex: &str, serial_hex: &str) -> String {
+    use base64::Engine;
+    let bytes = |h: &str| {
+        let h: String = h.chars().filter(char::is_ascii_hexdigit).collect();
+        hex::decode(if h.len() % 2 == 1 { format!("0{h}") } else { h }).unwrap()
+    };
+    let mut serial = bytes(serial_hex);
+    while serial.len() > 1 && serial[0] == 0 && serial[1] < 0x80 {
+        serial.remove(0);
+    }
+    if serial[0] >= 0x80 {
+        serial.insert(0, 0);
+    }
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    format!("{}.{}", b64.encode(bytes(key_id_hex)), b64.encode(serial))
+}
+
+#[test]
+fn ari_id_known_answer_from_rfc_9773() {
+    let aki = "69:88:5B:6B:87:46:40:41:E1:B3:7B:84:7B:A0:AE:2C:DE:01:C8:D4";
+    assert_eq!(ari_id(aki, "00:87:65:43:21"), "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE");
+    // The same serial as `openssl x509 -serial` prints it.
+    assert_eq!(ari_id(aki, "87654321"), "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE");
 }
 
 #[test]

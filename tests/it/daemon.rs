@@ -128,14 +128,31 @@ fn ca_outage_backs_off_and_recovers() {
 #[test]
 fn sigterm_in_the_middle_of_a_renewal_leaves_a_consistent_pair() {
     let pebble = Pebble::start();
-    let s = Setup::new(&pebble, &[cert("registry", &["registry.example.com"], "rsa-4096").always_due()]);
+    let s = Setup::new(&pebble, &[cert("registry", &["registry.example.com"], "ecdsa-p256").always_due()]);
     assert_eq!(s.run(&["renew"]).code, 0);
+    let before = serial(&s.fullchain("registry"));
+    // The reload runs after the new pair is installed; it says so in a file, then takes 2 s:
+    // SIGTERM lands in that window every time, with the renewal half done.
+    let marker = s.root.path().join("reloading");
+    let reload = format!("touch '{}'; sleep 2", marker.display());
+    s.edit_cert("registry", |c| {
+        set(c, "reload", toml! { command = [(tool("sh").display().to_string()), "-c", (reload.as_str())] });
+        set(c, "verify", toml! { enabled = false });
+    });
     let mut d = Daemon::start(&s.config);
-    // RSA-4096 key generation makes the window between "due" and "installed" wide.
-    d.wait_for_log("renewal due", 1, Duration::from_secs(30));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !marker.exists() {
+        assert!(d.running() && std::time::Instant::now() < deadline, "the reload never started:\n{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(10));
+    }
     d.signal("TERM");
     assert_eq!(d.wait(Duration::from_secs(60)), 0, "{}", d.log_text());
-    assert!(d.log_text().contains("letting the check in flight finish"), "{}", d.log_text());
+    let log = d.log_text();
+    assert!(log.contains("letting the check in flight finish"), "{log}");
+    // The renewal in flight was completed, not abandoned.
+    assert!(log.contains("1 renewed, 0 failed"), "{log}");
+    assert_ne!(serial(&s.fullchain("registry")), before, "the new certificate stays installed");
+    assert_eq!(serial(&s.state().join("certs/registry/cert.pem")), serial(&s.fullchain("registry")));
     assert_key_matches(&s.fullchain("registry"), &s.key("registry"));
     let names: Vec<String> =
         fs::read_dir(s.install_dir("registry")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();

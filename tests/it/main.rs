@@ -11,6 +11,7 @@ mod dns01;
 mod harness;
 mod import_acmesh;
 mod local_ca;
+mod logs;
 mod registry;
 mod renew;
 mod shortlived;

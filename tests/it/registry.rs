@@ -64,11 +64,13 @@ fn restart_verify_then_docker_login_push_pull() {
     reload_and_verify(&s, toml! { docker = { container = (reg.container.as_str()), action = "restart" } }, Some(verify));
 
     let before = serial(&s.fullchain("registry"));
+    let started = reg.started_at();
     let run = s.run(&["renew", "--force"]);
     assert_eq!(run.code, 0, "{run:?}\n{}", reg.logs());
     assert!(run.stdout.contains(&format!("reloaded; verified: {url} serves it")), "{run:?}");
     assert_ne!(serial(&s.fullchain("registry")), before);
     assert!(reg.running());
+    assert_ne!(reg.started_at(), started, "the container was restarted");
 
     // What the registry serves is exactly what is installed, and /v2/ accepts the credentials.
     let v = s.run(&["verify", "--json"]);
@@ -198,9 +200,11 @@ fn single_file_bind_mounts_are_rewritten_in_place() {
     };
     reload_and_verify(&s, actions, Some(verify_registry(&pebble, &name, &reg)));
     let inode = fs::metadata(s.fullchain("registry")).unwrap().ino();
+    let started = reg.started_at();
     let run = s.run(&["renew", "--force"]);
     assert_eq!(run.code, 0, "{run:?}\n{}", reg.logs());
     assert!(run.stdout.contains("verified"), "{run:?}");
+    assert_ne!(reg.started_at(), started, "the labelled container was restarted");
     assert_eq!(fs::metadata(s.fullchain("registry")).unwrap().ino(), inode, "same inode: the container sees the new content");
     assert_eq!(mode(&s.key("registry")), 0o600);
 }
@@ -241,33 +245,59 @@ fn nginx_reload_without_failed_requests() {
     let reload = toml! { command = [(nginx.display().to_string()), "-c", (conf.display().to_string()), "-s", "reload"] };
     reload_and_verify(&s, reload, Some(verify_table(&pebble, &url, &format!("127.0.0.1:{port}"))));
 
-    // Poll /v2/ through nginx the whole time, as a client would.
+    // Poll /v2/ through nginx the whole time, as a client would, recording the leaf served to
+    // each request (curl's %{certs}) and when the request started.
+    let old_serial = leaf_serial(&s.fullchain("registry"));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let poller = {
         let (stop, root, name, url, curl) = (stop.clone(), pebble.issuing_root(), name.clone(), url.clone(), tool("curl"));
         std::thread::spawn(move || {
-            let (mut ok, mut failed) = (0, Vec::new());
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) && ok + failed.len() < 2000 {
+            let (mut served, mut failed) = (Vec::new(), Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) && served.len() + failed.len() < 2000 {
+                let at = std::time::Instant::now();
                 let out = Command::new(&curl)
-                    .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", root.to_str().unwrap()])
+                    .args(["-s", "-o", "/dev/null", "-w", "%{http_code}\n%{certs}", "--cacert", root.to_str().unwrap()])
                     .args(["--resolve", &format!("{name}:{port}:127.0.0.1"), &url])
                     .output()
                     .unwrap();
-                let code = String::from_utf8_lossy(&out.stdout).to_string();
-                if code == "200" { ok += 1 } else { failed.push(code) }
+                let out = String::from_utf8_lossy(&out.stdout).to_string();
+                let code = out.lines().next().unwrap_or_default().to_owned();
+                // The first "Serial Number:" is the leaf's.
+                let leaf = out
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Serial Number:"))
+                    .map(|v| v.trim().replace(':', "").trim_start_matches('0').to_uppercase());
+                match (code.as_str(), leaf) {
+                    ("200", Some(leaf)) => served.push((at, leaf)),
+                    _ => failed.push(out),
+                }
             }
-            (ok, failed)
+            (served, failed)
         })
     };
     std::thread::sleep(std::time::Duration::from_millis(300));
     let run = s.run(&["renew", "--force"]);
+    let verified = std::time::Instant::now();
     std::thread::sleep(std::time::Duration::from_millis(300));
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let (ok, failed) = poller.join().unwrap();
+    let (served, failed) = poller.join().unwrap();
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains(&format!("reloaded; verified: {url} serves it")), "{run:?}");
+    let ok = served.len();
     assert!(ok > 5, "the poller must have run ({ok} requests)");
     assert!(failed.is_empty(), "{} of {} requests failed during the reload: {failed:?}", failed.len(), ok + failed.len());
+    let new_serial = leaf_serial(&s.fullchain("registry"));
+    assert_ne!(new_serial, old_serial);
+    let seen: std::collections::BTreeSet<&str> = served.iter().map(|(_, leaf)| leaf.as_str()).collect();
+    assert_eq!(seen, [old_serial.as_str(), new_serial.as_str()].into(), "requests were served both the old and the new certificate");
+    let stale: Vec<_> = served.iter().filter(|(at, leaf)| *at > verified && *leaf != new_serial).collect();
+    assert!(stale.is_empty(), "after \"verified\", nginx still served another certificate: {stale:?}");
+    assert!(served.iter().any(|(at, _)| *at > verified), "requests after the renewal");
+}
+
+/// The leaf's serial as uppercase hex without leading zeros (curl's form, uppercased).
+fn leaf_serial(fullchain: &Path) -> String {
+    serial(fullchain).trim().trim_start_matches("serial=").trim_start_matches('0').to_uppercase()
 }
 
 #[test]
@@ -279,10 +309,13 @@ fn failed_exec_and_unreachable_registry_without_previous_pair_are_reported() {
     let exec =
         toml! { docker = { container = (reg.container.as_str()), action = "exec", exec = ["/bin/registry", "serve", "/nonexistent.yml"] } };
     reload_and_verify_briefly(&s, exec, verify_registry(&pebble, &name, &reg));
+    let old = (fs::read(s.fullchain("registry")).unwrap(), fs::read(s.key("registry")).unwrap());
     let run = s.run(&["renew", "--force"]);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stdout.contains("`/bin/registry serve /nonexistent.yml` exited with 1 inside the container"), "{run:?}");
     assert!(run.stdout.contains("ROLLED BACK"), "{run:?}");
+    assert_eq!((fs::read(s.fullchain("registry")).unwrap(), fs::read(s.key("registry")).unwrap()), old, "the old pair, byte for byte");
+    assert_ne!(fs::read(s.state().join("certs/registry/cert.pem")).unwrap(), old.0, "a new certificate was issued (and not installed)");
 
     // A first issuance whose verification fails has nothing to roll back to: the new pair stays.
     let fresh = Setup::new(&pebble, &[cert("fresh", &[&unique_name("fresh")], "ecdsa-p256")]);
@@ -302,6 +335,53 @@ fn failed_exec_and_unreachable_registry_without_previous_pair_are_reported() {
     assert_eq!(v.code, 1, "{v:?}");
     assert!(v.stdout.contains("url:        https://nothing.regcert.test/v2/\n"), "{v:?}");
     assert!(!v.stdout.contains("connected to") && v.stdout.contains("problem:    cannot connect to 127.0.0.1:"), "{v:?}");
+}
+
+/// A verification that cannot succeed (nothing listens where it connects), after a reload that
+/// does nothing.
+fn failing_verification(s: &Setup, name: &str, pebble: &Pebble) {
+    let mut verify = verify_table(pebble, &format!("https://{name}/v2/"), &format!("127.0.0.1:{}", free_port()));
+    set(&mut verify, "timeout", "1s");
+    s.edit_cert("registry", |c| {
+        set(c, "reload", toml! { command = ["true"] });
+        set(c, "verify", verify);
+    });
+}
+
+#[test]
+fn failed_verification_keeps_the_new_pair_with_rollback_off_or_an_expired_previous_pair() {
+    let pebble = Pebble::start();
+    // rollback = false: the operator chose to keep what was installed.
+    let (s, name) = issued(&pebble);
+    failing_verification(&s, &name, &pebble);
+    s.edit_cert("registry", |c| set(c, "verify.rollback", false));
+    let old_serial = serial(&s.fullchain("registry"));
+    let run = s.run(&["renew", "--force"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("rollback = false, so the new pair stays installed"), "{run:?}");
+    assert!(!run.stdout.contains("ROLLED BACK"), "{run:?}");
+    assert_ne!(serial(&s.fullchain("registry")), old_serial);
+    assert_eq!(fs::read(s.fullchain("registry")).unwrap(), fs::read(s.state().join("certs/registry/fullchain.pem")).unwrap());
+    assert_key_matches(&s.fullchain("registry"), &s.key("registry"));
+    assert_chain_verifies(&s.fullchain("registry"), &pebble.issuing_root());
+
+    // An expired previous pair is not worth restoring, even with rollback on.
+    let (s, name) = issued(&pebble);
+    failing_verification(&s, &name, &pebble);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![name.clone()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let expired = params.self_signed(&key).unwrap();
+    fs::write(s.fullchain("registry"), expired.pem()).unwrap();
+    fs::write(s.key("registry"), key.serialize_pem()).unwrap();
+    let run = s.run(&["renew"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("the previous certificate expired on 2021-01-01"), "{run:?}");
+    assert!(run.stdout.contains("so the new one stays installed"), "{run:?}");
+    assert_ne!(fs::read_to_string(s.fullchain("registry")).unwrap(), expired.pem());
+    assert_key_matches(&s.fullchain("registry"), &s.key("registry"));
+    assert_chain_verifies(&s.fullchain("registry"), &pebble.issuing_root());
 }
 
 #[test]

@@ -34,12 +34,15 @@ fn issues_installs_then_noop_then_force_keeps_backup() {
     assert_eq!(mode(&s.state().join("certs/registry/privkey.pem")), 0o600);
     let account_before = fs::read(&accounts[0]).unwrap();
 
-    // Second run: nothing due, nothing touched.
+    // Second run: nothing due, nothing touched, and the CA is not contacted at all (Pebble logs
+    // every request it gets, and every TLS handshake that fails).
     let first = fs::read(&chain).unwrap();
+    let pebble_log = pebble.logs();
     let run = s.run(&["renew"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains("registry: not due"), "{run:?}");
     assert_eq!(fs::read(&chain).unwrap(), first);
+    assert_eq!(pebble.logs(), pebble_log, "a no-op renew must not talk to the CA");
 
     // Forced: a new certificate and key, the old pair kept as backup, same account.
     let old_key = fs::read(&key).unwrap();
@@ -127,6 +130,16 @@ fn dry_run_obtains_but_installs_nothing() {
     assert!(run.stdout.contains("dry run: 1 obtained"), "{run:?}");
     assert_eq!(fs::read_dir(s.install_dir("registry")).unwrap().count(), 0);
     assert!(!s.state().join("certs").exists());
+    // The serial reported is one the CA says it issued.
+    let shown = run.stdout.split("; serial ").nth(1).and_then(|r| r.split(',').next()).unwrap_or_else(|| panic!("{run:?}"));
+    let shown = shown.replace(':', "").trim_start_matches('0').to_lowercase();
+    let issued: Vec<String> = pebble
+        .logs()
+        .lines()
+        .filter_map(|l| l.split("Issued certificate serial ").nth(1))
+        .map(|r| r.split_whitespace().next().unwrap().trim_start_matches('0').to_lowercase())
+        .collect();
+    assert_eq!(issued, [shown], "Pebble's log: {}", pebble.logs());
 }
 
 #[test]
@@ -207,7 +220,15 @@ fn webroot_mode_serves_tokens_through_an_existing_web_server() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", pebble.http_port)).is_err() {
+        if let Some(status) = server.try_wait().unwrap() {
+            panic!("python3 -m http.server exited ({status})");
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = server.kill();
+            panic!("python3 -m http.server did not listen on {} within 20 s", pebble.http_port);
+        }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     s.edit(|c| set(c, "http01", toml! { webroot = (webroot.display().to_string()) }));
@@ -236,6 +257,11 @@ fn changed_contact_updates_the_same_account() {
     assert_eq!(after["credentials"]["id"], before["credentials"]["id"], "same account URL");
     assert_eq!(after["contact"][0], "mailto:oncall@example.com");
     assert_eq!(fs::read_dir(s.state().join("accounts")).unwrap().count(), 1);
+    // The CA has it too, on that same account.
+    let credentials = &after["credentials"];
+    let at_ca = pebble.account(credentials["id"].as_str().unwrap(), credentials["key_pkcs8"].as_str().unwrap());
+    assert_eq!(at_ca["contact"], serde_json::json!(["mailto:oncall@example.com"]), "{at_ca}");
+    assert_eq!(at_ca["status"], "valid", "{at_ca}");
 }
 
 #[test]
@@ -318,14 +344,47 @@ fn failed_install_restores_the_pair_and_next_run_installs_the_kept_certificate()
 
 #[test]
 fn survives_a_ca_that_rejects_many_nonces() {
-    // 30% of nonces rejected: instant-acme's own two retries are not enough on their own.
-    let pebble = Pebble::start_with(PebbleOpts { nonce_reject: Some(30), ..Default::default() });
+    // Half the nonces rejected: instant-acme's own retries (three attempts per request) are not
+    // enough on their own, so every step must also be retried by regcert — fetching the
+    // authorizations (a POST-as-GET, which needs a nonce too) included.
+    let pebble = Pebble::start_with(PebbleOpts { nonce_reject: Some(50), ..Default::default() });
     let certs: Vec<CertSpec> = (0..4).map(|i| cert(&format!("c{i}"), &[&format!("n{i}.example.com")], "ecdsa-p256")).collect();
     let s = Setup::new(&pebble, &certs);
+    // One order at a time, so Pebble's log reads order by order.
+    s.edit(|c| set(c, "concurrency", 1));
     let run = s.run(&["renew"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains("4 renewed, 0 not due, 0 failed"), "{run:?}");
+    // Pebble does not log the rejections, but it logs every request: an authorization fetched
+    // with four or more POSTs is one that instant-acme gave up on (badNonce three times) and
+    // regcert asked for again. Each order has one authorization (one name); rejection is random,
+    // so renew until that happened (at 50%, one order in eight; 30 runs make missing it ~1e-7).
+    let mut runs = 1;
+    while most_posts_for_one_authorization(&pebble.logs()) < 4 {
+        assert!(runs < 30, "no authorization fetch needed regcert's retry in {runs} runs:\n{}", pebble.logs());
+        let run = s.run(&["renew", "--force"]);
+        assert_eq!(run.code, 0, "{run:?}");
+        assert!(run.stdout.contains("4 renewed, 0 not due, 0 failed"), "{run:?}");
+        runs += 1;
+    }
     for i in 0..4 {
         assert_chain_verifies(&s.fullchain(&format!("c{i}")), &pebble.issuing_root());
     }
+}
+
+/// From Pebble's request log: the most POSTs to /authZ/ between an order and its first challenge
+/// response. With one name per order, that is the attempts one authorization fetch took.
+fn most_posts_for_one_authorization(log: &str) -> usize {
+    let (mut most, mut current) = (0, 0);
+    for line in log.lines() {
+        if line.contains("POST /order-plz ") {
+            current = 0;
+        } else if line.contains("POST /authZ/ ") {
+            current += 1;
+        } else if line.contains("POST /chalZ/ ") {
+            most = most.max(current);
+            current = 0;
+        }
+    }
+    most
 }

@@ -65,9 +65,35 @@ pub fn listener() -> TcpListener {
     }
 }
 
-/// A loopback port for a server the test starts (it is free when returned, and never returned again).
+/// A loopback port for a server the test starts (Pebble, nginx, a daemon's listener): free when
+/// returned, and never returned again.
+///
+/// Between the return and the server's own bind the port is unbound, so it is taken below the
+/// kernel's ephemeral range: no outgoing connection and no `bind(…:0)` (of [`listener`], of any
+/// process) can be given it in the meantime. Each process starts at its own offset.
 pub fn free_port() -> u16 {
-    listener().local_addr().unwrap().port()
+    static NEXT: Mutex<Option<u16>> = Mutex::new(None);
+    let (low, high) = non_ephemeral_ports();
+    let mut next = NEXT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let span = high - low;
+    let mut candidate = next.unwrap_or(low + (std::process::id() % u32::from(span)) as u16);
+    for _ in 0..span {
+        let port = candidate;
+        candidate = if candidate + 1 >= high { low } else { candidate + 1 };
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() && HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner()).insert(port) {
+            *next = Some(candidate);
+            return port;
+        }
+    }
+    panic!("no free loopback port in {low}..{high}")
+}
+
+/// Ports below the kernel's ephemeral range (net.ipv4.ip_local_port_range), above the well-known ones.
+fn non_ephemeral_ports() -> (u16, u16) {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let ephemeral_low: u16 = range.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(32768);
+    assert!(ephemeral_low > 12_000, "the ephemeral port range starts at {ephemeral_low}: the tests need ports below it");
+    (10_000, ephemeral_low)
 }
 
 #[derive(Default, Clone)]
@@ -191,6 +217,37 @@ impl Pebble {
             std::fs::write(&path, out.stdout).unwrap();
         }
         path
+    }
+
+    /// The account at `account_url` as the CA holds it: a POST-as-GET signed with the account's
+    /// key (`key_pkcs8`, base64url PKCS#8 P-256, as instant-acme stores it), sent with curl.
+    pub fn account(&self, account_url: &str, key_pkcs8: &str) -> serde_json::Value {
+        use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &b64.decode(key_pkcs8).unwrap()).unwrap();
+        let curl = |args: &[&str]| {
+            let out = Command::new(tool("curl")).args(["-sS", "--cacert", self.tls_root.to_str().unwrap()]).args(args).output().unwrap();
+            assert!(out.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let directory: serde_json::Value = serde_json::from_str(&curl(&[&self.directory_url])).unwrap();
+        let mut last = serde_json::Value::Null;
+        // Pebble rejects some nonces on purpose: ask again with a fresh one.
+        for _ in 0..10 {
+            let head = curl(&["-I", directory["newNonce"].as_str().unwrap()]);
+            let nonce = head.lines().find_map(|l| l.to_ascii_lowercase().starts_with("replay-nonce:").then(|| l[13..].trim().to_owned()));
+            let header = serde_json::json!({ "alg": "ES256", "kid": account_url, "nonce": nonce.unwrap(), "url": account_url });
+            let protected = b64.encode(header.to_string());
+            let signature = key.sign(&aws_lc_rs::rand::SystemRandom::new(), format!("{protected}.").as_bytes()).unwrap();
+            let jws = serde_json::json!({ "protected": protected, "payload": "", "signature": b64.encode(signature.as_ref()) });
+            let body = curl(&["-H", "Content-Type: application/jose+json", "--data-binary", &jws.to_string(), account_url]);
+            last = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+            if last["type"] != "urn:ietf:params:acme:error:badNonce" {
+                return last;
+            }
+        }
+        panic!("no account from the CA: {last}")
     }
 
     /// Stop the CA (to simulate an outage).
@@ -457,6 +514,37 @@ pub fn cert_text(fullchain: &Path) -> String {
 
 pub fn serial(fullchain: &Path) -> String {
     openssl(&["x509", "-noout", "-serial", "-in", fullchain.to_str().unwrap()])
+}
+
+/// The first certificate's notBefore and notAfter as read by openssl, in Unix seconds.
+pub fn validity(pem: &Path) -> (u64, u64) {
+    let out = openssl(&["x509", "-noout", "-dates", "-dateopt", "iso_8601", "-in", pem.to_str().unwrap()]);
+    let date = |key: &str| {
+        let v = out.lines().find_map(|l| l.strip_prefix(key)).unwrap_or_else(|| panic!("no {key} in {out}"));
+        unix_from_iso(v.trim())
+    };
+    (date("notBefore="), date("notAfter="))
+}
+
+/// `YYYY-MM-DD HH:MM:SSZ` (openssl's iso_8601) in Unix seconds (days from the civil date, as in
+/// Howard Hinnant's algorithm).
+fn unix_from_iso(v: &str) -> u64 {
+    let n = |r: std::ops::Range<usize>| v[r].parse::<i64>().unwrap_or_else(|_| panic!("bad date {v:?}"));
+    let (y, m, d, hh, mm, ss) = (n(0..4), n(5..7), n(8..10), n(11..13), n(14..16), n(17..19));
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    (days * 86_400 + hh * 3_600 + mm * 60 + ss) as u64
+}
+
+#[test]
+fn unix_from_iso_known_answers() {
+    assert_eq!(unix_from_iso("1970-01-01 00:00:00Z"), 0);
+    assert_eq!(unix_from_iso("2000-03-01 00:00:00Z"), 951_868_800);
+    assert_eq!(unix_from_iso("2026-12-01 13:01:36Z"), 1_796_130_096);
 }
 
 pub fn pem_count(path: &Path) -> usize {

@@ -16,11 +16,41 @@ pub const TINY: &str = "regcert-test/tiny:1";
 /// The test network (172.31.0.0/16) made by scripts/docker-testbed.sh.
 pub const NETWORK: &str = "regcert-test";
 
-/// An address no other test process uses: one /24-ish block per process, one address per container.
+/// The label on every container the tests start: the id of the test process that owns it.
+pub const OWNER_LABEL: &str = "regcert-test.pid";
+
+/// An address on the test network that no container holds: one block per process, one address
+/// per container, skipping addresses in use (by containers of another run, say).
 pub fn fixed_ip() -> String {
     static N: AtomicUsize = AtomicUsize::new(2);
-    let n = N.fetch_add(1, Ordering::SeqCst);
-    format!("172.31.{}.{}", 10 + std::process::id() % 240, n % 250 + 2)
+    remove_leftovers();
+    let fmt = "{{range .Containers}}{{.IPv4Address}} {{end}}";
+    let in_use = docker(&["network", "inspect", "-f", fmt, NETWORK]);
+    let in_use: Vec<&str> = in_use.split_whitespace().map(|a| a.split('/').next().unwrap()).collect();
+    for _ in 0..250 {
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let ip = format!("172.31.{}.{}", 10 + std::process::id() % 240, n % 250 + 2);
+        if !in_use.contains(&ip.as_str()) {
+            return ip;
+        }
+    }
+    panic!("no free address on {NETWORK} in this process's block; in use: {in_use:?}")
+}
+
+/// Once per process: remove test containers whose test process is gone (a crashed or killed
+/// run), so their names and addresses are free again. Containers of running tests stay.
+pub fn remove_leftovers() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let fmt = format!("{{{{.ID}}}} {{{{.Label \"{OWNER_LABEL}\"}}}}");
+        let listed = docker(&["ps", "-a", "--filter", &format!("label={OWNER_LABEL}"), "--format", &fmt]);
+        for line in listed.lines() {
+            let Some((id, pid)) = line.split_once(' ') else { continue };
+            if !Path::new("/proc").join(pid.trim()).exists() {
+                let _ = Command::new(tool("docker")).args(["rm", "-f", id]).output();
+            }
+        }
+    });
 }
 
 /// `docker …`; panics with its stderr on failure.
@@ -68,9 +98,11 @@ impl Registry {
     /// Start a registry serving `certs/domain.crt` + `certs/domain.key` on :5000.
     pub fn start(certs: &Path, opts: RegistryOpts) -> Self {
         require_docker();
+        remove_leftovers();
         let container = format!("regcert-test-{}-{}", std::process::id(), unique_name("c").split('.').next().unwrap());
         let ip = opts.ip.clone().unwrap_or_else(fixed_ip);
         let mut args: Vec<String> = vec!["run".into(), "-d".into(), "--name".into(), container.clone()];
+        args.extend(["--label".into(), format!("{OWNER_LABEL}={}", std::process::id())]);
         args.extend(["--network".into(), NETWORK.into(), "--ip".into(), ip.clone()]);
         if !opts.plain_http {
             if opts.single_files {
@@ -119,6 +151,11 @@ impl Registry {
 
     pub fn running(&self) -> bool {
         docker(&["inspect", "-f", "{{.State.Running}}", &self.container]) == "true"
+    }
+
+    /// When the container's process last started, as Docker reports it (changes on every restart).
+    pub fn started_at(&self) -> String {
+        docker(&["inspect", "-f", "{{.State.StartedAt}}", &self.container])
     }
 }
 
