@@ -10,6 +10,7 @@ mod daemon;
 mod dns01;
 mod harness;
 mod import_acmesh;
+mod install_dir;
 mod local_ca;
 mod registry;
 mod renew;
