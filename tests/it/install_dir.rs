@@ -108,7 +108,8 @@ fn fifos_devices_and_huge_files_are_refused_without_hanging() {
     // /dev/zero itself: a character device 1:5 in the install dir.
     let mknod_zero = |p: &Path| assert!(Command::new(tool("mknod")).arg(p).args(["c", "1", "5"]).status().unwrap().success());
     let huge = |p: &Path| fs::File::create(p).unwrap().set_len(64 << 20).unwrap();
-    let cases: [(&str, &dyn Fn(&Path), &str); 4] = [
+    type Make<'a> = &'a dyn Fn(&Path);
+    let cases: [(&str, Make, &str); 4] = [
         ("domain.crt", &mkfifo, "domain.crt is not a regular file (a FIFO)"),
         ("domain.key", &mkfifo, "domain.key is not a regular file (a FIFO)"),
         ("domain.key", &mknod_zero, "domain.key is not a regular file (a character device)"),
