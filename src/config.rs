@@ -755,6 +755,12 @@ fn validate(config: &Config) -> Problems {
         if ca.validity.is_zero() {
             problems.push(format!("[ca.{name}] validity must be longer than 0"));
         }
+        if ca.validity > crate::obtain::local_ca::MAX_VALIDITY {
+            problems.push(format!(
+                "[ca.{name}] validity = \"{}\" is more than 100 years; use e.g. \"10y\"",
+                humantime::format_duration(ca.validity)
+            ));
+        }
     }
     if config.certificates.is_empty() {
         problems.push("no [[certificate]] is configured: add one (see config.example.toml)".into());
@@ -852,6 +858,7 @@ fn validate_certificate(at: &str, cert: &CertificateConfig, problems: &mut Probl
     if acme && cert.validity.is_some() {
         problems.push(format!("{at}: validity applies to private-CA certificates only; an ACME CA decides the lifetime"));
     }
+    validate_lifetime(at, cert, acme, problems);
     if let Some(t) = &cert.trust {
         if acme && !t.docker_clients.is_empty() {
             problems.push(format!("{at}: trust.docker_clients is for certificates from a private CA (issuer = \"ca:NAME\")"));
@@ -878,6 +885,39 @@ fn validate_certificate(at: &str, cert: &CertificateConfig, problems: &mut Probl
     }
     if let Some(verify) = &cert.verify_settings() {
         validate_verify(at, cert, verify, problems);
+    }
+}
+
+/// A private-CA leaf's `validity` and `renew_before` must leave time between two renewals:
+/// otherwise every check renews it again.
+fn validate_lifetime(at: &str, cert: &CertificateConfig, acme: bool, problems: &mut Problems) {
+    use crate::obtain::local_ca::{DEFAULT_LEAF_VALIDITY, MAX_VALIDITY};
+    // Whole days as "90d" (humantime would say "2months 29days 2h 52m 48s").
+    let fmt = |d: Duration| match d.as_secs() {
+        s if s % 86_400 == 0 && d.subsec_nanos() == 0 => format!("{}d", s / 86_400),
+        _ => humantime::format_duration(d).to_string(),
+    };
+    match cert.validity {
+        Some(v) if v.is_zero() => {
+            problems.push(format!("{at}: validity = \"0s\" would issue certificates that are already expired; use e.g. \"90d\""))
+        }
+        Some(v) if v > MAX_VALIDITY => {
+            problems.push(format!("{at}: validity = \"{}\" is more than 100 years; use e.g. \"90d\"", fmt(v)));
+        }
+        _ => {}
+    }
+    let validity = cert.validity.unwrap_or(DEFAULT_LEAF_VALIDITY);
+    if !acme
+        && !validity.is_zero()
+        && let Some(rb) = cert.renew_before.filter(|rb| !rb.is_zero() && *rb >= validity)
+    {
+        let whose = if cert.validity.is_some() { "validity" } else { "the default validity" };
+        problems.push(format!(
+            "{at}: renew_before = \"{}\" is not shorter than {whose} \"{}\": every check would renew it again; \
+             make renew_before shorter (or remove it: a third of the lifetime)",
+            fmt(rb),
+            fmt(validity)
+        ));
     }
 }
 
@@ -1100,6 +1140,38 @@ mod tests {
         let host = preflight(&cfg, Purpose::Read);
         assert!(host.len() == 2 && host[0].contains("dns.tsig_key /nonexistent/k") && host[1].contains("install.owner"), "{host:?}");
         assert!(preflight(&cfg, Purpose::Write).iter().any(|p| p.contains("install.dir /nonexistent/certs")));
+    }
+
+    #[test]
+    fn lifetimes_that_would_loop_or_overflow_are_refused() {
+        let ca = "[ca.internal]\nsubject = \"CN=T\"\n";
+        let with_ca = |cert: &str, ca_extra: &str| {
+            let text = format!(
+                "{ca}{ca_extra}\n[[certificate]]\nname = \"r\"\nissuer = \"ca:internal\"\ndomains = [\"r.corp.lan\"]\n{cert}\n\
+                 [certificate.install]\ndir = \"/nonexistent/certs\"\n"
+            );
+            validate(&parse(&text).unwrap()).list
+        };
+        assert_eq!(with_ca("validity = \"30d\"\nrenew_before = \"10d\"", ""), Vec::<String>::new());
+        assert_eq!(with_ca("validity = \"100y\"", "validity = \"100y\""), Vec::<String>::new());
+        let p = with_ca("validity = \"30d\"\nrenew_before = \"30d\"", "");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("renew_before = \"30d\" is not shorter than validity \"30d\""), "{p:?}");
+        let p = with_ca("renew_before = \"1year\"", "");
+        assert!(p.len() == 1 && p[0].contains("renew_before = \"1year\" is not shorter than the default validity \"90d\""), "{p:?}");
+        assert_eq!(
+            with_ca("validity = \"0s\"", ""),
+            ["[[certificate]] `r`: validity = \"0s\" would issue certificates that are already expired; use e.g. \"90d\""]
+        );
+        let p = with_ca("validity = \"8000y\"", "validity = \"8000y\"");
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(
+            p.iter().any(|p| p.starts_with("[ca.internal] validity = \"8000years")) && p.iter().any(|p| p.contains("more than 100 years")),
+            "{p:?}"
+        );
+        assert_eq!(with_ca("", "validity = \"0s\""), ["[ca.internal] validity must be longer than 0"]);
+        // ACME certificates: the CA decides the lifetime (the tests' "due at every check" stays possible).
+        assert_eq!(problems("domains = [\"a.example.com\"]\nrenew_before = \"3000d\"", ""), Vec::<String>::new());
     }
 
     #[test]

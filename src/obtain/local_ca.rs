@@ -74,6 +74,24 @@ pub fn root_path(state: &StateDir, name: &str) -> PathBuf {
     dir(state, name).join("root.crt")
 }
 
+/// The longest `validity` a CA or leaf may have (100 years as "100y" counts them); config
+/// validation refuses more, and issuing clamps to it.
+pub const MAX_VALIDITY: Duration = Duration::from_secs(100 * 31_557_600);
+
+/// A leaf's validity when the certificate sets none.
+pub const DEFAULT_LEAF_VALIDITY: Duration = Duration::from_secs(90 * 86_400);
+
+/// `now + validity`, clamped to [`MAX_VALIDITY`] and to `limit` (the signer's own expiry): never
+/// a panic or an overflow, whatever the duration.
+fn not_after(now: ::time::OffsetDateTime, validity: Duration, limit: Option<::time::OffsetDateTime>) -> ::time::OffsetDateTime {
+    let secs = validity.min(MAX_VALIDITY).as_secs().max(1);
+    let end = now.checked_add(::time::Duration::seconds(secs as i64)).unwrap_or(now);
+    match limit {
+        Some(limit) if limit < end => limit,
+        _ => end,
+    }
+}
+
 fn random_serial() -> SerialNumber {
     let mut bytes: Vec<u8> = (0..16).map(|_| fastrand::u8(..)).collect();
     bytes[0] &= 0x7f; // positive
@@ -111,7 +129,7 @@ fn ca_params(cfg: &CaConfig, dn: DistinguishedName, is_ca: IsCa) -> Result<Certi
     p.serial_number = Some(random_serial());
     let now = ::time::OffsetDateTime::now_utc();
     p.not_before = now - ::time::Duration::hours(1);
-    p.not_after = now + ::time::Duration::seconds(cfg.validity.as_secs() as i64);
+    p.not_after = not_after(now, cfg.validity, None);
     p.use_authority_key_identifier_extension = true;
     if !cfg.name_constraints.is_empty() {
         p.name_constraints = Some(NameConstraints {
@@ -265,10 +283,16 @@ impl LocalCa {
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         p.serial_number = Some(random_serial());
         p.use_authority_key_identifier_extension = true;
-        let validity = cert.validity.unwrap_or(Duration::from_secs(90 * 86_400));
+        let validity = cert.validity.unwrap_or(DEFAULT_LEAF_VALIDITY);
         let now = ::time::OffsetDateTime::now_utc();
         p.not_before = now - ::time::Duration::minutes(5);
-        p.not_after = now + ::time::Duration::seconds(validity.as_secs() as i64);
+        // A leaf never outlives the certificate that signs it.
+        let signer_end =
+            LeafInfo::parse(&self.signer_der).ok().and_then(|s| ::time::OffsetDateTime::from_unix_timestamp(s.not_after as i64).ok());
+        p.not_after = not_after(now, validity, signer_end);
+        if signer_end.is_some_and(|end| end == p.not_after) {
+            tracing::warn!(cert = %cert.name, ca = %self.name, "validity shortened: a leaf cannot outlive its CA certificate");
+        }
         let issuer = Issuer::from_ca_cert_der(&self.signer_der, &self.signer_key).map_err(|e| format!("CA \"{}\": {e}", self.name))?;
         let leaf = key.sign(&p, &issuer).map_err(|e| format!("signing the certificate: {e}"))?;
         let info = LeafInfo::parse(leaf.der())?;
@@ -303,4 +327,23 @@ impl CaConfig {
 /// The default key of a CA.
 pub fn default_key() -> KeyType {
     KeyType::EcdsaP384
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_after_never_panics_and_clamps() {
+        let now = ::time::OffsetDateTime::now_utc();
+        let max = now + ::time::Duration::seconds(MAX_VALIDITY.as_secs() as i64);
+        for d in [Duration::MAX, Duration::from_secs(u64::MAX / 2), Duration::from_secs(8000 * 31_557_600), MAX_VALIDITY] {
+            assert_eq!(not_after(now, d, None), max, "{d:?}");
+        }
+        assert_eq!(not_after(now, Duration::ZERO, None), now + ::time::Duration::seconds(1));
+        assert_eq!(not_after(now, Duration::from_secs(86_400), None), now + ::time::Duration::days(1));
+        let ca_end = now + ::time::Duration::days(10);
+        assert_eq!(not_after(now, Duration::from_secs(90 * 86_400), Some(ca_end)), ca_end);
+        assert_eq!(not_after(now, Duration::from_secs(86_400), Some(ca_end)), now + ::time::Duration::days(1));
+    }
 }

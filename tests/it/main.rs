@@ -8,6 +8,7 @@ mod ari;
 mod config;
 mod daemon;
 mod dns01;
+mod hardening;
 mod harness;
 mod import_acmesh;
 mod install_dir;
