@@ -73,6 +73,17 @@ pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default()
 }
 
+/// A URL as it may be shown: scheme and host only (`https://hooks.slack.com/…`). Webhook URLs
+/// carry their credentials in the path or query (Slack, Teams, Discord), sometimes as userinfo,
+/// so nothing after the host ever reaches a log line, an error or `check-config`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return "<redacted>".into() };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    let more = if rest.len() > host.len() { "/…" } else { "" };
+    format!("{scheme}://{host}{more}")
+}
+
 pub fn validate(i: usize, n: &NotifyConfig, problems: &mut Vec<String>) {
     let at = format!("[[notify]] #{}", i + 1);
     if n.webhook.is_none() && n.command.is_none() {
@@ -81,7 +92,7 @@ pub fn validate(i: usize, n: &NotifyConfig, problems: &mut Vec<String>) {
     if let Some(url) = &n.webhook
         && !(url.starts_with("https://") || url.starts_with("http://"))
     {
-        problems.push(format!("{at}: webhook \"{url}\" must be an http(s) URL"));
+        problems.push(format!("{at}: webhook \"{}\" must be an http(s) URL", redact_url(url)));
     }
     if n.command.as_ref().is_some_and(|c| c.is_empty()) {
         problems.push(format!("{at}: command is empty"));
@@ -134,8 +145,9 @@ impl Event {
 /// Send `event` to every notifier that wants it.
 pub async fn send(notifiers: &[NotifyConfig], event: &Event) {
     for n in notifiers.iter().filter(|n| n.events.contains(&event.event)) {
-        if let Some(url) = &n.webhook {
-            match post(url, n, event).await {
+        if let Some(full) = &n.webhook {
+            let url = redact_url(full);
+            match post(full, n, event).await {
                 Ok(()) => tracing::info!(cert = %event.certificate, event = ?event.event, %url, "notified"),
                 Err(e) => tracing::warn!(cert = %event.certificate, event = ?event.event, %url, error = %e, "webhook failed"),
             }
@@ -161,7 +173,8 @@ async fn post(url: &str, n: &NotifyConfig, event: &Event) -> Result<(), String> 
         .user_agent(concat!("regcert/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| e.to_string())?;
-    let rsp = client.post(url).json(event).send().await.map_err(|e| e.to_string())?;
+    // reqwest's errors quote the whole URL: without it, they may be logged.
+    let rsp = client.post(url).json(event).send().await.map_err(|e| e.without_url().to_string())?;
     if rsp.status().is_success() { Ok(()) } else { Err(format!("answered {}", rsp.status())) }
 }
 
@@ -185,4 +198,18 @@ async fn run(argv: &[String], event: &Event) -> Result<(), String> {
         .map_err(|_| "timed out".to_owned())?
         .map_err(|e| e.to_string())?;
     if status.success() { Ok(()) } else { Err(format!("exited with {status}")) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_shown_as_scheme_and_host_only() {
+        assert_eq!(redact_url("https://hooks.slack.com/services/T000/B000/XXXXSECRET"), "https://hooks.slack.com/…");
+        assert_eq!(redact_url("https://user:pass@example.com:8443/hook?token=SECRET"), "https://example.com:8443/…");
+        assert_eq!(redact_url("http://127.0.0.1:9000"), "http://127.0.0.1:9000");
+        assert_eq!(redact_url("https://h.example?SECRET"), "https://h.example/…");
+        assert_eq!(redact_url("ftp:SECRET"), "<redacted>");
+    }
 }

@@ -42,3 +42,102 @@ fn lifetimes_that_would_loop_or_panic_are_refused_by_check_config() {
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains("3 renewed"), "{run:?}");
 }
+
+/// The parts of a webhook URL that are its credentials.
+const TOKENS: [&str; 3] = ["T0SECRET", "B0SECRET", "XSECRETX"];
+
+fn assert_no_token(what: &str, text: &str) {
+    for t in TOKENS {
+        assert!(!text.contains(t), "{what} shows the webhook token {t}:\n{text}");
+    }
+}
+
+#[test]
+fn webhook_tokens_appear_in_no_output() {
+    let hook = Webhook::start();
+    let url = format!("{}/T0SECRET/B0SECRET?token=XSECRETX", hook.url);
+    // A second hook that fails (nothing listens): its error is logged, without the URL's secret part.
+    let dead = format!("http://127.0.0.1:{}/hook/T0SECRET?token=XSECRETX", free_port());
+    let mut config = toml! { [ca] internal = (Value::from(toml! { subject = "CN=Notify CA" })) };
+    config
+        .insert("notify".into(), Value::Array(vec![toml! { webhook = (url.as_str()) }.into(), toml! { webhook = (dead.as_str()) }.into()]));
+    let s = Setup::with_config(config, &[CertSpec::new("registry", toml! { issuer = "ca:internal" domains = ["registry.corp.lan"] })]);
+
+    let check = s.run(&["check-config"]);
+    assert_eq!(check.code, 0, "{check:?}");
+    let host = hook.url.trim_end_matches("/hook");
+    assert!(check.stdout.contains(&format!("webhook = \"{host}/…\"")), "{check:?}");
+    assert_no_token("check-config", &format!("{check:?}"));
+    assert_eq!(s.run(&["ca", "init", "internal"]).code, 0);
+
+    // `regcert renew`, logging everything.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_regcert"))
+        .arg("--config")
+        .arg(&s.config)
+        .args(["renew", "--force"])
+        .env("RUST_LOG", "debug")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    hook.wait_for("\"event\":\"renewed\"", std::time::Duration::from_secs(10));
+    assert!(stderr.contains("notified") && stderr.contains(&format!("{host}/…")), "{stderr}");
+    assert!(stderr.contains("webhook failed"), "{stderr}");
+    assert_no_token("renew", &format!("{stdout}\n{stderr}"));
+
+    // `regcert run` (debug log) — its first check renews (forced by a changed name).
+    s.edit_cert("registry", |c| set(c, "domains", Value::from(vec!["registry.corp.lan", "r2.corp.lan"])));
+    let mut daemon = Daemon::start(&s.config);
+    daemon.wait_for_log("webhook failed", 1, std::time::Duration::from_secs(60));
+    daemon.wait_for_log("notified", 1, std::time::Duration::from_secs(60));
+    daemon.signal("TERM");
+    daemon.wait(std::time::Duration::from_secs(30));
+    assert_no_token("regcert run", &daemon.log_text());
+}
+
+#[test]
+fn import_acmesh_never_prints_the_eab_hmac_key() {
+    const HMAC: &str = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("acme.sh");
+    let ca = home.join("ca/acme.example.net/directory");
+    std::fs::create_dir_all(&ca).unwrap();
+    openssl(&["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", ca.join("account.key").to_str().unwrap()]);
+    std::fs::write(
+        ca.join("ca.conf"),
+        format!("ACCOUNT_URL='https://acme.example.net/acct/1'\nCA_EAB_KEY_ID='kid-1'\nCA_EAB_HMAC_KEY='{HMAC}'\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        home.join("account.conf"),
+        "DEFAULT_ACME_SERVER='https://acme.example.net/directory'\nACCOUNT_EMAIL='ops@example.com'\n",
+    )
+    .unwrap();
+    let domain = home.join("reg.example.net_ecc");
+    std::fs::create_dir_all(&domain).unwrap();
+    std::fs::write(
+        domain.join("reg.example.net.conf"),
+        "Le_Domain='reg.example.net'\nLe_Keylength='ec-256'\nLe_API='https://acme.example.net/directory'\nLe_Webroot='no'\n",
+    )
+    .unwrap();
+    let state = root.path().join("state");
+    let (home_s, state_s) = (home.to_str().unwrap(), state.to_str().unwrap());
+
+    let dry = regcert_bare_env(
+        &[("RUST_LOG", std::path::Path::new("debug"))],
+        &["import", "acme.sh", "--home", home_s, "--state-dir", state_s, "--dry-run"],
+    );
+    assert_eq!(dry.code, 0, "{dry:?}");
+    assert!(dry.stdout.contains("eab = { kid = \"kid-1\", hmac_key = \"<redacted>\" }"), "{dry:?}");
+    assert!(dry.stdout.contains("eab.hmac_key is not printed: use --write-config"), "{dry:?}");
+    assert!(!format!("{dry:?}").contains(HMAC), "{dry:?}");
+
+    // Printed instead of written: redacted too. Written: the key is there (0640), and not printed.
+    let printed = regcert_bare(&["import", "acme.sh", "--home", home_s, "--state-dir", state_s]);
+    assert!(!format!("{printed:?}").contains(HMAC), "{printed:?}");
+    let out = root.path().join("config.toml");
+    let written = regcert_bare(&["import", "acme.sh", "--home", home_s, "--state-dir", state_s, "--write-config", out.to_str().unwrap()]);
+    assert!(!format!("{written:?}").contains(HMAC), "{written:?}");
+    assert!(std::fs::read_to_string(&out).unwrap().contains(HMAC));
+    assert_eq!(mode(&out), 0o640);
+}
