@@ -141,3 +141,63 @@ fn import_acmesh_never_prints_the_eab_hmac_key() {
     assert!(std::fs::read_to_string(&out).unwrap().contains(HMAC));
     assert_eq!(mode(&out), 0o640);
 }
+
+#[test]
+fn idle_clients_cannot_hold_the_metrics_endpoint() {
+    use std::io::Read;
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut config = toml! { [ca] internal = (Value::from(toml! { subject = "CN=Metrics CA" })) };
+    config.extend(toml! {
+        [daemon]
+        check = "0 0 0 1 1 *"
+        [metrics]
+        listen = (metrics.as_str())
+    });
+    let s = Setup::with_config(config, &[CertSpec::new("registry", toml! { issuer = "ca:internal" domains = ["registry.corp.lan"] })]);
+    assert_eq!(s.run(&["ca", "init", "internal"]).code, 0);
+    let mut daemon = Daemon::start(&s.config);
+    daemon.wait_for_log("metrics endpoint listening", 1, Duration::from_secs(30));
+    assert_eq!(http_get(&metrics, "/healthz").0, 200);
+
+    // Is the socket closed by the server within `within`?
+    let closed = |s: &mut TcpStream, within: Duration| {
+        s.set_read_timeout(Some(within)).unwrap();
+        match s.read(&mut [0u8; 16]) {
+            Ok(n) => n == 0,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    };
+    // 100 clients that connect and say nothing: 64 are held, the rest closed at once.
+    let mut idle: Vec<TcpStream> = (0..100).map(|_| TcpStream::connect(&metrics).unwrap()).collect();
+    let opened = Instant::now();
+    std::thread::sleep(Duration::from_millis(500));
+    let states: Vec<bool> = idle
+        .iter_mut()
+        .map(|s| {
+            s.set_nonblocking(true).unwrap();
+            let state = match s.read(&mut [0u8; 16]) {
+                Ok(n) => n == 0,
+                Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+            };
+            s.set_nonblocking(false).unwrap();
+            state
+        })
+        .collect();
+    let refused = states.iter().filter(|c| **c).count();
+    assert_eq!(refused, 36, "the connection cap (64) must hold: {states:?} after {:?}", opened.elapsed());
+    // While they are held, a new client is turned away too.
+    let mut one_more = TcpStream::connect(&metrics).unwrap();
+    assert!(closed(&mut one_more, Duration::from_secs(1)), "the cap must hold for new clients");
+    // After the 10 s header timeout, every idle connection is closed, and the endpoint answers.
+    for s in &mut idle {
+        let left = Duration::from_secs(15).saturating_sub(opened.elapsed()).max(Duration::from_millis(100));
+        assert!(closed(s, left), "an idle connection was kept beyond the header timeout");
+    }
+    assert!(opened.elapsed() >= Duration::from_secs(9), "closed after the timeout, not before: {:?}", opened.elapsed());
+    let (status, body) = http_get(&metrics, "/metrics");
+    assert_eq!(status, 200);
+    assert!(body.contains("regcert_"), "{body}");
+    assert!(daemon.running());
+}
