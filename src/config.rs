@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -793,12 +794,29 @@ fn cert_label(i: usize, cert: &CertificateConfig) -> String {
     if cert.name.is_empty() { format!("[[certificate]] #{}", i + 1) } else { format!("[[certificate]] `{}`", cert.name) }
 }
 
+/// For an `http://` URL: is its host this machine (127.0.0.0/8, ::1, `localhost`)? `None` for
+/// any other scheme. Plain HTTP is accepted only there (a test CA, a local webhook relay).
+pub(crate) fn http_on_loopback(url: &str) -> Option<bool> {
+    let rest = url.strip_prefix("http://")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let hostport = authority.rsplit('@').next().unwrap_or_default();
+    let host = match hostport.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => hostport.rsplit_once(':').map_or(hostport, |(h, _)| h),
+    };
+    Some(host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()))
+}
+
 fn validate_acme(acme: &AcmeConfig, problems: &mut Vec<String>) {
     let url = acme.directory_url();
     if !(url.starts_with("https://") || url.starts_with("http://")) {
         problems.push(format!(
             "[acme] directory = \"{}\": use \"letsencrypt\", \"letsencrypt-staging\" or the CA's directory URL (https://…)",
             acme.directory
+        ));
+    } else if http_on_loopback(url) == Some(false) {
+        problems.push(format!(
+            "[acme] directory = \"{url}\": ACME needs HTTPS (RFC 8555 §6.1); plain http:// is accepted only for a CA on this host (127.0.0.1, ::1, localhost)"
         ));
     }
     if !acme.accept_terms {
@@ -1172,6 +1190,29 @@ mod tests {
         assert_eq!(with_ca("", "validity = \"0s\""), ["[ca.internal] validity must be longer than 0"]);
         // ACME certificates: the CA decides the lifetime (the tests' "due at every check" stays possible).
         assert_eq!(problems("domains = [\"a.example.com\"]\nrenew_before = \"3000d\"", ""), Vec::<String>::new());
+    }
+
+    #[test]
+    fn plain_http_only_on_loopback() {
+        for (url, want) in [
+            ("http://127.0.0.1:14000/dir", Some(true)),
+            ("http://127.8.9.1/dir", Some(true)),
+            ("http://[::1]:80/x", Some(true)),
+            ("http://LOCALHOST/x", Some(true)),
+            ("http://localhost.evil.example/x", Some(false)),
+            ("http://127.0.0.1.evil.example/x", Some(false)),
+            ("http://user@10.0.0.1/x", Some(false)),
+            ("http://acme.example.net/dir", Some(false)),
+            ("https://acme.example.net/dir", None),
+        ] {
+            assert_eq!(http_on_loopback(url), want, "{url}");
+        }
+        let with_dir = |d: &str| {
+            validate(&parse(&config("domains = [\"a.example.com\"]", "").replace("\"letsencrypt\"", &format!("\"{d}\""))).unwrap()).list
+        };
+        assert_eq!(with_dir("http://127.0.0.1:14000/dir"), Vec::<String>::new());
+        let p = with_dir("http://acme.example.net/dir");
+        assert!(p.len() == 1 && p[0].contains("ACME needs HTTPS (RFC 8555 §6.1)"), "{p:?}");
     }
 
     #[test]

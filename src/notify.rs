@@ -93,6 +93,13 @@ pub fn validate(i: usize, n: &NotifyConfig, problems: &mut Vec<String>) {
         && !(url.starts_with("https://") || url.starts_with("http://"))
     {
         problems.push(format!("{at}: webhook \"{}\" must be an http(s) URL", redact_url(url)));
+    } else if let Some(url) = &n.webhook
+        && crate::config::http_on_loopback(url) == Some(false)
+    {
+        problems.push(format!(
+            "{at}: webhook \"{}\" uses plain http:// to another host, which would send the event (and the URL's token) in clear text; use https:// (http:// only on 127.0.0.1, ::1, localhost)",
+            redact_url(url)
+        ));
     }
     if n.command.as_ref().is_some_and(|c| c.is_empty()) {
         problems.push(format!("{at}: command is empty"));
@@ -161,6 +168,9 @@ pub async fn send(notifiers: &[NotifyConfig], event: &Event) {
 }
 
 async fn post(url: &str, n: &NotifyConfig, event: &Event) -> Result<(), String> {
+    if url.starts_with("http://") {
+        tracing::warn!(url = %redact_url(url), "webhook over plain http (loopback only)");
+    }
     let roots = crate::obtain::tls::root_store(n.ca_bundle.as_deref().as_slice())?;
     let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
         .with_safe_default_protocol_versions()
@@ -178,31 +188,58 @@ async fn post(url: &str, n: &NotifyConfig, event: &Event) -> Result<(), String> 
     if rsp.status().is_success() { Ok(()) } else { Err(format!("answered {}", rsp.status())) }
 }
 
+/// How long a notify command may take, writing its stdin included.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
 async fn run(argv: &[String], event: &Event) -> Result<(), String> {
-    let Some((program, args)) = argv.split_first() else { return Err("empty command".into()) };
     let body = serde_json::to_vec(event).map_err(|e| e.to_string())?;
+    let kind = serde_json::to_value(event.event).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    run_command(argv, &body, &[("REGCERT_EVENT", &kind), ("REGCERT_CERTIFICATE", &event.certificate)], COMMAND_TIMEOUT).await
+}
+
+/// Run `argv` with `body` on its stdin; the whole of it — writing stdin (a command that does not
+/// read it blocks the write once the pipe is full) and waiting — within `timeout`, after which
+/// the command is killed.
+async fn run_command(argv: &[String], body: &[u8], env: &[(&str, &str)], timeout: Duration) -> Result<(), String> {
+    let Some((program, args)) = argv.split_first() else { return Err("empty command".into()) };
     let mut child = tokio::process::Command::new(program)
         .args(args)
-        .env("REGCERT_EVENT", serde_json::to_value(event.event).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default())
-        .env("REGCERT_CERTIFICATE", &event.certificate)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| e.to_string())?;
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(&body).await;
-    }
-    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
-        .await
-        .map_err(|_| "timed out".to_owned())?
-        .map_err(|e| e.to_string())?;
+    let mut stdin = child.stdin.take();
+    let work = async {
+        if let Some(stdin) = stdin.as_mut() {
+            // A command may exit without reading its input: that is its business.
+            let _ = stdin.write_all(body).await;
+        }
+        drop(stdin.take());
+        child.wait().await
+    };
+    let status = tokio::time::timeout(timeout, work).await.map_err(|_| format!("timed out after {}s", timeout.as_secs()))?;
+    let status = status.map_err(|e| e.to_string())?;
     if status.success() { Ok(()) } else { Err(format!("exited with {status}")) }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_command_that_does_not_read_its_stdin_is_bounded_by_the_timeout() {
+        // More than a pipe holds: the write blocks until the command reads or exits.
+        let body = vec![b'x'; 4 << 20];
+        let started = std::time::Instant::now();
+        let argv = ["sleep".to_owned(), "30".to_owned()];
+        let r = run_command(&argv, &body, &[], Duration::from_millis(500)).await;
+        assert_eq!(r, Err("timed out after 0s".to_owned()));
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        let cat = ["sh".to_owned(), "-c".to_owned(), "cat >/dev/null".to_owned()];
+        assert_eq!(run_command(&cat, &body, &[], Duration::from_secs(20)).await, Ok(()));
+    }
 
     #[test]
     fn urls_are_shown_as_scheme_and_host_only() {

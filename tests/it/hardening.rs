@@ -201,3 +201,26 @@ fn idle_clients_cannot_hold_the_metrics_endpoint() {
     assert!(body.contains("regcert_"), "{body}");
     assert!(daemon.running());
 }
+
+#[test]
+fn plain_http_is_refused_except_on_loopback() {
+    let mut config = toml! {
+        [acme]
+        directory = "http://acme.example.net/directory"
+        accept_terms = true
+    };
+    config.insert("notify".into(), Value::Array(vec![toml! { webhook = "http://hooks.example.com/services/T0SECRET" }.into()]));
+    let s = Setup::with_config(config, &[cert("registry", &["registry.example.com"], "ecdsa-p256")]);
+    let run = s.run(&["check-config"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("ACME needs HTTPS (RFC 8555 §6.1)"), "{run:?}");
+    assert!(run.stderr.contains("webhook \"http://hooks.example.com/…\" uses plain http:// to another host"), "{run:?}");
+    assert_no_token("check-config", &format!("{run:?}"));
+    // On this host, plain http is accepted (a test CA, a local relay).
+    s.edit(|c| {
+        set(c, "acme.directory", "http://127.0.0.1:14000/dir");
+        c.insert("notify".into(), Value::Array(vec![toml! { webhook = "http://[::1]:9000/hook" }.into()]));
+    });
+    let run = s.run(&["check-config"]);
+    assert_eq!(run.code, 0, "{run:?}");
+}
