@@ -22,7 +22,7 @@ use crate::keys::KeyType;
 /// Where `--config` points when nothing else is said.
 pub const DEFAULT_PATH: &str = "/etc/regcert/config.toml";
 
-const LETSENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+pub(crate) const LETSENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 const LETSENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -67,10 +67,11 @@ pub const UNTRUSTED_READ_CAP: u64 = 1 << 20;
 
 /// Read a file that someone else can write (the registry's cert dir): `Ok(None)` when it does
 /// not exist. A symbolic link is not followed, and anything but a regular file of at most
-/// `cap` bytes is refused (a FIFO would block, a device or a huge file would exhaust memory).
+/// `cap` bytes with no other name (hard link) is refused (a FIFO would block, a device or a huge file would exhaust memory).
 /// The error says which of these it was.
 pub fn read_untrusted(path: &Path, cap: u64) -> Result<Option<Vec<u8>>, String> {
     use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
     let file = match fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY).open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -82,6 +83,10 @@ pub fn read_untrusted(path: &Path, cap: u64) -> Result<Option<Vec<u8>>, String> 
     let meta = file.metadata().map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     if !meta.is_file() {
         return Err(format!("{} is not a regular file ({}); regcert reads only regular files", path.display(), file_kind(&meta)));
+    }
+    // A second name for the file: possibly a secret from elsewhere on the same filesystem.
+    if meta.nlink() > 1 {
+        return Err(format!("{} has {} hard links; regcert reads only files that are not linked elsewhere", path.display(), meta.nlink()));
     }
     if meta.len() > cap {
         return Err(format!("{} is {} bytes, more than the {cap} a certificate or key can be", path.display(), meta.len()));
@@ -200,6 +205,8 @@ mod tests {
         assert!(read_untrusted(&p("fifo"), 10).unwrap_err().contains("a FIFO"));
         assert!(read_untrusted(Path::new("/dev/zero"), 10).unwrap_err().contains("a character device"));
         assert!(read_untrusted(dir.path(), 10).unwrap_err().contains("a directory"));
+        fs::hard_link(&secret, p("hard")).unwrap();
+        assert!(read_untrusted(&p("hard"), 10).unwrap_err().contains("has 2 hard links"));
         fs::write(p("big"), "01234567890").unwrap();
         assert!(read_untrusted(&p("big"), 10).unwrap_err().contains("more than the 10"));
         // In-place writes do not go through a link either, and leave its target alone.

@@ -149,28 +149,45 @@ fn write_error(path: &Path, e: std::io::Error) -> String {
     format!("cannot write {}: {e} (check [certificate.install] dir and its permissions)", path.display())
 }
 
-/// Copy the installed pair into state_dir when it is a pair worth restoring, and return its key.
+/// Copy the installed pair into state_dir (`previous/`), and return the installed key to put
+/// back if the install fails half-way.
 ///
-/// Only a complete pair whose key belongs to its leaf is kept: the install dir is writable by
-/// the registry's side, and whatever else is there (half a pair, a key that belongs to nothing,
-/// a link to another secret, a FIFO) must never reach state_dir, from where a rollback would
-/// write it back where the container reads it. Such content is not backed up (the last pair
-/// that was stays the backup) and is replaced by the install.
+/// The install dir is writable by the registry's side, so what is read there is never read
+/// through a link (symbolic or hard), and only regular files of a sane size are read: a link to
+/// another secret, a FIFO or a device never reaches state_dir (nor is it put back), it is just
+/// replaced by the install. A complete pair whose key belongs to its leaf is the backup a
+/// rollback may restore. Two regular files that are not such a pair (a hand-made or broken
+/// pair) are kept for the operator only when state_dir holds no good pair yet — a good backup
+/// is never overwritten by them — and a rollback never restores them (it checks the pair).
 fn backup_current(state: &StateDir, cert: &CertificateConfig) -> Result<Option<Zeroizing<Vec<u8>>>, String> {
-    let not_kept = |why: String| {
-        tracing::warn!(cert = %cert.name, "the installed pair is not backed up: {why}");
-        Ok(None)
+    let install = &cert.install;
+    let not_kept = |why: String| tracing::warn!(cert = %cert.name, "the installed pair is not backed up: {why}");
+    let key = match read_untrusted(&install.key_path(), UNTRUSTED_READ_CAP) {
+        Ok(key) => key.map(Zeroizing::new),
+        Err(e) => {
+            not_kept(e);
+            return Ok(None);
+        }
     };
-    let (chain, key) = match read_files(&cert.install) {
-        Ok((Some(chain), Some(key))) => (chain, key),
-        Ok((None, None)) => return Ok(None),
-        Ok(_) => return not_kept("only one of the two files is installed".into()),
-        Err(e) => return not_kept(e),
+    let chain = match read_untrusted(&install.fullchain_path(), UNTRUSTED_READ_CAP) {
+        Ok(chain) => chain,
+        Err(e) => {
+            not_kept(e);
+            return Ok(key);
+        }
     };
-    match inspect_pair(&chain, std::str::from_utf8(&key).ok()) {
-        Ok(pair) if pair.key_matches => {}
-        Ok(_) => return not_kept("the installed key does not belong to the installed certificate".into()),
-        Err(e) => return not_kept(format!("the installed certificate {e}")),
+    let (Some(chain), Some(key)) = (chain, key) else {
+        return Ok(None);
+    };
+    let matching = inspect_pair(&chain, std::str::from_utf8(&key).ok()).is_ok_and(|p| p.key_matches);
+    if !matching {
+        let good_backup =
+            previous_pair(state, cert).is_some_and(|(c, k)| inspect_pair(&c, std::str::from_utf8(&k).ok()).is_ok_and(|p| p.key_matches));
+        if good_backup {
+            not_kept("it is not a matching pair, and the backup holds a good one".into());
+            return Ok(Some(key));
+        }
+        tracing::warn!(cert = %cert.name, "the installed files are not a matching pair: kept in state_dir for reference, never restored");
     }
     let dir = state.previous_dir(&cert.name);
     let save = || -> std::io::Result<()> {

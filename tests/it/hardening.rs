@@ -224,3 +224,36 @@ fn plain_http_is_refused_except_on_loopback() {
     let run = s.run(&["check-config"]);
     assert_eq!(run.code, 0, "{run:?}");
 }
+
+#[test]
+fn dry_run_never_finalizes_and_never_sends_replaces() {
+    // Pebble behind the ARI front, which records every new order (to see `replaces`).
+    let pebble = Pebble::start();
+    let dir = pebble.dir.path();
+    let front = crate::common::ari_frontend::AriFrontend::start(
+        &pebble.directory_url,
+        &dir.join("tls-cert.pem"),
+        &dir.join("tls-key.pem"),
+        &pebble.tls_root,
+    );
+    let s = Setup::new(&pebble, &[cert("registry", &["registry.example.com"], "ecdsa-p256")]);
+    s.edit(|c| set(c, "acme.directory", front.directory_url.as_str()));
+    assert_eq!(s.run(&["renew"]).code, 0);
+    let (chain, key) = (std::fs::read(s.fullchain("registry")).unwrap(), std::fs::read(s.key("registry")).unwrap());
+    let orders = front.replaces().len();
+    let stored = std::fs::read(s.state().join("certs/registry/cert.pem")).unwrap();
+
+    let run = s.run(&["renew", "--dry-run", "--force"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("validated 1 name(s); the order was not finalized (no certificate issued)"), "{run:?}");
+    assert!(run.stdout.contains("and 1 authorization(s) were deactivated"), "{run:?}");
+    assert!(run.stdout.contains("dry run: nothing stored or installed"), "{run:?}");
+    // One more order, without `replaces` (the live certificate is not marked as replaced).
+    let replaces = front.replaces();
+    assert_eq!(replaces.len(), orders + 1, "{replaces:?}");
+    assert_eq!(replaces.last().unwrap(), &None, "a dry run sent `replaces`: {replaces:?}");
+    // Nothing issued, stored or installed.
+    assert_eq!(std::fs::read(s.fullchain("registry")).unwrap(), chain);
+    assert_eq!(std::fs::read(s.key("registry")).unwrap(), key);
+    assert_eq!(std::fs::read(s.state().join("certs/registry/cert.pem")).unwrap(), stored);
+}

@@ -127,4 +127,11 @@ fn fifos_devices_and_huge_files_are_refused_without_hanging() {
         assert_eq!(previous(&s), good_previous, "{file}: nothing copied into state_dir");
         assert_regular_matching_pair(&s);
     }
+    // Regular files that are not a matching pair never replace a good backup either.
+    fs::write(s.key("registry"), "garbage").unwrap();
+    let run = renew_bounded(&s);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("installed key does not match the installed certificate"), "{run:?}");
+    assert_eq!(previous(&s), good_previous, "a broken pair replaced the good backup");
+    assert_regular_matching_pair(&s);
 }
