@@ -248,10 +248,11 @@ fn dry_run_never_finalizes_and_never_sends_replaces() {
     assert!(run.stdout.contains("validated 1 name(s); the order was not finalized (no certificate issued)"), "{run:?}");
     assert!(run.stdout.contains("and 1 authorization(s) were deactivated"), "{run:?}");
     assert!(run.stdout.contains("dry run: nothing stored or installed"), "{run:?}");
-    // One more order, without `replaces` (the live certificate is not marked as replaced).
+    // A new order, without `replaces` (the live certificate is not marked as replaced). The front
+    // records every attempt, so a badNonce retry (Pebble rejects 5% of nonces) shows twice.
     let replaces = front.replaces();
-    assert_eq!(replaces.len(), orders + 1, "{replaces:?}");
-    assert_eq!(replaces.last().unwrap(), &None, "a dry run sent `replaces`: {replaces:?}");
+    assert!(replaces.len() > orders, "{replaces:?}");
+    assert!(replaces[orders..].iter().all(Option::is_none), "a dry run sent `replaces`: {replaces:?}");
     // Nothing issued, stored or installed.
     assert_eq!(std::fs::read(s.fullchain("registry")).unwrap(), chain);
     assert_eq!(std::fs::read(s.key("registry")).unwrap(), key);
