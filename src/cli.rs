@@ -272,6 +272,11 @@ fn check_config(path: &std::path::Path, config: &Config) -> CmdResult {
     if let Some(eab) = shown.acme.as_mut().and_then(|a| a.eab.as_mut()) {
         eab.hmac_key = "<redacted>".into();
     }
+    for n in &mut shown.notify {
+        if let Some(url) = n.webhook.as_mut() {
+            *url = notify::redact_url(url);
+        }
+    }
     let text = toml::to_string_pretty(&shown).map_err(|e| Failure::Failed(format!("cannot print the settings: {e}")))?;
     println!("# {} is valid; effective settings (defaults filled in):", path.display());
     if let Some(acme) = &config.acme {
@@ -343,7 +348,7 @@ fn import(cmd: ImportCommand) -> CmdResult {
     let plan = acmesh::plan(&home, &config_home, &state_dir).map_err(Failure::Config)?;
     let mut problems = plan.notes.clone();
     if dry_run {
-        println!("# dry run: nothing is written. The regcert config would be:\n{}", plan.config);
+        println!("# dry run: nothing is written. The regcert config would be:\n{}", plan.shown_config());
         for a in &plan.accounts {
             println!("# would adopt the ACME account {} for {}", a.account_url.as_deref().unwrap_or("(no ACCOUNT_URL)"), a.directory);
         }
@@ -369,7 +374,7 @@ fn import(cmd: ImportCommand) -> CmdResult {
                     problems.push(format!("the written config needs attention: {e}"));
                 }
             }
-            None => print!("{}", plan.config),
+            None => print!("{}", plan.shown_config()),
         }
     }
     for p in &problems {

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -21,7 +22,7 @@ use crate::keys::KeyType;
 /// Where `--config` points when nothing else is said.
 pub const DEFAULT_PATH: &str = "/etc/regcert/config.toml";
 
-const LETSENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+pub(crate) const LETSENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 const LETSENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -741,10 +742,17 @@ fn validate(config: &Config) -> Problems {
         crate::notify::validate(i, n, &mut problems);
     }
     for cert in &config.certificates {
-        if let IssuerRef::Ca(name) = &cert.issuer
-            && !config.ca.contains_key(name)
-        {
+        let IssuerRef::Ca(name) = &cert.issuer else { continue };
+        let Some(ca) = config.ca.get(name) else {
             problems.push(format!("[[certificate]] `{}`: issuer = \"ca:{name}\" but there is no [ca.{name}]", cert.name));
+            continue;
+        };
+        for d in cert.domains.iter().filter(|d| !crate::obtain::local_ca::permits(&ca.name_constraints, d)) {
+            problems.push(format!(
+                "[[certificate]] `{}`: domain \"{d}\" is outside [ca.{name}] name_constraints ({}); clients would reject the certificate",
+                cert.name,
+                ca.name_constraints.join(", ")
+            ));
         }
     }
     for (name, ca) in &config.ca {
@@ -753,6 +761,12 @@ fn validate(config: &Config) -> Problems {
         }
         if ca.validity.is_zero() {
             problems.push(format!("[ca.{name}] validity must be longer than 0"));
+        }
+        if ca.validity > crate::obtain::local_ca::MAX_VALIDITY {
+            problems.push(format!(
+                "[ca.{name}] validity = \"{}\" is more than 100 years; use e.g. \"10y\"",
+                humantime::format_duration(ca.validity)
+            ));
         }
     }
     if config.certificates.is_empty() {
@@ -786,12 +800,29 @@ fn cert_label(i: usize, cert: &CertificateConfig) -> String {
     if cert.name.is_empty() { format!("[[certificate]] #{}", i + 1) } else { format!("[[certificate]] `{}`", cert.name) }
 }
 
+/// For an `http://` URL: is its host this machine (127.0.0.0/8, ::1, `localhost`)? `None` for
+/// any other scheme. Plain HTTP is accepted only there (a test CA, a local webhook relay).
+pub(crate) fn http_on_loopback(url: &str) -> Option<bool> {
+    let rest = url.strip_prefix("http://")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let hostport = authority.rsplit('@').next().unwrap_or_default();
+    let host = match hostport.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => hostport.rsplit_once(':').map_or(hostport, |(h, _)| h),
+    };
+    Some(host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()))
+}
+
 fn validate_acme(acme: &AcmeConfig, problems: &mut Vec<String>) {
     let url = acme.directory_url();
     if !(url.starts_with("https://") || url.starts_with("http://")) {
         problems.push(format!(
             "[acme] directory = \"{}\": use \"letsencrypt\", \"letsencrypt-staging\" or the CA's directory URL (https://…)",
             acme.directory
+        ));
+    } else if http_on_loopback(url) == Some(false) {
+        problems.push(format!(
+            "[acme] directory = \"{url}\": ACME needs HTTPS (RFC 8555 §6.1); plain http:// is accepted only for a CA on this host (127.0.0.1, ::1, localhost)"
         ));
     }
     if !acme.accept_terms {
@@ -851,6 +882,7 @@ fn validate_certificate(at: &str, cert: &CertificateConfig, problems: &mut Probl
     if acme && cert.validity.is_some() {
         problems.push(format!("{at}: validity applies to private-CA certificates only; an ACME CA decides the lifetime"));
     }
+    validate_lifetime(at, cert, acme, problems);
     if let Some(t) = &cert.trust {
         if acme && !t.docker_clients.is_empty() {
             problems.push(format!("{at}: trust.docker_clients is for certificates from a private CA (issuer = \"ca:NAME\")"));
@@ -877,6 +909,39 @@ fn validate_certificate(at: &str, cert: &CertificateConfig, problems: &mut Probl
     }
     if let Some(verify) = &cert.verify_settings() {
         validate_verify(at, cert, verify, problems);
+    }
+}
+
+/// A private-CA leaf's `validity` and `renew_before` must leave time between two renewals:
+/// otherwise every check renews it again.
+fn validate_lifetime(at: &str, cert: &CertificateConfig, acme: bool, problems: &mut Problems) {
+    use crate::obtain::local_ca::{DEFAULT_LEAF_VALIDITY, MAX_VALIDITY};
+    // Whole days as "90d" (humantime would say "2months 29days 2h 52m 48s").
+    let fmt = |d: Duration| match d.as_secs() {
+        s if s % 86_400 == 0 && d.subsec_nanos() == 0 => format!("{}d", s / 86_400),
+        _ => humantime::format_duration(d).to_string(),
+    };
+    match cert.validity {
+        Some(v) if v.is_zero() => {
+            problems.push(format!("{at}: validity = \"0s\" would issue certificates that are already expired; use e.g. \"90d\""))
+        }
+        Some(v) if v > MAX_VALIDITY => {
+            problems.push(format!("{at}: validity = \"{}\" is more than 100 years; use e.g. \"90d\"", fmt(v)));
+        }
+        _ => {}
+    }
+    let validity = cert.validity.unwrap_or(DEFAULT_LEAF_VALIDITY);
+    if !acme
+        && !validity.is_zero()
+        && let Some(rb) = cert.renew_before.filter(|rb| !rb.is_zero() && *rb >= validity)
+    {
+        let whose = if cert.validity.is_some() { "validity" } else { "the default validity" };
+        problems.push(format!(
+            "{at}: renew_before = \"{}\" is not shorter than {whose} \"{}\": every check would renew it again; \
+             make renew_before shorter (or remove it: a third of the lifetime)",
+            fmt(rb),
+            fmt(validity)
+        ));
     }
 }
 
@@ -1099,6 +1164,61 @@ mod tests {
         let host = preflight(&cfg, Purpose::Read);
         assert!(host.len() == 2 && host[0].contains("dns.tsig_key /nonexistent/k") && host[1].contains("install.owner"), "{host:?}");
         assert!(preflight(&cfg, Purpose::Write).iter().any(|p| p.contains("install.dir /nonexistent/certs")));
+    }
+
+    #[test]
+    fn lifetimes_that_would_loop_or_overflow_are_refused() {
+        let ca = "[ca.internal]\nsubject = \"CN=T\"\n";
+        let with_ca = |cert: &str, ca_extra: &str| {
+            let text = format!(
+                "{ca}{ca_extra}\n[[certificate]]\nname = \"r\"\nissuer = \"ca:internal\"\ndomains = [\"r.corp.lan\"]\n{cert}\n\
+                 [certificate.install]\ndir = \"/nonexistent/certs\"\n"
+            );
+            validate(&parse(&text).unwrap()).list
+        };
+        assert_eq!(with_ca("validity = \"30d\"\nrenew_before = \"10d\"", ""), Vec::<String>::new());
+        assert_eq!(with_ca("validity = \"100y\"", "validity = \"100y\""), Vec::<String>::new());
+        let p = with_ca("validity = \"30d\"\nrenew_before = \"30d\"", "");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("renew_before = \"30d\" is not shorter than validity \"30d\""), "{p:?}");
+        let p = with_ca("renew_before = \"1year\"", "");
+        assert!(p.len() == 1 && p[0].contains("renew_before = \"1year\" is not shorter than the default validity \"90d\""), "{p:?}");
+        assert_eq!(
+            with_ca("validity = \"0s\"", ""),
+            ["[[certificate]] `r`: validity = \"0s\" would issue certificates that are already expired; use e.g. \"90d\""]
+        );
+        let p = with_ca("validity = \"8000y\"", "validity = \"8000y\"");
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(
+            p.iter().any(|p| p.starts_with("[ca.internal] validity = \"8000years")) && p.iter().any(|p| p.contains("more than 100 years")),
+            "{p:?}"
+        );
+        assert_eq!(with_ca("", "validity = \"0s\""), ["[ca.internal] validity must be longer than 0"]);
+        // ACME certificates: the CA decides the lifetime (the tests' "due at every check" stays possible).
+        assert_eq!(problems("domains = [\"a.example.com\"]\nrenew_before = \"3000d\"", ""), Vec::<String>::new());
+    }
+
+    #[test]
+    fn plain_http_only_on_loopback() {
+        for (url, want) in [
+            ("http://127.0.0.1:14000/dir", Some(true)),
+            ("http://127.8.9.1/dir", Some(true)),
+            ("http://[::1]:80/x", Some(true)),
+            ("http://LOCALHOST/x", Some(true)),
+            ("http://localhost.evil.example/x", Some(false)),
+            ("http://127.0.0.1.evil.example/x", Some(false)),
+            ("http://user@10.0.0.1/x", Some(false)),
+            ("http://acme.example.net/dir", Some(false)),
+            ("https://acme.example.net/dir", None),
+        ] {
+            assert_eq!(http_on_loopback(url), want, "{url}");
+        }
+        let with_dir = |d: &str| {
+            validate(&parse(&config("domains = [\"a.example.com\"]", "").replace("\"letsencrypt\"", &format!("\"{d}\""))).unwrap()).list
+        };
+        assert_eq!(with_dir("http://127.0.0.1:14000/dir"), Vec::<String>::new());
+        let p = with_dir("http://acme.example.net/dir");
+        assert!(p.len() == 1 && p[0].contains("ACME needs HTTPS (RFC 8555 §6.1)"), "{p:?}");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::ffi::CString;
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::unix::fs::{PermissionsExt, fchown};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt, fchown};
 use std::path::Path;
 
 /// Prefix of our temporary files, so that leftovers of a killed run can be recognised and removed.
@@ -46,7 +46,13 @@ pub fn write_atomic(path: &Path, data: &[u8], spec: FileSpec) -> io::Result<()> 
 /// Only for files a container bind-mounts one by one: there a rename would leave the container
 /// on the old inode forever. It is not atomic, which is why the caller keeps a backup.
 pub fn write_in_place(path: &Path, data: &[u8], spec: FileSpec) -> io::Result<()> {
-    let mut file = fs::OpenOptions::new().write(true).truncate(true).open(path)?;
+    // Never through a symbolic link: the registry's cert dir is not trusted input, and a link
+    // there could point the write at any file regcert may write. Checked before truncating.
+    let mut file = fs::OpenOptions::new().write(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    file.set_len(0)?;
     // Tighten the mode before the new bytes go in (a key must never be readable by others).
     file.set_permissions(fs::Permissions::from_mode(spec.mode))?;
     if spec.uid.is_some() || spec.gid.is_some() {
@@ -54,6 +60,57 @@ pub fn write_in_place(path: &Path, data: &[u8], spec: FileSpec) -> io::Result<()
     }
     file.write_all(data)?;
     file.sync_all()
+}
+
+/// The most regcert reads from a file it does not own (a certificate chain or a key is a few KiB).
+pub const UNTRUSTED_READ_CAP: u64 = 1 << 20;
+
+/// Read a file that someone else can write (the registry's cert dir): `Ok(None)` when it does
+/// not exist. A symbolic link is not followed, and anything but a regular file of at most
+/// `cap` bytes with no other name (hard link) is refused (a FIFO would block, a device or a huge file would exhaust memory).
+/// The error says which of these it was.
+pub fn read_untrusted(path: &Path, cap: u64) -> Result<Option<Vec<u8>>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let file = match fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(format!("{} is a symbolic link; regcert does not follow links in the install dir", path.display()));
+        }
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let meta = file.metadata().map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a regular file ({}); regcert reads only regular files", path.display(), file_kind(&meta)));
+    }
+    // A second name for the file: possibly a secret from elsewhere on the same filesystem.
+    if meta.nlink() > 1 {
+        return Err(format!("{} has {} hard links; regcert reads only files that are not linked elsewhere", path.display(), meta.nlink()));
+    }
+    if meta.len() > cap {
+        return Err(format!("{} is {} bytes, more than the {cap} a certificate or key can be", path.display(), meta.len()));
+    }
+    let mut data = Vec::with_capacity(meta.len() as usize);
+    // The file may grow while it is read: never more than the cap.
+    file.take(cap + 1).read_to_end(&mut data).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if data.len() as u64 > cap {
+        return Err(format!("{} is more than the {cap} bytes a certificate or key can be", path.display()));
+    }
+    Ok(Some(data))
+}
+
+fn file_kind(meta: &fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    match () {
+        _ if t.is_dir() => "a directory",
+        _ if t.is_fifo() => "a FIFO",
+        _ if t.is_char_device() => "a character device",
+        _ if t.is_block_device() => "a block device",
+        _ if t.is_socket() => "a socket",
+        _ => "not a file",
+    }
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -130,6 +187,31 @@ mod tests {
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o640);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn untrusted_reads_refuse_links_fifos_devices_and_big_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        fs::write(&secret, "SECRET").unwrap();
+        let p = |n: &str| dir.path().join(n);
+        assert_eq!(read_untrusted(&p("missing"), 10).unwrap(), None);
+        fs::write(p("ok"), "hello").unwrap();
+        assert_eq!(read_untrusted(&p("ok"), 10).unwrap().unwrap(), b"hello");
+        std::os::unix::fs::symlink(&secret, p("link")).unwrap();
+        assert!(read_untrusted(&p("link"), 10).unwrap_err().contains("is a symbolic link"));
+        let fifo = std::ffi::CString::new(p("fifo").to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        assert!(read_untrusted(&p("fifo"), 10).unwrap_err().contains("a FIFO"));
+        assert!(read_untrusted(Path::new("/dev/zero"), 10).unwrap_err().contains("a character device"));
+        assert!(read_untrusted(dir.path(), 10).unwrap_err().contains("a directory"));
+        fs::hard_link(&secret, p("hard")).unwrap();
+        assert!(read_untrusted(&p("hard"), 10).unwrap_err().contains("has 2 hard links"));
+        fs::write(p("big"), "01234567890").unwrap();
+        assert!(read_untrusted(&p("big"), 10).unwrap_err().contains("more than the 10"));
+        // In-place writes do not go through a link either, and leave its target alone.
+        assert!(write_in_place(&p("link"), b"x", FileSpec::PRIVATE).is_err());
+        assert_eq!(fs::read(&secret).unwrap(), b"SECRET");
     }
 
     #[test]

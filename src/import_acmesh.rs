@@ -86,9 +86,24 @@ impl FoundCert {
 #[derive(Debug, Default)]
 pub struct Plan {
     pub config: String,
+    /// The EAB HMAC key in `config`: written with --write-config, never printed.
+    pub secret: Option<String>,
     pub accounts: Vec<FoundAccount>,
     pub notes: Vec<String>,
     pub cron_lines: Vec<String>,
+}
+
+impl Plan {
+    /// The config as it may be printed: the EAB HMAC key replaced, with a note on how to get it.
+    pub fn shown_config(&self) -> String {
+        match self.secret.as_deref().filter(|s| !s.is_empty()) {
+            Some(secret) => {
+                self.config.replace(&toml_str(secret), "\"<redacted>\"")
+                    + "# eab.hmac_key is not printed: use --write-config PATH (written 0640), or copy CA_EAB_HMAC_KEY from acme.sh's ca.conf\n"
+            }
+            None => self.config.clone(),
+        }
+    }
 }
 
 /// Read an acme.sh home (`home`: ~/.acme.sh; `config_home`: its --config-home, default `home`).
@@ -188,6 +203,7 @@ fn build_config(plan: &mut Plan, certs: &[FoundCert], account_conf: &Vars, state
     out.push_str("# acme.sh accepted the CA's terms when it created the account that regcert adopts.\naccept_terms = true\n");
     if let Some((kid, hmac)) = account.and_then(|a| a.eab.clone()) {
         out.push_str(&format!("eab = {{ kid = {}, hmac_key = {} }}\n", toml_str(&kid), toml_str(&hmac)));
+        plan.secret = Some(hmac);
     }
     for api in apis.keys().filter(|a| **a != directory) {
         plan.notes.push(format!(

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::certinfo::{LeafInfo, parse_pem_certs};
 use crate::config::{CertificateConfig, InstallConfig};
-use crate::fsutil::{FileSpec, create_private_dir, remove_stale_temps, write_atomic, write_in_place};
+use crate::fsutil::{FileSpec, UNTRUSTED_READ_CAP, create_private_dir, read_untrusted, remove_stale_temps, write_atomic, write_in_place};
 use crate::keys::spki_of_key_pem;
 use crate::state::StateDir;
 use zeroize::Zeroizing;
@@ -28,33 +28,47 @@ pub struct Installed {
 
 /// Read the installed pair: `Ok(None)` when no fullchain is installed yet.
 ///
-/// Parsed results are remembered per file (keyed by path, size and mtime of both files): the
-/// daemon looks at every certificate on every check, and parsing keys is the expensive part.
+/// The install dir is shared with the registry and is not trusted input: links are not
+/// followed, and only regular files of a sane size are read (see [`read_untrusted`]); anything
+/// else is an error for this certificate, which makes it due.
+///
+/// Parsed results are remembered per file (keyed by path, inode, size and mtime of both files):
+/// the daemon looks at every certificate on every check, and parsing keys is the expensive part.
 pub fn read_installed(install: &InstallConfig) -> Result<Option<Installed>, String> {
     let path = install.fullchain_path();
-    let chain_meta = match fs::metadata(&path) {
+    let chain_meta = match fs::symlink_metadata(&path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("cannot read the installed certificate {}: {e}", path.display())),
     };
-    let stamp = (file_stamp(Some(&chain_meta)), file_stamp(fs::metadata(install.key_path()).ok().as_ref()));
+    let stamp = (file_stamp(Some(&chain_meta)), file_stamp(fs::symlink_metadata(install.key_path()).ok().as_ref()));
     if let Some(hit) = cache().lock().unwrap_or_else(|p| p.into_inner()).get(&path).filter(|(s, _)| *s == stamp) {
         return Ok(Some(hit.1.clone()));
     }
-    let bytes = fs::read(&path).map_err(|e| format!("cannot read the installed certificate {}: {e}", path.display()))?;
-    let key = fs::read_to_string(install.key_path()).ok().map(Zeroizing::new);
-    let installed =
-        inspect_pair(&bytes, key.as_deref().map(String::as_str)).map_err(|e| format!("installed certificate {} {e}", path.display()))?;
+    let (Some(bytes), key) = read_files(install)? else { return Ok(None) };
+    let installed = inspect_pair(&bytes, key.as_deref().and_then(|k| std::str::from_utf8(k).ok()))
+        .map_err(|e| format!("installed certificate {} {e}", path.display()))?;
     cache().lock().unwrap_or_else(|p| p.into_inner()).insert(path, (stamp, installed.clone()));
     Ok(Some(installed))
 }
 
-/// (size, mtime) of a file, or None when it is missing.
-type Stamp = Option<(u64, std::time::SystemTime)>;
+/// Fullchain and key as read from the install dir; either may be missing.
+type RawPair = (Option<Vec<u8>>, Option<Zeroizing<Vec<u8>>>);
+
+/// The installed fullchain and key as they are, read as untrusted files.
+fn read_files(install: &InstallConfig) -> Result<RawPair, String> {
+    let chain = read_untrusted(&install.fullchain_path(), UNTRUSTED_READ_CAP)?;
+    let key = read_untrusted(&install.key_path(), UNTRUSTED_READ_CAP)?.map(Zeroizing::new);
+    Ok((chain, key))
+}
+
+/// (inode, size, mtime) of a file (not following a link), or None when it is missing.
+type Stamp = Option<(u64, u64, std::time::SystemTime)>;
 type Cache = std::sync::Mutex<std::collections::HashMap<PathBuf, ((Stamp, Stamp), Installed)>>;
 
 fn file_stamp(meta: Option<&fs::Metadata>) -> Stamp {
-    meta.and_then(|m| Some((m.len(), m.modified().ok()?)))
+    use std::os::unix::fs::MetadataExt;
+    meta.and_then(|m| Some((m.ino(), m.len(), m.modified().ok()?)))
 }
 
 fn cache() -> &'static Cache {
@@ -103,7 +117,7 @@ pub fn previous_pair(state: &StateDir, cert: &CertificateConfig) -> Option<(Vec<
 
 /// Put the previous pair back (the backup itself stays as it is).
 pub fn restore_previous(cert: &CertificateConfig, previous: &(Vec<u8>, Zeroizing<Vec<u8>>), in_place: &[PathBuf]) -> Result<(), String> {
-    let current_key = fs::read(cert.install.key_path()).ok().map(Zeroizing::new);
+    let current_key = read_untrusted(&cert.install.key_path(), UNTRUSTED_READ_CAP).ok().flatten().map(Zeroizing::new);
     write_pair(cert, &previous.0, &previous.1, current_key.as_ref().map(|k| k.as_slice()), in_place)?;
     tracing::warn!(cert = %cert.name, fullchain = %cert.install.fullchain_path().display(), "previous certificate restored");
     Ok(())
@@ -135,25 +149,52 @@ fn write_error(path: &Path, e: std::io::Error) -> String {
     format!("cannot write {}: {e} (check [certificate.install] dir and its permissions)", path.display())
 }
 
-/// Copy whatever of the installed pair exists into state_dir, and return the old key (if any).
+/// Copy the installed pair into state_dir (`previous/`), and return the installed key to put
+/// back if the install fails half-way.
+///
+/// The install dir is writable by the registry's side, so what is read there is never read
+/// through a link (symbolic or hard), and only regular files of a sane size are read: a link to
+/// another secret, a FIFO or a device never reaches state_dir (nor is it put back), it is just
+/// replaced by the install. A complete pair whose key belongs to its leaf is the backup a
+/// rollback may restore. Two regular files that are not such a pair (a hand-made or broken
+/// pair) are kept for the operator only when state_dir holds no good pair yet — a good backup
+/// is never overwritten by them — and a rollback never restores them (it checks the pair).
 fn backup_current(state: &StateDir, cert: &CertificateConfig) -> Result<Option<Zeroizing<Vec<u8>>>, String> {
     let install = &cert.install;
-    let chain = fs::read(install.fullchain_path()).ok();
-    let key = fs::read(install.key_path()).ok().map(Zeroizing::new);
-    if chain.is_none() && key.is_none() {
+    let not_kept = |why: String| tracing::warn!(cert = %cert.name, "the installed pair is not backed up: {why}");
+    let key = match read_untrusted(&install.key_path(), UNTRUSTED_READ_CAP) {
+        Ok(key) => key.map(Zeroizing::new),
+        Err(e) => {
+            not_kept(e);
+            return Ok(None);
+        }
+    };
+    let chain = match read_untrusted(&install.fullchain_path(), UNTRUSTED_READ_CAP) {
+        Ok(chain) => chain,
+        Err(e) => {
+            not_kept(e);
+            return Ok(key);
+        }
+    };
+    let (Some(chain), Some(key)) = (chain, key) else {
         return Ok(None);
+    };
+    let matching = inspect_pair(&chain, std::str::from_utf8(&key).ok()).is_ok_and(|p| p.key_matches);
+    if !matching {
+        let good_backup =
+            previous_pair(state, cert).is_some_and(|(c, k)| inspect_pair(&c, std::str::from_utf8(&k).ok()).is_ok_and(|p| p.key_matches));
+        if good_backup {
+            not_kept("it is not a matching pair, and the backup holds a good one".into());
+            return Ok(Some(key));
+        }
+        tracing::warn!(cert = %cert.name, "the installed files are not a matching pair: kept in state_dir for reference, never restored");
     }
     let dir = state.previous_dir(&cert.name);
     let save = || -> std::io::Result<()> {
         create_private_dir(&dir)?;
-        if let Some(key) = &key {
-            write_atomic(&dir.join("privkey.pem"), key, FileSpec::PRIVATE)?;
-        }
-        if let Some(chain) = &chain {
-            write_atomic(&dir.join("fullchain.pem"), chain, FileSpec::PUBLIC)?;
-        }
-        Ok(())
+        write_atomic(&dir.join("privkey.pem"), &key, FileSpec::PRIVATE)?;
+        write_atomic(&dir.join("fullchain.pem"), &chain, FileSpec::PUBLIC)
     };
     save().map_err(|e| format!("cannot back up the installed pair to {}: {e}; nothing was changed", dir.display()))?;
-    Ok(key)
+    Ok(Some(key))
 }

@@ -18,6 +18,7 @@ pub(crate) mod command;
 pub(crate) mod config;
 pub(crate) mod daemon;
 pub(crate) mod fsutil;
+pub(crate) mod httpserve;
 pub(crate) mod import_acmesh;
 pub(crate) mod install;
 pub(crate) mod keys;

@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::{Request, Response, StatusCode, body::Incoming, service::service_fn};
-use hyper_util::rt::TokioIo;
+use hyper::{Request, Response, StatusCode, body::Incoming};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -134,18 +133,11 @@ impl Metrics {
     }
 }
 
-/// Serve the endpoint until the task is dropped.
+/// Serve the endpoint until the task is aborted (bounded: see [`crate::httpserve`]).
 pub async fn serve(listen: SocketAddr) -> Result<tokio::task::JoinHandle<()>, String> {
     let listener = TcpListener::bind(listen).await.map_err(|e| format!("[metrics] listen = \"{listen}\": {e}"))?;
     tracing::info!(%listen, "metrics endpoint listening");
-    Ok(tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
-            tokio::spawn(async move {
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service_fn(answer)).await;
-            });
-        }
-    }))
+    Ok(tokio::spawn(crate::httpserve::serve(listener, "metrics", crate::httpserve::Limits::DEFAULT, |req, _| answer(req))))
 }
 
 async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {

@@ -73,6 +73,17 @@ pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default()
 }
 
+/// A URL as it may be shown: scheme and host only (`https://hooks.slack.com/…`). Webhook URLs
+/// carry their credentials in the path or query (Slack, Teams, Discord), sometimes as userinfo,
+/// so nothing after the host ever reaches a log line, an error or `check-config`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return "<redacted>".into() };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    let more = if rest.len() > host.len() { "/…" } else { "" };
+    format!("{scheme}://{host}{more}")
+}
+
 pub fn validate(i: usize, n: &NotifyConfig, problems: &mut Vec<String>) {
     let at = format!("[[notify]] #{}", i + 1);
     if n.webhook.is_none() && n.command.is_none() {
@@ -81,7 +92,14 @@ pub fn validate(i: usize, n: &NotifyConfig, problems: &mut Vec<String>) {
     if let Some(url) = &n.webhook
         && !(url.starts_with("https://") || url.starts_with("http://"))
     {
-        problems.push(format!("{at}: webhook \"{url}\" must be an http(s) URL"));
+        problems.push(format!("{at}: webhook \"{}\" must be an http(s) URL", redact_url(url)));
+    } else if let Some(url) = &n.webhook
+        && crate::config::http_on_loopback(url) == Some(false)
+    {
+        problems.push(format!(
+            "{at}: webhook \"{}\" uses plain http:// to another host, which would send the event (and the URL's token) in clear text; use https:// (http:// only on 127.0.0.1, ::1, localhost)",
+            redact_url(url)
+        ));
     }
     if n.command.as_ref().is_some_and(|c| c.is_empty()) {
         problems.push(format!("{at}: command is empty"));
@@ -134,8 +152,9 @@ impl Event {
 /// Send `event` to every notifier that wants it.
 pub async fn send(notifiers: &[NotifyConfig], event: &Event) {
     for n in notifiers.iter().filter(|n| n.events.contains(&event.event)) {
-        if let Some(url) = &n.webhook {
-            match post(url, n, event).await {
+        if let Some(full) = &n.webhook {
+            let url = redact_url(full);
+            match post(full, n, event).await {
                 Ok(()) => tracing::info!(cert = %event.certificate, event = ?event.event, %url, "notified"),
                 Err(e) => tracing::warn!(cert = %event.certificate, event = ?event.event, %url, error = %e, "webhook failed"),
             }
@@ -149,6 +168,9 @@ pub async fn send(notifiers: &[NotifyConfig], event: &Event) {
 }
 
 async fn post(url: &str, n: &NotifyConfig, event: &Event) -> Result<(), String> {
+    if url.starts_with("http://") {
+        tracing::warn!(url = %redact_url(url), "webhook over plain http (loopback only)");
+    }
     let roots = crate::obtain::tls::root_store(n.ca_bundle.as_deref().as_slice())?;
     let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
         .with_safe_default_protocol_versions()
@@ -161,28 +183,70 @@ async fn post(url: &str, n: &NotifyConfig, event: &Event) -> Result<(), String> 
         .user_agent(concat!("regcert/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| e.to_string())?;
-    let rsp = client.post(url).json(event).send().await.map_err(|e| e.to_string())?;
+    // reqwest's errors quote the whole URL: without it, they may be logged.
+    let rsp = client.post(url).json(event).send().await.map_err(|e| e.without_url().to_string())?;
     if rsp.status().is_success() { Ok(()) } else { Err(format!("answered {}", rsp.status())) }
 }
 
+/// How long a notify command may take, writing its stdin included.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
 async fn run(argv: &[String], event: &Event) -> Result<(), String> {
-    let Some((program, args)) = argv.split_first() else { return Err("empty command".into()) };
     let body = serde_json::to_vec(event).map_err(|e| e.to_string())?;
+    let kind = serde_json::to_value(event.event).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    run_command(argv, &body, &[("REGCERT_EVENT", &kind), ("REGCERT_CERTIFICATE", &event.certificate)], COMMAND_TIMEOUT).await
+}
+
+/// Run `argv` with `body` on its stdin; the whole of it — writing stdin (a command that does not
+/// read it blocks the write once the pipe is full) and waiting — within `timeout`, after which
+/// the command is killed.
+async fn run_command(argv: &[String], body: &[u8], env: &[(&str, &str)], timeout: Duration) -> Result<(), String> {
+    let Some((program, args)) = argv.split_first() else { return Err("empty command".into()) };
     let mut child = tokio::process::Command::new(program)
         .args(args)
-        .env("REGCERT_EVENT", serde_json::to_value(event.event).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default())
-        .env("REGCERT_CERTIFICATE", &event.certificate)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| e.to_string())?;
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(&body).await;
-    }
-    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
-        .await
-        .map_err(|_| "timed out".to_owned())?
-        .map_err(|e| e.to_string())?;
+    let mut stdin = child.stdin.take();
+    let work = async {
+        if let Some(stdin) = stdin.as_mut() {
+            // A command may exit without reading its input: that is its business.
+            let _ = stdin.write_all(body).await;
+        }
+        drop(stdin.take());
+        child.wait().await
+    };
+    let status = tokio::time::timeout(timeout, work).await.map_err(|_| format!("timed out after {}s", timeout.as_secs()))?;
+    let status = status.map_err(|e| e.to_string())?;
     if status.success() { Ok(()) } else { Err(format!("exited with {status}")) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_command_that_does_not_read_its_stdin_is_bounded_by_the_timeout() {
+        // More than a pipe holds: the write blocks until the command reads or exits.
+        let body = vec![b'x'; 4 << 20];
+        let started = std::time::Instant::now();
+        let argv = ["sleep".to_owned(), "30".to_owned()];
+        let r = run_command(&argv, &body, &[], Duration::from_millis(500)).await;
+        assert_eq!(r, Err("timed out after 0s".to_owned()));
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        let cat = ["sh".to_owned(), "-c".to_owned(), "cat >/dev/null".to_owned()];
+        assert_eq!(run_command(&cat, &body, &[], Duration::from_secs(20)).await, Ok(()));
+    }
+
+    #[test]
+    fn urls_are_shown_as_scheme_and_host_only() {
+        assert_eq!(redact_url("https://hooks.slack.com/services/T000/B000/XXXXSECRET"), "https://hooks.slack.com/…");
+        assert_eq!(redact_url("https://user:pass@example.com:8443/hook?token=SECRET"), "https://example.com:8443/…");
+        assert_eq!(redact_url("http://127.0.0.1:9000"), "http://127.0.0.1:9000");
+        assert_eq!(redact_url("https://h.example?SECRET"), "https://h.example/…");
+        assert_eq!(redact_url("ftp:SECRET"), "<redacted>");
+    }
 }

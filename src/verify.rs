@@ -175,14 +175,25 @@ const SETTLE: Duration = Duration::from_millis(250);
 /// Check repeatedly until it passes (and keeps passing for [`SETTLE`]), a definitive problem
 /// shows, or `timeout` passes.
 pub async fn verify_until(target: &Target, expected: Option<&str>, timeout: Duration) -> Report {
+    until_settled(|| check(target, expected), timeout).await
+}
+
+/// The loop of [`verify_until`]. A pass counts only once it has held for [`SETTLE`]: a pass that
+/// comes at the deadline gets its settle period too (the check may run up to [`SETTLE`] past
+/// `timeout`), and if it fails within it, verification fails.
+async fn until_settled<F, Fut>(mut check: F, timeout: Duration) -> Report
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Report>,
+{
     let deadline = Instant::now() + timeout;
     let mut delay = Duration::from_millis(50);
     let mut passing_since: Option<Instant> = None;
     loop {
-        let report = check(target, expected).await;
+        let report = check().await;
         if report.ok() {
             let since = *passing_since.get_or_insert_with(Instant::now);
-            if since.elapsed() >= SETTLE || Instant::now() >= deadline {
+            if since.elapsed() >= SETTLE {
                 return report;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -192,7 +203,7 @@ pub async fn verify_until(target: &Target, expected: Option<&str>, timeout: Dura
         if report.definitive || Instant::now() + delay >= deadline {
             return report;
         }
-        tracing::debug!(url = %target.url, problem = %report.problems.join("; "), "not verified yet, retrying");
+        tracing::debug!(url = %report.url, problem = %report.problems.join("; "), "not verified yet, retrying");
         tokio::time::sleep(delay).await;
         delay = (delay * 3 / 2).min(Duration::from_secs(2));
     }
@@ -442,5 +453,42 @@ impl ServerCertVerifier for Recorder {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reports from a script: `true` passes; each check first waits `took`.
+    fn scripted(target: &Target, script: Vec<(Duration, bool)>) -> impl FnMut() -> std::pin::Pin<Box<dyn Future<Output = Report>>> {
+        let template = Report::new(target, None);
+        let mut script = script.into_iter();
+        move || {
+            let (took, pass) = script.next().unwrap_or((Duration::ZERO, false));
+            let mut r = template.clone();
+            if !pass {
+                r.problems.push("refused".into());
+            }
+            Box::pin(async move {
+                tokio::time::sleep(took).await;
+                r
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_single_pass_at_the_deadline_is_not_enough() {
+        let target = Target::new("https://r.example/v2/", None, RootCertStore::empty(), None).unwrap();
+        let timeout = Duration::from_millis(200);
+        // The first answer comes at the deadline and passes; the next one fails.
+        let r = until_settled(scripted(&target, vec![(timeout + Duration::from_millis(20), true), (Duration::ZERO, false)]), timeout).await;
+        assert!(!r.ok(), "a pass that did not hold for the settle period was accepted");
+        // When it keeps passing, it gets its settle period beyond the deadline and is accepted.
+        let started = Instant::now();
+        let passes = vec![(timeout + Duration::from_millis(20), true); 20];
+        let r = until_settled(scripted(&target, passes), timeout).await;
+        assert!(r.ok(), "{:?}", r.problems);
+        assert!(started.elapsed() >= timeout + SETTLE, "{:?}", started.elapsed());
     }
 }

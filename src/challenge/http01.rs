@@ -10,8 +10,7 @@ use std::sync::{Arc, Mutex as StdMutex};
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::{Request, Response, StatusCode, body::Incoming, service::service_fn};
-use hyper_util::rt::TokioIo;
+use hyper::{Request, Response, StatusCode, body::Incoming};
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
@@ -36,7 +35,11 @@ impl Responder {
         if server.is_none() {
             let listener = TcpListener::bind(self.addr).await.map_err(|e| self.bind_error(e))?;
             tracing::info!(listen = %self.addr, "HTTP-01 responder started");
-            *server = Some(tokio::spawn(serve(listener, self.tokens.clone())));
+            let tokens = self.tokens.clone();
+            let serve = crate::httpserve::serve(listener, "HTTP-01", crate::httpserve::Limits::DEFAULT, move |req, peer| {
+                answer(req, tokens.clone(), peer)
+            });
+            *server = Some(tokio::spawn(serve));
         }
         lock(&self.tokens).insert(token.to_owned(), key_authorization.to_owned());
         Ok(())
@@ -50,7 +53,9 @@ impl Responder {
             tokens.is_empty()
         };
         if now_empty && let Some(task) = server.take() {
+            // Aborting the server closes the listener and every connection it holds.
             task.abort();
+            let _ = task.await;
             tracing::info!(listen = %self.addr, "HTTP-01 responder stopped");
         }
     }
@@ -72,17 +77,6 @@ impl Responder {
 fn lock(tokens: &Tokens) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
     // A poisoned map only means a panic elsewhere; the data is still a plain map.
     tokens.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-async fn serve(listener: TcpListener, tokens: Tokens) {
-    loop {
-        let Ok((stream, peer)) = listener.accept().await else { continue };
-        let tokens = tokens.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req| answer(req, tokens.clone(), peer));
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
-        });
-    }
 }
 
 async fn answer(req: Request<Incoming>, tokens: Tokens, peer: SocketAddr) -> Result<Response<Full<Bytes>>, Infallible> {
@@ -122,5 +116,25 @@ mod tests {
         r.cleanup("tok1").await;
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(get(addr, "/").await.is_err(), "must stop when no token is out");
+    }
+
+    #[tokio::test]
+    async fn stopping_closes_open_connections() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let r = Responder::new(addr);
+        r.present("tok", "tok.thumb").await.unwrap();
+        // One idle connection, one kept alive after a request.
+        let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut kept = tokio::net::TcpStream::connect(addr).await.unwrap();
+        kept.write_all(b"GET /.well-known/acme-challenge/tok HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 512];
+        let n = kept.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).ends_with("tok.thumb"));
+        r.cleanup("tok").await;
+        for s in [&mut idle, &mut kept] {
+            let read = tokio::time::timeout(std::time::Duration::from_secs(1), s.read(&mut buf)).await;
+            assert!(matches!(read, Ok(Ok(0) | Err(_))), "a connection outlived the responder: {read:?}");
+        }
     }
 }

@@ -36,6 +36,9 @@ pub(crate) async fn load_or_create(
     retry_after: &LastRetryAfter,
 ) -> Result<Account, Error> {
     let url = acme.directory_url();
+    if url.starts_with("http://") {
+        tracing::warn!(directory = %url, "ACME over plain http: accepted only for a CA on this host (tests); real CAs need https://");
+    }
     let path = state.account_path(url);
     let contact: Vec<&str> = acme.contact.iter().map(String::as_str).collect();
     let acme_error = |e: instant_acme::Error| Error::from_acme(&e, url, retry_after.take());

@@ -10,7 +10,7 @@ use tokio::sync::OnceCell;
 use super::error::Error;
 use super::problem::{Problem, ProblemKind};
 use super::tls::LastRetryAfter;
-use super::{RenewalWindow, account, tls};
+use super::{RenewalWindow, Trial, account, tls};
 use crate::certinfo::{LeafInfo, check_chain_links, fmt_time, parse_pem_certs, to_pem, unix};
 use crate::challenge::dns01::Dns01;
 use crate::challenge::{Published, Solver};
@@ -34,6 +34,16 @@ pub struct AcmeIssuer {
 struct Ready {
     account: Account,
     solver: Solver,
+}
+
+/// For a dry run against Let's Encrypt's production directory: the same settings for its
+/// staging directory (its own account there; no EAB, which Let's Encrypt does not use).
+fn staging_instead(config: &AcmeConfig) -> Option<AcmeConfig> {
+    (config.directory_url() == crate::config::LETSENCRYPT).then(|| AcmeConfig {
+        directory: "letsencrypt-staging".into(),
+        eab: None,
+        ..config.clone()
+    })
 }
 
 /// Poll quickly at first (a local or fast CA answers in milliseconds), then back off; the CA's
@@ -105,17 +115,7 @@ impl AcmeIssuer {
         let ids: Vec<Identifier> = cert.domains.iter().map(|d| Identifier::Dns(d.clone())).collect();
         let mut order = self.new_order(&ready.account, &ids, replaces).await?;
         tracing::info!(cert = %name, order = %order.url(), "ACME order created");
-
-        let solver = match cert.dns01() {
-            Some(dns) => Solver::Dns01(Arc::new(Dns01::new(dns.clone()))),
-            None => ready.solver.clone(),
-        };
-        let mut published = Vec::new();
-        let authorized = self.authorize(&mut order, &solver, &mut published).await;
-        for p in &published {
-            solver.cleanup(p).await;
-        }
-        authorized?;
+        self.validate_names(&mut order, ready, cert).await?;
         tracing::info!(cert = %name, "names validated");
 
         let csr = key.csr_der(&cert.domains).map_err(|e| Error::Local(format!("building the CSR: {e}")))?;
@@ -125,6 +125,79 @@ impl AcmeIssuer {
         let issued = self.check_and_package(cert, key, &pem, order.url())?;
         tracing::info!(cert = %name, serial = %issued.meta.serial, not_after = %fmt_time(issued.meta.not_after), "certificate issued");
         Ok(issued)
+    }
+
+    /// A dry run (`renew --dry-run`): never a certificate from a production CA, never `replaces`.
+    /// Against Let's Encrypt's production directory, the whole flow runs against its staging
+    /// directory instead (its own account there; the certificate is untrusted and thrown away).
+    /// Against any other CA, the order goes as far as valid authorizations, which are then
+    /// deactivated; the order is never finalized.
+    pub(crate) async fn trial(&self, cert: &CertificateConfig, key: LeafKey) -> Result<Trial, Error> {
+        if let Some(config) = staging_instead(&self.config) {
+            let staging = AcmeIssuer::new(&config, &self.http01, &self.state);
+            let issued = staging.issue(cert, key, None).await?;
+            let how = format!(
+                "issued by Let's Encrypt's staging CA ({}) instead of production; an untrusted test certificate, thrown away",
+                staging.directory()
+            );
+            return Ok(Trial { issued: Some(issued), how });
+        }
+        let (validated, deactivated) = self.authorize_only(cert).await?;
+        let how = format!(
+            "the CA {} validated {validated} name(s); the order was not finalized (no certificate issued) and {deactivated} authorization(s) were deactivated",
+            self.directory()
+        );
+        Ok(Trial { issued: None, how })
+    }
+
+    /// Order (without `replaces`), validate every name, then deactivate the authorizations:
+    /// (names validated, authorizations deactivated).
+    async fn authorize_only(&self, cert: &CertificateConfig) -> Result<(usize, usize), Error> {
+        let name = cert.name.as_str();
+        let ready = self.ready().await?;
+        let ids: Vec<Identifier> = cert.domains.iter().map(|d| Identifier::Dns(d.clone())).collect();
+        let mut order = self.new_order(&ready.account, &ids, None).await?;
+        tracing::info!(cert = %name, order = %order.url(), "dry run: ACME order created (it will not be finalized)");
+        self.validate_names(&mut order, ready, cert).await?;
+        tracing::info!(cert = %name, "dry run: names validated; deactivating the authorizations");
+        // Fetching an authorization can meet badNonce like any request: a failed pass is tried
+        // again (what is deactivated already is skipped).
+        let (mut valid, mut deactivated) = (0, 0);
+        for attempt in 1..=3 {
+            (valid, deactivated) = (0, 0);
+            let mut failed = None;
+            let mut authzs = order.authorizations();
+            while let Some(authz) = authzs.next().await {
+                let mut authz = match authz {
+                    Ok(a) => a,
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                };
+                match authz.status {
+                    AuthorizationStatus::Deactivated => {
+                        (valid, deactivated) = (valid + 1, deactivated + 1);
+                        continue;
+                    }
+                    AuthorizationStatus::Valid => valid += 1,
+                    _ => continue,
+                }
+                let identifier = authz.identifier().to_string();
+                match retry_bad_nonce!(authz.deactivate().await.map(|_| ())) {
+                    Ok(()) => deactivated += 1,
+                    Err(e) => {
+                        tracing::warn!(cert = %name, %identifier, error = %self.error(e), "dry run: could not deactivate the authorization")
+                    }
+                }
+            }
+            match failed {
+                None => break,
+                Some(e) if attempt == 3 => return Err(self.error(e).during("deactivating the dry run's authorizations")),
+                Some(e) => tracing::debug!(error = %e, "fetching the authorizations to deactivate; trying again"),
+            }
+        }
+        Ok((valid, deactivated))
     }
 
     async fn new_order(&self, account: &Account, ids: &[Identifier], replaces: Option<&CertificateDer<'_>>) -> Result<Order, Error> {
@@ -145,6 +218,21 @@ impl AcmeIssuer {
             }
         }
         retry_bad_nonce!(account.new_order(&NewOrder::new(ids)).await).map_err(|e| self.error(e))
+    }
+
+    /// Answer the order's challenges the way `cert` is configured to (its DNS-01 provider, or
+    /// this CA's HTTP-01 solver) and withdraw every answer afterwards, whatever happened.
+    async fn validate_names(&self, order: &mut Order, ready: &Ready, cert: &CertificateConfig) -> Result<(), Error> {
+        let solver = match cert.dns01() {
+            Some(dns) => Solver::Dns01(Arc::new(Dns01::new(dns.clone()))),
+            None => ready.solver.clone(),
+        };
+        let mut published = Vec::new();
+        let authorized = self.authorize(order, &solver, &mut published).await;
+        for p in &published {
+            solver.cleanup(p).await;
+        }
+        authorized
     }
 
     /// Publish every pending challenge, wait until the CA can see them, tell the CA, and wait
@@ -258,5 +346,23 @@ impl AcmeIssuer {
                 issuer: leaf.issuer,
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dry_runs_against_lets_encrypt_production_go_to_staging() {
+        let acme = |dir: &str| -> AcmeConfig { toml::from_str(&format!("directory = \"{dir}\"\naccept_terms = true")).unwrap() };
+        for prod in ["letsencrypt", crate::config::LETSENCRYPT] {
+            let staging = staging_instead(&acme(prod)).unwrap();
+            assert_eq!(staging.directory_url(), "https://acme-staging-v02.api.letsencrypt.org/directory");
+            assert!(staging.accept_terms);
+        }
+        for other in ["letsencrypt-staging", "https://acme.zerossl.com/v2/DV90", "https://127.0.0.1:14000/dir"] {
+            assert!(staging_instead(&acme(other)).is_none(), "{other}");
+        }
     }
 }

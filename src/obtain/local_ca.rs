@@ -74,11 +74,51 @@ pub fn root_path(state: &StateDir, name: &str) -> PathBuf {
     dir(state, name).join("root.crt")
 }
 
+/// The longest `validity` a CA or leaf may have (100 years as "100y" counts them); config
+/// validation refuses more, and issuing clamps to it.
+pub const MAX_VALIDITY: Duration = Duration::from_secs(100 * 31_557_600);
+
+/// A leaf's validity when the certificate sets none.
+pub const DEFAULT_LEAF_VALIDITY: Duration = Duration::from_secs(90 * 86_400);
+
+/// `now + validity`, clamped to [`MAX_VALIDITY`] and to `limit` (the signer's own expiry): never
+/// a panic or an overflow, whatever the duration.
+fn not_after(now: ::time::OffsetDateTime, validity: Duration, limit: Option<::time::OffsetDateTime>) -> ::time::OffsetDateTime {
+    let secs = validity.min(MAX_VALIDITY).as_secs().max(1);
+    let end = now.checked_add(::time::Duration::seconds(secs as i64)).unwrap_or(now);
+    match limit {
+        Some(limit) if limit < end => limit,
+        _ => end,
+    }
+}
+
 fn random_serial() -> SerialNumber {
     let mut bytes: Vec<u8> = (0..16).map(|_| fastrand::u8(..)).collect();
     bytes[0] &= 0x7f; // positive
     bytes[0] |= 0x01; // no leading zero byte to strip
     SerialNumber::from(bytes)
+}
+
+/// Is the DNS name `name` (a wildcard counts as its base) inside one of the `subtrees` of a
+/// name constraint? No subtrees: every name is.
+pub fn permits(subtrees: &[String], name: &str) -> bool {
+    let name = name.strip_prefix("*.").unwrap_or(name);
+    subtrees.is_empty() || subtrees.iter().map(|s| s.trim_start_matches('.')).any(|s| name == s || name.ends_with(&format!(".{s}")))
+}
+
+/// The DNS subtrees the name constraints of the CA certificate `der` permit (empty: any).
+fn permitted_dns(der: &CertificateDer<'_>) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else { return Vec::new() };
+    let Ok(Some(ext)) = cert.name_constraints() else { return Vec::new() };
+    let subtrees = ext.value.permitted_subtrees.as_deref().unwrap_or_default();
+    subtrees
+        .iter()
+        .filter_map(|s| match &s.base {
+            GeneralName::DNSName(d) => Some((*d).to_owned()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Parse "CN=Example Registry CA, O=Example" into a distinguished name.
@@ -111,7 +151,7 @@ fn ca_params(cfg: &CaConfig, dn: DistinguishedName, is_ca: IsCa) -> Result<Certi
     p.serial_number = Some(random_serial());
     let now = ::time::OffsetDateTime::now_utc();
     p.not_before = now - ::time::Duration::hours(1);
-    p.not_after = now + ::time::Duration::seconds(cfg.validity.as_secs() as i64);
+    p.not_after = not_after(now, cfg.validity, None);
     p.use_authority_key_identifier_extension = true;
     if !cfg.name_constraints.is_empty() {
         p.name_constraints = Some(NameConstraints {
@@ -256,6 +296,16 @@ impl LocalCa {
     /// Sign a leaf for `cert`: serverAuth, every DNS name and IP in the SAN, random serial,
     /// AKI/SKI, `validity` (default 90 days).
     fn issue(&self, cert: &CertificateConfig, key: &LeafKey) -> Result<Issued, String> {
+        // The CA's own name constraints (an imported CA may carry ones the config does not say):
+        // a leaf outside them is one no client accepts, so it is never issued.
+        let permitted = permitted_dns(&self.signer_der);
+        if let Some(d) = cert.domains.iter().find(|d| !permits(&permitted, d)) {
+            return Err(format!(
+                "CA \"{}\" may only certify names under {} (its name constraints), not \"{d}\"; clients would reject the certificate",
+                self.name,
+                permitted.join(", ")
+            ));
+        }
         let names: Vec<String> = cert.domains.iter().cloned().chain(cert.ips.iter().map(|ip| ip.to_string())).collect();
         let mut p = CertificateParams::new(names.clone()).map_err(|e| format!("certificate names: {e}"))?;
         p.distinguished_name = DistinguishedName::new();
@@ -265,13 +315,19 @@ impl LocalCa {
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         p.serial_number = Some(random_serial());
         p.use_authority_key_identifier_extension = true;
-        let validity = cert.validity.unwrap_or(Duration::from_secs(90 * 86_400));
+        let validity = cert.validity.unwrap_or(DEFAULT_LEAF_VALIDITY);
         let now = ::time::OffsetDateTime::now_utc();
         // Backdated for clocks that lag, by at most a tenth of the validity: five minutes would
         // be most of the lifetime of a short-lived certificate (and make it due at once).
         let backdate = (validity / 10).min(Duration::from_secs(300));
         p.not_before = now - ::time::Duration::seconds(backdate.as_secs() as i64);
-        p.not_after = now + ::time::Duration::seconds(validity.as_secs() as i64);
+        // A leaf never outlives the certificate that signs it.
+        let signer_end =
+            LeafInfo::parse(&self.signer_der).ok().and_then(|s| ::time::OffsetDateTime::from_unix_timestamp(s.not_after as i64).ok());
+        p.not_after = not_after(now, validity, signer_end);
+        if signer_end.is_some_and(|end| end == p.not_after) {
+            tracing::warn!(cert = %cert.name, ca = %self.name, "validity shortened: a leaf cannot outlive its CA certificate");
+        }
         let issuer = Issuer::from_ca_cert_der(&self.signer_der, &self.signer_key).map_err(|e| format!("CA \"{}\": {e}", self.name))?;
         let leaf = key.sign(&p, &issuer).map_err(|e| format!("signing the certificate: {e}"))?;
         let info = LeafInfo::parse(leaf.der())?;
@@ -306,4 +362,45 @@ impl CaConfig {
 /// The default key of a CA.
 pub fn default_key() -> KeyType {
     KeyType::EcdsaP384
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_after_never_panics_and_clamps() {
+        let now = ::time::OffsetDateTime::now_utc();
+        let max = now + ::time::Duration::seconds(MAX_VALIDITY.as_secs() as i64);
+        for d in [Duration::MAX, Duration::from_secs(u64::MAX / 2), Duration::from_secs(8000 * 31_557_600), MAX_VALIDITY] {
+            assert_eq!(not_after(now, d, None), max, "{d:?}");
+        }
+        assert_eq!(not_after(now, Duration::ZERO, None), now + ::time::Duration::seconds(1));
+        assert_eq!(not_after(now, Duration::from_secs(86_400), None), now + ::time::Duration::days(1));
+        let ca_end = now + ::time::Duration::days(10);
+        assert_eq!(not_after(now, Duration::from_secs(90 * 86_400), Some(ca_end)), ca_end);
+        assert_eq!(not_after(now, Duration::from_secs(86_400), Some(ca_end)), now + ::time::Duration::days(1));
+    }
+
+    #[test]
+    fn names_outside_the_ca_name_constraints_are_never_issued() {
+        assert!(permits(&[], "anything.example"));
+        let corp = vec!["corp.lan".to_owned()];
+        assert!(permits(&corp, "corp.lan") && permits(&corp, "registry.corp.lan") && permits(&corp, "*.corp.lan"));
+        assert!(!permits(&corp, "registry.other.lan") && !permits(&corp, "evilcorp.lan"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let ca: CaConfig = toml::from_str("name_constraints = [\"corp.lan\"]").unwrap();
+        init(&state, "internal", &ca, false).unwrap();
+        let issuer = LocalIssuer::new("internal", &state);
+        let cert = |domain: &str| -> CertificateConfig {
+            toml::from_str(&format!("name = \"r\"\nissuer = \"ca:internal\"\ndomains = [\"{domain}\"]\n[install]\ndir = \"/tmp\"\n"))
+                .unwrap()
+        };
+        let key = LeafKey::generate(KeyType::EcdsaP256).unwrap();
+        assert!(issuer.issue(&cert("registry.corp.lan"), &key).is_ok());
+        let err = issuer.issue(&cert("registry.other.lan"), &key).err().unwrap().to_string();
+        assert!(err.contains("may only certify names under corp.lan") && err.contains("registry.other.lan"), "{err}");
+    }
 }

@@ -71,7 +71,24 @@ pub struct RenewalWindow {
     pub explanation_url: Option<String>,
 }
 
+/// What a dry run got from an issuer.
+pub struct Trial {
+    /// The certificate, when the dry run could safely be issued one (a private CA, a staging CA).
+    pub issued: Option<Issued>,
+    /// What was done, for the report ("issued by Let's Encrypt's staging CA …").
+    pub how: String,
+}
+
 impl Issuer {
+    /// A dry run for `cert`: as much of an issuance as is safe, never a certificate from a
+    /// production ACME CA and never a `replaces` (see [`acme::AcmeIssuer::trial`]).
+    pub async fn trial(&self, cert: &CertificateConfig, key: LeafKey) -> Result<Trial, Error> {
+        match self {
+            Issuer::Acme(acme) => acme.trial(cert, key).await,
+            Issuer::Local(ca) => Ok(Trial { issued: Some(ca.issue(cert, &key)?), how: format!("issued by {}", ca.label()) }),
+        }
+    }
+
     /// Issue a certificate for `cert` with `key`. `current` is the certificate it replaces, if
     /// any (an ACME CA that offers ARI is told, which exempts the order from rate limits).
     pub async fn issue(&self, cert: &CertificateConfig, key: LeafKey, current: Option<&CertificateDer<'_>>) -> Result<Issued, Error> {

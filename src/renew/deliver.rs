@@ -98,6 +98,11 @@ async fn roll_back(registry: &impl Registry, rb: &Rollback<'_>, error: String) -
                 fmt_time(old.leaf.not_after)
             )));
         }
+        Ok(old) if !old.key_matches => {
+            return Err(Undelivered::Failed(format!(
+                "{error}; the previous key does not belong to the previous certificate, so the new pair stays installed"
+            )));
+        }
         Ok(old) => old,
         Err(e) => return Err(Undelivered::Failed(format!("{error}; the previous pair is unusable ({e}), so the new one stays installed"))),
     };
@@ -240,6 +245,12 @@ mod tests {
         let f = fixture(&new, Some(&pair(-1)));
         let Err(Undelivered::Failed(e)) = run(&f, &failing(), true) else { panic!() };
         assert!(e.contains("the previous certificate expired on"), "{e}");
+
+        let (chain, _) = pair(30);
+        let f = fixture(&new, Some(&(chain, pair(30).1)));
+        let Err(Undelivered::Failed(e)) = run(&f, &failing(), true) else { panic!() };
+        assert!(e.ends_with("the previous key does not belong to the previous certificate, so the new pair stays installed"), "{e}");
+        assert_eq!(installed_chain(&f), new.0);
 
         let f = fixture(&new, Some(&pair(30)));
         let Err(Undelivered::Failed(e)) = run(&f, &failing(), false) else { panic!() };

@@ -108,7 +108,19 @@ impl<'a> Renewer<'a> {
             Some(s) => Some((verify::Target::for_certificate(cert, s, issuer.trust_anchor())?, s.timeout)),
             None => None,
         };
-        let stored = (!self.opts.force && !self.opts.dry_run).then(|| self.stored_replacement(cert)).flatten();
+        if self.opts.dry_run {
+            // Never finalized against a production CA, never a `replaces` for the live certificate.
+            let trial = issuer.trial(cert, self.leaf_key(cert).await?).await?;
+            tracing::info!(cert = %cert.name, how = %trial.how, "dry run: not storing or installing");
+            let m = trial.issued.map(|i| i.meta);
+            return Ok(Outcome::DryRun {
+                reason: reason.clone(),
+                not_after: m.as_ref().map(|m| m.not_after),
+                serial: m.map(|m| m.serial),
+                how: trial.how,
+            });
+        }
+        let stored = (!self.opts.force).then(|| self.stored_replacement(cert)).flatten();
         let from_store = stored.is_some();
         let issued = match stored {
             Some(issued) => issued,
@@ -116,11 +128,6 @@ impl<'a> Renewer<'a> {
                 let key = self.leaf_key(cert).await?;
                 let current = install::read_installed(&cert.install).ok().flatten();
                 let issued = issuer.issue(cert, key, current.as_ref().map(|i| &i.leaf_der)).await?;
-                if self.opts.dry_run {
-                    tracing::info!(cert = %cert.name, "dry run: not storing or installing");
-                    let m = issued.meta;
-                    return Ok(Outcome::DryRun { reason: reason.clone(), not_after: m.not_after, serial: m.serial });
-                }
                 self.state
                     .save_issued(&issued)
                     .map_err(|e| format!("cannot keep the issued certificate in {}: {e}", self.state.cert_dir(&cert.name).display()))?;

@@ -54,10 +54,13 @@ pub enum Outcome {
         /// The URL that was shown to serve the new certificate.
         verified: Option<String>,
     },
+    /// `renew --dry-run`: a certificate only when it was safe to get one (a private CA, Let's
+    /// Encrypt's staging CA); `how` says what was done.
     DryRun {
         reason: Reason,
-        not_after: u64,
-        serial: String,
+        not_after: Option<u64>,
+        serial: Option<String>,
+        how: String,
     },
     /// The new certificate failed after installing; the previous pair was put back.
     RolledBack {
@@ -106,11 +109,12 @@ impl fmt::Display for CertReport {
                     None => Ok(()),
                 }
             }
-            Outcome::DryRun { reason, not_after, serial } => write!(
+            Outcome::DryRun { reason, not_after: Some(not_after), serial: Some(serial), how } => write!(
                 f,
-                "{name}: obtained ({reason}); serial {serial}, expires {} — dry run: nothing stored or installed",
+                "{name}: obtained ({reason}); serial {serial}, expires {}; {how} — dry run: nothing stored or installed",
                 fmt_time(*not_after)
             ),
+            Outcome::DryRun { reason, how, .. } => write!(f, "{name}: due ({reason}); {how} — dry run: nothing stored or installed"),
             Outcome::RolledBack { reason, error, restored } => write!(f, "{name}: FAILED ({reason}) and ROLLED BACK: {error}; {restored}"),
             Outcome::Failed { reason, error } => write!(f, "{name}: FAILED ({reason}): {error}"),
         }

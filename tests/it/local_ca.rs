@@ -256,4 +256,10 @@ fn name_constraints_and_ipv6_sans() {
     let text = cert_text(&s.fullchain("registry"));
     assert!(text.contains("IP Address:FD00:0:0:0:0:0:0:10") && text.contains("IP Address:192.168.20.10"), "{text}");
     assert_chain_verifies(&s.fullchain("registry"), &root);
+    // A name outside the constraints is refused before anything is issued: no client would
+    // accept such a certificate.
+    s.edit_cert("registry", |c| set(c, "domains", toml::Value::Array(vec!["registry.other.lan".into()])));
+    let run = s.run(&["check-config"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("domain \"registry.other.lan\" is outside [ca.internal] name_constraints (corp.lan)"), "{run:?}");
 }
