@@ -129,7 +129,7 @@ pub fn summary(reports: &[CertReport], opts: RenewOptions) -> String {
     let not_due = count(|o| matches!(o, Outcome::NotDue { .. }));
     let failed = count(|o| matches!(o, Outcome::Failed { .. } | Outcome::RolledBack { .. }));
     if opts.dry_run {
-        format!("dry run: {dry} obtained, {not_due} not due, {failed} failed; nothing was installed")
+        format!("dry run: {dry} tried, {not_due} not due, {failed} failed; nothing was installed")
     } else {
         format!("{renewed} renewed, {not_due} not due, {failed} failed")
     }
