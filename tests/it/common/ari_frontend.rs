@@ -128,9 +128,11 @@ async fn handle(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Response<Full<B
     let method = req.method().clone();
     let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let body = req.into_body().collect().await.unwrap().to_bytes();
-    let replaces = if path.starts_with("/order-plz") { record_order(&ctx, &body) } else { None };
+    let new_order = path.starts_with("/order-plz").then(|| order_payload(&body));
+    let replaces = new_order.as_ref().and_then(|o| o["replaces"].as_str().map(str::to_owned));
     let rate_limit = ctx.seen.lock().unwrap().rate_limit;
-    if let (true, Some(secs)) = (path.starts_with("/order-plz"), rate_limit) {
+    if let (Some(order), Some(secs)) = (&new_order, rate_limit) {
+        ctx.seen.lock().unwrap().orders.push(order.clone());
         return Ok(rate_limited(secs));
     }
     let host = ctx.base.trim_start_matches("https://").to_owned();
@@ -147,6 +149,12 @@ async fn handle(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Response<Full<B
         .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
         .collect();
     let mut bytes = rsp.bytes().await.unwrap();
+    // An order Pebble refused for its nonce is sent again by the client: count it once.
+    if let Some(order) = new_order
+        && !(status == 400 && String::from_utf8_lossy(&bytes).contains("badNonce"))
+    {
+        ctx.seen.lock().unwrap().orders.push(order);
+    }
     if path == "/dir" {
         let mut dir: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         dir["renewalInfo"] = format!("{}/renewal-info", ctx.base).into();
@@ -194,13 +202,10 @@ fn renewal_info(ctx: &Ctx, id: &str) -> Response<Full<Bytes>> {
         .unwrap()
 }
 
-/// Keep the decoded JWS payload of a new order; returns its `replaces`.
-fn record_order(ctx: &Ctx, body: &[u8]) -> Option<String> {
+/// The decoded JWS payload of a new order.
+fn order_payload(body: &[u8]) -> serde_json::Value {
     use base64::Engine;
     let jws: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(jws["payload"].as_str().unwrap_or_default()).unwrap_or_default();
-    let order: serde_json::Value = serde_json::from_slice(&payload).unwrap_or_default();
-    let replaces = order["replaces"].as_str().map(str::to_owned);
-    ctx.seen.lock().unwrap().orders.push(order);
-    replaces
+    serde_json::from_slice(&payload).unwrap_or_default()
 }
