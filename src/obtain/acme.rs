@@ -206,13 +206,14 @@ impl AcmeIssuer {
                 Ok(order) => return Ok(order),
                 // No ARI at this CA: order plainly.
                 Err(Error::Unsupported { .. }) => {}
-                // The certificate was already replaced (or the CA sees a conflict): order plainly.
-                Err(e) if e.is_problem(&ProblemKind::AlreadyReplaced) || e.is_problem(&ProblemKind::Conflict) => {
-                    tracing::debug!(problem = %e, "order without `replaces`");
-                }
-                // A CA that ignored `replaces` (instant-acme checks that it is echoed): order plainly.
-                Err(e @ Error::Unexpected { .. }) => {
-                    tracing::debug!(error = %e, "the CA ignored `replaces`; ordering without it");
+                // A rate limit applies to a plain order all the more.
+                Err(e) if e.is_problem(&ProblemKind::RateLimited) => return Err(e),
+                // Refused because of `replaces`: already replaced, a conflict, or — Let's Encrypt's
+                // `unauthorized`/`malformed` — a certificate another account issued (after `import
+                // acme.sh`, a new account, staging → production, renamed domains). Or a CA that
+                // ignored the field (instant-acme checks that it is echoed). Order plainly, once.
+                Err(e @ (Error::Problem(_) | Error::Unexpected { .. })) => {
+                    tracing::info!(error = %e, "the CA did not take `replaces`; ordering without it");
                 }
                 Err(e) => return Err(e),
             }

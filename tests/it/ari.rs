@@ -119,3 +119,23 @@ fn a_rate_limited_ca_is_left_alone_until_its_retry_after() {
     let st = s.run(&["status"]);
     assert!(st.stdout.contains("1 failure(s) in a row; next attempt not before"), "{st:?}");
 }
+
+#[test]
+fn a_ca_that_refuses_replaces_gets_a_plain_order() {
+    let pebble = Pebble::start();
+    let front = frontend(&pebble);
+    let s = Setup::new(&pebble, &[cert("registry", &["registry.example.com"], "ecdsa-p256")]);
+    s.edit(|c| set(c, "acme.directory", front.directory_url.as_str()));
+    assert_eq!(s.run(&["renew"]).code, 0);
+    let first = serial(&s.fullchain("registry"));
+    // Let's Encrypt refuses `replaces` for a certificate another account issued (an imported
+    // acme.sh certificate, a recreated account): the renewal must not fail forever.
+    front.refuse_replaces();
+    let run = s.run(&["renew", "--force"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("the CA did not take `replaces`; ordering without it"), "{run:?}");
+    let replaces = front.replaces();
+    assert_eq!(replaces.len(), 3, "{replaces:?}");
+    assert!(replaces[1].is_some() && replaces[2].is_none(), "refused with `replaces`, then ordered plainly: {replaces:?}");
+    assert_ne!(serial(&s.fullchain("registry")), first);
+}

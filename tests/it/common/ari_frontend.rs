@@ -29,6 +29,9 @@ struct Seen {
     ari_requests: Vec<String>,
     /// Refuse new orders as rate-limited, with this Retry-After (seconds).
     rate_limit: Option<u64>,
+    /// Refuse orders that name a certificate they replace, as Let's Encrypt does when another
+    /// account issued it.
+    refuse_replaces: bool,
 }
 
 pub struct AriFrontend {
@@ -94,6 +97,12 @@ impl AriFrontend {
         self.seen.lock().unwrap().orders.iter().map(|o| o["replaces"].as_str().map(str::to_owned)).collect()
     }
 
+    /// Refuse every new order that carries `replaces` from now on, as Let's Encrypt refuses one
+    /// for a certificate another account issued (403, `unauthorized`).
+    pub fn refuse_replaces(&self) {
+        self.seen.lock().unwrap().refuse_replaces = true;
+    }
+
     /// Refuse every new order from now on as over a rate limit, asking to retry after `secs`.
     pub fn rate_limit_orders(&self, secs: u64) {
         self.seen.lock().unwrap().rate_limit = Some(secs);
@@ -130,10 +139,17 @@ async fn handle(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Response<Full<B
     let body = req.into_body().collect().await.unwrap().to_bytes();
     let new_order = path.starts_with("/order-plz").then(|| order_payload(&body));
     let replaces = new_order.as_ref().and_then(|o| o["replaces"].as_str().map(str::to_owned));
-    let rate_limit = ctx.seen.lock().unwrap().rate_limit;
+    let (rate_limit, refuse_replaces) = {
+        let seen = ctx.seen.lock().unwrap();
+        (seen.rate_limit, seen.refuse_replaces)
+    };
     if let (Some(order), Some(secs)) = (&new_order, rate_limit) {
         ctx.seen.lock().unwrap().orders.push(order.clone());
         return Ok(rate_limited(secs));
+    }
+    if let (Some(order), true, true) = (&new_order, refuse_replaces, replaces.is_some()) {
+        ctx.seen.lock().unwrap().orders.push(order.clone());
+        return Ok(problem(403, "unauthorized", "the certificate to be replaced was not issued to this account", None));
     }
     let host = ctx.base.trim_start_matches("https://").to_owned();
     let mut fwd = ctx.client.request(method, format!("{}{path}", ctx.pebble)).header("host", host);
@@ -176,17 +192,17 @@ async fn handle(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Response<Full<B
 /// What Let's Encrypt answers a new order over a rate limit (the nonce of the request was not
 /// used up at Pebble, so none is handed out: the client fetches a fresh one).
 fn rate_limited(secs: u64) -> Response<Full<Bytes>> {
-    let body = serde_json::json!({
-        "type": "urn:ietf:params:acme:error:rateLimited",
-        "detail": "too many new orders recently: see https://letsencrypt.org/docs/rate-limits/",
-        "status": 429,
-    });
-    Response::builder()
-        .status(429)
-        .header("content-type", "application/problem+json")
-        .header("retry-after", secs.to_string())
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap()
+    problem(429, "rateLimited", "too many new orders recently: see https://letsencrypt.org/docs/rate-limits/", Some(secs))
+}
+
+/// An ACME problem response (without a nonce: the client fetches a fresh one).
+fn problem(status: u16, kind: &str, detail: &str, retry_after: Option<u64>) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({ "type": format!("urn:ietf:params:acme:error:{kind}"), "detail": detail, "status": status });
+    let mut rsp = Response::builder().status(status).header("content-type", "application/problem+json");
+    if let Some(secs) = retry_after {
+        rsp = rsp.header("retry-after", secs.to_string());
+    }
+    rsp.body(Full::new(Bytes::from(body.to_string()))).unwrap()
 }
 
 fn renewal_info(ctx: &Ctx, id: &str) -> Response<Full<Bytes>> {
