@@ -521,18 +521,16 @@ fn renew(config: &Config, names: &[String], opts: RenewOptions) -> CmdResult {
     let state = StateDir::open(&config.state_dir).map_err(Failure::Failed)?;
     let _lock = state.lock("regcert renew").map_err(|e| Failure::Failed(e.to_string()))?;
 
-    let plan = renew::plan(&certs, opts, SystemTime::now());
+    let issuers = Issuers::from_config(config, &state);
+    let plan = renew::plan(&state, &issuers, &certs, opts, SystemTime::now());
     // Only a run with work to do pays for a runtime, trust roots and the CA's directory.
     let reports = match renew::without_work(&plan) {
         Some(reports) => reports,
-        None => {
-            let issuers = Issuers::from_config(config, &state);
-            runtime()?.block_on(async {
-                let reports = Renewer::new(config, &state, &issuers, opts).run_once(plan).await;
-                notify::send_reports(config, &reports).await;
-                reports
-            })
-        }
+        None => runtime()?.block_on(async {
+            let reports = Renewer::new(config, &state, &issuers, opts).run_once(plan).await;
+            notify::send_reports(config, &reports).await;
+            reports
+        }),
     };
     for r in &reports {
         println!("{r}");

@@ -28,7 +28,7 @@ use crate::install::{self, Installed};
 use crate::metrics::{self, Metrics};
 use crate::notify::{self, EventKind};
 use crate::obtain::Issuers;
-use crate::policy::{Decision, Reason, decide};
+use crate::policy::{Decision, Reason};
 use crate::renew::{CertReport, Outcome, RenewOptions, Renewer};
 use crate::schedule::{AriWindow, Schedule, backoff, is_emergency};
 use crate::state::{LockError, StateDir};
@@ -317,7 +317,7 @@ pub async fn check(config: &Config, state: &StateDir, known: &mut HashMap<String
     let mut decisions = Vec::with_capacity(config.certificates.len());
     for cert in &config.certificates {
         let current = install::read_installed(&cert.install);
-        let decision = decide(cert, current.as_ref().map(Option::as_ref).map_err(Clone::clone), now, false);
+        let decision = crate::renew::decision(state, &issuers, cert, &current, now, false);
         let schedule = known.remove(&cert.name).unwrap_or_else(|| Schedule::load(state, &cert.name));
         entries.push(Entry { cert, installed: current.ok().flatten(), schedule, dirty: false });
         decisions.push(decision);

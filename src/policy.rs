@@ -28,6 +28,12 @@ pub enum Reason {
         start: u64,
         end: u64,
     },
+    /// The installed certificate came from another CA than the configured issuer (staging →
+    /// production, a private CA → ACME, …).
+    IssuerChanged {
+        from: String,
+        to: String,
+    },
 }
 
 impl fmt::Display for Reason {
@@ -41,6 +47,7 @@ impl fmt::Display for Reason {
             Reason::KeyMismatch => write!(f, "installed key does not match the installed certificate"),
             Reason::IncompleteChain => write!(f, "installed fullchain has no intermediate (incomplete chain)"),
             Reason::Expiring { days_left } => write!(f, "{days_left} days left"),
+            Reason::IssuerChanged { from, to } => write!(f, "installed certificate was issued by {from}, the configured issuer is {to}"),
             Reason::RenewalWindow { start, end } => {
                 write!(f, "inside the CA's renewal window {} – {}", crate::certinfo::fmt_time(*start), crate::certinfo::fmt_time(*end))
             }
@@ -79,8 +86,22 @@ pub fn alert_at(leaf: &LeafInfo, renew_before: Option<Duration>, alert_before: O
     at.max(due)
 }
 
-/// Decide for one certificate from what is installed.
-pub fn decide(cert: &CertificateConfig, installed: Result<Option<&Installed>, String>, now: SystemTime, force: bool) -> Decision {
+/// Where the installed certificate came from (`IssuedMeta.directory`, when state_dir's record of
+/// the last issuance is that certificate) and where it should come from now (`Issuer::origin`).
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    pub installed: &'a str,
+    pub configured: &'a str,
+}
+
+/// Decide for one certificate from what is installed (and, when known, where it came from).
+pub fn decide(
+    cert: &CertificateConfig,
+    installed: Result<Option<&Installed>, String>,
+    origin: Option<Origin<'_>>,
+    now: SystemTime,
+    force: bool,
+) -> Decision {
     if force {
         return Decision::Due(Reason::Forced);
     }
@@ -98,6 +119,9 @@ pub fn decide(cert: &CertificateConfig, installed: Result<Option<&Installed>, St
         .collect();
     if !missing.is_empty() {
         return Decision::Due(Reason::NamesNotCovered(missing));
+    }
+    if let Some(o) = origin.filter(|o| o.installed != o.configured) {
+        return Decision::Due(Reason::IssuerChanged { from: o.installed.to_owned(), to: o.configured.to_owned() });
     }
     if inst.leaf.key_type != Some(cert.key) {
         let installed = inst.leaf.key_type.map(|k| k.to_string()).unwrap_or_else(|| "unknown".into());
@@ -179,14 +203,17 @@ mod tests {
     fn default_is_a_third_of_the_lifetime() {
         let i = installed(1_000 * DAY, 90);
         assert_eq!(
-            decide(&cert(None), Ok(Some(&i)), at(1_000 * DAY + 59 * DAY), false),
+            decide(&cert(None), Ok(Some(&i)), None, at(1_000 * DAY + 59 * DAY), false),
             Decision::NotDue { due_at: 1_060 * DAY, not_after: 1_090 * DAY }
         );
-        assert!(matches!(decide(&cert(None), Ok(Some(&i)), at(1_060 * DAY), false), Decision::Due(Reason::Expiring { days_left: 30 })));
+        assert!(matches!(
+            decide(&cert(None), Ok(Some(&i)), None, at(1_060 * DAY), false),
+            Decision::Due(Reason::Expiring { days_left: 30 })
+        ));
         // Six-day certificates renew after four days, not never.
         let short = installed(1_000 * DAY, 6);
         assert_eq!(
-            decide(&cert(None), Ok(Some(&short)), at(1_000 * DAY), false),
+            decide(&cert(None), Ok(Some(&short)), None, at(1_000 * DAY), false),
             Decision::NotDue { due_at: 1_004 * DAY, not_after: 1_006 * DAY }
         );
     }
@@ -214,23 +241,39 @@ mod tests {
     }
 
     #[test]
+    fn a_certificate_from_another_ca_than_the_configured_one_is_due() {
+        let i = installed(1_000 * DAY, 90);
+        let c = cert(None);
+        let moved = Origin {
+            installed: "https://acme-staging-v02.api.letsencrypt.org/directory",
+            configured: "https://acme-v02.api.letsencrypt.org/directory",
+        };
+        assert!(matches!(decide(&c, Ok(Some(&i)), Some(moved), at(1_001 * DAY), false), Decision::Due(Reason::IssuerChanged { .. })));
+        let same = Origin { installed: "ca:internal", configured: "ca:internal" };
+        assert!(matches!(decide(&c, Ok(Some(&i)), Some(same), at(1_001 * DAY), false), Decision::NotDue { .. }));
+    }
+
+    #[test]
     fn renew_before_and_other_reasons() {
         let i = installed(1_000 * DAY, 90);
         let c = cert(Some(Duration::from_secs(10 * DAY)));
-        assert_eq!(decide(&c, Ok(Some(&i)), at(1_000 * DAY), false), Decision::NotDue { due_at: 1_080 * DAY, not_after: 1_090 * DAY });
-        assert_eq!(decide(&c, Ok(Some(&i)), at(1_000 * DAY), true), Decision::Due(Reason::Forced));
-        assert_eq!(decide(&c, Ok(None), at(0), false), Decision::Due(Reason::NothingInstalled));
+        assert_eq!(
+            decide(&c, Ok(Some(&i)), None, at(1_000 * DAY), false),
+            Decision::NotDue { due_at: 1_080 * DAY, not_after: 1_090 * DAY }
+        );
+        assert_eq!(decide(&c, Ok(Some(&i)), None, at(1_000 * DAY), true), Decision::Due(Reason::Forced));
+        assert_eq!(decide(&c, Ok(None), None, at(0), false), Decision::Due(Reason::NothingInstalled));
         let mut other = c.clone();
         other.domains.push("b.example".into());
-        assert_eq!(decide(&other, Ok(Some(&i)), at(0), false), Decision::Due(Reason::NamesNotCovered(vec!["b.example".into()])));
+        assert_eq!(decide(&other, Ok(Some(&i)), None, at(0), false), Decision::Due(Reason::NamesNotCovered(vec!["b.example".into()])));
         other = c.clone();
         other.key = KeyType::Rsa2048;
-        assert!(matches!(decide(&other, Ok(Some(&i)), at(0), false), Decision::Due(Reason::KeyTypeChanged { .. })));
+        assert!(matches!(decide(&other, Ok(Some(&i)), None, at(0), false), Decision::Due(Reason::KeyTypeChanged { .. })));
         let mut bad = installed(1_000 * DAY, 90);
         bad.key_matches = false;
-        assert_eq!(decide(&c, Ok(Some(&bad)), at(0), false), Decision::Due(Reason::KeyMismatch));
+        assert_eq!(decide(&c, Ok(Some(&bad)), None, at(0), false), Decision::Due(Reason::KeyMismatch));
         bad.key_matches = true;
         bad.intermediates = 0;
-        assert_eq!(decide(&c, Ok(Some(&bad)), at(0), false), Decision::Due(Reason::IncompleteChain));
+        assert_eq!(decide(&c, Ok(Some(&bad)), None, at(0), false), Decision::Due(Reason::IncompleteChain));
     }
 }

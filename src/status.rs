@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::daemon::DaemonStatus;
 use crate::install::read_installed;
 use crate::obtain::{Issuer, Issuers};
-use crate::policy::{Decision, alert_at, decide};
+use crate::policy::{Decision, alert_at};
 use crate::schedule::Schedule;
 use crate::state::StateDir;
 
@@ -60,7 +60,7 @@ fn one(
     now: SystemTime,
 ) -> CertStatus {
     let installed = read_installed(&cert.install);
-    let decision = decide(cert, installed.as_ref().map(Option::as_ref).map_err(Clone::clone), now, false);
+    let decision = crate::renew::decision(state, issuers, cert, &installed, now, false);
     let leaf = installed.ok().flatten().map(|i| i.leaf);
     let (next_due, due_reason) = match decision {
         Decision::NotDue { due_at, .. } => (Some(due_at), None),

@@ -50,6 +50,10 @@ impl LocalIssuer {
         &self.root
     }
 
+    pub(crate) fn origin(&self) -> String {
+        format!("ca:{}", self.name)
+    }
+
     pub(crate) fn label(&self) -> String {
         format!("private CA \"{}\"", self.name)
     }
@@ -340,7 +344,7 @@ impl LocalCa {
                 name: cert.name.clone(),
                 domains: names,
                 key_type: cert.key,
-                directory: format!("ca:{}", self.name),
+                directory: format!("ca:{}", self.name), // = LocalIssuer::origin
                 order_url: String::new(),
                 issued_at: unix(SystemTime::now()),
                 not_before: info.not_before,

@@ -120,6 +120,16 @@ impl Issuer {
         }
     }
 
+    /// How the certificates this issuer issues are recorded in state_dir (`IssuedMeta.directory`):
+    /// the ACME directory URL, or `ca:NAME`. A certificate recorded with another origin than its
+    /// configured issuer's came from a CA the configuration no longer names.
+    pub fn origin(&self) -> String {
+        match self {
+            Issuer::Acme(acme) => acme.directory().to_owned(),
+            Issuer::Local(ca) => ca.origin(),
+        }
+    }
+
     /// What people read in status, logs and notifications: `ACME https://…/directory`,
     /// `private CA "internal"`.
     pub fn label(&self) -> String {

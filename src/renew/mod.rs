@@ -18,10 +18,11 @@ pub use report::{CertReport, Error, Outcome, summary};
 
 use crate::certinfo::key_type_of_spki_der;
 use crate::config::{CertificateConfig, Config};
+use crate::install::Installed;
 use crate::install::{self, inspect_pair};
 use crate::keys::LeafKey;
-use crate::obtain::Issuers;
-use crate::policy::{Decision, Reason, decide};
+use crate::obtain::{Issuer, Issuers};
+use crate::policy::{Decision, Origin, Reason, decide};
 use crate::state::{Issued, StateDir};
 use crate::{reload, trust, verify};
 use deliver::{Live, Rollback, Undelivered};
@@ -36,14 +37,35 @@ pub struct RenewOptions {
 pub type Plan<'c> = Vec<(&'c CertificateConfig, Decision)>;
 
 /// The decision for each selected certificate, from what is installed now.
-pub fn plan<'c>(certs: &[&'c CertificateConfig], opts: RenewOptions, now: SystemTime) -> Plan<'c> {
+pub fn plan<'c>(state: &StateDir, issuers: &Issuers, certs: &[&'c CertificateConfig], opts: RenewOptions, now: SystemTime) -> Plan<'c> {
     certs
         .iter()
         .map(|cert| {
             let installed = install::read_installed(&cert.install);
-            (*cert, decide(cert, installed.as_ref().map(Option::as_ref).map_err(Clone::clone), now, opts.force))
+            (*cert, decision(state, issuers, cert, &installed, now, opts.force))
         })
         .collect()
+}
+
+/// The renewal policy's decision for `cert` given what is installed, with what state_dir knows
+/// of the CA the installed certificate came from (the record of the last issuance, when that is
+/// the installed certificate): one issued by another CA than the configured issuer is due.
+pub fn decision(
+    state: &StateDir,
+    issuers: &Issuers,
+    cert: &CertificateConfig,
+    installed: &Result<Option<Installed>, String>,
+    now: SystemTime,
+    force: bool,
+) -> Decision {
+    let leaf = installed.as_ref().ok().and_then(Option::as_ref).map(|i| &i.leaf);
+    let recorded = leaf.and_then(|l| state.load_meta(&cert.name).filter(|m| m.sha256 == l.sha256)).map(|m| m.directory);
+    let configured = issuers.of(cert).ok().map(Issuer::origin);
+    let origin = match (&recorded, &configured) {
+        (Some(installed), Some(configured)) => Some(Origin { installed, configured }),
+        _ => None,
+    };
+    decide(cert, installed.as_ref().map(Option::as_ref).map_err(Clone::clone), origin, now, force)
 }
 
 /// The reports of a plan in which nothing is due — made without a runtime; `None` when
@@ -165,7 +187,10 @@ impl<'a> Renewer<'a> {
         if installed.is_some_and(|i| i.leaf.sha256 == pair.leaf.sha256) {
             return None;
         }
-        matches!(decide(cert, Ok(Some(&pair)), SystemTime::now(), false), Decision::NotDue { .. }).then_some(stored)
+        // Kept from another CA (staging before production, say): not what the config wants now.
+        let configured = self.issuers.of(cert).ok()?.origin();
+        let origin = Origin { installed: &stored.meta.directory, configured: &configured };
+        matches!(decide(cert, Ok(Some(&pair)), Some(origin), SystemTime::now(), false), Decision::NotDue { .. }).then_some(stored)
     }
 
     /// A fresh key, or with `reuse_key` the last one (when it is still of the configured type).

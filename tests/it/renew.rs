@@ -382,3 +382,24 @@ fn most_posts_for_one_authorization(log: &str) -> usize {
     }
     most
 }
+
+#[test]
+fn switching_the_issuer_makes_the_certificate_due() {
+    let pebble = Pebble::start();
+    let s = Setup::new(&pebble, &[cert("registry", &["registry.example.com"], "ecdsa-p256")]);
+    assert_eq!(s.run(&["renew"]).code, 0);
+    // From the ACME CA to a private CA: the ACME certificate is valid for years, but it is not
+    // from the CA the configuration now names.
+    s.edit(|c| c.extend(toml::toml! { [ca] internal = {} }));
+    s.edit_cert("registry", |c| set(c, "issuer", "ca:internal"));
+    assert_eq!(s.run(&["ca", "init", "internal"]).code, 0);
+    let run = s.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains(&format!("installed certificate was issued by {}, the configured issuer is ca:internal", pebble.directory_url)),
+        "{run:?}"
+    );
+    assert!(cert_text(&s.fullchain("registry")).contains("Issuer: CN = regcert private CA"), "now from the private CA");
+    let again = s.run(&["renew"]);
+    assert!(again.stdout.contains("registry: not due"), "{again:?}");
+}
