@@ -352,8 +352,11 @@ impl Serialize for ReloadConfig {
 pub fn validate(at: &str, reload: &ReloadConfig, problems: &mut Vec<String>) {
     if reload.actions.is_empty() {
         let keys = keys();
-        let (last, first) = keys.split_last().expect("there are reload kinds");
-        problems.push(format!("{at}: [certificate.reload] has no action; add {} or {last}", first.join(", ")));
+        let choices = match keys.split_last() {
+            Some((last, first)) if !first.is_empty() => format!("{} or {last}", first.join(", ")),
+            _ => keys.join(", "),
+        };
+        problems.push(format!("{at}: [certificate.reload] has no action; add {choices}"));
     }
     if let Some(sock) = &reload.docker_socket
         && !sock.starts_with("unix://")
