@@ -225,12 +225,8 @@ pub fn main() -> ExitCode {
     }
     let purpose = match cli.command {
         Command::Status { .. } | Command::Verify { .. } | Command::Ca(CaCommand::Export { .. }) => Purpose::Read,
-        Command::Renew { .. }
-        | Command::CheckConfig
-        | Command::Run
-        | Command::Ca(CaCommand::Init { .. })
-        | Command::Trust(_)
-        | Command::Import(_) => Purpose::Write,
+        Command::Renew { .. } | Command::Run => Purpose::Work,
+        Command::CheckConfig | Command::Ca(CaCommand::Init { .. }) | Command::Trust(_) | Command::Import(_) => Purpose::Write,
     };
     let config = match config::load(&cli.config, purpose) {
         Ok(c) => c,

@@ -552,8 +552,13 @@ impl std::error::Error for ConfigError {}
 pub enum Purpose {
     /// Only read (status): the file must make sense; directories need not be writable by us.
     Read,
-    /// Write certificates (renew, check-config): install dirs and webroot must be usable too.
+    /// Write certificates (check-config, ca init): install dirs and webroot must be usable too.
     Write,
+    /// Renew (`renew`, `run`): the file must make sense; the host is checked per certificate
+    /// when it is worked on ([`host_problems`]), so that one certificate's missing install dir
+    /// never stops the others or the service. A file with problems of its own is reported with
+    /// every host problem too, as for `Write`.
+    Work,
 }
 
 /// Read, parse and check the file at `path`: [`validate`] and [`preflight`], every problem of
@@ -567,7 +572,11 @@ pub fn load(path: &Path, purpose: Purpose) -> Result<Config, ConfigError> {
         )])
     })?;
     let config = parse(&text).map_err(|p| fail(vec![p]))?;
-    let problems = all_problems(&config, purpose);
+    let problems = match purpose {
+        Purpose::Work if validate(&config).is_empty() => Vec::new(),
+        Purpose::Work => all_problems(&config, Purpose::Write),
+        other => all_problems(&config, other),
+    };
     if problems.is_empty() { Ok(config) } else { Err(fail(problems)) }
 }
 
@@ -682,6 +691,29 @@ fn all_problems(config: &Config, purpose: Purpose) -> Vec<String> {
 /// HTTP-01 webroot when writing), users and groups that must exist.
 fn preflight(config: &Config, purpose: Purpose) -> Problems {
     let mut problems = Problems::default();
+    preflight_acme(config, purpose, &mut problems);
+    for (i, cert) in config.certificates.iter().enumerate() {
+        problems.at(cert_place(i));
+        preflight_certificate(&cert_label(i, cert), cert, purpose, &mut problems);
+    }
+    problems
+}
+
+/// What stands in the way of renewing `cert` on this host now: the files it reads and the
+/// install dir it writes, and for a certificate from the ACME CA the CA's ca_bundle and the
+/// HTTP-01 webroot. Checked when the certificate is due, each time, so a volume mounted late or
+/// a directory fixed by hand is noticed at the next attempt.
+pub fn host_problems(config: &Config, cert: &CertificateConfig) -> Vec<String> {
+    let mut problems = Problems::default();
+    if cert.issuer == IssuerRef::Acme {
+        preflight_acme(config, Purpose::Write, &mut problems);
+    }
+    preflight_certificate(&format!("[[certificate]] `{}`", cert.name), cert, Purpose::Write, &mut problems);
+    problems.list
+}
+
+/// The host side of `[acme]` and `[http01]`.
+fn preflight_acme(config: &Config, purpose: Purpose, problems: &mut Problems) {
     if let Some(dir) = &config.http01.webroot
         && purpose == Purpose::Write
         && !dir.is_dir()
@@ -696,20 +728,19 @@ fn preflight(config: &Config, purpose: Purpose) -> Problems {
     {
         problems.push(format!("[acme] ca_bundle: {e}"));
     }
-    for (i, cert) in config.certificates.iter().enumerate() {
-        let at = cert_label(i, cert);
-        problems.at(cert_place(i));
-        if let Some(dns) = cert.dns01() {
-            crate::challenge::dns01::preflight(&at, dns, &mut problems);
-        }
-        problems.step(1);
-        preflight_install(&at, &cert.install, purpose, &mut problems);
-        problems.step(2);
-        if let Some(verify) = &cert.verify_settings() {
-            preflight_verify(&at, verify, purpose, &mut problems);
-        }
+}
+
+/// The host side of one `[[certificate]]` (`at` names it in messages).
+fn preflight_certificate(at: &str, cert: &CertificateConfig, purpose: Purpose, problems: &mut Problems) {
+    if let Some(dns) = cert.dns01() {
+        crate::challenge::dns01::preflight(at, dns, problems);
     }
-    problems
+    problems.step(1);
+    preflight_install(at, &cert.install, purpose, problems);
+    problems.step(2);
+    if let Some(verify) = &cert.verify_settings() {
+        preflight_verify(at, verify, purpose, problems);
+    }
 }
 
 /// Every problem the configuration itself shows, without looking at the host; empty means valid.

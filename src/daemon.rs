@@ -192,7 +192,7 @@ async fn record_next_check(daemon: &Daemon, scheduler: &mut JobScheduler, job: u
 
 /// SIGHUP: read the file again; an invalid file changes nothing.
 async fn reload_config(daemon: &Daemon, scheduler: &JobScheduler, job: uuid::Uuid) -> uuid::Uuid {
-    let new = match config::load(&daemon.config_path, Purpose::Write) {
+    let new = match config::load(&daemon.config_path, Purpose::Work) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e.to_string().trim_end(), "SIGHUP: the configuration is invalid; keeping the previous one");

@@ -122,6 +122,12 @@ impl<'a> Renewer<'a> {
 
     async fn renew_one(&self, cert: &CertificateConfig, reason: &Reason) -> Result<Outcome, Error> {
         tracing::info!(cert = %cert.name, %reason, "renewal due");
+        // A host condition (an install dir not mounted or not writable, a key file missing)
+        // fails this certificate only, before anything is ordered; the next attempt checks again.
+        let blocked = crate::config::host_problems(self.config, cert);
+        if !blocked.is_empty() {
+            return Err(Error::Step(blocked.join("; ")));
+        }
         let issuer = self.issuers.of(cert)?;
         // Check the delivery before ordering: a wrong container name must not cost an issuance.
         let reload = reload::prepare(cert).await?;

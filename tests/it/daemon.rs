@@ -199,3 +199,34 @@ fn expiring_certificate_alerts_through_webhook_and_command() {
     d.signal("TERM");
     assert_eq!(d.wait(Duration::from_secs(30)), 0);
 }
+
+#[test]
+fn a_missing_install_dir_fails_only_its_certificate_and_the_service_keeps_running() {
+    let s = Setup::with_config(
+        toml! {
+            [ca]
+            internal = {}
+
+            [daemon]
+            check = "* * * * * *"
+            backoff = ["1s"]
+        },
+        &[
+            CertSpec::new("good", toml! { issuer = "ca:internal" domains = ["good.corp.lan"] }),
+            CertSpec::new("late", toml! { issuer = "ca:internal" domains = ["late.corp.lan"] }),
+        ],
+    );
+    assert_eq!(s.run(&["ca", "init", "internal"]).code, 0);
+    // `late`'s volume is not mounted yet at boot: the service starts anyway and serves `good`.
+    fs::remove_dir(s.install_dir("late")).unwrap();
+    let mut d = Daemon::start(&s.config);
+    d.wait_for_log("2 certificates: 1 renewed, 1 failed", 1, Duration::from_secs(30));
+    assert!(d.log_text().contains("install.dir") && d.log_text().contains("does not exist"), "{}", d.log_text());
+    assert_key_matches(&s.fullchain("good"), &s.key("good"));
+    // Mounted: the next attempt after the backoff renews it.
+    fs::create_dir(s.install_dir("late")).unwrap();
+    d.wait_for_log("2 certificates: 1 renewed, 0 failed", 1, Duration::from_secs(30));
+    assert_key_matches(&s.fullchain("late"), &s.key("late"));
+    d.signal("TERM");
+    assert_eq!(d.wait(Duration::from_secs(30)), 0);
+}

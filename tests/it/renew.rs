@@ -274,20 +274,45 @@ fn second_process_is_refused_while_the_lock_is_held() {
 }
 
 #[test]
-fn unwritable_install_dir_is_a_config_error() {
+fn an_unwritable_install_dir_fails_only_its_certificate() {
     let pebble = Pebble::start();
-    let s = Setup::new(&pebble, &[cert("registry", &["registry.example.com"], "ecdsa-p256")]);
-    // Run as `nobody`: the install dir belongs to root and is not writable for it.
-    fs::set_permissions(s.root.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let run = s.run_as_nobody(&["renew"]);
+    let s = Setup::new(
+        &pebble,
+        &[cert("registry", &["registry.example.com"], "ecdsa-p256"), cert("other", &["other.example.com"], "ecdsa-p256")],
+    );
+    // Run as `nobody`: `registry`'s install dir belongs to root and is not writable for it;
+    // `other`'s is, and so is the state dir's parent.
+    fs::set_permissions(s.root.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    fs::set_permissions(s.install_dir("other"), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+
+    // check-config reports the host problem (a configuration check, exit 2) …
+    let run = s.run_as_nobody(&["check-config"]);
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("install.dir") && run.stderr.contains("is not writable by this user"), "{run:?}");
-    assert!(!s.state().exists(), "an invalid config touches nothing");
+
+    // … but renew works on every other certificate: only this one fails, nothing is ordered for it.
+    let run = s.run_as_nobody(&["renew"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stdout.contains("registry: FAILED (nothing installed yet): [[certificate]] `registry`: install.dir")
+            && run.stdout.contains("is not writable by this user"),
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("other: renewed"), "{run:?}");
+    assert_key_matches(&s.fullchain("other"), &s.key("other"));
+    assert!(!s.fullchain("registry").exists());
+    assert_eq!(pebble.logs().matches("Issued certificate serial").count(), 1, "no order for the blocked certificate");
 
     // Reading is fine for that user: `status` does not need write access.
     let run = s.run_as_nobody(&["status"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains("installed:  nothing yet"), "{run:?}");
+
+    // Once the directory is writable, the next run renews it.
+    fs::set_permissions(s.install_dir("registry"), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let run = s.run_as_nobody(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_key_matches(&s.fullchain("registry"), &s.key("registry"));
 }
 
 #[test]
