@@ -392,13 +392,16 @@ async fn judge_http(target: &Target, report: &mut Report, tls: tokio_rustls::cli
 struct Recorder {
     inner: Option<Arc<WebPkiServerVerifier>>,
     outcome: Mutex<Option<Result<(), rustls::Error>>>,
+    /// The provider's signature algorithms, taken once (handshake signatures are checked with them).
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
 }
 
 impl Recorder {
     fn new(roots: Arc<RootCertStore>) -> Self {
-        let inner =
-            WebPkiServerVerifier::builder_with_provider(roots, Arc::new(rustls::crypto::aws_lc_rs::default_provider())).build().ok();
-        Self { inner, outcome: Mutex::new(None) }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let algorithms = provider.signature_verification_algorithms;
+        let inner = WebPkiServerVerifier::builder_with_provider(roots, provider).build().ok();
+        Self { inner, outcome: Mutex::new(None), algorithms }
     }
 
     fn outcome(&self) -> Option<Result<(), rustls::Error>> {
@@ -429,12 +432,7 @@ impl ServerCertVerifier for Recorder {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -443,16 +441,11 @@ impl ServerCertVerifier for Recorder {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms.supported_schemes()
+        self.algorithms.supported_schemes()
     }
 }
 

@@ -111,11 +111,7 @@ impl AcmeIssuer {
         replaces: Option<&CertificateDer<'_>>,
     ) -> Result<Issued, Error> {
         let name = cert.name.as_str();
-        let ready = self.ready().await?;
-        let ids: Vec<Identifier> = cert.domains.iter().map(|d| Identifier::Dns(d.clone())).collect();
-        let mut order = self.new_order(&ready.account, &ids, replaces).await?;
-        tracing::info!(cert = %name, order = %order.url(), "ACME order created");
-        self.validate_names(&mut order, ready, cert).await?;
+        let mut order = self.validated_order(cert, replaces, "ACME order created").await?;
         tracing::info!(cert = %name, "names validated");
 
         let csr = key.csr_der(&cert.domains).map_err(|e| Error::Local(format!("building the CSR: {e}")))?;
@@ -154,11 +150,7 @@ impl AcmeIssuer {
     /// (names validated, authorizations deactivated).
     async fn authorize_only(&self, cert: &CertificateConfig) -> Result<(usize, usize), Error> {
         let name = cert.name.as_str();
-        let ready = self.ready().await?;
-        let ids: Vec<Identifier> = cert.domains.iter().map(|d| Identifier::Dns(d.clone())).collect();
-        let mut order = self.new_order(&ready.account, &ids, None).await?;
-        tracing::info!(cert = %name, order = %order.url(), "dry run: ACME order created (it will not be finalized)");
-        self.validate_names(&mut order, ready, cert).await?;
+        let mut order = self.validated_order(cert, None, "dry run: ACME order created (it will not be finalized)").await?;
         tracing::info!(cert = %name, "dry run: names validated; deactivating the authorizations");
         // Fetching an authorization can meet badNonce like any request: a failed pass is tried
         // again (what is deactivated already is skipped).
@@ -219,6 +211,22 @@ impl AcmeIssuer {
             }
         }
         retry_bad_nonce!(account.new_order(&NewOrder::new(ids)).await).map_err(|e| self.error(e))
+    }
+
+    /// Order `cert`'s names (naming the certificate it `replaces`, if any) and get every one
+    /// validated; `created` is the log line for the new order.
+    async fn validated_order(
+        &self,
+        cert: &CertificateConfig,
+        replaces: Option<&CertificateDer<'_>>,
+        created: &str,
+    ) -> Result<Order, Error> {
+        let ready = self.ready().await?;
+        let ids: Vec<Identifier> = cert.domains.iter().map(|d| Identifier::Dns(d.clone())).collect();
+        let mut order = self.new_order(&ready.account, &ids, replaces).await?;
+        tracing::info!(cert = %cert.name, order = %order.url(), "{created}");
+        self.validate_names(&mut order, ready, cert).await?;
+        Ok(order)
     }
 
     /// Answer the order's challenges the way `cert` is configured to (its DNS-01 provider, or
