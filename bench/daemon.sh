@@ -323,7 +323,7 @@ DEFAULT_HOUR=$(awk -v it="${R[big.idle_ns]}" -v is="$IDLE_SECS" -v f="${R[fast.n
     echo "| Wake-ups while idle (context switches/s, all threads; $N_SMALL / $N_BIG certificates) | $(awk -v a="${R[small.idle_ctx]}" -v b="${R[big.idle_ctx]}" -v s="$IDLE_SECS" 'BEGIN { printf "%.1f / %.1f", a / s, b / s }') | | |"
     echo "| Threads during the idle windows ($N_SMALL / $N_BIG) | ${R[small.idle_threads]} / ${R[big.idle_threads]} | | |"
     echo "| **Scheduled check, nothing due, $N_BIG certificates, CA stopped** (\`took_ms\`, wall time, median of $CHECKS checks after the first, every 2 s) | **${R[every2.took]} ms** (${R[every2.range]} ms) | < 10 ms | $(verdict "${R[every2.took]}" 10) |"
-    echo "| … on-CPU time per check (the same 10 checks; window minus the idle rate, ÷ checks) | ${R[every2.cpu_per_check]} | | |"
+    echo "| … on-CPU time per check (the same $CHECKS checks; window minus the idle rate, ÷ checks) | ${R[every2.cpu_per_check]} | | |"
     echo "| … the same, checks every 10 s (median, min–max, of the checks after the start-up one) | ${R[fast.took]} ms | | |"
     echo "| … results of those $CHECKS checks | ${R[every2.checklines]//$'\n'/; }; WARN/ERROR lines after the first check: ${R[every2.warn]} | 0 failed | |"
     echo "| … network during those checks | inet sockets of the daemon in $SOCK_SAMPLES \`ss\` samples: $SOCK_SEEN; $( [[ $STRACE == yes ]] && echo "strace \`%network\` syscalls over ${R[every2.strace_checks]} further checks: ${R[every2.strace_calls]}" || echo "strace not installed") | none | |"

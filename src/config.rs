@@ -352,6 +352,16 @@ impl FileMode {
     pub fn for_others(self) -> bool {
         self.0 & 0o007 != 0
     }
+
+    /// What users other than owner and group may do, in words ("read and write").
+    fn others_access(self) -> String {
+        let words: Vec<&str> = [(0o004, "read"), (0o002, "write"), (0o001, "execute")]
+            .into_iter()
+            .filter(|(bit, _)| self.0 & bit != 0)
+            .map(|(_, word)| word)
+            .collect();
+        words.join(" and ")
+    }
 }
 
 impl std::str::FromStr for FileMode {
@@ -1015,8 +1025,9 @@ fn validate_install(at: &str, install: &InstallConfig, problems: &mut Vec<String
     }
     if install.key_mode.for_others() {
         problems.push(format!(
-            "{at}: install.key_mode = \"{}\" lets every user read the private key; use \"0600\" or \"0640\" with a group",
-            install.key_mode
+            "{at}: install.key_mode = \"{}\" lets every user {} the private key; use \"0600\" or \"0640\" with a group",
+            install.key_mode,
+            install.key_mode.others_access()
         ));
     }
 }
@@ -1183,6 +1194,12 @@ mod tests {
             [
                 "[[certificate]] `r`: install.key_mode = \"0644\" lets every user read the private key; use \"0600\" or \"0640\" with a group",
                 "[[certificate]] `r`: reload.docker action = \"signal\" needs `signal`, e.g. \"SIGHUP\"",
+            ]
+        );
+        assert_eq!(
+            problems("domains = [\"a.example.com\"]", "key_mode = \"0603\""),
+            [
+                "[[certificate]] `r`: install.key_mode = \"0603\" lets every user write and execute the private key; use \"0600\" or \"0640\" with a group"
             ]
         );
         // Host facts are preflight's: a TSIG key file that is not there, an unknown owner.
