@@ -19,3 +19,4 @@ mod renew;
 mod shortlived;
 mod systemd;
 mod trust;
+mod verify;
