@@ -248,12 +248,14 @@ pub struct TxtRecord {
 }
 
 pub struct Dns01 {
+    /// The certificate these records are for (a field of every log line).
+    cert: String,
     cfg: DnsConfig,
 }
 
 impl Dns01 {
-    pub fn new(cfg: DnsConfig) -> Self {
-        Self { cfg }
+    pub fn new(cert: &str, cfg: DnsConfig) -> Self {
+        Self { cert: cert.to_owned(), cfg }
     }
 
     /// The TXT record for the identifier `domain` (wildcards validate at their base name).
@@ -272,9 +274,9 @@ impl Dns01 {
     pub async fn present(&self, rec: TxtRecord) -> Result<TxtRecord, String> {
         let rec = match self.lookup_server() {
             Some(server) => {
-                let target = follow_cnames(server, &rec.fqdn).await;
+                let target = follow_cnames(&self.cert, server, &rec.fqdn).await;
                 if target != rec.fqdn {
-                    tracing::info!(fqdn = %rec.fqdn, target = %target, server = %server, "the challenge name is a CNAME: the TXT record goes to its target");
+                    tracing::info!(cert = %self.cert, fqdn = %rec.fqdn, target = %target, server = %server, "the challenge name is a CNAME: the TXT record goes to its target");
                 }
                 TxtRecord { fqdn: target, ..rec }
             }
@@ -293,8 +295,8 @@ impl Dns01 {
             DnsProvider::Rfc2136 { .. } => self.update(rec, false).await,
         };
         match done {
-            Ok(()) => tracing::info!(fqdn = %rec.fqdn, "TXT record removed"),
-            Err(e) => tracing::warn!(fqdn = %rec.fqdn, error = %e, "could not remove the TXT record; remove it by hand"),
+            Ok(()) => tracing::info!(cert = %self.cert, fqdn = %rec.fqdn, "TXT record removed"),
+            Err(e) => tracing::warn!(cert = %self.cert, fqdn = %rec.fqdn, error = %e, "could not remove the TXT record; remove it by hand"),
         }
     }
 
@@ -348,7 +350,7 @@ impl Dns01 {
             ));
         }
         if add {
-            tracing::info!(fqdn = %rec.fqdn, server = %server, "TXT record added");
+            tracing::info!(cert = %self.cert, fqdn = %rec.fqdn, server = %server, "TXT record added");
         }
         Ok(())
     }
@@ -367,7 +369,7 @@ impl Dns01 {
             _ => format!("cannot run dns hook {program}: {e} (check dns.command)"),
         })?;
         let stdout = String::from_utf8_lossy(&out.stdout);
-        tracing::debug!(action, fqdn = %rec.fqdn, stdout = %stdout.trim(), stderr = %out.stderr_text(), "dns hook ran");
+        tracing::debug!(cert = %self.cert, action, fqdn = %rec.fqdn, stdout = %stdout.trim(), stderr = %out.stderr_text(), "dns hook ran");
         if !out.status.success() {
             return Err(format!("{hook} failed ({}): {}", out.status, out.stderr_text()));
         }
@@ -376,7 +378,7 @@ impl Dns01 {
 
     /// Wait until every nameserver answers every record, or the timeout passes.
     pub async fn wait_propagated(&self, records: &[TxtRecord]) -> Result<(), String> {
-        let servers = reachable(self.nameservers().await?, crate::route::routable)?;
+        let servers = reachable(&self.cert, self.nameservers().await?, crate::route::routable)?;
         let deadline = Instant::now() + self.cfg.propagation_timeout;
         let mut delay = Duration::from_millis(100);
         loop {
@@ -391,7 +393,7 @@ impl Dns01 {
                 }
             }
             if missing.is_empty() {
-                tracing::info!(servers = servers.len(), records = records.len(), "TXT records visible on every nameserver");
+                tracing::info!(cert = %self.cert, servers = servers.len(), records = records.len(), "TXT records visible on every nameserver");
                 return Ok(());
             }
             if Instant::now() + delay > deadline {
@@ -432,7 +434,7 @@ impl Dns01 {
         for ns in names {
             found.extend(ns_addresses(server, zone, &ns).await?);
         }
-        tracing::debug!(zone, servers = ?found, "the zone's nameservers");
+        tracing::debug!(cert = %self.cert, zone, servers = ?found, "the zone's nameservers");
         Ok(found)
     }
 }
@@ -471,7 +473,7 @@ async fn ns_addresses(server: SocketAddr, zone: &str, ns: &str) -> Result<Vec<So
 /// The nameserver addresses this host can ask (`routable` decides). The others are skipped,
 /// said in the log: a host without IPv6 cannot check the IPv6 addresses, which the CA may
 /// well reach. None at all left is an error.
-fn reachable(addrs: Vec<SocketAddr>, routable: impl Fn(SocketAddr) -> bool) -> Result<Vec<SocketAddr>, String> {
+fn reachable(cert: &str, addrs: Vec<SocketAddr>, routable: impl Fn(SocketAddr) -> bool) -> Result<Vec<SocketAddr>, String> {
     let (kept, skipped): (Vec<SocketAddr>, Vec<SocketAddr>) = addrs.iter().partition(|a| routable(**a));
     if kept.is_empty() {
         let all: Vec<String> = addrs.iter().map(ToString::to_string).collect();
@@ -482,14 +484,14 @@ fn reachable(addrs: Vec<SocketAddr>, routable: impl Fn(SocketAddr) -> bool) -> R
     }
     if !skipped.is_empty() {
         let skipped: Vec<String> = skipped.iter().map(ToString::to_string).collect();
-        tracing::info!(skipped = %skipped.join(", "), "nameserver addresses without a route from this host are not checked");
+        tracing::info!(cert, skipped = %skipped.join(", "), "nameserver addresses without a route from this host are not checked");
     }
     Ok(kept)
 }
 
 /// Where `fqdn` leads on `server`: the end of its CNAME chain, or `fqdn` itself. Following is a
 /// service, not a requirement: when the server cannot say, the name stays as it is (logged).
-async fn follow_cnames(server: SocketAddr, fqdn: &str) -> String {
+async fn follow_cnames(cert: &str, server: SocketAddr, fqdn: &str) -> String {
     let mut name = fqdn.to_owned();
     for _ in 0..8 {
         match query(server, &name, RecordType::CNAME).await {
@@ -498,12 +500,12 @@ async fn follow_cnames(server: SocketAddr, fqdn: &str) -> String {
                 None => return name,
             },
             Err(e) => {
-                tracing::warn!(fqdn = %name, server = %server, error = %e, "cannot see whether the challenge name is a CNAME; writing it as it is");
+                tracing::warn!(cert, fqdn = %name, server = %server, error = %e, "cannot see whether the challenge name is a CNAME; writing it as it is");
                 return name;
             }
         }
     }
-    tracing::warn!(fqdn, server = %server, "more than 8 CNAMEs in a row (a loop?); writing the record at the challenge name");
+    tracing::warn!(cert, fqdn, server = %server, "more than 8 CNAMEs in a row (a loop?); writing the record at the challenge name");
     fqdn.to_owned()
 }
 
@@ -622,9 +624,9 @@ mod tests {
         let v4: SocketAddr = "192.0.2.53:53".parse().unwrap();
         let v6: SocketAddr = "[2001:db8::53]:53".parse().unwrap();
         // An IPv4-only host: the IPv6 address is skipped, not waited for until the timeout.
-        assert_eq!(reachable(vec![v4, v6], |a| a.is_ipv4()), Ok(vec![v4]));
-        assert_eq!(reachable(vec![v4, v6], |_| true), Ok(vec![v4, v6]));
-        let err = reachable(vec![v6], |a| a.is_ipv4()).unwrap_err();
+        assert_eq!(reachable("c", vec![v4, v6], |a| a.is_ipv4()), Ok(vec![v4]));
+        assert_eq!(reachable("c", vec![v4, v6], |_| true), Ok(vec![v4, v6]));
+        let err = reachable("c", vec![v6], |a| a.is_ipv4()).unwrap_err();
         assert!(err.contains("no route from this host to any nameserver address ([2001:db8::53]:53)"), "{err}");
     }
 

@@ -10,6 +10,7 @@ mod daemon;
 mod dns01;
 mod hardening;
 mod harness;
+mod hooks;
 mod import_acmesh;
 mod install_dir;
 mod local_ca;
