@@ -193,8 +193,12 @@ pub struct HostsEntry {
     name: String,
 }
 
+/// /etc/hosts is read, changed and written whole: one test of this process at a time.
+static HOSTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 impl HostsEntry {
     pub fn add(name: &str, ips: &[&str]) -> Self {
+        let _one = HOSTS.lock().unwrap_or_else(|p| p.into_inner());
         let hosts = std::fs::read_to_string("/etc/hosts").unwrap();
         let lines: String = ips.iter().map(|ip| format!("{ip} {name}\n")).collect();
         std::fs::write("/etc/hosts", format!("{hosts}{}{lines}", if hosts.ends_with('\n') { "" } else { "\n" })).unwrap();
@@ -204,6 +208,7 @@ impl HostsEntry {
 
 impl Drop for HostsEntry {
     fn drop(&mut self) {
+        let _one = HOSTS.lock().unwrap_or_else(|p| p.into_inner());
         if let Ok(hosts) = std::fs::read_to_string("/etc/hosts") {
             let kept: String = hosts.lines().filter(|l| !l.ends_with(&format!(" {}", self.name))).map(|l| format!("{l}\n")).collect();
             let _ = std::fs::write("/etc/hosts", kept);
