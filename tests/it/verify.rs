@@ -1,7 +1,9 @@
 //! Verification of a name served by several registries (a load balancer's pool, a dual-stack
 //! name): every address is checked, and one that serves the old certificate fails the check
 //! and is named. Two real registry containers, one on the installed pair, one on the previous.
+//! An address this host has no route to (IPv6 on an IPv4-only host) is skipped.
 
+use crate::common::bind::UnreachableRoute;
 use crate::common::registry::*;
 use crate::common::*;
 use std::path::Path;
@@ -54,10 +56,20 @@ fn every_address_is_verified_and_the_one_serving_the_old_certificate_is_named() 
     s.edit_cert("registry", |c| {
         table(c, "verify").remove("connect_to");
     });
-    let _hosts = HostsEntry::add(&name, &[&current.ip, &stale.ip]);
+    let hosts = HostsEntry::add(&name, &[&current.ip, &stale.ip]);
     let run = s.run(&["verify"]);
     assert_eq!(run.code, 1, "{run:?}");
     let addresses = run.stdout.lines().find(|l| l.contains("addresses:")).unwrap_or_default();
     assert!(addresses.contains(&current.addr()) && addresses.contains(&stale.addr()), "{run:?}");
     assert!(run.stdout.contains(&format!("at {}: the registry still serves another certificate", stale.addr())), "{run:?}");
+    drop(hosts);
+
+    // A dual-stack name on a host without a route to its IPv6 address: that address is skipped
+    // (said in the log), the IPv4 one checked.
+    let (_route, v6) = UnreachableRoute::add();
+    let _hosts = HostsEntry::add(&name, &[&current.ip, &v6]);
+    let run = s.run(&["verify"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("not checked") && run.stderr.contains(&format!("[{v6}]:5000")), "{run:?}");
+    assert!(run.stdout.contains(&format!("connected to {}", current.addr())), "{run:?}");
 }
