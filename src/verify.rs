@@ -269,18 +269,22 @@ pub async fn check(target: &Target, expected: Option<&str>) -> Report {
     })
 }
 
-/// The reports of one check on several addresses as one: the first failure (its problems
-/// prefixed with its address, when there are several), or the first pass.
+/// The reports of one check on several addresses as one: the first failure, with the problems
+/// of every failed address (each prefixed with its address, when there are several); or the
+/// first pass. Waiting cannot help only when it cannot help any of the failed addresses.
 fn combine(reports: Vec<Report>) -> Option<Report> {
     let addresses: Vec<String> = reports.iter().map(|r| r.address.clone()).collect();
     let several = addresses.len() > 1;
-    let mut report = match reports.iter().position(|r| !r.ok()) {
-        Some(i) => reports.into_iter().nth(i)?,
-        None => reports.into_iter().next()?,
-    };
-    if several {
-        let address = report.address.clone();
-        report.problems.iter_mut().for_each(|p| *p = format!("at {address}: {p}"));
+    let (failed, passed): (Vec<Report>, Vec<Report>) = reports.into_iter().partition(|r| !r.ok());
+    let problems: Vec<String> = failed
+        .iter()
+        .flat_map(|r| r.problems.iter().map(move |p| if several { format!("at {}: {p}", r.address) } else { p.clone() }))
+        .collect();
+    let definitive = failed.iter().all(|r| r.definitive);
+    let mut report = failed.into_iter().next().or_else(|| passed.into_iter().next())?;
+    if !report.ok() {
+        report.problems = problems;
+        report.definitive = definitive;
     }
     report.addresses = addresses;
     Some(report)
@@ -561,6 +565,14 @@ mod tests {
         assert_eq!(r.address, "[2001:db8::1]:443");
         assert_eq!(r.problems, ["at [2001:db8::1]:443: old certificate"]);
         assert_eq!(r.addresses, ["192.0.2.1:443", "[2001:db8::1]:443"]);
+        // Every failed address is named, not only the first.
+        let r = combine(vec![at("192.0.2.1:443", Some("refused")), at("192.0.2.2:443", None), at("192.0.2.3:443", Some("old"))]);
+        assert_eq!(r.unwrap().problems, ["at 192.0.2.1:443: refused", "at 192.0.2.3:443: old"]);
+        // A broken chain on one address is final only if no other failure may still clear up.
+        let mut broken = at("192.0.2.1:443", Some("incomplete chain"));
+        broken.definitive = true;
+        assert!(combine(vec![broken.clone(), broken.clone()]).unwrap().definitive);
+        assert!(!combine(vec![broken, at("192.0.2.2:443", Some("restarting"))]).unwrap().definitive);
         let r = combine(vec![at("192.0.2.1:443", None), at("192.0.2.2:443", None)]).unwrap();
         assert!(r.ok() && r.address == "192.0.2.1:443" && r.addresses.len() == 2);
         // One address: its problems as they are.
