@@ -405,8 +405,10 @@ pub struct VerifyConfig {
     pub url: Option<String>,
     /// Trust roots for the check; default: the system roots.
     pub ca_bundle: Option<PathBuf>,
-    /// Connect here instead of the URL's host:port (SNI and Host stay those of the URL).
-    pub connect_to: Option<String>,
+    /// Check these addresses instead of every address the URL's host resolves to (SNI and Host
+    /// stay those of the URL): one "host:port" or a list of them.
+    #[serde(default, deserialize_with = "one_or_many", skip_serializing_if = "Vec::is_empty")]
+    pub connect_to: Vec<String>,
     pub username: Option<String>,
     pub password_file: Option<PathBuf>,
     /// How long to keep trying while the registry restarts.
@@ -417,13 +419,29 @@ pub struct VerifyConfig {
     pub rollback: bool,
 }
 
+/// A string or a list of strings, as a list.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+        Other(serde::de::IgnoredAny),
+    }
+    match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => Ok(vec![s]),
+        OneOrMany::Many(v) => Ok(v),
+        OneOrMany::Other(_) => Err(serde::de::Error::custom("verify.connect_to must be \"host:port\" or a list of them")),
+    }
+}
+
 impl Default for VerifyConfig {
     fn default() -> Self {
         Self {
             enabled: true,
             url: None,
             ca_bundle: None,
-            connect_to: None,
+            connect_to: Vec::new(),
             username: None,
             password_file: None,
             timeout: default_verify_timeout(),

@@ -28,6 +28,7 @@ pub(crate) mod obtain;
 pub(crate) mod policy;
 pub(crate) mod reload;
 pub(crate) mod renew;
+pub(crate) mod route;
 pub(crate) mod schedule;
 pub mod state;
 pub(crate) mod status;

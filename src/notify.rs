@@ -11,11 +11,9 @@
 //! A failing notification is logged and never fails a renewal.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
 
 use crate::certinfo::unix;
 use crate::config::{CertificateConfig, Config};
@@ -197,31 +195,15 @@ async fn run(argv: &[String], event: &Event) -> Result<(), String> {
     run_command(argv, &body, &[("REGCERT_EVENT", &kind), ("REGCERT_CERTIFICATE", &event.certificate)], COMMAND_TIMEOUT).await
 }
 
-/// Run `argv` with `body` on its stdin; the whole of it — writing stdin (a command that does not
-/// read it blocks the write once the pipe is full) and waiting — within `timeout`, after which
-/// the command is killed.
+/// Run `argv` with `body` on its stdin, all of it — writing stdin (a command that does not read
+/// it blocks the write once the pipe is full) and waiting — within `timeout`, after which the
+/// command is killed with every process it started.
 async fn run_command(argv: &[String], body: &[u8], env: &[(&str, &str)], timeout: Duration) -> Result<(), String> {
     let Some((program, args)) = argv.split_first() else { return Err("empty command".into()) };
-    let mut child = tokio::process::Command::new(program)
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    let mut stdin = child.stdin.take();
-    let work = async {
-        if let Some(stdin) = stdin.as_mut() {
-            // A command may exit without reading its input: that is its business.
-            let _ = stdin.write_all(body).await;
-        }
-        drop(stdin.take());
-        child.wait().await
-    };
-    let status = tokio::time::timeout(timeout, work).await.map_err(|_| format!("timed out after {}s", timeout.as_secs()))?;
-    let status = status.map_err(|e| e.to_string())?;
-    if status.success() { Ok(()) } else { Err(format!("exited with {status}")) }
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args).envs(env.iter().copied());
+    let out = crate::command::run(cmd, Some(body), timeout).await.map_err(|e| e.to_string())?;
+    if out.status.success() { Ok(()) } else { Err(format!("exited with {}: {}", out.status, out.stderr_text())) }
 }
 
 #[cfg(test)]
@@ -235,7 +217,7 @@ mod tests {
         let started = std::time::Instant::now();
         let argv = ["sleep".to_owned(), "30".to_owned()];
         let r = run_command(&argv, &body, &[], Duration::from_millis(500)).await;
-        assert_eq!(r, Err("timed out after 0s".to_owned()));
+        assert!(r.as_ref().is_err_and(|e| e.starts_with("did not finish within 500ms")), "{r:?}");
         assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
         let cat = ["sh".to_owned(), "-c".to_owned(), "cat >/dev/null".to_owned()];
         assert_eq!(run_command(&cat, &body, &[], Duration::from_secs(20)).await, Ok(()));

@@ -5,7 +5,12 @@
 //! installed one, the served chain must validate to the trust roots with nothing fetched (this is
 //! what catches an incomplete chain), the name must match, and the endpoint must answer like a
 //! registry. While a registry restarts, failures are retried until the timeout.
+//!
+//! Behind a load balancer or on a dual-stack name, clients reach several servers: every address
+//! the name resolves to (or every `connect_to` address) is checked, and a failure on any of them
+//! is a failed check that names it.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -32,8 +37,8 @@ pub struct Target {
     host: String,
     port: u16,
     path: String,
-    /// Address to connect to instead of `host:port` (SNI and Host stay those of the URL).
-    pub connect_to: Option<String>,
+    /// Addresses to check instead of those `host` resolves to (SNI and Host stay the URL's).
+    pub connect_to: Vec<String>,
     roots: Arc<RootCertStore>,
     /// User and password for `GET /v2/`; the password is wiped from memory when dropped.
     credentials: Option<(String, Zeroizing<String>)>,
@@ -43,7 +48,7 @@ impl Target {
     /// `url` must be https://host[:port]/path.
     pub fn new(
         url: &str,
-        connect_to: Option<String>,
+        connect_to: Vec<String>,
         roots: RootCertStore,
         credentials: Option<(String, Zeroizing<String>)>,
     ) -> Result<Self, String> {
@@ -74,10 +79,40 @@ impl Target {
         Self::new(&cert.verify_url(settings), settings.connect_to.clone(), roots, credentials)
     }
 
-    fn address(&self) -> String {
-        self.connect_to.clone().unwrap_or_else(|| {
-            if self.host.contains(':') { format!("[{}]:{}", self.host, self.port) } else { format!("{}:{}", self.host, self.port) }
-        })
+    /// `host:port` of the URL.
+    fn authority(&self) -> String {
+        if self.host.contains(':') { format!("[{}]:{}", self.host, self.port) } else { format!("{}:{}", self.host, self.port) }
+    }
+
+    /// Every address to check: those of `connect_to`, or all that the URL's host resolves to
+    /// and this host has a route to (a host without IPv6 cannot check the name's IPv6
+    /// addresses; if it has a route to none, all are tried, and the errors show why).
+    async fn addresses(&self) -> Result<Vec<SocketAddr>, String> {
+        let mut found: Vec<SocketAddr> = Vec::new();
+        let explicit = !self.connect_to.is_empty();
+        let names = if explicit { self.connect_to.clone() } else { vec![self.authority()] };
+        for name in &names {
+            let resolved = tokio::time::timeout(Duration::from_secs(10), tokio::net::lookup_host(name.as_str())).await;
+            let where_ =
+                if explicit { format!("verify.connect_to \"{name}\"") } else { format!("{} (from verify url {})", self.host, self.url) };
+            match resolved {
+                Ok(Ok(addrs)) => found.extend(addrs.filter(|a| !found.contains(a)).collect::<Vec<_>>()),
+                Ok(Err(e)) => return Err(format!("cannot resolve {where_}: {e}")),
+                Err(_) => return Err(format!("cannot resolve {where_}: no answer within 10 s")),
+            }
+        }
+        if explicit {
+            return Ok(found);
+        }
+        let (kept, skipped): (Vec<SocketAddr>, Vec<SocketAddr>) = found.iter().partition(|a| crate::route::routable(**a));
+        if kept.is_empty() {
+            return Ok(found);
+        }
+        if !skipped.is_empty() {
+            let skipped: Vec<String> = skipped.iter().map(ToString::to_string).collect();
+            tracing::info!(url = %self.url, skipped = %skipped.join(", "), "addresses without a route from this host are not checked");
+        }
+        Ok(kept)
     }
 }
 
@@ -98,7 +133,10 @@ pub struct ServedCert {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub url: String,
+    /// The address this report is about: the first that failed, or the first checked.
     pub address: String,
+    /// Every address that was checked.
+    pub addresses: Vec<String>,
     /// Whether a TCP connection to `address` was made.
     pub connected: bool,
     pub served: Option<ServedCert>,
@@ -117,10 +155,11 @@ impl Report {
         self.problems.is_empty()
     }
 
-    fn new(target: &Target, expected: Option<&str>) -> Self {
+    fn new(target: &Target, expected: Option<&str>, address: String) -> Self {
         Report {
             url: target.url.clone(),
-            address: target.address(),
+            addresses: vec![address.clone()],
+            address,
             connected: false,
             served: None,
             expected_sha256: expected.map(str::to_owned),
@@ -139,6 +178,9 @@ impl Report {
             true => format!("  url:        {} (connected to {})\n", self.url, self.address),
             false => format!("  url:        {}\n", self.url),
         };
+        if self.addresses.len() > 1 {
+            out.push_str(&format!("  addresses:  {} (each checked)\n", self.addresses.join(", ")));
+        }
         if let Some(s) = &self.served {
             out.push_str(&format!("  subject:    {}\n  names:      {}\n  issuer:     {}\n", s.subject, s.dns_names.join(", "), s.issuer));
             out.push_str(&format!(
@@ -209,18 +251,56 @@ where
     }
 }
 
-/// One check: TLS handshake and chain, then `GET /v2/`.
+/// One check of every address (at once): TLS handshake and chain, then `GET /v2/`.
 pub async fn check(target: &Target, expected: Option<&str>) -> Report {
-    let mut report = Report::new(target, expected);
-    let attempt = tokio::time::timeout(Duration::from_secs(10), check_inner(target, &mut report)).await;
+    let addresses = match target.addresses().await {
+        Ok(a) => a,
+        Err(e) => {
+            let mut report = Report::new(target, expected, target.authority());
+            report.problems.push(e);
+            return report;
+        }
+    };
+    let checks = addresses.iter().map(|a| check_address(target, expected, *a));
+    combine(futures_util::future::join_all(checks).await).unwrap_or_else(|| {
+        let mut report = Report::new(target, expected, target.authority());
+        report.problems.push(format!("{} resolves to no address", target.host));
+        report
+    })
+}
+
+/// The reports of one check on several addresses as one: the first failure, with the problems
+/// of every failed address (each prefixed with its address, when there are several); or the
+/// first pass. Waiting cannot help only when it cannot help any of the failed addresses.
+fn combine(reports: Vec<Report>) -> Option<Report> {
+    let addresses: Vec<String> = reports.iter().map(|r| r.address.clone()).collect();
+    let several = addresses.len() > 1;
+    let (failed, passed): (Vec<Report>, Vec<Report>) = reports.into_iter().partition(|r| !r.ok());
+    let problems: Vec<String> = failed
+        .iter()
+        .flat_map(|r| r.problems.iter().map(move |p| if several { format!("at {}: {p}", r.address) } else { p.clone() }))
+        .collect();
+    let definitive = failed.iter().all(|r| r.definitive);
+    let mut report = failed.into_iter().next().or_else(|| passed.into_iter().next())?;
+    if !report.ok() {
+        report.problems = problems;
+        report.definitive = definitive;
+    }
+    report.addresses = addresses;
+    Some(report)
+}
+
+async fn check_address(target: &Target, expected: Option<&str>, address: SocketAddr) -> Report {
+    let mut report = Report::new(target, expected, address.to_string());
+    let attempt = tokio::time::timeout(Duration::from_secs(10), check_inner(target, address, &mut report)).await;
     if attempt.is_err() {
         report.problems.push(format!("no answer from {} within 10 s", report.address));
     }
     report
 }
 
-async fn check_inner(target: &Target, report: &mut Report) {
-    let tcp = match connect(target).await {
+async fn check_inner(target: &Target, address: SocketAddr, report: &mut Report) {
+    let tcp = match connect(&address.to_string()).await {
         Ok(tcp) => tcp,
         Err(e) => return report.problems.push(e),
     };
@@ -238,8 +318,8 @@ async fn check_inner(target: &Target, report: &mut Report) {
 
 type Verdict = Option<Result<(), rustls::Error>>;
 
-async fn connect(target: &Target) -> Result<TcpStream, String> {
-    let tcp = TcpStream::connect(target.address()).await.map_err(|e| format!("cannot connect to {}: {e}", target.address()))?;
+async fn connect(address: &str) -> Result<TcpStream, String> {
+    let tcp = TcpStream::connect(address).await.map_err(|e| format!("cannot connect to {address}: {e}"))?;
     let _ = tcp.set_nodelay(true);
     Ok(tcp)
 }
@@ -247,6 +327,7 @@ async fn connect(target: &Target) -> Result<TcpStream, String> {
 /// TLS with SNI over `tcp`; the handshake completes whatever the chain, and the verdict of the
 /// trust roots on it comes back beside the stream.
 async fn handshake(target: &Target, tcp: TcpStream) -> Result<(tokio_rustls::client::TlsStream<TcpStream>, Verdict), String> {
+    let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| target.authority());
     let recorder = Arc::new(Recorder::new(target.roots.clone()));
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
         .with_safe_default_protocol_versions()
@@ -257,17 +338,18 @@ async fn handshake(target: &Target, tcp: TcpStream) -> Result<(tokio_rustls::cli
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(server_name, tcp)
         .await
-        .map_err(|e| format!("TLS handshake with {} failed: {e}", target.address()))?;
+        .map_err(|e| format!("TLS handshake with {peer} failed: {e}"))?;
     Ok((tls, recorder.outcome()))
 }
 
 /// The chain a server presents at `url` (trusting nothing: for showing it to a person, who
 /// decides, or to compare with a fingerprint).
 pub async fn served_chain(url: &str, connect_to: Option<String>) -> Result<Vec<CertificateDer<'static>>, String> {
-    let target = Target::new(url, connect_to, RootCertStore::empty(), None)?;
-    let (tls, _) = tokio::time::timeout(Duration::from_secs(15), async { handshake(&target, connect(&target).await?).await })
+    let target = Target::new(url, connect_to.into_iter().collect(), RootCertStore::empty(), None)?;
+    let address = target.connect_to.first().cloned().unwrap_or_else(|| target.authority());
+    let (tls, _) = tokio::time::timeout(Duration::from_secs(15), async { handshake(&target, connect(&address).await?).await })
         .await
-        .map_err(|_| format!("no answer from {} within 15 s", target.address()))??;
+        .map_err(|_| format!("no answer from {address} within 15 s"))??;
     let chain = tls.get_ref().1.peer_certificates().map(|c| c.to_vec()).unwrap_or_default();
     if chain.is_empty() {
         return Err(format!("{url} presented no certificate"));
@@ -455,7 +537,7 @@ mod tests {
 
     /// Reports from a script: `true` passes; each check first waits `took`.
     fn scripted(target: &Target, script: Vec<(Duration, bool)>) -> impl FnMut() -> std::pin::Pin<Box<dyn Future<Output = Report>>> {
-        let template = Report::new(target, None);
+        let template = Report::new(target, None, "192.0.2.1:443".into());
         let mut script = script.into_iter();
         move || {
             let (took, pass) = script.next().unwrap_or((Duration::ZERO, false));
@@ -470,9 +552,37 @@ mod tests {
         }
     }
 
+    #[test]
+    fn one_failing_address_fails_the_check_and_is_named() {
+        let target = Target::new("https://r.example/v2/", Vec::new(), RootCertStore::empty(), None).unwrap();
+        let at = |address: &str, problem: Option<&str>| {
+            let mut r = Report::new(&target, None, address.into());
+            r.problems.extend(problem.map(str::to_owned));
+            r
+        };
+        let r = combine(vec![at("192.0.2.1:443", None), at("[2001:db8::1]:443", Some("old certificate"))]).unwrap();
+        assert!(!r.ok());
+        assert_eq!(r.address, "[2001:db8::1]:443");
+        assert_eq!(r.problems, ["at [2001:db8::1]:443: old certificate"]);
+        assert_eq!(r.addresses, ["192.0.2.1:443", "[2001:db8::1]:443"]);
+        // Every failed address is named, not only the first.
+        let r = combine(vec![at("192.0.2.1:443", Some("refused")), at("192.0.2.2:443", None), at("192.0.2.3:443", Some("old"))]);
+        assert_eq!(r.unwrap().problems, ["at 192.0.2.1:443: refused", "at 192.0.2.3:443: old"]);
+        // A broken chain on one address is final only if no other failure may still clear up.
+        let mut broken = at("192.0.2.1:443", Some("incomplete chain"));
+        broken.definitive = true;
+        assert!(combine(vec![broken.clone(), broken.clone()]).unwrap().definitive);
+        assert!(!combine(vec![broken, at("192.0.2.2:443", Some("restarting"))]).unwrap().definitive);
+        let r = combine(vec![at("192.0.2.1:443", None), at("192.0.2.2:443", None)]).unwrap();
+        assert!(r.ok() && r.address == "192.0.2.1:443" && r.addresses.len() == 2);
+        // One address: its problems as they are.
+        assert_eq!(combine(vec![at("192.0.2.1:443", Some("refused"))]).unwrap().problems, ["refused"]);
+        assert!(combine(Vec::new()).is_none());
+    }
+
     #[tokio::test]
     async fn a_single_pass_at_the_deadline_is_not_enough() {
-        let target = Target::new("https://r.example/v2/", None, RootCertStore::empty(), None).unwrap();
+        let target = Target::new("https://r.example/v2/", Vec::new(), RootCertStore::empty(), None).unwrap();
         let timeout = Duration::from_millis(200);
         // The first answer comes at the deadline and passes; the next one fails.
         let r = until_settled(scripted(&target, vec![(timeout + Duration::from_millis(20), true), (Duration::ZERO, false)]), timeout).await;

@@ -5,7 +5,7 @@
 //! (any script, for DNS APIs). Before the CA is told to look, every authoritative nameserver must
 //! answer the record; afterwards exactly our records are removed again, on success and failure.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,8 @@ pub struct DnsConfig {
     pub delegate: Option<String>,
     /// How long to wait for every nameserver to answer the record.
     pub propagation_timeout: Duration,
+    /// How long one run of the exec hook may take.
+    pub hook_timeout: Duration,
 }
 
 /// Who publishes the records, with the settings only that provider uses.
@@ -113,6 +115,8 @@ struct RawDns {
     delegate: Option<String>,
     #[serde(default = "default_propagation", with = "crate::config::duration")]
     propagation_timeout: Duration,
+    #[serde(default = "default_hook_timeout", with = "crate::config::duration")]
+    hook_timeout: Duration,
 }
 
 // `command` with rfc2136 and `tsig_key` with exec were always accepted and never used; they
@@ -123,7 +127,13 @@ impl From<RawDns> for DnsConfig {
             ProviderKind::Rfc2136 => DnsProvider::Rfc2136 { server: raw.server, zone: raw.zone, tsig_key: raw.tsig_key },
             ProviderKind::Exec => DnsProvider::Exec { command: raw.command.unwrap_or_default(), server: raw.server, zone: raw.zone },
         };
-        DnsConfig { provider, nameservers: raw.nameservers, delegate: raw.delegate, propagation_timeout: raw.propagation_timeout }
+        DnsConfig {
+            provider,
+            nameservers: raw.nameservers,
+            delegate: raw.delegate,
+            propagation_timeout: raw.propagation_timeout,
+            hook_timeout: raw.hook_timeout,
+        }
     }
 }
 
@@ -142,6 +152,7 @@ impl From<DnsConfig> for RawDns {
             nameservers: c.nameservers,
             delegate: c.delegate,
             propagation_timeout: c.propagation_timeout,
+            hook_timeout: c.hook_timeout,
         }
     }
 }
@@ -156,6 +167,10 @@ impl DnsProvider {
 }
 
 fn default_propagation() -> Duration {
+    Duration::from_secs(120)
+}
+
+fn default_hook_timeout() -> Duration {
     Duration::from_secs(120)
 }
 
@@ -179,7 +194,10 @@ pub fn read_tsig_key(path: &Path) -> Result<TsigKey, String> {
         "hmac-sha384" => TsigAlgorithm::HmacSha384,
         "hmac-sha512" => TsigAlgorithm::HmacSha512,
         other => {
-            return Err(format!("dns.tsig_key {}: algorithm {other} is not supported; use hmac-sha256 or hmac-sha512", path.display()));
+            return Err(format!(
+                "dns.tsig_key {}: algorithm {other} is not supported; use hmac-sha256, hmac-sha384 or hmac-sha512",
+                path.display()
+            ));
         }
     };
     use base64::Engine;
@@ -230,12 +248,14 @@ pub struct TxtRecord {
 }
 
 pub struct Dns01 {
+    /// The certificate these records are for (a field of every log line).
+    cert: String,
     cfg: DnsConfig,
 }
 
 impl Dns01 {
-    pub fn new(cfg: DnsConfig) -> Self {
-        Self { cfg }
+    pub fn new(cert: &str, cfg: DnsConfig) -> Self {
+        Self { cert: cert.to_owned(), cfg }
     }
 
     /// The TXT record for the identifier `domain` (wildcards validate at their base name).
@@ -248,11 +268,25 @@ impl Dns01 {
         TxtRecord { fqdn, value }
     }
 
-    pub async fn present(&self, rec: &TxtRecord) -> Result<(), String> {
+    /// Publish `rec`, and return the record as published. When its name is a CNAME (a
+    /// delegation set up in DNS instead of with `delegate`), the record goes where the CNAME
+    /// chain ends, which is where the CA will look: a TXT beside a CNAME would be ignored.
+    pub async fn present(&self, rec: TxtRecord) -> Result<TxtRecord, String> {
+        let rec = match self.lookup_server() {
+            Some(server) => {
+                let target = follow_cnames(&self.cert, server, &rec.fqdn).await;
+                if target != rec.fqdn {
+                    tracing::info!(cert = %self.cert, fqdn = %rec.fqdn, target = %target, server = %server, "the challenge name is a CNAME: the TXT record goes to its target");
+                }
+                TxtRecord { fqdn: target, ..rec }
+            }
+            None => rec,
+        };
         match &self.cfg.provider {
-            DnsProvider::Exec { command, .. } => self.exec(command, "present", rec).await,
-            DnsProvider::Rfc2136 { .. } => self.update(rec, true).await,
+            DnsProvider::Exec { command, .. } => self.exec(command, "present", &rec).await?,
+            DnsProvider::Rfc2136 { .. } => self.update(&rec, true).await?,
         }
+        Ok(rec)
     }
 
     pub async fn cleanup(&self, rec: &TxtRecord) {
@@ -261,9 +295,14 @@ impl Dns01 {
             DnsProvider::Rfc2136 { .. } => self.update(rec, false).await,
         };
         match done {
-            Ok(()) => tracing::info!(fqdn = %rec.fqdn, "TXT record removed"),
-            Err(e) => tracing::warn!(fqdn = %rec.fqdn, error = %e, "could not remove the TXT record; remove it by hand"),
+            Ok(()) => tracing::info!(cert = %self.cert, fqdn = %rec.fqdn, "TXT record removed"),
+            Err(e) => tracing::warn!(cert = %self.cert, fqdn = %rec.fqdn, error = %e, "could not remove the TXT record; remove it by hand"),
         }
+    }
+
+    /// The server to ask where a name leads: the update server, or the first of `nameservers`.
+    fn lookup_server(&self) -> Option<SocketAddr> {
+        self.cfg.provider.server_and_zone().0.map(|s| s.0).or_else(|| self.cfg.nameservers.first().map(|s| s.0))
     }
 
     async fn update(&self, rec: &TxtRecord, add: bool) -> Result<(), String> {
@@ -276,7 +315,10 @@ impl Dns01 {
         let key = read_tsig_key(key_path)?;
         let signer_name = Name::from_ascii(&key.name).map_err(|e| format!("TSIG key name: {e}"))?;
         let signer = TSigner::new(key.secret, key.algorithm, signer_name, 300).map_err(|e| format!("TSIG key: {e}"))?;
-        let stream = UdpClientStream::builder(server, TokioRuntimeProvider::new()).with_signer(Some(signer)).build();
+        let stream = UdpClientStream::builder(server, TokioRuntimeProvider::new())
+            .with_timeout(Some(QUERY_TIMEOUT))
+            .with_signer(Some(signer))
+            .build();
         let (mut client, bg) = Client::<TokioRuntimeProvider>::from_sender(stream);
         let bg = tokio::spawn(bg);
         let name = Name::from_ascii(&rec.fqdn).map_err(|e| format!("record name {}: {e}", rec.fqdn))?;
@@ -303,61 +345,61 @@ impl Dns01 {
         let code = response.metadata.response_code;
         if code != ResponseCode::NoError {
             return Err(format!(
-                "{what} TXT {} in zone {zone} at {server} was refused: {code} (is the TSIG key {} allowed to update this zone? `allow-update`/`update-policy` in the server config)",
+                "{what} TXT {} in zone {zone} at {server} was refused: {code} (is the TSIG key {} allowed to update this zone? `allow-update`/`update-policy` in the server config; is the name inside dns.zone?)",
                 rec.fqdn, key.name
             ));
         }
         if add {
-            tracing::info!(fqdn = %rec.fqdn, server = %server, "TXT record added");
+            tracing::info!(cert = %self.cert, fqdn = %rec.fqdn, server = %server, "TXT record added");
         }
         Ok(())
     }
 
     async fn exec(&self, argv: &[String], action: &str, rec: &TxtRecord) -> Result<(), String> {
         let Some((program, args)) = argv.split_first() else { return Err("dns.command is empty".into()) };
-        let run = tokio::process::Command::new(program)
-            .args(args)
+        let mut cmd = std::process::Command::new(program);
+        cmd.args(args)
             .args([action, &rec.fqdn, &rec.value])
             .env("REGCERT_DNS_ACTION", action)
             .env("REGCERT_DNS_FQDN", &rec.fqdn)
-            .env("REGCERT_DNS_VALUE", &rec.value)
-            .kill_on_drop(true)
-            .output();
-        let out = tokio::time::timeout(Duration::from_secs(120), run)
-            .await
-            .map_err(|_| format!("dns hook `{} {action}` did not finish within 120 s", argv.join(" ")))?
-            .map_err(|e| format!("cannot run dns hook {program}: {e}"))?;
+            .env("REGCERT_DNS_VALUE", &rec.value);
+        let hook = format!("dns hook `{} {action} {}`", argv.join(" "), rec.fqdn);
+        let out = crate::command::run(cmd, None, self.cfg.hook_timeout).await.map_err(|e| match e.kind() {
+            std::io::ErrorKind::TimedOut => format!("{hook} {e} (dns.hook_timeout)"),
+            _ => format!("cannot run dns hook {program}: {e} (check dns.command)"),
+        })?;
         let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        tracing::debug!(action, fqdn = %rec.fqdn, stdout = %stdout.trim(), stderr = %stderr.trim(), "dns hook ran");
+        tracing::debug!(cert = %self.cert, action, fqdn = %rec.fqdn, stdout = %stdout.trim(), stderr = %out.stderr_text(), "dns hook ran");
         if !out.status.success() {
-            return Err(format!("dns hook `{} {action} {}` failed ({}): {}", argv.join(" "), rec.fqdn, out.status, stderr.trim()));
+            return Err(format!("{hook} failed ({}): {}", out.status, out.stderr_text()));
         }
         Ok(())
     }
 
     /// Wait until every nameserver answers every record, or the timeout passes.
     pub async fn wait_propagated(&self, records: &[TxtRecord]) -> Result<(), String> {
-        let servers = self.nameservers().await?;
+        let servers = reachable(&self.cert, self.nameservers().await?, crate::route::routable)?;
         let deadline = Instant::now() + self.cfg.propagation_timeout;
         let mut delay = Duration::from_millis(100);
         loop {
             let mut missing = Vec::new();
             for server in &servers {
                 for rec in records {
-                    if !txt_present(*server, &rec.fqdn, &rec.value).await {
-                        missing.push(format!("{server} lacks {} \"{}\"", rec.fqdn, rec.value));
+                    match txt_present(*server, &rec.fqdn, &rec.value).await {
+                        Ok(true) => {}
+                        Ok(false) => missing.push(format!("{server} lacks {} \"{}\"", rec.fqdn, rec.value)),
+                        Err(e) => missing.push(format!("{server} did not answer for {}: {e}", rec.fqdn)),
                     }
                 }
             }
             if missing.is_empty() {
-                tracing::info!(servers = servers.len(), records = records.len(), "TXT records visible on every nameserver");
+                tracing::info!(cert = %self.cert, servers = servers.len(), records = records.len(), "TXT records visible on every nameserver");
                 return Ok(());
             }
             if Instant::now() + delay > deadline {
                 return Err(format!(
-                    "the TXT records did not reach every nameserver within {}s: {} (raise dns.propagation_timeout, or check the zone's secondaries)",
-                    self.cfg.propagation_timeout.as_secs(),
+                    "the TXT records did not reach every nameserver within {}: {} (raise dns.propagation_timeout, or check the zone's secondaries)",
+                    humantime::format_duration(self.cfg.propagation_timeout),
                     missing.join("; ")
                 ));
             }
@@ -366,7 +408,8 @@ impl Dns01 {
         }
     }
 
-    /// `nameservers`, or the zone's NS set as the update server (or, for exec, the system) knows it.
+    /// `nameservers`, or the addresses of the zone's NS set as the update server (or, for exec,
+    /// `dns.server`) knows it. Every failure to find them is an error that says where it failed.
     async fn nameservers(&self) -> Result<Vec<SocketAddr>, String> {
         if !self.cfg.nameservers.is_empty() {
             return Ok(self.cfg.nameservers.iter().map(|s| s.0).collect());
@@ -379,44 +422,123 @@ impl Dns01 {
             );
         };
         let zone = zone.unwrap_or_default();
+        let names = query(server, zone, RecordType::NS).await.map_err(|e| {
+            format!("cannot look up the NS set of zone {zone} at {server}: {e} (check dns.server and dns.zone, or list the servers in dns.nameservers)")
+        })?;
+        if names.is_empty() {
+            return Err(format!(
+                "{server} has no NS records for zone {zone} (check dns.zone, or list the authoritative servers in dns.nameservers)"
+            ));
+        }
         let mut found = Vec::new();
-        for ns in query(server, zone, RecordType::NS).await.unwrap_or_default() {
-            if let Ok(addrs) = tokio::net::lookup_host(format!("{}:53", ns.trim_end_matches('.'))).await {
-                found.extend(addrs);
-            }
+        for ns in names {
+            found.extend(ns_addresses(server, zone, &ns).await?);
         }
-        if found.is_empty() {
-            found.push(server); // NS names do not resolve here: at least the primary must have it
-        }
+        tracing::debug!(cert = %self.cert, zone, servers = ?found, "the zone's nameservers");
         Ok(found)
     }
 }
 
-/// Does `server` answer TXT `fqdn` with `value` (following CNAMEs on the same server)?
-async fn txt_present(server: SocketAddr, fqdn: &str, value: &str) -> bool {
-    let mut name = fqdn.to_owned();
-    for _ in 0..8 {
-        match query(server, &name, RecordType::TXT).await {
-            Ok(answers) if answers.iter().any(|a| a == value) => return true,
-            Ok(answers) => match answers.iter().find_map(|a| a.strip_prefix("CNAME ")) {
-                Some(target) => name = target.to_owned(),
-                None => return false,
-            },
-            Err(_) => return false,
+/// How long one DNS query or update may take.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The addresses of the nameserver `ns` (port 53): as `server` knows them (the zone's own data
+/// or glue), else through the system resolver.
+async fn ns_addresses(server: SocketAddr, zone: &str, ns: &str) -> Result<Vec<SocketAddr>, String> {
+    let mut addrs = Vec::new();
+    let mut errors = Vec::new();
+    for kind in [RecordType::A, RecordType::AAAA] {
+        match query(server, ns, kind).await {
+            Ok(answers) => addrs.extend(answers.iter().filter_map(|a| a.parse::<IpAddr>().ok()).map(|ip| SocketAddr::new(ip, 53))),
+            Err(e) => errors.push(format!("{kind} at {server}: {e}")),
         }
     }
-    false
+    if !addrs.is_empty() {
+        return Ok(addrs);
+    }
+    match tokio::time::timeout(QUERY_TIMEOUT, tokio::net::lookup_host(format!("{}:53", ns.trim_end_matches('.')))).await {
+        Ok(Ok(found)) => addrs.extend(found),
+        Ok(Err(e)) => errors.push(format!("system resolver: {e}")),
+        Err(_) => errors.push("system resolver: no answer".into()),
+    }
+    if addrs.is_empty() {
+        let why = if errors.is_empty() { "no A or AAAA record".to_owned() } else { errors.join("; ") };
+        return Err(format!(
+            "nameserver {ns} of zone {zone} has no address ({why}); list the authoritative servers in dns.nameservers instead"
+        ));
+    }
+    Ok(addrs)
 }
 
-/// Ask `server` directly; answers as strings (TXT text, NS names, "CNAME target").
+/// The nameserver addresses this host can ask (`routable` decides). The others are skipped,
+/// said in the log: a host without IPv6 cannot check the IPv6 addresses, which the CA may
+/// well reach. None at all left is an error.
+fn reachable(cert: &str, addrs: Vec<SocketAddr>, routable: impl Fn(SocketAddr) -> bool) -> Result<Vec<SocketAddr>, String> {
+    let (kept, skipped): (Vec<SocketAddr>, Vec<SocketAddr>) = addrs.iter().partition(|a| routable(**a));
+    if kept.is_empty() {
+        let all: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+        return Err(format!(
+            "no route from this host to any nameserver address ({}): cannot check propagation; list reachable servers in dns.nameservers",
+            all.join(", ")
+        ));
+    }
+    if !skipped.is_empty() {
+        let skipped: Vec<String> = skipped.iter().map(ToString::to_string).collect();
+        tracing::info!(cert, skipped = %skipped.join(", "), "nameserver addresses without a route from this host are not checked");
+    }
+    Ok(kept)
+}
+
+/// Where `fqdn` leads on `server`: the end of its CNAME chain, or `fqdn` itself. Following is a
+/// service, not a requirement: when the server cannot say, the name stays as it is (logged).
+async fn follow_cnames(cert: &str, server: SocketAddr, fqdn: &str) -> String {
+    let mut name = fqdn.to_owned();
+    for _ in 0..8 {
+        match query(server, &name, RecordType::CNAME).await {
+            Ok(answers) => match answers.iter().find_map(|a| a.strip_prefix("CNAME ")) {
+                Some(target) => name = target.to_owned(),
+                None => return name,
+            },
+            Err(e) => {
+                tracing::warn!(cert, fqdn = %name, server = %server, error = %e, "cannot see whether the challenge name is a CNAME; writing it as it is");
+                return name;
+            }
+        }
+    }
+    tracing::warn!(cert, fqdn, server = %server, "more than 8 CNAMEs in a row (a loop?); writing the record at the challenge name");
+    fqdn.to_owned()
+}
+
+/// Does `server` answer TXT `fqdn` with `value` (following CNAMEs on the same server)?
+async fn txt_present(server: SocketAddr, fqdn: &str, value: &str) -> Result<bool, String> {
+    let mut name = fqdn.to_owned();
+    for _ in 0..8 {
+        let answers = query(server, &name, RecordType::TXT).await?;
+        if answers.iter().any(|a| a == value) {
+            return Ok(true);
+        }
+        match answers.iter().find_map(|a| a.strip_prefix("CNAME ")) {
+            Some(target) => name = target.to_owned(),
+            None => return Ok(false),
+        }
+    }
+    Ok(false)
+}
+
+/// Ask `server` directly; answers as strings (TXT text, NS names, addresses, "CNAME target").
+/// A name that does not exist has no answers; any other error code is an error.
 async fn query(server: SocketAddr, name: &str, kind: RecordType) -> Result<Vec<String>, String> {
-    let stream = UdpClientStream::builder(server, TokioRuntimeProvider::new()).with_timeout(Some(Duration::from_secs(3))).build();
+    let stream = UdpClientStream::builder(server, TokioRuntimeProvider::new()).with_timeout(Some(QUERY_TIMEOUT)).build();
     let (mut client, bg) = Client::<TokioRuntimeProvider>::from_sender(stream);
     let bg = tokio::spawn(bg);
     let name = Name::from_ascii(name).map_err(|e| e.to_string())?;
     let response = client.query(name, DNSClass::IN, kind).await;
     bg.abort();
     let response = response.map_err(|e| e.to_string())?;
+    match response.metadata.response_code {
+        ResponseCode::NoError | ResponseCode::NXDomain => {}
+        code => return Err(format!("answered {code}")),
+    }
     Ok(response
         .answers
         .iter()
@@ -424,6 +546,8 @@ async fn query(server: SocketAddr, name: &str, kind: RecordType) -> Result<Vec<S
             RData::TXT(txt) => Some(txt.txt_data.iter().map(|d| String::from_utf8_lossy(d).into_owned()).collect::<String>()),
             RData::NS(ns) => Some(ns.0.to_ascii()),
             RData::CNAME(c) => Some(format!("CNAME {}", c.0.to_ascii())),
+            RData::A(a) => Some(a.0.to_string()),
+            RData::AAAA(a) => Some(a.0.to_string()),
             _ => None,
         })
         .collect())
@@ -485,6 +609,25 @@ mod tests {
         assert!(p.is_empty(), "{p:?}");
         preflight("c", &dns, &mut p);
         assert!(p.len() == 1 && p[0].starts_with("c: dns.tsig_key /nonexistent/k: "), "{p:?}");
+    }
+
+    #[test]
+    fn hook_timeout_defaults_to_two_minutes() {
+        let dns = parse("provider = \"exec\", command = [\"hook\"]").unwrap();
+        assert_eq!(dns.hook_timeout, Duration::from_secs(120));
+        let dns = parse("provider = \"exec\", command = [\"hook\"], hook_timeout = \"3s\"").unwrap();
+        assert_eq!(round_trip(&dns).hook_timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn only_addresses_with_a_route_are_checked() {
+        let v4: SocketAddr = "192.0.2.53:53".parse().unwrap();
+        let v6: SocketAddr = "[2001:db8::53]:53".parse().unwrap();
+        // An IPv4-only host: the IPv6 address is skipped, not waited for until the timeout.
+        assert_eq!(reachable("c", vec![v4, v6], |a| a.is_ipv4()), Ok(vec![v4]));
+        assert_eq!(reachable("c", vec![v4, v6], |_| true), Ok(vec![v4, v6]));
+        let err = reachable("c", vec![v6], |a| a.is_ipv4()).unwrap_err();
+        assert!(err.contains("no route from this host to any nameserver address ([2001:db8::53]:53)"), "{err}");
     }
 
     #[test]

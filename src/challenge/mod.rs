@@ -55,7 +55,7 @@ impl Solver {
             Solver::Webroot(w) => w.present(token, key_auth.as_str()).map(|()| Published::Token(token.to_owned())),
             Solver::Dns01(d) => {
                 let rec = d.record_for(identifier, key_auth.dns_value());
-                d.present(&rec).await.map(|()| Published::Txt(rec))
+                d.present(rec).await.map(Published::Txt)
             }
         }
     }

@@ -233,7 +233,7 @@ impl AcmeIssuer {
     /// this CA's HTTP-01 solver) and withdraw every answer afterwards, whatever happened.
     async fn validate_names(&self, order: &mut Order, ready: &Ready, cert: &CertificateConfig) -> Result<(), Error> {
         let solver = match cert.dns01() {
-            Some(dns) => Solver::Dns01(Arc::new(Dns01::new(dns.clone()))),
+            Some(dns) => Solver::Dns01(Arc::new(Dns01::new(&cert.name, dns.clone()))),
             None => ready.solver.clone(),
         };
         let mut published = Vec::new();

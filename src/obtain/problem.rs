@@ -86,7 +86,7 @@ impl ProblemKind {
             Self::RateLimited => "the CA's rate limit was hit; wait until it resets (use letsencrypt-staging for tests)",
             Self::RejectedIdentifier => "the CA will not issue for this name; check the domains of this certificate",
             Self::Unauthorized | Self::IncorrectResponse | Self::Connection | Self::Dns => {
-                "the CA could not validate the name: check that it resolves to this host and that port 80 reaches regcert (or the webroot's server)"
+                "the CA could not validate the name: with HTTP-01, check that it resolves to this host and that port 80 reaches regcert (or the webroot's server); with DNS-01, that the DNS the CA asks serves the TXT record at _acme-challenge.NAME (or where its CNAME leads)"
             }
             Self::ExternalAccountRequired => "this CA requires external account binding: set [acme] eab = { kid = …, hmac_key = … }",
             Self::UnauthorizedAccount | Self::AccountDoesNotExist => "the stored ACME account is not valid on this CA anymore",

@@ -158,9 +158,9 @@ impl SystemStore {
             }
         }
         let what = tool.display().to_string();
-        let out = crate::command::output_within(&mut cmd, REBUILD_TIMEOUT).map_err(|e| format!("cannot run {what}: {e}"))?;
+        let out = crate::command::output_within(cmd, REBUILD_TIMEOUT).map_err(|e| format!("cannot run {what}: {e}"))?;
         if !out.status.success() {
-            return Err(format!("{what} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim()));
+            return Err(format!("{what} failed ({}): {}", out.status, out.stderr_text()));
         }
         Ok(())
     }

@@ -168,28 +168,51 @@ impl Drop for Registry {
 /// Makes `name` resolve to `ip` for dockerd (via /etc/hosts) and trusts `ca` for it in
 /// /etc/docker/certs.d/NAME:PORT/ca.crt; both undone on drop.
 pub struct DockerClientTrust {
-    name: String,
+    _hosts: HostsEntry,
     dir: PathBuf,
 }
 
 impl DockerClientTrust {
     pub fn new(name: &str, ip: &str, port: u16, ca: &Path) -> Self {
-        let hosts = std::fs::read_to_string("/etc/hosts").unwrap();
-        std::fs::write("/etc/hosts", format!("{hosts}{}{ip} {name}\n", if hosts.ends_with('\n') { "" } else { "\n" })).unwrap();
+        let hosts = HostsEntry::add(name, &[ip]);
         let dir = PathBuf::from(format!("/etc/docker/certs.d/{name}:{port}"));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::copy(ca, dir.join("ca.crt")).unwrap();
-        DockerClientTrust { name: name.to_owned(), dir }
+        DockerClientTrust { _hosts: hosts, dir }
     }
 }
 
 impl Drop for DockerClientTrust {
     fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Lines `IP NAME` in /etc/hosts, one per address (names are unique per test), removed on drop.
+pub struct HostsEntry {
+    name: String,
+}
+
+/// /etc/hosts is read, changed and written whole: one test of this process at a time.
+static HOSTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+impl HostsEntry {
+    pub fn add(name: &str, ips: &[&str]) -> Self {
+        let _one = HOSTS.lock().unwrap_or_else(|p| p.into_inner());
+        let hosts = std::fs::read_to_string("/etc/hosts").unwrap();
+        let lines: String = ips.iter().map(|ip| format!("{ip} {name}\n")).collect();
+        std::fs::write("/etc/hosts", format!("{hosts}{}{lines}", if hosts.ends_with('\n') { "" } else { "\n" })).unwrap();
+        HostsEntry { name: name.to_owned() }
+    }
+}
+
+impl Drop for HostsEntry {
+    fn drop(&mut self) {
+        let _one = HOSTS.lock().unwrap_or_else(|p| p.into_inner());
         if let Ok(hosts) = std::fs::read_to_string("/etc/hosts") {
             let kept: String = hosts.lines().filter(|l| !l.ends_with(&format!(" {}", self.name))).map(|l| format!("{l}\n")).collect();
             let _ = std::fs::write("/etc/hosts", kept);
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
