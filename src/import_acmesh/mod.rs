@@ -516,14 +516,22 @@ fn delegate(c: &FoundCert, notes: &mut Vec<String>) -> String {
 /// issuance (less one day), N < 0 renews |N| days before expiry. Without it, regcert's default
 /// (a third of the lifetime) applies.
 fn renew_before(c: &FoundCert, notes: &mut Vec<String>) -> Option<String> {
-    let days: i64 = c.get("Le_RenewalDays")?.parse().ok().filter(|d| *d != 0)?;
+    let raw = c.get("Le_RenewalDays")?;
+    // Bounded, so that no arithmetic below can overflow (a century either way).
+    let Some(days) = raw.parse::<i64>().ok().filter(|d| *d != 0 && d.abs() <= 36_500) else {
+        notes.push(format!("{}: Le_RenewalDays={raw} is not a number of days regcert can use: set renew_before by hand", c.domain()));
+        return None;
+    };
     const DAY: i64 = 86_400;
     if days < 0 {
         return Some(format!("{}d", -days));
     }
+    // acme.sh's copy of the leaf, read like every file of the home.
     let leaf = c.dir.join(format!("{}.cer", c.domain()));
-    let info = crate::certinfo::read_pem_certs(&leaf)
+    let info = crate::fsutil::read_untrusted(&leaf, crate::fsutil::UNTRUSTED_READ_CAP)
         .ok()
+        .flatten()
+        .and_then(|pem| crate::certinfo::parse_pem_certs(&pem).ok())
         .and_then(|certs| certs.first().and_then(|der| crate::certinfo::LeafInfo::parse(der).ok()));
     let Some(info) = info else {
         notes.push(format!(
@@ -655,6 +663,43 @@ mod tests {
         assert_eq!(validation(Some("dns_cf")), Validation::DnsApi("dns_cf"));
         for other in ["alpn", "apache", "nginx:", "stateless", "dns", "dns_persist", "/a,/b", "weird"] {
             assert!(matches!(validation(Some(other)), Validation::Other(_)), "{other}");
+        }
+    }
+
+    use proptest::prelude::*;
+
+    /// A value for a domain conf key: the shapes acme.sh writes, and worse.
+    fn conf_value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<i64>().prop_map(|n| n.to_string()),
+            Just("no".to_owned()),
+            Just("ec-256".to_owned()),
+            Just("dns_nsupdate".to_owned()),
+            "(/[a-z.]{0,6}){1,3}".prop_map(String::from),
+            "[a-z0-9=.,:\\[\\]_/*-]{0,24}".prop_map(String::from),
+            "\\PC{0,16}".prop_map(String::from),
+        ]
+    }
+
+    // Whatever acme.sh's files hold, the import never panics and what it writes is TOML
+    // (every value is quoted by the toml crate). 512 homes with random values for the keys
+    // the import interprets.
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+        #[test]
+        fn any_domain_conf_gives_a_toml_config(values in proptest::collection::vec(conf_value(), 16)) {
+            let dir = tempfile::tempdir().unwrap();
+            let keys = [
+                "Le_Domain", "Le_Alt", "Le_Webroot", "Le_API", "Le_Keylength", "Le_RealCertPath", "Le_RealKeyPath",
+                "Le_RealFullChainPath", "Le_ReloadCmd", "Le_RenewalDays", "Le_ChallengeAlias", "Le_HTTPPort", "Le_Listen_V4",
+                "Le_Listen_V6", "Le_PreHook", "Le_Unknown",
+            ];
+            let conf: String = keys.iter().zip(&values).map(|(k, v)| format!("{k}='{v}'\n")).collect();
+            std::fs::create_dir_all(dir.path().join("d")).unwrap();
+            std::fs::write(dir.path().join("d/d.conf"), format!("Le_Domain='d'\n{conf}")).unwrap();
+            std::fs::write(dir.path().join("account.conf"), format!("DEFAULT_ACME_SERVER='{}'\nCA_BUNDLE='{}'\n", values[3], values[4])).unwrap();
+            let plan = plan(&Options { home: dir.path(), config_home: dir.path(), state_dir: Path::new("/s") }).unwrap();
+            prop_assert!(plan.config.parse::<toml::Table>().is_ok(), "{}", plan.config);
         }
     }
 

@@ -99,13 +99,15 @@ fn a_home_made_by_acmesh_is_adopted_and_renewed_where_acmesh_installed() {
     let install = |name: &str| root.path().join("install").join(name);
 
     // acme.sh issues an ECC and an RSA certificate over webroot HTTP-01 and installs them
-    // with a reload command, as its users do.
-    for (name, domains, keylength) in
-        [("ecc", &["ecc.example.com"][..], "ec-256"), ("rsa", &["rsa.example.com", "www.rsa.example.com"], "2048")]
-    {
+    // with a reload command, as its users do; the RSA one renews 30 days after issuance.
+    for (name, domains, keylength, more) in [
+        ("ecc", &["ecc.example.com"][..], "ec-256", &[][..]),
+        ("rsa", &["rsa.example.com", "www.rsa.example.com"], "2048", &["--days", "30"]),
+    ] {
         fs::create_dir_all(install(name)).unwrap();
         let mut issue = vec!["--issue", "-w", webroot.to_str().unwrap(), "--keylength", keylength];
         domains.iter().for_each(|d| issue.extend(["-d", d]));
+        issue.extend(more);
         acme.run(&issue);
         let (key, chain) = (install(name).join("domain.key"), install(name).join("domain.crt"));
         let reload = format!("echo {} >> {}", domains[0], reloads.display());
@@ -148,6 +150,16 @@ fn a_home_made_by_acmesh_is_adopted_and_renewed_where_acmesh_installed() {
     ] {
         assert!(text.contains(&want), "missing {want:?} in\n{text}");
     }
+    // `--days 30`: renewed 29 days after issuance (acme.sh subtracts a day), i.e. that long
+    // before the end of the certificate's lifetime.
+    let (not_before, not_after) = validity(&install("rsa").join("domain.crt"));
+    edit_toml(&config, |c| {
+        let before = certificate(c, "rsa.example.com")["renew_before"].as_str().unwrap().to_owned();
+        let before = humantime::parse_duration(&before).unwrap().as_secs();
+        let want = not_after - not_before - 29 * 86_400;
+        assert!(before.abs_diff(want) < 3600, "renew_before {before} s, acme.sh's --days 30 means {want} s");
+        assert!(certificate(c, "ecc.example.com").get("renew_before").is_none(), "no --days: regcert's default");
+    });
     // This test bed has no registry behind these names: verification (on by default with a
     // reload) is the one thing turned off.
     edit_toml(&config, |c| {
