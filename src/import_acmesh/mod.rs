@@ -432,24 +432,9 @@ fn cert_section(c: &FoundCert, account_conf: &Vars) -> Result<(String, Vec<Strin
     }
     match validation(c.get("Le_Webroot")) {
         Validation::DnsApi("dns_nsupdate") => {
-            let get = |k: &str| account_conf.get(k).or(c.vars.get(k)).cloned().unwrap_or_default();
-            let server = get("SAVED_NSUPDATE_SERVER");
-            let port = Some(get("SAVED_NSUPDATE_SERVER_PORT")).filter(|p| !p.is_empty()).unwrap_or_else(|| "53".into());
-            let zone = get("SAVED_NSUPDATE_ZONE");
-            let zone = if zone.is_empty() {
-                domain.trim_start_matches("*.").split_once('.').map(|(_, z)| z.to_owned()).unwrap_or_default()
-            } else {
-                zone
-            };
-            let tsig = get("SAVED_NSUPDATE_KEY");
-            paths.push(PathBuf::from(&tsig));
-            s.push_str(&format!(
-                "challenge = \"dns-01\"\ndns = {{ provider = \"rfc2136\", server = {}, zone = {}, tsig_key = {}{} }}\n",
-                toml_str(&format!("{server}:{port}")),
-                toml_str(&format!("{}.", zone.trim_end_matches('.'))),
-                toml_str(&tsig),
-                delegate(c, &mut notes)
-            ));
+            let (dns, tsig) = nsupdate_dns(c, account_conf, &mut notes);
+            paths.extend(tsig);
+            s.push_str(&format!("challenge = \"dns-01\"\ndns = {{ {dns}{} }}\n", delegate(c, &mut notes)));
         }
         Validation::DnsApi(w) => {
             let hook = format!("/etc/regcert/dns-hook-{}", w.trim_start_matches("dns_"));
@@ -484,6 +469,51 @@ fn cert_section(c: &FoundCert, account_conf: &Vars) -> Result<(String, Vec<Strin
     }
     settings::report_domain_conf(c, &mut notes);
     Ok((s, notes, paths))
+}
+
+/// acme.sh's `dns_nsupdate` settings (`NSUPDATE_*`, saved as `SAVED_NSUPDATE_*`) as an
+/// `rfc2136` provider (the inside of `dns = { … }`), and the TSIG key file it names.
+fn nsupdate_dns(c: &FoundCert, account_conf: &Vars, notes: &mut Vec<String>) -> (String, Option<PathBuf>) {
+    let get = |k: &str| account_conf.get(k).or(c.vars.get(k)).map(|v| v.trim().to_owned()).unwrap_or_default();
+    let domain = c.domain();
+    // acme.sh updates each server of a comma-separated list; "localhost" by default.
+    let list = get("SAVED_NSUPDATE_SERVER");
+    let servers: Vec<&str> = list.split([',', ' ']).filter(|s| !s.is_empty()).collect();
+    let first = match servers.first().copied().unwrap_or("localhost") {
+        "localhost" => "127.0.0.1",
+        s => s,
+    };
+    if servers.len() > 1 {
+        notes.push(format!(
+            "{domain}: acme.sh sent its updates to {list}; regcert updates one server ({first}): the others must get the record from it (zone transfer)"
+        ));
+    }
+    let port = Some(get("SAVED_NSUPDATE_SERVER_PORT")).filter(|p| !p.is_empty()).unwrap_or_else(|| "53".into());
+    let server = if first.contains(':') { format!("[{}]:{port}", first.trim_matches(['[', ']'])) } else { format!("{first}:{port}") };
+    let mut zone = get("SAVED_NSUPDATE_ZONE");
+    if zone.is_empty() {
+        // nsupdate found the zone itself; regcert must be told.
+        zone = domain.trim_start_matches("*.").split_once('.').map(|(_, z)| z.to_owned()).unwrap_or_default();
+        notes.push(format!("{domain}: acme.sh had no NSUPDATE_ZONE; the zone {zone}. is a guess from the name: check dns.zone"));
+    }
+    if !get("SAVED_NSUPDATE_OPT").is_empty() {
+        notes.push(format!(
+            "{domain}: acme.sh's NSUPDATE_OPT (extra nsupdate options) has no regcert equivalent: check the updates work without it"
+        ));
+    }
+    let tsig = get("SAVED_NSUPDATE_KEY");
+    if tsig.is_empty() {
+        notes.push(format!(
+            "{domain}: acme.sh sent unsigned updates (no NSUPDATE_KEY); regcert signs them with TSIG: make a key (tsig-keygen NAME), allow it to update the zone, and set dns.tsig_key"
+        ));
+    }
+    let dns = format!(
+        "provider = \"rfc2136\", server = {}, zone = {}, tsig_key = {}",
+        toml_str(&server),
+        toml_str(&format!("{}.", zone.trim_end_matches('.'))),
+        toml_str(&tsig)
+    );
+    (dns, Some(PathBuf::from(tsig)).filter(|t| !t.as_os_str().is_empty()))
 }
 
 /// acme.sh's `--challenge-alias X` (TXT at `_acme-challenge.X`) / `--domain-alias =X` (TXT at

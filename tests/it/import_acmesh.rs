@@ -4,6 +4,7 @@
 //! reload command. Homes that others can change are refused; an account regcert already keeps
 //! is never replaced silently.
 
+use crate::common::bind::Bind;
 use crate::common::*;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -35,6 +36,10 @@ impl AcmeSh {
         fs::create_dir_all(&bin).unwrap();
         let script = bin.join("acme.sh");
         fs::copy(&source, &script).unwrap();
+        // Its DNS API for BIND, where acme.sh looks for it (next to the script).
+        let dnsapi = source.parent().unwrap().join("dnsapi/dns_nsupdate.sh");
+        fs::create_dir_all(bin.join("dnsapi")).unwrap();
+        fs::copy(&dnsapi, bin.join("dnsapi/dns_nsupdate.sh")).unwrap_or_else(|e| panic!("{}: {e}", dnsapi.display()));
         let home = root.join("acme.sh");
         AcmeSh { script, home, config_home, server: pebble.directory_url.clone(), ca_bundle: pebble.tls_root.clone() }
     }
@@ -47,6 +52,10 @@ impl AcmeSh {
     /// Run acme.sh against the test Pebble (trusting Pebble's HTTPS root with `--ca-bundle`);
     /// its output on failure.
     fn run(&self, args: &[&str]) {
+        self.run_env(&[], args)
+    }
+
+    fn run_env(&self, env: &[(&str, &str)], args: &[&str]) {
         let mut cmd = Command::new("/bin/sh");
         cmd.arg(&self.script).arg("--home").arg(&self.home);
         if let Some(c) = &self.config_home {
@@ -54,7 +63,7 @@ impl AcmeSh {
         }
         cmd.args(["--server", &self.server, "--ca-bundle"]).arg(&self.ca_bundle).args(args);
         // Its HOME is the test's: nothing is written to root's ~/.acme.sh.
-        let out = cmd.env("HOME", self.home.parent().unwrap()).output().unwrap();
+        let out = cmd.env("HOME", self.home.parent().unwrap()).envs(env.iter().copied()).output().unwrap();
         assert!(
             out.status.success(),
             "acme.sh {args:?} failed:\n{}\n{}",
@@ -204,6 +213,58 @@ fn a_home_made_by_acmesh_is_adopted_and_renewed_where_acmesh_installed() {
     assert!(run.stderr.contains(&format!("{} is writable by everyone", install("rsa").display())), "{run:?}");
     assert!(run.stderr.contains("--trust-home-owner"), "{run:?}");
     assert!(!other_state.exists() && !other_config.exists(), "nothing written");
+}
+
+#[test]
+fn dns_nsupdate_becomes_rfc2136_and_renews_through_the_same_bind() {
+    let bind = Bind::start();
+    let pebble = Pebble::start_with(PebbleOpts { dns_port: Some(bind.port), ..Default::default() });
+    let root = tempfile::tempdir().unwrap();
+    let acme = AcmeSh::new(root.path(), &pebble, None);
+    let install = root.path().join("install");
+    fs::create_dir_all(&install).unwrap();
+    let reloads = root.path().join("reloads.log");
+    let port = bind.port.to_string();
+    let nsupdate = [
+        ("NSUPDATE_SERVER", "127.0.0.1"),
+        ("NSUPDATE_SERVER_PORT", &port),
+        ("NSUPDATE_KEY", bind.key_file.to_str().unwrap()),
+        ("NSUPDATE_ZONE", "regcert.test"),
+    ];
+    // --dnssleep: acme.sh would otherwise ask public DNS-over-HTTPS resolvers, which this test bed cannot reach.
+    let names = ["-d", "registry.regcert.test", "-d", "*.registry.regcert.test"];
+    acme.run_env(&nsupdate, &[&["--issue", "--dns", "dns_nsupdate", "--dnssleep", "1"][..], &names].concat());
+    let reload = format!("echo reloaded >> {}", reloads.display());
+    let (key, chain) = (install.join("domain.key"), install.join("domain.crt"));
+    acme.run(
+        &["--install-cert", "--ecc", "-d", "registry.regcert.test", "--key-file", key.to_str().unwrap()]
+            .into_iter()
+            .chain(["--fullchain-file", chain.to_str().unwrap(), "--reloadcmd", &reload])
+            .collect::<Vec<_>>(),
+    );
+    let acmesh_serial = serial(&chain);
+
+    let state = root.path().join("state");
+    let config = root.path().join("imported.toml");
+    let run = import(&acme.home, &["--state-dir", state.to_str().unwrap(), "--write-config", config.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(!run.stdout.contains("could not carry over"), "{run:?}");
+    let text = fs::read_to_string(&config).unwrap();
+    let want = format!(
+        "dns = {{ provider = \"rfc2136\", server = \"127.0.0.1:{port}\", zone = \"regcert.test.\", tsig_key = \"{}\" }}",
+        bind.key_file.display()
+    );
+    assert!(text.contains(&want) && text.contains("challenge = \"dns-01\""), "missing {want:?} in\n{text}");
+    assert!(text.contains("domains = [\"registry.regcert.test\", \"*.registry.regcert.test\"]"), "{text}");
+    edit_toml(&config, |c| set(certificate(c, "registry.regcert.test"), "verify.enabled", false));
+
+    let run = regcert(&config, &["renew", "--force"]);
+    assert_eq!(run.code, 0, "{run:?}\n{}", bind.log());
+    assert_ne!(serial(&chain), acmesh_serial);
+    assert_chain_verifies(&chain, &pebble.issuing_root());
+    assert_key_matches(&chain, &key);
+    assert_eq!(lines(&reloads), ["reloaded", "reloaded"], "acme.sh's install, then regcert's");
+    assert!(bind.txt("_acme-challenge.registry.regcert.test.").is_empty(), "records removed");
 }
 
 /// What `acme.sh --install-cronjob` schedules, as a file in /etc/cron.d (removed when dropped).
