@@ -187,7 +187,7 @@ fn find_account(config_home: &Path, directory: &str, account_conf: &Vars, read: 
     let ca_dir = acmesh_ca_dir(config_home, directory)?;
     let key_path = account_conf.get("ACCOUNT_KEY_PATH").filter(|p| !p.is_empty()).map_or_else(|| ca_dir.join("account.key"), PathBuf::from);
     read.read.push(key_path.clone());
-    let key_pem = match crate::fsutil::read_untrusted(&key_path, crate::fsutil::UNTRUSTED_READ_CAP) {
+    let key_pem = match vars::read_home_file(&key_path) {
         Ok(Some(k)) => zeroize::Zeroizing::new(String::from_utf8_lossy(&k).into_owned()),
         Ok(None) => {
             read.notes.push(format!(
@@ -558,7 +558,7 @@ fn renew_before(c: &FoundCert, notes: &mut Vec<String>) -> Option<String> {
     }
     // acme.sh's copy of the leaf, read like every file of the home.
     let leaf = c.dir.join(format!("{}.cer", c.domain()));
-    let info = crate::fsutil::read_untrusted(&leaf, crate::fsutil::UNTRUSTED_READ_CAP)
+    let info = vars::read_home_file(&leaf)
         .ok()
         .flatten()
         .and_then(|pem| crate::certinfo::parse_pem_certs(&pem).ok())
@@ -599,7 +599,7 @@ fn reload_section(cmd: &str) -> String {
 /// acme.sh's cron job, wherever it is.
 fn find_cron_lines() -> Vec<String> {
     let mut lines = Vec::new();
-    if let Ok(out) = std::process::Command::new("crontab").arg("-l").output() {
+    if let Ok(out) = crate::command::output_within(std::process::Command::new("crontab").arg("-l"), std::time::Duration::from_secs(10)) {
         lines.extend(
             String::from_utf8_lossy(&out.stdout)
                 .lines()
@@ -612,8 +612,8 @@ fn find_cron_lines() -> Vec<String> {
         files.extend(d.flatten().map(|e| e.path()));
     }
     for f in files {
-        if let Ok(Some(t)) = crate::fsutil::read_untrusted(&f, crate::fsutil::UNTRUSTED_READ_CAP) {
-            let t = String::from_utf8_lossy(&t);
+        // System files only root can write (links included: packages link cron files there).
+        if let Ok(t) = std::fs::read_to_string(&f) {
             lines.extend(t.lines().filter(|l| l.contains("acme.sh") && l.contains("--cron")).map(|l| format!("{}: {l}", f.display())));
         }
     }

@@ -43,12 +43,19 @@ fn unwrap_base64(v: &str) -> String {
         .unwrap_or_else(|| v.to_owned())
 }
 
-/// Read and parse `path`: `Ok(None)` when it does not exist. Like every file of the acme.sh home
-/// it is read as untrusted input: no symbolic link is followed, only a regular file of at most
-/// 1 MiB is read (a FIFO would hang the import).
+/// Read and parse `path`: `Ok(None)` when it does not exist.
 pub fn read_vars(path: &Path) -> Result<Option<Vars>, String> {
-    let Some(bytes) = crate::fsutil::read_untrusted(path, crate::fsutil::UNTRUSTED_READ_CAP)? else { return Ok(None) };
-    Ok(Some(parse_vars(&String::from_utf8_lossy(&bytes))))
+    Ok(read_home_file(path)?.map(|bytes| parse_vars(&String::from_utf8_lossy(&bytes))))
+}
+
+/// Read a file of the acme.sh home as untrusted input: `Ok(None)` when it does not exist. No
+/// symbolic link is followed (acme.sh makes none), and only a regular file of at most 1 MiB is
+/// read (a FIFO would hang the import).
+pub fn read_home_file(path: &Path) -> Result<Option<Vec<u8>>, String> {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(format!("{} is a symbolic link; the import follows no links in the acme.sh home (acme.sh makes none)", path.display()));
+    }
+    crate::fsutil::read_untrusted(path, crate::fsutil::UNTRUSTED_READ_CAP)
 }
 
 #[cfg(test)]
