@@ -104,10 +104,18 @@ pub(crate) fn stored_id(state: &StateDir, directory: &str) -> Result<Option<(Str
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("cannot read the stored ACME account {}: {e}", path.display())),
     };
-    let corrupt = || format!("the stored ACME account {} is corrupt; move it away first", path.display());
-    let stored: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| corrupt())?;
-    let id = stored["credentials"]["id"].as_str().ok_or_else(corrupt)?;
-    Ok(Some((id.to_owned(), path)))
+    // Only the URL is parsed out: the key is skipped, never copied into an unwiped string.
+    #[derive(Deserialize)]
+    struct Stored {
+        credentials: Id,
+    }
+    #[derive(Deserialize)]
+    struct Id {
+        id: String,
+    }
+    let stored: Stored = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("the stored ACME account {} is corrupt ({e}); move it away first", path.display()))?;
+    Ok(Some((stored.credentials.id, path)))
 }
 
 /// Store an account (0600, atomically); it holds the account's private key.
