@@ -134,9 +134,9 @@ pub fn plan(opts: &Options<'_>) -> Result<Plan, String> {
     checked.extend(read_paths);
     plan.config = build_config(&mut plan, &certs, &account_conf, config_home, state_dir, &mut checked);
     settings::report_account_conf(&account_conf, &mut plan.notes);
-    let uid = unsafe { libc::geteuid() };
+    let trusted = trust::Trusted::invoking_user();
     for p in &checked {
-        if let Some(why) = trust::untrusted(p, uid).filter(|w| !plan.untrusted.contains(w)) {
+        if let Some(why) = trust::untrusted(p, &trusted).filter(|w| !plan.untrusted.contains(w)) {
             plan.untrusted.push(why);
         }
     }
