@@ -134,6 +134,13 @@ enum ImportCommand {
         /// Show the plan; change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Import even when the home, its files or the install dirs can be changed by users other
+        /// than root and you (their reload commands would run as regcert).
+        #[arg(long)]
+        trust_home_owner: bool,
+        /// Replace an ACME account that state_dir already holds for the same CA.
+        #[arg(long)]
+        replace_account: bool,
     },
 }
 
@@ -335,33 +342,47 @@ fn ca(config: &Config, cmd: CaCommand) -> CmdResult {
 
 fn import(cmd: ImportCommand) -> CmdResult {
     use crate::import_acmesh as acmesh;
-    let ImportCommand::AcmeSh { home, config_home, write_config, state_dir, dry_run } = cmd;
+    let ImportCommand::AcmeSh { home, config_home, write_config, state_dir, dry_run, trust_home_owner, replace_account } = cmd;
     let home = match home.strip_prefix("~/") {
         Some(rest) => PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(rest),
         None => PathBuf::from(home),
     };
     let config_home = config_home.unwrap_or_else(|| home.clone());
-    let plan = acmesh::plan(&home, &config_home, &state_dir).map_err(Failure::Config)?;
+    let plan = acmesh::plan(&acmesh::Options { home: &home, config_home: &config_home, state_dir: &state_dir }).map_err(Failure::Config)?;
+    if let Some(refusal) = plan.refusal(&home) {
+        if !trust_home_owner {
+            return Err(Failure::Config(refusal));
+        }
+        for why in &plan.untrusted {
+            println!("trusted on --trust-home-owner: {why}");
+        }
+    }
+    if let Some(a) = &plan.account {
+        let same = acmesh::check_account(&state_dir, a, replace_account).map_err(Failure::Failed)?;
+        if same {
+            println!("{} already holds the ACME account {}", state_dir.display(), a.account_url.as_deref().unwrap_or_default());
+        }
+    }
     let mut problems = plan.notes.clone();
     if dry_run {
         println!("# dry run: nothing is written. The regcert config would be:\n{}", plan.shown_config());
-        for a in &plan.accounts {
+        if let Some(a) = &plan.account {
             println!("# would adopt the ACME account {} for {}", a.account_url.as_deref().unwrap_or("(no ACCOUNT_URL)"), a.directory);
         }
     } else {
-        for a in &plan.accounts {
+        if let Some(path) = write_config.as_ref().filter(|p| p.exists()) {
+            return Err(Failure::Failed(format!(
+                "{} exists; choose another --write-config path (nothing was overwritten)",
+                path.display()
+            )));
+        }
+        if let Some(a) = &plan.account {
             match acmesh::adopt_account(&state_dir, a) {
                 Ok(done) => println!("{done}"),
                 Err(e) => problems.push(e),
             }
         }
         match &write_config {
-            Some(path) if path.exists() => {
-                return Err(Failure::Failed(format!(
-                    "{} exists; choose another --write-config path (nothing was overwritten)",
-                    path.display()
-                )));
-            }
             Some(path) => {
                 crate::fsutil::write_atomic(path, plan.config.as_bytes(), crate::fsutil::FileSpec { mode: 0o640, uid: None, gid: None })
                     .map_err(|e| Failure::Failed(format!("cannot write {}: {e}", path.display())))?;

@@ -95,6 +95,29 @@ pub(crate) fn adopt(
     Ok(path)
 }
 
+/// The URL of the account stored for `directory` and its file, if one is stored (so that an
+/// import never replaces it silently).
+pub(crate) fn stored_id(state: &StateDir, directory: &str) -> Result<Option<(String, std::path::PathBuf)>, String> {
+    let path = state.account_path(directory);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => Zeroizing::new(b),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read the stored ACME account {}: {e}", path.display())),
+    };
+    // Only the URL is parsed out: the key is skipped, never copied into an unwiped string.
+    #[derive(Deserialize)]
+    struct Stored {
+        credentials: Id,
+    }
+    #[derive(Deserialize)]
+    struct Id {
+        id: String,
+    }
+    let stored: Stored = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("the stored ACME account {} is corrupt ({e}); move it away first", path.display()))?;
+    Ok(Some((stored.credentials.id, path)))
+}
+
 /// Store an account (0600, atomically); it holds the account's private key.
 fn save(path: &std::path::Path, stored: &StoredAccount) -> Result<(), Error> {
     let write = || -> std::io::Result<()> {

@@ -1,166 +1,382 @@
-//! `regcert import acme.sh` from an acme.sh home built in acme.sh's on-disk format, with an
-//! account that really exists on Pebble: the account is reused (same URL), the installed
-//! certificates are adopted (the first `renew` is a no-op), and settings are carried over.
+//! `regcert import acme.sh` on homes that the real acme.sh (3.1.4) made against Pebble: its
+//! account is reused (same URL), its installed certificates are adopted (the first `renew` is a
+//! no-op) and renewed where acme.sh installed them, with its webroot, its `--ca-bundle` and its
+//! reload command. Homes that others can change are refused; an account regcert already keeps
+//! is never replaced silently.
 
+use crate::common::bind::Bind;
 use crate::common::*;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
-/// Create an ACME account on Pebble the way any client would; returns (account URL, PKCS#8 key PEM).
-fn pebble_account(pebble: &Pebble) -> (String, String) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        let new =
-            instant_acme::NewAccount { contact: &["mailto:ops@example.com"], terms_of_service_agreed: true, only_return_existing: false };
-        let (account, creds) = instant_acme::Account::builder_with_root(&pebble.tls_root)
-            .unwrap()
-            .create(&new, pebble.directory_url.clone(), None)
-            .await
-            .unwrap();
-        let json = serde_json::to_value(&creds).unwrap();
-        use base64::Engine;
-        let der = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(json["key_pkcs8"].as_str().unwrap()).unwrap();
-        let pem =
-            format!("-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n", base64::engine::general_purpose::STANDARD.encode(der));
-        (account.id().to_owned(), pem)
-    })
+/// The real acme.sh, run from a copy in the test's own directory (it is GPL-3.0 and for tests
+/// only: never part of the project). `REGCERT_ACMESH` names the script; by default the machine's
+/// shared copy next to the checkout.
+struct AcmeSh {
+    script: PathBuf,
+    /// `--home`, and `--config-home` when it differs.
+    home: PathBuf,
+    config_home: Option<PathBuf>,
+    server: String,
+    ca_bundle: PathBuf,
 }
 
-fn b64(s: &str) -> String {
-    use base64::Engine;
-    format!("__ACME_BASE64__START_{}__ACME_BASE64__END_", base64::engine::general_purpose::STANDARD.encode(s))
+impl AcmeSh {
+    fn new(root: &Path, pebble: &Pebble, config_home: Option<PathBuf>) -> Self {
+        let source = std::env::var_os("REGCERT_ACMESH")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/acmesh/acme.sh"));
+        assert!(
+            source.is_file(),
+            "the real acme.sh is needed at {} (or set REGCERT_ACMESH): these tests import homes that acme.sh itself wrote",
+            source.display()
+        );
+        let bin = root.join("acmesh-bin");
+        fs::create_dir_all(&bin).unwrap();
+        let script = bin.join("acme.sh");
+        fs::copy(&source, &script).unwrap();
+        // Its DNS API for BIND, where acme.sh looks for it (next to the script).
+        let dnsapi = source.parent().unwrap().join("dnsapi/dns_nsupdate.sh");
+        fs::create_dir_all(bin.join("dnsapi")).unwrap();
+        fs::copy(&dnsapi, bin.join("dnsapi/dns_nsupdate.sh")).unwrap_or_else(|e| panic!("{}: {e}", dnsapi.display()));
+        let home = root.join("acme.sh");
+        AcmeSh { script, home, config_home, server: pebble.directory_url.clone(), ca_bundle: pebble.tls_root.clone() }
+    }
+
+    /// Where acme.sh keeps its state.
+    fn state_home(&self) -> &Path {
+        self.config_home.as_deref().unwrap_or(&self.home)
+    }
+
+    /// Run acme.sh against the test Pebble (trusting Pebble's HTTPS root with `--ca-bundle`);
+    /// its output on failure.
+    fn run(&self, args: &[&str]) {
+        self.run_env(&[], args)
+    }
+
+    fn run_env(&self, env: &[(&str, &str)], args: &[&str]) {
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg(&self.script).arg("--home").arg(&self.home);
+        if let Some(c) = &self.config_home {
+            cmd.arg("--config-home").arg(c);
+        }
+        cmd.args(["--server", &self.server, "--ca-bundle"]).arg(&self.ca_bundle).args(args);
+        // Its HOME is the test's: nothing is written to root's ~/.acme.sh.
+        let out = cmd.env("HOME", self.home.parent().unwrap()).envs(env.iter().copied()).output().unwrap();
+        assert!(
+            out.status.success(),
+            "acme.sh {args:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The ACME account URL acme.sh registered, from its ca.conf (acme.sh drops the port:
+    /// ca/127.0.0.1/dir for https://127.0.0.1:PORT/dir).
+    fn account_url(&self) -> String {
+        let conf = fs::read_to_string(self.state_home().join("ca/127.0.0.1/dir/ca.conf")).unwrap();
+        conf.lines().find_map(|l| l.strip_prefix("ACCOUNT_URL='")?.strip_suffix('\'')).expect("ACCOUNT_URL in ca.conf").to_owned()
+    }
 }
 
-fn write(path: &Path, text: &str) {
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    fs::write(path, text).unwrap();
+fn import(home: &Path, args: &[&str]) -> Run {
+    regcert_bare(&[&["import", "acme.sh", "--home", home.to_str().unwrap()], args].concat())
+}
+
+/// The account URL regcert stored in `state`.
+fn stored_account(state: &Path) -> String {
+    let file = fs::read_dir(state.join("accounts")).unwrap().next().unwrap().unwrap().path();
+    assert_eq!(mode(&file), 0o600);
+    let stored: serde_json::Value = serde_json::from_slice(&fs::read(&file).unwrap()).unwrap();
+    stored["credentials"]["id"].as_str().unwrap().to_owned()
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    fs::read_to_string(path).unwrap_or_default().lines().map(str::to_owned).collect()
 }
 
 #[test]
-fn imports_account_and_certificates_and_renew_is_a_no_op() {
+fn a_home_made_by_acmesh_is_adopted_and_renewed_where_acmesh_installed() {
     let pebble = Pebble::start();
-    // Two certificates as acme.sh would have installed them: ECC and RSA.
-    let issued = Setup::new(
-        &pebble,
-        &[cert("ecc", &["ecc.example.com"], "ecdsa-p256"), cert("rsa", &["rsa.example.com", "www.rsa.example.com"], "rsa-2048")],
-    );
-    assert_eq!(issued.run(&["renew"]).code, 0);
-    let (account_url, key_pkcs8) = pebble_account(&pebble);
+    let root = tempfile::tempdir().unwrap();
+    let webroot = root.path().join("www");
+    fs::create_dir_all(&webroot).unwrap();
+    let _web = StaticServer::start(&webroot, pebble.http_port);
+    let acme = AcmeSh::new(root.path(), &pebble, None);
+    let reloads = root.path().join("reloads.log");
+    let install = |name: &str| root.path().join("install").join(name);
 
-    // ~/.acme.sh in acme.sh's format.
-    let home = issued.root.path().join("acme.sh");
-    let host_path = pebble.directory_url.trim_start_matches("https://");
-    let ca_dir = home.join("ca").join(host_path);
-    let p8 = issued.root.path().join("account.p8.pem");
-    fs::write(&p8, key_pkcs8).unwrap();
-    fs::create_dir_all(&ca_dir).unwrap();
-    openssl(&["ec", "-in", p8.to_str().unwrap(), "-out", ca_dir.join("account.key").to_str().unwrap()]); // SEC1, like acme.sh
-    write(&ca_dir.join("ca.conf"), &format!("ACCOUNT_URL='{account_url}'\nCA_EMAIL='ops@example.com'\nCA_KEY_HASH='abc'\n"));
-    write(&ca_dir.join("account.json"), "{\"status\":\"valid\"}");
-    let tsig = issued.root.path().join("nsupdate.key");
-    fs::write(&tsig, crate::common::bind::tsig_key("acme-sh")).unwrap();
-    write(
-        &home.join("account.conf"),
-        &format!(
-            "LOG_FILE='/root/.acme.sh/acme.sh.log'\nAUTO_UPGRADE='1'\nACCOUNT_EMAIL='ops@example.com'\nSAVED_NSUPDATE_SERVER='127.0.0.1'\nSAVED_NSUPDATE_SERVER_PORT='5353'\nSAVED_NSUPDATE_KEY='{}'\nSAVED_NSUPDATE_ZONE='example.com'\nDEFAULT_ACME_SERVER='{}'\n",
-            tsig.display(),
-            pebble.directory_url
-        ),
-    );
-    let conf = |domain: &str, alt: &str, webroot: &str, keylen: &str, install: &Path, reload: &str| {
-        format!(
-            "Le_Domain='{domain}'\nLe_Alt='{alt}'\nLe_Webroot='{webroot}'\nLe_PreHook=''\nLe_PostHook=''\nLe_RenewHook=''\nLe_API='{api}'\nLe_Keylength='{keylen}'\n\
-             Le_CertCreateTime='1700000000'\nLe_NextRenewTime='1900000000'\nLe_RealCertPath=''\nLe_RealCACertPath=''\nLe_RealKeyPath='{key}'\nLe_ReloadCmd='{reload}'\nLe_RealFullChainPath='{chain}'\n",
-            api = pebble.directory_url,
-            key = install.join("domain.key").display(),
-            chain = install.join("domain.crt").display(),
-            reload = b64(reload)
-        )
-    };
-    write(
-        &home.join("ecc.example.com_ecc/ecc.example.com.conf"),
-        &conf("ecc.example.com", "no", "no", "ec-256", &issued.install_dir("ecc"), "docker restart registry"),
-    );
-    write(
-        &home.join("rsa.example.com/rsa.example.com.conf"),
-        &conf("rsa.example.com", "www.rsa.example.com", "dns_nsupdate", "", &issued.install_dir("rsa"), "systemctl reload nginx"),
-    );
+    // acme.sh issues an ECC and an RSA certificate over webroot HTTP-01 and installs them
+    // with a reload command, as its users do; the RSA one renews 30 days after issuance.
+    for (name, domains, keylength, more) in [
+        ("ecc", &["ecc.example.com"][..], "ec-256", &[][..]),
+        ("rsa", &["rsa.example.com", "www.rsa.example.com"], "2048", &["--days", "30"]),
+    ] {
+        fs::create_dir_all(install(name)).unwrap();
+        let mut issue = vec!["--issue", "-w", webroot.to_str().unwrap(), "--keylength", keylength];
+        domains.iter().for_each(|d| issue.extend(["-d", d]));
+        issue.extend(more);
+        acme.run(&issue);
+        let (key, chain) = (install(name).join("domain.key"), install(name).join("domain.crt"));
+        let reload = format!("echo {} >> {}", domains[0], reloads.display());
+        let mut install_cert = vec!["--install-cert", "-d", domains[0], "--key-file", key.to_str().unwrap()];
+        install_cert.extend(["--fullchain-file", chain.to_str().unwrap(), "--reloadcmd", &reload]);
+        if keylength.starts_with("ec-") {
+            install_cert.push("--ecc");
+        }
+        acme.run(&install_cert);
+    }
+    assert_eq!(lines(&reloads), ["ecc.example.com", "rsa.example.com"], "acme.sh ran its reload commands");
+    let account_url = acme.account_url();
+    let acmesh_serials = [serial(&install("ecc").join("domain.crt")), serial(&install("rsa").join("domain.crt"))];
 
     // --dry-run changes nothing.
-    let dry_state = issued.root.path().join("dry-state");
-    let import = |state: &Path, more: &[&str]| {
-        let args = [&["import", "acme.sh", "--home", home.to_str().unwrap(), "--state-dir", state.to_str().unwrap()], more].concat();
-        regcert_bare(&args)
-    };
-    let run = import(&dry_state, &["--dry-run"]);
+    let dry_state = root.path().join("dry-state");
+    let run = import(&acme.home, &["--state-dir", dry_state.to_str().unwrap(), "--dry-run"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains("dry run") && run.stdout.contains(&format!("would adopt the ACME account {account_url}")), "{run:?}");
     assert!(!dry_state.exists());
 
-    let state = issued.root.path().join("imported-state");
-    let config = issued.root.path().join("imported.toml");
-    let run = import(&state, &["--write-config", config.to_str().unwrap()]);
+    let state = root.path().join("state");
+    let config = root.path().join("imported.toml");
+    let run = import(&acme.home, &["--state-dir", state.to_str().unwrap(), "--write-config", config.to_str().unwrap()]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains(&format!("adopted the ACME account {account_url}")), "{run:?}");
-    assert!(!run.stdout.contains("could not carry over"), "{run:?}");
+    assert!(!run.stdout.contains("could not carry over"), "everything acme.sh wrote here has a place in regcert: {run:?}");
+    assert_eq!(stored_account(&state), account_url);
     let text = fs::read_to_string(&config).unwrap();
     for want in [
-        "docker = { container = \"registry\", action = \"restart\" }",
-        "command = [\"/bin/sh\", \"-c\", \"systemctl reload nginx\"]",
-        "provider = \"rfc2136\", server = \"127.0.0.1:5353\", zone = \"example.com.\"",
-        "key = \"ecdsa-p256\"",
-        "key = \"rsa-2048\"",
-        "domains = [\"rsa.example.com\", \"www.rsa.example.com\"]",
-        "contact = [\"mailto:ops@example.com\"]",
+        format!("directory = \"{}\"", pebble.directory_url),
+        // acme.sh's --ca-bundle: without it the renewal could not reach the private CA.
+        format!("ca_bundle = \"{}\"", pebble.tls_root.display()),
+        format!("webroot = \"{}\"", webroot.display()),
+        "key = \"ecdsa-p256\"".into(),
+        "key = \"rsa-2048\"".into(),
+        "domains = [\"rsa.example.com\", \"www.rsa.example.com\"]".into(),
+        format!("command = [\"/bin/sh\", \"-c\", \"echo ecc.example.com >> {}\"]", reloads.display()),
+        format!("dir = \"{}\"", install("rsa").display()),
     ] {
-        assert!(text.contains(want), "missing {want:?} in\n{text}");
+        assert!(text.contains(&want), "missing {want:?} in\n{text}");
     }
-    // Pebble's own TLS root and the test's HTTP-01 port are this test bed's, not acme.sh's.
+    // `--days 30`: renewed 29 days after issuance (acme.sh subtracts a day), i.e. that long
+    // before the end of the certificate's lifetime.
+    let (not_before, not_after) = validity(&install("rsa").join("domain.crt"));
     edit_toml(&config, |c| {
-        set(c, "acme.ca_bundle", pebble.tls_root.display().to_string());
-        set(c, "http01.listen", format!("127.0.0.1:{}", pebble.http_port));
+        let before = certificate(c, "rsa.example.com")["renew_before"].as_str().unwrap().to_owned();
+        let before = humantime::parse_duration(&before).unwrap().as_secs();
+        let want = not_after - not_before - 29 * 86_400;
+        assert!(before.abs_diff(want) < 3600, "renew_before {before} s, acme.sh's --days 30 means {want} s");
+        assert!(certificate(c, "ecc.example.com").get("renew_before").is_none(), "no --days: regcert's default");
+    });
+    // This test bed has no registry behind these names: verification (on by default with a
+    // reload) is the one thing turned off.
+    edit_toml(&config, |c| {
+        for name in ["ecc.example.com", "rsa.example.com"] {
+            set(certificate(c, name), "verify.enabled", false);
+        }
     });
 
-    // The current certificates are adopted: nothing is due.
+    // The installed certificates are adopted: nothing is due, nothing is reloaded.
     let run = regcert(&config, &["renew"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains("0 renewed, 2 not due, 0 failed"), "{run:?}");
+    assert_eq!(lines(&reloads).len(), 2);
 
-    // The adopted account is the acme.sh one, and Pebble accepts orders signed with it.
-    let account_file = fs::read_dir(state.join("accounts")).unwrap().next().unwrap().unwrap().path();
-    assert_eq!(mode(&account_file), 0o600);
-    let stored: serde_json::Value = serde_json::from_slice(&fs::read(&account_file).unwrap()).unwrap();
-    assert_eq!(stored["credentials"]["id"], account_url.as_str());
-    edit_toml(&config, |c| {
-        let reload = certificate(c, "ecc.example.com").remove("reload").unwrap();
-        assert_eq!(reload["docker"]["container"].as_str(), Some("registry"), "{reload}");
-    });
-    let run = regcert(&config, &["renew", "--force", "--cert", "ecc.example.com"]);
+    // Renewed by regcert with acme.sh's account, validated through acme.sh's webroot, installed
+    // where acme.sh installed them, and acme.sh's reload command ran.
+    let run = regcert(&config, &["renew", "--force"]);
     assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("2 renewed, 0 not due, 0 failed"), "{run:?}");
     assert!(!run.stderr.contains("ACME account created"), "no new account: {run:?}");
-    let stored: serde_json::Value = serde_json::from_slice(&fs::read(&account_file).unwrap()).unwrap();
-    assert_eq!(stored["credentials"]["id"], account_url.as_str());
-    assert_key_matches(&issued.fullchain("ecc"), &issued.key("ecc"));
+    assert_eq!(stored_account(&state), account_url);
+    for (name, serial_before, key_kind) in [("ecc", &acmesh_serials[0], "id-ecPublicKey"), ("rsa", &acmesh_serials[1], "rsaEncryption")] {
+        let chain = install(name).join("domain.crt");
+        assert_ne!(&serial(&chain), serial_before, "{name} was renewed in place");
+        assert_chain_verifies(&chain, &pebble.issuing_root());
+        assert_key_matches(&chain, &install(name).join("domain.key"));
+        assert!(cert_text(&chain).contains(key_kind), "{name}: the key type acme.sh used");
+    }
+    let mut reloaded = lines(&reloads);
+    reloaded.sort();
+    assert_eq!(reloaded, ["ecc.example.com", "ecc.example.com", "rsa.example.com", "rsa.example.com"]);
+    assert_eq!(fs::read_dir(webroot.join(".well-known/acme-challenge")).unwrap().count(), 0, "tokens removed");
+
+    // An install dir that anyone can write: its reload and install would be someone else's.
+    let mut perms = fs::metadata(install("rsa")).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o777);
+    fs::set_permissions(install("rsa"), perms).unwrap();
+    let other_state = root.path().join("other-state");
+    let other_config = root.path().join("other.toml");
+    let run = import(&acme.home, &["--state-dir", other_state.to_str().unwrap(), "--write-config", other_config.to_str().unwrap()]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains(&format!("{} is writable by everyone", install("rsa").display())), "{run:?}");
+    assert!(run.stderr.contains("--trust-home-owner"), "{run:?}");
+    assert!(!other_state.exists() && !other_config.exists(), "nothing written");
 }
 
 #[test]
-fn unsupported_dns_api_is_reported_with_the_way_forward() {
-    let dir = tempfile::tempdir().unwrap();
-    let home = dir.path().join("acme.sh");
-    let install = dir.path().join("certs");
+fn dns_nsupdate_becomes_rfc2136_and_renews_through_the_same_bind() {
+    let bind = Bind::start();
+    let pebble = Pebble::start_with(PebbleOpts { dns_port: Some(bind.port), ..Default::default() });
+    let root = tempfile::tempdir().unwrap();
+    let acme = AcmeSh::new(root.path(), &pebble, None);
+    let install = root.path().join("install");
     fs::create_dir_all(&install).unwrap();
-    write(&home.join("account.conf"), "ACCOUNT_EMAIL='ops@example.com'\n");
-    write(&home.join("ca/acme-v02.api.letsencrypt.org/directory/account.key"), "not a key\n");
-    write(
-        &home.join("registry.example.com/registry.example.com.conf"),
-        &format!(
-            "Le_Domain='registry.example.com'\nLe_Alt='no'\nLe_Webroot='dns_cf'\nLe_API='https://acme-v02.api.letsencrypt.org/directory'\nLe_Keylength='4096'\nLe_RealKeyPath='{0}/k.pem'\nLe_RealFullChainPath='{0}/c.pem'\n",
-            install.display()
-        ),
+    let reloads = root.path().join("reloads.log");
+    let port = bind.port.to_string();
+    let nsupdate = [
+        ("NSUPDATE_SERVER", "127.0.0.1"),
+        ("NSUPDATE_SERVER_PORT", &port),
+        ("NSUPDATE_KEY", bind.key_file.to_str().unwrap()),
+        ("NSUPDATE_ZONE", "regcert.test"),
+    ];
+    // --dnssleep: acme.sh would otherwise ask public DNS-over-HTTPS resolvers, which this test bed cannot reach.
+    let names = ["-d", "registry.regcert.test", "-d", "*.registry.regcert.test"];
+    acme.run_env(&nsupdate, &[&["--issue", "--dns", "dns_nsupdate", "--dnssleep", "1"][..], &names].concat());
+    let reload = format!("echo reloaded >> {}", reloads.display());
+    let (key, chain) = (install.join("domain.key"), install.join("domain.crt"));
+    acme.run(
+        &["--install-cert", "--ecc", "-d", "registry.regcert.test", "--key-file", key.to_str().unwrap()]
+            .into_iter()
+            .chain(["--fullchain-file", chain.to_str().unwrap(), "--reloadcmd", &reload])
+            .collect::<Vec<_>>(),
     );
-    let run = regcert_bare(&["import", "acme.sh", "--home", home.to_str().unwrap(), "--state-dir", dir.path().join("s").to_str().unwrap()]);
+    let acmesh_serial = serial(&chain);
+
+    let state = root.path().join("state");
+    let config = root.path().join("imported.toml");
+    let run = import(&acme.home, &["--state-dir", state.to_str().unwrap(), "--write-config", config.to_str().unwrap()]);
     assert_eq!(run.code, 0, "{run:?}");
-    assert!(run.stdout.contains("dns_cf is not built into regcert") && run.stdout.contains("/etc/regcert/dns-hook-cf"), "{run:?}");
-    assert!(run.stdout.contains("could not carry over") && run.stdout.contains("has no ACCOUNT_URL"), "{run:?}");
-    assert!(run.stdout.contains("key = \"rsa-4096\""), "{run:?}");
+    assert!(!run.stdout.contains("could not carry over"), "{run:?}");
+    let text = fs::read_to_string(&config).unwrap();
+    let want = format!(
+        "dns = {{ provider = \"rfc2136\", server = \"127.0.0.1:{port}\", zone = \"regcert.test.\", tsig_key = \"{}\" }}",
+        bind.key_file.display()
+    );
+    assert!(text.contains(&want) && text.contains("challenge = \"dns-01\""), "missing {want:?} in\n{text}");
+    assert!(text.contains("domains = [\"registry.regcert.test\", \"*.registry.regcert.test\"]"), "{text}");
+    edit_toml(&config, |c| set(certificate(c, "registry.regcert.test"), "verify.enabled", false));
+
+    let run = regcert(&config, &["renew", "--force"]);
+    assert_eq!(run.code, 0, "{run:?}\n{}", bind.log());
+    assert_ne!(serial(&chain), acmesh_serial);
+    assert_chain_verifies(&chain, &pebble.issuing_root());
+    assert_key_matches(&chain, &key);
+    assert_eq!(lines(&reloads), ["reloaded", "reloaded"], "acme.sh's install, then regcert's");
+    assert!(bind.txt("_acme-challenge.registry.regcert.test.").is_empty(), "records removed");
+}
+
+/// What `acme.sh --install-cronjob` schedules, as a file in /etc/cron.d (removed when dropped).
+struct CronJob(PathBuf);
+
+impl CronJob {
+    fn install(acme: &AcmeSh) -> Self {
+        fs::create_dir_all("/etc/cron.d").unwrap();
+        let path = PathBuf::from(format!("/etc/cron.d/regcert-it-acmesh-{}", std::process::id()));
+        let line = format!(
+            "17 3 * * * root \"{}\" --cron --home \"{}\" --config-home \"{}\" > /dev/null\n",
+            acme.script.display(),
+            acme.home.display(),
+            acme.state_home().display()
+        );
+        fs::write(&path, line).unwrap();
+        CronJob(path)
+    }
+}
+
+impl Drop for CronJob {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn config_home_default_ca_cron_job_and_an_account_already_kept() {
+    let pebble = Pebble::start();
+    let root = tempfile::tempdir().unwrap();
+    // No certificate: the CA comes from `--set-default-ca` (DEFAULT_ACME_SERVER).
+    let acme = AcmeSh::new(root.path(), &pebble, Some(root.path().join("acme-config")));
+    acme.run(&["--register-account", "-m", "ops@example.com"]);
+    // (after the registration: acme.sh creates no missing config home for it)
+    acme.run(&["--set-default-ca"]);
+    let account_url = acme.account_url();
+    let cron = CronJob::install(&acme);
+
+    let state = root.path().join("state");
+    let config = root.path().join("imported.toml");
+    let config_home = acme.state_home().to_str().unwrap();
+    let args = ["--config-home", config_home, "--state-dir", state.to_str().unwrap()];
+    let run = import(&acme.home, &[&args[..], &["--write-config", config.to_str().unwrap()]].concat());
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains(&format!("adopted the ACME account {account_url}")), "{run:?}");
+    assert_eq!(stored_account(&state), account_url);
+    let text = fs::read_to_string(&config).unwrap();
+    assert!(text.contains(&format!("directory = \"{}\"", pebble.directory_url)), "{text}");
+    assert!(text.contains("contact = [\"mailto:ops@example.com\"]"), "{text}");
+    assert!(
+        run.stdout.contains(&format!("acme.sh still renews from cron: {}", cron.0.display()))
+            && run.stdout.contains("acme.sh --uninstall-cronjob"),
+        "{run:?}"
+    );
+    drop(cron);
+    let run = import(&acme.home, &[&args[..], &["--dry-run"]].concat());
+    assert!(run.stdout.contains("no acme.sh cron job found"), "{run:?}");
+
+    // The same account again: nothing to replace.
+    assert!(run.stdout.contains(&format!("already holds the ACME account {account_url}")), "{run:?}");
+
+    // Another acme.sh account for the same CA is not put over the one regcert keeps …
+    let other = AcmeSh::new(&root.path().join("other"), &pebble, Some(root.path().join("other/acme-config")));
+    other.run(&["--register-account", "-m", "other@example.com"]);
+    other.run(&["--set-default-ca"]);
+    let other_url = other.account_url();
+    assert_ne!(other_url, account_url);
+    let other_args = ["--config-home", other.state_home().to_str().unwrap(), "--state-dir", state.to_str().unwrap()];
+    let run = import(&other.home, &other_args);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains(&format!("already holds another ACME account for {}", pebble.directory_url)), "{run:?}");
+    assert!(run.stderr.contains("--replace-account"), "{run:?}");
+    assert_eq!(stored_account(&state), account_url);
+    // … unless asked to.
+    let run = import(&other.home, &[&other_args[..], &["--replace-account"]].concat());
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(stored_account(&state), other_url);
+}
+
+#[test]
+fn a_home_others_can_change_is_refused_unless_trusted() {
+    let pebble = Pebble::start();
+    let root = tempfile::tempdir().unwrap();
+    let acme = AcmeSh::new(root.path(), &pebble, None);
+    acme.run(&["--register-account", "-m", "ops@example.com"]);
+    // (after the registration: acme.sh creates no missing config home for it)
+    acme.run(&["--set-default-ca"]);
+    let home = acme.home.to_str().unwrap();
+    let state = root.path().join("state");
+
+    // Another user's home: its files would become commands that regcert runs.
+    let out = Command::new(tool("chown")).args(["-R", "nobody", home]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let run = import(&acme.home, &["--state-dir", state.to_str().unwrap()]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains(&format!("refusing to import {home}")) && run.stderr.contains(&format!("{home} belongs to uid")),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("--trust-home-owner"), "{run:?}");
+    assert!(!state.exists(), "nothing written");
+    let run = import(&acme.home, &["--state-dir", state.to_str().unwrap(), "--trust-home-owner"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("trusted on --trust-home-owner") && run.stdout.contains("adopted the ACME account"), "{run:?}");
+
+    // A loop of links where the account key should be: reported, never followed.
+    let key = acme.home.join("ca/127.0.0.1/dir/account.key");
+    fs::remove_file(&key).unwrap();
+    std::os::unix::fs::symlink(&key, &key).unwrap();
+    let out = Command::new(tool("chown")).args(["-R", "root", home]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let run = import(&acme.home, &["--state-dir", root.path().join("state2").to_str().unwrap()]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains(&format!("{} leads into a loop of symbolic links", key.display())), "{run:?}");
 }

@@ -207,28 +207,10 @@ fn webroot_mode_serves_tokens_through_an_existing_web_server() {
     let s = Setup::new(&pebble, &[cert("registry", &["registry.example.com"], "ecdsa-p256")]);
     let webroot = s.root.path().join("www");
     fs::create_dir_all(&webroot).unwrap();
-    let mut server = std::process::Command::new(tool("python3"))
-        .args(["-m", "http.server", "--bind", "127.0.0.1", &pebble.http_port.to_string(), "--directory"])
-        .arg(&webroot)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", pebble.http_port)).is_err() {
-        if let Some(status) = server.try_wait().unwrap() {
-            panic!("python3 -m http.server exited ({status})");
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = server.kill();
-            panic!("python3 -m http.server did not listen on {} within 20 s", pebble.http_port);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let server = StaticServer::start(&webroot, pebble.http_port);
     s.edit(|c| set(c, "http01", toml! { webroot = (webroot.display().to_string()) }));
     let run = s.run(&["renew"]);
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     assert_eq!(run.code, 0, "{run:?}");
     assert_chain_verifies(&s.fullchain("registry"), &pebble.issuing_root());
     let left = fs::read_dir(webroot.join(".well-known/acme-challenge")).unwrap().count();

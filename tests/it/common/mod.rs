@@ -448,6 +448,41 @@ impl Setup {
     }
 }
 
+/// A static web server (`python3 -m http.server`) serving `dir` on 127.0.0.1:`port`: the web
+/// server that already owns the HTTP-01 port in webroot mode. Stopped when dropped.
+pub struct StaticServer(Child);
+
+impl StaticServer {
+    pub fn start(dir: &Path, port: u16) -> Self {
+        let mut server = Command::new(tool("python3"))
+            .args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string(), "--directory"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = server.try_wait().unwrap() {
+                panic!("python3 -m http.server exited ({status})");
+            }
+            if Instant::now() > deadline {
+                let _ = server.kill();
+                panic!("python3 -m http.server did not listen on {port} within 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        StaticServer(server)
+    }
+}
+
+impl Drop for StaticServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub struct Run {
     pub code: i32,
     pub stdout: String,
