@@ -409,6 +409,30 @@ mod tests {
     }
 
     #[test]
+    fn an_undo_that_fails_is_reported_and_left_to_the_next_run() {
+        let f = fixture();
+        let (a, b, c) = (f.ca.pair(30), f.ca.pair(60), f.ca.pair(90));
+        install(&f.state, &f.cert, &matched(&a), &[]).unwrap();
+        install(&f.state, &f.cert, &matched(&b), &[]).unwrap();
+        finish(&f.state, &f.cert);
+        // The fullchain is rewritten in place (a single-file bind mount) and that fails; what
+        // was there cannot be put back (it was no regular file): only a hand-made state gets here.
+        let chain = f.cert.install.fullchain_path();
+        fs::remove_file(&chain).unwrap();
+        fs::create_dir(&chain).unwrap();
+        let e = install(&f.state, &f.cert, &matched(&c), std::slice::from_ref(&chain)).unwrap_err();
+        assert!(e.contains("; putting the installed pair back failed too ("), "{e}");
+        assert!(e.ends_with("): the next run puts the known-good pair back"), "{e}");
+        assert_eq!(fs::read(f.cert.install.key_path()).unwrap(), b.1.as_bytes(), "the key was put back");
+        assert!(interrupted(&f.state, "r"), "the journal stays for the next run");
+        // The next run: the known-good pair (`a`, kept when `b` was installed) goes back once
+        // the fullchain can be written again.
+        fs::remove_dir(&chain).unwrap();
+        recover(&f.state, &f.cert, &[]).unwrap();
+        assert_eq!(f.installed(), bytes(&a));
+    }
+
+    #[test]
     fn in_place_files_keep_their_inode_through_install_and_recovery() {
         let f = fixture();
         let (a, b) = (f.ca.pair(30), f.ca.pair(60));
