@@ -67,9 +67,9 @@ impl Rng {
 }
 
 /// `regcert renew --force` in a process group of its own, killed with SIGKILL (the whole group,
-/// its reload command included, like a power cut) after `delay`. Returns true if it had
+/// its reload command included, like a power cut) once `until` says so. Returns true if it had
 /// finished before.
-fn kill_renew_after(s: &Setup, delay: Duration) -> bool {
+fn kill_renew_when(s: &Setup, mut until: impl FnMut() -> bool) -> bool {
     let mut child = Command::new(env!("CARGO_BIN_EXE_regcert"))
         .arg("--config")
         .arg(&s.config)
@@ -81,12 +81,22 @@ fn kill_renew_after(s: &Setup, delay: Duration) -> bool {
         .process_group(0)
         .spawn()
         .unwrap();
-    std::thread::sleep(delay);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !until() {
+        assert!(Instant::now() < deadline, "the moment to kill regcert never came");
+        std::thread::sleep(Duration::from_millis(2));
+    }
     let finished = child.try_wait().unwrap().is_some();
     // SAFETY: kill(2) on the process group of the child we started; no memory is involved.
     unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
     child.wait().unwrap();
     finished
+}
+
+/// The same, killed after `delay`.
+fn kill_renew_after(s: &Setup, delay: Duration) -> bool {
+    let kill_at = Instant::now() + delay;
+    kill_renew_when(s, || Instant::now() >= kill_at)
 }
 
 /// How long a complete `renew --force` takes here (the kills are spread over it).
@@ -179,6 +189,32 @@ fn sigkill_during_acme_renewals_against_pebble() {
     assert_eq!(run.code, 0, "{run:?}");
     let (_, journaled) = kill_at_many_moments(&s, &pebble.issuing_root(), &reloads, 8);
     assert!(journaled >= 1, "no kill landed in an install or its delivery");
+}
+
+#[test]
+fn a_renewal_killed_mid_reload_is_delivered_again_by_the_service() {
+    let s = ca_setup(toml! { subject = "CN=Crash Test CA" }, toml! { domains = ["registry.corp.lan"] });
+    let reloads = with_slow_reload(&s);
+    for args in [&["ca", "init", "internal"][..], &["renew"]] {
+        let run = s.run(args);
+        assert_eq!(run.code, 0, "{args:?}: {run:?}");
+    }
+    let root = s.root.path().join("root.pem");
+    fs::write(&root, s.run(&["ca", "export", "internal"]).stdout).unwrap();
+    let before = sha256_hex(&s.fullchain("registry"));
+    // Killed exactly while the registry loads the new pair.
+    assert!(!kill_renew_when(&s, || last_reload(&reloads) == "start"));
+    assert!(s.state().join("certs/registry/installing.json").exists());
+    let issued_by_the_dead_run = fs::read(s.state().join("certs/registry/fullchain.pem")).unwrap();
+
+    // The service's first check finds the journal, installs the kept certificate and reloads.
+    let mut daemon = Daemon::start(&s.config);
+    daemon.wait_for_log("1 renewed, 0 failed", 1, Duration::from_secs(30));
+    let log = daemon.log_text();
+    assert!(log.contains("an earlier install was interrupted"), "{log}");
+    assert_consistent(&s, &root, &reloads, "after the service's check");
+    assert_ne!(sha256_hex(&s.fullchain("registry")), before);
+    assert_eq!(fs::read(s.fullchain("registry")).unwrap(), issued_by_the_dead_run, "the dead run's certificate, not a new one");
 }
 
 /// A mount over an install dir, undone when dropped (also when the test fails).
