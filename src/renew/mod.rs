@@ -164,10 +164,11 @@ impl<'a> Renewer<'a> {
             });
         }
         // A run that died mid-install: the install dir gets a matching pair again first.
-        if install::interrupted(self.state, &cert.name) {
+        let interrupted = install::interrupted(self.state, &cert.name);
+        if interrupted {
             install::recover(self.state, cert, &reload.in_place)?;
         }
-        let stored = (!self.opts.force).then(|| self.stored_replacement(cert)).flatten();
+        let stored = (!self.opts.force).then(|| self.stored_replacement(cert, interrupted)).flatten();
         let from_store = stored.is_some();
         let issued = match stored {
             Some(issued) => issued,
@@ -211,12 +212,14 @@ impl<'a> Renewer<'a> {
     }
 
     /// A certificate issued earlier but never installed (say, the install dir was read-only)
-    /// is installed instead of ordering again, as long as the policy would keep it.
-    fn stored_replacement(&self, cert: &CertificateConfig) -> Option<Issued> {
+    /// is installed instead of ordering again, as long as the policy would keep it. After an
+    /// interrupted install it is delivered again even when it is what is installed (a first
+    /// install, with no known-good pair to put back, killed before its reload).
+    fn stored_replacement(&self, cert: &CertificateConfig, interrupted: bool) -> Option<Issued> {
         let stored = self.state.load_issued(&cert.name)?;
         let pair = inspect_pair(stored.fullchain_pem().as_bytes(), Some(&stored.key_pem)).ok()?;
         let installed = install::read_installed(&cert.install).ok().flatten();
-        if installed.is_some_and(|i| i.leaf.sha256 == pair.leaf.sha256) {
+        if !interrupted && installed.is_some_and(|i| i.leaf.sha256 == pair.leaf.sha256) {
             return None;
         }
         // Kept from another CA (staging before production, say): not what the config wants now.

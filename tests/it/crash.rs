@@ -217,6 +217,29 @@ fn a_renewal_killed_mid_reload_is_delivered_again_by_the_service() {
     assert_eq!(fs::read(s.fullchain("registry")).unwrap(), issued_by_the_dead_run, "the dead run's certificate, not a new one");
 }
 
+#[test]
+fn a_first_install_killed_mid_reload_is_delivered_without_a_new_certificate() {
+    let s = ca_setup(toml! { subject = "CN=Crash Test CA" }, toml! { domains = ["registry.corp.lan"] });
+    let reloads = with_slow_reload(&s);
+    let run = s.run(&["ca", "init", "internal"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let root = s.root.path().join("root.pem");
+    fs::write(&root, s.run(&["ca", "export", "internal"]).stdout).unwrap();
+    // No known-good pair to put back: the dead run's pair is installed, but never loaded.
+    assert!(!kill_renew_when(&s, || last_reload(&reloads) == "start"));
+    let issued = fs::read(s.state().join("certs/registry/fullchain.pem")).unwrap();
+    assert_eq!(fs::read(s.fullchain("registry")).unwrap(), issued);
+
+    let run = s.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains("installed the certificate already issued and kept in state_dir (an earlier install was interrupted"),
+        "{run:?}"
+    );
+    assert_eq!(fs::read(s.fullchain("registry")).unwrap(), issued, "the same certificate, delivered again");
+    assert_consistent(&s, &root, &reloads, "after the repair");
+}
+
 /// A mount over an install dir, undone when dropped (also when the test fails).
 struct Mount(PathBuf);
 
