@@ -537,6 +537,7 @@ fn renew(config: &Config, names: &[String], opts: RenewOptions) -> CmdResult {
     let certs = config.select(names).map_err(Failure::Config)?;
     let state = StateDir::open(&config.state_dir).map_err(Failure::Failed)?;
     let _lock = state.lock("regcert renew").map_err(|e| Failure::Failed(e.to_string()))?;
+    renew::tidy(&state, certs.iter().copied());
 
     let issuers = Issuers::from_config(config, &state);
     let plan = renew::plan(&state, &issuers, &certs, opts, SystemTime::now());

@@ -251,6 +251,7 @@ async fn run_check(daemon: Arc<Daemon>) {
             return;
         }
     };
+    crate::renew::tidy(&daemon.state, &config.certificates);
     let mut schedules = daemon.schedules.lock().await;
     let summary = check(&config, &daemon.state, &mut schedules).await;
     drop(schedules);

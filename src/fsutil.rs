@@ -27,9 +27,21 @@ impl FileSpec {
 /// Write `data` to `path` atomically: temp file in the same directory (created 0600), owner and
 /// mode set on the temp file, fsync, rename over `path`, fsync the directory.
 pub fn write_atomic(path: &Path, data: &[u8], spec: FileSpec) -> io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    stage(path, data, spec)?.commit()
+}
+
+/// A file written and synced next to its final name, not yet renamed over it: everything that
+/// can fail for lack of space or permission has happened. Dropped without [`Staged::commit`],
+/// the temp file is removed.
+pub struct Staged {
+    tmp: tempfile::NamedTempFile,
+    path: std::path::PathBuf,
+}
+
+/// The first half of [`write_atomic`]: the temp file, complete and synced.
+pub fn stage(path: &Path, data: &[u8], spec: FileSpec) -> io::Result<Staged> {
     // tempfile creates with O_EXCL and mode 0600, so key bytes are private from the first write.
-    let mut tmp = tempfile::Builder::new().prefix(TEMP_PREFIX).tempfile_in(dir)?;
+    let mut tmp = tempfile::Builder::new().prefix(TEMP_PREFIX).tempfile_in(parent_dir(path))?;
     tmp.write_all(data)?;
     let file = tmp.as_file();
     if spec.uid.is_some() || spec.gid.is_some() {
@@ -37,8 +49,20 @@ pub fn write_atomic(path: &Path, data: &[u8], spec: FileSpec) -> io::Result<()> 
     }
     file.set_permissions(fs::Permissions::from_mode(spec.mode))?;
     file.sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    sync_dir(dir)
+    Ok(Staged { tmp, path: path.to_owned() })
+}
+
+impl Staged {
+    /// Rename the temp file over the final name, and sync the directory.
+    pub fn commit(self) -> io::Result<()> {
+        let Staged { tmp, path } = self;
+        tmp.persist(&path).map_err(|e| e.error)?;
+        sync_dir(parent_dir(&path))
+    }
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 
 /// Overwrite an existing file's contents in place, keeping its inode.
@@ -149,8 +173,44 @@ pub fn check_writable_dir(dir: &Path) -> Result<(), String> {
         Ok(_) => {}
     }
     tempfile::Builder::new().prefix(TEMP_PREFIX).tempfile_in(dir).map(drop).map_err(|e| {
-        format!("{} is not writable by this user: {e} (run regcert as a user that may write there, or fix its permissions)", dir.display())
+        let e = os_error(&e);
+        match e.raw_os_error() {
+            Some(libc::EROFS | libc::ENOSPC | libc::EDQUOT) => {
+                format!("{} is not writable: {e} ({})", dir.display(), write_advice(dir, &e))
+            }
+            _ => format!(
+                "{} is not writable by this user: {e} (run regcert as a user that may write there, or fix its permissions)",
+                dir.display()
+            ),
+        }
     })
+}
+
+/// The operating system's error behind `e`: tempfile wraps it with the temp file's name (which
+/// says nothing to an operator), keeping only its kind.
+pub fn os_error(e: &io::Error) -> io::Error {
+    use io::ErrorKind::*;
+    let errno = e.raw_os_error().or(match e.kind() {
+        ReadOnlyFilesystem => Some(libc::EROFS),
+        StorageFull => Some(libc::ENOSPC),
+        QuotaExceeded => Some(libc::EDQUOT),
+        PermissionDenied => Some(libc::EACCES),
+        _ => None,
+    });
+    errno.map_or_else(|| io::Error::new(e.kind(), e.to_string()), io::Error::from_raw_os_error)
+}
+
+/// What to do when a write into `dir` failed with `e`, for the failures the host causes.
+pub fn write_advice(dir: &Path, e: &io::Error) -> String {
+    let dir = dir.display();
+    match os_error(e).raw_os_error() {
+        Some(libc::EROFS) => format!("{dir} is on a read-only filesystem: remount it read-write, then run regcert again"),
+        Some(libc::ENOSPC | libc::EDQUOT) => format!("the filesystem of {dir} is full: free space there, then run regcert again"),
+        Some(libc::EACCES | libc::EPERM) => {
+            format!("this user may not write in {dir}: run regcert as a user that may, or fix its permissions")
+        }
+        _ => format!("check {dir} and its permissions"),
+    }
 }
 
 pub fn lookup_user(name: &str) -> Option<u32> {

@@ -25,6 +25,7 @@ pub(crate) mod keys;
 pub(crate) mod metrics;
 pub(crate) mod notify;
 pub(crate) mod obtain;
+pub(crate) mod pair;
 pub(crate) mod policy;
 pub(crate) mod reload;
 pub(crate) mod renew;

@@ -34,6 +34,9 @@ pub enum Reason {
         from: String,
         to: String,
     },
+    /// A run died during an install or before its reload and verification were over (its
+    /// journal is still there): installed and delivered again.
+    Interrupted,
 }
 
 impl fmt::Display for Reason {
@@ -48,6 +51,7 @@ impl fmt::Display for Reason {
             Reason::IncompleteChain => write!(f, "installed fullchain has no intermediate (incomplete chain)"),
             Reason::Expiring { days_left } => write!(f, "{days_left} days left"),
             Reason::IssuerChanged { from, to } => write!(f, "installed certificate was issued by {from}, the configured issuer is {to}"),
+            Reason::Interrupted => write!(f, "an earlier install was interrupted before it was reloaded and verified"),
             Reason::RenewalWindow { start, end } => {
                 write!(f, "inside the CA's renewal window {} – {}", crate::certinfo::fmt_time(*start), crate::certinfo::fmt_time(*end))
             }

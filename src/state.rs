@@ -9,7 +9,8 @@
 //!   daemon.json                         `regcert run`: pid, schedule, last and next check
 //!   accounts/<hash of directory>.json   ACME account credentials (0600)
 //!   certs/<name>/cert.pem chain.pem fullchain.pem privkey.pem meta.json   last issued
-//!   certs/<name>/previous/fullchain.pem privkey.pem                      last replaced install
+//!   certs/<name>/previous/fullchain.pem privkey.pem                      the last known-good pair
+//!   certs/<name>/installing.json        journal of an install in progress (left by a killed run)
 //!   certs/<name>/schedule.json          what the daemon remembers: backoff, last result, ARI
 //!   ca/<name>/root.crt root.key         a private CA (see obtain::local_ca)
 //!   ca/<name>/intermediate.crt intermediate.key offline/root.key   … a two-level one
@@ -143,8 +144,31 @@ impl StateDir {
         self.root.join("certs").join(name)
     }
 
+    /// The last known-good pair (see `pair`): the pair a rollback puts back.
     pub fn previous_dir(&self, name: &str) -> PathBuf {
         self.cert_dir(name).join("previous")
+    }
+
+    /// The journal of an install in progress (see `install`).
+    pub fn install_journal_path(&self, name: &str) -> PathBuf {
+        self.cert_dir(name).join("installing.json")
+    }
+
+    /// Remove the temp files a killed regcert left anywhere in state_dir (they may hold key
+    /// material). Only with the lock held: another process's temp files are its work in progress.
+    pub fn remove_stale_temps(&self) {
+        fn sweep(dir: &Path, depth: u8) {
+            crate::fsutil::remove_stale_temps(dir);
+            let Ok(entries) = fs::read_dir(dir) else { return };
+            for e in entries.flatten() {
+                // file_type() does not follow links: state_dir's own directories only.
+                if depth > 0 && e.file_type().is_ok_and(|t| t.is_dir()) {
+                    sweep(&e.path(), depth - 1);
+                }
+            }
+        }
+        // certs/<name>/previous and ca/<name>/offline are the deepest.
+        sweep(&self.root, 3);
     }
 
     /// Keep newly issued material, so that a failed install never costs a second issuance.

@@ -8,10 +8,9 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use crate::certinfo::fmt_time;
 use crate::config::CertificateConfig;
-use crate::install::{self, inspect_pair};
 use crate::state::StateDir;
+use crate::{install, pair};
 use crate::{reload, verify};
 
 /// The registry a certificate is delivered to.
@@ -62,6 +61,9 @@ pub(crate) struct Rollback<'a> {
     pub enabled: bool,
     /// Installed files rewritten in place (single-file bind mounts).
     pub in_place: &'a [PathBuf],
+    /// Why the pair the install replaced did not become the known-good pair (for the message
+    /// when there is none to restore).
+    pub unkept: Option<String>,
 }
 
 /// Reload and verify after an install; on failure, roll back when configured.
@@ -86,30 +88,25 @@ pub(crate) async fn deliver(registry: &impl Registry, rollback: &Rollback<'_>, s
     roll_back(registry, rollback, error).await
 }
 
-/// Put the previous pair back, reload again, and check that it is served again.
+/// Put the known-good pair back, reload again, and check that it is served again.
 async fn roll_back(registry: &impl Registry, rb: &Rollback<'_>, error: String) -> Result<Option<String>, Undelivered> {
-    let Some(previous) = install::previous_pair(rb.state, rb.cert) else {
-        return Err(Undelivered::Failed(format!("{error}; there is no previous pair to restore, so the new one stays installed")));
-    };
-    let old = match inspect_pair(&previous.0, std::str::from_utf8(&previous.1).ok()) {
-        Ok(old) if old.leaf.remaining(SystemTime::now()).is_zero() => {
+    let old = match pair::load_known_good(rb.state, &rb.cert.name, SystemTime::now()) {
+        Ok(Some(old)) => old,
+        Ok(None) => {
+            let why = rb.unkept.as_ref().map(|why| format!(" (the pair it replaced is not one: {why})")).unwrap_or_default();
+            return Err(Undelivered::Failed(format!("{error}; there is no previous pair to restore{why}, so the new one stays installed")));
+        }
+        Err(why) => {
+            let dir = rb.state.previous_dir(&rb.cert.name);
             return Err(Undelivered::Failed(format!(
-                "{error}; the previous certificate expired on {}, so the new one stays installed",
-                fmt_time(old.leaf.not_after)
+                "{error}; the previous pair kept in {} is not restored ({why}), so the new one stays installed",
+                dir.display()
             )));
         }
-        Ok(old) if !old.key_matches => {
-            return Err(Undelivered::Failed(format!(
-                "{error}; the previous key does not belong to the previous certificate, so the new pair stays installed"
-            )));
-        }
-        Ok(old) => old,
-        Err(e) => return Err(Undelivered::Failed(format!("{error}; the previous pair is unusable ({e}), so the new one stays installed"))),
     };
-    install::restore_previous(rb.cert, &previous, rb.in_place)
-        .map_err(|e| Undelivered::Failed(format!("{error}; rollback failed: {e}")))?;
-    let serial = &old.leaf.serial;
-    let restored = match (registry.reload().await, registry.verify(&old.leaf.sha256).await) {
+    install::restore(rb.cert, &old, rb.in_place).map_err(|e| Undelivered::Failed(format!("{error}; rollback failed: {e}")))?;
+    let serial = &old.leaf().serial;
+    let restored = match (registry.reload().await, registry.verify(&old.leaf().sha256).await) {
         (Err(e), _) => format!("the previous certificate (serial {serial}) is installed again, but reloading failed too: {e}"),
         (Ok(()), Some(Err(problems))) => {
             format!("the previous certificate (serial {serial}) is installed again, but it is not served correctly either: {problems}")
@@ -126,6 +123,7 @@ mod tests {
 
     use super::*;
     use crate::fsutil::{FileSpec, create_private_dir, write_atomic};
+    use crate::pair::tests::TestCa;
 
     /// A registry that answers from a script and remembers what it was asked.
     struct Scripted {
@@ -151,14 +149,10 @@ mod tests {
         }
     }
 
-    /// A self-signed pair valid for `days` (negative: expired), as PEM.
+    /// Test pairs, all from one CA (root → intermediate → leaf).
     fn pair(days: i64) -> (String, String) {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(vec!["r.example".to_owned()]).unwrap();
-        let now = ::time::OffsetDateTime::now_utc();
-        params.not_before = now - ::time::Duration::days(100);
-        params.not_after = now + ::time::Duration::days(days);
-        (params.self_signed(&key).unwrap().pem(), key.serialize_pem())
+        thread_local!(static CA: TestCa = TestCa::new());
+        CA.with(|ca| ca.pair(days))
     }
 
     struct Fixture {
@@ -195,7 +189,11 @@ mod tests {
     }
 
     fn run(f: &Fixture, registry: &Scripted, enabled: bool) -> Result<Option<String>, Undelivered> {
-        let rb = Rollback { state: &f.state, cert: &f.cert, enabled, in_place: &[] };
+        run_unkept(f, registry, enabled, None)
+    }
+
+    fn run_unkept(f: &Fixture, registry: &Scripted, enabled: bool, unkept: Option<String>) -> Result<Option<String>, Undelivered> {
+        let rb = Rollback { state: &f.state, cert: &f.cert, enabled, in_place: &[], unkept };
         rt().block_on(deliver(registry, &rb, "new-sha"))
     }
 
@@ -241,15 +239,33 @@ mod tests {
         let f = fixture(&new, None);
         let Err(Undelivered::Failed(e)) = run(&f, &failing(), true) else { panic!() };
         assert!(e.ends_with("there is no previous pair to restore, so the new one stays installed"), "{e}");
+        // Why the pair the install replaced was not kept, when it was not.
+        let Err(Undelivered::Failed(e)) = run_unkept(&f, &failing(), true, Some("the certificate expired on 2021-01-01 00:00 UTC".into()))
+        else {
+            panic!()
+        };
+        assert!(
+            e.ends_with("no previous pair to restore (the pair it replaced is not one: the certificate expired on 2021-01-01 00:00 UTC), so the new one stays installed"),
+            "{e}"
+        );
 
         let f = fixture(&new, Some(&pair(-1)));
         let Err(Undelivered::Failed(e)) = run(&f, &failing(), true) else { panic!() };
-        assert!(e.contains("the previous certificate expired on"), "{e}");
+        assert!(e.contains("is not restored (the certificate expired on"), "{e}");
 
+        // Only reachable by editing state_dir by hand: the kept key is not the certificate's.
         let (chain, _) = pair(30);
         let f = fixture(&new, Some(&(chain, pair(30).1)));
         let Err(Undelivered::Failed(e)) = run(&f, &failing(), true) else { panic!() };
-        assert!(e.ends_with("the previous key does not belong to the previous certificate, so the new pair stays installed"), "{e}");
+        assert!(e.ends_with("is not restored (the key does not belong to the certificate), so the new one stays installed"), "{e}");
+        assert_eq!(installed_chain(&f), new.0);
+
+        // A bare leaf kept by hand is not restored either: it would be an incomplete chain.
+        let (chain, key) = pair(30);
+        let leaf = chain.split_inclusive("-----END CERTIFICATE-----\n").next().unwrap().to_owned();
+        let f = fixture(&new, Some(&(leaf, key)));
+        let Err(Undelivered::Failed(e)) = run(&f, &failing(), true) else { panic!() };
+        assert!(e.contains("is not restored (the fullchain has no intermediate (incomplete chain))"), "{e}");
         assert_eq!(installed_chain(&f), new.0);
 
         let f = fixture(&new, Some(&pair(30)));

@@ -13,6 +13,7 @@ pub mod report;
 use std::time::SystemTime;
 
 use futures_util::StreamExt;
+use zeroize::Zeroizing;
 
 pub use report::{CertReport, Error, Outcome, summary};
 
@@ -22,6 +23,7 @@ use crate::install::Installed;
 use crate::install::{self, inspect_pair};
 use crate::keys::LeafKey;
 use crate::obtain::{Issuer, Issuers};
+use crate::pair::MatchedPair;
 use crate::policy::{Decision, Origin, Reason, decide};
 use crate::state::{Issued, StateDir};
 use crate::{reload, trust, verify};
@@ -65,7 +67,20 @@ pub fn decision(
         (Some(installed), Some(configured)) => Some(Origin { installed, configured }),
         _ => None,
     };
+    // A run that died mid-install left its journal: install and deliver again.
+    if !force && install::interrupted(state, &cert.name) {
+        return Decision::Due(Reason::Interrupted);
+    }
     decide(cert, installed.as_ref().map(Option::as_ref).map_err(Clone::clone), origin, now, force)
+}
+
+/// What a killed run may have left, removed before a pass: temp files in state_dir and in the
+/// install dirs of `certs`. Only with the state lock held.
+pub fn tidy<'c>(state: &StateDir, certs: impl IntoIterator<Item = &'c CertificateConfig>) {
+    state.remove_stale_temps();
+    for cert in certs {
+        crate::fsutil::remove_stale_temps(&cert.install.dir);
+    }
 }
 
 /// The reports of a plan in which nothing is due — made without a runtime; `None` when
@@ -148,7 +163,12 @@ impl<'a> Renewer<'a> {
                 how: trial.how,
             });
         }
-        let stored = (!self.opts.force).then(|| self.stored_replacement(cert)).flatten();
+        // A run that died mid-install: the install dir gets a matching pair again first.
+        let interrupted = install::interrupted(self.state, &cert.name);
+        if interrupted {
+            install::recover(self.state, cert, &reload.in_place)?;
+        }
+        let stored = (!self.opts.force).then(|| self.stored_replacement(cert, interrupted)).flatten();
         let from_store = stored.is_some();
         let issued = match stored {
             Some(issued) => issued,
@@ -162,11 +182,18 @@ impl<'a> Renewer<'a> {
                 issued
             }
         };
-        install::install(self.state, cert, issued.fullchain_pem().as_bytes(), issued.key_pem.as_bytes(), &reload.in_place)?;
+        let new =
+            MatchedPair::check(issued.fullchain_pem().into_bytes(), Zeroizing::new(issued.key_pem.as_bytes().to_vec()), SystemTime::now())
+                .map_err(|e| format!("the issued pair is not installed: {e}"))?;
+        let unkept = install::install(self.state, cert, &new, &reload.in_place)?;
         let registry = Live { cert: &cert.name, reload: &reload, verify };
-        let rollback = Rollback { state: self.state, cert, enabled: settings.is_some_and(|s| s.rollback), in_place: &reload.in_place };
+        let enabled = settings.is_some_and(|s| s.rollback);
+        let rollback = Rollback { state: self.state, cert, enabled, in_place: &reload.in_place, unkept };
         let m = issued.meta;
-        match deliver::deliver(&registry, &rollback, &m.sha256).await {
+        let delivered = deliver::deliver(&registry, &rollback, &m.sha256).await;
+        // Whatever came of it, the delivery is over: nothing for the next run to repeat.
+        install::finish(self.state, cert);
+        match delivered {
             Ok(verified) => {
                 trust::sync_docker_clients(cert, issuer)?;
                 Ok(Outcome::Renewed {
@@ -185,12 +212,14 @@ impl<'a> Renewer<'a> {
     }
 
     /// A certificate issued earlier but never installed (say, the install dir was read-only)
-    /// is installed instead of ordering again, as long as the policy would keep it.
-    fn stored_replacement(&self, cert: &CertificateConfig) -> Option<Issued> {
+    /// is installed instead of ordering again, as long as the policy would keep it. After an
+    /// interrupted install it is delivered again even when it is what is installed (a first
+    /// install, with no known-good pair to put back, killed before its reload).
+    fn stored_replacement(&self, cert: &CertificateConfig, interrupted: bool) -> Option<Issued> {
         let stored = self.state.load_issued(&cert.name)?;
         let pair = inspect_pair(stored.fullchain_pem().as_bytes(), Some(&stored.key_pem)).ok()?;
         let installed = install::read_installed(&cert.install).ok().flatten();
-        if installed.is_some_and(|i| i.leaf.sha256 == pair.leaf.sha256) {
+        if !interrupted && installed.is_some_and(|i| i.leaf.sha256 == pair.leaf.sha256) {
             return None;
         }
         // Kept from another CA (staging before production, say): not what the config wants now.

@@ -8,12 +8,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use toml::{Table, Value, toml};
 
-/// A config for one certificate, `registry`, from the private CA "internal" (no ACME anywhere).
-fn ca_setup(ca: Table, cert: Table) -> Setup {
-    let config = toml! { [ca] internal = (Value::from(ca)) };
-    Setup::with_config(config, &[CertSpec::new("registry", toml! { issuer = "ca:internal" }).with(cert)])
-}
-
 /// `regcert ca export internal`, in a file.
 fn export_root(s: &Setup) -> PathBuf {
     let run = s.run(&["ca", "export", "internal"]);

@@ -6,6 +6,7 @@ mod common;
 
 mod ari;
 mod config;
+mod crash;
 mod daemon;
 mod dns01;
 mod hardening;

@@ -385,6 +385,12 @@ pub fn edit_toml(path: &Path, f: impl FnOnce(&mut Table)) {
     std::fs::write(path, toml::to_string(&config).unwrap()).unwrap();
 }
 
+/// A config for one certificate, `registry`, from the private CA "internal" (no ACME anywhere).
+pub fn ca_setup(ca: Table, cert: Table) -> Setup {
+    let config = toml! { [ca] internal = (Value::from(ca)) };
+    Setup::with_config(config, &[CertSpec::new("registry", toml! { issuer = "ca:internal" }).with(cert)])
+}
+
 /// A test setup: state dir, one install dir per certificate, and a config file.
 pub struct Setup {
     pub root: TempDir,
