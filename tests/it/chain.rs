@@ -35,6 +35,8 @@ fn a_misordered_or_wrong_intermediate_from_the_ca_is_refused_before_install() {
         let run = s.run(&["renew", "--force"]);
         assert_eq!(run.code, 1, "{how:?}: {run:?}");
         assert!(run.stdout.contains(message), "{how:?}: {run:?}");
+        let ca = format!("the ACME server {} sent a broken chain, so nothing was installed", front.directory_url);
+        assert!(run.stdout.contains(&ca), "{how:?}: {run:?}");
         assert!(run.stdout.contains("1 failed"), "{how:?}: {run:?}");
         assert_eq!(installed_and_kept(&s), before, "{how:?}: the pair in place and the kept certificate are untouched");
         assert!(!s.state().join("certs/registry/previous").exists(), "{how:?}: nothing was installed, so nothing was backed up");
