@@ -306,9 +306,9 @@ fn concurrency_bounds_the_renewals_at_once_and_a_failing_certificate_blocks_no_o
     let (script, events) = notify_command(&s);
     s.edit(|c| c["notify"].as_array_mut().unwrap().push(toml! { command = [(script.as_str())] }.into()));
     let log = s.root.path().join("reloads.log");
-    // `slowbad` comes first and holds one of the two slots for 4 s before its reload fails; the
+    // `slowbad` comes first and holds one of the two slots for 6 s before its reload fails; the
     // others take 1 s each and go through the other slot meanwhile.
-    for (n, secs, code) in [("slowbad", 4, 3), ("a", 1, 0), ("b", 1, 0), ("c", 1, 0)] {
+    for (n, secs, code) in [("slowbad", 6, 3), ("a", 1, 0), ("b", 1, 0), ("c", 1, 0)] {
         s.edit_cert(n, |c| {
             set(c, "reload", timed_reload(n, &log, secs, code));
             set(c, "verify.enabled", false);
@@ -423,7 +423,7 @@ fn a_check_skips_its_turn_while_regcert_renew_holds_the_lock() {
     let s = private_ca_setup(toml! { [daemon] check = "* * * * * *" }, &["registry"]);
     assert_eq!(s.run(&["renew"]).code, 0);
     let marker = s.root.path().join("reloading");
-    let reload = format!("touch '{}'; sleep 3", marker.display());
+    let reload = format!("touch '{}'; sleep 5", marker.display());
     s.edit_cert("registry", |c| {
         set(c, "reload", toml! { command = [(tool("sh").display().to_string()), "-c", (reload.as_str())] });
         set(c, "verify.enabled", false);
