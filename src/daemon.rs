@@ -29,7 +29,7 @@ use crate::metrics::{self, Metrics};
 use crate::notify::{self, EventKind};
 use crate::obtain::Issuers;
 use crate::policy::{Decision, Reason};
-use crate::renew::{CertReport, Outcome, RenewOptions, Renewer};
+use crate::renew::{CertReport, Error, Outcome, RenewOptions, Renewer};
 use crate::schedule::{AriWindow, Schedule, backoff, is_emergency};
 use crate::state::{LockError, StateDir};
 
@@ -436,7 +436,7 @@ fn record(config: &Config, entry: &mut Entry<'_>, report: &CertReport, now: Syst
             schedule.record_failure(now, report.to_string(), wait);
             let rolled_back = matches!(report.outcome, Outcome::RolledBack { .. });
             m.count_renewal(&cert.name, if rolled_back { "rolled_back" } else { "failure" });
-            if rolled_back {
+            if rolled_back || matches!(report.outcome, Outcome::Failed { error: Error::NotVerified(_), .. }) {
                 m.verify_success.get_or_create(&Metrics::name(&cert.name)).set(0);
             }
             tracing::warn!(

@@ -329,7 +329,12 @@ impl AcmeIssuer {
     /// name, and come with the intermediates that make its chain complete.
     fn check_and_package(&self, cert: &CertificateConfig, key: LeafKey, pem: &str, order_url: &str) -> Result<Issued, Error> {
         let chain = parse_pem_certs(pem.as_bytes()).map_err(|e| Error::Rejected(format!("the CA's certificate download {e}")))?;
-        check_chain_links(&chain).map_err(Error::Rejected)?;
+        check_chain_links(&chain).map_err(|e| {
+            let ca = self.directory();
+            Error::Rejected(format!(
+                "the ACME server {ca} sent a broken chain, so nothing was installed (what is installed stays): {e}; tell the CA's operator"
+            ))
+        })?;
         let leaf = LeafInfo::parse(&chain[0]).map_err(Error::Rejected)?;
         if leaf.spki != key.spki_der() {
             return Err(Error::Rejected("the CA returned a certificate for a different public key than our CSR".into()));

@@ -116,8 +116,16 @@ impl<'a> Renewer<'a> {
     /// the plan's order.
     pub async fn run_once(&self, plan: Plan<'_>) -> Vec<CertReport> {
         // Futures made by a plain iterator (not an async closure) keep this spawnable.
-        let jobs: Vec<_> = plan.into_iter().map(|(cert, decision)| self.work(cert, decision)).collect();
-        futures_util::stream::iter(jobs).buffered(self.config.concurrency).collect().await
+        let jobs: Vec<_> = plan.into_iter().enumerate().map(|(i, (cert, decision))| self.numbered(i, cert, decision)).collect();
+        // Unordered: a finished certificate frees its slot at once. (`buffered` holds a finished
+        // one until every earlier one is done, so one slow certificate would stall the rest.)
+        let mut done: Vec<(usize, CertReport)> = futures_util::stream::iter(jobs).buffer_unordered(self.config.concurrency).collect().await;
+        done.sort_by_key(|(i, _)| *i);
+        done.into_iter().map(|(_, report)| report).collect()
+    }
+
+    async fn numbered(&self, i: usize, cert: &CertificateConfig, decision: Decision) -> (usize, CertReport) {
+        (i, self.work(cert, decision).await)
     }
 
     async fn work(&self, cert: &CertificateConfig, decision: Decision) -> CertReport {
@@ -187,7 +195,7 @@ impl<'a> Renewer<'a> {
                 .map_err(|e| format!("the issued pair is not installed: {e}"))?;
         let unkept = install::install(self.state, cert, &new, &reload.in_place)?;
         let registry = Live { cert: &cert.name, reload: &reload, verify };
-        let enabled = settings.is_some_and(|s| s.rollback);
+        let enabled = settings.as_ref().is_some_and(|s| s.rollback);
         let rollback = Rollback { state: self.state, cert, enabled, in_place: &reload.in_place, unkept };
         let m = issued.meta;
         let delivered = deliver::deliver(&registry, &rollback, &m.sha256).await;
@@ -207,6 +215,7 @@ impl<'a> Renewer<'a> {
                 })
             }
             Err(Undelivered::RolledBack { error, restored }) => Ok(Outcome::RolledBack { reason: reason.clone(), error, restored }),
+            Err(Undelivered::Failed(error)) if settings.is_some() => Err(Error::NotVerified(error)),
             Err(Undelivered::Failed(error)) => Err(Error::Step(error)),
         }
     }

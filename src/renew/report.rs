@@ -18,6 +18,10 @@ pub enum Error {
     Obtain(#[from] crate::obtain::Error),
     #[error("{0}")]
     Step(String),
+    /// Installed, but verification did not show the registry serving it, and the new pair
+    /// stayed (no rollback: off, or nothing to roll back to).
+    #[error("{0}")]
+    NotVerified(String),
 }
 
 impl Error {
@@ -25,7 +29,7 @@ impl Error {
     pub fn retry_after(&self) -> Option<SystemTime> {
         match self {
             Error::Obtain(e) => e.retry_after(),
-            Error::Step(_) => None,
+            Error::Step(_) | Error::NotVerified(_) => None,
         }
     }
 }

@@ -71,7 +71,7 @@ fn webhook_tokens_appear_in_no_output() {
     assert_eq!(s.run(&["ca", "init", "internal"]).code, 0);
 
     // `regcert renew`, logging everything.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_regcert"))
+    let out = std::process::Command::new(regcert_bin())
         .arg("--config")
         .arg(&s.config)
         .args(["renew", "--force"])

@@ -1,6 +1,8 @@
 //! The registry's cert dir is not trusted input (issue 10, item 3): whatever the registry's side
 //! puts there — a link to another secret, a FIFO, a device, a huge file — is never followed,
 //! never hangs regcert, never reaches state_dir and never comes back through a rollback.
+//! And what regcert itself writes there: the configured owner and group, the same key again
+//! with `reuse_key`.
 
 use crate::common::*;
 use std::fs;
@@ -25,7 +27,9 @@ fn installed_twice() -> Setup {
 /// `regcert renew` bounded by `timeout`, so a hang is a test failure and not a stuck suite.
 fn renew_bounded(s: &Setup) -> Run {
     let out = Command::new(tool("timeout"))
-        .args(["60", env!("CARGO_BIN_EXE_regcert"), "--config", s.config.to_str().unwrap(), "renew"])
+        .arg("60")
+        .arg(regcert_bin())
+        .args(["--config", s.config.to_str().unwrap(), "renew"])
         .env_remove("RUST_LOG")
         .stdin(std::process::Stdio::null())
         .output()
@@ -134,4 +138,58 @@ fn fifos_devices_and_huge_files_are_refused_without_hanging() {
     assert!(run.stdout.contains("installed key does not match the installed certificate"), "{run:?}");
     assert_eq!(previous(&s), good_previous, "a broken pair replaced the good backup");
     assert_regular_matching_pair(&s);
+}
+
+/// `getent DATABASE NAME`'s numeric id (third field), e.g. the uid of a system user.
+fn getent_id(database: &str, name: &str) -> u32 {
+    let out = Command::new(tool("getent")).args([database, name]).output().unwrap();
+    assert!(out.status.success(), "getent {database} {name}: the test needs that system {database} entry");
+    String::from_utf8_lossy(&out.stdout).split(':').nth(2).unwrap().parse().unwrap()
+}
+
+#[test]
+fn installed_files_get_the_configured_owner_and_group() {
+    use std::os::unix::fs::MetadataExt;
+    let (uid, gid) = (getent_id("passwd", "daemon"), getent_id("group", "nogroup"));
+    assert_ne!((uid, gid), (0, 0));
+    let s = Setup::with_config(
+        toml! { [ca] internal = {} },
+        &[CertSpec::new(
+            "registry",
+            toml! { issuer = "ca:internal" domains = ["registry.corp.lan"] install = { owner = "daemon", group = "nogroup", key_mode = "0640" } },
+        )],
+    );
+    assert_eq!(s.run(&["ca", "init", "internal"]).code, 0);
+    for args in [&["renew"][..], &["renew", "--force"]] {
+        let run = s.run(args);
+        assert_eq!(run.code, 0, "{args:?}: {run:?}");
+        for (path, file_mode) in [(s.fullchain("registry"), 0o644), (s.key("registry"), 0o640)] {
+            let meta = fs::metadata(&path).unwrap();
+            assert_eq!((meta.uid(), meta.gid()), (uid, gid), "{args:?}: owner of {}", path.display());
+            assert_eq!(mode(&path), file_mode, "{args:?}: mode of {}", path.display());
+        }
+        assert_key_matches(&s.fullchain("registry"), &s.key("registry"));
+    }
+}
+
+#[test]
+fn reuse_key_keeps_the_key_across_renewals_and_a_fresh_key_comes_without_it() {
+    let pebble = Pebble::start();
+    let s = Setup::new(&pebble, &[cert("registry", &["registry.example.com"], "ecdsa-p256").with(toml! { reuse_key = true })]);
+    assert_eq!(s.run(&["renew"]).code, 0);
+    let key = fs::read(s.key("registry")).unwrap();
+    let public_key = || openssl(&["pkey", "-pubout", "-in", s.key("registry").to_str().unwrap()]);
+    let first_public = public_key();
+    let first = serial(&s.fullchain("registry"));
+    let run = s.run(&["renew", "--force"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_ne!(serial(&s.fullchain("registry")), first, "a new certificate");
+    assert_eq!(fs::read(s.key("registry")).unwrap(), key, "for the same key");
+    assert_key_matches(&s.fullchain("registry"), &s.key("registry"));
+
+    s.edit_cert("registry", |c| set(c, "reuse_key", false));
+    let run = s.run(&["renew", "--force"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_ne!(public_key(), first_public, "a new key");
+    assert_key_matches(&s.fullchain("registry"), &s.key("registry"));
 }

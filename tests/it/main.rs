@@ -5,6 +5,7 @@
 mod common;
 
 mod ari;
+mod chain;
 mod config;
 mod crash;
 mod daemon;

@@ -11,7 +11,7 @@ use std::process::Command;
 use toml::{Table, toml};
 
 /// A certificate for a fresh registry name, issued and installed (no reload yet).
-fn issued(pebble: &Pebble) -> (Setup, String) {
+pub(crate) fn issued(pebble: &Pebble) -> (Setup, String) {
     let name = unique_name("reg");
     let s = Setup::new(pebble, &[cert("registry", &[&name], "ecdsa-p256")]);
     let run = s.run(&["renew"]);
@@ -37,7 +37,7 @@ fn reload_and_verify_briefly(s: &Setup, reload: Table, mut verify: Table) {
 }
 
 /// Verification of https://NAME:5000/v2/ at the registry container.
-fn verify_registry(pebble: &Pebble, name: &str, reg: &Registry) -> Table {
+pub(crate) fn verify_registry(pebble: &Pebble, name: &str, reg: &Registry) -> Table {
     verify_table(pebble, &format!("https://{name}:5000/v2/"), &reg.addr())
 }
 
@@ -199,14 +199,24 @@ fn single_file_bind_mounts_are_rewritten_in_place() {
         label = (label.as_str())
     };
     reload_and_verify(&s, actions, Some(verify_registry(&pebble, &name, &reg)));
-    let inode = fs::metadata(s.fullchain("registry")).unwrap().ino();
-    let started = reg.started_at();
-    let run = s.run(&["renew", "--force"]);
-    assert_eq!(run.code, 0, "{run:?}\n{}", reg.logs());
-    assert!(run.stdout.contains("verified"), "{run:?}");
-    assert_ne!(reg.started_at(), started, "the labelled container was restarted");
-    assert_eq!(fs::metadata(s.fullchain("registry")).unwrap().ino(), inode, "same inode: the container sees the new content");
-    assert_eq!(mode(&s.key("registry")), 0o600);
+    let inodes = || [s.fullchain("registry"), s.key("registry")].map(|p| fs::metadata(p).unwrap().ino());
+    let before = inodes();
+    // A key left world-readable by hand: the rewrite in place tightens it to the configured
+    // mode (0600 by default, then 0640) before the new key goes in.
+    for key_mode in [None, Some("0640")] {
+        if let Some(m) = key_mode {
+            s.edit_cert("registry", |c| set(c, "install.key_mode", m));
+        }
+        fs::set_permissions(s.key("registry"), std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+        let started = reg.started_at();
+        let run = s.run(&["renew", "--force"]);
+        assert_eq!(run.code, 0, "{run:?}\n{}", reg.logs());
+        assert!(run.stdout.contains("verified"), "{run:?}");
+        assert_ne!(reg.started_at(), started, "the labelled container was restarted");
+        assert_eq!(inodes(), before, "same inodes: the container sees the new content");
+        assert_eq!(mode(&s.key("registry")), if key_mode.is_some() { 0o640 } else { 0o600 });
+        assert_key_matches(&s.fullchain("registry"), &s.key("registry"));
+    }
 }
 
 /// nginx terminates TLS in front of a plain registry; `nginx -s reload` swaps the certificate

@@ -13,7 +13,7 @@ fn unit_files_pass_systemd_analyze_verify() {
     for unit in units {
         // ExecStart must name an executable that exists here: point it at the test build.
         let text =
-            std::fs::read_to_string(format!("systemd/{unit}")).unwrap().replace("/usr/local/bin/regcert", env!("CARGO_BIN_EXE_regcert"));
+            std::fs::read_to_string(format!("systemd/{unit}")).unwrap().replace("/usr/local/bin/regcert", regcert_bin().to_str().unwrap());
         std::fs::write(dir.path().join(unit), text).unwrap();
     }
     let out = Command::new(tool("systemd-analyze")).arg("verify").args(units.iter().map(|u| dir.path().join(u))).output().unwrap();
@@ -56,7 +56,7 @@ fn run_speaks_the_notify_protocol() {
         }
     }
     let mut child = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_regcert"))
+        Command::new(regcert_bin())
             .arg("--config")
             .arg(&s.config)
             .arg("run")

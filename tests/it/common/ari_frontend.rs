@@ -6,7 +6,9 @@
 //!   see `replaces`);
 //! - the directory gets a `renewalInfo` URL, answered here with a window the test sets;
 //! - when the test says so, new orders are refused as Let's Encrypt refuses them over a rate
-//!   limit: 429, a `rateLimited` problem and a Retry-After.
+//!   limit: 429, a `rateLimited` problem and a Retry-After;
+//! - when the test says so, the certificate download comes with a broken chain ([`BadChain`]),
+//!   as from a misconfigured CA.
 
 use std::convert::Infallible;
 use std::path::Path;
@@ -32,6 +34,18 @@ struct Seen {
     /// Refuse orders that name a certificate they replace, as Let's Encrypt does when another
     /// account issued it.
     refuse_replaces: bool,
+    /// Spoil the chain of every certificate download this way.
+    bad_chain: Option<BadChain>,
+}
+
+/// A broken chain in the certificate download (no real CA sends one on demand).
+#[derive(Clone, Copy, Debug)]
+pub enum BadChain {
+    /// The intermediate first, then the leaf.
+    Misordered,
+    /// The leaf, then an impostor in place of its intermediate: a CA certificate with the
+    /// intermediate's very name, but its own key (so it did not sign the leaf).
+    Impostor,
 }
 
 pub struct AriFrontend {
@@ -43,6 +57,12 @@ pub struct AriFrontend {
 impl AriFrontend {
     /// Start in front of the Pebble whose directory is `pebble_dir`, serving TLS with `cert`/`key`
     /// and trusting `root` for the way to Pebble.
+    /// In front of `pebble`, with the TLS material of Pebble's own listener.
+    pub fn in_front_of(pebble: &super::Pebble) -> Self {
+        let dir = pebble.dir.path();
+        Self::start(&pebble.directory_url, &dir.join("tls-cert.pem"), &dir.join("tls-key.pem"), &pebble.tls_root)
+    }
+
     pub fn start(pebble_dir: &str, cert: &Path, key: &Path, root: &Path) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let listener = super::listener();
@@ -106,6 +126,11 @@ impl AriFrontend {
     /// Refuse every new order from now on as over a rate limit, asking to retry after `secs`.
     pub fn rate_limit_orders(&self, secs: u64) {
         self.seen.lock().unwrap().rate_limit = Some(secs);
+    }
+
+    /// From now on, send every certificate download with its chain spoiled this way.
+    pub fn spoil_chain(&self, how: BadChain) {
+        self.seen.lock().unwrap().bad_chain = Some(how);
     }
 
     pub fn ari_requests(&self) -> Vec<String> {
@@ -182,6 +207,11 @@ async fn handle(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Response<Full<B
         order["replaces"] = replaces.into();
         bytes = Bytes::from(order.to_string());
     }
+    let bad_chain = ctx.seen.lock().unwrap().bad_chain;
+    let is_chain = headers.iter().any(|(k, v)| k == "content-type" && v.starts_with("application/pem-certificate-chain"));
+    if let (Some(how), true) = (bad_chain, is_chain) {
+        bytes = Bytes::from(spoil(&bytes, how));
+    }
     let mut b = Response::builder().status(status);
     for (k, v) in headers {
         b = b.header(k, v);
@@ -224,4 +254,31 @@ fn order_payload(body: &[u8]) -> serde_json::Value {
     let jws: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(jws["payload"].as_str().unwrap_or_default()).unwrap_or_default();
     serde_json::from_slice(&payload).unwrap_or_default()
+}
+
+/// The PEM chain `pem` (leaf first, as Pebble sends it) broken as `how` says.
+fn spoil(pem: &[u8], how: BadChain) -> String {
+    let mut chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem).collect::<Result<_, _>>().unwrap();
+    assert!(chain.len() >= 2, "Pebble sent no intermediate");
+    match how {
+        BadChain::Misordered => chain.swap(0, 1),
+        BadChain::Impostor => {
+            let (_, real) = x509_parser::parse_x509_certificate(&chain[1]).unwrap();
+            let cn = real.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok()).unwrap().to_owned();
+            assert_eq!(real.subject().to_string(), format!("CN={cn}"), "impostors are made of names with a CN only");
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            // Encoded as Pebble (Go) encodes it, so the names compare equal byte for byte.
+            params.distinguished_name.push(rcgen::DnType::CommonName, rcgen::DnValue::PrintableString(cn.as_str().try_into().unwrap()));
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            chain[1] = params.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap().der().clone();
+        }
+    }
+    chain.iter().map(|c| pem_certificate(c)).collect()
+}
+
+fn pem_certificate(der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|l| std::str::from_utf8(l).unwrap()).collect();
+    format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", lines.join("\n"))
 }

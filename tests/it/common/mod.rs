@@ -442,7 +442,7 @@ impl Setup {
     /// Run as user `nobody` (which may not write what root made).
     pub fn run_as_nobody(&self, args: &[&str]) -> Run {
         let mut cmd = Command::new(tool("setpriv"));
-        cmd.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", env!("CARGO_BIN_EXE_regcert"), "--config"]);
+        cmd.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"]).arg(regcert_bin()).arg("--config");
         output(cmd.arg(&self.config).args(args).env_remove("RUST_LOG"))
     }
     pub fn edit(&self, f: impl FnOnce(&mut Table)) {
@@ -489,6 +489,23 @@ impl Drop for StaticServer {
     }
 }
 
+/// The regcert binary under test: the one cargo built with these tests, or the one named by
+/// `REGCERT_BIN` (scripts/test.sh points it at the release build, the binary users get). A
+/// `REGCERT_BIN` that is not an executable file fails the test; it never falls back.
+pub fn regcert_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| match std::env::var_os("REGCERT_BIN") {
+        None => PathBuf::from(env!("CARGO_BIN_EXE_regcert")),
+        Some(bin) => {
+            let bin = std::fs::canonicalize(&bin).unwrap_or_else(|e| panic!("REGCERT_BIN={}: {e}", Path::new(&bin).display()));
+            let executable = std::fs::metadata(&bin).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+            assert!(executable, "REGCERT_BIN={} is not an executable file", bin.display());
+            bin
+        }
+    })
+    .clone()
+}
+
 pub struct Run {
     pub code: i32,
     pub stdout: String,
@@ -508,11 +525,11 @@ pub fn regcert_bare(args: &[&str]) -> Run {
 
 /// The same, with extra environment variables.
 pub fn regcert_bare_env(env: &[(&str, &Path)], args: &[&str]) -> Run {
-    output(Command::new(env!("CARGO_BIN_EXE_regcert")).args(args).envs(env.iter().copied()))
+    output(Command::new(regcert_bin()).args(args).envs(env.iter().copied()))
 }
 
 pub fn regcert(config: &Path, args: &[&str]) -> Run {
-    output(Command::new(env!("CARGO_BIN_EXE_regcert")).arg("--config").arg(config).args(args).env_remove("RUST_LOG"))
+    output(Command::new(regcert_bin()).arg("--config").arg(config).args(args).env_remove("RUST_LOG"))
 }
 
 fn output(cmd: &mut Command) -> Run {
@@ -649,7 +666,7 @@ pub struct Daemon {
 impl Daemon {
     pub fn start(config: &Path) -> Self {
         let log = config.with_extension("daemon.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_regcert"))
+        let child = Command::new(regcert_bin())
             .arg("--config")
             .arg(config)
             .arg("run")
