@@ -15,6 +15,7 @@ mod install_dir;
 mod local_ca;
 mod logs;
 mod registry;
+mod reload_preflight;
 mod renew;
 mod shortlived;
 mod systemd;
