@@ -218,3 +218,106 @@ fn run_speaks_the_notify_protocol() {
     assert!(seen.contains("STOPPING=1"), "{seen}");
     assert_eq!(status.code(), Some(0));
 }
+
+/// The kernel's numbers for syscall names on this machine (x86_64), from the kernel headers.
+fn syscall_numbers() -> std::collections::HashMap<String, u32> {
+    let header = "/usr/include/x86_64-linux-gnu/asm/unistd_64.h";
+    let text = std::fs::read_to_string(header).unwrap_or_else(|e| panic!("{header}: {e} (apt-get install linux-libc-dev)"));
+    text.lines()
+        .filter_map(|l| {
+            let mut w = l.strip_prefix("#define __NR_")?.split_whitespace();
+            Some((w.next()?.to_owned(), w.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// A seccomp allow list as systemd builds it from SystemCallFilter= with
+/// SystemCallErrorNumber=EPERM: the listed calls pass, any other fails with EPERM, other ABIs
+/// are killed. Applied to a child before exec (inherited by what it runs).
+fn allow_list_filter(allowed: &std::collections::BTreeSet<String>) -> Vec<libc::sock_filter> {
+    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+    const X32_BIT: u32 = 0x4000_0000;
+    let numbers = syscall_numbers();
+    let stmt = |code: u32, k: u32| libc::sock_filter { code: code as u16, jt: 0, jf: 0, k };
+    let jump = |code: u32, k: u32, jt: u8, jf: u8| libc::sock_filter { code: code as u16, jt, jf, k };
+    let (ld, jeq, jge, ret) = (
+        libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
+        libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+        libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K,
+        libc::BPF_RET | libc::BPF_K,
+    );
+    let mut prog = vec![
+        stmt(ld, 4), // seccomp_data.arch
+        jump(jeq, AUDIT_ARCH_X86_64, 1, 0),
+        stmt(ret, libc::SECCOMP_RET_KILL_PROCESS),
+        stmt(ld, 0), // seccomp_data.nr
+        jump(jge, X32_BIT, 0, 1),
+        stmt(ret, libc::SECCOMP_RET_KILL_PROCESS),
+    ];
+    for nr in allowed.iter().filter_map(|name| numbers.get(name)) {
+        prog.push(jump(jeq, *nr, 0, 1));
+        prog.push(stmt(ret, libc::SECCOMP_RET_ALLOW));
+    }
+    prog.push(stmt(ret, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32));
+    prog
+}
+
+/// `regcert renew` (a private CA certificate with install.owner/group) under the syscall filter
+/// `allowed`, the way systemd would run it with NoNewPrivileges=yes.
+fn renew_under_filter(s: &Setup, allowed: &std::collections::BTreeSet<String>) -> Run {
+    use std::os::unix::process::CommandExt;
+    let prog = allow_list_filter(allowed);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_regcert"));
+    cmd.arg("--config").arg(&s.config).args(["renew", "--force"]).env_remove("RUST_LOG");
+    // SAFETY: only async-signal-safe calls (prctl) between fork and exec; `prog` outlives them.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_ptr() as *mut libc::sock_filter };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &fprog as *const libc::sock_fprog) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into(),
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+    }
+}
+
+/// A real run under the unit's system call filter (no systemd PID 1 here to start the unit, so
+/// the filter systemd would build is built by the test, from the unit's own SystemCallFilter=
+/// lines expanded by systemd-analyze, and applied with seccomp): `install.owner/group` works.
+/// Negative control: the filter of the old unit (without `SystemCallFilter=@chown`) refuses the
+/// chown, so the test would catch the regression.
+#[test]
+fn install_owner_and_group_work_under_the_units_syscall_filter() {
+    let config = toml::toml! { [ca] internal = (toml::Value::from(toml::toml! { subject = "CN=Seccomp Test CA" })) };
+    let install = toml::toml! { issuer = "ca:internal" domains = ["registry.corp.lan"] install = { owner = "nobody", group = "nogroup" } };
+    let s = Setup::with_config(config, &[CertSpec::new("registry", install)]);
+    assert_eq!(s.run(&["ca", "init", "internal"]).code, 0);
+    let allowed = allowed_syscalls(&directives("regcert.service"));
+    let run = renew_under_filter(&s, &allowed);
+    assert_eq!(run.code, 0, "{run:?}");
+    use std::os::unix::fs::MetadataExt;
+    let nobody = Command::new(tool("id")).args(["-u", "nobody"]).output().unwrap();
+    let uid: u32 = String::from_utf8_lossy(&nobody.stdout).trim().parse().unwrap();
+    for file in [s.fullchain("registry"), s.key("registry")] {
+        assert_eq!(std::fs::metadata(&file).unwrap().uid(), uid, "{} not owned by nobody", file.display());
+    }
+    assert_eq!(mode(&s.key("registry")), 0o600);
+
+    let mut old = allowed.clone();
+    for call in syscalls("@chown") {
+        old.remove(&call);
+    }
+    let before = std::fs::read(s.fullchain("registry")).unwrap();
+    let run = renew_under_filter(&s, &old);
+    assert_eq!(run.code, 1, "without the chown calls the install must fail: {run:?}");
+    assert!(run.stdout.contains("Operation not permitted"), "{run:?}");
+    assert_eq!(std::fs::read(s.fullchain("registry")).unwrap(), before, "the installed pair stays");
+}
