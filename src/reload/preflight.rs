@@ -99,11 +99,16 @@ fn nginx_pid_file(nginx: &Path, argv: &[String]) -> Result<PathBuf, String> {
     if let Some(pid) = after("-g").and_then(|g| pid_directive(g)) {
         return Ok(pid);
     }
+    let in_conf = |conf: &Path| std::fs::read_to_string(conf).ok().and_then(|text| pid_directive(&text));
+    if let Some(pid) = after("-c").and_then(|c| in_conf(Path::new(c))) {
+        return Ok(pid);
+    }
+    // The compiled-in paths (`nginx -V` prints them at once; it reads no configuration).
     let built =
         std::process::Command::new(nginx).arg("-V").output().map(|o| String::from_utf8_lossy(&o.stderr).into_owned()).unwrap_or_default();
     let option = |name: &str| built.split_whitespace().find_map(|w| w.strip_prefix(name)).map(PathBuf::from);
-    let conf = after("-c").map(PathBuf::from).or_else(|| option("--conf-path="));
-    if let Some(pid) = conf.and_then(|c| std::fs::read_to_string(c).ok()).and_then(|text| pid_directive(&text)) {
+    let conf = if after("-c").is_some() { None } else { option("--conf-path=") };
+    if let Some(pid) = conf.and_then(|c| in_conf(&c)) {
         return Ok(pid);
     }
     option("--pid-path=").ok_or_else(|| format!("cannot tell where {} keeps its pid (no `pid` directive, no --pid-path)", nginx.display()))
