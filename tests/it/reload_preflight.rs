@@ -1,6 +1,6 @@
-//! Reloads that cannot work with regcert's privileges are found before anything is ordered
-//! (#10 item 14), and the `systemd` reload action (#17): a failure of that certificate with a
-//! message that says what is missing, the installed pair untouched.
+//! Reloads that cannot work with regcert's privileges (and a certs.d it cannot write) are found
+//! before anything is ordered (#10 item 14), and the `systemd` reload action (#17): a failure of
+//! that certificate with a message that says what is missing, the installed pair untouched.
 //!
 //! No systemd runs as PID 1 on these machines, so no real `systemctl reload` can succeed here.
 //! The real `systemctl` shows how regcert fails without systemd; [`FakeSystemctl`], a stand-in
@@ -239,4 +239,35 @@ fn a_reload_program_that_cannot_run_fails_before_anything_is_issued() {
     let run = s.run(&["renew", "--force"]);
     assert_nothing_issued(&s, &before, &run);
     assert!(run.stdout.contains("is not executable by uid 0"), "{run:?}");
+}
+
+/// `[certificate.trust] docker_clients` is written after the registry is verified: a certs.d
+/// regcert may not write (the sandbox's read-only /etc, or its permissions) is found before
+/// anything is issued, not reported as a failed renewal at the end.
+#[test]
+fn a_certs_d_regcert_cannot_write_fails_before_anything_is_issued() {
+    let s = issued(Table::new());
+    let certs_d = s.root.path().join("certs.d");
+    fs::create_dir_all(certs_d.join("registry.corp.lan:5000")).unwrap();
+    s.edit_cert("registry", |c| {
+        c.remove("reload");
+        c.remove("verify");
+        set(c, "trust", toml! { docker_clients = ["registry.corp.lan:5000"] certs_d = (certs_d.display().to_string()) });
+    });
+    let before = fs::read_to_string(s.fullchain("registry")).unwrap();
+    assert!(Command::new(tool("chown")).args(["-R", "nobody:nogroup"]).arg(s.root.path()).status().unwrap().success());
+    // certs.d stays root's: nobody may not write there.
+    assert!(Command::new(tool("chown")).args(["-R", "root:root"]).arg(&certs_d).status().unwrap().success());
+    let run = s.run_as_nobody(&["renew", "--force"]);
+    assert_nothing_issued(&s, &before, &run);
+    assert!(
+        run.stdout.contains("[certificate.trust] docker_clients \"registry.corp.lan:5000\"")
+            && run.stdout.contains("is not writable by this user"),
+        "{run:?}"
+    );
+    // Writable: renewed, and Docker's trust written.
+    assert!(Command::new(tool("chown")).args(["-R", "nobody:nogroup"]).arg(&certs_d).status().unwrap().success());
+    let run = s.run_as_nobody(&["renew", "--force"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(certs_d.join("registry.corp.lan:5000/ca.crt").exists());
 }
