@@ -216,6 +216,8 @@ fn remove_stale(d: &Path, keep: &[&str]) -> Result<String, String> {
             Err(e) => return Err(format!("cannot remove {} of the replaced CA: {e}; remove it by hand", path.display())),
         }
     }
+    // The new CA has not been alerted about (see [`record_alert`]).
+    let _ = std::fs::remove_file(d.join(EXPIRY_ALERT));
     Ok(if removed.is_empty() { String::new() } else { format!("; removed the replaced CA's {}", removed.join(", ")) })
 }
 
@@ -463,13 +465,16 @@ pub fn expiries(config: &crate::config::Config, state: &StateDir) -> Vec<CaExpir
     out
 }
 
+/// In a CA's directory: when `regcert run` last alerted about its expiry (Unix time).
+const EXPIRY_ALERT: &str = "expiry-alert";
+
 /// `regcert run` alerts about an expiring CA once a day: when it last did, per CA.
 pub fn last_alert(state: &StateDir, name: &str) -> Option<u64> {
-    std::fs::read_to_string(dir(state, name).join("expiry-alert")).ok()?.trim().parse().ok()
+    std::fs::read_to_string(dir(state, name).join(EXPIRY_ALERT)).ok()?.trim().parse().ok()
 }
 
 pub fn record_alert(state: &StateDir, name: &str, now: u64) -> Result<(), String> {
-    let path = dir(state, name).join("expiry-alert");
+    let path = dir(state, name).join(EXPIRY_ALERT);
     write_atomic(&path, now.to_string().as_bytes(), FileSpec::PUBLIC).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
