@@ -68,9 +68,12 @@ pub struct CaConfig {
     /// Two levels: an offline root and an online intermediate that signs.
     #[serde(default)]
     pub intermediate: bool,
-    /// DNS subtrees the CA may certify (name constraints), e.g. ["corp.lan"].
+    /// DNS subtrees and IP ranges the CA may certify (name constraints), e.g. ["corp.lan", "10.20.0.0/16"].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub name_constraints: Vec<String>,
+    /// DNS subtrees and IP ranges it must never certify.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded_name_constraints: Vec<String>,
     /// Adopt an existing CA (e.g. made with `openssl ca`) instead of creating one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub import: Option<CaImport>,
@@ -806,15 +809,19 @@ fn validate(config: &Config) -> Problems {
             problems.push(format!("[[certificate]] `{}`: issuer = \"ca:{name}\" but there is no [ca.{name}]", cert.name));
             continue;
         };
-        for d in cert.domains.iter().filter(|d| !crate::obtain::local_ca::permits(&ca.name_constraints, d)) {
+        // Bad entries are reported once, with the CA, below.
+        let Ok(constraints) = ca.constraints() else { continue };
+        for refused in constraints.refused(&cert.domains, &cert.ips) {
             problems.push(format!(
-                "[[certificate]] `{}`: domain \"{d}\" is outside [ca.{name}] name_constraints ({}); clients would reject the certificate",
-                cert.name,
-                ca.name_constraints.join(", ")
+                "[[certificate]] `{}`: {refused} is not allowed by the name constraints of [ca.{name}]; clients would reject the certificate",
+                cert.name
             ));
         }
     }
     for (name, ca) in &config.ca {
+        if let Err(bad) = ca.constraints() {
+            problems.extend(bad.into_iter().map(|b| format!("[ca.{name}] name_constraints: {b}")));
+        }
         if let Err(e) = crate::obtain::local_ca::parse_subject(&ca.subject) {
             problems.push(format!("[ca.{name}] subject = \"{}\": {e}", ca.subject));
         }

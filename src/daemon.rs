@@ -27,7 +27,7 @@ use crate::fsutil::{FileSpec, write_atomic};
 use crate::install::{self, Installed};
 use crate::metrics::{self, Metrics};
 use crate::notify::{self, EventKind};
-use crate::obtain::Issuers;
+use crate::obtain::{Issuers, local_ca};
 use crate::policy::{Decision, Reason};
 use crate::renew::{CertReport, Error, Outcome, RenewOptions, Renewer};
 use crate::schedule::{AriWindow, Schedule, backoff, is_emergency};
@@ -366,6 +366,7 @@ pub async fn check(config: &Config, state: &StateDir, known: &mut HashMap<String
         }
     }
     known.extend(entries.into_iter().map(|e| (e.cert.name.clone(), e.schedule)));
+    alert_ca_expiry(config, state, now).await;
     let failed = reports.iter().filter(|r| r.failed()).count();
     format!("{} certificates: {} renewed, {failed} failed, {waiting} backing off", config.certificates.len(), reports.len() - failed)
 }
@@ -492,6 +493,25 @@ async fn alert_expiring(
     notify::send(&config.notify, &event).await;
     schedule.record_alert(leaf, now_s);
     true
+}
+
+/// A private CA that leaves would now outlive (see [`local_ca::CaExpiry`]): the metric every
+/// check, an `expiring` event for `ca:NAME` once a day.
+async fn alert_ca_expiry(config: &Config, state: &StateDir, now: SystemTime) {
+    let now_s = unix(now);
+    for ca in local_ca::expiries(config, state) {
+        metrics::global().ca_expiry.get_or_create(&Metrics::name(&ca.ca)).set(ca.not_after as i64);
+        if !ca.alerting(now_s) || local_ca::last_alert(state, &ca.ca).is_some_and(|at| now_s < at + 86_400) {
+            continue;
+        }
+        let message = ca.message(now_s);
+        tracing::error!(ca = %ca.ca, not_after = %fmt_time(ca.not_after), "{message}");
+        let event = notify::Event::for_ca(&ca, config, message);
+        notify::send(&config.notify, &event).await;
+        if let Err(e) = local_ca::record_alert(state, &ca.ca, now_s) {
+            tracing::warn!(ca = %ca.ca, error = %e, "cannot remember the CA expiry alert");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,8 @@ pub(crate) mod challenge;
 pub mod cli;
 pub(crate) mod command;
 pub(crate) mod config;
+#[cfg(test)]
+mod config_fuzz;
 pub(crate) mod daemon;
 pub(crate) mod fsutil;
 pub(crate) mod httpserve;

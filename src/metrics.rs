@@ -42,6 +42,8 @@ pub struct Metrics {
     pub renewal: Family<NameLabel, Gauge>,
     pub alert: Family<NameLabel, Gauge>,
     pub ready: Family<NameLabel, Gauge>,
+    /// Per private CA (`name` = the `[ca.NAME]` name).
+    pub ca_expiry: Family<NameLabel, Gauge>,
     pub renewals: Family<RenewalLabels, Counter>,
     pub verify_success: Family<NameLabel, Gauge>,
     pub acme_requests: Family<AcmeLabels, Counter>,
@@ -62,6 +64,7 @@ impl Metrics {
         let renewal = Family::<NameLabel, Gauge>::default();
         let alert = Family::<NameLabel, Gauge>::default();
         let ready = Family::<NameLabel, Gauge>::default();
+        let ca_expiry = Family::<NameLabel, Gauge>::default();
         let renewals = Family::<RenewalLabels, Counter>::default();
         let verify_success = Family::<NameLabel, Gauge>::default();
         let acme_requests = Family::<AcmeLabels, Counter>::default();
@@ -88,6 +91,11 @@ impl Metrics {
             "1 when a valid certificate is installed and the last renewal did not fail",
             ready.clone(),
         );
+        registry.register(
+            "ca_expiry_timestamp_seconds",
+            "When the private CA's first certificate (root or intermediate) expires; no leaf outlives it (Unix time)",
+            ca_expiry.clone(),
+        );
         registry.register("renewals", "Renewal attempts by result", renewals.clone());
         registry.register("verify_success", "1 when the last HTTPS verification passed", verify_success.clone());
         registry.register("acme_requests", "Requests sent to the ACME server", acme_requests.clone());
@@ -98,6 +106,7 @@ impl Metrics {
             renewal,
             alert,
             ready,
+            ca_expiry,
             renewals,
             verify_success,
             acme_requests,

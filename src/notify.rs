@@ -58,6 +58,10 @@ pub struct Event {
     pub not_after: Option<String>,
     pub days_left: Option<i64>,
     pub error: Option<String>,
+    /// Set on an `expiring` event about a private CA itself (then `certificate` is "ca:NAME",
+    /// `domains` every name of the certificates it issues, and `error` what to do).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
 }
 
 pub fn rfc3339(secs: u64) -> String {
@@ -143,6 +147,25 @@ impl Event {
             not_after: not_after.map(rfc3339),
             days_left: not_after.map(|t| (t as i64 - now as i64).div_euclid(86_400)),
             error,
+            ca: None,
+        }
+    }
+
+    /// `expiring` for a private CA that leaves would now outlive.
+    pub fn for_ca(ca: &crate::obtain::local_ca::CaExpiry, config: &Config, message: String) -> Self {
+        let now = unix(SystemTime::now());
+        let origin = crate::config::IssuerRef::Ca(ca.ca.clone());
+        Event {
+            event: EventKind::Expiring,
+            certificate: origin.to_string(),
+            domains: config.certificates.iter().filter(|c| c.issuer == origin).flat_map(|c| c.domains.iter().cloned()).collect(),
+            host: hostname(),
+            time: rfc3339(now),
+            serial: Some(ca.serial.clone()),
+            not_after: Some(rfc3339(ca.not_after)),
+            days_left: Some((ca.not_after as i64 - now as i64).div_euclid(86_400)),
+            error: Some(message),
+            ca: Some(ca.ca.clone()),
         }
     }
 }

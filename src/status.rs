@@ -10,6 +10,7 @@ use crate::config::CertificateConfig;
 use crate::config::Config;
 use crate::daemon::DaemonStatus;
 use crate::install::read_installed;
+use crate::obtain::local_ca::CaExpiry;
 use crate::obtain::{Issuer, Issuers};
 use crate::policy::{Decision, alert_at};
 use crate::schedule::Schedule;
@@ -40,6 +41,9 @@ pub struct CertStatus {
     pub schedule: Schedule,
     /// When `regcert run` checks next (if it runs).
     pub next_check_at: Option<u64>,
+    /// For a certificate from a private CA: when the CA itself expires, and when that is alerted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_expiry: Option<CaExpiry>,
 }
 
 /// The status of `certs`. Read-only: the state dir is not created or locked for this, and
@@ -48,7 +52,15 @@ pub fn collect(config: &Config, state: &StateDir, certs: &[&CertificateConfig], 
     let daemon = DaemonStatus::load(state);
     let issuers = Issuers::from_config(config, state);
     let alert_before = config.daemon.alert_before;
-    certs.iter().map(|c| one(state, &issuers, alert_before, daemon.as_ref(), c, now)).collect()
+    let cas = crate::obtain::local_ca::expiries(config, state);
+    certs
+        .iter()
+        .map(|c| {
+            let mut s = one(state, &issuers, alert_before, daemon.as_ref(), c, now);
+            s.ca_expiry = cas.iter().find(|ca| c.issuer == crate::config::IssuerRef::Ca(ca.ca.clone())).cloned();
+            s
+        })
+        .collect()
 }
 
 fn one(
@@ -86,11 +98,13 @@ fn one(
         key: cert.install.key_path(),
         schedule: Schedule::load(state, &cert.name),
         next_check_at: daemon.and_then(|d| d.next_check_at),
+        ca_expiry: None,
     }
 }
 
 /// Human-readable report, one block per certificate.
 pub fn render(statuses: &[CertStatus]) -> String {
+    let now = unix(SystemTime::now());
     let mut out = String::new();
     for s in statuses {
         out.push_str(&format!("{}\n", s.name));
@@ -115,6 +129,16 @@ pub fn render(statuses: &[CertStatus]) -> String {
         }
         if let Some(at) = s.alert_at {
             out.push_str(&format!("  alert at:   {} (if still not renewed by then)\n", fmt_time(at)));
+        }
+        match &s.ca_expiry {
+            Some(ca) if ca.alerting(now) => out.push_str(&format!("  CA EXPIRING: {}\n", ca.message(now))),
+            Some(ca) => out.push_str(&format!(
+                "  CA expires: {} (private CA \"{}\"; alert from {}, when leaves start being cut short)\n",
+                fmt_time(ca.not_after),
+                ca.ca,
+                fmt_time(ca.alert_at)
+            )),
+            None => {}
         }
         out.push_str(&format!("  install:    {}, {}\n", s.fullchain.display(), s.key.display()));
         if let Some(at) = s.next_check_at {

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, GeneralSubtree, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, NameConstraints, PublicKeyData, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    PublicKeyData, SerialNumber,
 };
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
@@ -22,6 +22,7 @@ use rustls_pki_types::pem::PemObject;
 use zeroize::Zeroizing;
 
 use super::Error;
+use super::name_constraints::Constraints;
 use crate::certinfo::{LeafInfo, parse_pem_certs, to_pem, unix};
 use crate::config::{CaConfig, CertificateConfig};
 use crate::fsutil::{FileSpec, create_private_dir, write_atomic};
@@ -65,6 +66,8 @@ struct LocalCa {
     /// The signing certificate (root, or the intermediate of a two-level CA) and its key.
     signer_der: CertificateDer<'static>,
     signer_key: KeyPair,
+    /// The root (the same as the signer for a one-level CA).
+    root_der: CertificateDer<'static>,
     /// What follows the leaf in a fullchain.
     chain_pem: String,
 }
@@ -96,33 +99,15 @@ fn not_after(now: ::time::OffsetDateTime, validity: Duration, limit: Option<::ti
     }
 }
 
-fn random_serial() -> SerialNumber {
-    let mut bytes: Vec<u8> = (0..16).map(|_| fastrand::u8(..)).collect();
+/// A serial number from the system's CSPRNG (RFC 5280 §4.1.2.2: positive, at most 20 octets;
+/// CA/B Forum: at least 64 random bits). 16 bytes, 126 of them random bits.
+fn random_serial() -> Result<SerialNumber, String> {
+    use aws_lc_rs::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    aws_lc_rs::rand::SystemRandom::new().fill(&mut bytes).map_err(|_| "the system random number generator failed".to_owned())?;
     bytes[0] &= 0x7f; // positive
     bytes[0] |= 0x01; // no leading zero byte to strip
-    SerialNumber::from(bytes)
-}
-
-/// Is the DNS name `name` (a wildcard counts as its base) inside one of the `subtrees` of a
-/// name constraint? No subtrees: every name is.
-pub fn permits(subtrees: &[String], name: &str) -> bool {
-    let name = name.strip_prefix("*.").unwrap_or(name);
-    subtrees.is_empty() || subtrees.iter().map(|s| s.trim_start_matches('.')).any(|s| name == s || name.ends_with(&format!(".{s}")))
-}
-
-/// The DNS subtrees the name constraints of the CA certificate `der` permit (empty: any).
-fn permitted_dns(der: &CertificateDer<'_>) -> Vec<String> {
-    use x509_parser::extensions::GeneralName;
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else { return Vec::new() };
-    let Ok(Some(ext)) = cert.name_constraints() else { return Vec::new() };
-    let subtrees = ext.value.permitted_subtrees.as_deref().unwrap_or_default();
-    subtrees
-        .iter()
-        .filter_map(|s| match &s.base {
-            GeneralName::DNSName(d) => Some((*d).to_owned()),
-            _ => None,
-        })
-        .collect()
+    Ok(SerialNumber::from(bytes.to_vec()))
 }
 
 /// Parse "CN=Example Registry CA, O=Example" into a distinguished name.
@@ -152,17 +137,12 @@ fn ca_params(cfg: &CaConfig, dn: DistinguishedName, is_ca: IsCa) -> Result<Certi
     p.distinguished_name = dn;
     p.is_ca = is_ca;
     p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-    p.serial_number = Some(random_serial());
+    p.serial_number = Some(random_serial()?);
     let now = ::time::OffsetDateTime::now_utc();
     p.not_before = now - ::time::Duration::hours(1);
     p.not_after = not_after(now, cfg.validity, None);
     p.use_authority_key_identifier_extension = true;
-    if !cfg.name_constraints.is_empty() {
-        p.name_constraints = Some(NameConstraints {
-            permitted_subtrees: cfg.name_constraints.iter().map(|d| GeneralSubtree::DnsName(d.clone())).collect(),
-            excluded_subtrees: Vec::new(),
-        });
-    }
+    p.name_constraints = cfg.constraints().map_err(|p| format!("name constraints: {}", p.join("; ")))?.to_rcgen();
     Ok(p)
 }
 
@@ -184,7 +164,8 @@ pub fn init(state: &StateDir, name: &str, cfg: &CaConfig, force: bool) -> Result
         let (cert_pem, key_pem) = read_import(import)?;
         write("root.key", &key_pem, FileSpec::PRIVATE)?;
         write("root.crt", &cert_pem, FileSpec::PUBLIC)?;
-        return Ok(format!("imported the CA from {} into {}", import.cert.display(), d.display()));
+        let removed = remove_stale(&d, ONE_LEVEL)?;
+        return Ok(format!("imported the CA from {} into {}{removed}", import.cert.display(), d.display()));
     }
     let dn = parse_subject(&cfg.subject).map_err(|e| format!("[ca.{name}] subject: {e}"))?;
     let root_key = cfg.key.generate().map_err(|e| format!("cannot generate the CA key: {e}"))?;
@@ -193,7 +174,8 @@ pub fn init(state: &StateDir, name: &str, cfg: &CaConfig, force: bool) -> Result
     if !cfg.intermediate {
         write("root.key", &Zeroizing::new(root_key.serialize_pem()), FileSpec::PRIVATE)?;
         write("root.crt", &root.pem(), FileSpec::PUBLIC)?;
-        return Ok(format!("created CA \"{name}\" in {}", d.display()));
+        let removed = remove_stale(&d, ONE_LEVEL)?;
+        return Ok(format!("created CA \"{name}\" in {}{removed}", d.display()));
     }
     // Two-level: the root signs an intermediate, then its key goes offline.
     let mut inter_dn = dn;
@@ -209,11 +191,34 @@ pub fn init(state: &StateDir, name: &str, cfg: &CaConfig, force: bool) -> Result
     write("intermediate.key", &Zeroizing::new(inter_key.serialize_pem()), FileSpec::PRIVATE)?;
     write("intermediate.crt", &inter.pem(), FileSpec::PUBLIC)?;
     write("root.crt", &root.pem(), FileSpec::PUBLIC)?;
+    let removed = remove_stale(&d, TWO_LEVEL)?;
     Ok(format!(
-        "created two-level CA \"{name}\" in {}; move {} to offline storage (it is only needed to make a new intermediate)",
+        "created two-level CA \"{name}\" in {}; move {} to offline storage (it is only needed to make a new intermediate){removed}",
         d.display(),
         offline.join("root.key").display()
     ))
+}
+
+/// The files of a one-level CA (root signs) and of a two-level one (an intermediate signs).
+const ONE_LEVEL: &[&str] = &["root.crt", "root.key"];
+const TWO_LEVEL: &[&str] = &["root.crt", "intermediate.crt", "intermediate.key", "offline/root.key"];
+
+/// After `ca init --force`: remove every file of the replaced CA that the new layout does not
+/// have — an old intermediate would still be preferred for signing, and an old key has no use
+/// but to sign as the CA that clients are about to stop trusting. Returns a note for the output.
+fn remove_stale(d: &Path, keep: &[&str]) -> Result<String, String> {
+    let mut removed = Vec::new();
+    for file in ONE_LEVEL.iter().chain(TWO_LEVEL).filter(|f| !keep.contains(f)) {
+        let path = d.join(file);
+        match std::fs::remove_file(&path) {
+            Ok(()) => removed.push(path.display().to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("cannot remove {} of the replaced CA: {e}; remove it by hand", path.display())),
+        }
+    }
+    // The new CA has not been alerted about (see [`record_alert`]).
+    let _ = std::fs::remove_file(d.join(EXPIRY_ALERT));
+    Ok(if removed.is_empty() { String::new() } else { format!("; removed the replaced CA's {}", removed.join(", ")) })
 }
 
 /// Read and check an existing CA (e.g. one made with `openssl ca`): a CA certificate and the
@@ -283,32 +288,33 @@ impl LocalCa {
     fn load(state: &StateDir, name: &str) -> Result<Self, String> {
         let d = dir(state, name);
         let read = |f: &str| std::fs::read_to_string(d.join(f));
-        if !d.join("root.crt").exists() {
-            return Err(format!("CA \"{name}\" does not exist yet: run `regcert ca init {name}`"));
-        }
-        let (signer_file, key_file) =
-            if d.join("intermediate.crt").exists() { ("intermediate.crt", "intermediate.key") } else { ("root.crt", "root.key") };
+        let chain = ca_chain(state, name)?;
+        let (signer_file, key_file) = if chain.len() > 1 { ("intermediate.crt", "intermediate.key") } else { ("root.crt", "root.key") };
         let signer_pem = read(signer_file).map_err(|e| format!("{}: {e}", d.join(signer_file).display()))?;
         let key_pem = read(key_file)
             .map(Zeroizing::new)
             .map_err(|e| format!("{}: {e} (the CA's signing key is missing)", d.join(key_file).display()))?;
-        let signer_der = parse_pem_certs(signer_pem.as_bytes()).map_err(|e| format!("{} {e}", d.join(signer_file).display()))?.remove(0);
         let signer_key = load_key(&key_pem, &d.join(key_file), None)?;
-        Ok(LocalCa { name: name.to_owned(), chain_pem: signer_pem, signer_der, signer_key })
+        let (Some(signer_der), Some(root_der)) = (chain.first().cloned(), chain.last().cloned()) else {
+            return Err(format!("CA \"{name}\": no certificate"));
+        };
+        Ok(LocalCa { name: name.to_owned(), chain_pem: signer_pem, signer_der, signer_key, root_der })
     }
 
     /// Sign a leaf for `cert`: serverAuth, every DNS name and IP in the SAN, random serial,
     /// AKI/SKI, `validity` (default 90 days).
     fn issue(&self, cert: &CertificateConfig, key: &LeafKey) -> Result<Issued, String> {
-        // The CA's own name constraints (an imported CA may carry ones the config does not say):
-        // a leaf outside them is one no client accepts, so it is never issued.
-        let permitted = permitted_dns(&self.signer_der);
-        if let Some(d) = cert.domains.iter().find(|d| !permits(&permitted, d)) {
-            return Err(format!(
-                "CA \"{}\" may only certify names under {} (its name constraints), not \"{d}\"; clients would reject the certificate",
-                self.name,
-                permitted.join(", ")
-            ));
+        // The name constraints of the CA's certificates (an imported CA may carry ones the config
+        // does not say): a leaf outside them is one no client accepts, so it is never issued.
+        for der in [&self.signer_der, &self.root_der] {
+            let refused = Constraints::of_certificate(der).refused(&cert.domains, &cert.ips);
+            if !refused.is_empty() {
+                return Err(format!(
+                    "CA \"{}\" may not certify {} (its name constraints); clients would reject the certificate",
+                    self.name,
+                    refused.join(", ")
+                ));
+            }
         }
         let names: Vec<String> = cert.domains.iter().cloned().chain(cert.ips.iter().map(|ip| ip.to_string())).collect();
         let mut p = CertificateParams::new(names.clone()).map_err(|e| format!("certificate names: {e}"))?;
@@ -317,7 +323,7 @@ impl LocalCa {
         p.is_ca = IsCa::ExplicitNoCa;
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        p.serial_number = Some(random_serial());
+        p.serial_number = Some(random_serial()?);
         p.use_authority_key_identifier_extension = true;
         let validity = cert.validity.unwrap_or(DEFAULT_LEAF_VALIDITY);
         let now = ::time::OffsetDateTime::now_utc();
@@ -357,7 +363,127 @@ impl LocalCa {
     }
 }
 
+/// The certificates of CA `name`, signer first: `[root]`, or `[intermediate, root]` for a
+/// two-level CA — whose intermediate must be signed by the root (an intermediate of another CA
+/// is never used).
+fn ca_chain(state: &StateDir, name: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let d = dir(state, name);
+    let read = |file: &str| -> Result<CertificateDer<'static>, String> {
+        let path = d.join(file);
+        let pem = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        parse_pem_certs(&pem)
+            .map_err(|e| format!("{} {e}", path.display()))?
+            .into_iter()
+            .next()
+            .ok_or_else(|| format!("{}: empty", path.display()))
+    };
+    if !d.join("root.crt").exists() {
+        return Err(format!("CA \"{name}\" does not exist yet: run `regcert ca init {name}`"));
+    }
+    let root = read("root.crt")?;
+    if !d.join("intermediate.crt").exists() {
+        return Ok(vec![root]);
+    }
+    let inter = read("intermediate.crt")?;
+    let signed_by_root = match (x509_parser::parse_x509_certificate(&inter), x509_parser::parse_x509_certificate(&root)) {
+        (Ok((_, i)), Ok((_, r))) => i.verify_signature(Some(r.public_key())).is_ok(),
+        _ => false,
+    };
+    if !signed_by_root {
+        return Err(format!(
+            "{} was not issued by {} (left from another CA?): run `regcert ca init {name} --force` to make a consistent CA, \
+             or put back the intermediate of this root",
+            d.join("intermediate.crt").display(),
+            d.join("root.crt").display()
+        ));
+    }
+    Ok(vec![inter, root])
+}
+
+/// When a private CA can no longer sign full-length leaves, and when it stops signing at all.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CaExpiry {
+    /// The `[ca.NAME]` name.
+    pub ca: String,
+    /// Subject and serial of the CA certificate that expires first (root or intermediate).
+    pub subject: String,
+    pub serial: String,
+    /// The earliest notAfter of the CA's certificates: no leaf it signs lasts longer.
+    pub not_after: u64,
+    /// `not_after` minus the longest `validity` of the certificates it issues: from then on, new
+    /// leaves are shortened to end with the CA, and regcert alerts.
+    pub alert_at: u64,
+}
+
+impl CaExpiry {
+    pub fn alerting(&self, now: u64) -> bool {
+        now >= self.alert_at
+    }
+
+    /// One line for logs, alerts and `status`.
+    pub fn message(&self, now: u64) -> String {
+        let left = self.not_after.saturating_sub(now);
+        let when = if left == 0 {
+            "has EXPIRED: no certificate can be issued".to_owned()
+        } else {
+            format!("expires in {} days; leaves it signs now end with it", left / 86_400)
+        };
+        format!(
+            "private CA \"{}\" ({}) {when} ({}): create a new CA (`regcert ca init {} --force`, or a new [ca.NAME]) and give its root to every client",
+            self.ca,
+            self.subject,
+            crate::certinfo::fmt_time(self.not_after),
+            self.ca
+        )
+    }
+}
+
+/// The expiry of each configured private CA that exists in state_dir (one that cannot be read is
+/// left out: issuing from it reports why). The warning time is the longest leaf validity of its
+/// certificates (default 90 days), since that is when leaves start being cut short.
+pub fn expiries(config: &crate::config::Config, state: &StateDir) -> Vec<CaExpiry> {
+    let mut out = Vec::new();
+    for name in config.ca.keys() {
+        let Ok(chain) = ca_chain(state, name) else { continue };
+        let Some(info) = chain.iter().filter_map(|der| LeafInfo::parse(der).ok()).min_by_key(|i| i.not_after) else { continue };
+        let origin = crate::config::IssuerRef::Ca(name.clone());
+        let warn = config
+            .certificates
+            .iter()
+            .filter(|c| c.issuer == origin)
+            .map(|c| c.validity.unwrap_or(DEFAULT_LEAF_VALIDITY).min(MAX_VALIDITY))
+            .max()
+            .unwrap_or(DEFAULT_LEAF_VALIDITY);
+        out.push(CaExpiry {
+            ca: name.clone(),
+            subject: info.subject.clone(),
+            serial: info.serial.clone(),
+            not_after: info.not_after,
+            alert_at: info.not_after.saturating_sub(warn.as_secs()),
+        });
+    }
+    out
+}
+
+/// In a CA's directory: when `regcert run` last alerted about its expiry (Unix time).
+const EXPIRY_ALERT: &str = "expiry-alert";
+
+/// `regcert run` alerts about an expiring CA once a day: when it last did, per CA.
+pub fn last_alert(state: &StateDir, name: &str) -> Option<u64> {
+    std::fs::read_to_string(dir(state, name).join(EXPIRY_ALERT)).ok()?.trim().parse().ok()
+}
+
+pub fn record_alert(state: &StateDir, name: &str, now: u64) -> Result<(), String> {
+    let path = dir(state, name).join(EXPIRY_ALERT);
+    write_atomic(&path, now.to_string().as_bytes(), FileSpec::PUBLIC).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
 impl CaConfig {
+    /// `name_constraints` and `excluded_name_constraints`, parsed (every bad entry a problem).
+    pub fn constraints(&self) -> Result<Constraints, Vec<String>> {
+        Constraints::parse(&self.name_constraints, &self.excluded_name_constraints)
+    }
+
     fn subject_cn(&self) -> String {
         self.subject.split(',').find_map(|p| p.trim().strip_prefix("CN=").map(str::to_owned)).unwrap_or_else(|| "regcert CA".into())
     }
@@ -386,25 +512,131 @@ mod tests {
         assert_eq!(not_after(now, Duration::from_secs(86_400), Some(ca_end)), now + ::time::Duration::days(1));
     }
 
-    #[test]
-    fn names_outside_the_ca_name_constraints_are_never_issued() {
-        assert!(permits(&[], "anything.example"));
-        let corp = vec!["corp.lan".to_owned()];
-        assert!(permits(&corp, "corp.lan") && permits(&corp, "registry.corp.lan") && permits(&corp, "*.corp.lan"));
-        assert!(!permits(&corp, "registry.other.lan") && !permits(&corp, "evilcorp.lan"));
+    fn cert(domain: &str, ips: &[&str]) -> CertificateConfig {
+        let ips: Vec<String> = ips.iter().map(|ip| format!("\"{ip}\"")).collect();
+        toml::from_str(&format!(
+            "name = \"r\"\nissuer = \"ca:internal\"\ndomains = [\"{domain}\"]\nips = [{}]\n[install]\ndir = \"/tmp\"\n",
+            ips.join(", ")
+        ))
+        .unwrap()
+    }
 
+    #[test]
+    fn names_and_ips_outside_the_ca_name_constraints_are_never_issued() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::open(dir.path()).unwrap();
-        let ca: CaConfig = toml::from_str("name_constraints = [\"corp.lan\"]").unwrap();
+        let ca: CaConfig = toml::from_str(
+            "name_constraints = [\"corp.lan\", \"192.168.20.0/24\", \"fd00::/8\"]\nexcluded_name_constraints = [\"192.168.20.128/25\"]",
+        )
+        .unwrap();
         init(&state, "internal", &ca, false).unwrap();
         let issuer = LocalIssuer::new("internal", &state);
-        let cert = |domain: &str| -> CertificateConfig {
-            toml::from_str(&format!("name = \"r\"\nissuer = \"ca:internal\"\ndomains = [\"{domain}\"]\n[install]\ndir = \"/tmp\"\n"))
-                .unwrap()
-        };
         let key = LeafKey::generate(KeyType::EcdsaP256).unwrap();
-        assert!(issuer.issue(&cert("registry.corp.lan"), &key).is_ok());
-        let err = issuer.issue(&cert("registry.other.lan"), &key).err().unwrap().to_string();
-        assert!(err.contains("may only certify names under corp.lan") && err.contains("registry.other.lan"), "{err}");
+        assert!(issuer.issue(&cert("registry.corp.lan", &["192.168.20.10", "fd00::10"]), &key).is_ok());
+        for (domain, ips, want) in [
+            ("registry.other.lan", &[][..], "\"registry.other.lan\" (outside corp.lan)"),
+            ("registry.corp.lan", &["192.168.20.200"][..], "\"192.168.20.200\" (excluded by 192.168.20.128/25)"),
+            ("registry.corp.lan", &["10.0.0.1"][..], "\"10.0.0.1\" (outside 192.168.20.0/24, fd00::/8)"),
+            ("registry.corp.lan", &["fe80::1"][..], "\"fe80::1\" (outside 192.168.20.0/24, fd00::/8)"),
+        ] {
+            let err = issuer.issue(&cert(domain, ips), &key).err().unwrap().to_string();
+            assert!(err.contains("may not certify") && err.contains(want), "{err}");
+        }
+    }
+
+    #[test]
+    fn serials_are_random_positive_and_16_bytes() {
+        let a: Vec<Vec<u8>> = (0..64).map(|_| random_serial().unwrap().to_bytes()).collect();
+        for s in &a {
+            assert_eq!(s.len(), 16);
+            assert!(s[0] & 0x80 == 0 && s[0] != 0, "positive, no leading zero: {s:02x?}");
+        }
+        let distinct: std::collections::HashSet<&Vec<u8>> = a.iter().collect();
+        assert_eq!(distinct.len(), a.len());
+    }
+
+    #[test]
+    fn init_force_leaves_nothing_of_the_replaced_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let d = state.ca_dir("internal");
+        let two: CaConfig = toml::from_str("intermediate = true").unwrap();
+        let one: CaConfig = toml::from_str("intermediate = false").unwrap();
+        init(&state, "internal", &two, false).unwrap();
+        assert!(d.join("intermediate.crt").exists() && d.join("offline/root.key").exists() && !d.join("root.key").exists());
+        let key = LeafKey::generate(KeyType::EcdsaP256).unwrap();
+        let issued = LocalIssuer::new("internal", &state).issue(&cert("r.corp.lan", &[]), &key).unwrap();
+        assert!(issued.meta.issuer.contains("Intermediate"), "{}", issued.meta.issuer);
+
+        let out = init(&state, "internal", &one, true).unwrap();
+        assert!(out.contains("removed the replaced CA's") && out.contains("intermediate.crt"), "{out}");
+        for gone in ["intermediate.crt", "intermediate.key", "offline/root.key"] {
+            assert!(!d.join(gone).exists(), "{gone} left behind");
+        }
+        let issued = LocalIssuer::new("internal", &state).issue(&cert("r.corp.lan", &[]), &key).unwrap();
+        let root = LeafInfo::parse(&parse_pem_certs(&std::fs::read(d.join("root.crt")).unwrap()).unwrap()[0]).unwrap();
+        assert_eq!(issued.meta.issuer, root.subject, "signed by the new root, not an old intermediate");
+
+        // And back: the one-level root key does not stay online next to a two-level CA.
+        init(&state, "internal", &two, true).unwrap();
+        assert!(!d.join("root.key").exists() && d.join("intermediate.key").exists());
+    }
+
+    #[test]
+    fn an_intermediate_of_another_root_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let d = state.ca_dir("internal");
+        let two: CaConfig = toml::from_str("intermediate = true").unwrap();
+        init(&state, "internal", &two, false).unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let other_state = StateDir::open(other.path()).unwrap();
+        init(&other_state, "internal", &two, false).unwrap();
+        std::fs::copy(other_state.ca_dir("internal").join("root.crt"), d.join("root.crt")).unwrap();
+        let key = LeafKey::generate(KeyType::EcdsaP256).unwrap();
+        let err = LocalIssuer::new("internal", &state).issue(&cert("r.corp.lan", &[]), &key).err().unwrap().to_string();
+        assert!(err.contains("intermediate.crt was not issued by") && err.contains("--force"), "{err}");
+    }
+
+    #[test]
+    fn ca_expiry_alerts_when_leaves_would_be_cut_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let ca: CaConfig = toml::from_str("subject = \"CN=Short CA\"\nvalidity = \"100d\"").unwrap();
+        init(&state, "internal", &ca, false).unwrap();
+        let config = |validity: &str| -> crate::config::Config {
+            toml::from_str(&format!(
+                "[ca.internal]\nsubject = \"CN=Short CA\"\n[[certificate]]\nname = \"r\"\nissuer = \"ca:internal\"\ndomains = [\"r.lan\"]\n{validity}\n[certificate.install]\ndir = \"/tmp\"\n"
+            ))
+            .unwrap()
+        };
+        let now = unix(SystemTime::now());
+        let e = expiries(&config(""), &state).remove(0);
+        assert_eq!(e.ca, "internal");
+        assert!(e.subject.contains("Short CA"), "{e:?}");
+        assert!(e.not_after.abs_diff(now + 100 * 86_400) < 60, "{e:?}");
+        // 100 days left, 90-day leaves (the default): not yet; 120-day leaves: already cut short.
+        assert_eq!(e.alert_at, e.not_after - 90 * 86_400);
+        assert!(!e.alerting(now));
+        let e = expiries(&config("validity = \"120d\""), &state).remove(0);
+        assert!(e.alerting(now));
+        let msg = e.message(now);
+        assert!(
+            msg.contains("private CA \"internal\"")
+                && msg.contains(&format!("expires in {} days", (e.not_after - now) / 86_400))
+                && msg.contains("ca init internal --force"),
+            "{msg}"
+        );
+        assert!(e.message(e.not_after).contains("has EXPIRED"));
+        // The leaf is clamped to the CA.
+        let key = LeafKey::generate(KeyType::EcdsaP256).unwrap();
+        let mut long = cert("r.lan", &[]);
+        long.validity = Some(Duration::from_secs(120 * 86_400));
+        let issued = LocalIssuer::new("internal", &state).issue(&long, &key).unwrap();
+        assert_eq!(issued.meta.not_after, e.not_after);
+        // A CA that was never initialised is left out.
+        let mut two = config("");
+        two.ca.insert("later".into(), ca.clone());
+        assert_eq!(expiries(&two, &state).len(), 1);
     }
 }

@@ -37,6 +37,7 @@ pub(crate) mod account;
 mod acme;
 mod error;
 pub mod local_ca;
+pub mod name_constraints;
 pub mod problem;
 pub(crate) mod tls;
 

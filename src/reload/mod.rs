@@ -1,12 +1,14 @@
 //! Step three of the pipeline: make the registry load what was installed.
 //!
 //! Reloading happens in two phases. [`prepare`] runs *before* anything is installed: it connects
-//! to Docker, finds the containers, refuses actions that would kill the registry, and notices
-//! single-file bind mounts. If any of that fails, nothing has been touched. [`Plan::run`] then
+//! to Docker, finds the containers, refuses actions that would kill the registry, notices
+//! single-file bind mounts, and checks that commands and `systemctl` can work with our privileges
+//! ([`preflight`]). If any of that fails, nothing has been touched. [`Plan::run`] then
 //! performs the actions, in order, after the files are in place.
 
 pub mod config;
 mod docker;
+mod preflight;
 mod process;
 
 use std::path::PathBuf;
@@ -65,11 +67,15 @@ pub async fn prepare(cert: &CertificateConfig) -> Result<Plan, String> {
                 }
                 plan.steps.push(Step::Docker(prepared));
             }
-            ReloadAction::Systemd(s) => plan.steps.push(Step::Process {
-                what: format!("systemctl {} {}", s.action, s.unit),
-                argv: vec!["systemctl".into(), s.action.as_str().into(), s.unit.clone()],
-            }),
-            ReloadAction::Command(argv) => plan.steps.push(Step::Process { what: argv.join(" "), argv: argv.clone() }),
+            ReloadAction::Systemd(s) => {
+                preflight::systemd(s).await?;
+                let argv = std::iter::once("systemctl".to_owned()).chain(preflight::systemctl_args(s)).collect();
+                plan.steps.push(Step::Process { what: format!("systemctl {} {}", s.action, s.unit), argv });
+            }
+            ReloadAction::Command(argv) => {
+                preflight::command(argv)?;
+                plan.steps.push(Step::Process { what: argv.join(" "), argv: argv.clone() });
+            }
         }
     }
     Ok(plan)

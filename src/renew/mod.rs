@@ -154,6 +154,7 @@ impl<'a> Renewer<'a> {
         let issuer = self.issuers.of(cert)?;
         // Check the delivery before ordering: a wrong container name must not cost an issuance.
         let reload = reload::prepare(cert).await?;
+        crate::trust::preflight(cert)?;
         let settings = cert.verify_settings();
         let verify = match &settings {
             Some(s) => Some((verify::Target::for_certificate(cert, s, issuer.trust_anchor())?, s.timeout)),

@@ -71,6 +71,22 @@ pub fn sync_docker_clients(cert: &CertificateConfig, issuer: &Issuer) -> Result<
     Ok(())
 }
 
+/// Before anything is ordered: can `[certificate.trust] docker_clients` be written? (Under a
+/// sandbox without /etc/docker/certs.d in ReadWritePaths it cannot, and a verified renewal
+/// would be reported failed at the very end.) Each registry's directory, or where it would be
+/// created, must be writable.
+pub fn preflight(cert: &CertificateConfig) -> Result<(), String> {
+    let Some(trust) = &cert.trust else { return Ok(()) };
+    for registry in &trust.docker_clients {
+        let dir = trust.certs_d.join(check_registry(registry).map_err(|e| format!("[certificate.trust] {e}"))?);
+        // The directory, or the nearest one above it that exists (the rest is created).
+        let Some(existing) = dir.ancestors().find(|d| d.exists()) else { continue };
+        crate::fsutil::check_writable_dir(existing)
+            .map_err(|e| format!("[certificate.trust] docker_clients \"{registry}\": {e} (regcert writes {}/ca.crt)", dir.display()))?;
+    }
+    Ok(())
+}
+
 /// Remove what `install` wrote; the file removed, if one was there.
 pub fn remove(certs_d: &Path, registry: &str) -> Result<Option<PathBuf>, String> {
     let dir = certs_d.join(check_registry(registry)?);

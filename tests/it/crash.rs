@@ -70,7 +70,7 @@ impl Rng {
 /// its reload command included, like a power cut) once `until` says so. Returns true if it had
 /// finished before.
 fn kill_renew_when(s: &Setup, mut until: impl FnMut() -> bool) -> bool {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_regcert"))
+    let mut child = Command::new(regcert_bin())
         .arg("--config")
         .arg(&s.config)
         .args(["renew", "--force"])

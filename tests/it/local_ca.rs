@@ -6,6 +6,7 @@ use crate::common::registry::*;
 use crate::common::*;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use toml::{Table, Value, toml};
 
 /// `regcert ca export internal`, in a file.
@@ -255,5 +256,225 @@ fn name_constraints_and_ipv6_sans() {
     s.edit_cert("registry", |c| set(c, "domains", toml::Value::Array(vec!["registry.other.lan".into()])));
     let run = s.run(&["check-config"]);
     assert_eq!(run.code, 2, "{run:?}");
-    assert!(run.stderr.contains("domain \"registry.other.lan\" is outside [ca.internal] name_constraints (corp.lan)"), "{run:?}");
+    assert!(
+        run.stderr.contains(
+            "[[certificate]] `registry`: \"registry.other.lan\" (outside corp.lan) is not allowed by the name constraints of [ca.internal]"
+        ),
+        "{run:?}"
+    );
+}
+
+/// A leaf for `sans` (openssl's subjectAltName syntax) signed by openssl with the CA's own key:
+/// what `openssl verify` says of a certificate regcert would refuse to issue.
+fn openssl_leaf(dir: &Path, ca_cert: &Path, ca_key: &Path, sans: &str) -> (bool, String) {
+    let (key, csr, leaf, ext) = (dir.join("leaf.key"), dir.join("leaf.csr"), dir.join("leaf.pem"), dir.join("leaf.ext"));
+    fs::write(&ext, format!("subjectAltName={sans}\n")).unwrap();
+    let p = |p: &Path| p.to_str().unwrap().to_owned();
+    openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &p(&key),
+        "-subj",
+        "/CN=leaf",
+        "-out",
+        &p(&csr),
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &p(&csr),
+        "-CA",
+        &p(ca_cert),
+        "-CAkey",
+        &p(ca_key),
+        "-set_serial",
+        "7",
+        "-days",
+        "5",
+        "-extfile",
+        &p(&ext),
+        "-out",
+        &p(&leaf),
+    ]);
+    let out = std::process::Command::new(tool("openssl")).args(["verify", "-CAfile", &p(ca_cert), &p(&leaf)]).output().unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// Issue #10 item 15: IP ranges in the name constraints, permitted and excluded, IPv4 and IPv6 —
+/// written by `ca init`, enforced by config validation and by issuing, and honoured by openssl.
+#[test]
+fn ip_name_constraints_are_written_enforced_and_honoured_by_openssl() {
+    let s = ca_setup(
+        toml! {
+            subject = "CN=IP Constrained CA"
+            name_constraints = ["corp.lan", "192.168.20.0/24", "fd00::/8"]
+            excluded_name_constraints = ["192.168.20.128/25", "fd00:dead::/32"]
+        },
+        toml! { domains = ["registry.corp.lan"] ips = ["192.168.20.10", "fd00::10"] },
+    );
+    assert_eq!(s.run(&["ca", "init", "internal"]).code, 0);
+    let run = s.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let root = export_root(&s);
+    let ca_text = cert_text(&root);
+    for part in [
+        "Permitted:",
+        "IP:192.168.20.0/255.255.255.0",
+        "IP:FD00:0:0:0:0:0:0:0/FF00:0:0:0:0:0:0:0",
+        "Excluded:",
+        "IP:192.168.20.128/255.255.255.128",
+    ] {
+        assert!(ca_text.contains(part), "{part} missing:\n{ca_text}");
+    }
+    assert_chain_verifies(&s.fullchain("registry"), &root);
+
+    // openssl enforces what the CA says, for leaves regcert would never issue.
+    let dir = tempfile::tempdir().unwrap();
+    let key = s.state().join("ca/internal/root.key");
+    for (sans, ok, why) in [
+        ("DNS:registry.corp.lan,IP:192.168.20.20,IP:fd00::20", true, ""),
+        ("DNS:registry.corp.lan,IP:10.0.0.1", false, "permitted subtree violation"),
+        ("DNS:registry.corp.lan,IP:192.168.20.200", false, "excluded subtree violation"),
+        ("DNS:registry.corp.lan,IP:fe80::1", false, "permitted subtree violation"),
+        ("DNS:registry.corp.lan,IP:fd00:dead::1", false, "excluded subtree violation"),
+    ] {
+        let (verified, out) = openssl_leaf(dir.path(), &root, &key, sans);
+        assert_eq!(verified, ok, "{sans}: {out}");
+        assert!(out.contains(why), "{sans}: {out}");
+    }
+
+    // regcert refuses the same names before anything is issued.
+    for (ip, want) in [
+        ("10.0.0.1", "\"10.0.0.1\" (outside 192.168.20.0/24, fd00::/8)"),
+        ("192.168.20.200", "\"192.168.20.200\" (excluded by 192.168.20.128/25)"),
+        ("fe80::1", "\"fe80::1\" (outside 192.168.20.0/24, fd00::/8)"),
+        ("fd00:dead::1", "\"fd00:dead::1\" (excluded by fd00:dead::/32)"),
+    ] {
+        s.edit_cert("registry", |c| set(c, "ips", toml::Value::Array(vec![ip.into()])));
+        let run = s.run(&["check-config"]);
+        assert_eq!(run.code, 2, "{run:?}");
+        assert!(run.stderr.contains(&format!("{want} is not allowed by the name constraints of [ca.internal]")), "{run:?}");
+    }
+    // A bad range is named.
+    s.edit(|c| set(c, "ca.internal.excluded_name_constraints", toml::Value::Array(vec!["192.168.20.1/24".into()])));
+    let run = s.run(&["check-config"]);
+    assert!(run.code == 2 && run.stderr.contains("has host bits set; the range is \"192.168.20.0/24\""), "{run:?}");
+}
+
+/// The runtime check reads the constraints from the CA certificate itself: an imported openssl
+/// CA limited to one IPv4 range refuses an IPv6 SAN that the configuration does not forbid.
+#[test]
+fn an_imported_ca_s_own_ip_constraints_are_enforced_when_issuing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("ca.pem"), dir.path().join("ca.key"));
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        key.to_str().unwrap(),
+        "-out",
+        cert.to_str().unwrap(),
+        "-days",
+        "365",
+        "-subj",
+        "/CN=Ranged CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-addext",
+        "nameConstraints=critical,permitted;IP:10.20.0.0/255.255.0.0",
+    ]);
+    let s = ca_setup(import(&cert, &key, Table::new()), toml! { ips = ["10.20.1.5"] });
+    assert_eq!(s.run(&["ca", "init", "internal"]).code, 0);
+    let run = s.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_chain_verifies(&s.fullchain("registry"), &cert);
+    let before = fs::read_to_string(s.fullchain("registry")).unwrap();
+    s.edit_cert("registry", |c| set(c, "ips", toml::Value::Array(vec!["10.20.1.5".into(), "fd00::5".into()])));
+    let run = s.run(&["renew"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("CA \"internal\" may not certify \"fd00::5\" (outside 10.20.0.0/16) (its name constraints)"), "{run:?}");
+    assert_eq!(fs::read_to_string(s.fullchain("registry")).unwrap(), before, "nothing installed");
+}
+
+/// `ca init --force` from a two-level CA to a one-level one: the old intermediate is gone and
+/// leaves are signed by the new root (it used to stay and be preferred).
+#[test]
+fn ca_init_force_from_two_levels_to_one_signs_with_the_new_root() {
+    let s = ca_setup(toml! { subject = "CN=Switching CA" intermediate = true }, toml! { domains = ["registry.corp.lan"] });
+    assert_eq!(s.run(&["ca", "init", "internal"]).code, 0);
+    assert_eq!(s.run(&["renew"]).code, 0);
+    assert_eq!(pem_count(&s.fullchain("registry")), 2);
+    s.edit(|c| set(c, "ca.internal.intermediate", false));
+    let run = s.run(&["ca", "init", "internal", "--force"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("removed the replaced CA's") && run.stdout.contains("intermediate.crt"), "{run:?}");
+    for gone in ["intermediate.crt", "intermediate.key", "offline/root.key"] {
+        assert!(!s.state().join("ca/internal").join(gone).exists(), "{gone} is left");
+    }
+    let run = s.run(&["renew", "--force"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let root = export_root(&s);
+    assert_eq!(pem_count(&s.fullchain("registry")), 2, "leaf + the root as its chain");
+    assert_chain_verifies(&s.fullchain("registry"), &root);
+    let issuer = openssl(&["x509", "-noout", "-issuer", "-in", s.fullchain("registry").to_str().unwrap()]);
+    assert!(issuer.contains("Switching CA") && !issuer.contains("Intermediate"), "{issuer}");
+}
+
+/// A CA with less time left than its leaves' validity: leaves end with it, and `regcert run`
+/// says so — an `expiring` event naming the CA, the metric, and `status`.
+#[test]
+fn an_expiring_ca_is_alerted_by_event_metric_and_status() {
+    let hook = Webhook::start();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let s = ca_setup(toml! { subject = "CN=Short Lived CA" validity = "30d" }, toml! { domains = ["registry.corp.lan"] });
+    s.edit(|c| {
+        c.extend(toml! {
+            [daemon]
+            check = "0 0 0 1 1 *"
+            [metrics]
+            listen = (metrics.as_str())
+            [[notify]]
+            webhook = (hook.url.as_str())
+        })
+    });
+    assert_eq!(s.run(&["ca", "init", "internal"]).code, 0);
+    let root = export_root(&s);
+    let (_, ca_end) = validity(&root);
+    let mut d = Daemon::start(&s.config);
+    let body = hook.wait_for("\"ca\":\"internal\"", Duration::from_secs(60));
+    let event: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(event["event"], "expiring");
+    assert_eq!(event["certificate"], "ca:internal");
+    assert_eq!(event["domains"][0], "registry.corp.lan");
+    assert!(matches!(event["days_left"].as_i64(), Some(29 | 30)), "{event}");
+    assert!(event["error"].as_str().unwrap().contains("private CA \"internal\" (CN=Short Lived CA) expires in"), "{event}");
+    d.wait_for_log("1 renewed, 0 failed", 1, Duration::from_secs(30));
+    let (_, text) = http_get(&metrics, "/metrics");
+    assert!(text.contains(&format!("regcert_ca_expiry_timestamp_seconds{{name=\"internal\"}} {ca_end}")), "{text}");
+    // The leaf (90 days by default) was cut short to end with the CA.
+    assert_eq!(validity(&s.fullchain("registry")).1, ca_end);
+    let status = s.run(&["status"]);
+    assert!(status.stdout.contains("CA EXPIRING: private CA \"internal\""), "{status:?}");
+    let st: serde_json::Value = serde_json::from_str(&s.run(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(st[0]["ca_expiry"]["not_after"].as_u64(), Some(ca_end));
+    // Once a day, remembered across restarts: a second start checks again, without a new event.
+    drop(d);
+    let mut again = Daemon::start(&s.config);
+    again.wait_for_log("0 renewed, 0 failed", 1, Duration::from_secs(30));
+    let events = hook.bodies.lock().unwrap().iter().filter(|b| b.contains("\"ca\":\"internal\"")).count();
+    assert_eq!(events, 1, "{:?}", hook.bodies.lock().unwrap());
 }

@@ -18,6 +18,7 @@ mod install_dir;
 mod local_ca;
 mod logs;
 mod registry;
+mod reload_preflight;
 mod renew;
 mod shortlived;
 mod systemd;
