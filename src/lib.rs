@@ -26,6 +26,7 @@ pub(crate) mod metrics;
 pub(crate) mod notify;
 pub(crate) mod obtain;
 pub(crate) mod policy;
+pub(crate) mod progress;
 pub(crate) mod reload;
 pub(crate) mod renew;
 pub(crate) mod schedule;

@@ -9,6 +9,7 @@
 
 mod deliver;
 pub mod report;
+pub mod windows;
 
 use std::time::SystemTime;
 
@@ -21,8 +22,9 @@ use crate::config::{CertificateConfig, Config};
 use crate::install::Installed;
 use crate::install::{self, inspect_pair};
 use crate::keys::LeafKey;
-use crate::obtain::{Issuer, Issuers};
+use crate::obtain::{Issuer, Issuers, Predecessor};
 use crate::policy::{Decision, Origin, Reason, decide};
+use crate::progress::{self, step};
 use crate::state::{Issued, StateDir};
 use crate::{reload, trust, verify};
 use deliver::{Live, Rollback, Undelivered};
@@ -84,6 +86,12 @@ fn settled(cert: &CertificateConfig, decision: Decision) -> Result<CertReport, R
     }
 }
 
+/// What [`Renewer::obtain`] got.
+enum Obtained {
+    Issued { issued: Issued, from_store: bool },
+    DryRun(Outcome),
+}
+
 /// Everything one pass shares: config, state, and the issuers (built on first need).
 pub struct Renewer<'a> {
     config: &'a Config,
@@ -129,6 +137,7 @@ impl<'a> Renewer<'a> {
             return Err(Error::Step(blocked.join("; ")));
         }
         let issuer = self.issuers.of(cert)?;
+        step("checking the reload and the verification before ordering");
         // Check the delivery before ordering: a wrong container name must not cost an issuance.
         let reload = reload::prepare(cert).await?;
         let settings = cert.verify_settings();
@@ -136,36 +145,28 @@ impl<'a> Renewer<'a> {
             Some(s) => Some((verify::Target::for_certificate(cert, s, issuer.trust_anchor())?, s.timeout)),
             None => None,
         };
-        if self.opts.dry_run {
-            // Never finalized against a production CA, never a `replaces` for the live certificate.
-            let trial = issuer.trial(cert, self.leaf_key(cert).await?).await?;
-            tracing::info!(cert = %cert.name, how = %trial.how, "dry run: not storing or installing");
-            let m = trial.issued.map(|i| i.meta);
-            return Ok(Outcome::DryRun {
-                reason: reason.clone(),
-                not_after: m.as_ref().map(|m| m.not_after),
-                serial: m.map(|m| m.serial),
-                how: trial.how,
-            });
-        }
-        let stored = (!self.opts.force).then(|| self.stored_replacement(cert)).flatten();
-        let from_store = stored.is_some();
-        let issued = match stored {
-            Some(issued) => issued,
-            None => {
-                let key = self.leaf_key(cert).await?;
-                let current = install::read_installed(&cert.install).ok().flatten();
-                let issued = issuer.issue(cert, key, current.as_ref().map(|i| &i.leaf_der)).await?;
-                self.state
-                    .save_issued(&issued)
-                    .map_err(|e| format!("cannot keep the issued certificate in {}: {e}", self.state.cert_dir(&cert.name).display()))?;
-                issued
-            }
+        // Everything up to a certificate in hand is bounded: a CA (or DNS, or a hook) that stalls
+        // fails this certificate, not the pass. What follows is bounded step by step (the reload
+        // actions' and the verification's own timeouts), so a rollback is never cut off.
+        let limit = self.config.renewal_timeout;
+        let obtained = progress::bounded(limit, self.obtain(cert, issuer, reason)).await.map_err(|t| {
+            Error::Step(format!(
+                "{} timed out after {} while {} (renewal_timeout); the installed certificate is unchanged and the renewal will be retried",
+                issuer.label(),
+                humantime::format_duration(t.after),
+                t.step
+            ))
+        })??;
+        let (issued, from_store) = match obtained {
+            Obtained::Issued { issued, from_store } => (issued, from_store),
+            Obtained::DryRun(outcome) => return Ok(outcome),
         };
+        step("installing");
         install::install(self.state, cert, issued.fullchain_pem().as_bytes(), issued.key_pem.as_bytes(), &reload.in_place)?;
         let registry = Live { cert: &cert.name, reload: &reload, verify };
         let rollback = Rollback { state: self.state, cert, enabled: settings.is_some_and(|s| s.rollback), in_place: &reload.in_place };
         let m = issued.meta;
+        step("reloading the registry and verifying what it serves");
         match deliver::deliver(&registry, &rollback, &m.sha256).await {
             Ok(verified) => {
                 trust::sync_docker_clients(cert, issuer)?;
@@ -182,6 +183,40 @@ impl<'a> Renewer<'a> {
             Err(Undelivered::RolledBack { error, restored }) => Ok(Outcome::RolledBack { reason: reason.clone(), error, restored }),
             Err(Undelivered::Failed(error)) => Err(Error::Step(error)),
         }
+    }
+
+    /// The certificate to install: kept from an earlier issuance, or issued now (and kept at
+    /// once, so a failed install never costs a second issuance). A dry run ends here.
+    async fn obtain(&self, cert: &CertificateConfig, issuer: &Issuer, reason: &Reason) -> Result<Obtained, Error> {
+        if self.opts.dry_run {
+            // Never finalized against a production CA, never a `replaces` for the live certificate.
+            let trial = issuer.trial(cert, self.leaf_key(cert).await?).await?;
+            tracing::info!(cert = %cert.name, how = %trial.how, "dry run: not storing or installing");
+            let m = trial.issued.map(|i| i.meta);
+            return Ok(Obtained::DryRun(Outcome::DryRun {
+                reason: reason.clone(),
+                not_after: m.as_ref().map(|m| m.not_after),
+                serial: m.map(|m| m.serial),
+                how: trial.how,
+            }));
+        }
+        if let Some(issued) = (!self.opts.force).then(|| self.stored_replacement(cert)).flatten() {
+            return Ok(Obtained::Issued { issued, from_store: true });
+        }
+        let key = self.leaf_key(cert).await?;
+        // The installed certificate, and the ACME account that issued it when state_dir knows.
+        let current = install::read_installed(&cert.install).ok().flatten();
+        let meta = current.as_ref().and_then(|c| self.state.load_meta(&cert.name).filter(|m| m.sha256 == c.leaf.sha256));
+        let predecessor = current.as_ref().map(|c| Predecessor {
+            leaf: &c.leaf_der,
+            issued_by: meta.as_ref().and_then(|m| Some((m.directory.as_str(), m.account.as_deref()?))),
+        });
+        let issued = issuer.issue(cert, key, predecessor).await?;
+        step("storing the issued certificate");
+        self.state
+            .save_issued(&issued)
+            .map_err(|e| format!("cannot keep the issued certificate in {}: {e}", self.state.cert_dir(&cert.name).display()))?;
+        Ok(Obtained::Issued { issued, from_store: false })
     }
 
     /// A certificate issued earlier but never installed (say, the install dir was read-only)
@@ -208,6 +243,7 @@ impl<'a> Renewer<'a> {
             return Ok(key);
         }
         let kind = cert.key;
+        step("generating the key");
         // RSA generation takes long enough to stall other certificates' network I/O.
         tokio::task::spawn_blocking(move || LeafKey::generate(kind))
             .await

@@ -18,4 +18,5 @@ mod registry;
 mod renew;
 mod shortlived;
 mod systemd;
+mod timeouts;
 mod trust;
