@@ -525,8 +525,10 @@ fn renew(config: &Config, names: &[String], opts: RenewOptions) -> CmdResult {
     let kept = windows::kept(&state, &issuers, &plan);
     let now_s = crate::certinfo::unix(now);
     let renewer = &Renewer::new(config, &state, &issuers, opts);
+    let (state_ref, issuers_ref, certs_ref) = (&state, &issuers, &certs);
     let work = |plan| async move {
         let reports = renewer.run_once(plan).await;
+        windows::learn_after_renewals(state_ref, issuers_ref, certs_ref, &reports, crate::certinfo::unix(SystemTime::now())).await;
         notify::send_reports(config, &reports).await;
         reports
     };

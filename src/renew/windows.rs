@@ -7,8 +7,9 @@
 //! whose stored windows are fresh stays off the network; a CA without ARI is asked again after a
 //! day, one that failed after an hour.
 
-use super::Plan;
+use super::{CertReport, Outcome, Plan};
 use crate::certinfo::fmt_time;
+use crate::config::CertificateConfig;
 use crate::install::{self, Installed};
 use crate::obtain::{Error, Issuer, Issuers};
 use crate::policy::Decision;
@@ -106,6 +107,27 @@ pub async fn refresh(issuer: &Issuer, name: &str, installed: &Installed, schedul
         Err(e) => {
             schedule.ari_skip_until = Some(now + spread(3_600));
             Err(e)
+        }
+    }
+}
+
+/// Right after renewals (the CA was just talked to), ask for each new ACME certificate's window
+/// and store it: the next runs then know it — or that the CA offers none — without asking, and
+/// a renew with nothing due stays off the network.
+pub async fn learn_after_renewals(state: &StateDir, issuers: &Issuers, certs: &[&CertificateConfig], reports: &[CertReport], now: u64) {
+    for report in reports.iter().filter(|r| matches!(r.outcome, Outcome::Renewed { .. })) {
+        let Some(cert) = certs.iter().find(|c| c.name == report.name) else { continue };
+        let Ok(issuer) = issuers.of(cert) else { continue };
+        let Some(installed) = install::read_installed(&cert.install).ok().flatten() else { continue };
+        let mut schedule = Schedule::load(state, &cert.name);
+        if !stale(issuer, &installed, &schedule, now) {
+            continue;
+        }
+        if let Err(e) = refresh(issuer, &cert.name, &installed, &mut schedule, now).await {
+            tracing::debug!(cert = %cert.name, error = %e, "cannot fetch the new certificate's renewal window (ARI); asking again later");
+        }
+        if let Err(e) = schedule.save(state, &cert.name) {
+            tracing::warn!(cert = %cert.name, error = %e, "cannot store the renewal window");
         }
     }
 }

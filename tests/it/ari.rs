@@ -76,6 +76,10 @@ fn an_open_window_renews_with_replaces_and_a_future_one_waits() {
         set(c, "acme.directory", ari.directory_url.as_str());
         set(c, "daemon.check", "* * * * * *");
     });
+    // A window that opens in a day, to be asked for again after a second.
+    let (start, end) = (now() + 86_400, now() + 2 * 86_400);
+    ari.set_window(start, end);
+    ari.set_ari_retry_after(1);
     // First issuance: nothing to replace.
     let run = s.run(&["renew"]);
     assert_eq!(run.code, 0, "{run:?}");
@@ -83,12 +87,8 @@ fn an_open_window_renews_with_replaces_and_a_future_one_waits() {
     let first_id = cert_id(&s.fullchain("registry"));
     let first_serial = serial(&s.fullchain("registry"));
 
-    // A window that opens in a day, to be asked for again after a second: the daemon stores it
-    // (the 5-year Pebble leaf is not due by its lifetime, so only the stored window shows ARI
-    // was read) and waits.
-    let (start, end) = (now() + 86_400, now() + 2 * 86_400);
-    ari.set_window(start, end);
-    ari.set_ari_retry_after(1);
+    // The daemon asks again after the Retry-After and stores the window (the 5-year Pebble leaf
+    // is not due by its lifetime, so only the stored window shows ARI was read), and waits.
     let mut d = Daemon::start(&s.config);
     d.wait_for_log("CA renewal window (ARI)", 1, Duration::from_secs(30));
     d.wait_for_log("0 renewed, 0 failed", 1, Duration::from_secs(30));
@@ -119,32 +119,42 @@ fn one_shot_renew_asks_for_the_window_and_reuses_it_until_the_retry_after() {
     let ari = frontend(&pebble);
     let s = Setup::new(&pebble, &[cert("registry", &["registry.example.com"], "ecdsa-p256")]);
     s.edit(|c| set(c, "acme.directory", ari.directory_url.as_str()));
-    assert_eq!(s.run(&["renew"]).code, 0);
-    let first_id = cert_id(&s.fullchain("registry"));
-    assert!(ari.ari_requests().is_empty(), "nothing installed yet: no window to ask for");
-
-    // The CA says "renew now" (a revocation, say): `regcert renew`, without the daemon, asks
-    // for the window of the certificate the policy keeps, and renews, naming it in `replaces`.
-    ari.set_window(now() - 7_200, now() - 3_600);
+    // A window that opens in a day; ask again in 10 s.
+    ari.set_window(now() + 86_400, now() + 2 * 86_400);
+    ari.set_ari_retry_after(10);
     let run = s.run(&["renew"]);
     assert_eq!(run.code, 0, "{run:?}");
-    assert!(run.stdout.contains("inside the CA's renewal window"), "{run:?}");
-    assert!(run.stdout.contains("1 renewed, 0 not due, 0 failed"), "{run:?}");
+    let first_id = cert_id(&s.fullchain("registry"));
+    // Right after issuing, the new certificate's window is asked for once and stored.
     assert_eq!(ari.ari_requests(), std::slice::from_ref(&first_id));
-    assert_eq!(ari.replaces(), [None, Some(first_id.clone())]);
-    let second_id = cert_id(&s.fullchain("registry"));
-    assert_ne!(second_id, first_id);
+    let refetch_at = stored_window(&s, "registry")["refetch_at"].as_u64().unwrap();
 
-    // A future window for the new certificate: not due. The window is stored, and the next run
-    // uses it without asking (the CA said to come back in an hour).
-    ari.set_window(now() + 86_400, now() + 2 * 86_400);
+    // Not due; the stored window is used without asking until the CA's Retry-After.
     for _ in 0..2 {
         let run = s.run(&["renew"]);
         assert_eq!(run.code, 0, "{run:?}");
         assert!(run.stdout.contains("0 renewed, 1 not due, 0 failed"), "{run:?}");
     }
-    assert_eq!(ari.ari_requests(), [first_id, second_id], "asked once for the new certificate, then the stored window was used");
-    assert!(stored_window(&s, "registry")["refetch_at"].as_u64().unwrap() >= now() + 3_500);
+    assert!(now() < refetch_at, "the runs above were meant to happen before the Retry-After ran out");
+    assert_eq!(ari.ari_requests(), std::slice::from_ref(&first_id), "the stored window was used");
+
+    // The CA now says "renew now" for it (a revocation, say). After the Retry-After,
+    // `regcert renew` — not the daemon — asks again and renews, naming it in `replaces`.
+    ari.set_window_for(&first_id, now() - 7_200, now() - 3_600);
+    while now() <= refetch_at {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let run = s.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("inside the CA's renewal window"), "{run:?}");
+    assert!(run.stdout.contains("1 renewed, 0 not due, 0 failed"), "{run:?}");
+    assert_eq!(ari.replaces(), [None, Some(first_id.clone())]);
+    let second_id = cert_id(&s.fullchain("registry"));
+    assert_ne!(second_id, first_id);
+    // The new certificate's window (in the future again) is asked for right away.
+    assert_eq!(ari.ari_requests(), [first_id.clone(), first_id, second_id]);
+    let run = s.run(&["renew"]);
+    assert!(run.stdout.contains("0 renewed, 1 not due, 0 failed"), "{run:?}");
     assert_eq!(ari.replaces().len(), 2, "nothing ordered");
 }
 
@@ -154,15 +164,15 @@ fn a_404_from_renewal_info_leaves_the_lifetime_policy_in_charge() {
     let ari = frontend(&pebble);
     let s = Setup::new(&pebble, &[cert("registry", &["registry.example.com"], "ecdsa-p256")]);
     s.edit(|c| set(c, "acme.directory", ari.directory_url.as_str()));
-    assert_eq!(s.run(&["renew"]).code, 0);
     // No window set: the front answers 404, as a CA does for a certificate it does not know.
-    for _ in 0..2 {
+    // It is asked right after the issuance, and then not again for a while.
+    for expected in ["1 renewed, 0 not due, 0 failed", "0 renewed, 1 not due, 0 failed", "0 renewed, 1 not due, 0 failed"] {
         let run = s.run(&["renew"]);
         assert_eq!(run.code, 0, "{run:?}");
-        assert!(run.stdout.contains("0 renewed, 1 not due, 0 failed"), "{run:?}");
-        assert!(!run.stderr.contains("cannot fetch renewal windows"), "a 404 is an answer, not a failure: {run:?}");
+        assert!(run.stdout.contains(expected), "{run:?}");
+        assert!(!run.stderr.contains("cannot fetch"), "a 404 is an answer, not a failure: {run:?}");
     }
-    assert_eq!(ari.ari_requests().len(), 1, "not asked again the next run");
+    assert_eq!(ari.ari_requests(), [cert_id(&s.fullchain("registry"))], "asked once");
     let sched: serde_json::Value = serde_json::from_slice(&std::fs::read(s.state().join("certs/registry/schedule.json")).unwrap()).unwrap();
     let skip = sched["ari_skip_until"].as_u64().unwrap();
     assert!(skip >= now() + 43_000 && skip <= now() + 86_400, "asked again within a day: {sched}");

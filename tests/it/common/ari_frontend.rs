@@ -26,6 +26,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 struct Seen {
     /// (start, end) in RFC 3339 served for every certificate.
     window: Option<(String, String)>,
+    /// Windows for single certificates (by ARI identifier), before `window`.
+    windows_for: std::collections::HashMap<String, (String, String)>,
     /// Decoded JWS payloads of new orders.
     orders: Vec<serde_json::Value>,
     /// Certificate identifiers asked for at renewalInfo.
@@ -108,6 +110,11 @@ impl AriFrontend {
     /// Serve this suggested window (Unix times) from now on.
     pub fn set_window(&self, start: u64, end: u64) {
         self.seen.lock().unwrap().window = Some((rfc3339(start), rfc3339(end)));
+    }
+
+    /// Serve this window (Unix times) for the certificate with ARI identifier `id` from now on.
+    pub fn set_window_for(&self, id: &str, start: u64, end: u64) {
+        self.seen.lock().unwrap().windows_for.insert(id.to_owned(), (rfc3339(start), rfc3339(end)));
     }
 
     /// The `replaces` field of every new order so far (None where absent).
@@ -243,7 +250,9 @@ fn problem(status: u16, kind: &str, detail: &str, retry_after: Option<u64>) -> R
 fn renewal_info(ctx: &Ctx, id: &str) -> Response<Full<Bytes>> {
     let mut seen = ctx.seen.lock().unwrap();
     seen.ari_requests.push(id.to_owned());
-    let Some((start, end)) = seen.window.clone() else { return Response::builder().status(404).body(Full::new(Bytes::new())).unwrap() };
+    let Some((start, end)) = seen.windows_for.get(id).or(seen.window.as_ref()).cloned() else {
+        return Response::builder().status(404).body(Full::new(Bytes::new())).unwrap();
+    };
     let body = serde_json::json!({ "suggestedWindow": { "start": start, "end": end } }).to_string();
     Response::builder()
         .status(200)
