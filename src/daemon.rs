@@ -387,24 +387,12 @@ pub async fn check(config: &Config, state: &StateDir, known: &mut HashMap<String
 }
 
 /// Ask the CAs for the renewal windows (ARI) of valid certificates whose window is stale.
-/// A CA that cannot be asked is logged once per check, and asked again within the hour.
 async fn refresh_windows(issuers: &Issuers, entries: &mut [Entry<'_>], decisions: &[Decision], now: SystemTime) {
-    let now_s = unix(now);
-    let mut warned = false;
-    for (entry, decision) in entries.iter_mut().zip(decisions) {
-        let (Decision::NotDue { .. }, Some(installed)) = (decision, &entry.installed) else { continue };
-        let Ok(issuer) = issuers.of(entry.cert) else { continue };
-        if !windows::stale(issuer, installed, &entry.schedule, now_s) {
-            continue;
-        }
-        entry.dirty = true;
-        if let Err(e) = windows::refresh(issuer, &entry.cert.name, installed, &mut entry.schedule, now_s).await
-            // One line per check, not one per certificate, when the CA is down.
-            && !std::mem::replace(&mut warned, true)
-        {
-            tracing::warn!(cert = %entry.cert.name, error = %e, "cannot fetch renewal windows (ARI); using the lifetime policy");
-        }
-    }
+    let each = entries.iter_mut().zip(decisions).filter_map(|(e, decision)| match (decision, &e.installed) {
+        (Decision::NotDue { .. }, Some(installed)) => Some((e.cert, installed, &mut e.schedule, &mut e.dirty)),
+        _ => None,
+    });
+    windows::refresh_each(issuers, each, unix(now)).await;
 }
 
 /// Remember a renewal result: clear or extend the backoff, count it.

@@ -45,17 +45,28 @@ pub fn any_stale(issuers: &Issuers, plan: &Plan<'_>, kept: &[Kept], now: u64) ->
     kept.iter().any(|k| issuers.of(plan[k.index].0).is_ok_and(|issuer| stale(issuer, &k.installed, &k.schedule, now)))
 }
 
-/// Ask the CAs for the stale windows of `kept`; a CA that cannot be asked is reported once.
+/// Ask the CAs for the stale windows of `kept`.
 pub async fn refresh_stale(issuers: &Issuers, plan: &Plan<'_>, kept: &mut [Kept], now: u64) {
+    let each = kept.iter_mut().map(|k| (plan[k.index].0, &k.installed, &mut k.schedule, &mut k.changed));
+    refresh_each(issuers, each, now).await;
+}
+
+/// For each (certificate, installed pair, schedule, changed): ask its CA for the window when the
+/// stored one is stale, and mark the schedule changed. A CA that cannot be asked is reported once
+/// per pass, not once per certificate.
+pub async fn refresh_each<'a>(
+    issuers: &Issuers,
+    each: impl Iterator<Item = (&'a CertificateConfig, &'a Installed, &'a mut Schedule, &'a mut bool)>,
+    now: u64,
+) {
     let mut warned = false;
-    for k in kept.iter_mut() {
-        let cert = plan[k.index].0;
+    for (cert, installed, schedule, changed) in each {
         let Ok(issuer) = issuers.of(cert) else { continue };
-        if !stale(issuer, &k.installed, &k.schedule, now) {
+        if !stale(issuer, installed, schedule, now) {
             continue;
         }
-        k.changed = true;
-        if let Err(e) = refresh(issuer, &cert.name, &k.installed, &mut k.schedule, now).await
+        *changed = true;
+        if let Err(e) = refresh(issuer, &cert.name, installed, schedule, now).await
             && !std::mem::replace(&mut warned, true)
         {
             tracing::warn!(cert = %cert.name, error = %e, "cannot fetch renewal windows (ARI); using the lifetime policy");
