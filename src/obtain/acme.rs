@@ -39,6 +39,8 @@ pub struct AcmeIssuer {
     ready: OnceCell<Result<Ready, Error>>,
     /// The directory's `renewalInfo` URL (`None`: the CA offers no ARI), read once.
     renewal_info: OnceCell<Result<Option<String>, Error>>,
+    /// See [`AcmeIssuer::http`].
+    plain: OnceLock<Box<dyn HttpClient>>,
 }
 
 /// The account, and the way this CA's HTTP-01 challenges are answered.
@@ -76,6 +78,7 @@ impl AcmeIssuer {
             roots: OnceLock::new(),
             ready: OnceCell::new(),
             renewal_info: OnceCell::new(),
+            plain: OnceLock::new(),
         }
     }
 
@@ -92,8 +95,11 @@ impl AcmeIssuer {
         tls::acme_http_client(roots.clone(), self.config.timeout, self.last_error.clone())
     }
 
-    fn http(&self) -> Result<Box<dyn HttpClient>, Error> {
-        Ok(self.client(self.roots()?))
+    /// The client for plain GETs (renewal windows), made once: its connections are reused from
+    /// one certificate's window to the next.
+    fn http(&self) -> Result<&dyn HttpClient, Error> {
+        let roots = self.roots()?;
+        Ok(self.plain.get_or_init(|| self.client(roots)).as_ref())
     }
 
     pub(crate) fn directory(&self) -> &str {
@@ -125,9 +131,9 @@ impl AcmeIssuer {
         let Ok(id) = CertificateIdentifier::try_from(leaf) else { return Ok(None) };
         step(DURING);
         let http = self.http()?;
-        let Some(base) = self.renewal_info_url(http.as_ref()).await.map_err(|e| e.during(DURING))? else { return Ok(None) };
+        let Some(base) = self.renewal_info_url(http).await.map_err(|e| e.during(DURING))? else { return Ok(None) };
         let url = format!("{}/{id}", base.trim_end_matches('/'));
-        let (parts, body) = self.get(http.as_ref(), &url).await.map_err(|e| e.during(DURING))?;
+        let (parts, body) = self.get(http, &url).await.map_err(|e| e.during(DURING))?;
         if parts.status == http::StatusCode::NOT_FOUND {
             tracing::debug!(%url, "the CA has no renewal window for this certificate (404)");
             return Ok(None);
