@@ -17,7 +17,23 @@ struct Heartbeat {
     step: &'static str,
 }
 
-static HEARTBEAT: Mutex<Heartbeat> = Mutex::new(Heartbeat { busy: 0, last: None, step: "idle" });
+impl Heartbeat {
+    const fn new() -> Self {
+        Heartbeat { busy: 0, last: None, step: "idle" }
+    }
+
+    fn beat(&mut self, at: Instant) {
+        self.last = Some(at);
+    }
+
+    /// `None` when the watchdog may be fed at `now`; otherwise the stuck step and for how long.
+    fn stalled(&self, limit: Duration, now: Instant) -> Option<(&'static str, Duration)> {
+        let quiet = self.last.map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        (!alive(self.busy > 0, quiet, limit)).then_some((self.step, quiet))
+    }
+}
+
+static HEARTBEAT: Mutex<Heartbeat> = Mutex::new(Heartbeat::new());
 
 fn heartbeat() -> std::sync::MutexGuard<'static, Heartbeat> {
     HEARTBEAT.lock().unwrap_or_else(|p| p.into_inner())
@@ -30,7 +46,7 @@ tokio::task_local! {
 
 /// Work moved (an answer from the CA, a poll that came back).
 pub fn beat() {
-    heartbeat().last = Some(Instant::now());
+    heartbeat().beat(Instant::now());
 }
 
 /// A certificate's work entered `step` ("finalizing the order"): a beat, and the step a timeout
@@ -38,7 +54,7 @@ pub fn beat() {
 pub fn step(step: &'static str) {
     let _ = STEP.try_with(|s| s.set(step));
     let mut hb = heartbeat();
-    hb.last = Some(Instant::now());
+    hb.beat(Instant::now());
     hb.step = step;
 }
 
@@ -48,7 +64,7 @@ pub struct Busy(());
 pub fn busy() -> Busy {
     let mut hb = heartbeat();
     hb.busy += 1;
-    hb.last = Some(Instant::now());
+    hb.beat(Instant::now());
     Busy(())
 }
 
@@ -56,15 +72,13 @@ impl Drop for Busy {
     fn drop(&mut self) {
         let mut hb = heartbeat();
         hb.busy = hb.busy.saturating_sub(1);
-        hb.last = Some(Instant::now());
+        hb.beat(Instant::now());
     }
 }
 
 /// Feed the watchdog now? `None` when yes; otherwise the step that has been stuck, and for how long.
 pub fn stalled(limit: Duration) -> Option<(&'static str, Duration)> {
-    let hb = heartbeat();
-    let quiet = hb.last.map_or(Duration::ZERO, |t| t.elapsed());
-    (!alive(hb.busy > 0, quiet, limit)).then_some((hb.step, quiet))
+    heartbeat().stalled(limit, Instant::now())
 }
 
 /// The watchdog's rule: idle is alive; busy is alive only with progress within `limit`. Pure.
@@ -117,15 +131,21 @@ mod tests {
     }
 
     #[test]
-    fn a_busy_process_without_progress_is_stalled() {
-        // The heartbeat is process-wide; this is the only test that holds it busy.
-        let guard = busy();
-        step("downloading the certificate");
-        assert_eq!(stalled(Duration::from_secs(60)), None);
-        let (step, quiet) = stalled(Duration::ZERO).expect("no progress within a zero interval");
-        assert_eq!(step, "downloading the certificate");
-        assert!(quiet < Duration::from_secs(5));
-        drop(guard);
-        assert_eq!(stalled(Duration::ZERO), None, "idle again");
+    fn a_busy_heartbeat_without_progress_is_stalled_and_names_the_step() {
+        let t0 = Instant::now();
+        let mut hb = Heartbeat::new();
+        assert_eq!(hb.stalled(Duration::from_secs(1), t0 + Duration::from_secs(3_600)), None, "idle");
+        hb.busy = 1;
+        hb.step = "downloading the certificate";
+        hb.beat(t0);
+        assert_eq!(hb.stalled(Duration::from_secs(60), t0 + Duration::from_secs(59)), None);
+        assert_eq!(
+            hb.stalled(Duration::from_secs(60), t0 + Duration::from_secs(61)),
+            Some(("downloading the certificate", Duration::from_secs(61)))
+        );
+        hb.beat(t0 + Duration::from_secs(61));
+        assert_eq!(hb.stalled(Duration::from_secs(60), t0 + Duration::from_secs(62)), None, "a beat revives it");
+        hb.busy = 0;
+        assert_eq!(hb.stalled(Duration::ZERO, t0 + Duration::from_secs(7_200)), None, "idle again");
     }
 }
