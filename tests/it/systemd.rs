@@ -159,6 +159,6 @@ fn the_watchdog_starves_while_a_check_is_stuck() {
     // Fed every 250 ms while work moves; starved from half the interval (0.5 s) of no progress
     // until the 4 s request bound ends the check.
     assert!(longest >= Duration::from_millis(2_500), "WATCHDOG=1 never stopped while the check was stuck: {pings:?}");
-    assert!(longest < Duration::from_secs(6), "{pings:?}");
+    assert!(longest < Duration::from_secs(10), "fed again once the bound ended the check: {pings:?}");
     assert!(ca.connections() >= 1, "the check was stuck on the CA");
 }
