@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, Config, Purpose};
 use crate::obtain::{Issuers, local_ca};
-use crate::renew::{self, CertReport, RenewOptions, Renewer};
+use crate::renew::{self, CertReport, RenewOptions, Renewer, windows};
 use crate::state::StateDir;
 use crate::{notify, status, verify};
 
@@ -540,15 +540,35 @@ fn renew(config: &Config, names: &[String], opts: RenewOptions) -> CmdResult {
     renew::tidy(&state, certs.iter().copied());
 
     let issuers = Issuers::from_config(config, &state);
-    let plan = renew::plan(&state, &issuers, &certs, opts, SystemTime::now());
-    // Only a run with work to do pays for a runtime, trust roots and the CA's directory.
-    let reports = match renew::without_work(&plan) {
-        Some(reports) => reports,
-        None => runtime()?.block_on(async {
-            let reports = Renewer::new(config, &state, &issuers, opts).run_once(plan).await;
-            notify::send_reports(config, &reports).await;
-            reports
-        }),
+    let now = SystemTime::now();
+    let mut plan = renew::plan(&state, &issuers, &certs, opts, now);
+    // What the policy keeps can still be due by its CA's renewal window (ARI): the window stored
+    // in schedule.json (shared with `regcert run`) until the CA's Retry-After, else asked for.
+    let kept = windows::kept(&state, &issuers, &plan);
+    let now_s = crate::certinfo::unix(now);
+    let renewer = &Renewer::new(config, &state, &issuers, opts);
+    let (state_ref, issuers_ref, certs_ref) = (&state, &issuers, &certs);
+    let work = |plan| async move {
+        let reports = renewer.run_once(plan).await;
+        windows::learn_after_renewals(state_ref, issuers_ref, certs_ref, &reports, crate::certinfo::unix(SystemTime::now())).await;
+        notify::send_reports(config, &reports).await;
+        reports
+    };
+    // Only a run with work to do, or a window to ask for, pays for a runtime, trust roots and
+    // the CA's directory.
+    let reports = if windows::any_stale(&issuers, &plan, &kept, now_s) {
+        runtime()?.block_on(async {
+            let mut kept = kept;
+            windows::refresh_stale(&issuers, &plan, &mut kept, now_s).await;
+            windows::apply(&state, &mut plan, kept, now_s);
+            work(plan).await
+        })
+    } else {
+        windows::apply(&state, &mut plan, kept, now_s);
+        match renew::without_work(&plan) {
+            Some(reports) => reports,
+            None => runtime()?.block_on(work(plan)),
+        }
     };
     for r in &reports {
         println!("{r}");

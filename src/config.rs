@@ -34,6 +34,11 @@ pub struct Config {
     /// How many certificates `renew` works on at the same time.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// The most one certificate's renewal may take from the order to the downloaded
+    /// certificate (account, order, challenges, validation, finalize, download); past it, that
+    /// certificate fails (retried with backoff) and the installed pair stays.
+    #[serde(default = "default_renewal_timeout", with = "duration")]
+    pub renewal_timeout: Duration,
     /// The ACME CA; needed when a certificate has issuer "acme" (the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acme: Option<AcmeConfig>,
@@ -218,6 +223,9 @@ pub struct AcmeConfig {
     /// Extra roots for the ACME server's own TLS (private or test CAs).
     pub ca_bundle: Option<PathBuf>,
     pub eab: Option<EabConfig>,
+    /// The most one request to the CA may take (connecting, sending, the whole answer).
+    #[serde(default = "default_acme_timeout", with = "duration")]
+    pub timeout: Duration,
 }
 
 #[derive(Clone, Deserialize, Serialize)]
@@ -497,6 +505,12 @@ fn default_state_dir() -> PathBuf {
 }
 fn default_concurrency() -> usize {
     4
+}
+fn default_renewal_timeout() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+pub(crate) fn default_acme_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 fn default_fullchain() -> String {
     "domain.crt".into()
@@ -787,6 +801,9 @@ fn validate(config: &Config) -> Problems {
     if config.concurrency == 0 {
         problems.push("concurrency = 0: at least one certificate must be worked on; use 1 or more".into());
     }
+    if config.renewal_timeout < Duration::from_secs(1) {
+        problems.push("renewal_timeout must be at least 1s (default \"15m\"): it bounds each certificate's renewal".into());
+    }
     if config.http01.webroot.is_some() && config.http01.listen.is_some() {
         problems.push("[http01] sets both `listen` and `webroot`: choose one way of answering HTTP-01".into());
     }
@@ -881,6 +898,9 @@ pub(crate) fn http_on_loopback(url: &str) -> Option<bool> {
 
 fn validate_acme(acme: &AcmeConfig, problems: &mut Vec<String>) {
     let url = acme.directory_url();
+    if acme.timeout < Duration::from_secs(1) {
+        problems.push("[acme] timeout must be at least 1s (default \"30s\"): it bounds each request to the CA".into());
+    }
     if !(url.starts_with("https://") || url.starts_with("http://")) {
         problems.push(format!(
             "[acme] directory = \"{}\": use \"letsencrypt\", \"letsencrypt-staging\" or the CA's directory URL (https://…)",
@@ -1415,7 +1435,14 @@ mod tests {
 
     #[test]
     fn directory_shorthands() {
-        let acme = AcmeConfig { directory: "letsencrypt".into(), contact: vec![], accept_terms: true, ca_bundle: None, eab: None };
+        let acme = AcmeConfig {
+            directory: "letsencrypt".into(),
+            contact: vec![],
+            accept_terms: true,
+            ca_bundle: None,
+            eab: None,
+            timeout: default_acme_timeout(),
+        };
         assert_eq!(acme.directory_url(), LETSENCRYPT);
     }
 }

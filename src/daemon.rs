@@ -29,8 +29,8 @@ use crate::metrics::{self, Metrics};
 use crate::notify::{self, EventKind};
 use crate::obtain::{Issuers, local_ca};
 use crate::policy::{Decision, Reason};
-use crate::renew::{CertReport, Error, Outcome, RenewOptions, Renewer};
-use crate::schedule::{AriWindow, Schedule, backoff, is_emergency};
+use crate::renew::{CertReport, Error, Outcome, RenewOptions, Renewer, windows};
+use crate::schedule::{Schedule, backoff, is_emergency};
 use crate::state::{LockError, StateDir};
 
 /// How long SIGTERM waits for a check in flight before abandoning it.
@@ -225,13 +225,32 @@ async fn reload_config(daemon: &Daemon, scheduler: &JobScheduler, job: uuid::Uui
     job
 }
 
+/// Feed systemd's watchdog (`WatchdogSec=`) from the progress of the work, not from a timer:
+/// between checks always, during a check only while it moved within half the watchdog interval
+/// (see [`crate::progress`]). A check stuck on something no timeout covers stops the pings, and
+/// systemd restarts the service.
 fn spawn_watchdog() {
     if let Some(interval) = sd_notify::watchdog_enabled() {
         tokio::spawn(async move {
-            let mut every = tokio::time::interval(interval / 2);
+            let mut every = tokio::time::interval(interval / 4);
+            let mut warned = false;
             loop {
                 every.tick().await;
-                let _ = sd_notify::notify(&[NotifyState::Watchdog]);
+                match crate::progress::stalled(interval / 2) {
+                    None => {
+                        warned = false;
+                        let _ = sd_notify::notify(&[NotifyState::Watchdog]);
+                    }
+                    Some((step, quiet)) if !std::mem::replace(&mut warned, true) => {
+                        tracing::error!(
+                            step,
+                            quiet_s = quiet.as_secs(),
+                            watchdog_s = interval.as_secs(),
+                            "the check in flight made no progress within the watchdog interval; no longer feeding the systemd watchdog"
+                        );
+                    }
+                    Some(_) => {}
+                }
             }
         });
     }
@@ -240,6 +259,8 @@ fn spawn_watchdog() {
 async fn run_check(daemon: Arc<Daemon>) {
     let config = daemon.config();
     let started = Instant::now();
+    // From here until the check is done, the watchdog is fed only while work moves.
+    let _busy = crate::progress::busy();
     let _lock = match daemon.state.lock("regcert run (check)") {
         Ok(lock) => lock,
         Err(LockError::Busy { holder, .. }) => {
@@ -285,11 +306,7 @@ pub(crate) fn triage(decision: Decision, installed_serial: Option<&str>, schedul
     let reason = match decision {
         Decision::Due(reason) => Some(reason),
         // Valid by the policy; the CA's renewal window (ARI) may still say "now".
-        Decision::NotDue { .. } => schedule
-            .ari
-            .as_ref()
-            .filter(|w| Some(w.serial.as_str()) == installed_serial && now >= w.renew_at)
-            .map(|w| Reason::RenewalWindow { start: w.start, end: w.end }),
+        Decision::NotDue { .. } => installed_serial.and_then(|serial| schedule.window_reason(serial, now)),
     };
     match reason {
         None => Triage::Fine,
@@ -372,45 +389,12 @@ pub async fn check(config: &Config, state: &StateDir, known: &mut HashMap<String
 }
 
 /// Ask the CAs for the renewal windows (ARI) of valid certificates whose window is stale.
-/// A CA that cannot be asked is logged once per check, and asked again within the hour.
 async fn refresh_windows(issuers: &Issuers, entries: &mut [Entry<'_>], decisions: &[Decision], now: SystemTime) {
-    let now_s = unix(now);
-    let mut warned = false;
-    for (entry, decision) in entries.iter_mut().zip(decisions) {
-        let (Decision::NotDue { .. }, Some(installed)) = (decision, &entry.installed) else { continue };
-        let Ok(issuer) = issuers.of(entry.cert) else { continue };
-        let schedule = &mut entry.schedule;
-        let leaf = &installed.leaf;
-        let fresh = schedule.ari.as_ref().is_some_and(|w| w.serial == leaf.serial && now_s < w.refetch_at);
-        if !issuer.offers_renewal_windows() || schedule.ari_skip_until.is_some_and(|t| now_s < t) || fresh {
-            continue;
-        }
-        entry.dirty = true;
-        match issuer.renewal_window(&installed.leaf_der).await {
-            Ok(Some(window)) => {
-                let w = AriWindow::choose(leaf.serial.clone(), window.start, window.end, now_s, window.retry_after, window.explanation_url);
-                tracing::info!(cert = %entry.cert.name, window_start = %fmt_time(w.start), window_end = %fmt_time(w.end), renew_at = %fmt_time(w.renew_at), "CA renewal window (ARI)");
-                schedule.ari = Some(w);
-                schedule.ari_skip_until = None;
-            }
-            Ok(None) => {
-                schedule.ari = None;
-                schedule.ari_skip_until = Some(now_s + spread(86_400));
-            }
-            Err(e) => {
-                // One line per check, not one per certificate, when the CA is down.
-                if !std::mem::replace(&mut warned, true) {
-                    tracing::warn!(cert = %entry.cert.name, error = %e, "cannot fetch renewal windows (ARI); using the lifetime policy");
-                }
-                schedule.ari_skip_until = Some(now_s + spread(3_600));
-            }
-        }
-    }
-}
-
-/// Somewhere between half and all of `secs`, so that many certificates do not ask together.
-fn spread(secs: u64) -> u64 {
-    secs / 2 + fastrand::u64(0..=secs / 2)
+    let each = entries.iter_mut().zip(decisions).filter_map(|(e, decision)| match (decision, &e.installed) {
+        (Decision::NotDue { .. }, Some(installed)) => Some((e.cert, installed, &mut e.schedule, &mut e.dirty)),
+        _ => None,
+    });
+    windows::refresh_each(issuers, each, unix(now)).await;
 }
 
 /// Remember a renewal result: clear or extend the backoff, count it.

@@ -29,6 +29,7 @@ pub(crate) mod notify;
 pub(crate) mod obtain;
 pub(crate) mod pair;
 pub(crate) mod policy;
+pub(crate) mod progress;
 pub(crate) mod reload;
 pub(crate) mod renew;
 pub(crate) mod route;

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::certinfo::{LeafInfo, unix};
 use crate::fsutil::{FileSpec, create_private_dir, write_atomic};
+use crate::policy::Reason;
 use crate::state::StateDir;
 
 /// In an emergency (less than a tenth of the lifetime left) never wait longer than this.
@@ -62,7 +63,9 @@ impl AriWindow {
     pub fn choose(serial: String, start: u64, end: u64, now: u64, retry_after: Duration, explanation_url: Option<String>) -> Self {
         let end = end.max(start);
         let renew_at = if end <= now { now } else { fastrand::u64(start.max(now)..=end) };
-        let wait = retry_after.as_secs().clamp(60, 86_400);
+        // The CA's Retry-After, at most a day (RFC 9773 §4.3.3). No floor of our own: how often
+        // it is asked is bounded by how often regcert looks (`[daemon] check`, the renew timer).
+        let wait = retry_after.as_secs().clamp(1, 86_400);
         AriWindow { serial, start, end, renew_at, refetch_at: now + wait, explanation_url }
     }
 }
@@ -111,6 +114,11 @@ impl Schedule {
     pub fn record_alert(&mut self, leaf: &LeafInfo, now: u64) {
         self.last_alert_at = Some(now);
         self.last_alert_serial = Some(leaf.serial.clone());
+    }
+
+    /// The CA's window for the certificate with `serial` says "renew" at `now`: the reason.
+    pub fn window_reason(&self, serial: &str, now: u64) -> Option<Reason> {
+        self.ari.as_ref().filter(|w| w.serial == serial && now >= w.renew_at).map(|w| Reason::RenewalWindow { start: w.start, end: w.end })
     }
 
     /// Still waiting out the backoff of earlier failures?

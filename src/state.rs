@@ -60,6 +60,11 @@ pub struct IssuedMeta {
     pub serial: String,
     pub sha256: String,
     pub issuer: String,
+    /// The ACME account (its URL) the certificate was ordered with, at `directory`. Only a
+    /// certificate this account issued is named in a renewal's `replaces`; absent for a
+    /// private CA and in records older than this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
 }
 
 /// What a successful issuance produced.

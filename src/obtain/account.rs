@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 use crate::config::AcmeConfig;
 use crate::fsutil::{FileSpec, create_private_dir, write_atomic};
 use crate::obtain::error::Error;
-use crate::obtain::tls::LastRetryAfter;
+use crate::obtain::tls::LastErrorResponse;
 use crate::state::StateDir;
 
 /// What we keep of an account. The contact list is kept so that a changed config is noticed
@@ -28,12 +28,12 @@ pub fn decode_hmac_key(key: &str) -> Result<Vec<u8>, base64::DecodeError> {
 }
 
 /// Load the account for `[acme] directory`, or create it; `http` builds a fresh HTTP client
-/// whose error responses leave their Retry-After in `retry_after`.
+/// whose error responses leave what they said in `last_error`.
 pub(crate) async fn load_or_create(
     state: &StateDir,
     acme: &AcmeConfig,
     http: impl Fn() -> Box<dyn HttpClient>,
-    retry_after: &LastRetryAfter,
+    last_error: &LastErrorResponse,
 ) -> Result<Account, Error> {
     let url = acme.directory_url();
     if url.starts_with("http://") {
@@ -41,7 +41,7 @@ pub(crate) async fn load_or_create(
     }
     let path = state.account_path(url);
     let contact: Vec<&str> = acme.contact.iter().map(String::as_str).collect();
-    let acme_error = |e: instant_acme::Error| Error::from_acme(&e, url, retry_after.take());
+    let acme_error = |e: instant_acme::Error| Error::from_acme(&e, url, last_error.take());
 
     if let Ok(bytes) = std::fs::read(&path).map(Zeroizing::new) {
         let corrupt = |e: serde_json::Error| {

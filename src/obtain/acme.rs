@@ -1,21 +1,28 @@
 //! The ACME issuer (RFC 8555): order, authorize, finalize, download — on instant-acme.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use instant_acme::{Account, AuthorizationStatus, CertificateIdentifier, Identifier, NewOrder, Order, OrderStatus, RetryPolicy};
+use bytes::Bytes;
+use hyper::http;
+use instant_acme::{
+    Account, AuthorizationStatus, BodyWrapper, CertificateIdentifier, HttpClient, Identifier, NewOrder, Order, OrderStatus, RenewalInfo,
+    RetryPolicy,
+};
+use rustls::RootCertStore;
 use rustls_pki_types::CertificateDer;
 use tokio::sync::OnceCell;
 
 use super::error::Error;
 use super::problem::{Problem, ProblemKind};
-use super::tls::LastRetryAfter;
-use super::{RenewalWindow, Trial, account, tls};
+use super::tls::LastErrorResponse;
+use super::{Predecessor, RenewalWindow, Trial, account, tls};
 use crate::certinfo::{LeafInfo, check_chain_links, fmt_time, parse_pem_certs, to_pem, unix};
 use crate::challenge::dns01::Dns01;
 use crate::challenge::{Published, Solver};
 use crate::config::{AcmeConfig, CertificateConfig, Http01Config};
 use crate::keys::LeafKey;
+use crate::progress::step;
 use crate::state::{Issued, IssuedMeta, StateDir};
 
 /// An ACME CA as configured in `[acme]`. The account is loaded (or created) on first use and
@@ -25,9 +32,15 @@ pub struct AcmeIssuer {
     config: AcmeConfig,
     http01: Http01Config,
     state: StateDir,
-    /// The Retry-After of the CA's last error response (see [`LastRetryAfter`]).
-    retry_after: Arc<LastRetryAfter>,
+    /// What the CA's last error response said beyond its problem (see [`LastErrorResponse`]).
+    last_error: Arc<LastErrorResponse>,
+    /// The roots that the CA's own TLS must chain to (read once).
+    roots: OnceLock<Result<RootCertStore, Error>>,
     ready: OnceCell<Result<Ready, Error>>,
+    /// The directory's `renewalInfo` URL (`None`: the CA offers no ARI), read once.
+    renewal_info: OnceCell<Result<Option<String>, Error>>,
+    /// See [`AcmeIssuer::http`].
+    plain: OnceLock<Box<dyn HttpClient>>,
 }
 
 /// The account, and the way this CA's HTTP-01 challenges are answered.
@@ -46,6 +59,9 @@ fn staging_instead(config: &AcmeConfig) -> Option<AcmeConfig> {
     })
 }
 
+/// When to ask for a renewal window again if the CA did not say (RFC 9773 asks CAs to say).
+const DEFAULT_ARI_RETRY: Duration = Duration::from_secs(6 * 3_600);
+
 /// Poll quickly at first (a local or fast CA answers in milliseconds), then back off; the CA's
 /// Retry-After always wins. Our polling must never be what makes an issuance slow.
 fn poll_policy() -> RetryPolicy {
@@ -58,9 +74,32 @@ impl AcmeIssuer {
             config: config.clone(),
             http01: http01.clone(),
             state: state.clone(),
-            retry_after: Arc::new(LastRetryAfter::default()),
+            last_error: Arc::new(LastErrorResponse::default()),
+            roots: OnceLock::new(),
             ready: OnceCell::new(),
+            renewal_info: OnceCell::new(),
+            plain: OnceLock::new(),
         }
+    }
+
+    /// The roots the CA's own TLS must chain to: the system's and `[acme] ca_bundle`.
+    fn roots(&self) -> Result<&RootCertStore, Error> {
+        let roots = self.roots.get_or_init(|| {
+            tls::root_store(self.config.ca_bundle.as_deref().as_slice()).map_err(|e| Error::Local(format!("[acme] ca_bundle: {e}")))
+        });
+        roots.as_ref().map_err(Clone::clone)
+    }
+
+    /// A new HTTP client for this CA with `roots`, `[acme] timeout` on every request.
+    fn client(&self, roots: &RootCertStore) -> Box<dyn HttpClient> {
+        tls::acme_http_client(roots.clone(), self.config.timeout, self.last_error.clone())
+    }
+
+    /// The client for plain GETs (renewal windows), made once: its connections are reused from
+    /// one certificate's window to the next.
+    fn http(&self) -> Result<&dyn HttpClient, Error> {
+        let roots = self.roots()?;
+        Ok(self.plain.get_or_init(|| self.client(roots)).as_ref())
     }
 
     pub(crate) fn directory(&self) -> &str {
@@ -69,11 +108,10 @@ impl AcmeIssuer {
 
     async fn ready(&self) -> Result<&Ready, Error> {
         let init = self.ready.get_or_init(|| async {
-            let roots =
-                tls::root_store(self.config.ca_bundle.as_deref().as_slice()).map_err(|e| Error::Local(format!("[acme] ca_bundle: {e}")))?;
-            let retry_after = self.retry_after.clone();
-            let http = || tls::acme_http_client(roots.clone(), retry_after.clone());
-            let account = account::load_or_create(&self.state, &self.config, http, &self.retry_after).await?;
+            step("loading the ACME account");
+            let roots = self.roots()?;
+            let http = || self.client(roots);
+            let account = account::load_or_create(&self.state, &self.config, http, &self.last_error).await?;
             Ok(Ready { account, solver: Solver::from_config(&self.http01) })
         });
         init.await.as_ref().map_err(Clone::clone)
@@ -81,44 +119,104 @@ impl AcmeIssuer {
 
     /// An instant-acme error as ours, with the Retry-After its response carried.
     fn error(&self, e: instant_acme::Error) -> Error {
-        Error::from_acme(&e, self.directory(), self.retry_after.take())
+        Error::from_acme(&e, self.directory(), self.last_error.take())
     }
 
     /// The CA's suggested renewal window for `leaf` (ARI, RFC 9773) and when to ask again;
-    /// `None` when the CA offers no renewalInfo or the leaf has no authority key identifier.
+    /// `None` when the CA offers no renewalInfo, does not know the certificate (404: another
+    /// CA's, say), or the leaf has no authority key identifier. Asking needs no account: it is a
+    /// plain GET, made here because instant-acme takes a 404 or a missing Retry-After for an error.
     pub(crate) async fn renewal_window(&self, leaf: &CertificateDer<'_>) -> Result<Option<RenewalWindow>, Error> {
+        const DURING: &str = "fetching the renewal window (ARI)";
         let Ok(id) = CertificateIdentifier::try_from(leaf) else { return Ok(None) };
-        let ready = self.ready().await.map_err(|e| e.during("fetching the renewal window"))?;
-        match ready.account.renewal_info(&id).await {
-            Ok((info, retry_after)) => Ok(Some(RenewalWindow {
-                start: info.suggested_window.start.unix_timestamp().max(0) as u64,
-                end: info.suggested_window.end.unix_timestamp().max(0) as u64,
-                retry_after,
-                explanation_url: info.explanation_url,
-            })),
-            Err(instant_acme::Error::Unsupported(_)) => Ok(None),
-            Err(e) => Err(self.error(e).during("fetching the renewal window")),
+        step(DURING);
+        let http = self.http()?;
+        let Some(base) = self.renewal_info_url(http).await.map_err(|e| e.during(DURING))? else { return Ok(None) };
+        let url = format!("{}/{id}", base.trim_end_matches('/'));
+        let (parts, body) = self.get(http, &url).await.map_err(|e| e.during(DURING))?;
+        if parts.status == http::StatusCode::NOT_FOUND {
+            tracing::debug!(%url, "the CA has no renewal window for this certificate (404)");
+            return Ok(None);
+        }
+        if !parts.status.is_success() {
+            return Err(self.problem_or_status(&parts, &body, &url).during(DURING));
+        }
+        let info: RenewalInfo = serde_json::from_slice(&body)
+            .map_err(|e| Error::NotAcme { ca: self.directory().to_owned(), detail: format!("{url}: {e}") }.during(DURING))?;
+        // A CA must send Retry-After (RFC 9773 §4.2); without one, ask again in six hours.
+        let retry_after = parts
+            .headers
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| tls::parse_retry_after(v.to_str().ok()?))
+            .map_or(DEFAULT_ARI_RETRY, |t| t.duration_since(SystemTime::now()).unwrap_or_default());
+        Ok(Some(RenewalWindow {
+            start: info.suggested_window.start.unix_timestamp().max(0) as u64,
+            end: info.suggested_window.end.unix_timestamp().max(0) as u64,
+            retry_after,
+            explanation_url: info.explanation_url,
+        }))
+    }
+
+    /// The directory's `renewalInfo` URL, fetched once.
+    async fn renewal_info_url(&self, http: &dyn HttpClient) -> Result<Option<String>, Error> {
+        let url = self
+            .renewal_info
+            .get_or_init(|| async {
+                let (parts, body) = self.get(http, self.directory()).await?;
+                if !parts.status.is_success() {
+                    return Err(self.problem_or_status(&parts, &body, self.directory()));
+                }
+                let dir: serde_json::Value =
+                    serde_json::from_slice(&body).map_err(|e| Error::NotAcme { ca: self.directory().to_owned(), detail: e.to_string() })?;
+                Ok(dir["renewalInfo"].as_str().map(str::to_owned))
+            })
+            .await;
+        url.clone()
+    }
+
+    /// A plain GET to the CA: the head and the whole body.
+    async fn get(&self, http: &dyn HttpClient, url: &str) -> Result<(http::response::Parts, Bytes), Error> {
+        let req = http::Request::get(url)
+            .header(http::header::USER_AGENT, concat!("regcert/", env!("CARGO_PKG_VERSION")))
+            .body(BodyWrapper::default())
+            .map_err(|e| Error::Local(format!("a request to {url}: {e}")))?;
+        let mut rsp = http.request(req).await.map_err(|e| self.error(e))?;
+        let body = rsp.body.into_bytes().await.map_err(|e| self.error(instant_acme::Error::Other(e)))?;
+        Ok((rsp.parts, body))
+    }
+
+    /// An error answer to a plain GET: the CA's problem document, or its status.
+    fn problem_or_status(&self, parts: &http::response::Parts, body: &[u8], url: &str) -> Error {
+        match serde_json::from_slice::<instant_acme::Problem>(body) {
+            Ok(p) => self.error(instant_acme::Error::Api(p)),
+            Err(_) => Error::Unexpected { ca: self.directory().to_owned(), detail: format!("HTTP {} from {url}", parts.status) },
         }
     }
 
-    /// Run one order for `cert` with `key` and return the verified result. `replaces` is the
-    /// certificate being renewed: with a CA that offers ARI the order says so (RFC 9773), which
-    /// Let's Encrypt exempts from its rate limits.
-    pub(crate) async fn issue(
-        &self,
-        cert: &CertificateConfig,
-        key: LeafKey,
-        replaces: Option<&CertificateDer<'_>>,
-    ) -> Result<Issued, Error> {
+    /// Run one order for `cert` with `key` and return the verified result. `current` is the
+    /// certificate being renewed: when this account issued it, the order names it (`replaces`,
+    /// RFC 9773), which Let's Encrypt exempts from its rate limits; a CA refuses `replaces` for
+    /// another account's certificate (an imported one, a recreated account), so then it is left out.
+    pub(crate) async fn issue(&self, cert: &CertificateConfig, key: LeafKey, current: Option<Predecessor<'_>>) -> Result<Issued, Error> {
         let name = cert.name.as_str();
+        let account = self.ready().await?.account.id().to_owned();
+        let replaces = current.and_then(|p| {
+            let ours = p.issued_by == Some((self.directory(), account.as_str()));
+            if !ours {
+                tracing::info!(cert = %name, "the installed certificate was not issued by this ACME account (or state_dir does not say); ordering without `replaces`");
+            }
+            ours.then_some(p.leaf)
+        });
         let mut order = self.validated_order(cert, replaces, "ACME order created").await?;
         tracing::info!(cert = %name, "names validated");
 
         let csr = key.csr_der(&cert.domains).map_err(|e| Error::Local(format!("building the CSR: {e}")))?;
+        step("finalizing the order");
         retry_bad_nonce!(order.finalize_csr(&csr).await).map_err(|e| self.error(e).during("finalizing the order"))?;
+        step("downloading the certificate");
         let pem = retry_bad_nonce!(order.poll_certificate(&poll_policy()).await)
             .map_err(|e| self.error(e).during("downloading the certificate"))?;
-        let issued = self.check_and_package(cert, key, &pem, order.url())?;
+        let issued = self.check_and_package(cert, key, &pem, order.url(), &account)?;
         tracing::info!(cert = %name, serial = %issued.meta.serial, not_after = %fmt_time(issued.meta.not_after), "certificate issued");
         Ok(issued)
     }
@@ -193,6 +291,7 @@ impl AcmeIssuer {
     }
 
     async fn new_order(&self, account: &Account, ids: &[Identifier], replaces: Option<&CertificateDer<'_>>) -> Result<Order, Error> {
+        step("creating the ACME order");
         if let Some(id) = replaces.and_then(|der| CertificateIdentifier::try_from(der).ok()) {
             match retry_bad_nonce!(account.new_order(&NewOrder::new(ids).replaces(id.clone())).await).map_err(|e| self.error(e)) {
                 Ok(order) => return Ok(order),
@@ -250,6 +349,7 @@ impl AcmeIssuer {
     async fn authorize(&self, order: &mut Order, solver: &Solver, published: &mut Vec<Published>) -> Result<(), Error> {
         let kind = solver.challenge_type();
         let no_challenge = |identifier: String| Error::NoChallenge { identifier, kind: format!("{kind:?}") };
+        step("publishing the challenges");
         // Fetched once, with badNonce retries; the loops below read instant-acme's cache.
         self.fetch_authorizations(order).await?;
         let mut authzs = order.authorizations();
@@ -265,7 +365,9 @@ impl AcmeIssuer {
             let key_auth = challenge.key_authorization();
             published.push(solver.present(&identifier, &challenge.token, &key_auth).await.map_err(Error::Challenge)?);
         }
+        step("waiting until the challenges can be seen (DNS propagation, the HTTP-01 responder)");
         solver.wait_visible(published).await.map_err(Error::Challenge)?;
+        step("asking the CA to validate the names");
         let mut authzs = order.authorizations();
         while let Some(authz) = authzs.next().await {
             let mut authz = authz.map_err(|e| self.error(e))?;
@@ -277,6 +379,7 @@ impl AcmeIssuer {
             retry_bad_nonce!(challenge.set_ready().await).map_err(|e| self.error(e))?;
             tracing::debug!(identifier = %identifier, "challenge ready");
         }
+        step("waiting for the CA to validate the names");
         match retry_bad_nonce!(order.poll_ready(&poll_policy()).await) {
             Ok(OrderStatus::Ready) => Ok(()),
             // The order's own problem is generic; the failed challenges say which name and why.
@@ -327,7 +430,14 @@ impl AcmeIssuer {
 
     /// Never hand on a certificate we would not install: it must be for our key, cover every
     /// name, and come with the intermediates that make its chain complete.
-    fn check_and_package(&self, cert: &CertificateConfig, key: LeafKey, pem: &str, order_url: &str) -> Result<Issued, Error> {
+    fn check_and_package(
+        &self,
+        cert: &CertificateConfig,
+        key: LeafKey,
+        pem: &str,
+        order_url: &str,
+        account: &str,
+    ) -> Result<Issued, Error> {
         let chain = parse_pem_certs(pem.as_bytes()).map_err(|e| Error::Rejected(format!("the CA's certificate download {e}")))?;
         check_chain_links(&chain).map_err(|e| {
             let ca = self.directory();
@@ -358,6 +468,7 @@ impl AcmeIssuer {
                 serial: leaf.serial,
                 sha256: leaf.sha256,
                 issuer: leaf.issuer,
+                account: Some(account.to_owned()),
             },
         })
     }

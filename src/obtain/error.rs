@@ -7,6 +7,7 @@
 use std::time::SystemTime;
 
 use super::problem::{Problem, ProblemKind};
+use super::tls::{ErrorHints, NoAnswer};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
@@ -16,6 +17,12 @@ pub enum Error {
     /// No HTTP exchange with the CA happened (DNS, TCP, TLS).
     #[error("cannot reach the ACME server {ca}: {detail}; check [acme] directory, the network and, for a private CA, [acme] ca_bundle")]
     Unreachable { ca: String, detail: String },
+    /// A request got no complete answer in time (`[acme] timeout`).
+    #[error(
+        "the ACME server {ca} did not answer within {}; check that it is up and reachable, or raise [acme] timeout",
+        humantime::format_duration(*.after)
+    )]
+    NoAnswer { ca: String, after: std::time::Duration },
     /// The order did not become ready (or valid) in time.
     #[error("the ACME server {ca} did not finish the order in time; try again later")]
     Timeout { ca: String },
@@ -60,9 +67,9 @@ pub enum Error {
 }
 
 impl Error {
-    /// From an instant-acme error; `ca` is the directory URL, `retry_after` what the failed
-    /// response said (instant-acme drops the header of error responses, our HTTP client keeps it).
-    pub(crate) fn from_acme(err: &instant_acme::Error, ca: &str, retry_after: Option<SystemTime>) -> Self {
+    /// From an instant-acme error; `ca` is the directory URL, `hints` what the failed response
+    /// said beyond its problem document (instant-acme drops it, our HTTP client keeps it).
+    pub(crate) fn from_acme(err: &instant_acme::Error, ca: &str, hints: ErrorHints) -> Self {
         use instant_acme::Error as E;
         let ca = ca.to_owned();
         match err {
@@ -71,9 +78,16 @@ impl Error {
                 // seen on another response must not stick to an unrelated problem.
                 let mut problem = Problem::from_acme(p, None);
                 if problem.kind == ProblemKind::RateLimited || matches!(p.status, Some(429 | 503)) {
-                    problem.retry_after = retry_after;
+                    problem.retry_after = hints.retry_after;
+                }
+                // The explanation of the response that carried this very problem.
+                if hints.problem_type.is_some() && hints.problem_type == p.r#type {
+                    problem.explanation_url = hints.explanation;
                 }
                 Error::Problem(problem)
+            }
+            E::Other(inner) if inner.downcast_ref::<NoAnswer>().is_some() => {
+                Error::NoAnswer { ca, after: inner.downcast_ref::<NoAnswer>().map(|n| n.0).unwrap_or_default() }
             }
             E::Other(inner) if inner.downcast_ref::<hyper_util::client::legacy::Error>().is_some() => {
                 Error::Unreachable { ca, detail: chain(inner.as_ref()) }
@@ -135,21 +149,42 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn steps_wrap_the_message_and_keep_the_kind() {
         let p: instant_acme::Problem =
             serde_json::from_str(r#"{"type":"urn:ietf:params:acme:error:rateLimited","detail":"slow down","status":429}"#).unwrap();
         let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000);
-        let e = Error::from_acme(&instant_acme::Error::Api(p), "https://ca/dir", Some(at)).during("finalizing the order");
+        let hints = ErrorHints {
+            retry_after: Some(at),
+            problem_type: Some("urn:ietf:params:acme:error:rateLimited".into()),
+            explanation: Some("https://ca/docs/rate-limits".into()),
+        };
+        let e = Error::from_acme(&instant_acme::Error::Api(p), "https://ca/dir", hints).during("finalizing the order");
         assert!(e.to_string().starts_with("finalizing the order: ACME rateLimited: slow down — the CA's rate limit"), "{e}");
         assert!(e.is_problem(&ProblemKind::RateLimited));
         assert_eq!(e.retry_after(), Some(at));
+        assert!(e.to_string().ends_with("; the CA explains it at https://ca/docs/rate-limits"), "{e}");
+    }
+
+    #[test]
+    fn a_request_without_an_answer_names_the_ca_and_the_bound() {
+        let e = Error::from_acme(
+            &instant_acme::Error::Other(Box::new(NoAnswer(Duration::from_secs(30)))),
+            "https://ca/dir",
+            ErrorHints::default(),
+        );
+        assert_eq!(
+            e.to_string(),
+            "the ACME server https://ca/dir did not answer within 30s; check that it is up and reachable, or raise [acme] timeout"
+        );
     }
 
     #[test]
     fn unsupported_reads_as_before() {
-        let e = Error::from_acme(&instant_acme::Error::Unsupported("ACME renewal information (ARI)"), "https://ca/dir", None);
+        let e =
+            Error::from_acme(&instant_acme::Error::Unsupported("ACME renewal information (ARI)"), "https://ca/dir", ErrorHints::default());
         assert_eq!(e.to_string(), "ACME error talking to https://ca/dir: ACME server does not support: ACME renewal information (ARI)");
     }
 }

@@ -358,6 +358,7 @@ impl LocalCa {
                 serial: info.serial,
                 sha256: info.sha256,
                 issuer: info.issuer,
+                account: None,
             },
         })
     }

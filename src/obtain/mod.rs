@@ -72,6 +72,16 @@ pub struct RenewalWindow {
     pub explanation_url: Option<String>,
 }
 
+/// The certificate a renewal replaces: its leaf, and — when state_dir recorded it — the ACME
+/// directory and account that issued it. Only a certificate the same account issued is named
+/// in the order's `replaces` (RFC 9773): CAs refuse it for another account's certificate.
+#[derive(Clone, Copy)]
+pub struct Predecessor<'a> {
+    pub leaf: &'a CertificateDer<'static>,
+    /// (directory URL, account URL).
+    pub issued_by: Option<(&'a str, &'a str)>,
+}
+
 /// What a dry run got from an issuer.
 pub struct Trial {
     /// The certificate, when the dry run could safely be issued one (a private CA, a staging CA).
@@ -91,8 +101,9 @@ impl Issuer {
     }
 
     /// Issue a certificate for `cert` with `key`. `current` is the certificate it replaces, if
-    /// any (an ACME CA that offers ARI is told, which exempts the order from rate limits).
-    pub async fn issue(&self, cert: &CertificateConfig, key: LeafKey, current: Option<&CertificateDer<'_>>) -> Result<Issued, Error> {
+    /// any (an ACME CA that offers ARI is told when this account issued it, which exempts the
+    /// order from Let's Encrypt's rate limits).
+    pub async fn issue(&self, cert: &CertificateConfig, key: LeafKey, current: Option<Predecessor<'_>>) -> Result<Issued, Error> {
         match self {
             Issuer::Acme(acme) => acme.issue(cert, key, current).await,
             Issuer::Local(ca) => ca.issue(cert, &key),

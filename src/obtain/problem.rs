@@ -106,6 +106,8 @@ pub struct Problem {
     pub subproblems: Vec<Subproblem>,
     /// When the CA said to try again (the response's Retry-After), if it did.
     pub retry_after: Option<SystemTime>,
+    /// Where the CA explains this problem (its `instance`, or a `Link: rel="help"`), if it said.
+    pub explanation_url: Option<String>,
 }
 
 /// The part of a problem that concerns one identifier (RFC 8555 §6.7.1).
@@ -132,6 +134,7 @@ impl Problem {
                 })
                 .collect(),
             retry_after,
+            explanation_url: None,
         }
     }
 }
@@ -146,6 +149,9 @@ impl fmt::Display for Problem {
         }
         if let Some(hint) = self.kind.hint() {
             write!(f, " — {hint}")?;
+        }
+        if let Some(url) = &self.explanation_url {
+            write!(f, "; the CA explains it at {url}")?;
         }
         Ok(())
     }

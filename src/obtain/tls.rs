@@ -14,6 +14,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant, SystemTime};
 
+use http_body_util::{BodyExt, Full};
 use hyper::http;
 use instant_acme::{BodyWrapper, BytesResponse, HttpClient};
 use rustls::RootCertStore;
@@ -36,34 +37,75 @@ pub fn root_store(extra: &[&Path]) -> Result<RootCertStore, String> {
     Ok(roots)
 }
 
-/// The `Retry-After` of the CA's last error response. instant-acme reads only the body of an
-/// error (the problem document); a rate limit's Retry-After is what tells the daemon when to
-/// come back, so the HTTP client keeps it here. Certificates renewed at the same time share one
-/// CA and, with it, the rate limit the header speaks of.
+/// What the CA's last error response said beyond its problem document, which is all instant-acme
+/// reads: when to come back (`Retry-After`) and where the CA explains the problem (the problem's
+/// `instance`, RFC 8555 §6.7, or a `Link: <…>;rel="help"` header). A rate limit's Retry-After is
+/// what tells the daemon when to come back, and its explanation URL is what an operator needs.
+/// Certificates renewed at the same time share one CA and, with it, the rate limit spoken of.
 #[derive(Debug, Default)]
-pub struct LastRetryAfter(std::sync::Mutex<Option<SystemTime>>);
+pub struct LastErrorResponse(std::sync::Mutex<Option<ErrorHints>>);
 
-impl LastRetryAfter {
-    /// The value seen since the last call, if it still lies ahead.
-    pub fn take(&self) -> Option<SystemTime> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).take().filter(|t| *t > SystemTime::now())
+/// See [`LastErrorResponse`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ErrorHints {
+    /// When to try again, if still ahead.
+    pub retry_after: Option<SystemTime>,
+    /// The `type` of the problem document the response carried: the explanation belongs to it.
+    pub problem_type: Option<String>,
+    pub explanation: Option<String>,
+}
+
+impl LastErrorResponse {
+    /// What was seen since the last call (a Retry-After only while it lies ahead).
+    pub fn take(&self) -> ErrorHints {
+        let mut hints = self.0.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or_default();
+        hints.retry_after = hints.retry_after.filter(|t| *t > SystemTime::now());
+        hints
     }
 
-    fn record(&self, value: &http::HeaderValue) {
-        let value = value.to_str().unwrap_or("").trim();
-        let at = match value.parse::<u64>() {
-            Ok(secs) => Some(SystemTime::now() + Duration::from_secs(secs)),
-            Err(_) => httpdate::parse_http_date(value).ok(),
-        };
-        if at.is_some() {
-            *self.0.lock().unwrap_or_else(|p| p.into_inner()) = at;
-        }
+    fn record(&self, headers: &http::HeaderMap, body: &[u8]) {
+        let retry_after = headers.get(http::header::RETRY_AFTER).and_then(|v| parse_retry_after(v.to_str().ok()?));
+        let problem: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+        let field = |k: &str| problem.as_ref().and_then(|p| p[k].as_str()).map(str::to_owned);
+        let explanation = field("instance")
+            .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
+            .or_else(|| headers.get_all(http::header::LINK).iter().filter_map(|v| v.to_str().ok()).find_map(help_link));
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(ErrorHints { retry_after, problem_type: field("type"), explanation });
     }
 }
 
-/// An HTTP client for instant-acme that trusts `roots` and keeps the Retry-After of error
-/// responses in `retry_after`.
-pub fn acme_http_client(roots: RootCertStore, retry_after: Arc<LastRetryAfter>) -> Box<dyn HttpClient> {
+/// A Retry-After in seconds or as an HTTP date.
+pub(crate) fn parse_retry_after(value: &str) -> Option<SystemTime> {
+    let value = value.trim();
+    match value.parse::<u64>() {
+        Ok(secs) => Some(SystemTime::now() + Duration::from_secs(secs)),
+        Err(_) => httpdate::parse_http_date(value).ok(),
+    }
+}
+
+/// The target of a `rel="help"` link in one Link header value (`<url>; rel="help", <…>; rel=…`).
+fn help_link(value: &str) -> Option<String> {
+    value.split(',').find_map(|link| {
+        let (target, params) = link.trim().split_once(';')?;
+        let url = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        let is_help = params.split(';').any(|p| {
+            p.trim().split_once('=').is_some_and(|(k, v)| k.trim().eq_ignore_ascii_case("rel") && v.trim().trim_matches('"') == "help")
+        });
+        is_help.then(|| url.to_owned())
+    })
+}
+
+/// How long a connection to the CA may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A request to the CA got no complete answer within its time.
+#[derive(Debug, thiserror::Error)]
+#[error("no complete answer within {}", humantime::format_duration(*.0))]
+pub struct NoAnswer(pub Duration);
+
+/// An HTTP client for instant-acme that trusts `roots`, gives up on a request (connect, send,
+/// headers and body) after `timeout`, and keeps what error responses said in `last_error`.
+pub fn acme_http_client(roots: RootCertStore, timeout: Duration, last_error: Arc<LastErrorResponse>) -> Box<dyn HttpClient> {
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
         .with_safe_default_protocol_versions()
         .map(|b| b.with_root_certificates(roots).with_no_client_auth());
@@ -77,15 +119,18 @@ pub fn acme_http_client(roots: RootCertStore, retry_after: Arc<LastRetryAfter>) 
     let mut tcp = HttpConnector::new();
     tcp.set_nodelay(true);
     tcp.enforce_http(false);
+    tcp.set_connect_timeout(Some(CONNECT_TIMEOUT.min(timeout)));
     let https =
         hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().enable_http2().wrap_connector(tcp);
-    Box::new(Metered { client: Client::builder(TokioExecutor::new()).build::<_, BodyWrapper<Bytes>>(https), retry_after })
+    Box::new(Metered { client: Client::builder(TokioExecutor::new()).build::<_, BodyWrapper<Bytes>>(https), timeout, last_error })
 }
 
-/// Counts and times every request to the CA (`regcert_acme_requests_total`, `…_duration_seconds`).
+/// Counts and times every request to the CA (`regcert_acme_requests_total`, `…_duration_seconds`),
+/// bounds it in time, and beats the heartbeat when an answer came.
 struct Metered<C> {
     client: C,
-    retry_after: Arc<LastRetryAfter>,
+    timeout: Duration,
+    last_error: Arc<LastErrorResponse>,
 }
 
 impl<C> HttpClient for Metered<Client<C, BodyWrapper<Bytes>>>
@@ -99,23 +144,58 @@ where
         let method = req.method().to_string();
         let started = Instant::now();
         let fut = self.client.request(req);
-        let retry_after = self.retry_after.clone();
+        let (timeout, last_error) = (self.timeout, self.last_error.clone());
         Box::pin(async move {
-            let result = fut.await;
-            if let Ok(rsp) = &result {
-                let status = rsp.status();
-                if (status.is_client_error() || status.is_server_error())
-                    && let Some(value) = rsp.headers().get(http::header::RETRY_AFTER)
-                {
-                    retry_after.record(value);
-                }
-            }
+            // The body is read here, inside the bound: a CA that sends headers and then stalls
+            // must not hang the caller either.
+            let exchange = async {
+                let rsp = fut.await.map_err(|e| instant_acme::Error::Other(Box::new(e)))?;
+                let (parts, body) = rsp.into_parts();
+                let body = body.collect().await.map_err(|e| instant_acme::Error::Other(Box::new(e)))?.to_bytes();
+                Ok::<_, instant_acme::Error>((parts, body))
+            };
+            let result = match tokio::time::timeout(timeout, exchange).await {
+                Ok(r) => r,
+                Err(_) => Err(instant_acme::Error::Other(Box::new(NoAnswer(timeout)))),
+            };
             let status = match &result {
-                Ok(rsp) => rsp.status().as_u16().to_string(),
+                Ok((parts, body)) => {
+                    crate::progress::beat();
+                    if parts.status.is_client_error() || parts.status.is_server_error() {
+                        last_error.record(&parts.headers, body);
+                    }
+                    parts.status.as_u16().to_string()
+                }
                 Err(_) => "error".to_owned(),
             };
             crate::metrics::global().observe_acme(&method, &status, started.elapsed());
-            result.map(BytesResponse::from).map_err(|e| instant_acme::Error::Other(Box::new(e)))
+            let (parts, body) = result?;
+            Ok(BytesResponse::from(http::Response::from_parts(parts, Full::new(body))))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_explanation_comes_from_the_problem_instance_or_a_help_link() {
+        let last = LastErrorResponse::default();
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("120"));
+        headers.append(http::header::LINK, http::HeaderValue::from_static("<https://ca/dir>;rel=\"index\""));
+        headers.append(http::header::LINK, http::HeaderValue::from_static("<https://ca/docs/rate-limits>; rel=\"help\""));
+        last.record(&headers, br#"{"type":"urn:ietf:params:acme:error:rateLimited","detail":"x"}"#);
+        let hints = last.take();
+        assert_eq!(hints.explanation.as_deref(), Some("https://ca/docs/rate-limits"));
+        assert_eq!(hints.problem_type.as_deref(), Some("urn:ietf:params:acme:error:rateLimited"));
+        assert!(hints.retry_after.is_some_and(|t| t > SystemTime::now() + Duration::from_secs(100)));
+        assert_eq!(last.take(), ErrorHints::default(), "taken once");
+
+        last.record(&headers, br#"{"type":"urn:ietf:params:acme:error:rateLimited","instance":"https://ca/limits/123"}"#);
+        assert_eq!(last.take().explanation.as_deref(), Some("https://ca/limits/123"), "the problem's own instance first");
+        assert_eq!(help_link("<https://a>;rel=index, <https://b>;rel=help"), Some("https://b".into()));
+        assert_eq!(help_link("<https://a>;rel=\"alternate\""), None);
     }
 }

@@ -9,6 +9,7 @@
 
 mod deliver;
 pub mod report;
+pub mod windows;
 
 use std::time::SystemTime;
 
@@ -22,9 +23,10 @@ use crate::config::{CertificateConfig, Config};
 use crate::install::Installed;
 use crate::install::{self, inspect_pair};
 use crate::keys::LeafKey;
-use crate::obtain::{Issuer, Issuers};
+use crate::obtain::{Issuer, Issuers, Predecessor};
 use crate::pair::MatchedPair;
 use crate::policy::{Decision, Origin, Reason, decide};
+use crate::progress::{self, step};
 use crate::state::{Issued, StateDir};
 use crate::{reload, trust, verify};
 use deliver::{Live, Rollback, Undelivered};
@@ -99,6 +101,12 @@ fn settled(cert: &CertificateConfig, decision: Decision) -> Result<CertReport, R
     }
 }
 
+/// What [`Renewer::obtain`] got.
+enum Obtained {
+    Issued { issued: Issued, from_store: bool },
+    DryRun(Outcome),
+}
+
 /// Everything one pass shares: config, state, and the issuers (built on first need).
 pub struct Renewer<'a> {
     config: &'a Config,
@@ -152,6 +160,7 @@ impl<'a> Renewer<'a> {
             return Err(Error::Step(blocked.join("; ")));
         }
         let issuer = self.issuers.of(cert)?;
+        step("checking the reload and the verification before ordering");
         // Check the delivery before ordering: a wrong container name must not cost an issuance.
         let reload = reload::prepare(cert).await?;
         crate::trust::preflight(cert)?;
@@ -160,37 +169,28 @@ impl<'a> Renewer<'a> {
             Some(s) => Some((verify::Target::for_certificate(cert, s, issuer.trust_anchor())?, s.timeout)),
             None => None,
         };
-        if self.opts.dry_run {
-            // Never finalized against a production CA, never a `replaces` for the live certificate.
-            let trial = issuer.trial(cert, self.leaf_key(cert).await?).await?;
-            tracing::info!(cert = %cert.name, how = %trial.how, "dry run: not storing or installing");
-            let m = trial.issued.map(|i| i.meta);
-            return Ok(Outcome::DryRun {
-                reason: reason.clone(),
-                not_after: m.as_ref().map(|m| m.not_after),
-                serial: m.map(|m| m.serial),
-                how: trial.how,
-            });
-        }
         // A run that died mid-install: the install dir gets a matching pair again first.
-        let interrupted = install::interrupted(self.state, &cert.name);
+        let interrupted = !self.opts.dry_run && install::interrupted(self.state, &cert.name);
         if interrupted {
             install::recover(self.state, cert, &reload.in_place)?;
         }
-        let stored = (!self.opts.force).then(|| self.stored_replacement(cert, interrupted)).flatten();
-        let from_store = stored.is_some();
-        let issued = match stored {
-            Some(issued) => issued,
-            None => {
-                let key = self.leaf_key(cert).await?;
-                let current = install::read_installed(&cert.install).ok().flatten();
-                let issued = issuer.issue(cert, key, current.as_ref().map(|i| &i.leaf_der)).await?;
-                self.state
-                    .save_issued(&issued)
-                    .map_err(|e| format!("cannot keep the issued certificate in {}: {e}", self.state.cert_dir(&cert.name).display()))?;
-                issued
-            }
+        // Everything up to a certificate in hand is bounded: a CA (or DNS, or a hook) that stalls
+        // fails this certificate, not the pass. What follows is bounded step by step (the reload
+        // actions' and the verification's own timeouts), so a rollback is never cut off.
+        let limit = self.config.renewal_timeout;
+        let obtained = progress::bounded(limit, self.obtain(cert, issuer, reason, interrupted)).await.map_err(|t| {
+            Error::Step(format!(
+                "{} timed out after {} while {} (renewal_timeout); the installed certificate is unchanged and the renewal will be retried",
+                issuer.label(),
+                humantime::format_duration(t.after),
+                t.step
+            ))
+        })??;
+        let (issued, from_store) = match obtained {
+            Obtained::Issued { issued, from_store } => (issued, from_store),
+            Obtained::DryRun(outcome) => return Ok(outcome),
         };
+        step("installing");
         let new =
             MatchedPair::check(issued.fullchain_pem().into_bytes(), Zeroizing::new(issued.key_pem.as_bytes().to_vec()), SystemTime::now())
                 .map_err(|e| format!("the issued pair is not installed: {e}"))?;
@@ -199,6 +199,7 @@ impl<'a> Renewer<'a> {
         let enabled = settings.as_ref().is_some_and(|s| s.rollback);
         let rollback = Rollback { state: self.state, cert, enabled, in_place: &reload.in_place, unkept };
         let m = issued.meta;
+        step("reloading the registry and verifying what it serves");
         let delivered = deliver::deliver(&registry, &rollback, &m.sha256).await;
         // Whatever came of it, the delivery is over: nothing for the next run to repeat.
         install::finish(self.state, cert);
@@ -219,6 +220,40 @@ impl<'a> Renewer<'a> {
             Err(Undelivered::Failed(error)) if settings.is_some() => Err(Error::NotVerified(error)),
             Err(Undelivered::Failed(error)) => Err(Error::Step(error)),
         }
+    }
+
+    /// The certificate to install: kept from an earlier issuance, or issued now (and kept at
+    /// once, so a failed install never costs a second issuance). A dry run ends here.
+    async fn obtain(&self, cert: &CertificateConfig, issuer: &Issuer, reason: &Reason, interrupted: bool) -> Result<Obtained, Error> {
+        if self.opts.dry_run {
+            // Never finalized against a production CA, never a `replaces` for the live certificate.
+            let trial = issuer.trial(cert, self.leaf_key(cert).await?).await?;
+            tracing::info!(cert = %cert.name, how = %trial.how, "dry run: not storing or installing");
+            let m = trial.issued.map(|i| i.meta);
+            return Ok(Obtained::DryRun(Outcome::DryRun {
+                reason: reason.clone(),
+                not_after: m.as_ref().map(|m| m.not_after),
+                serial: m.map(|m| m.serial),
+                how: trial.how,
+            }));
+        }
+        if let Some(issued) = (!self.opts.force).then(|| self.stored_replacement(cert, interrupted)).flatten() {
+            return Ok(Obtained::Issued { issued, from_store: true });
+        }
+        let key = self.leaf_key(cert).await?;
+        // The installed certificate, and the ACME account that issued it when state_dir knows.
+        let current = install::read_installed(&cert.install).ok().flatten();
+        let meta = current.as_ref().and_then(|c| self.state.load_meta(&cert.name).filter(|m| m.sha256 == c.leaf.sha256));
+        let predecessor = current.as_ref().map(|c| Predecessor {
+            leaf: &c.leaf_der,
+            issued_by: meta.as_ref().and_then(|m| Some((m.directory.as_str(), m.account.as_deref()?))),
+        });
+        let issued = issuer.issue(cert, key, predecessor).await?;
+        step("storing the issued certificate");
+        self.state
+            .save_issued(&issued)
+            .map_err(|e| format!("cannot keep the issued certificate in {}: {e}", self.state.cert_dir(&cert.name).display()))?;
+        Ok(Obtained::Issued { issued, from_store: false })
     }
 
     /// A certificate issued earlier but never installed (say, the install dir was read-only)
@@ -247,6 +282,7 @@ impl<'a> Renewer<'a> {
             return Ok(key);
         }
         let kind = cert.key;
+        step("generating the key");
         // RSA generation takes long enough to stall other certificates' network I/O.
         tokio::task::spawn_blocking(move || LeafKey::generate(kind))
             .await

@@ -3,7 +3,7 @@
 //! a rate limit's Retry-After is waited out. Pebble has neither ARI (2.4) nor rate limits, so the
 //! clearly named test fixture `AriFrontend` adds them in front of a real Pebble.
 
-use crate::common::ari_frontend::AriFrontend;
+use crate::common::ari_frontend::{AriFrontend, RATE_LIMIT_INSTANCE, Replaces};
 use crate::common::*;
 use std::time::Duration;
 
@@ -49,37 +49,62 @@ fn ari_id_known_answer_from_rfc_9773() {
     assert_eq!(ari_id(aki, "87654321"), "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE");
 }
 
+/// `status --json`'s stored renewal window of `name`.
+fn stored_window(s: &Setup, name: &str) -> serde_json::Value {
+    let st = s.run(&["status", "--json"]);
+    assert_eq!(st.code, 0, "{st:?}");
+    let all: serde_json::Value = serde_json::from_str(&st.stdout).unwrap_or_else(|e| panic!("{e}: {st:?}"));
+    let cert = all.as_array().and_then(|a| a.iter().find(|c| c["name"] == name)).cloned();
+    cert.unwrap_or_else(|| panic!("no {name} in {all}"))["schedule"]["ari"].clone()
+}
+
+/// Wait until the front has seen `n` renewalInfo requests.
+fn wait_for_ari_requests(front: &AriFrontend, n: usize, d: &Daemon) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while front.ari_requests().len() < n {
+        assert!(std::time::Instant::now() < deadline, "no {n} renewalInfo requests: {:?}\n{}", front.ari_requests(), d.log_text());
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
 #[test]
 fn an_open_window_renews_with_replaces_and_a_future_one_waits() {
     let pebble = Pebble::start();
     let ari = frontend(&pebble);
     let s = Setup::new(&pebble, &[cert("registry", &["registry.example.com"], "ecdsa-p256")]);
-    s.edit(|c| set(c, "acme.directory", ari.directory_url.as_str()));
+    s.edit(|c| {
+        set(c, "acme.directory", ari.directory_url.as_str());
+        set(c, "daemon.check", "* * * * * *");
+    });
+    // A window that opens in a day, to be asked for again after a second.
+    let (start, end) = (now() + 86_400, now() + 2 * 86_400);
+    ari.set_window(start, end);
+    ari.set_ari_retry_after(1);
     // First issuance: nothing to replace.
     let run = s.run(&["renew"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(ari.replaces(), [None]);
     let first_id = cert_id(&s.fullchain("registry"));
+    let first_serial = serial(&s.fullchain("registry"));
 
-    // A window that opens in a day: the daemon learns it and waits.
-    ari.set_window(now() + 86_400, now() + 2 * 86_400);
+    // The daemon asks again after the Retry-After and stores the window (the 5-year Pebble leaf
+    // is not due by its lifetime, so only the stored window shows ARI was read), and waits.
     let mut d = Daemon::start(&s.config);
     d.wait_for_log("CA renewal window (ARI)", 1, Duration::from_secs(30));
     d.wait_for_log("0 renewed, 0 failed", 1, Duration::from_secs(30));
-    assert_eq!(ari.ari_requests(), std::slice::from_ref(&first_id));
-    let st = s.run(&["status"]);
-    assert!(st.stdout.contains("CA window:"), "{st:?}");
-    d.signal("TERM");
-    assert_eq!(d.wait(Duration::from_secs(30)), 0);
+    let w = stored_window(&s, "registry");
+    assert_eq!((w["start"].as_u64(), w["end"].as_u64()), (Some(start), Some(end)), "{w}");
+    let renew_at = w["renew_at"].as_u64().unwrap();
+    assert!((start..=end).contains(&renew_at), "the moment chosen lies in the window: {w}");
+    assert!(w["refetch_at"].as_u64().unwrap() <= now() + 2, "asked again after the CA's Retry-After of 1 s: {w}");
+    assert_eq!(ari.ari_requests()[0], first_id);
+    assert_eq!(serial(&s.fullchain("registry")), first_serial, "a future window waits");
 
-    // The window moved into the past ("renew now"): after the Retry-After the daemon asks again;
-    // here the stored window is dropped to ask at once.
+    // The window moves into the past ("renew now"): the daemon asks again after the Retry-After
+    // by itself (nothing in state_dir is touched) and renews, naming the certificate it replaces.
     ari.set_window(now() - 7_200, now() - 3_600);
-    let schedule = s.state().join("certs/registry/schedule.json");
-    let mut sched: serde_json::Value = serde_json::from_slice(&std::fs::read(&schedule).unwrap()).unwrap();
-    sched["ari"] = serde_json::Value::Null;
-    std::fs::write(&schedule, sched.to_string()).unwrap();
-    let mut d = Daemon::start(&s.config);
+    let asked = ari.ari_requests().len();
+    wait_for_ari_requests(&ari, asked + 1, &d);
     d.wait_for_log("1 renewed, 0 failed", 1, Duration::from_secs(30));
     assert!(d.log_text().contains("inside the CA's renewal window"), "{}", d.log_text());
     assert_eq!(ari.replaces(), [None, Some(first_id.clone())], "the renewal order names the certificate it replaces");
@@ -88,6 +113,71 @@ fn an_open_window_renews_with_replaces_and_a_future_one_waits() {
     assert_eq!(d.wait(Duration::from_secs(30)), 0);
 }
 
+#[test]
+fn one_shot_renew_asks_for_the_window_and_reuses_it_until_the_retry_after() {
+    let pebble = Pebble::start();
+    let ari = frontend(&pebble);
+    let s = Setup::new(&pebble, &[cert("registry", &["registry.example.com"], "ecdsa-p256")]);
+    s.edit(|c| set(c, "acme.directory", ari.directory_url.as_str()));
+    // A window that opens in a day; ask again in 10 s.
+    ari.set_window(now() + 86_400, now() + 2 * 86_400);
+    ari.set_ari_retry_after(10);
+    let run = s.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let first_id = cert_id(&s.fullchain("registry"));
+    // Right after issuing, the new certificate's window is asked for once and stored.
+    assert_eq!(ari.ari_requests(), std::slice::from_ref(&first_id));
+    let refetch_at = stored_window(&s, "registry")["refetch_at"].as_u64().unwrap();
+
+    // Not due; the stored window is used without asking until the CA's Retry-After.
+    for _ in 0..2 {
+        let run = s.run(&["renew"]);
+        assert_eq!(run.code, 0, "{run:?}");
+        assert!(run.stdout.contains("0 renewed, 1 not due, 0 failed"), "{run:?}");
+    }
+    assert!(now() < refetch_at, "the runs above were meant to happen before the Retry-After ran out");
+    assert_eq!(ari.ari_requests(), std::slice::from_ref(&first_id), "the stored window was used");
+
+    // The CA now says "renew now" for it (a revocation, say). After the Retry-After,
+    // `regcert renew` — not the daemon — asks again and renews, naming it in `replaces`.
+    ari.set_window_for(&first_id, now() - 7_200, now() - 3_600);
+    while now() <= refetch_at {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let run = s.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("inside the CA's renewal window"), "{run:?}");
+    assert!(run.stdout.contains("1 renewed, 0 not due, 0 failed"), "{run:?}");
+    assert_eq!(ari.replaces(), [None, Some(first_id.clone())]);
+    let second_id = cert_id(&s.fullchain("registry"));
+    assert_ne!(second_id, first_id);
+    // The new certificate's window (in the future again) is asked for right away.
+    assert_eq!(ari.ari_requests(), [first_id.clone(), first_id, second_id]);
+    let run = s.run(&["renew"]);
+    assert!(run.stdout.contains("0 renewed, 1 not due, 0 failed"), "{run:?}");
+    assert_eq!(ari.replaces().len(), 2, "nothing ordered");
+}
+
+#[test]
+fn a_404_from_renewal_info_leaves_the_lifetime_policy_in_charge() {
+    let pebble = Pebble::start();
+    let ari = frontend(&pebble);
+    let s = Setup::new(&pebble, &[cert("registry", &["registry.example.com"], "ecdsa-p256")]);
+    s.edit(|c| set(c, "acme.directory", ari.directory_url.as_str()));
+    // No window set: the front answers 404, as a CA does for a certificate it does not know.
+    // It is asked right after the issuance, and then not again for a while.
+    for expected in ["1 renewed, 0 not due, 0 failed", "0 renewed, 1 not due, 0 failed", "0 renewed, 1 not due, 0 failed"] {
+        let run = s.run(&["renew"]);
+        assert_eq!(run.code, 0, "{run:?}");
+        assert!(run.stdout.contains(expected), "{run:?}");
+        assert!(!run.stderr.contains("cannot fetch"), "a 404 is an answer, not a failure: {run:?}");
+    }
+    assert_eq!(ari.ari_requests(), [cert_id(&s.fullchain("registry"))], "asked once");
+    let sched: serde_json::Value = serde_json::from_slice(&std::fs::read(s.state().join("certs/registry/schedule.json")).unwrap()).unwrap();
+    let skip = sched["ari_skip_until"].as_u64().unwrap();
+    assert!(skip >= now() + 43_000 && skip <= now() + 86_400, "asked again within a day: {sched}");
+    assert!(sched["ari"].is_null(), "{sched}");
+}
 #[test]
 fn a_rate_limited_ca_is_left_alone_until_its_retry_after() {
     let pebble = Pebble::start();
@@ -99,6 +189,7 @@ fn a_rate_limited_ca_is_left_alone_until_its_retry_after() {
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stdout.contains("FAILED (nothing installed yet): ACME rateLimited: too many new orders"), "{run:?}");
     assert!(run.stdout.contains("the CA's rate limit was hit"), "{run:?}");
+    assert!(run.stdout.contains(&format!("the CA explains it at {RATE_LIMIT_INSTANCE}")), "{run:?}");
 
     // The daemon's first failure would back off for a minute; the CA asked for two hours.
     let mut d = Daemon::start(&s.config);
@@ -121,21 +212,54 @@ fn a_rate_limited_ca_is_left_alone_until_its_retry_after() {
 }
 
 #[test]
-fn a_ca_that_refuses_replaces_gets_a_plain_order() {
+fn a_ca_that_refuses_or_ignores_replaces_gets_a_plain_order() {
     let pebble = Pebble::start();
     let front = frontend(&pebble);
     let s = Setup::new(&pebble, &[cert("registry", &["registry.example.com"], "ecdsa-p256")]);
     s.edit(|c| set(c, "acme.directory", front.directory_url.as_str()));
     assert_eq!(s.run(&["renew"]).code, 0);
-    let first = serial(&s.fullchain("registry"));
-    // Let's Encrypt refuses `replaces` for a certificate another account issued (an imported
-    // acme.sh certificate, a recreated account): the renewal must not fail forever.
-    front.refuse_replaces();
+    // Let's Encrypt refuses `replaces` for a certificate another account issued (unauthorized),
+    // or one already replaced (alreadyReplaced); a CA without ARI orders ignores it. The renewal
+    // must not fail forever: once without `replaces`.
+    for mode in [Replaces::RefuseUnauthorized, Replaces::RefuseAlreadyReplaced, Replaces::Ignore] {
+        front.set_replaces(mode);
+        let before = serial(&s.fullchain("registry"));
+        let orders = front.replaces().len();
+        let run = s.run(&["renew", "--force"]);
+        assert_eq!(run.code, 0, "{mode:?}: {run:?}");
+        assert!(run.stderr.contains("the CA did not take `replaces`; ordering without it"), "{mode:?}: {run:?}");
+        let replaces = &front.replaces()[orders..];
+        assert!(
+            replaces.len() == 2 && replaces[0].is_some() && replaces[1].is_none(),
+            "{mode:?}: with `replaces`, then plainly: {replaces:?}"
+        );
+        assert_ne!(serial(&s.fullchain("registry")), before, "{mode:?}");
+    }
+}
+
+#[test]
+fn replaces_names_only_a_certificate_this_account_issued() {
+    let pebble = Pebble::start();
+    let front = frontend(&pebble);
+    let s = Setup::new(&pebble, &[cert("registry", &["registry.example.com"], "ecdsa-p256")]);
+    s.edit(|c| set(c, "acme.directory", front.directory_url.as_str()));
+    assert_eq!(s.run(&["renew"]).code, 0);
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(s.state().join("certs/registry/meta.json")).unwrap()).unwrap();
+    let first_account = meta["account"].as_str().unwrap_or_else(|| panic!("no account in meta.json: {meta}")).to_owned();
+
+    // Another account at the same CA (a recreated account, an imported setup): its renewal of
+    // the first account's certificate must not name it.
+    let accounts = s.state().join("accounts");
+    std::fs::rename(&accounts, s.state().join("accounts.old")).unwrap();
     let run = s.run(&["renew", "--force"]);
     assert_eq!(run.code, 0, "{run:?}");
-    assert!(run.stderr.contains("the CA did not take `replaces`; ordering without it"), "{run:?}");
-    let replaces = front.replaces();
-    assert_eq!(replaces.len(), 3, "{replaces:?}");
-    assert!(replaces[1].is_some() && replaces[2].is_none(), "refused with `replaces`, then ordered plainly: {replaces:?}");
-    assert_ne!(serial(&s.fullchain("registry")), first);
+    assert!(run.stderr.contains("was not issued by this ACME account"), "{run:?}");
+    assert_eq!(front.replaces(), [None, None], "no `replaces` for another account's certificate");
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(s.state().join("certs/registry/meta.json")).unwrap()).unwrap();
+    assert_ne!(meta["account"].as_str(), Some(first_account.as_str()), "a second account: {meta}");
+
+    // Its own certificate it names.
+    let own = cert_id(&s.fullchain("registry"));
+    assert_eq!(s.run(&["renew", "--force"]).code, 0);
+    assert_eq!(front.replaces(), [None, None, Some(own)]);
 }

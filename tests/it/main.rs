@@ -22,5 +22,6 @@ mod reload_preflight;
 mod renew;
 mod shortlived;
 mod systemd;
+mod timeouts;
 mod trust;
 mod verify;

@@ -321,3 +321,65 @@ fn install_owner_and_group_work_under_the_units_syscall_filter() {
     assert!(run.stdout.contains("Operation not permitted"), "{run:?}");
     assert_eq!(std::fs::read(s.fullchain("registry")).unwrap(), before, "the installed pair stays");
 }
+
+/// The watchdog is fed from the progress of the work: while a check is stuck on a CA that never
+/// answers (a fixture: no real CA stalls on demand), WATCHDOG=1 stops — systemd would restart
+/// the service — and once the request's bound ends the check, it comes back.
+#[test]
+fn the_watchdog_starves_while_a_check_is_stuck() {
+    let ca = crate::common::stall::StalledServer::start();
+    let config = toml::toml! {
+        [acme]
+        directory = (ca.directory_url.as_str())
+        accept_terms = true
+        timeout = "4s"
+
+        [http01]
+        listen = (format!("127.0.0.1:{}", free_port()))
+    };
+    let s = Setup::with_config(config, &[cert("registry", &["registry.example.com"], "ecdsa-p256")]);
+    let sock_path = s.root.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let started = Instant::now();
+    let _child = KillOnDrop(
+        Command::new(regcert_bin())
+            .arg("--config")
+            .arg(&s.config)
+            .arg("run")
+            .env("NOTIFY_SOCKET", &sock_path)
+            .env("WATCHDOG_USEC", "1000000")
+            .env("WATCHDOG_PID", "")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // (when, message) of every datagram until the first check has ended and the watchdog is fed again.
+    let mut seen: Vec<(Duration, String)> = Vec::new();
+    let mut buf = [0u8; 4096];
+    let ended = |seen: &[(Duration, String)]| {
+        let status = seen.iter().position(|(_, m)| m.contains("STATUS=1 certificates: 0 renewed, 1 failed"));
+        status.is_some_and(|i| seen[i..].iter().any(|(_, m)| m.contains("WATCHDOG=1")))
+    };
+    while !ended(&seen) {
+        assert!(started.elapsed() < Duration::from_secs(30), "the check did not end and feed the watchdog again: {seen:?}");
+        if let Ok(n) = sock.recv(&mut buf) {
+            seen.push((started.elapsed(), String::from_utf8_lossy(&buf[..n]).into_owned()));
+        }
+    }
+    let pings: Vec<Duration> = seen.iter().filter(|(_, m)| m.contains("WATCHDOG=1")).map(|(t, _)| *t).collect();
+    let longest = pings.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default();
+    // Fed every 250 ms while work moves; starved from half the interval (0.5 s) of no progress
+    // until the 4 s request bound ends the check.
+    assert!(longest >= Duration::from_millis(2_500), "WATCHDOG=1 never stopped while the check was stuck: {pings:?}");
+    assert!(longest < Duration::from_secs(10), "fed again once the bound ended the check: {pings:?}");
+    assert!(ca.connections() >= 1, "the check was stuck on the CA");
+}

@@ -6,7 +6,10 @@
 //!   see `replaces`);
 //! - the directory gets a `renewalInfo` URL, answered here with a window the test sets;
 //! - when the test says so, new orders are refused as Let's Encrypt refuses them over a rate
-//!   limit: 429, a `rateLimited` problem and a Retry-After;
+//!   limit: 429, a `rateLimited` problem with an `instance` URL, a `Link: rel="help"` and a
+//!   Retry-After;
+//! - when the test says so, an order's `replaces` is refused (403 `unauthorized` as for another
+//!   account's certificate, 409 `alreadyReplaced`) or ignored (not echoed, as by a CA without it);
 //! - when the test says so, the certificate download comes with a broken chain ([`BadChain`]),
 //!   as from a misconfigured CA.
 
@@ -25,17 +28,34 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 struct Seen {
     /// (start, end) in RFC 3339 served for every certificate.
     window: Option<(String, String)>,
+    /// Windows for single certificates (by ARI identifier), before `window`.
+    windows_for: std::collections::HashMap<String, (String, String)>,
     /// Decoded JWS payloads of new orders.
     orders: Vec<serde_json::Value>,
     /// Certificate identifiers asked for at renewalInfo.
     ari_requests: Vec<String>,
+    /// The Retry-After (seconds) of renewalInfo answers; 3600 unless set.
+    ari_retry_after: Option<u64>,
     /// Refuse new orders as rate-limited, with this Retry-After (seconds).
     rate_limit: Option<u64>,
-    /// Refuse orders that name a certificate they replace, as Let's Encrypt does when another
-    /// account issued it.
-    refuse_replaces: bool,
+    /// What happens to an order that names a certificate it replaces.
+    replaces: Replaces,
     /// Spoil the chain of every certificate download this way.
     bad_chain: Option<BadChain>,
+}
+
+/// How the front treats an order's `replaces`.
+#[derive(Default, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Replaces {
+    /// Echoed in the order, as an ARI CA does.
+    #[default]
+    Accept,
+    /// 403 `unauthorized`: Let's Encrypt's answer when another account issued the certificate.
+    RefuseUnauthorized,
+    /// 409 `alreadyReplaced` (RFC 9773): another order already replaced it.
+    RefuseAlreadyReplaced,
+    /// The order is created, but the field is not echoed (a CA that does not know it).
+    Ignore,
 }
 
 /// A broken chain in the certificate download (no real CA sends one on demand).
@@ -112,15 +132,24 @@ impl AriFrontend {
         self.seen.lock().unwrap().window = Some((rfc3339(start), rfc3339(end)));
     }
 
+    /// Serve this window (Unix times) for the certificate with ARI identifier `id` from now on.
+    pub fn set_window_for(&self, id: &str, start: u64, end: u64) {
+        self.seen.lock().unwrap().windows_for.insert(id.to_owned(), (rfc3339(start), rfc3339(end)));
+    }
+
     /// The `replaces` field of every new order so far (None where absent).
     pub fn replaces(&self) -> Vec<Option<String>> {
         self.seen.lock().unwrap().orders.iter().map(|o| o["replaces"].as_str().map(str::to_owned)).collect()
     }
 
-    /// Refuse every new order that carries `replaces` from now on, as Let's Encrypt refuses one
-    /// for a certificate another account issued (403, `unauthorized`).
-    pub fn refuse_replaces(&self) {
-        self.seen.lock().unwrap().refuse_replaces = true;
+    /// Treat every new order that carries `replaces` this way from now on.
+    pub fn set_replaces(&self, mode: Replaces) {
+        self.seen.lock().unwrap().replaces = mode;
+    }
+
+    /// Answer renewalInfo with this Retry-After (seconds) from now on.
+    pub fn set_ari_retry_after(&self, secs: u64) {
+        self.seen.lock().unwrap().ari_retry_after = Some(secs);
     }
 
     /// Refuse every new order from now on as over a rate limit, asking to retry after `secs`.
@@ -164,17 +193,22 @@ async fn handle(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Response<Full<B
     let body = req.into_body().collect().await.unwrap().to_bytes();
     let new_order = path.starts_with("/order-plz").then(|| order_payload(&body));
     let replaces = new_order.as_ref().and_then(|o| o["replaces"].as_str().map(str::to_owned));
-    let (rate_limit, refuse_replaces) = {
+    let (rate_limit, mode) = {
         let seen = ctx.seen.lock().unwrap();
-        (seen.rate_limit, seen.refuse_replaces)
+        (seen.rate_limit, if replaces.is_some() { seen.replaces } else { Replaces::Accept })
     };
     if let (Some(order), Some(secs)) = (&new_order, rate_limit) {
         ctx.seen.lock().unwrap().orders.push(order.clone());
         return Ok(rate_limited(secs));
     }
-    if let (Some(order), true, true) = (&new_order, refuse_replaces, replaces.is_some()) {
+    let refusal = match mode {
+        Replaces::RefuseUnauthorized => Some((403, "unauthorized", "the certificate to be replaced was not issued to this account")),
+        Replaces::RefuseAlreadyReplaced => Some((409, "alreadyReplaced", "the certificate has already been replaced by another order")),
+        Replaces::Accept | Replaces::Ignore => None,
+    };
+    if let (Some(order), Some((status, kind, detail))) = (&new_order, refusal) {
         ctx.seen.lock().unwrap().orders.push(order.clone());
-        return Ok(problem(403, "unauthorized", "the certificate to be replaced was not issued to this account", None));
+        return Ok(problem(status, kind, detail, None));
     }
     let host = ctx.base.trim_start_matches("https://").to_owned();
     let mut fwd = ctx.client.request(method, format!("{}{path}", ctx.pebble)).header("host", host);
@@ -202,7 +236,7 @@ async fn handle(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Response<Full<B
         bytes = Bytes::from(dir.to_string());
     }
     // An ARI CA echoes `replaces` in the order; Pebble 2.4 does not know the field.
-    if let (Some(replaces), 201) = (replaces, status) {
+    if let (Some(replaces), 201, Replaces::Accept) = (replaces, status, mode) {
         let mut order: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         order["replaces"] = replaces.into();
         bytes = Bytes::from(order.to_string());
@@ -219,15 +253,23 @@ async fn handle(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Response<Full<B
     Ok(b.body(Full::new(bytes)).unwrap())
 }
 
+/// Where the front's rate-limit answer says the limit is explained (the problem's `instance`).
+pub const RATE_LIMIT_INSTANCE: &str = "https://acme.test/rate-limits/new-orders/account-1";
+
 /// What Let's Encrypt answers a new order over a rate limit (the nonce of the request was not
 /// used up at Pebble, so none is handed out: the client fetches a fresh one).
 fn rate_limited(secs: u64) -> Response<Full<Bytes>> {
-    problem(429, "rateLimited", "too many new orders recently: see https://letsencrypt.org/docs/rate-limits/", Some(secs))
+    let mut rsp = problem(429, "rateLimited", "too many new orders recently", Some(secs));
+    rsp.headers_mut().insert("link", "<https://acme.test/docs/rate-limits>;rel=\"help\"".parse().unwrap());
+    rsp
 }
 
 /// An ACME problem response (without a nonce: the client fetches a fresh one).
 fn problem(status: u16, kind: &str, detail: &str, retry_after: Option<u64>) -> Response<Full<Bytes>> {
-    let body = serde_json::json!({ "type": format!("urn:ietf:params:acme:error:{kind}"), "detail": detail, "status": status });
+    let mut body = serde_json::json!({ "type": format!("urn:ietf:params:acme:error:{kind}"), "detail": detail, "status": status });
+    if kind == "rateLimited" {
+        body["instance"] = RATE_LIMIT_INSTANCE.into();
+    }
     let mut rsp = Response::builder().status(status).header("content-type", "application/problem+json");
     if let Some(secs) = retry_after {
         rsp = rsp.header("retry-after", secs.to_string());
@@ -238,12 +280,14 @@ fn problem(status: u16, kind: &str, detail: &str, retry_after: Option<u64>) -> R
 fn renewal_info(ctx: &Ctx, id: &str) -> Response<Full<Bytes>> {
     let mut seen = ctx.seen.lock().unwrap();
     seen.ari_requests.push(id.to_owned());
-    let Some((start, end)) = seen.window.clone() else { return Response::builder().status(404).body(Full::new(Bytes::new())).unwrap() };
+    let Some((start, end)) = seen.windows_for.get(id).or(seen.window.as_ref()).cloned() else {
+        return Response::builder().status(404).body(Full::new(Bytes::new())).unwrap();
+    };
     let body = serde_json::json!({ "suggestedWindow": { "start": start, "end": end } }).to_string();
     Response::builder()
         .status(200)
         .header("content-type", "application/json")
-        .header("retry-after", "3600")
+        .header("retry-after", seen.ari_retry_after.unwrap_or(3_600).to_string())
         .body(Full::new(Bytes::from(body)))
         .unwrap()
 }

@@ -8,6 +8,7 @@
 pub mod ari_frontend;
 pub mod bind;
 pub mod registry;
+pub mod stall;
 
 use std::collections::BTreeSet;
 use std::net::{TcpListener, TcpStream};
