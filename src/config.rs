@@ -166,12 +166,20 @@ pub struct DaemonConfig {
     /// Waits after the 1st, 2nd, … consecutive failure of a certificate; the last one repeats.
     #[serde(default = "default_backoff", with = "duration_list")]
     pub backoff: Vec<Duration>,
+    /// How long SIGTERM/SIGINT wait for a check in flight before abandoning it; the service
+    /// manager's stop timeout (systemd `TimeoutStopSec=`) must be longer.
+    #[serde(default = "default_stop_grace", with = "duration")]
+    pub stop_grace: Duration,
 }
 
 impl Default for DaemonConfig {
     fn default() -> Self {
-        Self { check: default_check(), alert_before: None, backoff: default_backoff() }
+        Self { check: default_check(), alert_before: None, backoff: default_backoff(), stop_grace: default_stop_grace() }
     }
+}
+
+fn default_stop_grace() -> Duration {
+    Duration::from_secs(90)
 }
 
 fn default_backoff() -> Vec<Duration> {

@@ -33,9 +33,6 @@ use crate::renew::{CertReport, Error, Outcome, RenewOptions, Renewer, windows};
 use crate::schedule::{Schedule, backoff, is_emergency};
 use crate::state::{LockError, StateDir};
 
-/// How long SIGTERM waits for a check in flight before abandoning it.
-const STOP_GRACE: Duration = Duration::from_secs(90);
-
 /// What `regcert status` shows about the daemon (state_dir/daemon.json).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct DaemonStatus {
@@ -154,10 +151,12 @@ async fn serve(config_path: PathBuf, config: Config) -> Result<(), String> {
     if let Some(handle) = check.filter(|h| !h.is_finished()) {
         tracing::info!("letting the check in flight finish");
         let abort = handle.abort_handle();
-        if tokio::time::timeout(STOP_GRACE, handle).await.is_err() {
-            // Only await points are abandoned; every file write is atomic on its own.
+        let grace = daemon.config().daemon.stop_grace;
+        if tokio::time::timeout(grace, handle).await.is_err() {
+            // Only await points are abandoned; every file write is atomic on its own, and an
+            // install's journal makes the next run reload and verify what was installed.
             abort.abort();
-            tracing::warn!("abandoned the check in flight after {}s", STOP_GRACE.as_secs());
+            tracing::warn!("abandoned the check in flight after {} ([daemon] stop_grace)", humantime::format_duration(grace));
         }
     }
     let _ = scheduler.shutdown().await;
