@@ -171,8 +171,7 @@ fn sigkill_at_any_moment_leaves_a_matching_pair_and_the_next_run_repairs_and_del
         let run = s.run(args);
         assert_eq!(run.code, 0, "{args:?}: {run:?}");
     }
-    let root = s.root.path().join("root.pem");
-    fs::write(&root, s.run(&["ca", "export", "internal"]).stdout).unwrap();
+    let root = export_root(&s);
     let (mid_reload, journaled) = kill_at_many_moments(&s, &root, &reloads, 24);
     // The kills covered the phases that matter (a handful each is plenty to show it).
     assert!(mid_reload >= 3, "only {mid_reload} kills landed mid-reload");
@@ -199,8 +198,7 @@ fn a_renewal_killed_mid_reload_is_delivered_again_by_the_service() {
         let run = s.run(args);
         assert_eq!(run.code, 0, "{args:?}: {run:?}");
     }
-    let root = s.root.path().join("root.pem");
-    fs::write(&root, s.run(&["ca", "export", "internal"]).stdout).unwrap();
+    let root = export_root(&s);
     let before = sha256_hex(&s.fullchain("registry"));
     // Killed exactly while the registry loads the new pair.
     assert!(!kill_renew_when(&s, || last_reload(&reloads) == "start"));
@@ -223,8 +221,7 @@ fn a_first_install_killed_mid_reload_is_delivered_without_a_new_certificate() {
     let reloads = with_slow_reload(&s);
     let run = s.run(&["ca", "init", "internal"]);
     assert_eq!(run.code, 0, "{run:?}");
-    let root = s.root.path().join("root.pem");
-    fs::write(&root, s.run(&["ca", "export", "internal"]).stdout).unwrap();
+    let root = export_root(&s);
     // No known-good pair to put back: the dead run's pair is installed, but never loaded.
     assert!(!kill_renew_when(&s, || last_reload(&reloads) == "start"));
     let issued = fs::read(s.state().join("certs/registry/fullchain.pem")).unwrap();
@@ -280,8 +277,7 @@ fn installed_from_private_ca() -> (Setup, PathBuf) {
     let s = ca_setup(toml! { subject = "CN=Host Trouble CA" intermediate = true }, toml! { domains = ["registry.corp.lan"] });
     let run = s.run(&["ca", "init", "internal"]);
     assert_eq!(run.code, 0, "{run:?}");
-    let root = s.root.path().join("root.pem");
-    fs::write(&root, s.run(&["ca", "export", "internal"]).stdout).unwrap();
+    let root = export_root(&s);
     (s, root)
 }
 

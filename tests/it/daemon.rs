@@ -19,21 +19,9 @@ fn daemon_renews_restarts_verifies_reports_metrics_and_notifies() {
     let s = Setup::new(&pebble, &[cert("registry", &[&name], "ecdsa-p256").always_due()]);
     assert_eq!(s.run(&["renew"]).code, 0);
     let reg = Registry::start(&s.install_dir("registry"), RegistryOpts::default());
-    let hook = Webhook::start();
-    let metrics = format!("127.0.0.1:{}", free_port());
-    with_daemon_settings(
-        &s,
-        toml! {
-            [daemon]
-            check = "0 0 0 1 1 *"
-
-            [metrics]
-            listen = (metrics.as_str())
-
-            [[notify]]
-            webhook = (hook.url.as_str())
-        },
-    );
+    let watched = Watched::start();
+    with_daemon_settings(&s, watched.settings());
+    let Watched { hook, metrics } = watched;
     s.edit_cert("registry", |c| {
         set(c, "reload.docker.container", reg.container.as_str());
         set(c, "verify", verify_table(&pebble, &format!("https://{name}:5000/v2/"), &reg.addr()));
@@ -354,19 +342,9 @@ fn concurrency_bounds_the_renewals_at_once_and_a_failing_certificate_blocks_no_o
 
 #[test]
 fn readyz_waits_for_the_first_check_and_failed_verification_shows_in_metrics_and_notifications() {
-    let hook = Webhook::start();
-    let metrics = format!("127.0.0.1:{}", free_port());
-    let s = private_ca_setup(
-        toml! {
-            [daemon]
-            check = "0 0 0 1 1 *"
-            [metrics]
-            listen = (metrics.as_str())
-            [[notify]]
-            webhook = (hook.url.as_str())
-        },
-        &["rolled", "kept"],
-    );
+    let watched = Watched::start();
+    let s = private_ca_setup(watched.settings(), &["rolled", "kept"]);
+    let Watched { hook, metrics } = watched;
     let (script, events) = notify_command(&s);
     s.edit(|c| c["notify"].as_array_mut().unwrap().push(toml! { command = [(script.as_str())] }.into()));
     // Both issued once, so that `rolled` has a pair to roll back to.

@@ -9,15 +9,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::{Table, Value, toml};
 
-/// `regcert ca export internal`, in a file.
-fn export_root(s: &Setup) -> PathBuf {
-    let run = s.run(&["ca", "export", "internal"]);
-    assert_eq!(run.code, 0, "{run:?}");
-    let p = s.root.path().join("exported-root.pem");
-    fs::write(&p, run.stdout).unwrap();
-    p
-}
-
 /// `import = { cert, key }` of the CA, with more keys (passphrase_file).
 fn import(cert: &Path, key: &Path, more: Table) -> Table {
     let mut import = toml! { cert = (cert.display().to_string()) key = (key.display().to_string()) };
@@ -438,19 +429,10 @@ fn ca_init_force_from_two_levels_to_one_signs_with_the_new_root() {
 /// says so — an `expiring` event naming the CA, the metric, and `status`.
 #[test]
 fn an_expiring_ca_is_alerted_by_event_metric_and_status() {
-    let hook = Webhook::start();
-    let metrics = format!("127.0.0.1:{}", free_port());
+    let watched = Watched::start();
     let s = ca_setup(toml! { subject = "CN=Short Lived CA" validity = "30d" }, toml! { domains = ["registry.corp.lan"] });
-    s.edit(|c| {
-        c.extend(toml! {
-            [daemon]
-            check = "0 0 0 1 1 *"
-            [metrics]
-            listen = (metrics.as_str())
-            [[notify]]
-            webhook = (hook.url.as_str())
-        })
-    });
+    s.edit(|c| c.extend(watched.settings()));
+    let Watched { hook, metrics } = watched;
     assert_eq!(s.run(&["ca", "init", "internal"]).code, 0);
     let root = export_root(&s);
     let (_, ca_end) = validity(&root);

@@ -741,3 +741,40 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
 pub fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }
+
+/// `regcert ca export internal`, in a file (the private CA's root, to verify against).
+pub fn export_root(s: &Setup) -> PathBuf {
+    let run = s.run(&["ca", "export", "internal"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let p = s.root.path().join("exported-root.pem");
+    std::fs::write(&p, run.stdout).unwrap();
+    p
+}
+
+/// What a daemon test watches: a webhook and the metrics endpoint on a free port.
+pub struct Watched {
+    pub hook: Webhook,
+    /// `127.0.0.1:PORT` of `[metrics] listen`.
+    pub metrics: String,
+}
+
+impl Watched {
+    pub fn start() -> Self {
+        Watched { hook: Webhook::start(), metrics: format!("127.0.0.1:{}", free_port()) }
+    }
+
+    /// `[daemon]` with only the check at start-up (the schedule's next tick is next 1 January),
+    /// `[metrics]` and the webhook as `[[notify]]`.
+    pub fn settings(&self) -> Table {
+        toml! {
+            [daemon]
+            check = "0 0 0 1 1 *"
+
+            [metrics]
+            listen = (self.metrics.as_str())
+
+            [[notify]]
+            webhook = (self.hook.url.as_str())
+        }
+    }
+}
