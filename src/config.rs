@@ -1236,7 +1236,7 @@ mod tests {
             ["[[certificate]] `r`: `dns` is set but challenge = \"http-01\"; remove one"]
         );
         assert_eq!(
-            problems("domains = [\"*.example.com\"]\ndns = { provider = \"exec\" }", ""),
+            problems("domains = [\"*.example.com\"]\ndns = { provider = \"exec\", nameservers = [\"192.0.2.53\"] }", ""),
             ["[[certificate]] `r`: dns.command is required for provider \"exec\", e.g. [\"/usr/local/bin/dns-hook\"]"]
         );
         assert_eq!(

@@ -219,9 +219,17 @@ pub fn validate(at: &str, dns: &DnsConfig, problems: &mut Vec<String>) {
                 problems.push(format!("{at}: dns.tsig_key is required: the BIND key file (tsig-keygen NAME > file)"));
             }
         }
-        DnsProvider::Exec { command, .. } => {
+        DnsProvider::Exec { command, server, zone } => {
             if command.is_empty() {
                 problems.push(format!("{at}: dns.command is required for provider \"exec\", e.g. [\"/usr/local/bin/dns-hook\"]"));
+            }
+            // The hook publishes the record; regcert still checks it reached every authoritative
+            // server before asking the CA, so it must know where to look.
+            if dns.nameservers.is_empty() && (server.is_none() || zone.is_none()) {
+                problems.push(format!(
+                    "{at}: provider \"exec\" needs dns.nameservers (the zone's authoritative servers, e.g. [\"192.0.2.53\"]) or \
+                     dns.server and dns.zone (where to ask for the zone's NS set), to check that the record has propagated"
+                ));
             }
         }
     }
@@ -600,8 +608,19 @@ mod tests {
     #[test]
     fn missing_settings_are_problems_and_files_are_preflight() {
         let mut p = Vec::new();
-        validate("c", &parse("provider = \"exec\", command = []").unwrap(), &mut p);
+        validate("c", &parse("provider = \"exec\", command = [], nameservers = [\"192.0.2.53\"]").unwrap(), &mut p);
         assert_eq!(p, ["c: dns.command is required for provider \"exec\", e.g. [\"/usr/local/bin/dns-hook\"]"]);
+        let mut p = Vec::new();
+        validate("c", &parse("provider = \"exec\", command = [\"hook\"], server = \"192.0.2.53\"").unwrap(), &mut p);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("c: provider \"exec\" needs dns.nameservers"), "{p:?}");
+        let mut p = Vec::new();
+        validate(
+            "c",
+            &parse("provider = \"exec\", command = [\"hook\"], server = \"192.0.2.53\", zone = \"example.com.\"").unwrap(),
+            &mut p,
+        );
+        assert!(p.is_empty(), "{p:?}");
         let dns =
             parse("provider = \"rfc2136\", server = \"10.0.0.53:53\", zone = \"example.com.\", tsig_key = \"/nonexistent/k\"").unwrap();
         let mut p = Vec::new();
