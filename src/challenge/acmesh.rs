@@ -113,10 +113,17 @@ impl Plugin {
 
     /// Everything whose content decides what the plugin does (the trust rules apply to each).
     fn inputs(&self) -> Vec<PathBuf> {
-        [self.home.clone(), self.script(), self.plugin_file(), self.config_home().map(Path::to_owned), self.account_conf(), self.env_file.clone()]
-            .into_iter()
-            .flatten()
-            .collect()
+        [
+            self.home.clone(),
+            self.script(),
+            self.plugin_file(),
+            self.config_home().map(Path::to_owned),
+            self.account_conf(),
+            self.env_file.clone(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
 
     /// Problems the table itself shows (no I/O).
@@ -138,7 +145,8 @@ impl Plugin {
             }
         }
         for k in self.env.keys().filter(|k| !valid_name(k)) {
-            problems.push(format!("{at}: dns.env key \"{k}\" is not a shell variable name (letters, digits, _; not starting with a digit)"));
+            problems
+                .push(format!("{at}: dns.env key \"{k}\" is not a shell variable name (letters, digits, _; not starting with a digit)"));
         }
     }
 
@@ -247,12 +255,9 @@ impl Plugin {
             std::io::ErrorKind::TimedOut => format!("{what} {e} (dns.hook_timeout)"),
             _ => format!("cannot run {}: {e}", bash.display()),
         })?;
-        let output = redact(
-            &format!("{}\n{}", String::from_utf8_lossy(&out.stdout).trim(), String::from_utf8_lossy(&out.stderr).trim()),
-            &creds.secrets,
-        );
-        let output = output.trim();
-        tracing::info!(cert, api = %self.api, function = %function, fqdn = %name, status = %out.status, output = %output, "acme.sh DNS API ran");
+        let output = redact(&one_line(&[&out.stdout, &out.stderr]), &creds.secrets);
+        let output = output.as_str();
+        tracing::info!(cert = %cert, api = %self.api, function = %function, fqdn = %name, status = %out.status, output, "acme.sh DNS API ran");
         if !out.status.success() {
             let start = output.char_indices().rev().nth(ERROR_OUTPUT_TAIL).map_or(0, |(i, _)| i);
             return Err(format!(
@@ -271,6 +276,12 @@ struct Credentials {
     account_conf: Option<Zeroizing<Vec<u8>>>,
     env: Vec<(String, Zeroizing<String>)>,
     secrets: Vec<Zeroizing<String>>,
+}
+
+/// The non-empty lines of the outputs joined with " | ": one log line per plugin call.
+fn one_line(outputs: &[&[u8]]) -> String {
+    let text: Vec<String> = outputs.iter().map(|o| String::from_utf8_lossy(o).into_owned()).collect();
+    text.iter().flat_map(|t| t.lines()).map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" | ")
 }
 
 /// `text` with every secret (of at least [`MIN_SECRET_LEN`] characters) replaced by
@@ -329,6 +340,7 @@ mod tests {
     fn secrets_are_redacted_longest_first_and_short_values_kept() {
         let secrets: Vec<Zeroizing<String>> = ["abcd", "abcdef-secret", "53"].into_iter().map(|s| Zeroizing::new(s.to_owned())).collect();
         assert_eq!(redact("key abcdef-secret and abcd on port 53", &secrets), "key <redacted> and <redacted> on port 53");
+        assert_eq!(one_line(&[b"a\n\n b \n", b"c\n"]), "a | b | c");
     }
 
     #[test]

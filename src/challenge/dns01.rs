@@ -206,9 +206,9 @@ impl DnsProvider {
     /// The server and zone the provider knows (where the zone's NS set can be asked for).
     fn server_and_zone(&self) -> (Option<DnsServer>, Option<&str>) {
         match self {
-            DnsProvider::Rfc2136 { server, zone, .. } | DnsProvider::Exec { server, zone, .. } | DnsProvider::AcmeSh { server, zone, .. } => {
-                (*server, zone.as_deref())
-            }
+            DnsProvider::Rfc2136 { server, zone, .. }
+            | DnsProvider::Exec { server, zone, .. }
+            | DnsProvider::AcmeSh { server, zone, .. } => (*server, zone.as_deref()),
         }
     }
 }
@@ -688,6 +688,26 @@ mod tests {
         assert!(p.is_empty(), "{p:?}");
         preflight("c", &dns, &mut p);
         assert!(p.len() == 1 && p[0].starts_with("c: dns.tsig_key /nonexistent/k: "), "{p:?}");
+    }
+
+    #[test]
+    fn acmesh_provider_settings_and_their_problems() {
+        let dns = parse(
+            "provider = \"acme.sh\", api = \"dns_ali\", home = \"/root/.acme.sh\", env = { Ali_Key = \"k-123456\" }, env_file = \"/etc/regcert/ali.env\", nameservers = [\"10.0.0.53\"]",
+        )
+        .unwrap();
+        let DnsProvider::AcmeSh { plugin, .. } = &round_trip(&dns).provider else { panic!("{dns:?}") };
+        assert_eq!((plugin.api.as_str(), plugin.env["Ali_Key"].as_str()), ("dns_ali", "k-123456"));
+        let mut p = Vec::new();
+        validate("c", &dns, &mut p);
+        assert!(p.is_empty(), "{p:?}");
+        // What check-config prints: the key, never its value.
+        let shown = toml::to_string(&Wrap { dns: dns.redacted() }).unwrap();
+        assert!(shown.contains("Ali_Key") && !shown.contains("k-123456"), "{shown}");
+        // Without nameservers (or server + zone) the record's propagation cannot be checked.
+        let dns = parse("provider = \"acme.sh\", api = \"dns_ali\", home = \"/h\"").unwrap();
+        validate("c", &dns, &mut p);
+        assert!(p.len() == 1 && p[0].contains("needs dns.nameservers"), "{p:?}");
     }
 
     #[test]

@@ -299,13 +299,7 @@ fn validation(webroot: Option<&str>) -> Validation<'_> {
     }
 }
 
-fn build_config(
-    plan: &mut Plan,
-    certs: &[FoundCert],
-    account_conf: &Vars,
-    opts: &Options<'_>,
-    checked: &mut Vec<PathBuf>,
-) -> String {
+fn build_config(plan: &mut Plan, certs: &[FoundCert], account_conf: &Vars, opts: &Options<'_>, checked: &mut Vec<PathBuf>) -> String {
     let Options { config_home, state_dir, .. } = *opts;
     let mut out = format!(
         "# Imported from acme.sh by `regcert import acme.sh`. Check it: regcert --config THIS check-config\nstate_dir = {}\n",
