@@ -101,6 +101,32 @@ fn a_name_and_a_wildcard_through_the_real_dns_nsupdate_plugin() {
         assert_eq!(check.code, 2, "{check:?}");
         assert!(check.stderr.contains(&want) || check.stdout.contains(&want), "missing {want:?}: {check:?}");
     }
+
+    // A plugin that hangs is killed at dns.hook_timeout, with what it started.
+    fs::write(acme.home.join("dnsapi/dns_hang.sh"), "dns_hang_add() {\n  sleep 600 & sleep 600\n}\ndns_hang_rm() {\n  return 0\n}\n")
+        .unwrap();
+    s.edit_cert("registry", |c| {
+        set(c, "dns.api", "dns_hang");
+        set(c, "dns.hook_timeout", "1s");
+    });
+    let started = std::time::Instant::now();
+    let run = s.run(&["renew", "--force"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "{:?}", started.elapsed());
+    assert!(run.stdout.contains("dns_hang_add") && run.stdout.contains("did not finish within 1s (killed"), "{run:?}");
+    assert!(run.stdout.contains("dns.hook_timeout"), "{run:?}");
+
+    // A plugin anyone can change would run with regcert's rights: refused, nothing updated.
+    let plugin = acme.home.join("dnsapi/dns_nsupdate.sh");
+    fs::set_permissions(&plugin, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    s.edit_cert("registry", |c| set(c, "dns.api", "dns_nsupdate"));
+    let run = s.run(&["renew", "--force"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("refusing to run the acme.sh DNS API dns_nsupdate"), "{run:?}");
+    assert!(run.stdout.contains(&format!("{} is writable by everyone", plugin.display())), "{run:?}");
+    assert_eq!(txt_adds(&bind, CHALLENGE).len(), 2, "no update since: {}", bind.log());
+    let check = s.run(&["check-config"]);
+    assert_eq!(check.code, 2, "{check:?}");
 }
 
 #[test]
