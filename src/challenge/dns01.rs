@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::acmesh::{Action, Plugin};
 
-/// `dns = { provider = "rfc2136" | "exec", … }`: how DNS-01 records are published and checked.
+/// `dns = { provider = "rfc2136" | "exec" | "acme.sh", … }`: how DNS-01 records are published and checked.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(from = "RawDns", into = "RawDns")]
 pub struct DnsConfig {
@@ -55,7 +55,7 @@ pub enum DnsProvider {
     },
     /// An acme.sh dnsapi plugin (`<api>_add` / `<api>_rm`), with its credentials.
     AcmeSh {
-        plugin: super::acmesh::Plugin,
+        plugin: Plugin,
         /// Where to look up the zone's NS set when `nameservers` is empty (optional).
         server: Option<DnsServer>,
         zone: Option<String>,
@@ -150,7 +150,7 @@ impl From<RawDns> for DnsConfig {
             ProviderKind::Rfc2136 => DnsProvider::Rfc2136 { server: raw.server, zone: raw.zone, tsig_key: raw.tsig_key },
             ProviderKind::Exec => DnsProvider::Exec { command: raw.command.unwrap_or_default(), server: raw.server, zone: raw.zone },
             ProviderKind::AcmeSh => DnsProvider::AcmeSh {
-                plugin: super::acmesh::Plugin {
+                plugin: Plugin {
                     api: raw.api.unwrap_or_default(),
                     home: raw.home,
                     config_home: raw.config_home,
@@ -173,7 +173,7 @@ impl From<RawDns> for DnsConfig {
 
 impl From<DnsConfig> for RawDns {
     fn from(c: DnsConfig) -> Self {
-        let mut plugin = super::acmesh::Plugin::default();
+        let mut plugin = Plugin::default();
         let (provider, server, zone, tsig_key, command) = match c.provider {
             DnsProvider::Rfc2136 { server, zone, tsig_key } => (ProviderKind::Rfc2136, server, zone, tsig_key, None),
             DnsProvider::Exec { command, server, zone } => (ProviderKind::Exec, server, zone, None, Some(command)),
