@@ -141,6 +141,10 @@ enum ImportCommand {
         /// Replace an ACME account that state_dir already holds for the same CA.
         #[arg(long)]
         replace_account: bool,
+        /// Keep running acme.sh's DNS API plugin also for dns_nsupdate (by default it becomes
+        /// the built-in rfc2136 provider; every other dns_* plugin is kept anyway).
+        #[arg(long)]
+        keep_dns_plugins: bool,
     },
 }
 
@@ -275,6 +279,11 @@ fn check_config(path: &std::path::Path, config: &Config) -> CmdResult {
     if let Some(eab) = shown.acme.as_mut().and_then(|a| a.eab.as_mut()) {
         eab.hmac_key = "<redacted>".into();
     }
+    for c in &mut shown.certificates {
+        if let Some(dns) = c.dns.as_mut() {
+            *dns = dns.redacted();
+        }
+    }
     for n in &mut shown.notify {
         if let Some(url) = n.webhook.as_mut() {
             *url = notify::redact_url(url);
@@ -342,13 +351,15 @@ fn ca(config: &Config, cmd: CaCommand) -> CmdResult {
 
 fn import(cmd: ImportCommand) -> CmdResult {
     use crate::import_acmesh as acmesh;
-    let ImportCommand::AcmeSh { home, config_home, write_config, state_dir, dry_run, trust_home_owner, replace_account } = cmd;
+    let ImportCommand::AcmeSh { home, config_home, write_config, state_dir, dry_run, trust_home_owner, replace_account, keep_dns_plugins } =
+        cmd;
     let home = match home.strip_prefix("~/") {
         Some(rest) => PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(rest),
         None => PathBuf::from(home),
     };
     let config_home = config_home.unwrap_or_else(|| home.clone());
-    let plan = acmesh::plan(&acmesh::Options { home: &home, config_home: &config_home, state_dir: &state_dir }).map_err(Failure::Config)?;
+    let plan = acmesh::plan(&acmesh::Options { home: &home, config_home: &config_home, state_dir: &state_dir, keep_dns_plugins })
+        .map_err(Failure::Config)?;
     if let Some(refusal) = plan.refusal(&home) {
         if !trust_home_owner {
             return Err(Failure::Config(refusal));

@@ -1365,7 +1365,7 @@ mod tests {
             (
                 "dns = { provider = \"route53\" }",
                 "",
-                &["provider = \"route53\"", "unknown variant `route53`, expected `rfc2136` or `exec`"][..],
+                &["provider = \"route53\"", "unknown variant `route53`, expected one of `rfc2136`, `exec`, `acme.sh`"][..],
             ),
             ("dns = { provider = \"exec\", comand = [\"x\"] }", "", &["unknown field `comand`", "did you mean `command`?"][..]),
             (

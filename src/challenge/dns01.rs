@@ -1,10 +1,12 @@
 //! DNS-01: a TXT record at `_acme-challenge.<name>` proves control of `<name>` — the only way
 //! for registries the internet cannot reach on port 80, and for wildcards.
 //!
-//! Providers: RFC 2136 dynamic update with TSIG (BIND, Knot, PowerDNS, Windows DNS…), or `exec`
-//! (any script, for DNS APIs). Before the CA is told to look, every authoritative nameserver must
+//! Providers: RFC 2136 dynamic update with TSIG (BIND, Knot, PowerDNS, Windows DNS…), `exec`
+//! (any script, for DNS APIs), or `acme.sh` (the acme.sh dnsapi plugin the user already runs,
+//! [`super::acmesh`]). Before the CA is told to look, every authoritative nameserver must
 //! answer the record; afterwards exactly our records are removed again, on success and failure.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -19,7 +21,9 @@ use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use serde::{Deserialize, Serialize};
 
-/// `dns = { provider = "rfc2136" | "exec", … }`: how DNS-01 records are published and checked.
+use super::acmesh::{Action, Plugin};
+
+/// `dns = { provider = "rfc2136" | "exec" | "acme.sh", … }`: how DNS-01 records are published and checked.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(from = "RawDns", into = "RawDns")]
 pub struct DnsConfig {
@@ -30,7 +34,7 @@ pub struct DnsConfig {
     pub delegate: Option<String>,
     /// How long to wait for every nameserver to answer the record.
     pub propagation_timeout: Duration,
-    /// How long one run of the exec hook may take.
+    /// How long one run of the exec hook or the acme.sh plugin may take.
     pub hook_timeout: Duration,
 }
 
@@ -49,6 +53,13 @@ pub enum DnsProvider {
         /// BIND key file (the `nsupdate -k` format) with the TSIG key.
         tsig_key: Option<PathBuf>,
     },
+    /// An acme.sh dnsapi plugin (`<api>_add` / `<api>_rm`), with its credentials.
+    AcmeSh {
+        plugin: Plugin,
+        /// Where to look up the zone's NS set when `nameservers` is empty (optional).
+        server: Option<DnsServer>,
+        zone: Option<String>,
+    },
     /// A program run as `COMMAND present|cleanup FQDN VALUE`.
     Exec {
         command: Vec<String>,
@@ -64,6 +75,8 @@ pub enum DnsProvider {
 enum ProviderKind {
     Rfc2136,
     Exec,
+    #[serde(rename = "acme.sh")]
+    AcmeSh,
 }
 
 /// A DNS server as written in the config: "IP:PORT", or "IP" for port 53.
@@ -109,6 +122,16 @@ struct RawDns {
     tsig_key: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     command: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    api: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    home: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    config_home: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    env_file: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     nameservers: Vec<DnsServer>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -126,6 +149,17 @@ impl From<RawDns> for DnsConfig {
         let provider = match raw.provider {
             ProviderKind::Rfc2136 => DnsProvider::Rfc2136 { server: raw.server, zone: raw.zone, tsig_key: raw.tsig_key },
             ProviderKind::Exec => DnsProvider::Exec { command: raw.command.unwrap_or_default(), server: raw.server, zone: raw.zone },
+            ProviderKind::AcmeSh => DnsProvider::AcmeSh {
+                plugin: Plugin {
+                    api: raw.api.unwrap_or_default(),
+                    home: raw.home,
+                    config_home: raw.config_home,
+                    env: raw.env,
+                    env_file: raw.env_file,
+                },
+                server: raw.server,
+                zone: raw.zone,
+            },
         };
         DnsConfig {
             provider,
@@ -139,16 +173,27 @@ impl From<RawDns> for DnsConfig {
 
 impl From<DnsConfig> for RawDns {
     fn from(c: DnsConfig) -> Self {
+        let mut plugin = Plugin::default();
         let (provider, server, zone, tsig_key, command) = match c.provider {
             DnsProvider::Rfc2136 { server, zone, tsig_key } => (ProviderKind::Rfc2136, server, zone, tsig_key, None),
             DnsProvider::Exec { command, server, zone } => (ProviderKind::Exec, server, zone, None, Some(command)),
+            DnsProvider::AcmeSh { plugin: p, server, zone } => {
+                plugin = p;
+                (ProviderKind::AcmeSh, server, zone, None, None)
+            }
         };
+        let api = (provider == ProviderKind::AcmeSh).then_some(plugin.api);
         RawDns {
             provider,
             server,
             zone,
             tsig_key,
             command,
+            api,
+            home: plugin.home,
+            config_home: plugin.config_home,
+            env: plugin.env,
+            env_file: plugin.env_file,
             nameservers: c.nameservers,
             delegate: c.delegate,
             propagation_timeout: c.propagation_timeout,
@@ -161,8 +206,22 @@ impl DnsProvider {
     /// The server and zone the provider knows (where the zone's NS set can be asked for).
     fn server_and_zone(&self) -> (Option<DnsServer>, Option<&str>) {
         match self {
-            DnsProvider::Rfc2136 { server, zone, .. } | DnsProvider::Exec { server, zone, .. } => (*server, zone.as_deref()),
+            DnsProvider::Rfc2136 { server, zone, .. }
+            | DnsProvider::Exec { server, zone, .. }
+            | DnsProvider::AcmeSh { server, zone, .. } => (*server, zone.as_deref()),
         }
+    }
+}
+
+impl DnsConfig {
+    /// The same settings with every secret (the acme.sh provider's `env` values) replaced, for
+    /// printing.
+    pub fn redacted(&self) -> Self {
+        let mut shown = self.clone();
+        if let DnsProvider::AcmeSh { plugin, .. } = &mut shown.provider {
+            plugin.env.values_mut().for_each(|v| *v = "<redacted>".into());
+        }
+        shown
     }
 }
 
@@ -219,28 +278,43 @@ pub fn validate(at: &str, dns: &DnsConfig, problems: &mut Vec<String>) {
                 problems.push(format!("{at}: dns.tsig_key is required: the BIND key file (tsig-keygen NAME > file)"));
             }
         }
-        DnsProvider::Exec { command, server, zone } => {
+        DnsProvider::Exec { command, .. } => {
             if command.is_empty() {
                 problems.push(format!("{at}: dns.command is required for provider \"exec\", e.g. [\"/usr/local/bin/dns-hook\"]"));
             }
-            // The hook publishes the record; regcert still checks it reached every authoritative
-            // server before asking the CA, so it must know where to look.
-            if dns.nameservers.is_empty() && (server.is_none() || zone.is_none()) {
-                problems.push(format!(
-                    "{at}: provider \"exec\" needs dns.nameservers (the zone's authoritative servers, e.g. [\"192.0.2.53\"]) or \
-                     dns.server and dns.zone (where to ask for the zone's NS set), to check that the record has propagated"
-                ));
-            }
         }
+        DnsProvider::AcmeSh { plugin, .. } => plugin.validate(at, problems),
+    }
+    // A hook or a plugin publishes the record, but cannot tell where the zone is served: regcert
+    // checks the record reached every authoritative server before the CA looks, so it must be
+    // told where to look. (rfc2136's own server and zone are required above.)
+    let (server, zone) = dns.provider.server_and_zone();
+    let kind = match dns.provider {
+        DnsProvider::Rfc2136 { .. } => None,
+        DnsProvider::Exec { .. } => Some("exec"),
+        DnsProvider::AcmeSh { .. } => Some("acme.sh"),
+    };
+    if let Some(kind) = kind
+        && dns.nameservers.is_empty()
+        && (server.is_none() || zone.is_none())
+    {
+        problems.push(format!(
+            "{at}: provider \"{kind}\" needs dns.nameservers (the zone's authoritative servers, e.g. [\"192.0.2.53:53\"]) or \
+             dns.server + dns.zone (a server that knows the zone's NS set), to check that the record has propagated"
+        ));
     }
 }
 
 /// Problems of a `dns = {…}` table on this host: the TSIG key file must be readable and valid.
 pub fn preflight(at: &str, dns: &DnsConfig, problems: &mut Vec<String>) {
-    if let DnsProvider::Rfc2136 { tsig_key: Some(path), .. } = &dns.provider
-        && let Err(e) = read_tsig_key(path)
-    {
-        problems.push(format!("{at}: {e}"));
+    match &dns.provider {
+        DnsProvider::Rfc2136 { tsig_key: Some(path), .. } => {
+            if let Err(e) = read_tsig_key(path) {
+                problems.push(format!("{at}: {e}"));
+            }
+        }
+        DnsProvider::AcmeSh { plugin, .. } => plugin.preflight(at, problems),
+        _ => {}
     }
 }
 
@@ -293,6 +367,7 @@ impl Dns01 {
         match &self.cfg.provider {
             DnsProvider::Exec { command, .. } => self.exec(command, "present", &rec).await?,
             DnsProvider::Rfc2136 { .. } => self.update(&rec, true).await?,
+            DnsProvider::AcmeSh { plugin, .. } => self.plugin(plugin, Action::Add, &rec).await?,
         }
         Ok(rec)
     }
@@ -301,6 +376,7 @@ impl Dns01 {
         let done = match &self.cfg.provider {
             DnsProvider::Exec { command, .. } => self.exec(command, "cleanup", rec).await,
             DnsProvider::Rfc2136 { .. } => self.update(rec, false).await,
+            DnsProvider::AcmeSh { plugin, .. } => self.plugin(plugin, Action::Rm, rec).await,
         };
         match done {
             Ok(()) => tracing::info!(cert = %self.cert, fqdn = %rec.fqdn, "TXT record removed"),
@@ -382,6 +458,10 @@ impl Dns01 {
             return Err(format!("{hook} failed ({}): {}", out.status, out.stderr_text()));
         }
         Ok(())
+    }
+
+    async fn plugin(&self, plugin: &Plugin, action: Action, rec: &TxtRecord) -> Result<(), String> {
+        plugin.run(&self.cert, action, &rec.fqdn, &rec.value, self.cfg.hook_timeout).await
     }
 
     /// Wait until every nameserver answers every record, or the timeout passes.
@@ -628,6 +708,26 @@ mod tests {
         assert!(p.is_empty(), "{p:?}");
         preflight("c", &dns, &mut p);
         assert!(p.len() == 1 && p[0].starts_with("c: dns.tsig_key /nonexistent/k: "), "{p:?}");
+    }
+
+    #[test]
+    fn acmesh_provider_settings_and_their_problems() {
+        let dns = parse(
+            "provider = \"acme.sh\", api = \"dns_ali\", home = \"/root/.acme.sh\", env = { Ali_Key = \"k-123456\" }, env_file = \"/etc/regcert/ali.env\", nameservers = [\"10.0.0.53\"]",
+        )
+        .unwrap();
+        let DnsProvider::AcmeSh { plugin, .. } = &round_trip(&dns).provider else { panic!("{dns:?}") };
+        assert_eq!((plugin.api.as_str(), plugin.env["Ali_Key"].as_str()), ("dns_ali", "k-123456"));
+        let mut p = Vec::new();
+        validate("c", &dns, &mut p);
+        assert!(p.is_empty(), "{p:?}");
+        // What check-config prints: the key, never its value.
+        let shown = toml::to_string(&Wrap { dns: dns.redacted() }).unwrap();
+        assert!(shown.contains("Ali_Key") && !shown.contains("k-123456"), "{shown}");
+        // Without nameservers (or server + zone) the record's propagation cannot be checked.
+        let dns = parse("provider = \"acme.sh\", api = \"dns_ali\", home = \"/h\"").unwrap();
+        validate("c", &dns, &mut p);
+        assert!(p.len() == 1 && p[0].contains("needs dns.nameservers"), "{p:?}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! responder or a webroot (`[http01]`), DNS-01 by a certificate's `dns` provider. A new way to
 //! answer is one module here and one variant of [`Solver`].
 
+pub mod acmesh;
 pub mod dns01;
 pub mod http01;
 pub mod webroot;

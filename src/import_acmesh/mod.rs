@@ -16,8 +16,8 @@
 //! changeable only by root or the invoking user ([`trust`]), unless the operator says otherwise.
 
 mod settings;
-mod trust;
-mod vars;
+pub(crate) mod trust;
+pub(crate) mod vars;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -37,6 +37,8 @@ pub struct Options<'a> {
     pub config_home: &'a Path,
     /// `state_dir` of the new config.
     pub state_dir: &'a Path,
+    /// Keep acme.sh's DNS API plugin also for `dns_nsupdate` (otherwise the built-in rfc2136).
+    pub keep_dns_plugins: bool,
 }
 
 /// The ACME account of the CA the config uses, found under `ca/`.
@@ -113,7 +115,7 @@ impl Plan {
 
 /// Read an acme.sh home. Nothing is written.
 pub fn plan(opts: &Options<'_>) -> Result<Plan, String> {
-    let Options { home, config_home, state_dir } = *opts;
+    let Options { home, config_home, .. } = *opts;
     if !config_home.join("ca").is_dir() && !config_home.join("account.conf").is_file() {
         return Err(format!(
             "{} does not look like an acme.sh home (no ca/ and no account.conf); pass --home, and --config-home if acme.sh was run with one",
@@ -132,7 +134,7 @@ pub fn plan(opts: &Options<'_>) -> Result<Plan, String> {
     let read_paths = std::mem::take(&mut read.read);
     let mut checked = vec![home.to_owned(), config_home.to_owned(), account_conf_path, cert_home];
     checked.extend(read_paths);
-    plan.config = build_config(&mut plan, &certs, &account_conf, config_home, state_dir, &mut checked);
+    plan.config = build_config(&mut plan, &certs, &account_conf, opts, &mut checked);
     settings::report_account_conf(&account_conf, &mut plan.notes);
     let trusted = trust::Trusted::invoking_user();
     for p in &checked {
@@ -297,14 +299,8 @@ fn validation(webroot: Option<&str>) -> Validation<'_> {
     }
 }
 
-fn build_config(
-    plan: &mut Plan,
-    certs: &[FoundCert],
-    account_conf: &Vars,
-    config_home: &Path,
-    state_dir: &Path,
-    checked: &mut Vec<PathBuf>,
-) -> String {
+fn build_config(plan: &mut Plan, certs: &[FoundCert], account_conf: &Vars, opts: &Options<'_>, checked: &mut Vec<PathBuf>) -> String {
+    let Options { config_home, state_dir, .. } = *opts;
     let mut out = format!(
         "# Imported from acme.sh by `regcert import acme.sh`. Check it: regcert --config THIS check-config\nstate_dir = {}\n",
         toml_str(&state_dir.to_string_lossy())
@@ -346,7 +342,7 @@ fn build_config(
         certs.iter().filter(|c| c.get("Le_API").or(default_server).unwrap_or(ACMESH_DEFAULT_CA) == directory).collect();
     out.push_str(&http01_section(&ours, &mut plan.notes, checked));
     for c in ours {
-        match cert_section(c, account_conf) {
+        match cert_section(c, account_conf, opts) {
             Ok((text, notes, paths)) => {
                 out.push_str(&text);
                 plan.notes.extend(notes);
@@ -397,7 +393,7 @@ fn cert_name(domain: &str) -> String {
 }
 
 /// One `[[certificate]]`, the notes about it, and the paths its settings come from or point to.
-fn cert_section(c: &FoundCert, account_conf: &Vars) -> Result<(String, Vec<String>, Vec<PathBuf>), String> {
+fn cert_section(c: &FoundCert, account_conf: &Vars, opts: &Options<'_>) -> Result<(String, Vec<String>, Vec<PathBuf>), String> {
     let mut notes = Vec::new();
     let domain = c.get("Le_Domain").ok_or("no Le_Domain")?;
     let mut domains = vec![domain.to_owned()];
@@ -431,22 +427,15 @@ fn cert_section(c: &FoundCert, account_conf: &Vars) -> Result<(String, Vec<Strin
         s.push_str(&format!("renew_before = {}\n", toml_str(&before)));
     }
     match validation(c.get("Le_Webroot")) {
-        Validation::DnsApi("dns_nsupdate") => {
+        Validation::DnsApi("dns_nsupdate") if !opts.keep_dns_plugins => {
             let (dns, tsig) = nsupdate_dns(c, account_conf, &mut notes);
             paths.extend(tsig);
             s.push_str(&format!("challenge = \"dns-01\"\ndns = {{ {dns}{} }}\n", delegate(c, &mut notes)));
         }
         Validation::DnsApi(w) => {
-            let hook = format!("/etc/regcert/dns-hook-{}", w.trim_start_matches("dns_"));
-            s.push_str(&format!(
-                "challenge = \"dns-01\"\ndns = {{ provider = \"exec\", command = [{}]{} }}\n",
-                toml_str(&hook),
-                delegate(c, &mut notes)
-            ));
-            notes.push(format!(
-                "{domain}: acme.sh's DNS API {w} is not built into regcert; write {hook} (called as `{hook} present|cleanup FQDN VALUE`) \
-                 or point dns.command at a script that updates your DNS"
-            ));
+            let (dns, plugin_paths) = plugin_dns(c, w, account_conf, opts, &mut notes);
+            paths.extend(plugin_paths);
+            s.push_str(&format!("challenge = \"dns-01\"\ndns = {{ {dns}{} }}\n", delegate(c, &mut notes)));
         }
         Validation::Other(why) => notes.push(format!("{domain}: {why}")),
         Validation::Webroot(_) | Validation::Standalone => {}
@@ -471,10 +460,43 @@ fn cert_section(c: &FoundCert, account_conf: &Vars) -> Result<(String, Vec<Strin
     Ok((s, notes, paths))
 }
 
-/// acme.sh's `dns_nsupdate` settings (`NSUPDATE_*`, saved as `SAVED_NSUPDATE_*`) as an
-/// `rfc2136` provider (the inside of `dns = { … }`), and the TSIG key file it names.
-fn nsupdate_dns(c: &FoundCert, account_conf: &Vars, notes: &mut Vec<String>) -> (String, Option<PathBuf>) {
-    let get = |k: &str| account_conf.get(k).or(c.vars.get(k)).map(|v| v.trim().to_owned()).unwrap_or_default();
+/// acme.sh's DNS API plugin `api` as the `acme.sh` provider (the inside of `dns = { … }`): the
+/// plugin by name, acme.sh's home, and where its credentials are (`config_home`); the
+/// credentials themselves stay in acme.sh's account.conf. Also the paths the plugin run reads.
+fn plugin_dns(c: &FoundCert, api: &str, account_conf: &Vars, opts: &Options<'_>, notes: &mut Vec<String>) -> (String, Vec<PathBuf>) {
+    let domain = c.domain();
+    let mut dns = format!("provider = \"acme.sh\", api = {}, home = {}", toml_str(api), toml_str(&opts.home.to_string_lossy()));
+    if opts.config_home != opts.home {
+        dns.push_str(&format!(", config_home = {}", toml_str(&opts.config_home.to_string_lossy())));
+    }
+    let plugin = opts.home.join("dnsapi").join(format!("{api}.sh"));
+    let script = opts.home.join("acme.sh");
+    for (what, path) in [("the DNS API plugin", &plugin), ("acme.sh", &script)] {
+        if !path.is_file() {
+            notes.push(format!(
+                "{domain}: {what} is not at {}; regcert runs the plugin from acme.sh's home: install acme.sh there (or set dns.home)",
+                path.display()
+            ));
+        }
+    }
+    // Where the zone is served: dns_nsupdate knows its update server and zone; for any other
+    // plugin the operator must say.
+    if api == "dns_nsupdate" && !get_saved(account_conf, c, "SAVED_NSUPDATE_ZONE").is_empty() {
+        let (server, zone, _) = nsupdate_settings(c, account_conf, notes);
+        dns.push_str(&format!(", server = {}, zone = {}", toml_str(&server), toml_str(&format!("{}.", zone.trim_end_matches('.')))));
+    } else {
+        notes.push(format!(
+            "{domain}: set dns.nameservers to the zone's authoritative servers (IP:PORT): regcert checks that every one of them \
+             answers the record before the CA looks (acme.sh asked public DNS-over-HTTPS resolvers or slept instead)"
+        ));
+    }
+    (dns, vec![plugin, script])
+}
+
+/// acme.sh's `dns_nsupdate` settings (`NSUPDATE_*`, saved as `SAVED_NSUPDATE_*`): the update
+/// server as IP:PORT, the zone (without the trailing dot) and the TSIG key file.
+fn nsupdate_settings(c: &FoundCert, account_conf: &Vars, notes: &mut Vec<String>) -> (String, String, String) {
+    let get = |k: &str| get_saved(account_conf, c, k);
     let domain = c.domain();
     // acme.sh updates each server of a comma-separated list; "localhost" by default.
     let list = get("SAVED_NSUPDATE_SERVER");
@@ -496,12 +518,19 @@ fn nsupdate_dns(c: &FoundCert, account_conf: &Vars, notes: &mut Vec<String>) -> 
         zone = domain.trim_start_matches("*.").split_once('.').map(|(_, z)| z.to_owned()).unwrap_or_default();
         notes.push(format!("{domain}: acme.sh had no NSUPDATE_ZONE; the zone {zone}. is a guess from the name: check dns.zone"));
     }
-    if !get("SAVED_NSUPDATE_OPT").is_empty() {
+    (server, zone, get("SAVED_NSUPDATE_KEY"))
+}
+
+/// acme.sh's `dns_nsupdate` settings as an `rfc2136` provider (the inside of `dns = { … }`), and
+/// the TSIG key file it names.
+fn nsupdate_dns(c: &FoundCert, account_conf: &Vars, notes: &mut Vec<String>) -> (String, Option<PathBuf>) {
+    let domain = c.domain();
+    let (server, zone, tsig) = nsupdate_settings(c, account_conf, notes);
+    if !get_saved(account_conf, c, "SAVED_NSUPDATE_OPT").is_empty() {
         notes.push(format!(
             "{domain}: acme.sh's NSUPDATE_OPT (extra nsupdate options) has no regcert equivalent: check the updates work without it"
         ));
     }
-    let tsig = get("SAVED_NSUPDATE_KEY");
     if tsig.is_empty() {
         notes.push(format!(
             "{domain}: acme.sh sent unsigned updates (no NSUPDATE_KEY); regcert signs them with TSIG: make a key (tsig-keygen NAME), allow it to update the zone, and set dns.tsig_key"
@@ -514,6 +543,11 @@ fn nsupdate_dns(c: &FoundCert, account_conf: &Vars, notes: &mut Vec<String>) -> 
         toml_str(&tsig)
     );
     (dns, Some(PathBuf::from(tsig)).filter(|t| !t.as_os_str().is_empty()))
+}
+
+/// A saved plugin setting: account.conf first, then the domain's conf; trimmed, "" when unset.
+fn get_saved(account_conf: &Vars, c: &FoundCert, key: &str) -> String {
+    account_conf.get(key).or(c.vars.get(key)).map(|v| v.trim().to_owned()).unwrap_or_default()
 }
 
 /// acme.sh's `--challenge-alias X` (TXT at `_acme-challenge.X`) / `--domain-alias =X` (TXT at
@@ -730,12 +764,12 @@ mod tests {
             std::fs::create_dir_all(dir.path().join("d")).unwrap();
             std::fs::write(dir.path().join("d/d.conf"), format!("Le_Domain='d'\n{conf}")).unwrap();
             std::fs::write(dir.path().join("account.conf"), format!("DEFAULT_ACME_SERVER='{}'\nCA_BUNDLE='{}'\n", values[3], values[4])).unwrap();
-            let plan = plan(&Options { home: dir.path(), config_home: dir.path(), state_dir: Path::new("/s") }).unwrap();
+            let plan = plan(&Options { home: dir.path(), config_home: dir.path(), state_dir: Path::new("/s"), keep_dns_plugins: false }).unwrap();
             prop_assert!(plan.config.parse::<toml::Table>().is_ok(), "{}", plan.config);
         }
     }
 
-    /// A DNS API acme.sh has and regcert has not: the exec provider with the way forward; an
+    /// A DNS API plugin: the acme.sh provider, with what is missing to run it; an
     /// account key regcert cannot sign with is reported. (A hand-written home: no real CA
     /// behind a dns_cf setup exists here.)
     #[test]
@@ -761,18 +795,23 @@ mod tests {
             "odd.example.com/odd.example.com.conf",
             "Le_Domain='odd.example.com'\nLe_API='https://acme-v02.api.letsencrypt.org/directory'\nLe_Keylength='ec-521'\n",
         );
-        let plan = plan(&Options { home, config_home: home, state_dir: Path::new("/s") }).unwrap();
+        let plan = plan(&Options { home, config_home: home, state_dir: Path::new("/s"), keep_dns_plugins: false }).unwrap();
         let notes = plan.notes.join("\n");
         assert!(plan.config.contains("key = \"rsa-4096\""), "{}", plan.config);
         assert!(plan.config.contains("renew_before = \"20d\""), "{}", plan.config);
+        // The plugin acme.sh used, from acme.sh's home; its credentials stay in account.conf.
         assert!(
-            plan.config.contains(
-                "provider = \"exec\", command = [\"/etc/regcert/dns-hook-cf\"], delegate = \"_acme-challenge.alias.example.net.\""
-            )
+            plan.config.contains(&format!(
+                "dns = {{ provider = \"acme.sh\", api = \"dns_cf\", home = \"{}\", delegate = \"_acme-challenge.alias.example.net.\" }}",
+                home.display()
+            )),
+            "{}",
+            plan.config
         );
         assert!(plan.config.contains("directory = \"https://acme-v02.api.letsencrypt.org/directory\""));
         for want in [
-            "dns_cf is not built into regcert",
+            format!("the DNS API plugin is not at {}", home.join("dnsapi/dns_cf.sh").display()).as_str(),
+            "set dns.nameservers",
             "Le_PreHook",
             "Le_Preferred_Chain",
             "unknown acme.sh setting Le_Brand_New",

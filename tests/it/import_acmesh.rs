@@ -13,17 +13,17 @@ use std::process::Command;
 /// The real acme.sh, run from a copy in the test's own directory (it is GPL-3.0 and for tests
 /// only: never part of the project). `REGCERT_ACMESH` names the script; by default the machine's
 /// shared copy next to the checkout.
-struct AcmeSh {
+pub(crate) struct AcmeSh {
     script: PathBuf,
     /// `--home`, and `--config-home` when it differs.
-    home: PathBuf,
+    pub(crate) home: PathBuf,
     config_home: Option<PathBuf>,
     server: String,
     ca_bundle: PathBuf,
 }
 
 impl AcmeSh {
-    fn new(root: &Path, pebble: &Pebble, config_home: Option<PathBuf>) -> Self {
+    pub(crate) fn new(root: &Path, pebble: &Pebble, config_home: Option<PathBuf>) -> Self {
         let source = std::env::var_os("REGCERT_ACMESH")
             .map(PathBuf::from)
             .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/acmesh/acme.sh"));
@@ -45,17 +45,17 @@ impl AcmeSh {
     }
 
     /// Where acme.sh keeps its state.
-    fn state_home(&self) -> &Path {
+    pub(crate) fn state_home(&self) -> &Path {
         self.config_home.as_deref().unwrap_or(&self.home)
     }
 
     /// Run acme.sh against the test Pebble (trusting Pebble's HTTPS root with `--ca-bundle`);
     /// its output on failure.
-    fn run(&self, args: &[&str]) {
+    pub(crate) fn run(&self, args: &[&str]) {
         self.run_env(&[], args)
     }
 
-    fn run_env(&self, env: &[(&str, &str)], args: &[&str]) {
+    pub(crate) fn run_env(&self, env: &[(&str, &str)], args: &[&str]) {
         let mut cmd = Command::new("/bin/sh");
         cmd.arg(&self.script).arg("--home").arg(&self.home);
         if let Some(c) = &self.config_home {
@@ -72,6 +72,15 @@ impl AcmeSh {
         );
     }
 
+    /// Put acme.sh and its dnsapi/ into the home, where `acme.sh --install` puts them (and where
+    /// regcert's acme.sh provider runs the plugins from).
+    pub(crate) fn install_into_home(&self) {
+        fs::create_dir_all(self.home.join("dnsapi")).unwrap();
+        fs::copy(&self.script, self.home.join("acme.sh")).unwrap();
+        let plugin = self.script.parent().unwrap().join("dnsapi/dns_nsupdate.sh");
+        fs::copy(plugin, self.home.join("dnsapi/dns_nsupdate.sh")).unwrap();
+    }
+
     /// The ACME account URL acme.sh registered, from its ca.conf (acme.sh drops the port:
     /// ca/127.0.0.1/dir for https://127.0.0.1:PORT/dir).
     fn account_url(&self) -> String {
@@ -80,7 +89,7 @@ impl AcmeSh {
     }
 }
 
-fn import(home: &Path, args: &[&str]) -> Run {
+pub(crate) fn import(home: &Path, args: &[&str]) -> Run {
     regcert_bare(&[&["import", "acme.sh", "--home", home.to_str().unwrap()], args].concat())
 }
 
@@ -92,7 +101,7 @@ fn stored_account(state: &Path) -> String {
     stored["credentials"]["id"].as_str().unwrap().to_owned()
 }
 
-fn lines(path: &Path) -> Vec<String> {
+pub(crate) fn lines(path: &Path) -> Vec<String> {
     fs::read_to_string(path).unwrap_or_default().lines().map(str::to_owned).collect()
 }
 

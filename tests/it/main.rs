@@ -4,6 +4,7 @@
 
 mod common;
 
+mod acmesh_dns;
 mod ari;
 mod chain;
 mod config;
