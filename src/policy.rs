@@ -173,6 +173,7 @@ mod tests {
             issuer: Default::default(),
             ips: Vec::new(),
             validity: None,
+            profile: None,
             trust: None,
             challenge: None,
             dns: None,

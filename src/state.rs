@@ -65,6 +65,10 @@ pub struct IssuedMeta {
     /// private CA and in records older than this field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account: Option<String>,
+    /// The ACME profile the CA issued it under (as its order said); absent for a private CA, a CA
+    /// without profiles and in records older than this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
 }
 
 /// What a successful issuance produced.

@@ -26,6 +26,9 @@ pub struct CertStatus {
     /// Who issues it: `ACME https://…/directory`, `private CA "NAME"`.
     pub issued_by: Option<String>,
     pub issuer: Option<String>,
+    /// The ACME profile the installed certificate was issued under (stored with it), else the
+    /// configured one (`profile`, `[acme] profile`), which the next order asks for.
+    pub profile: Option<String>,
     pub serial: Option<String>,
     pub not_after: Option<u64>,
     pub days_left: Option<i64>,
@@ -56,7 +59,7 @@ pub fn collect(config: &Config, state: &StateDir, certs: &[&CertificateConfig], 
     certs
         .iter()
         .map(|c| {
-            let mut s = one(state, &issuers, alert_before, daemon.as_ref(), c, now);
+            let mut s = one(config.acme.as_ref(), state, &issuers, alert_before, daemon.as_ref(), c, now);
             s.ca_expiry = cas.iter().find(|ca| c.issuer == crate::config::IssuerRef::Ca(ca.ca.clone())).cloned();
             s
         })
@@ -64,6 +67,7 @@ pub fn collect(config: &Config, state: &StateDir, certs: &[&CertificateConfig], 
 }
 
 fn one(
+    config_acme: Option<&crate::config::AcmeConfig>,
     state: &StateDir,
     issuers: &Issuers,
     alert_before: Option<Duration>,
@@ -74,6 +78,9 @@ fn one(
     let installed = read_installed(&cert.install);
     let decision = crate::renew::decision(state, issuers, cert, &installed, now, false);
     let leaf = installed.ok().flatten().map(|i| i.leaf);
+    // What state_dir recorded when it issued the installed certificate (not an older one's).
+    let meta = leaf.as_ref().and_then(|l| state.load_meta(&cert.name).filter(|m| m.sha256 == l.sha256));
+    let configured_profile = config_acme.and_then(|acme| cert.acme_profile(acme)).map(str::to_owned);
     let (next_due, due_reason) = match decision {
         Decision::NotDue { due_at, .. } => (Some(due_at), None),
         Decision::Due(reason) => (Some(unix(now)), Some(reason.to_string())),
@@ -88,6 +95,10 @@ fn one(
             .unwrap_or_default(),
         issued_by: issuers.of(cert).ok().map(Issuer::label),
         issuer: leaf.as_ref().map(|l| l.issuer.clone()),
+        profile: match &meta {
+            Some(m) => m.profile.clone(),
+            None => configured_profile,
+        },
         serial: leaf.as_ref().map(|l| l.serial.clone()),
         not_after: leaf.as_ref().map(|l| l.not_after),
         days_left: leaf.as_ref().map(|l| (l.not_after as i64 - unix(now) as i64).div_euclid(86_400)),
@@ -117,6 +128,9 @@ pub fn render(statuses: &[CertStatus]) -> String {
                     out.push_str(&format!("  from:       {issued_by}\n"));
                 }
                 out.push_str(&format!("  issuer:     {issuer}\n"));
+                if let Some(profile) = &s.profile {
+                    out.push_str(&format!("  profile:    {profile}\n"));
+                }
                 out.push_str(&format!("  serial:     {}\n", s.serial.as_deref().unwrap_or("")));
                 out.push_str(&format!("  not after:  {} ({} days left)\n", fmt_time(not_after), s.days_left.unwrap_or(0)));
             }

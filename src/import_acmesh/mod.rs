@@ -430,6 +430,10 @@ fn cert_section(c: &FoundCert, account_conf: &Vars) -> Result<(String, Vec<Strin
     if let Some(before) = renew_before(c, &mut notes) {
         s.push_str(&format!("renew_before = {}\n", toml_str(&before)));
     }
+    // acme.sh 3.1's --cert-profile: the same profile is ordered at every renewal.
+    if let Some(profile) = c.get("Le_Certificate_Profile").filter(|p| !p.is_empty()) {
+        s.push_str(&format!("profile = {}\n", toml_str(profile)));
+    }
     match validation(c.get("Le_Webroot")) {
         Validation::DnsApi("dns_nsupdate") => {
             let (dns, tsig) = nsupdate_dns(c, account_conf, &mut notes);
@@ -753,7 +757,7 @@ mod tests {
             &format!(
                 "Le_Domain='registry.example.com'\nLe_Alt='no'\nLe_Webroot='dns_cf'\nLe_ChallengeAlias='alias.example.net,'\nLe_API='https://acme-v02.api.letsencrypt.org/directory'\n\
                  Le_Keylength='4096'\nLe_RealKeyPath='{0}/k.pem'\nLe_RealFullChainPath='{0}/c.pem'\nLe_PreHook='__ACME_BASE64__START_c3lzdGVtY3RsIHN0b3Agbmdpbng=__ACME_BASE64__END_'\n\
-                 Le_Preferred_Chain='ISRG'\nLe_RenewalDays='-20'\nLe_Brand_New='1'\n",
+                 Le_Preferred_Chain='ISRG'\nLe_RenewalDays='-20'\nLe_Brand_New='1'\nLe_Certificate_Profile='shortlived'\n",
                 home.display()
             ),
         );
@@ -765,6 +769,9 @@ mod tests {
         let notes = plan.notes.join("\n");
         assert!(plan.config.contains("key = \"rsa-4096\""), "{}", plan.config);
         assert!(plan.config.contains("renew_before = \"20d\""), "{}", plan.config);
+        // acme.sh's --cert-profile is ordered again by regcert, not reported.
+        assert!(plan.config.contains("profile = \"shortlived\""), "{}", plan.config);
+        assert!(!notes.contains("Le_Certificate_Profile"), "{notes}");
         assert!(
             plan.config.contains(
                 "provider = \"exec\", command = [\"/etc/regcert/dns-hook-cf\"], delegate = \"_acme-challenge.alias.example.net.\""

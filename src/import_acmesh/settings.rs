@@ -63,7 +63,7 @@ const DOMAIN: &[(&str, Fate)] = &[
         ),
     ),
     ("Le_Preferred_Chain", Reported("regcert installs the chain the CA offers by default; it cannot select an alternate chain")),
-    ("Le_Certificate_Profile", Reported("regcert does not ask for an ACME profile; the CA's default profile applies")),
+    ("Le_Certificate_Profile", Carried),
     ("Le_OCSP_Staple", Reported("regcert does not ask for OCSP must-staple")),
     ("Le_ExtKeyUse", Reported("regcert asks for no extended key usage; the CA sets serverAuth")),
     ("Le_Valid_From", Reported("regcert does not ask for a validity period; the CA's default lifetime applies")),

@@ -216,8 +216,16 @@ impl AcmeIssuer {
         step("downloading the certificate");
         let pem = retry_bad_nonce!(order.poll_certificate(&poll_policy()).await)
             .map_err(|e| self.error(e).during("downloading the certificate"))?;
-        let issued = self.check_and_package(cert, key, &pem, order.url(), &account)?;
-        tracing::info!(cert = %name, serial = %issued.meta.serial, not_after = %fmt_time(issued.meta.not_after), "certificate issued");
+        // The profile the CA says it issued under (a CA may echo it), else the one ordered.
+        let profile = order.state().profile.clone().or_else(|| cert.acme_profile(&self.config).map(str::to_owned));
+        let issued = self.check_and_package(cert, key, &pem, order.url(), &account, profile)?;
+        tracing::info!(
+            cert = %name,
+            serial = %issued.meta.serial,
+            not_after = %fmt_time(issued.meta.not_after),
+            profile = issued.meta.profile.as_deref().unwrap_or("(the CA's default)"),
+            "certificate issued"
+        );
         Ok(issued)
     }
 
@@ -290,10 +298,23 @@ impl AcmeIssuer {
         Ok((valid, deactivated))
     }
 
-    async fn new_order(&self, account: &Account, ids: &[Identifier], replaces: Option<&CertificateDer<'_>>) -> Result<Order, Error> {
+    async fn new_order(
+        &self,
+        account: &Account,
+        ids: &[Identifier],
+        profile: Option<&str>,
+        replaces: Option<&CertificateDer<'_>>,
+    ) -> Result<Order, Error> {
         step("creating the ACME order");
+        let plain = || {
+            let order = NewOrder::new(ids);
+            match profile {
+                Some(p) => order.profile(p),
+                None => order,
+            }
+        };
         if let Some(id) = replaces.and_then(|der| CertificateIdentifier::try_from(der).ok()) {
-            match retry_bad_nonce!(account.new_order(&NewOrder::new(ids).replaces(id.clone())).await).map_err(|e| self.error(e)) {
+            match retry_bad_nonce!(account.new_order(&plain().replaces(id.clone())).await).map_err(|e| self.error(e)) {
                 Ok(order) => return Ok(order),
                 // No ARI at this CA: order plainly.
                 Err(Error::Unsupported { .. }) => {}
@@ -309,7 +330,7 @@ impl AcmeIssuer {
                 Err(e) => return Err(e),
             }
         }
-        retry_bad_nonce!(account.new_order(&NewOrder::new(ids)).await).map_err(|e| self.error(e))
+        retry_bad_nonce!(account.new_order(&plain()).await).map_err(|e| self.error(e))
     }
 
     /// Order `cert`'s names (naming the certificate it `replaces`, if any) and get every one
@@ -321,8 +342,17 @@ impl AcmeIssuer {
         created: &str,
     ) -> Result<Order, Error> {
         let ready = self.ready().await?;
+        let profile = cert.acme_profile(&self.config);
+        if let Some(wanted) = profile {
+            let offered: Vec<(&str, &str)> = ready.account.profiles().map(|p| (p.name, p.description)).collect();
+            check_profile(wanted, &offered, self.directory()).map_err(|e| {
+                let key =
+                    if cert.profile.is_some() { format!("[[certificate]] `{}`: profile", cert.name) } else { "[acme] profile".into() };
+                Error::Local(format!("{key} = \"{wanted}\": {e}"))
+            })?;
+        }
         let ids: Vec<Identifier> = cert.domains.iter().map(|d| Identifier::Dns(d.clone())).collect();
-        let mut order = self.new_order(&ready.account, &ids, replaces).await?;
+        let mut order = self.new_order(&ready.account, &ids, profile, replaces).await?;
         tracing::info!(cert = %cert.name, order = %order.url(), "{created}");
         self.validate_names(&mut order, ready, cert).await?;
         Ok(order)
@@ -437,6 +467,7 @@ impl AcmeIssuer {
         pem: &str,
         order_url: &str,
         account: &str,
+        profile: Option<String>,
     ) -> Result<Issued, Error> {
         let chain = parse_pem_certs(pem.as_bytes()).map_err(|e| Error::Rejected(format!("the CA's certificate download {e}")))?;
         check_chain_links(&chain).map_err(|e| {
@@ -469,14 +500,47 @@ impl AcmeIssuer {
                 sha256: leaf.sha256,
                 issuer: leaf.issuer,
                 account: Some(account.to_owned()),
+                profile,
             },
         })
     }
 }
 
+/// Is `wanted` one of the profiles the CA's directory lists (`offered`: name, description)?
+/// The error names what the CA offers, so the fix is one edit away.
+fn check_profile(wanted: &str, offered: &[(&str, &str)], ca: &str) -> Result<(), String> {
+    if offered.iter().any(|(name, _)| *name == wanted) {
+        return Ok(());
+    }
+    if offered.is_empty() {
+        return Err(format!(
+            "the CA {ca} offers no profiles (its directory lists no meta.profiles): remove `profile` to get its only kind of certificate"
+        ));
+    }
+    let list: Vec<String> = offered
+        .iter()
+        .map(|(name, description)| if description.is_empty() { format!("\"{name}\"") } else { format!("\"{name}\" ({description})") })
+        .collect();
+    Err(format!(
+        "the CA {ca} does not offer this profile; it offers {}: set one of them, or remove `profile` for the CA's default",
+        list.join(", ")
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_profile_is_checked_against_what_the_directory_offers() {
+        let ca = "https://ca.example/dir";
+        let offered = [("classic", "90 days"), ("shortlived", "")];
+        assert_eq!(check_profile("shortlived", &offered, ca), Ok(()));
+        let e = check_profile("tlsserver", &offered, ca).unwrap_err();
+        assert!(e.contains("offers \"classic\" (90 days), \"shortlived\": set one of them"), "{e}");
+        let e = check_profile("classic", &[], ca).unwrap_err();
+        assert!(e.contains("offers no profiles") && e.contains(ca), "{e}");
+    }
 
     #[test]
     fn dry_runs_against_lets_encrypt_production_go_to_staging() {
