@@ -291,6 +291,10 @@ pub struct CertificateConfig {
     /// The ACME profile to order (`classic`, `tlsserver`, `shortlived`, …); default `[acme] profile`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
+    /// Install the chain (of those the ACME CA offers) whose topmost certificate this common
+    /// name issued; when none is, the CA's default chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_chain: Option<String>,
     /// "http-01" (default) or "dns-01" (needs `dns`); with `dns` alone, DNS-01. See [`CertificateConfig::dns01`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub challenge: Option<ChallengeKind>,
@@ -1003,6 +1007,16 @@ fn validate_certificate(at: &str, cert: &CertificateConfig, problems: &mut Probl
             problems.push(format!("{at}: profile applies to ACME certificates only; a private CA's leaves last `validity`"));
         }
         check_profile_name(&format!("{at}: profile"), profile, problems);
+    }
+    if let Some(preferred) = &cert.preferred_chain {
+        if !acme {
+            problems.push(format!("{at}: preferred_chain applies to ACME certificates only; a private CA has one chain"));
+        }
+        if preferred.trim().is_empty() {
+            problems.push(format!(
+                "{at}: preferred_chain is empty: name the issuer (common name) of the chain's topmost certificate, e.g. \"ISRG Root X2\", or remove it"
+            ));
+        }
     }
     validate_lifetime(at, cert, acme, problems);
     if let Some(t) = &cert.trust {

@@ -174,6 +174,7 @@ mod tests {
             ips: Vec::new(),
             validity: None,
             profile: None,
+            preferred_chain: None,
             trust: None,
             challenge: None,
             dns: None,

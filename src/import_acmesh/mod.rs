@@ -434,6 +434,10 @@ fn cert_section(c: &FoundCert, account_conf: &Vars) -> Result<(String, Vec<Strin
     if let Some(profile) = c.get("Le_Certificate_Profile").filter(|p| !p.is_empty()) {
         s.push_str(&format!("profile = {}\n", toml_str(profile)));
     }
+    // acme.sh's --preferred-chain names the issuer of the chain's topmost certificate, as here.
+    if let Some(chain) = c.get("Le_Preferred_Chain").filter(|p| !p.trim().is_empty()) {
+        s.push_str(&format!("preferred_chain = {}\n", toml_str(chain)));
+    }
     match validation(c.get("Le_Webroot")) {
         Validation::DnsApi("dns_nsupdate") => {
             let (dns, tsig) = nsupdate_dns(c, account_conf, &mut notes);
@@ -771,7 +775,8 @@ mod tests {
         assert!(plan.config.contains("renew_before = \"20d\""), "{}", plan.config);
         // acme.sh's --cert-profile is ordered again by regcert, not reported.
         assert!(plan.config.contains("profile = \"shortlived\""), "{}", plan.config);
-        assert!(!notes.contains("Le_Certificate_Profile"), "{notes}");
+        assert!(plan.config.contains("preferred_chain = \"ISRG\""), "{}", plan.config);
+        assert!(!notes.contains("Le_Certificate_Profile") && !notes.contains("Le_Preferred_Chain"), "{notes}");
         assert!(
             plan.config.contains(
                 "provider = \"exec\", command = [\"/etc/regcert/dns-hook-cf\"], delegate = \"_acme-challenge.alias.example.net.\""
@@ -781,7 +786,6 @@ mod tests {
         for want in [
             "dns_cf is not built into regcert",
             "Le_PreHook",
-            "Le_Preferred_Chain",
             "unknown acme.sh setting Le_Brand_New",
             "NOTIFY_HOOK",
             "CA_PATH",

@@ -35,6 +35,7 @@ mod retry {
 
 pub(crate) mod account;
 mod acme;
+mod chains;
 mod error;
 pub mod local_ca;
 pub mod name_constraints;
