@@ -197,6 +197,12 @@ impl StateDir {
         serde_json::from_slice(&bytes).ok()
     }
 
+    /// The record of the last issuance of `name` when it is the certificate whose SHA-256 is
+    /// `sha256` (the installed one), not an older or another certificate's.
+    pub fn meta_for(&self, name: &str, sha256: &str) -> Option<IssuedMeta> {
+        self.load_meta(name).filter(|m| m.sha256 == sha256)
+    }
+
     /// The last issued material for `name`, if complete.
     pub fn load_issued(&self, name: &str) -> Option<Issued> {
         let dir = self.cert_dir(name);

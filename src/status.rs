@@ -25,6 +25,11 @@ pub struct CertStatus {
     pub covered: Vec<String>,
     /// Who issues it: `ACME https://…/directory`, `private CA "NAME"`.
     pub issued_by: Option<String>,
+    /// The CA that issued the installed certificate, as state_dir recorded it (the ACME
+    /// directory URL, or `ca:NAME`); `None` for a certificate regcert did not issue.
+    pub ca: Option<String>,
+    /// The installed certificate's lifetime (notAfter − notBefore), in seconds.
+    pub lifetime: Option<u64>,
     pub issuer: Option<String>,
     /// The ACME profile the installed certificate was issued under (stored with it), else the
     /// configured one (`profile`, `[acme] profile`), which the next order asks for.
@@ -79,7 +84,7 @@ fn one(
     let decision = crate::renew::decision(state, issuers, cert, &installed, now, false);
     let leaf = installed.ok().flatten().map(|i| i.leaf);
     // What state_dir recorded when it issued the installed certificate (not an older one's).
-    let meta = leaf.as_ref().and_then(|l| state.load_meta(&cert.name).filter(|m| m.sha256 == l.sha256));
+    let meta = leaf.as_ref().and_then(|l| state.meta_for(&cert.name, &l.sha256));
     let configured_profile = config_acme.and_then(|acme| cert.acme_profile(acme)).map(str::to_owned);
     let (next_due, due_reason) = match decision {
         Decision::NotDue { due_at, .. } => (Some(due_at), None),
@@ -94,6 +99,8 @@ fn one(
             .map(|l| l.dns_names.iter().cloned().chain(l.ips.iter().map(|ip| ip.to_string())).collect())
             .unwrap_or_default(),
         issued_by: issuers.of(cert).ok().map(Issuer::label),
+        ca: meta.as_ref().map(|m| m.directory.clone()),
+        lifetime: leaf.as_ref().map(|l| l.not_after.saturating_sub(l.not_before)),
         issuer: leaf.as_ref().map(|l| l.issuer.clone()),
         profile: match &meta {
             Some(m) => m.profile.clone(),
@@ -113,6 +120,17 @@ fn one(
     }
 }
 
+/// A lifetime as people say it: "90 days", "160 hours", "20 s". A CA may end the period one
+/// second early (notAfter is its last second: Pebble's 90 days are 7 775 999 s).
+fn fmt_lifetime(secs: u64) -> String {
+    let whole = |unit: u64| [secs, secs + 1].into_iter().find(|s| *s > 0 && s % unit == 0).map(|s| s / unit);
+    match (whole(86_400), whole(3_600)) {
+        (Some(days), _) => format!("{days} days"),
+        (None, Some(hours)) => format!("{hours} hours"),
+        (None, None) => format!("{secs} s"),
+    }
+}
+
 /// Human-readable report, one block per certificate.
 pub fn render(statuses: &[CertStatus]) -> String {
     let now = unix(SystemTime::now());
@@ -127,12 +145,18 @@ pub fn render(statuses: &[CertStatus]) -> String {
                 if let Some(issued_by) = &s.issued_by {
                     out.push_str(&format!("  from:       {issued_by}\n"));
                 }
+                if let Some(ca) = &s.ca {
+                    out.push_str(&format!("  CA:         {ca} (issued it)\n"));
+                }
                 out.push_str(&format!("  issuer:     {issuer}\n"));
                 if let Some(profile) = &s.profile {
                     out.push_str(&format!("  profile:    {profile}\n"));
                 }
                 out.push_str(&format!("  serial:     {}\n", s.serial.as_deref().unwrap_or("")));
                 out.push_str(&format!("  not after:  {} ({} days left)\n", fmt_time(not_after), s.days_left.unwrap_or(0)));
+                if let Some(lifetime) = s.lifetime {
+                    out.push_str(&format!("  lifetime:   {}\n", fmt_lifetime(lifetime)));
+                }
             }
             _ => out.push_str("  installed:  nothing yet\n"),
         }
@@ -179,4 +203,17 @@ pub fn render(statuses: &[CertStatus]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fmt_lifetime;
+
+    #[test]
+    fn lifetimes_read_as_people_say_them() {
+        assert_eq!(fmt_lifetime(90 * 86_400 - 1), "90 days");
+        assert_eq!(fmt_lifetime(6 * 86_400), "6 days");
+        assert_eq!(fmt_lifetime(160 * 3_600 - 1), "160 hours");
+        assert_eq!(fmt_lifetime(20), "20 s");
+    }
 }

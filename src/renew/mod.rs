@@ -63,7 +63,7 @@ pub fn decision(
     force: bool,
 ) -> Decision {
     let leaf = installed.as_ref().ok().and_then(Option::as_ref).map(|i| &i.leaf);
-    let recorded = leaf.and_then(|l| state.load_meta(&cert.name).filter(|m| m.sha256 == l.sha256)).map(|m| m.directory);
+    let recorded = leaf.and_then(|l| state.meta_for(&cert.name, &l.sha256)).map(|m| m.directory);
     let configured = issuers.of(cert).ok().map(Issuer::origin);
     let origin = match (&recorded, &configured) {
         (Some(installed), Some(configured)) => Some(Origin { installed, configured }),

@@ -114,3 +114,57 @@ fn a_profile_is_checked_in_the_config() {
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("profile applies to ACME certificates only"), "{run:?}");
 }
+
+#[test]
+fn status_and_metrics_show_the_ca_profile_lifetime_and_renewal_window_of_each_certificate() {
+    let pebble = Pebble::start_with(PebbleOpts::v2_10());
+    let s = Setup::new(
+        &pebble,
+        &[
+            cert("short", &["short.example.com"], "ecdsa-p256").with(toml::toml! { profile = "shortlived" }),
+            cert("long", &["long.example.com"], "ecdsa-p256").with(toml::toml! { profile = "default" }),
+        ],
+    );
+    let metrics = format!("127.0.0.1:{}", free_port());
+    s.edit(|c| {
+        set(c, "metrics.listen", metrics.as_str());
+        set(c, "daemon.check", "* * * * * *");
+    });
+    let mut d = Daemon::start(&s.config);
+    d.wait_for_log("2 renewed, 0 failed", 1, std::time::Duration::from_secs(60));
+    // The next check asks Pebble for the new certificates' windows and publishes them.
+    d.wait_for_log("0 renewed, 0 failed", 1, std::time::Duration::from_secs(60));
+    let (code, text) = http_get(&metrics, "/metrics");
+    assert_eq!(code, 200);
+    d.signal("TERM");
+    assert_eq!(d.wait(std::time::Duration::from_secs(30)), 0);
+
+    for (name, profile, days) in [("short", "shortlived", 6), ("long", "default", 90)] {
+        let st = s.status_of(name);
+        let (not_before, not_after) = validity(&s.fullchain(name));
+        assert_eq!(st["ca"], pebble.directory_url.as_str(), "{st}");
+        assert_eq!(st["profile"], profile, "{st}");
+        assert_eq!(st["lifetime"].as_u64(), Some(not_after - not_before), "{st}");
+        let window = &st["schedule"]["ari"];
+        let (start, end) = (window["start"].as_u64().unwrap(), window["end"].as_u64().unwrap());
+
+        let info = format!("regcert_certificate_info{{name=\"{name}\",ca=\"{}\",profile=\"{profile}\"}} 1", pebble.directory_url);
+        for line in [
+            info,
+            format!("regcert_certificate_lifetime_seconds{{name=\"{name}\"}} {}", not_after - not_before),
+            format!("regcert_certificate_renewal_window_start_timestamp_seconds{{name=\"{name}\"}} {start}"),
+            format!("regcert_certificate_renewal_window_end_timestamp_seconds{{name=\"{name}\"}} {end}"),
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} not in\n{text}");
+        }
+        let out = s.run(&["status", "--cert", name]).stdout;
+        for want in [
+            format!("CA:         {} (issued it)", pebble.directory_url),
+            format!("profile:    {profile}"),
+            format!("lifetime:   {days} days"),
+            "CA window:".to_owned(),
+        ] {
+            assert!(out.contains(&want), "{want:?} not in\n{out}");
+        }
+    }
+}
