@@ -64,7 +64,7 @@ pub fn collect(config: &Config, state: &StateDir, certs: &[&CertificateConfig], 
     certs
         .iter()
         .map(|c| {
-            let mut s = one(config.acme.as_ref(), state, &issuers, alert_before, daemon.as_ref(), c, now);
+            let mut s = one(state, &issuers, alert_before, daemon.as_ref(), c, now);
             s.ca_expiry = cas.iter().find(|ca| c.issuer == crate::config::IssuerRef::Ca(ca.ca.clone())).cloned();
             s
         })
@@ -72,7 +72,6 @@ pub fn collect(config: &Config, state: &StateDir, certs: &[&CertificateConfig], 
 }
 
 fn one(
-    config_acme: Option<&crate::config::AcmeConfig>,
     state: &StateDir,
     issuers: &Issuers,
     alert_before: Option<Duration>,
@@ -85,7 +84,7 @@ fn one(
     let leaf = installed.ok().flatten().map(|i| i.leaf);
     // What state_dir recorded when it issued the installed certificate (not an older one's).
     let meta = leaf.as_ref().and_then(|l| state.meta_for(&cert.name, &l.sha256));
-    let configured_profile = config_acme.and_then(|acme| cert.acme_profile(acme)).map(str::to_owned);
+    let configured_profile = issuers.of(cert).ok().and_then(|i| i.profile(cert)).map(str::to_owned);
     let (next_due, due_reason) = match decision {
         Decision::NotDue { due_at, .. } => (Some(due_at), None),
         Decision::Due(reason) => (Some(unix(now)), Some(reason.to_string())),

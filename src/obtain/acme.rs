@@ -107,6 +107,10 @@ impl AcmeIssuer {
         Ok(self.plain.get_or_init(|| self.client(roots)).as_ref())
     }
 
+    pub(crate) fn profile<'a>(&'a self, cert: &'a CertificateConfig) -> Option<&'a str> {
+        cert.acme_profile(&self.config)
+    }
+
     pub(crate) fn directory(&self) -> &str {
         self.config.directory_url()
     }
@@ -297,7 +301,7 @@ impl AcmeIssuer {
         let cert_url = order.state().certificate.clone();
         let pem = self.preferred_chain(cert, &self.ready().await?.signer, pem, cert_url.as_deref()).await;
         // The profile the CA says it issued under (a CA may echo it), else the one ordered.
-        let profile = order.state().profile.clone().or_else(|| cert.acme_profile(&self.config).map(str::to_owned));
+        let profile = order.state().profile.clone().or_else(|| self.profile(cert).map(str::to_owned));
         let issued = self.check_and_package(cert, key, &pem, order.url(), &account, profile)?;
         tracing::info!(
             cert = %name,
@@ -422,7 +426,7 @@ impl AcmeIssuer {
         created: &str,
     ) -> Result<Order, Error> {
         let ready = self.ready().await?;
-        let profile = cert.acme_profile(&self.config);
+        let profile = self.profile(cert);
         if let Some(wanted) = profile {
             let offered: Vec<(&str, &str)> = ready.account.profiles().map(|p| (p.name, p.description)).collect();
             check_profile(wanted, &offered, self.directory()).map_err(|e| {

@@ -143,6 +143,15 @@ impl Issuer {
         }
     }
 
+    /// The ACME profile `cert` is ordered with (its own, else the CA's `[acme] profile`); `None`
+    /// for the CA's default and for a private CA.
+    pub fn profile<'a>(&'a self, cert: &'a CertificateConfig) -> Option<&'a str> {
+        match self {
+            Issuer::Acme(acme) => acme.profile(cert),
+            Issuer::Local(_) => None,
+        }
+    }
+
     /// What people read in status, logs and notifications: `ACME https://…/directory`,
     /// `private CA "internal"`.
     pub fn label(&self) -> String {

@@ -58,19 +58,23 @@ fn the_profile_is_ordered_kept_on_every_renewal_and_shown_in_status() {
     let meta = s.meta("short");
     assert_eq!(meta["profile"], "shortlived", "stored with the certificate: {meta}");
 
-    // `[acme] profile` is the default of certificates that name none; a 45-day certificate is
-    // due when 15 days are left.
+    // `[acme] profile` is the default of certificates that name none. Another profile than the
+    // installed certificate's makes it due at once; a 45-day certificate is then due when 15
+    // days are left.
     s.edit(|c| {
         set(c, "acme.profile", "tlsserver");
         certificate(c, "short").remove("profile");
     });
-    let run = s.run(&["renew", "--force"]);
+    let run = s.run(&["renew"]);
     assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("installed certificate has the ACME profile shortlived, tlsserver is configured"), "{run:?}");
     assert_lifetime_of("tlsserver", &s.fullchain("short"));
     let st = s.status_of("short");
     assert_eq!(st["profile"], "tlsserver", "{st}");
     let (_, not_after) = validity(&s.fullchain("short"));
     assert!(st["next_due"].as_u64().unwrap().abs_diff(not_after - 15 * DAY) <= 60, "{st}");
+    let run = s.run(&["renew"]);
+    assert!(run.stdout.contains("0 renewed, 1 not due, 0 failed"), "the same profile again: not due: {run:?}");
 }
 
 #[test]
