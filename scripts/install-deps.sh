@@ -45,9 +45,9 @@ if [ -z "${REGCERT_PEBBLE_2_10:-}" ] && ! pebble210_ok; then
   echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $uri sid main" >"$pebble210/sources.list"
   apt_private=(-o "Dir::Etc::SourceList=$pebble210/sources.list" -o Dir::Etc::SourceParts=/dev/null
                -o "Dir::State::Lists=$pebble210/lists" -o "Dir::Cache=$pebble210/cache"
-               -o Acquire::Retries=3 -o Acquire::http::Timeout=30)
+               -o Acquire::Retries=3 -o Acquire::http::Timeout=30 -o APT::Sandbox::User=root)
   if ! timeout 300 apt-get "${apt_private[@]}" update -qq \
-     || ! (cd "$pebble210" && timeout 300 apt-get "${apt_private[@]}" download pebble) \
+     || ! (cd "$pebble210" && timeout 300 apt-get "${apt_private[@]}" download pebble/sid) \
      || ! dpkg-deb -x "$pebble210"/pebble_*.deb "$pebble210/x"; then
     echo "cannot fetch Pebble 2.10 (Debian sid's pebble) from $uri: check that the mirror carries sid, or set REGCERT_PEBBLE_2_10 to a directory with pebble and pebble-challtestsrv 2.10" >&2
     exit 1

@@ -240,7 +240,7 @@ impl AcmeIssuer {
             step("downloading an alternate chain");
             match self.post_as_get(signer, url).await.map(|b| String::from_utf8_lossy(&b).into_owned()) {
                 Ok(alternate) if chains::is_preferred(&alternate, preferred) => {
-                    tracing::info!(cert = %cert.name, preferred_chain = preferred, %url, "installing the CA's alternate chain the preferred issuer ends");
+                    tracing::info!(cert = %cert.name, preferred_chain = preferred, %url, "installing the alternate chain that ends at the preferred issuer");
                     return alternate;
                 }
                 Ok(alternate) => offered.push(chains::top_issuer(&alternate).unwrap_or_default()),

@@ -4,6 +4,10 @@
 //!
 //! Every external program is found by [`tool`], every port is chosen by [`free_port`] or
 //! [`listener`]. A missing program is a test failure that says how to install it, never a skip.
+//!
+//! [`Pebble::start`] runs Debian's Pebble 2.4; `Pebble::start_with(PebbleOpts::v2_10())` runs
+//! Pebble 2.10 ([`pebble_2_10_tool`]) for what only it has: profiles, real ARI with
+//! `/set-renewal-info/`, `replaces` held on its orders, longer and alternate chains.
 
 pub mod ari_frontend;
 pub mod bind;
