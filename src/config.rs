@@ -234,6 +234,9 @@ pub struct AcmeConfig {
     /// The most one request to the CA may take (connecting, sending, the whole answer).
     #[serde(default = "default_acme_timeout", with = "duration")]
     pub timeout: Duration,
+    /// The ACME profile (draft-ietf-acme-profiles) of certificates that name none; none: the CA's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
 }
 
 #[derive(Clone, Deserialize, Serialize)]
@@ -293,6 +296,13 @@ pub struct CertificateConfig {
     /// Lifetime of leaves from a private CA (default 90 days).
     #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
     pub validity: Option<Duration>,
+    /// The ACME profile to order (`classic`, `tlsserver`, `shortlived`, …); default `[acme] profile`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// Install the chain (of those the ACME CA offers) whose topmost certificate this common
+    /// name issued; when none is, the CA's default chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_chain: Option<String>,
     /// "http-01" (default) or "dns-01" (needs `dns`); with `dns` alone, DNS-01. See [`CertificateConfig::dns01`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub challenge: Option<ChallengeKind>,
@@ -566,6 +576,14 @@ pub(crate) mod opt_duration {
             Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
             None => s.serialize_none(),
         }
+    }
+}
+
+impl CertificateConfig {
+    /// The ACME profile to order: the certificate's own, else `[acme] profile`; `None` leaves
+    /// the choice to the CA. Every renewal orders it again (traefik#12462 dropped it there).
+    pub fn acme_profile<'a>(&'a self, acme: &'a AcmeConfig) -> Option<&'a str> {
+        self.profile.as_deref().or(acme.profile.as_deref())
     }
 }
 
@@ -931,6 +949,9 @@ fn validate_acme(acme: &AcmeConfig, problems: &mut Vec<String>) {
             problems.push(format!("[acme] contact \"{c}\": write contacts as \"mailto:ops@example.com\""));
         }
     }
+    if let Some(profile) = &acme.profile {
+        check_profile_name("[acme] profile", profile, problems);
+    }
     if let Some(eab) = &acme.eab {
         if eab.kid.is_empty() {
             problems.push("[acme] eab.kid is empty: copy the key identifier your CA gave you".into());
@@ -938,6 +959,17 @@ fn validate_acme(acme: &AcmeConfig, problems: &mut Vec<String>) {
         if crate::obtain::account::decode_hmac_key(&eab.hmac_key).is_err() {
             problems.push("[acme] eab.hmac_key is not base64: copy the HMAC key exactly as your CA gave it".into());
         }
+    }
+}
+
+/// A profile name as the CA lists it in its directory (`meta.profiles`): whether the CA offers it
+/// is checked against the directory before ordering.
+fn check_profile_name(at: &str, profile: &str, problems: &mut Vec<String>) {
+    if profile.is_empty() || !profile.chars().all(|c| c.is_ascii_graphic() && c != '"') {
+        problems.push(format!(
+            "{at} = \"{}\" is not a profile name: use a name from the CA's directory (meta.profiles), e.g. \"tlsserver\" or \"shortlived\"; leave it out for the CA's default",
+            profile.escape_default()
+        ));
     }
 }
 
@@ -974,7 +1006,25 @@ fn validate_certificate(at: &str, cert: &CertificateConfig, problems: &mut Probl
         ));
     }
     if acme && cert.validity.is_some() {
-        problems.push(format!("{at}: validity applies to private-CA certificates only; an ACME CA decides the lifetime"));
+        problems.push(format!(
+            "{at}: validity applies to private-CA certificates only; an ACME CA decides the lifetime (choose it with `profile`)"
+        ));
+    }
+    if let Some(profile) = &cert.profile {
+        if !acme {
+            problems.push(format!("{at}: profile applies to ACME certificates only; a private CA's leaves last `validity`"));
+        }
+        check_profile_name(&format!("{at}: profile"), profile, problems);
+    }
+    if let Some(preferred) = &cert.preferred_chain {
+        if !acme {
+            problems.push(format!("{at}: preferred_chain applies to ACME certificates only; a private CA has one chain"));
+        }
+        if preferred.trim().is_empty() {
+            problems.push(format!(
+                "{at}: preferred_chain is empty: name the issuer (common name) of the chain's topmost certificate, e.g. \"ISRG Root X2\", or remove it"
+            ));
+        }
     }
     validate_lifetime(at, cert, acme, problems);
     if let Some(t) = &cert.trust {
@@ -1450,6 +1500,7 @@ mod tests {
             ca_bundle: None,
             eab: None,
             timeout: default_acme_timeout(),
+            profile: None,
         };
         assert_eq!(acme.directory_url(), LETSENCRYPT);
     }

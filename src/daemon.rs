@@ -371,7 +371,8 @@ pub async fn check(config: &Config, state: &StateDir, known: &mut HashMap<String
     notify::send_reports(config, &reports).await;
     for entry in &mut entries {
         let leaf = entry.installed.as_ref().map(|i| &i.leaf);
-        update_gauges(entry.cert, leaf, &entry.schedule, config.daemon.alert_before, now);
+        let meta = leaf.and_then(|l| state.meta_for(&entry.cert.name, &l.sha256));
+        update_gauges(entry.cert, leaf, meta.as_ref(), &entry.schedule, config.daemon.alert_before, now);
         if alert_expiring(config, entry.cert, leaf, &mut entry.schedule, now).await {
             entry.dirty = true;
         }
@@ -435,7 +436,14 @@ fn record(config: &Config, entry: &mut Entry<'_>, report: &CertReport, now: Syst
     }
 }
 
-fn update_gauges(cert: &CertificateConfig, leaf: Option<&LeafInfo>, schedule: &Schedule, alert_before: Option<Duration>, now: SystemTime) {
+fn update_gauges(
+    cert: &CertificateConfig,
+    leaf: Option<&LeafInfo>,
+    meta: Option<&crate::state::IssuedMeta>,
+    schedule: &Schedule,
+    alert_before: Option<Duration>,
+    now: SystemTime,
+) {
     let m = metrics::global();
     let label = Metrics::name(&cert.name);
     let valid = leaf.is_some_and(|l| !l.remaining(now).is_zero() && l.covers(&cert.domains));
@@ -447,6 +455,18 @@ fn update_gauges(cert: &CertificateConfig, leaf: Option<&LeafInfo>, schedule: &S
         let due = schedule.ari.as_ref().filter(|w| w.serial == l.serial).map_or(due, |w| w.renew_at.min(due));
         m.renewal.get_or_create(&label).set(due as i64);
         m.alert.get_or_create(&label).set(crate::policy::alert_at(l, cert.renew_before, alert_before) as i64);
+        m.lifetime.get_or_create(&label).set(l.not_after.saturating_sub(l.not_before) as i64);
+        m.set_info(&cert.name, meta.map_or("", |m| m.directory.as_str()), meta.and_then(|m| m.profile.as_deref()).unwrap_or(""));
+        match schedule.ari.as_ref().filter(|w| w.serial == l.serial) {
+            Some(w) => {
+                m.window_start.get_or_create(&label).set(w.start as i64);
+                m.window_end.get_or_create(&label).set(w.end as i64);
+            }
+            None => {
+                m.window_start.remove(&label);
+                m.window_end.remove(&label);
+            }
+        }
     }
 }
 

@@ -30,6 +30,16 @@ pub struct RenewalLabels {
     pub result: String,
 }
 
+/// What is known about the installed certificate beyond its dates (an "info" metric, always 1).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InfoLabels {
+    pub name: String,
+    /// The CA that issued it: the ACME directory URL or `ca:NAME` (empty: not issued by regcert).
+    pub ca: String,
+    /// Its ACME profile (empty: none, or the CA's default).
+    pub profile: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AcmeLabels {
     pub method: String,
@@ -48,6 +58,12 @@ pub struct Metrics {
     pub verify_success: Family<NameLabel, Gauge>,
     pub acme_requests: Family<AcmeLabels, Counter>,
     pub acme_duration: Family<AcmeLabels, Histogram>,
+    info: Family<InfoLabels, Gauge>,
+    /// The labels of each certificate's info series, so that a changed CA or profile replaces it.
+    info_now: std::sync::Mutex<std::collections::HashMap<String, InfoLabels>>,
+    pub lifetime: Family<NameLabel, Gauge>,
+    pub window_start: Family<NameLabel, Gauge>,
+    pub window_end: Family<NameLabel, Gauge>,
     ready_flag: AtomicBool,
 }
 
@@ -96,6 +112,26 @@ impl Metrics {
             "When the private CA's first certificate (root or intermediate) expires; no leaf outlives it (Unix time)",
             ca_expiry.clone(),
         );
+        let info = Family::<InfoLabels, Gauge>::default();
+        let lifetime = Family::<NameLabel, Gauge>::default();
+        let window_start = Family::<NameLabel, Gauge>::default();
+        let window_end = Family::<NameLabel, Gauge>::default();
+        registry.register(
+            "certificate_info",
+            "The installed certificate's CA (ACME directory URL or ca:NAME) and ACME profile; always 1",
+            info.clone(),
+        );
+        registry.register("certificate_lifetime_seconds", "The installed certificate's lifetime (notAfter - notBefore)", lifetime.clone());
+        registry.register(
+            "certificate_renewal_window_start_timestamp_seconds",
+            "Start of the renewal window the CA suggests for the installed certificate (ARI; Unix time)",
+            window_start.clone(),
+        );
+        registry.register(
+            "certificate_renewal_window_end_timestamp_seconds",
+            "End of the renewal window the CA suggests for the installed certificate (ARI; Unix time)",
+            window_end.clone(),
+        );
         registry.register("renewals", "Renewal attempts by result", renewals.clone());
         registry.register("verify_success", "1 when the last HTTPS verification passed", verify_success.clone());
         registry.register("acme_requests", "Requests sent to the ACME server", acme_requests.clone());
@@ -111,12 +147,28 @@ impl Metrics {
             verify_success,
             acme_requests,
             acme_duration,
+            info,
+            info_now: Default::default(),
+            lifetime,
+            window_start,
+            window_end,
             ready_flag: AtomicBool::new(false),
         }
     }
 
     pub fn name(name: &str) -> NameLabel {
         NameLabel { name: name.to_owned() }
+    }
+
+    /// The installed certificate of `name` came from `ca` under `profile` (one series per
+    /// certificate: a change replaces the old one).
+    pub fn set_info(&self, name: &str, ca: &str, profile: &str) {
+        let labels = InfoLabels { name: name.to_owned(), ca: ca.to_owned(), profile: profile.to_owned() };
+        let mut now = self.info_now.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = now.insert(name.to_owned(), labels.clone()).filter(|old| *old != labels) {
+            self.info.remove(&old);
+        }
+        self.info.get_or_create(&labels).set(1);
     }
 
     pub fn count_renewal(&self, name: &str, result: &str) {

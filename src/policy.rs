@@ -34,6 +34,11 @@ pub enum Reason {
         from: String,
         to: String,
     },
+    /// Another ACME profile is configured than the installed certificate was issued under.
+    ProfileChanged {
+        from: Option<String>,
+        to: String,
+    },
     /// A run died during an install or before its reload and verification were over (its
     /// journal is still there): installed and delivered again.
     Interrupted,
@@ -51,6 +56,10 @@ impl fmt::Display for Reason {
             Reason::IncompleteChain => write!(f, "installed fullchain has no intermediate (incomplete chain)"),
             Reason::Expiring { days_left } => write!(f, "{days_left} days left"),
             Reason::IssuerChanged { from, to } => write!(f, "installed certificate was issued by {from}, the configured issuer is {to}"),
+            Reason::ProfileChanged { from, to } => match from {
+                Some(from) => write!(f, "installed certificate has the ACME profile {from}, {to} is configured"),
+                None => write!(f, "installed certificate has the CA's default profile, {to} is configured"),
+            },
             Reason::Interrupted => write!(f, "an earlier install was interrupted before it was reloaded and verified"),
             Reason::RenewalWindow { start, end } => {
                 write!(f, "inside the CA's renewal window {} – {}", crate::certinfo::fmt_time(*start), crate::certinfo::fmt_time(*end))
@@ -96,6 +105,10 @@ pub fn alert_at(leaf: &LeafInfo, renew_before: Option<Duration>, alert_before: O
 pub struct Origin<'a> {
     pub installed: &'a str,
     pub configured: &'a str,
+    /// The ACME profile it was issued under, and the one configured (`None`: the CA's choice,
+    /// which never makes a certificate due).
+    pub installed_profile: Option<&'a str>,
+    pub configured_profile: Option<&'a str>,
 }
 
 /// Decide for one certificate from what is installed (and, when known, where it came from).
@@ -126,6 +139,11 @@ pub fn decide(
     }
     if let Some(o) = origin.filter(|o| o.installed != o.configured) {
         return Decision::Due(Reason::IssuerChanged { from: o.installed.to_owned(), to: o.configured.to_owned() });
+    }
+    if let Some(o) = origin
+        && let Some(wanted) = o.configured_profile.filter(|p| o.installed_profile != Some(*p))
+    {
+        return Decision::Due(Reason::ProfileChanged { from: o.installed_profile.map(str::to_owned), to: wanted.to_owned() });
     }
     if inst.leaf.key_type != Some(cert.key) {
         let installed = inst.leaf.key_type.map(|k| k.to_string()).unwrap_or_else(|| "unknown".into());
@@ -173,6 +191,8 @@ mod tests {
             issuer: Default::default(),
             ips: Vec::new(),
             validity: None,
+            profile: None,
+            preferred_chain: None,
             trust: None,
             challenge: None,
             dns: None,
@@ -251,10 +271,30 @@ mod tests {
         let moved = Origin {
             installed: "https://acme-staging-v02.api.letsencrypt.org/directory",
             configured: "https://acme-v02.api.letsencrypt.org/directory",
+            installed_profile: None,
+            configured_profile: None,
         };
         assert!(matches!(decide(&c, Ok(Some(&i)), Some(moved), at(1_001 * DAY), false), Decision::Due(Reason::IssuerChanged { .. })));
-        let same = Origin { installed: "ca:internal", configured: "ca:internal" };
+        let same = Origin { installed: "ca:internal", configured: "ca:internal", installed_profile: None, configured_profile: None };
         assert!(matches!(decide(&c, Ok(Some(&i)), Some(same), at(1_001 * DAY), false), Decision::NotDue { .. }));
+    }
+
+    #[test]
+    fn a_certificate_of_another_profile_than_the_configured_one_is_due() {
+        let i = installed(1_000 * DAY, 90);
+        let c = cert(None);
+        let ca = "https://acme-v02.api.letsencrypt.org/directory";
+        let origin =
+            |installed_profile, configured_profile| Origin { installed: ca, configured: ca, installed_profile, configured_profile };
+        let decide_at = |o| decide(&c, Ok(Some(&i)), Some(o), at(1_001 * DAY), false);
+        assert_eq!(
+            decide_at(origin(Some("classic"), Some("shortlived"))),
+            Decision::Due(Reason::ProfileChanged { from: Some("classic".into()), to: "shortlived".into() })
+        );
+        assert!(matches!(decide_at(origin(None, Some("tlsserver"))), Decision::Due(Reason::ProfileChanged { from: None, .. })));
+        // The same profile, or none configured (the CA's choice stands): not due.
+        assert!(matches!(decide_at(origin(Some("tlsserver"), Some("tlsserver"))), Decision::NotDue { .. }));
+        assert!(matches!(decide_at(origin(Some("shortlived"), None)), Decision::NotDue { .. }));
     }
 
     #[test]

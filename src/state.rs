@@ -65,6 +65,10 @@ pub struct IssuedMeta {
     /// private CA and in records older than this field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account: Option<String>,
+    /// The ACME profile the CA issued it under (as its order said); absent for a private CA, a CA
+    /// without profiles and in records older than this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
 }
 
 /// What a successful issuance produced.
@@ -191,6 +195,12 @@ impl StateDir {
     pub fn load_meta(&self, name: &str) -> Option<IssuedMeta> {
         let bytes = fs::read(self.cert_dir(name).join("meta.json")).ok()?;
         serde_json::from_slice(&bytes).ok()
+    }
+
+    /// The record of the last issuance of `name` when it is the certificate whose SHA-256 is
+    /// `sha256` (the installed one), not an older or another certificate's.
+    pub fn meta_for(&self, name: &str, sha256: &str) -> Option<IssuedMeta> {
+        self.load_meta(name).filter(|m| m.sha256 == sha256)
     }
 
     /// The last issued material for `name`, if complete.

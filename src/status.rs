@@ -25,7 +25,15 @@ pub struct CertStatus {
     pub covered: Vec<String>,
     /// Who issues it: `ACME https://…/directory`, `private CA "NAME"`.
     pub issued_by: Option<String>,
+    /// The CA that issued the installed certificate, as state_dir recorded it (the ACME
+    /// directory URL, or `ca:NAME`); `None` for a certificate regcert did not issue.
+    pub ca: Option<String>,
+    /// The installed certificate's lifetime (notAfter − notBefore), in seconds.
+    pub lifetime: Option<u64>,
     pub issuer: Option<String>,
+    /// The ACME profile the installed certificate was issued under (stored with it), else the
+    /// configured one (`profile`, `[acme] profile`), which the next order asks for.
+    pub profile: Option<String>,
     pub serial: Option<String>,
     pub not_after: Option<u64>,
     pub days_left: Option<i64>,
@@ -74,6 +82,9 @@ fn one(
     let installed = read_installed(&cert.install);
     let decision = crate::renew::decision(state, issuers, cert, &installed, now, false);
     let leaf = installed.ok().flatten().map(|i| i.leaf);
+    // What state_dir recorded when it issued the installed certificate (not an older one's).
+    let meta = leaf.as_ref().and_then(|l| state.meta_for(&cert.name, &l.sha256));
+    let configured_profile = issuers.of(cert).ok().and_then(|i| i.profile(cert)).map(str::to_owned);
     let (next_due, due_reason) = match decision {
         Decision::NotDue { due_at, .. } => (Some(due_at), None),
         Decision::Due(reason) => (Some(unix(now)), Some(reason.to_string())),
@@ -87,7 +98,13 @@ fn one(
             .map(|l| l.dns_names.iter().cloned().chain(l.ips.iter().map(|ip| ip.to_string())).collect())
             .unwrap_or_default(),
         issued_by: issuers.of(cert).ok().map(Issuer::label),
+        ca: meta.as_ref().map(|m| m.directory.clone()),
+        lifetime: leaf.as_ref().map(|l| l.not_after.saturating_sub(l.not_before)),
         issuer: leaf.as_ref().map(|l| l.issuer.clone()),
+        profile: match &meta {
+            Some(m) => m.profile.clone(),
+            None => configured_profile,
+        },
         serial: leaf.as_ref().map(|l| l.serial.clone()),
         not_after: leaf.as_ref().map(|l| l.not_after),
         days_left: leaf.as_ref().map(|l| (l.not_after as i64 - unix(now) as i64).div_euclid(86_400)),
@@ -99,6 +116,17 @@ fn one(
         schedule: Schedule::load(state, &cert.name),
         next_check_at: daemon.and_then(|d| d.next_check_at),
         ca_expiry: None,
+    }
+}
+
+/// A lifetime as people say it: "90 days", "160 hours", "20 s". A CA may end the period one
+/// second early (notAfter is its last second: Pebble's 90 days are 7 775 999 s).
+fn fmt_lifetime(secs: u64) -> String {
+    let whole = |unit: u64| [secs, secs + 1].into_iter().find(|s| *s > 0 && s % unit == 0).map(|s| s / unit);
+    match (whole(86_400), whole(3_600)) {
+        (Some(days), _) => format!("{days} days"),
+        (None, Some(hours)) => format!("{hours} hours"),
+        (None, None) => format!("{secs} s"),
     }
 }
 
@@ -116,9 +144,18 @@ pub fn render(statuses: &[CertStatus]) -> String {
                 if let Some(issued_by) = &s.issued_by {
                     out.push_str(&format!("  from:       {issued_by}\n"));
                 }
+                if let Some(ca) = &s.ca {
+                    out.push_str(&format!("  CA:         {ca} (issued it)\n"));
+                }
                 out.push_str(&format!("  issuer:     {issuer}\n"));
+                if let Some(profile) = &s.profile {
+                    out.push_str(&format!("  profile:    {profile}\n"));
+                }
                 out.push_str(&format!("  serial:     {}\n", s.serial.as_deref().unwrap_or("")));
                 out.push_str(&format!("  not after:  {} ({} days left)\n", fmt_time(not_after), s.days_left.unwrap_or(0)));
+                if let Some(lifetime) = s.lifetime {
+                    out.push_str(&format!("  lifetime:   {}\n", fmt_lifetime(lifetime)));
+                }
             }
             _ => out.push_str("  installed:  nothing yet\n"),
         }
@@ -165,4 +202,17 @@ pub fn render(statuses: &[CertStatus]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fmt_lifetime;
+
+    #[test]
+    fn lifetimes_read_as_people_say_them() {
+        assert_eq!(fmt_lifetime(90 * 86_400 - 1), "90 days");
+        assert_eq!(fmt_lifetime(6 * 86_400), "6 days");
+        assert_eq!(fmt_lifetime(160 * 3_600 - 1), "160 hours");
+        assert_eq!(fmt_lifetime(20), "20 s");
+    }
 }

@@ -426,6 +426,14 @@ fn cert_section(c: &FoundCert, account_conf: &Vars, opts: &Options<'_>) -> Resul
     if let Some(before) = renew_before(c, &mut notes) {
         s.push_str(&format!("renew_before = {}\n", toml_str(&before)));
     }
+    // acme.sh 3.1's --cert-profile: the same profile is ordered at every renewal.
+    if let Some(profile) = c.get("Le_Certificate_Profile").filter(|p| !p.is_empty()) {
+        s.push_str(&format!("profile = {}\n", toml_str(profile)));
+    }
+    // acme.sh's --preferred-chain names the issuer of the chain's topmost certificate, as here.
+    if let Some(chain) = c.get("Le_Preferred_Chain").filter(|p| !p.trim().is_empty()) {
+        s.push_str(&format!("preferred_chain = {}\n", toml_str(chain)));
+    }
     match validation(c.get("Le_Webroot")) {
         Validation::DnsApi("dns_nsupdate") if !opts.keep_dns_plugins => {
             let (dns, tsig) = nsupdate_dns(c, account_conf, &mut notes);
@@ -787,7 +795,7 @@ mod tests {
             &format!(
                 "Le_Domain='registry.example.com'\nLe_Alt='no'\nLe_Webroot='dns_cf'\nLe_ChallengeAlias='alias.example.net,'\nLe_API='https://acme-v02.api.letsencrypt.org/directory'\n\
                  Le_Keylength='4096'\nLe_RealKeyPath='{0}/k.pem'\nLe_RealFullChainPath='{0}/c.pem'\nLe_PreHook='__ACME_BASE64__START_c3lzdGVtY3RsIHN0b3Agbmdpbng=__ACME_BASE64__END_'\n\
-                 Le_Preferred_Chain='ISRG'\nLe_RenewalDays='-20'\nLe_Brand_New='1'\n",
+                 Le_Preferred_Chain='ISRG'\nLe_RenewalDays='-20'\nLe_Brand_New='1'\nLe_Certificate_Profile='shortlived'\n",
                 home.display()
             ),
         );
@@ -799,6 +807,10 @@ mod tests {
         let notes = plan.notes.join("\n");
         assert!(plan.config.contains("key = \"rsa-4096\""), "{}", plan.config);
         assert!(plan.config.contains("renew_before = \"20d\""), "{}", plan.config);
+        // acme.sh's --cert-profile is ordered again by regcert, not reported.
+        assert!(plan.config.contains("profile = \"shortlived\""), "{}", plan.config);
+        assert!(plan.config.contains("preferred_chain = \"ISRG\""), "{}", plan.config);
+        assert!(!notes.contains("Le_Certificate_Profile") && !notes.contains("Le_Preferred_Chain"), "{notes}");
         // The plugin acme.sh used, from acme.sh's home; its credentials stay in account.conf.
         assert!(
             plan.config.contains(&format!(
@@ -813,7 +825,6 @@ mod tests {
             format!("the DNS API plugin is not at {}", home.join("dnsapi/dns_cf.sh").display()).as_str(),
             "set dns.nameservers",
             "Le_PreHook",
-            "Le_Preferred_Chain",
             "unknown acme.sh setting Le_Brand_New",
             "NOTIFY_HOOK",
             "CA_PATH",

@@ -62,8 +62,8 @@ const DOMAIN: &[(&str, Fate)] = &[
             "acme.sh deploy hooks are not run: regcert installs into [certificate.install] and reloads with [certificate.reload]; redo there what the hook did",
         ),
     ),
-    ("Le_Preferred_Chain", Reported("regcert installs the chain the CA offers by default; it cannot select an alternate chain")),
-    ("Le_Certificate_Profile", Reported("regcert does not ask for an ACME profile; the CA's default profile applies")),
+    ("Le_Preferred_Chain", Carried),
+    ("Le_Certificate_Profile", Carried),
     ("Le_OCSP_Staple", Reported("regcert does not ask for OCSP must-staple")),
     ("Le_ExtKeyUse", Reported("regcert asks for no extended key usage; the CA sets serverAuth")),
     ("Le_Valid_From", Reported("regcert does not ask for a validity period; the CA's default lifetime applies")),
@@ -129,7 +129,12 @@ const CA: &[(&str, Fate)] = &[
     ("CA_EAB_KEY_ID", Carried),
     ("CA_EAB_HMAC_KEY", Carried),
     ("CA_KEY_HASH", Ignored),
-    ("DEFAULT_PREFERRED_CHAIN", Reported("regcert installs the chain the CA offers by default; it cannot select an alternate chain")),
+    (
+        "DEFAULT_PREFERRED_CHAIN",
+        Reported(
+            "acme.sh's default preferred chain is not carried: set preferred_chain = \"ISSUER CN\" on each [[certificate]] that needs it",
+        ),
+    ),
 ];
 
 fn fate<'a>(table: &'a [(&str, Fate)], key: &str) -> Option<&'a Fate> {

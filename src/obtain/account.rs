@@ -8,6 +8,7 @@ use zeroize::Zeroizing;
 
 use crate::config::AcmeConfig;
 use crate::fsutil::{FileSpec, create_private_dir, write_atomic};
+use crate::obtain::chains::Signer;
 use crate::obtain::error::Error;
 use crate::obtain::tls::LastErrorResponse;
 use crate::state::StateDir;
@@ -28,13 +29,14 @@ pub fn decode_hmac_key(key: &str) -> Result<Vec<u8>, base64::DecodeError> {
 }
 
 /// Load the account for `[acme] directory`, or create it; `http` builds a fresh HTTP client
-/// whose error responses leave what they said in `last_error`.
+/// whose error responses leave what they said in `last_error`. With it, a signer for the
+/// requests instant-acme does not make (fetching alternate chains).
 pub(crate) async fn load_or_create(
     state: &StateDir,
     acme: &AcmeConfig,
     http: impl Fn() -> Box<dyn HttpClient>,
     last_error: &LastErrorResponse,
-) -> Result<Account, Error> {
+) -> Result<(Account, Signer), Error> {
     let url = acme.directory_url();
     if url.starts_with("http://") {
         tracing::warn!(directory = %url, "ACME over plain http: accepted only for a CA on this host (tests); real CAs need https://");
@@ -48,7 +50,9 @@ pub(crate) async fn load_or_create(
             Error::Local(format!("the stored ACME account {} is corrupt ({e}); move it away to create a new account", path.display()))
         };
         let stored: StoredAccount = serde_json::from_slice(&bytes).map_err(corrupt)?;
+        let key = Zeroizing::new(stored.credentials.private_key().secret_pkcs8_der().to_vec());
         let account = Account::builder_with_http(http()).from_credentials(stored.credentials).await.map_err(acme_error)?;
+        let signer = signer(&account, &key, &path)?;
         if stored.contact != acme.contact {
             retry_bad_nonce!(account.update_contacts(&contact).await).map_err(|e| acme_error(e).during("updating the account contact"))?;
             tracing::info!(account = account.id(), contact = ?acme.contact, "ACME account contact updated");
@@ -58,7 +62,7 @@ pub(crate) async fn load_or_create(
             save(&path, &stored)?;
         }
         tracing::debug!(account = account.id(), "ACME account loaded");
-        return Ok(account);
+        return Ok((account, signer));
     }
 
     let eab = match &acme.eab {
@@ -71,10 +75,16 @@ pub(crate) async fn load_or_create(
     let new = NewAccount { contact: &contact, terms_of_service_agreed: acme.accept_terms, only_return_existing: false };
     let (account, credentials) = retry_bad_nonce!(Account::builder_with_http(http()).create(&new, url.to_owned(), eab.as_ref()).await)
         .map_err(|e| acme_error(e).during("creating the ACME account"))?;
+    let signer = signer(&account, credentials.private_key().secret_pkcs8_der(), &path)?;
     let stored = StoredAccount { directory: url.to_owned(), contact: acme.contact.clone(), credentials };
     save(&path, &stored)?;
     tracing::info!(account = account.id(), directory = url, "ACME account created");
-    Ok(account)
+    Ok((account, signer))
+}
+
+fn signer(account: &Account, key_pkcs8: &[u8], path: &std::path::Path) -> Result<Signer, Error> {
+    Signer::new(account.id(), key_pkcs8)
+        .map_err(|e| Error::Local(format!("{e} ({}); move it away to create a new account", path.display())))
 }
 
 /// Keep an account created by another client (`regcert import acme.sh`) as the account for

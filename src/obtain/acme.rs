@@ -13,9 +13,10 @@ use rustls::RootCertStore;
 use rustls_pki_types::CertificateDer;
 use tokio::sync::OnceCell;
 
+use super::chains::{self, Signer};
 use super::error::Error;
 use super::problem::{Problem, ProblemKind};
-use super::tls::LastErrorResponse;
+use super::tls::{AlternateChains, LastErrorResponse};
 use super::{Predecessor, RenewalWindow, Trial, account, tls};
 use crate::certinfo::{LeafInfo, check_chain_links, fmt_time, parse_pem_certs, to_pem, unix};
 use crate::challenge::dns01::Dns01;
@@ -34,11 +35,13 @@ pub struct AcmeIssuer {
     state: StateDir,
     /// What the CA's last error response said beyond its problem (see [`LastErrorResponse`]).
     last_error: Arc<LastErrorResponse>,
+    /// The alternate chains offered with certificate downloads (see [`AlternateChains`]).
+    alternates: Arc<AlternateChains>,
     /// The roots that the CA's own TLS must chain to (read once).
     roots: OnceLock<Result<RootCertStore, Error>>,
     ready: OnceCell<Result<Ready, Error>>,
-    /// The directory's `renewalInfo` URL (`None`: the CA offers no ARI), read once.
-    renewal_info: OnceCell<Result<Option<String>, Error>>,
+    /// The directory document, read once (for `renewalInfo` and `newNonce`).
+    directory_doc: OnceCell<Result<serde_json::Value, Error>>,
     /// See [`AcmeIssuer::http`].
     plain: OnceLock<Box<dyn HttpClient>>,
 }
@@ -46,6 +49,7 @@ pub struct AcmeIssuer {
 /// The account, and the way this CA's HTTP-01 challenges are answered.
 struct Ready {
     account: Account,
+    signer: Signer,
     solver: Solver,
 }
 
@@ -75,9 +79,10 @@ impl AcmeIssuer {
             http01: http01.clone(),
             state: state.clone(),
             last_error: Arc::new(LastErrorResponse::default()),
+            alternates: Arc::new(AlternateChains::default()),
             roots: OnceLock::new(),
             ready: OnceCell::new(),
-            renewal_info: OnceCell::new(),
+            directory_doc: OnceCell::new(),
             plain: OnceLock::new(),
         }
     }
@@ -92,7 +97,7 @@ impl AcmeIssuer {
 
     /// A new HTTP client for this CA with `roots`, `[acme] timeout` on every request.
     fn client(&self, roots: &RootCertStore) -> Box<dyn HttpClient> {
-        tls::acme_http_client(roots.clone(), self.config.timeout, self.last_error.clone())
+        tls::acme_http_client(roots.clone(), self.config.timeout, self.last_error.clone(), self.alternates.clone())
     }
 
     /// The client for plain GETs (renewal windows), made once: its connections are reused from
@@ -100,6 +105,10 @@ impl AcmeIssuer {
     fn http(&self) -> Result<&dyn HttpClient, Error> {
         let roots = self.roots()?;
         Ok(self.plain.get_or_init(|| self.client(roots)).as_ref())
+    }
+
+    pub(crate) fn profile<'a>(&'a self, cert: &'a CertificateConfig) -> Option<&'a str> {
+        cert.acme_profile(&self.config)
     }
 
     pub(crate) fn directory(&self) -> &str {
@@ -111,8 +120,8 @@ impl AcmeIssuer {
             step("loading the ACME account");
             let roots = self.roots()?;
             let http = || self.client(roots);
-            let account = account::load_or_create(&self.state, &self.config, http, &self.last_error).await?;
-            Ok(Ready { account, solver: Solver::from_config(&self.http01) })
+            let (account, signer) = account::load_or_create(&self.state, &self.config, http, &self.last_error).await?;
+            Ok(Ready { account, signer, solver: Solver::from_config(&self.http01) })
         });
         init.await.as_ref().map_err(Clone::clone)
     }
@@ -157,21 +166,94 @@ impl AcmeIssuer {
         }))
     }
 
-    /// The directory's `renewalInfo` URL, fetched once.
+    /// The directory's `renewalInfo` URL.
     async fn renewal_info_url(&self, http: &dyn HttpClient) -> Result<Option<String>, Error> {
-        let url = self
-            .renewal_info
+        Ok(self.directory_doc(http).await?["renewalInfo"].as_str().map(str::to_owned))
+    }
+
+    /// The directory document, fetched once.
+    async fn directory_doc(&self, http: &dyn HttpClient) -> Result<&serde_json::Value, Error> {
+        let doc = self
+            .directory_doc
             .get_or_init(|| async {
                 let (parts, body) = self.get(http, self.directory()).await?;
                 if !parts.status.is_success() {
                     return Err(self.problem_or_status(&parts, &body, self.directory()));
                 }
-                let dir: serde_json::Value =
-                    serde_json::from_slice(&body).map_err(|e| Error::NotAcme { ca: self.directory().to_owned(), detail: e.to_string() })?;
-                Ok(dir["renewalInfo"].as_str().map(str::to_owned))
+                serde_json::from_slice(&body).map_err(|e| Error::NotAcme { ca: self.directory().to_owned(), detail: e.to_string() })
             })
             .await;
-        url.clone()
+        doc.as_ref().map_err(Clone::clone)
+    }
+
+    /// A fresh nonce from the directory's `newNonce`.
+    async fn nonce(&self, http: &dyn HttpClient) -> Result<String, Error> {
+        let new_nonce = self.directory_doc(http).await?["newNonce"].as_str().map(str::to_owned);
+        let url =
+            new_nonce.ok_or_else(|| Error::NotAcme { ca: self.directory().to_owned(), detail: "the directory has no newNonce".into() })?;
+        let (parts, body) = self.get(http, &url).await?;
+        replay_nonce(&parts).ok_or_else(|| self.problem_or_status(&parts, &body, &url))
+    }
+
+    /// A POST-as-GET signed by the account (RFC 8555 §6.3): the body of the answer. A rejected
+    /// nonce is retried with the one the rejection carried.
+    async fn post_as_get(&self, signer: &Signer, url: &str) -> Result<Bytes, Error> {
+        let http = self.http()?;
+        let mut nonce = self.nonce(http).await?;
+        let mut attempts = 0;
+        loop {
+            let jws = signer.post_as_get(url, &nonce).map_err(Error::Local)?;
+            let req = http::Request::post(url)
+                .header(http::header::USER_AGENT, concat!("regcert/", env!("CARGO_PKG_VERSION")))
+                .header(http::header::CONTENT_TYPE, "application/jose+json")
+                .body(BodyWrapper::from(jws))
+                .map_err(|e| Error::Local(format!("a request to {url}: {e}")))?;
+            let mut rsp = http.request(req).await.map_err(|e| self.error(e))?;
+            let parts = rsp.parts;
+            let body = rsp.body.into_bytes().await.map_err(|e| self.error(instant_acme::Error::Other(e)))?;
+            if parts.status.is_success() {
+                return Ok(body);
+            }
+            let error = self.problem_or_status(&parts, &body, url);
+            match replay_nonce(&parts) {
+                Some(fresh) if error.is_problem(&ProblemKind::BadNonce) && attempts < 8 => {
+                    attempts += 1;
+                    nonce = fresh;
+                }
+                _ => return Err(error),
+            }
+        }
+    }
+
+    /// The chain to install for `cert`: the default chain the CA sent (`pem`, downloaded from
+    /// `cert_url`), or — with `preferred_chain` — the first chain the CA offers whose topmost
+    /// certificate the named issuer signed. None of them: the default one, and the log says so.
+    async fn preferred_chain(&self, cert: &CertificateConfig, signer: &Signer, pem: String, cert_url: Option<&str>) -> String {
+        let alternates = cert_url.map(|u| self.alternates.take(u)).unwrap_or_default();
+        let Some(preferred) = cert.preferred_chain.as_deref() else { return pem };
+        if chains::is_preferred(&pem, preferred) {
+            tracing::info!(cert = %cert.name, preferred_chain = preferred, "the CA's default chain is the preferred one");
+            return pem;
+        }
+        let mut offered = vec![chains::top_issuer(&pem).unwrap_or_default()];
+        for url in &alternates {
+            step("downloading an alternate chain");
+            match self.post_as_get(signer, url).await.map(|b| String::from_utf8_lossy(&b).into_owned()) {
+                Ok(alternate) if chains::is_preferred(&alternate, preferred) => {
+                    tracing::info!(cert = %cert.name, preferred_chain = preferred, %url, "installing the alternate chain that ends at the preferred issuer");
+                    return alternate;
+                }
+                Ok(alternate) => offered.push(chains::top_issuer(&alternate).unwrap_or_default()),
+                Err(e) => tracing::warn!(cert = %cert.name, %url, error = %e, "could not download an alternate chain the CA offered"),
+            }
+        }
+        tracing::warn!(
+            cert = %cert.name,
+            preferred_chain = preferred,
+            offered = ?offered,
+            "no chain the CA offers ends with a certificate issued by preferred_chain; installing the default chain (check the name against `offered`)"
+        );
+        pem
     }
 
     /// A plain GET to the CA: the head and the whole body.
@@ -216,8 +298,18 @@ impl AcmeIssuer {
         step("downloading the certificate");
         let pem = retry_bad_nonce!(order.poll_certificate(&poll_policy()).await)
             .map_err(|e| self.error(e).during("downloading the certificate"))?;
-        let issued = self.check_and_package(cert, key, &pem, order.url(), &account)?;
-        tracing::info!(cert = %name, serial = %issued.meta.serial, not_after = %fmt_time(issued.meta.not_after), "certificate issued");
+        let cert_url = order.state().certificate.clone();
+        let pem = self.preferred_chain(cert, &self.ready().await?.signer, pem, cert_url.as_deref()).await;
+        // The profile the CA says it issued under (a CA may echo it), else the one ordered.
+        let profile = order.state().profile.clone().or_else(|| self.profile(cert).map(str::to_owned));
+        let issued = self.check_and_package(cert, key, &pem, order.url(), &account, profile)?;
+        tracing::info!(
+            cert = %name,
+            serial = %issued.meta.serial,
+            not_after = %fmt_time(issued.meta.not_after),
+            profile = issued.meta.profile.as_deref().unwrap_or("(the CA's default)"),
+            "certificate issued"
+        );
         Ok(issued)
     }
 
@@ -290,10 +382,23 @@ impl AcmeIssuer {
         Ok((valid, deactivated))
     }
 
-    async fn new_order(&self, account: &Account, ids: &[Identifier], replaces: Option<&CertificateDer<'_>>) -> Result<Order, Error> {
+    async fn new_order(
+        &self,
+        account: &Account,
+        ids: &[Identifier],
+        profile: Option<&str>,
+        replaces: Option<&CertificateDer<'_>>,
+    ) -> Result<Order, Error> {
         step("creating the ACME order");
+        let plain = || {
+            let order = NewOrder::new(ids);
+            match profile {
+                Some(p) => order.profile(p),
+                None => order,
+            }
+        };
         if let Some(id) = replaces.and_then(|der| CertificateIdentifier::try_from(der).ok()) {
-            match retry_bad_nonce!(account.new_order(&NewOrder::new(ids).replaces(id.clone())).await).map_err(|e| self.error(e)) {
+            match retry_bad_nonce!(account.new_order(&plain().replaces(id.clone())).await).map_err(|e| self.error(e)) {
                 Ok(order) => return Ok(order),
                 // No ARI at this CA: order plainly.
                 Err(Error::Unsupported { .. }) => {}
@@ -309,7 +414,7 @@ impl AcmeIssuer {
                 Err(e) => return Err(e),
             }
         }
-        retry_bad_nonce!(account.new_order(&NewOrder::new(ids)).await).map_err(|e| self.error(e))
+        retry_bad_nonce!(account.new_order(&plain()).await).map_err(|e| self.error(e))
     }
 
     /// Order `cert`'s names (naming the certificate it `replaces`, if any) and get every one
@@ -321,8 +426,17 @@ impl AcmeIssuer {
         created: &str,
     ) -> Result<Order, Error> {
         let ready = self.ready().await?;
+        let profile = self.profile(cert);
+        if let Some(wanted) = profile {
+            let offered: Vec<(&str, &str)> = ready.account.profiles().map(|p| (p.name, p.description)).collect();
+            check_profile(wanted, &offered, self.directory()).map_err(|e| {
+                let key =
+                    if cert.profile.is_some() { format!("[[certificate]] `{}`: profile", cert.name) } else { "[acme] profile".into() };
+                Error::Local(format!("{key} = \"{wanted}\": {e}"))
+            })?;
+        }
         let ids: Vec<Identifier> = cert.domains.iter().map(|d| Identifier::Dns(d.clone())).collect();
-        let mut order = self.new_order(&ready.account, &ids, replaces).await?;
+        let mut order = self.new_order(&ready.account, &ids, profile, replaces).await?;
         tracing::info!(cert = %cert.name, order = %order.url(), "{created}");
         self.validate_names(&mut order, ready, cert).await?;
         Ok(order)
@@ -437,6 +551,7 @@ impl AcmeIssuer {
         pem: &str,
         order_url: &str,
         account: &str,
+        profile: Option<String>,
     ) -> Result<Issued, Error> {
         let chain = parse_pem_certs(pem.as_bytes()).map_err(|e| Error::Rejected(format!("the CA's certificate download {e}")))?;
         check_chain_links(&chain).map_err(|e| {
@@ -469,14 +584,52 @@ impl AcmeIssuer {
                 sha256: leaf.sha256,
                 issuer: leaf.issuer,
                 account: Some(account.to_owned()),
+                profile,
             },
         })
     }
 }
 
+/// The `Replay-Nonce` of a response.
+fn replay_nonce(parts: &http::response::Parts) -> Option<String> {
+    parts.headers.get("replay-nonce").and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+/// Is `wanted` one of the profiles the CA's directory lists (`offered`: name, description)?
+/// The error names what the CA offers, so the fix is one edit away.
+fn check_profile(wanted: &str, offered: &[(&str, &str)], ca: &str) -> Result<(), String> {
+    if offered.iter().any(|(name, _)| *name == wanted) {
+        return Ok(());
+    }
+    if offered.is_empty() {
+        return Err(format!(
+            "the CA {ca} offers no profiles (its directory lists no meta.profiles): remove `profile` to get its only kind of certificate"
+        ));
+    }
+    let list: Vec<String> = offered
+        .iter()
+        .map(|(name, description)| if description.is_empty() { format!("\"{name}\"") } else { format!("\"{name}\" ({description})") })
+        .collect();
+    Err(format!(
+        "the CA {ca} does not offer this profile; it offers {}: set one of them, or remove `profile` for the CA's default",
+        list.join(", ")
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_profile_is_checked_against_what_the_directory_offers() {
+        let ca = "https://ca.example/dir";
+        let offered = [("classic", "90 days"), ("shortlived", "")];
+        assert_eq!(check_profile("shortlived", &offered, ca), Ok(()));
+        let e = check_profile("tlsserver", &offered, ca).unwrap_err();
+        assert!(e.contains("offers \"classic\" (90 days), \"shortlived\": set one of them"), "{e}");
+        let e = check_profile("classic", &[], ca).unwrap_err();
+        assert!(e.contains("offers no profiles") && e.contains(ca), "{e}");
+    }
 
     #[test]
     fn dry_runs_against_lets_encrypt_production_go_to_staging() {

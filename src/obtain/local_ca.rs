@@ -359,6 +359,7 @@ impl LocalCa {
                 sha256: info.sha256,
                 issuer: info.issuer,
                 account: None,
+                profile: None,
             },
         })
     }

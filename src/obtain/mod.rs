@@ -35,6 +35,7 @@ mod retry {
 
 pub(crate) mod account;
 mod acme;
+mod chains;
 mod error;
 pub mod local_ca;
 pub mod name_constraints;
@@ -139,6 +140,15 @@ impl Issuer {
         match self {
             Issuer::Acme(acme) => acme.directory().to_owned(),
             Issuer::Local(ca) => ca.origin(),
+        }
+    }
+
+    /// The ACME profile `cert` is ordered with (its own, else the CA's `[acme] profile`); `None`
+    /// for the CA's default and for a private CA.
+    pub fn profile<'a>(&'a self, cert: &'a CertificateConfig) -> Option<&'a str> {
+        match self {
+            Issuer::Acme(acme) => acme.profile(cert),
+            Issuer::Local(_) => None,
         }
     }
 

@@ -85,14 +85,40 @@ pub(crate) fn parse_retry_after(value: &str) -> Option<SystemTime> {
 
 /// The target of a `rel="help"` link in one Link header value (`<url>; rel="help", <…>; rel=…`).
 fn help_link(value: &str) -> Option<String> {
-    value.split(',').find_map(|link| {
+    links(value, "help").next()
+}
+
+/// The targets of the links with relation `rel` in one Link header value.
+fn links<'a>(value: &'a str, rel: &'a str) -> impl Iterator<Item = String> + 'a {
+    value.split(',').filter_map(move |link| {
         let (target, params) = link.trim().split_once(';')?;
         let url = target.trim().strip_prefix('<')?.strip_suffix('>')?;
-        let is_help = params.split(';').any(|p| {
-            p.trim().split_once('=').is_some_and(|(k, v)| k.trim().eq_ignore_ascii_case("rel") && v.trim().trim_matches('"') == "help")
+        let is_rel = params.split(';').any(|p| {
+            p.trim().split_once('=').is_some_and(|(k, v)| k.trim().eq_ignore_ascii_case("rel") && v.trim().trim_matches('"') == rel)
         });
-        is_help.then(|| url.to_owned())
+        is_rel.then(|| url.to_owned())
     })
+}
+
+/// The other chains a CA offers for a certificate it sent (RFC 8555 §7.4.2: `Link:
+/// <url>;rel="alternate"` on the download), by the URL downloaded. instant-acme reads only the
+/// body; `preferred_chain` needs the links.
+#[derive(Debug, Default)]
+pub struct AlternateChains(std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>);
+
+impl AlternateChains {
+    /// The alternates offered with the download of `url` (once).
+    pub fn take(&self, url: &str) -> Vec<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(url).unwrap_or_default()
+    }
+
+    fn record(&self, url: String, headers: &http::HeaderMap) {
+        let alternates: Vec<String> =
+            headers.get_all(http::header::LINK).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| links(v, "alternate")).collect();
+        if !alternates.is_empty() {
+            self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(url, alternates);
+        }
+    }
 }
 
 /// How long a connection to the CA may take to open.
@@ -104,8 +130,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct NoAnswer(pub Duration);
 
 /// An HTTP client for instant-acme that trusts `roots`, gives up on a request (connect, send,
-/// headers and body) after `timeout`, and keeps what error responses said in `last_error`.
-pub fn acme_http_client(roots: RootCertStore, timeout: Duration, last_error: Arc<LastErrorResponse>) -> Box<dyn HttpClient> {
+/// headers and body) after `timeout`, keeps what error responses said in `last_error` and the
+/// alternate chains certificate downloads offered in `alternates`.
+pub fn acme_http_client(
+    roots: RootCertStore,
+    timeout: Duration,
+    last_error: Arc<LastErrorResponse>,
+    alternates: Arc<AlternateChains>,
+) -> Box<dyn HttpClient> {
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
         .with_safe_default_protocol_versions()
         .map(|b| b.with_root_certificates(roots).with_no_client_auth());
@@ -122,7 +154,8 @@ pub fn acme_http_client(roots: RootCertStore, timeout: Duration, last_error: Arc
     tcp.set_connect_timeout(Some(CONNECT_TIMEOUT.min(timeout)));
     let https =
         hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().enable_http2().wrap_connector(tcp);
-    Box::new(Metered { client: Client::builder(TokioExecutor::new()).build::<_, BodyWrapper<Bytes>>(https), timeout, last_error })
+    let client = Client::builder(TokioExecutor::new()).build::<_, BodyWrapper<Bytes>>(https);
+    Box::new(Metered { client, timeout, last_error, alternates })
 }
 
 /// Counts and times every request to the CA (`regcert_acme_requests_total`, `…_duration_seconds`),
@@ -131,6 +164,7 @@ struct Metered<C> {
     client: C,
     timeout: Duration,
     last_error: Arc<LastErrorResponse>,
+    alternates: Arc<AlternateChains>,
 }
 
 impl<C> HttpClient for Metered<Client<C, BodyWrapper<Bytes>>>
@@ -142,9 +176,10 @@ where
         req: http::Request<BodyWrapper<Bytes>>,
     ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
         let method = req.method().to_string();
+        let url = req.uri().to_string();
         let started = Instant::now();
         let fut = self.client.request(req);
-        let (timeout, last_error) = (self.timeout, self.last_error.clone());
+        let (timeout, last_error, alternates) = (self.timeout, self.last_error.clone(), self.alternates.clone());
         Box::pin(async move {
             // The body is read here, inside the bound: a CA that sends headers and then stalls
             // must not hang the caller either.
@@ -163,6 +198,8 @@ where
                     crate::progress::beat();
                     if parts.status.is_client_error() || parts.status.is_server_error() {
                         last_error.record(&parts.headers, body);
+                    } else {
+                        alternates.record(url, &parts.headers);
                     }
                     parts.status.as_u16().to_string()
                 }
@@ -197,5 +234,15 @@ mod tests {
         assert_eq!(last.take().explanation.as_deref(), Some("https://ca/limits/123"), "the problem's own instance first");
         assert_eq!(help_link("<https://a>;rel=index, <https://b>;rel=help"), Some("https://b".into()));
         assert_eq!(help_link("<https://a>;rel=\"alternate\""), None);
+        let alternates = AlternateChains::default();
+        let mut headers = http::HeaderMap::new();
+        headers.append(http::header::LINK, http::HeaderValue::from_static("<https://ca/dir>;rel=\"index\""));
+        headers.append(
+            http::header::LINK,
+            http::HeaderValue::from_static("<https://ca/cert/1/1>;rel=\"alternate\", <https://ca/cert/1/2>; rel=alternate"),
+        );
+        alternates.record("https://ca/cert/1".into(), &headers);
+        assert_eq!(alternates.take("https://ca/cert/1"), ["https://ca/cert/1/1", "https://ca/cert/1/2"]);
+        assert!(alternates.take("https://ca/cert/1").is_empty(), "taken once");
     }
 }

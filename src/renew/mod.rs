@@ -63,10 +63,16 @@ pub fn decision(
     force: bool,
 ) -> Decision {
     let leaf = installed.as_ref().ok().and_then(Option::as_ref).map(|i| &i.leaf);
-    let recorded = leaf.and_then(|l| state.load_meta(&cert.name).filter(|m| m.sha256 == l.sha256)).map(|m| m.directory);
-    let configured = issuers.of(cert).ok().map(Issuer::origin);
+    let recorded = leaf.and_then(|l| state.meta_for(&cert.name, &l.sha256));
+    let issuer = issuers.of(cert).ok();
+    let configured = issuer.map(Issuer::origin);
     let origin = match (&recorded, &configured) {
-        (Some(installed), Some(configured)) => Some(Origin { installed, configured }),
+        (Some(meta), Some(configured)) => Some(Origin {
+            installed: &meta.directory,
+            configured,
+            installed_profile: meta.profile.as_deref(),
+            configured_profile: issuer.and_then(|i| i.profile(cert)),
+        }),
         _ => None,
     };
     // A run that died mid-install left its journal: install and deliver again.
@@ -268,8 +274,14 @@ impl<'a> Renewer<'a> {
             return None;
         }
         // Kept from another CA (staging before production, say): not what the config wants now.
-        let configured = self.issuers.of(cert).ok()?.origin();
-        let origin = Origin { installed: &stored.meta.directory, configured: &configured };
+        let issuer = self.issuers.of(cert).ok()?;
+        let configured = issuer.origin();
+        let origin = Origin {
+            installed: &stored.meta.directory,
+            configured: &configured,
+            installed_profile: stored.meta.profile.as_deref(),
+            configured_profile: issuer.profile(cert),
+        };
         matches!(decide(cert, Ok(Some(&pair)), Some(origin), SystemTime::now(), false), Decision::NotDue { .. }).then_some(stored)
     }
 

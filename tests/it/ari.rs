@@ -1,7 +1,9 @@
 //! What a CA says about timing, with the daemon: the suggested window of ACME Renewal Information
 //! (RFC 9773) decides when to renew, the renewal order names the certificate it `replaces`, and
-//! a rate limit's Retry-After is waited out. Pebble has neither ARI (2.4) nor rate limits, so the
-//! clearly named test fixture `AriFrontend` adds them in front of a real Pebble.
+//! a rate limit's Retry-After is waited out. Pebble 2.10's real ARI (its windows, and
+//! `/set-renewal-info/` to move one) is tested first. What Pebble cannot do — rate limits, a
+//! Retry-After of seconds, a 404, refusing or ignoring `replaces`, counting requests — the
+//! clearly named test fixture `AriFrontend` adds in front of a real Pebble.
 
 use crate::common::ari_frontend::{AriFrontend, RATE_LIMIT_INSTANCE, Replaces};
 use crate::common::*;
@@ -51,11 +53,51 @@ fn ari_id_known_answer_from_rfc_9773() {
 
 /// `status --json`'s stored renewal window of `name`.
 fn stored_window(s: &Setup, name: &str) -> serde_json::Value {
-    let st = s.run(&["status", "--json"]);
-    assert_eq!(st.code, 0, "{st:?}");
-    let all: serde_json::Value = serde_json::from_str(&st.stdout).unwrap_or_else(|e| panic!("{e}: {st:?}"));
-    let cert = all.as_array().and_then(|a| a.iter().find(|c| c["name"] == name)).cloned();
-    cert.unwrap_or_else(|| panic!("no {name} in {all}"))["schedule"]["ari"].clone()
+    s.status_of(name)["schedule"]["ari"].clone()
+}
+
+#[test]
+fn pebble_2_10s_window_is_used_and_its_renew_now_renews_with_replaces() {
+    let pebble = Pebble::start_with(PebbleOpts::v2_10());
+    // A known lifetime: Pebble picks a profile at random when the order names none.
+    let s = Setup::new(&pebble, &[cert("registry", &["registry.example.com"], "ecdsa-p256").with(toml::toml! { profile = "default" })]);
+    let run = s.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let first_id = cert_id(&s.fullchain("registry"));
+    let first_order = s.meta("registry")["order_url"].as_str().unwrap().to_owned();
+
+    // Right after issuing, the CA's real window is stored: inside the lifetime, asked for again
+    // after Pebble's Retry-After of six hours.
+    let (not_before, not_after) = validity(&s.fullchain("registry"));
+    let w = stored_window(&s, "registry");
+    let (start, end, refetch_at) = (w["start"].as_u64().unwrap(), w["end"].as_u64().unwrap(), w["refetch_at"].as_u64().unwrap());
+    assert!(not_before < start && start < end && end < not_after, "window {start}–{end} within {not_before}–{not_after}: {w}");
+    assert!(refetch_at.abs_diff(now() + 21_600) <= 60, "Pebble's Retry-After is 6 h: {w}");
+    let run = s.run(&["renew"]);
+    assert!(run.stdout.contains("0 renewed, 1 not due, 0 failed"), "{run:?}");
+
+    // The CA says "renew now" (as for a revoked certificate). Six hours later — the stored
+    // Retry-After is moved to now, as the tests cannot wait that long — `renew` asks again,
+    // renews, and the new order names the certificate it replaces.
+    let past = |secs: u64| humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(now() - secs)).to_string();
+    pebble.set_renewal_info(
+        &s.fullchain("registry"),
+        &serde_json::json!({ "suggestedWindow": { "start": past(7_200), "end": past(3_600) } }),
+    );
+    let schedule = s.state().join("certs/registry/schedule.json");
+    let mut sched: serde_json::Value = serde_json::from_slice(&std::fs::read(&schedule).unwrap()).unwrap();
+    sched["ari"]["refetch_at"] = now().into();
+    std::fs::write(&schedule, sched.to_string()).unwrap();
+    let run = s.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("inside the CA's renewal window") && run.stdout.contains("1 renewed"), "{run:?}");
+    assert_ne!(cert_id(&s.fullchain("registry")), first_id);
+    let (account, key) = s.account_credentials();
+    let order_url = s.meta("registry")["order_url"].as_str().unwrap().to_owned();
+    assert_ne!(order_url, first_order);
+    let order = pebble.post_as_get(&order_url, &account, &key);
+    assert_eq!(order["replaces"], first_id.as_str(), "the renewal order as Pebble holds it: {order}");
+    assert!(pebble.post_as_get(&first_order, &account, &key)["replaces"].is_null(), "the first order replaced nothing");
 }
 
 /// Wait until the front has seen `n` renewalInfo requests.
@@ -239,13 +281,16 @@ fn a_ca_that_refuses_or_ignores_replaces_gets_a_plain_order() {
 
 #[test]
 fn replaces_names_only_a_certificate_this_account_issued() {
-    let pebble = Pebble::start();
-    let front = frontend(&pebble);
+    // Pebble 2.10 holds each order's `replaces` and refuses one for another account's certificate.
+    let pebble = Pebble::start_with(PebbleOpts::v2_10());
     let s = Setup::new(&pebble, &[cert("registry", &["registry.example.com"], "ecdsa-p256")]);
-    s.edit(|c| set(c, "acme.directory", front.directory_url.as_str()));
     assert_eq!(s.run(&["renew"]).code, 0);
-    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(s.state().join("certs/registry/meta.json")).unwrap()).unwrap();
-    let first_account = meta["account"].as_str().unwrap_or_else(|| panic!("no account in meta.json: {meta}")).to_owned();
+    let first_account = s.meta("registry")["account"].as_str().unwrap_or_else(|| panic!("no account in {}", s.meta("registry"))).to_owned();
+    // What the last order named, as Pebble holds it (read with the account that placed it).
+    let last_replaces = || {
+        let (account, key) = s.account_credentials();
+        pebble.post_as_get(s.meta("registry")["order_url"].as_str().unwrap(), &account, &key)["replaces"].clone()
+    };
 
     // Another account at the same CA (a recreated account, an imported setup): its renewal of
     // the first account's certificate must not name it.
@@ -254,12 +299,13 @@ fn replaces_names_only_a_certificate_this_account_issued() {
     let run = s.run(&["renew", "--force"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stderr.contains("was not issued by this ACME account"), "{run:?}");
-    assert_eq!(front.replaces(), [None, None], "no `replaces` for another account's certificate");
-    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(s.state().join("certs/registry/meta.json")).unwrap()).unwrap();
-    assert_ne!(meta["account"].as_str(), Some(first_account.as_str()), "a second account: {meta}");
+    assert!(!run.stderr.contains("did not take `replaces`"), "not sent, so not refused: {run:?}");
+    assert!(last_replaces().is_null(), "no `replaces` for another account's certificate");
+    assert_ne!(s.meta("registry")["account"].as_str(), Some(first_account.as_str()), "a second account: {}", s.meta("registry"));
 
     // Its own certificate it names.
     let own = cert_id(&s.fullchain("registry"));
-    assert_eq!(s.run(&["renew", "--force"]).code, 0);
-    assert_eq!(front.replaces(), [None, None, Some(own)]);
+    let run = s.run(&["renew", "--force"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(last_replaces(), own.as_str());
 }

@@ -141,3 +141,76 @@ fn verification_after_the_reload_rolls_back_a_wrong_name_or_an_untrusted_root() 
         assert!(reg.running());
     }
 }
+
+/// The common name in `pem`'s first certificate's subject (or issuer, with `-issuer`).
+fn common_name(pem: &Path, which: &str) -> String {
+    let out = openssl(&["x509", "-noout", which, "-nameopt", "RFC2253", "-in", pem.to_str().unwrap()]);
+    let cn = out.trim().split(',').find_map(|part| part.split_once("CN=").map(|(_, cn)| cn.to_owned()));
+    cn.unwrap_or_else(|| panic!("no CN in {out}"))
+}
+
+/// The last certificate of a PEM chain, in a file of its own.
+fn top_certificate(fullchain: &Path) -> PathBuf {
+    let pem = fs::read_to_string(fullchain).unwrap();
+    let begin = pem.rfind("-----BEGIN CERTIFICATE-----").unwrap();
+    let path = fullchain.with_extension("top.pem");
+    fs::write(&path, &pem[begin..]).unwrap();
+    path
+}
+
+#[test]
+fn a_longer_chain_and_a_preferred_alternate_root_are_installed_and_verified_on_a_real_registry() {
+    // Longer than Generation Y's: three intermediates, and a second root the CA offers a chain to.
+    let pebble = Pebble::start_with(PebbleOpts { chain_length: Some(3), alternate_roots: Some(1), ..PebbleOpts::v2_10() });
+    let name = unique_name("chain");
+    let s = Setup::new(&pebble, &[cert("registry", &[&name], "ecdsa-p256").with(toml! { profile = "default" })]);
+    let run = s.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let fullchain = s.fullchain("registry");
+    // PEBBLE_CHAIN_LENGTH counts intermediates (1, its default, is leaf + 1): here leaf + 3,
+    // and no root among them.
+    assert_eq!(pem_count(&fullchain), 4, "leaf and three intermediates: {}", cert_text(&fullchain));
+    let top = top_certificate(&fullchain);
+    assert_ne!(common_name(&top, "-issuer"), common_name(&top, "-subject"), "the chain ends below the root");
+    assert_chain_verifies(&fullchain, &pebble.root(0));
+
+    // A real registry serves it, and the verification after its restart passes.
+    let reg = Registry::start(&s.install_dir("registry"), RegistryOpts::default());
+    let verify_with = |root: &Path| {
+        let mut v = verify_registry(&pebble, &name, &reg);
+        set(&mut v, "ca_bundle", root.display().to_string());
+        v
+    };
+    s.edit_cert("registry", |c| {
+        set(c, "reload", toml! { docker = { container = (reg.container.as_str()), action = "restart" } });
+        set(c, "verify", verify_with(&pebble.root(0)));
+    });
+    let run = s.run(&["verify"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("4 certificate(s) served"), "{run:?}");
+
+    // preferred_chain names the alternate root: that chain is installed, served and verified
+    // against that root alone.
+    let alternate = common_name(&pebble.root(1), "-subject");
+    assert_ne!(alternate, common_name(&pebble.root(0), "-subject"));
+    s.edit_cert("registry", |c| {
+        set(c, "preferred_chain", alternate.as_str());
+        set(c, "verify", verify_with(&pebble.root(1)));
+    });
+    let run = s.run(&["renew", "--force"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("installing the alternate chain that ends at the preferred issuer"), "{run:?}");
+    assert_eq!(common_name(&top_certificate(&fullchain), "-issuer"), alternate);
+    assert_chain_verifies(&fullchain, &pebble.root(1));
+
+    // A name no offered chain ends with: the default chain, and the log lists what was offered.
+    s.edit_cert("registry", |c| {
+        set(c, "preferred_chain", "No Such Root");
+        set(c, "verify", verify_with(&pebble.root(0)));
+    });
+    let run = s.run(&["renew", "--force"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("no chain the CA offers ends with a certificate issued by preferred_chain"), "{run:?}");
+    assert!(run.stderr.contains(&alternate), "the offered issuers are named: {run:?}");
+    assert_chain_verifies(&fullchain, &pebble.root(0));
+}

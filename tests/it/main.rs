@@ -18,6 +18,7 @@ mod import_acmesh;
 mod install_dir;
 mod local_ca;
 mod logs;
+mod profiles;
 mod registry;
 mod reload_preflight;
 mod renew;

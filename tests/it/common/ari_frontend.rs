@@ -2,6 +2,11 @@
 //! can be tested end to end: ACME Renewal Information (Pebble 2.4 has none) and rate limits
 //! (no Pebble has them).
 //!
+//! Pebble 2.10's real ARI is used wherever it does the job (`tests/it/ari.rs`: its windows,
+//! `/set-renewal-info/`, `replaces` as the CA holds it). This front stays for what 2.10 cannot
+//! do: a Retry-After of seconds (2.10 always says 6 hours), counting renewalInfo requests, a 404
+//! for a certificate, rate limits, refusing or ignoring `replaces` on demand, broken chains.
+//!
 //! - every ACME request is passed on to Pebble unchanged (new orders are recorded on the way, to
 //!   see `replaces`);
 //! - the directory gets a `renewalInfo` URL, answered here with a window the test sets;

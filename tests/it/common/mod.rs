@@ -4,6 +4,10 @@
 //!
 //! Every external program is found by [`tool`], every port is chosen by [`free_port`] or
 //! [`listener`]. A missing program is a test failure that says how to install it, never a skip.
+//!
+//! [`Pebble::start`] runs Debian's Pebble 2.4; `Pebble::start_with(PebbleOpts::v2_10())` runs
+//! Pebble 2.10 ([`pebble_2_10_tool`]) for what only it has: profiles, real ARI with
+//! `/set-renewal-info/`, `replaces` held on its orders, longer and alternate chains.
 
 pub mod ari_frontend;
 pub mod bind;
@@ -106,14 +110,50 @@ pub struct PebbleOpts {
     pub nonce_reject: Option<u8>,
     /// Port of a DNS server (on 127.0.0.1) for Pebble's validation instead of pebble-challtestsrv.
     pub dns_port: Option<u16>,
+    /// Pebble 2.10 (profiles, ARI, IP identifiers, longer chains) instead of Debian's 2.4.
+    pub v2_10: bool,
+    /// Pebble 2.10's PEBBLE_CHAIN_LENGTH: 1 (its default) is leaf + 1 intermediate; more adds
+    /// intermediates between them and the root.
+    pub chain_length: Option<u8>,
+    /// Pebble 2.10's PEBBLE_ALTERNATE_ROOTS: that many alternate chains besides the default one,
+    /// offered through `Link: rel="alternate"`.
+    pub alternate_roots: Option<u8>,
+}
+
+impl PebbleOpts {
+    /// Pebble 2.10 with its defaults.
+    pub fn v2_10() -> Self {
+        PebbleOpts { v2_10: true, ..Default::default() }
+    }
+}
+
+/// The profiles the test Pebble 2.10 offers (name, lifetime in seconds), like Let's Encrypt's
+/// (`classic` is Pebble's `default`). With none in the order, Pebble picks one at random.
+pub const PEBBLE_PROFILES: [(&str, u64); 3] = [("default", 90 * 86_400), ("tlsserver", 45 * 86_400), ("shortlived", 6 * 86_400)];
+
+/// Where scripts/install-deps.sh puts Pebble 2.10 (from Debian sid, beside the system's 2.4).
+const PEBBLE_2_10_DEFAULT: &str = "/var/cache/regcert-test/pebble210/x/usr/bin";
+
+/// A program of Pebble 2.10 (`pebble`, `pebble-challtestsrv`), in `$REGCERT_PEBBLE_2_10` (a
+/// directory) or where scripts/install-deps.sh puts it. Missing: the test fails and says how to get it.
+pub fn pebble_2_10_tool(name: &str) -> PathBuf {
+    let dir = std::env::var_os("REGCERT_PEBBLE_2_10").map_or_else(|| PathBuf::from(PEBBLE_2_10_DEFAULT), PathBuf::from);
+    let bin = dir.join(name);
+    assert!(
+        bin.is_file(),
+        "Pebble 2.10's `{name}` is not in {} and the tests need it: run `bash scripts/install-deps.sh` (it fetches Debian sid's pebble 2.10 into a private directory), or set REGCERT_PEBBLE_2_10 to a directory holding it",
+        dir.display()
+    );
+    bin
 }
 
 pub struct Pebble {
     pebble: Child,
+    bin: PathBuf,
+    env: Vec<(&'static str, String)>,
     cfg_path: PathBuf,
     dns: u16,
     listen: u16,
-    nonce_reject: u8,
     challtest: Child,
     pub dir: TempDir,
     pub directory_url: String,
@@ -130,7 +170,11 @@ impl Pebble {
     }
 
     pub fn start_with(opts: PebbleOpts) -> Self {
-        let challtest_bin = tool("pebble-challtestsrv");
+        let (bin, challtest_bin) = if opts.v2_10 {
+            (pebble_2_10_tool("pebble"), pebble_2_10_tool("pebble-challtestsrv"))
+        } else {
+            (tool("pebble"), tool("pebble-challtestsrv"))
+        };
         let dir = tempfile::tempdir().unwrap();
         let (tls_root, cert, key) = write_tls_material(dir.path());
 
@@ -150,6 +194,15 @@ impl Pebble {
                 "domainBlocklist": opts.blocklist,
             }
         });
+        if opts.v2_10 {
+            let profiles: serde_json::Map<String, serde_json::Value> = PEBBLE_PROFILES
+                .iter()
+                .map(|(name, secs)| {
+                    (name.to_string(), serde_json::json!({"description": format!("{} days", secs / 86_400), "validityPeriod": secs}))
+                })
+                .collect();
+            cfg["pebble"]["profiles"] = serde_json::Value::Object(profiles);
+        }
         if !opts.eab.is_empty() {
             let keys: serde_json::Map<String, serde_json::Value> =
                 opts.eab.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
@@ -159,21 +212,29 @@ impl Pebble {
         std::fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
 
         let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
+        // 2.10 renamed -dns01 to -dnsserver and added a DNS-over-HTTPS listener (off here).
+        let dns_flags: &[&str] = if opts.v2_10 { &["-dnsserver", "-doh", ""] } else { &["-dns01"] };
         let challtest = Command::new(challtest_bin)
-            .args(["-dns01", &format!("127.0.0.1:{own_dns}"), "-management", &format!("127.0.0.1:{dns_mgmt}")])
+            .args([dns_flags[0], &format!("127.0.0.1:{own_dns}")])
+            .args(&dns_flags[1..])
+            .args(["-management", &format!("127.0.0.1:{dns_mgmt}")])
             .args(["-http01", "", "-https01", "", "-tlsalpn01", "", "-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
             .stdout(log("challtestsrv.log"))
             .stderr(log("challtestsrv.err"))
             .spawn()
             .expect("start pebble-challtestsrv");
         let nonce_reject = opts.nonce_reject.unwrap_or(5);
-        let pebble = spawn_pebble(dir.path(), &cfg_path, dns, nonce_reject);
+        let mut env = vec![("PEBBLE_WFE_NONCEREJECT", nonce_reject.to_string())];
+        env.extend(opts.chain_length.map(|n| ("PEBBLE_CHAIN_LENGTH", n.to_string())));
+        env.extend(opts.alternate_roots.map(|n| ("PEBBLE_ALTERNATE_ROOTS", n.to_string())));
+        let pebble = spawn_pebble(&bin, dir.path(), &cfg_path, dns, &env);
         let mut me = Pebble {
             pebble,
+            bin,
+            env,
             cfg_path,
             dns,
             listen,
-            nonce_reject,
             challtest,
             directory_url: format!("https://127.0.0.1:{listen}/dir"),
             mgmt_url: format!("https://127.0.0.1:{mgmt}"),
@@ -208,14 +269,14 @@ impl Pebble {
 
     /// Pebble's issuing root (new at every start), as PEM in a file.
     pub fn issuing_root(&self) -> PathBuf {
-        let path = self.dir.path().join("issuing-root.pem");
+        self.root(0)
+    }
+
+    /// Pebble's root number `n` (0: the default chain's; 1…: alternate roots), as PEM in a file.
+    pub fn root(&self, n: usize) -> PathBuf {
+        let path = self.dir.path().join(format!("issuing-root-{n}.pem"));
         if !path.exists() {
-            let out = Command::new(tool("curl"))
-                .args(["-sSf", "--cacert", self.tls_root.to_str().unwrap(), &format!("{}/roots/0", self.mgmt_url)])
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "fetching pebble's root: {}", String::from_utf8_lossy(&out.stderr));
-            std::fs::write(&path, out.stdout).unwrap();
+            std::fs::write(&path, self.mgmt_get(&format!("/roots/{n}"))).unwrap();
         }
         path
     }
@@ -223,6 +284,12 @@ impl Pebble {
     /// The account at `account_url` as the CA holds it: a POST-as-GET signed with the account's
     /// key (`key_pkcs8`, base64url PKCS#8 P-256, as instant-acme stores it), sent with curl.
     pub fn account(&self, account_url: &str, key_pkcs8: &str) -> serde_json::Value {
+        self.post_as_get(account_url, account_url, key_pkcs8)
+    }
+
+    /// The ACME object (JSON) at `url` as the CA holds it (an order, an account): a POST-as-GET
+    /// signed with the key of the account at `account_url`.
+    pub fn post_as_get(&self, url: &str, account_url: &str, key_pkcs8: &str) -> serde_json::Value {
         use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
         use base64::Engine;
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -238,17 +305,41 @@ impl Pebble {
         for _ in 0..10 {
             let head = curl(&["-I", directory["newNonce"].as_str().unwrap()]);
             let nonce = head.lines().find_map(|l| l.to_ascii_lowercase().starts_with("replay-nonce:").then(|| l[13..].trim().to_owned()));
-            let header = serde_json::json!({ "alg": "ES256", "kid": account_url, "nonce": nonce.unwrap(), "url": account_url });
+            let header = serde_json::json!({ "alg": "ES256", "kid": account_url, "nonce": nonce.unwrap(), "url": url });
             let protected = b64.encode(header.to_string());
             let signature = key.sign(&aws_lc_rs::rand::SystemRandom::new(), format!("{protected}.").as_bytes()).unwrap();
             let jws = serde_json::json!({ "protected": protected, "payload": "", "signature": b64.encode(signature.as_ref()) });
-            let body = curl(&["-H", "Content-Type: application/jose+json", "--data-binary", &jws.to_string(), account_url]);
+            let body = curl(&["-H", "Content-Type: application/jose+json", "--data-binary", &jws.to_string(), url]);
             last = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
             if last["type"] != "urn:ietf:params:acme:error:badNonce" {
                 return last;
             }
         }
-        panic!("no account from the CA: {last}")
+        panic!("no answer from the CA for {url}: {last}")
+    }
+
+    /// GET a path of the management interface (roots, intermediates, cert status).
+    pub fn mgmt_get(&self, path: &str) -> String {
+        let out = Command::new(tool("curl"))
+            .args(["-sSf", "--cacert", self.tls_root.to_str().unwrap(), &format!("{}{path}", self.mgmt_url)])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "GET {path} from pebble's management port: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Pebble 2.10: make renewalInfo answer `ari` (any JSON) for the leaf in `fullchain`.
+    pub fn set_renewal_info(&self, fullchain: &Path, ari: &serde_json::Value) {
+        let pem = std::fs::read_to_string(fullchain).unwrap();
+        let end = "-----END CERTIFICATE-----";
+        let leaf = &pem[..pem.find(end).expect("a PEM certificate") + end.len()];
+        let body = serde_json::json!({ "Certificate": leaf, "ARIResponse": ari.to_string() }).to_string();
+        let out = Command::new(tool("curl"))
+            .args(["-sSf", "--cacert", self.tls_root.to_str().unwrap(), "-X", "POST", "--data-binary", &body])
+            .arg(format!("{}/set-renewal-info/", self.mgmt_url))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "POST /set-renewal-info/: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     /// Stop the CA (to simulate an outage).
@@ -260,8 +351,10 @@ impl Pebble {
     /// Start the CA again on the same ports (after [`Pebble::stop`]); it has new roots.
     pub fn restart(&mut self) {
         self.stop();
-        self.pebble = spawn_pebble(self.dir.path(), &self.cfg_path, self.dns, self.nonce_reject);
-        let _ = std::fs::remove_file(self.dir.path().join("issuing-root.pem"));
+        self.pebble = spawn_pebble(&self.bin, self.dir.path(), &self.cfg_path, self.dns, &self.env);
+        for n in 0..8 {
+            let _ = std::fs::remove_file(self.dir.path().join(format!("issuing-root-{n}.pem")));
+        }
         self.wait_for_port(self.listen);
     }
 }
@@ -275,13 +368,13 @@ impl Drop for Pebble {
     }
 }
 
-fn spawn_pebble(dir: &Path, cfg: &Path, dns: u16, nonce_reject: u8) -> Child {
+fn spawn_pebble(bin: &Path, dir: &Path, cfg: &Path, dns: u16, env: &[(&str, String)]) -> Child {
     let log = |name: &str| std::fs::OpenOptions::new().create(true).append(true).open(dir.join(name)).unwrap();
-    Command::new(tool("pebble"))
+    Command::new(bin)
         .args(["-config", cfg.to_str().unwrap(), "-dnsserver", &format!("127.0.0.1:{dns}")])
         .env("PEBBLE_VA_NOSLEEP", "1")
         .env("PEBBLE_AUTHZREUSE", "0")
-        .env("PEBBLE_WFE_NONCEREJECT", nonce_reject.to_string())
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(log("pebble.log"))
         .stderr(log("pebble.err"))
         .spawn()
@@ -448,6 +541,27 @@ impl Setup {
     }
     pub fn edit(&self, f: impl FnOnce(&mut Table)) {
         edit_toml(&self.config, f)
+    }
+    /// The stored ACME account's (URL, base64url PKCS#8 key), as instant-acme keeps them.
+    pub fn account_credentials(&self) -> (String, String) {
+        let file = std::fs::read_dir(self.state().join("accounts")).unwrap().next().unwrap().unwrap().path();
+        let stored: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        let field = |k: &str| stored["credentials"][k].as_str().unwrap_or_else(|| panic!("no {k} in {stored}")).to_owned();
+        (field("id"), field("key_pkcs8"))
+    }
+
+    /// The certificate's record in state_dir (`meta.json`).
+    pub fn meta(&self, name: &str) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(self.state().join("certs").join(name).join("meta.json")).unwrap()).unwrap()
+    }
+
+    /// `status --json`'s entry for the certificate `name`.
+    pub fn status_of(&self, name: &str) -> serde_json::Value {
+        let st = self.run(&["status", "--json"]);
+        assert_eq!(st.code, 0, "{st:?}");
+        let all: serde_json::Value = serde_json::from_str(&st.stdout).unwrap_or_else(|e| panic!("{e}: {st:?}"));
+        let cert = all.as_array().and_then(|a| a.iter().find(|c| c["name"] == name)).cloned();
+        cert.unwrap_or_else(|| panic!("no {name} in {all}"))
     }
     /// Change the `[[certificate]]` named `name`.
     pub fn edit_cert(&self, name: &str, f: impl FnOnce(&mut Table)) {
