@@ -41,6 +41,10 @@ pub struct CertStatus {
     pub schedule: Schedule,
     /// When `regcert run` checks next (if it runs).
     pub next_check_at: Option<u64>,
+    /// Installed, but its reload waits for `[certificate.reload] window`: until when, and
+    /// the certificate the registry serves meanwhile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reload_pending: Option<crate::renew::pending::PendingReload>,
     /// For a certificate from a private CA: when the CA itself expires, and when that is alerted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_expiry: Option<CaExpiry>,
@@ -74,6 +78,7 @@ fn one(
     let installed = read_installed(&cert.install);
     let decision = crate::renew::decision(state, issuers, cert, &installed, now, false);
     let leaf = installed.ok().flatten().map(|i| i.leaf);
+    let reload_pending = crate::renew::pending::load(state, &cert.name).filter(|p| leaf.as_ref().is_some_and(|l| l.sha256 == p.sha256));
     let (next_due, due_reason) = match decision {
         Decision::NotDue { due_at, .. } => (Some(due_at), None),
         Decision::Due(reason) => (Some(unix(now)), Some(reason.to_string())),
@@ -98,6 +103,7 @@ fn one(
         key: cert.install.key_path(),
         schedule: Schedule::load(state, &cert.name),
         next_check_at: daemon.and_then(|d| d.next_check_at),
+        reload_pending,
         ca_expiry: None,
     }
 }
@@ -121,6 +127,13 @@ pub fn render(statuses: &[CertStatus]) -> String {
                 out.push_str(&format!("  not after:  {} ({} days left)\n", fmt_time(not_after), s.days_left.unwrap_or(0)));
             }
             _ => out.push_str("  installed:  nothing yet\n"),
+        }
+        if let Some(p) = &s.reload_pending {
+            out.push_str(&format!(
+                "  reload:     installed, reload pending until {} (window {}); the registry serves the previous certificate until then\n",
+                fmt_time(p.until),
+                p.window
+            ));
         }
         match (&s.due_reason, s.next_due) {
             (Some(reason), _) => out.push_str(&format!("  next due:   now ({reason})\n")),

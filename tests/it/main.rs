@@ -10,6 +10,7 @@ mod config;
 mod crash;
 mod daemon;
 mod dns01;
+mod drain;
 mod hardening;
 mod harness;
 mod hooks;
