@@ -20,6 +20,7 @@ mod local_ca;
 mod logs;
 mod registry;
 mod reload_preflight;
+mod reload_window;
 mod renew;
 mod shortlived;
 mod systemd;
