@@ -131,3 +131,33 @@ fn the_daemon_reloads_when_the_window_opens() {
     d.signal("TERM");
     assert_eq!(d.wait(Duration::from_secs(30)), 0);
 }
+
+/// The delayed verification fails: the pair the registry served all along comes back, also
+/// when a second renewal was installed while the first one waited (a pair never served is
+/// never kept as the known-good one).
+#[test]
+fn a_failed_verification_in_the_window_restores_the_pair_that_was_served() {
+    let pebble = Pebble::start();
+    let (s, name) = issued(&pebble);
+    let reg = Registry::start(&s.install_dir("registry"), RegistryOpts::default());
+    // A "restart" that does nothing: the registry keeps serving the first certificate.
+    let mut verify = verify_registry(&pebble, &name, &reg);
+    set(&mut verify, "timeout", "2s");
+    reload_and_verify(&s, toml! { command = ["true"] disruptive = true window = (window(120, 180)) }, Some(verify));
+    let served = (std::fs::read(s.fullchain("registry")).unwrap(), std::fs::read(s.key("registry")).unwrap());
+
+    for _ in 0..2 {
+        let run = s.run(&["renew", "--force"]);
+        assert_eq!(run.code, 0, "{run:?}");
+        assert!(run.stdout.contains("reload pending until"), "{run:?}");
+    }
+    assert_ne!(std::fs::read(s.fullchain("registry")).unwrap(), served.0);
+
+    s.edit_cert("registry", |c| set(c, "reload.window", window(-1, 10)));
+    let run = s.run(&["renew"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("ROLLED BACK") && run.stdout.contains("is installed and served again"), "{run:?}");
+    assert_eq!(std::fs::read(s.fullchain("registry")).unwrap(), served.0, "the certificate served all along is back");
+    assert_eq!(std::fs::read(s.key("registry")).unwrap(), served.1);
+    assert!(!pending_record(&s).exists());
+}
