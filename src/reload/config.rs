@@ -457,9 +457,10 @@ fn validate_disruption(at: &str, reload: &ReloadConfig, problems: &mut Vec<Strin
         .collect();
     if !set.is_empty() && !reload.actions.is_empty() && !reload.disrupts() {
         problems.push(format!(
-            "{at}: reload.{} only applies to actions that restart the registry (docker action = \"restart\", systemd action = \"restart\", \
+            "{at}: reload.{} only {} to actions that restart the registry (docker action = \"restart\", systemd action = \"restart\", \
              or commands with disruptive = true), and this reload has none; remove it, or set disruptive = true if the command restarts the registry",
-            set.join(" and reload.")
+            set.join(" and reload."),
+            if set.len() > 1 { "apply" } else { "applies" }
         ));
     }
     if reload.drain == Some(Duration::ZERO) {
@@ -599,5 +600,43 @@ mod tests {
             ]
         );
         assert!(problems("[reload]\nsystemd = { unit = \"\" }\ncommand = []\n").len() == 2);
+    }
+
+    #[test]
+    fn drain_window_port_and_disruptive_round_trip_and_are_checked() {
+        let r = parse("[reload]\ndocker = { container = \"r\" }\ndrain = \"10m\"\nwindow = \"23:00-01:30\"\n").unwrap();
+        assert_eq!(r.drain, Some(Duration::from_secs(600)));
+        assert_eq!(r.window.unwrap().to_string(), "23:00-01:30");
+        assert!(r.disrupts());
+        let text = toml::to_string(&Wrap { reload: r.clone() }).unwrap();
+        let back = parse(&text).unwrap();
+        assert_eq!((back.drain, back.window, back.port, back.disruptive), (r.drain, r.window, r.port, r.disruptive), "{text}");
+        assert!(problems("[reload]\ndocker = { container = \"r\" }\ndrain = \"10m\"\n").is_empty());
+
+        // Only restarts disrupt: a signal, an exec, a systemd reload or a plain command do not.
+        for text in [
+            "docker = { container = \"r\", action = \"exec\", exec = [\"x\"] }",
+            "systemd = { unit = \"nginx.service\" }",
+            "command = [\"/usr/sbin/nginx\", \"-s\", \"reload\"]",
+        ] {
+            let p = problems(&format!("[reload]\n{text}\ndrain = \"1m\"\nwindow = \"02:00-05:00\"\n"));
+            assert_eq!(p.len(), 1, "{text}: {p:?}");
+            assert!(p[0].starts_with("c: reload.drain and reload.window only apply to actions that restart the registry"), "{p:?}");
+        }
+        // On the host, draining needs the port to watch.
+        let p = problems("[reload]\nsystemd = { unit = \"registry.service\", action = \"restart\" }\ndrain = \"1m\"\n");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("needs `port`"), "{p:?}");
+        assert!(
+            problems("[reload]\ncommand = [\"/usr/local/bin/restart-registry\"]\ndisruptive = true\ndrain = \"1m\"\nport = 443\n")
+                .is_empty()
+        );
+        let p = problems("[reload]\ndocker = { container = \"r\" }\ndrain = \"0s\"\nport = 0\n");
+        assert_eq!(p.len(), 2, "{p:?}");
+
+        for (text, want) in [("window = \"2-5\"", "\"HH:MM-HH:MM\""), ("drain = \"soon\"", "soon"), ("port = 70000", "")] {
+            let err = parse(&format!("[reload]\ndocker = {{ container = \"r\" }}\n{text}\n")).unwrap_err();
+            assert!(err.contains(want), "{text}: {err}");
+        }
     }
 }

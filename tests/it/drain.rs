@@ -83,3 +83,52 @@ fn without_drain_the_restart_cuts_a_push_in_flight() {
         "the restart should have cut the push (failed, or retried by the docker client): {pushed}"
     );
 }
+
+/// A disruptive command on the host drains the configured `port`: it waits for a client
+/// connection to end, and when one never does, restarts at the limit anyway (and says so).
+#[test]
+fn a_disruptive_command_waits_for_the_connections_on_the_host_port() {
+    let s = ca_setup(toml::Table::new(), toml! { domains = ["registry.corp.lan"] });
+    assert_eq!(s.run(&["ca", "init", "internal"]).code, 0);
+    assert_eq!(s.run(&["renew"]).code, 0);
+    let port = free_port();
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let restarted = s.root.path().join("restarted");
+    let reload = toml! {
+        command = ["/bin/sh", "-c", (format!("date +%s%N > {}", restarted.display()))]
+        disruptive = true
+        drain = "30s"
+        port = (i64::from(port))
+    };
+    s.edit_cert("registry", |c| {
+        set(c, "reload", reload);
+        set(c, "verify.enabled", false);
+    });
+
+    // A client that stays 3 s: the restart comes after it left.
+    let client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (_accepted, _) = listener.accept().unwrap();
+    let leaves = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(3));
+        drop(client);
+        std::time::SystemTime::now()
+    });
+    let run = s.run(&["renew", "--force"]);
+    let left = leaves.join().unwrap();
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("drain: every client connection has ended; restarting"), "{run:?}");
+    let at: u128 = std::fs::read_to_string(&restarted).unwrap().trim().parse().unwrap();
+    let left = left.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    assert!(at >= left, "the command ran after the client left ({at} < {left})");
+
+    // A client that never leaves: restarted at the limit, with a warning.
+    s.edit_cert("registry", |c| set(c, "reload.drain", "1s"));
+    let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let _accepted = listener.accept().unwrap();
+    let run = s.run(&["renew", "--force"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr.contains("WARN") && run.stderr.contains("drain: limit reached with client connections still open; restarting anyway"),
+        "{run:?}"
+    );
+}
