@@ -15,7 +15,12 @@ use std::time::{Duration, Instant};
 pub struct Drain {
     pub limit: Duration,
     pub port: Option<u16>,
+    /// How long no client may be connected before the restart goes ahead (see [`wait`]).
+    pub quiet: Duration,
 }
+
+/// [`Drain::quiet`]: far longer than the pause between two requests of one transfer.
+pub const QUIET: Duration = Duration::from_secs(1);
 
 /// Whose network namespace to look into.
 #[derive(Debug, Clone, Copy)]
@@ -26,7 +31,7 @@ pub enum Netns {
     Of(i64),
 }
 
-const POLL: Duration = Duration::from_millis(200);
+const POLL: Duration = Duration::from_millis(100);
 const LISTEN: &str = "0A";
 const ESTABLISHED: &str = "01";
 
@@ -70,43 +75,55 @@ pub fn count_clients(tables: &[String], port: Option<u16>) -> usize {
     sockets.iter().filter(|(p, st)| *st == ESTABLISHED && listening.contains(p)).count()
 }
 
-/// Wait until `count` says no client is connected, or `drain.limit` has passed. Returns how
-/// long it waited. A count that cannot be made is logged, and the restart goes ahead.
+/// Wait until `count` has said "no client connected" for [`Drain::quiet`] on end, or until
+/// `drain.limit` has passed. Returns how long it waited. A count that cannot be made is logged,
+/// and the restart goes ahead.
+///
+/// One zero is not enough: a push or a pull is a series of HTTP requests, and clients that
+/// close the connection after each one (the docker client does) leave a moment between two
+/// requests of the same transfer without a connection.
 pub async fn wait(cert: &str, target: &str, drain: &Drain, count: impl Fn() -> Result<usize, String>) -> Duration {
     let started = Instant::now();
-    let mut open = match count() {
-        Ok(0) => {
-            tracing::info!(cert = %cert, target = %target, "drain: no client connection open; restarting now");
-            return Duration::ZERO;
-        }
-        Ok(n) => n,
-        Err(error) => {
-            tracing::warn!(cert = %cert, target = %target, %error, "drain: cannot count client connections; restarting without waiting");
-            return Duration::ZERO;
-        }
-    };
-    tracing::info!(cert = %cert, target = %target, connections = open, limit = %humantime::format_duration(drain.limit), "drain: waiting for client connections to end before the restart");
-    while started.elapsed() < drain.limit {
-        tokio::time::sleep(POLL.min(drain.limit.saturating_sub(started.elapsed()))).await;
+    let mut quiet_since: Option<Instant> = None;
+    let mut open = 0;
+    let mut seen = false;
+    loop {
         match count() {
             Ok(0) => {
-                let waited = started.elapsed();
-                tracing::info!(cert = %cert, target = %target, waited_ms = waited.as_millis() as u64, "drain: every client connection has ended; restarting");
-                return waited;
+                let since = *quiet_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= drain.quiet {
+                    let waited = started.elapsed();
+                    let ms = waited.as_millis() as u64;
+                    if seen {
+                        tracing::info!(cert = %cert, target = %target, waited_ms = ms, "drain: every client connection has ended; restarting");
+                    } else {
+                        tracing::info!(cert = %cert, target = %target, waited_ms = ms, "drain: no client connection open; restarting");
+                    }
+                    return waited;
+                }
             }
-            Ok(n) => open = n,
+            Ok(n) => {
+                if !seen {
+                    let limit = humantime::format_duration(drain.limit);
+                    tracing::info!(cert = %cert, target = %target, connections = n, %limit, "drain: waiting for client connections to end before the restart");
+                }
+                (open, seen, quiet_since) = (n, true, None);
+            }
             Err(error) => {
-                tracing::warn!(cert = %cert, target = %target, %error, "drain: cannot count client connections any more; restarting");
+                tracing::warn!(cert = %cert, target = %target, %error, "drain: cannot count client connections; restarting without waiting");
                 return started.elapsed();
             }
         }
+        if started.elapsed() >= drain.limit {
+            let waited = started.elapsed();
+            tracing::warn!(
+                cert = %cert, target = %target, connections = open, waited_ms = waited.as_millis() as u64,
+                "drain: limit reached with client connections still open; restarting anyway (raise [certificate.reload] drain to wait longer)"
+            );
+            return waited;
+        }
+        tokio::time::sleep(POLL).await;
     }
-    let waited = started.elapsed();
-    tracing::warn!(
-        cert = %cert, target = %target, connections = open, waited_ms = waited.as_millis() as u64,
-        "drain: limit reached with client connections still open; restarting anyway (raise [certificate.reload] drain to wait longer)"
-    );
-    waited
 }
 
 #[cfg(test)]
@@ -149,16 +166,19 @@ mod tests {
     #[test]
     fn waiting_ends_when_the_connections_do_or_at_the_limit() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let drain = Drain { limit: Duration::from_millis(600), port: None };
-        assert_eq!(rt.block_on(wait("c", "t", &drain, || Ok(0))), Duration::ZERO);
+        let drain = Drain { limit: Duration::from_millis(1500), port: None, quiet: Duration::from_millis(300) };
+        let waited = rt.block_on(wait("c", "t", &drain, || Ok(0)));
+        assert!(waited >= drain.quiet && waited < drain.limit, "nobody connected: only the quiet time: {waited:?}");
+        // Connected, a gap between two requests shorter than the quiet time, connected, gone.
         let calls = std::cell::Cell::new(0);
+        let script = [2, 2, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0];
         let waited = rt.block_on(wait("c", "t", &drain, || {
             calls.set(calls.get() + 1);
-            Ok(if calls.get() < 3 { 2 } else { 0 })
+            Ok(script.get(calls.get() - 1).copied().unwrap_or(0))
         }));
-        assert!(waited >= POLL * 2 && waited < drain.limit, "{waited:?}");
+        assert!(waited >= POLL * 5 + drain.quiet && waited < drain.limit, "{waited:?}");
         let waited = rt.block_on(wait("c", "t", &drain, || Ok(1)));
         assert!(waited >= drain.limit, "{waited:?}");
-        assert_eq!(rt.block_on(wait("c", "t", &drain, || Err("no /proc".into()))), Duration::ZERO);
+        assert!(rt.block_on(wait("c", "t", &drain, || Err("no /proc".into()))) < POLL, "no waiting when nothing can be counted");
     }
 }

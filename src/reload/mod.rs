@@ -61,7 +61,7 @@ impl Plan {
 pub async fn prepare(cert: &CertificateConfig) -> Result<Plan, String> {
     let mut plan = Plan { steps: Vec::new(), in_place: Vec::new(), drain: None };
     let Some(reload) = &cert.reload else { return Ok(plan) };
-    plan.drain = reload.drain.map(|limit| Drain { limit, port: reload.port });
+    plan.drain = reload.drain.map(|limit| Drain { limit, port: reload.port, quiet: drain::QUIET });
     let installed = [cert.install.fullchain_path(), cert.install.key_path()];
     let mut client = None;
     for action in &reload.actions {
