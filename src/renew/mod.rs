@@ -96,15 +96,17 @@ pub fn tidy<'c>(state: &StateDir, certs: impl IntoIterator<Item = &'c Certificat
 
 /// The reports of a plan in which nothing is due — made without a runtime; `None` when
 /// something is due and the plan needs [`Renewer::run_once`].
-pub fn without_work(plan: &Plan<'_>) -> Option<Vec<CertReport>> {
-    plan.iter().map(|(cert, decision)| settled(cert, decision.clone()).ok()).collect()
+pub fn without_work(state: &StateDir, plan: &Plan<'_>) -> Option<Vec<CertReport>> {
+    plan.iter().map(|(cert, decision)| settled(state, cert, decision.clone()).ok()).collect()
 }
 
 /// The report of a certificate that needs no work, or why it needs some.
-fn settled(cert: &CertificateConfig, decision: Decision) -> Result<CertReport, Reason> {
+fn settled(state: &StateDir, cert: &CertificateConfig, decision: Decision) -> Result<CertReport, Reason> {
     match decision {
         Decision::NotDue { due_at, not_after } => {
-            Ok(CertReport { name: cert.name.clone(), outcome: Outcome::NotDue { not_after, due_at } })
+            // A reload held for the window that is not due yet (a ripe one makes the decision Due).
+            let reload_pending = pending::load(state, &cert.name).map(|p| p.until);
+            Ok(CertReport { name: cert.name.clone(), outcome: Outcome::NotDue { not_after, due_at, reload_pending } })
         }
         Decision::Due(reason) => Err(reason),
     }
@@ -146,7 +148,7 @@ impl<'a> Renewer<'a> {
     }
 
     async fn work(&self, cert: &CertificateConfig, decision: Decision) -> CertReport {
-        let reason = match settled(cert, decision) {
+        let reason = match settled(self.state, cert, decision) {
             Ok(report) => return report,
             Err(reason) => reason,
         };
@@ -208,9 +210,15 @@ impl<'a> Renewer<'a> {
                 .map_err(|e| format!("the issued pair is not installed: {e}"))?;
         // What the registry serves until it reloads: the pair waiting since an earlier install
         // was never served, so the one before it still is.
-        let served = match pending::load(self.state, &cert.name) {
+        let installed = install::read_installed(&cert.install).ok().flatten();
+        let waiting = pending::load(self.state, &cert.name).filter(|p| installed.as_ref().is_some_and(|i| i.leaf.sha256 == p.sha256));
+        let served = match waiting {
             Some(p) => p.served,
-            None => install::read_installed(&cert.install).ok().flatten().map(|i| (i.leaf.not_before, i.leaf.not_after)),
+            None => {
+                // A record for a pair that is no longer installed (replaced by hand) is stale.
+                pending::clear(self.state, &cert.name);
+                installed.map(|i| (i.leaf.not_before, i.leaf.not_after))
+            }
         };
         let unkept = install::install(self.state, cert, &new, &reload.in_place)?;
         if let Some(outcome) = self.hold(cert, reason, &issued, served) {

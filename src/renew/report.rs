@@ -46,6 +46,8 @@ pub enum Outcome {
     NotDue {
         not_after: u64,
         due_at: u64,
+        /// Installed earlier; its restart waits for the reload window until then.
+        reload_pending: Option<u64>,
     },
     Renewed {
         reason: Reason,
@@ -103,8 +105,12 @@ impl fmt::Display for CertReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = &self.name;
         match &self.outcome {
-            Outcome::NotDue { not_after, due_at } => {
-                write!(f, "{name}: not due; expires {}, renewal due {}", fmt_time(*not_after), fmt_time(*due_at))
+            Outcome::NotDue { not_after, due_at, reload_pending } => {
+                write!(f, "{name}: not due; expires {}, renewal due {}", fmt_time(*not_after), fmt_time(*due_at))?;
+                match reload_pending {
+                    Some(until) => write!(f, "; installed, reload pending until {} (the reload window)", fmt_time(*until)),
+                    None => Ok(()),
+                }
             }
             Outcome::Renewed { reason, not_after, serial, fullchain, from_store, reloaded, verified } => {
                 let what = match reason {

@@ -65,6 +65,7 @@ fn outside_the_window_the_pair_is_installed_and_the_restart_waits_for_the_window
     // Still outside: nothing happens.
     let run = s.run(&["renew"]);
     assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("not due;") && run.stdout.contains("installed, reload pending until"), "{run:?}");
     assert_eq!(reg.started_at(), started);
     assert!(pending_record(&s).exists());
 
