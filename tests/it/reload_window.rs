@@ -107,7 +107,8 @@ fn a_served_certificate_that_would_expire_before_the_window_is_replaced_now() {
     assert!(!pending_record(&s).exists());
 }
 
-/// `regcert run` restarts when the window opens, whatever its check schedule (here: yearly).
+/// `regcert run` restarts when the window opens, whatever its check schedule (here: yearly);
+/// the pending reload shows in a notification and in the metrics until then.
 #[test]
 fn the_daemon_reloads_when_the_window_opens() {
     let pebble = Pebble::start();
@@ -115,20 +116,40 @@ fn the_daemon_reloads_when_the_window_opens() {
     let second = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() % 60;
     let opens = if second < 45 { 1 } else { 2 };
     let (s, reg) = registry_with_window(&pebble, &window(opens, opens + 10));
-    s.edit(|c| set(c, "daemon.check", "0 0 0 1 1 *"));
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let events = s.root.path().join("events.jsonl");
+    let script = s.root.path().join("notify.sh");
+    std::fs::write(&script, format!("#!/bin/sh\ncat >> {0}\necho >> {0}\n", events.display())).unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    s.edit(|c| {
+        set(c, "daemon.check", "0 0 0 1 1 *");
+        set(c, "metrics.listen", metrics.as_str());
+        c.insert("notify".into(), toml::Value::Array(vec![toml::Value::Table(toml! { command = [(script.display().to_string())] })]));
+    });
     let run = s.run(&["renew", "--force"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains("reload pending until"), "{run:?}");
     let started = reg.started_at();
+    let status: serde_json::Value = serde_json::from_str(&s.run(&["status", "--json"]).stdout).unwrap();
+    let until = status[0]["reload_pending"]["until"].as_u64().expect("status --json shows the pending reload");
+    let event: serde_json::Value = serde_json::from_str(std::fs::read_to_string(&events).unwrap().lines().next().unwrap()).unwrap();
+    assert_eq!(event["event"], "reload_pending");
+    assert!(event["reload_pending_until"].as_str().is_some_and(|t| t.ends_with('Z')), "{event}");
 
     let mut d = Daemon::start(&s.config);
     d.wait_for_log("1 certificates: 0 renewed", 1, Duration::from_secs(30));
     assert_eq!(reg.started_at(), started, "not before the window");
+    let gauge = |v: u64| format!("regcert_reload_pending_timestamp_seconds{{name=\"registry\"}} {v}");
+    let (_, text) = http_get(&metrics, "/metrics");
+    assert!(text.contains(&gauge(until)), "{text}");
     d.wait_for_log("1 certificates: 1 renewed, 0 failed", 1, Duration::from_secs(60 * opens as u64 + 60));
     assert!(d.log_text().contains("a reload window opens"), "{}", d.log_text());
     assert_ne!(reg.started_at(), started, "restarted when the window opened");
     assert!(serves_installed(&s));
     assert!(!pending_record(&s).exists());
+    let (_, text) = http_get(&metrics, "/metrics");
+    assert!(text.contains(&gauge(0)), "{text}");
+    assert!(std::fs::read_to_string(&events).unwrap().contains("\"event\":\"renewed\""));
     d.signal("TERM");
     assert_eq!(d.wait(Duration::from_secs(30)), 0);
 }
