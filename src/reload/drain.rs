@@ -48,7 +48,12 @@ pub fn count(ns: Netns, port: Option<u16>) -> Result<usize, String> {
             Ok(text) => tables.push(text),
             // A kernel without IPv6 has no tcp6.
             Err(e) if file == "tcp6" && e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("cannot read {path}: {e} (regcert needs the host's /proc and root to count connections)")),
+            Err(e) => {
+                return Err(format!(
+                    "cannot read {path}: {e} (regcert needs the host's /proc with other users' processes visible: under the shipped \
+                     systemd unit, install systemd/regcert.service.d/drain.conf)"
+                ));
+            }
         }
     }
     Ok(count_clients(&tables, port))
