@@ -5,7 +5,7 @@ set -euo pipefail
 
 need=()
 for pkg_bin in pebble:/usr/bin/pebble openssl:/usr/bin/openssl curl:/usr/bin/curl \
-               python3:/usr/bin/python3 util-linux:/usr/bin/setpriv \
+               python3:/usr/bin/python3 util-linux:/usr/bin/setpriv iproute2:/usr/sbin/tc \
                docker.io:/usr/sbin/dockerd docker-registry:/usr/bin/docker-registry \
                nginx:/usr/sbin/nginx apache2-utils:/usr/bin/htpasswd \
                systemd:/usr/bin/systemd-analyze bind9:/usr/sbin/named bind9-dnsutils:/usr/bin/nsupdate \

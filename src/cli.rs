@@ -576,7 +576,7 @@ fn renew(config: &Config, names: &[String], opts: RenewOptions) -> CmdResult {
         })
     } else {
         windows::apply(&state, &mut plan, kept, now_s);
-        match renew::without_work(&plan) {
+        match renew::without_work(&state, &plan) {
             Some(reports) => reports,
             None => runtime()?.block_on(work(plan)),
         }

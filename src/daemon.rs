@@ -71,6 +71,8 @@ struct Daemon {
     status: Mutex<DaemonStatus>,
     /// Every certificate's schedule, read from state_dir once and written through on change.
     schedules: tokio::sync::Mutex<HashMap<String, Schedule>>,
+    /// Told after each check (which may have held a reload for its window).
+    checked: tokio::sync::Notify,
 }
 
 impl Daemon {
@@ -108,6 +110,7 @@ async fn serve(config_path: PathBuf, config: Config) -> Result<(), String> {
         state,
         status: Mutex::new(status),
         schedules: tokio::sync::Mutex::new(HashMap::new()),
+        checked: tokio::sync::Notify::new(),
     });
     spawn_watchdog();
     let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status("started; first check running")]);
@@ -115,8 +118,19 @@ async fn serve(config_path: PathBuf, config: Config) -> Result<(), String> {
 
     let _ = tick.try_send(()); // the check at start-up
     let mut check: Option<tokio::task::JoinHandle<()>> = None;
+    // A reload held for its window is done by a check when the window opens, whatever the
+    // check schedule says.
+    let mut reload_wake: Option<tokio::time::Instant> = None;
     let why = loop {
         tokio::select! {
+            () = sleep_until_some(reload_wake) => {
+                reload_wake = None;
+                tracing::info!("a reload window opens; checking");
+                let _ = tick.try_send(());
+            }
+            () = daemon.checked.notified() => {
+                reload_wake = next_reload_window(&daemon.config(), &daemon.state);
+            }
             () = tokio::time::sleep_until(wake) => {
                 let _ = tick.try_send(());
                 // Re-adding the job makes the scheduler compute the tick after this one.
@@ -161,6 +175,26 @@ async fn serve(config_path: PathBuf, config: Config) -> Result<(), String> {
     }
     let _ = scheduler.shutdown().await;
     Ok(())
+}
+
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// When the first of the pending reloads' windows opens (a second in, so that it is open).
+fn next_reload_window(config: &Config, state: &StateDir) -> Option<tokio::time::Instant> {
+    let now = unix(SystemTime::now());
+    let first = config
+        .certificates
+        .iter()
+        .filter_map(|c| crate::renew::pending::load(state, &c.name))
+        .map(|p| p.until)
+        .filter(|u| *u > now)
+        .min()?;
+    Some(tokio::time::Instant::now() + Duration::from_secs(first - now + 1))
 }
 
 async fn add_check_job(scheduler: &JobScheduler, cron: &str) -> Result<uuid::Uuid, String> {
@@ -275,6 +309,7 @@ async fn run_check(daemon: Arc<Daemon>) {
     let mut schedules = daemon.schedules.lock().await;
     let summary = check(&config, &daemon.state, &mut schedules).await;
     drop(schedules);
+    daemon.checked.notify_one();
     let snapshot = {
         let mut st = daemon.status.lock().unwrap_or_else(|p| p.into_inner());
         st.last_check_at = Some(unix(SystemTime::now()));
@@ -373,6 +408,8 @@ pub async fn check(config: &Config, state: &StateDir, known: &mut HashMap<String
         let leaf = entry.installed.as_ref().map(|i| &i.leaf);
         let meta = leaf.and_then(|l| state.meta_for(&entry.cert.name, &l.sha256));
         update_gauges(entry.cert, leaf, meta.as_ref(), &entry.schedule, config.daemon.alert_before, now);
+        let pending = crate::renew::pending::load(state, &entry.cert.name).map_or(0, |p| p.until as i64);
+        metrics::global().reload_pending.get_or_create(&Metrics::name(&entry.cert.name)).set(pending);
         if alert_expiring(config, entry.cert, leaf, &mut entry.schedule, now).await {
             entry.dirty = true;
         }
@@ -403,6 +440,10 @@ fn record(config: &Config, entry: &mut Entry<'_>, report: &CertReport, now: Syst
     entry.dirty = true;
     let m = metrics::global();
     match &report.outcome {
+        Outcome::ReloadPending { .. } => {
+            schedule.record_success(now, report.to_string());
+            m.count_renewal(&cert.name, "reload_pending");
+        }
         Outcome::Renewed { verified, .. } => {
             schedule.record_success(now, report.to_string());
             m.count_renewal(&cert.name, "success");

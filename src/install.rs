@@ -110,7 +110,9 @@ fn file_specs(install: &InstallConfig) -> (FileSpec, FileSpec) {
 /// of replaced. The journal stays until [`finish`] is called after the delivery.
 pub fn install(state: &StateDir, cert: &CertificateConfig, new: &MatchedPair, in_place: &[PathBuf]) -> Result<Option<String>, String> {
     remove_stale_temps(&cert.install.dir);
-    let unkept = keep_installed(state, cert, new)?;
+    // A pair still waiting for its reload (held for the window) was never served: the pair the
+    // registry serves stays the known-good one.
+    let unkept = if state.pending_reload_path(&cert.name).exists() { None } else { keep_installed(state, cert, new)? };
     begin(state, cert, new)?;
     if let Err(e) = write_pair(cert, new, in_place) {
         if e.as_before {

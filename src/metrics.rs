@@ -56,6 +56,8 @@ pub struct Metrics {
     pub ca_expiry: Family<NameLabel, Gauge>,
     pub renewals: Family<RenewalLabels, Counter>,
     pub verify_success: Family<NameLabel, Gauge>,
+    /// When a reload held for the window happens (Unix time); 0 when none is pending.
+    pub reload_pending: Family<NameLabel, Gauge>,
     pub acme_requests: Family<AcmeLabels, Counter>,
     pub acme_duration: Family<AcmeLabels, Histogram>,
     info: Family<InfoLabels, Gauge>,
@@ -83,6 +85,7 @@ impl Metrics {
         let ca_expiry = Family::<NameLabel, Gauge>::default();
         let renewals = Family::<RenewalLabels, Counter>::default();
         let verify_success = Family::<NameLabel, Gauge>::default();
+        let reload_pending = Family::<NameLabel, Gauge>::default();
         let acme_requests = Family::<AcmeLabels, Counter>::default();
         let acme_duration = Family::<AcmeLabels, Histogram>::new_with_constructor(|| {
             Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
@@ -134,6 +137,11 @@ impl Metrics {
         );
         registry.register("renewals", "Renewal attempts by result", renewals.clone());
         registry.register("verify_success", "1 when the last HTTPS verification passed", verify_success.clone());
+        registry.register(
+            "reload_pending_timestamp_seconds",
+            "Installed, reload pending until this time (the reload window opens; Unix time); 0 when no reload is pending",
+            reload_pending.clone(),
+        );
         registry.register("acme_requests", "Requests sent to the ACME server", acme_requests.clone());
         registry.register("acme_request_duration_seconds", "Duration of requests to the ACME server", acme_duration.clone());
         Metrics {
@@ -145,6 +153,7 @@ impl Metrics {
             ca_expiry,
             renewals,
             verify_success,
+            reload_pending,
             acme_requests,
             acme_duration,
             info,

@@ -3,11 +3,13 @@
 //!
 //! The body (also given to commands on stdin):
 //! ```json
-//! {"event": "renewed" | "failed" | "rolled_back" | "expiring",
+//! {"event": "renewed" | "reload_pending" | "failed" | "rolled_back" | "expiring",
 //!  "certificate": "registry", "domains": ["registry.example.com"], "host": "regbox",
 //!  "time": "2026-11-23T18:00:00Z", "serial": "…", "not_after": "2027-02-21T18:00:00Z",
 //!  "days_left": 89, "error": null}
 //! ```
+//! `reload_pending` (installed, the restart held for `[certificate.reload] window`) also has
+//! `"reload_pending_until": "…"`; `renewed` follows when the reload is done.
 //! A failing notification is logged and never fails a renewal.
 
 use std::path::PathBuf;
@@ -24,6 +26,8 @@ use crate::renew::{CertReport, Outcome};
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     Renewed,
+    /// Installed; the registry restarts in the reload window.
+    ReloadPending,
     Failed,
     RolledBack,
     Expiring,
@@ -44,7 +48,7 @@ pub struct NotifyConfig {
 }
 
 fn all_events() -> Vec<EventKind> {
-    vec![EventKind::Renewed, EventKind::Failed, EventKind::RolledBack, EventKind::Expiring]
+    vec![EventKind::Renewed, EventKind::ReloadPending, EventKind::Failed, EventKind::RolledBack, EventKind::Expiring]
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -62,6 +66,9 @@ pub struct Event {
     /// `domains` every name of the certificates it issues, and `error` what to do).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca: Option<String>,
+    /// On `reload_pending`: when the reload window opens and the registry restarts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reload_pending_until: Option<String>,
 }
 
 pub fn rfc3339(secs: u64) -> String {
@@ -122,6 +129,10 @@ pub async fn send_reports(config: &Config, reports: &[CertReport]) {
 fn event_for(cert: &CertificateConfig, report: &CertReport) -> Option<Event> {
     Some(match &report.outcome {
         Outcome::Renewed { serial, not_after, .. } => Event::new(cert, EventKind::Renewed, Some(serial), Some(*not_after), None),
+        Outcome::ReloadPending { serial, not_after, until, .. } => Event {
+            reload_pending_until: Some(rfc3339(*until)),
+            ..Event::new(cert, EventKind::ReloadPending, Some(serial), Some(*not_after), None)
+        },
         Outcome::Failed { error, .. } => Event::new(cert, EventKind::Failed, None, None, Some(error.to_string())),
         Outcome::RolledBack { error, restored, .. } => {
             Event::new(cert, EventKind::RolledBack, None, None, Some(format!("{error}; {restored}")))
@@ -148,6 +159,7 @@ impl Event {
             days_left: not_after.map(|t| (t as i64 - now as i64).div_euclid(86_400)),
             error,
             ca: None,
+            reload_pending_until: None,
         }
     }
 
@@ -166,6 +178,7 @@ impl Event {
             days_left: Some((ca.not_after as i64 - now as i64).div_euclid(86_400)),
             error: Some(message),
             ca: Some(ca.ca.clone()),
+            reload_pending_until: None,
         }
     }
 }

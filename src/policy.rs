@@ -42,6 +42,12 @@ pub enum Reason {
     /// A run died during an install or before its reload and verification were over (its
     /// journal is still there): installed and delivered again.
     Interrupted,
+    /// The installed certificate waits for its reload (held for `[certificate.reload] window`),
+    /// and the time has come: the window is open, or what the registry serves would not last.
+    ReloadPending {
+        installed_at: u64,
+        why: String,
+    },
 }
 
 impl fmt::Display for Reason {
@@ -61,6 +67,9 @@ impl fmt::Display for Reason {
                 None => write!(f, "installed certificate has the CA's default profile, {to} is configured"),
             },
             Reason::Interrupted => write!(f, "an earlier install was interrupted before it was reloaded and verified"),
+            Reason::ReloadPending { installed_at, why } => {
+                write!(f, "the reload held since {} is due: {why}", crate::certinfo::fmt_time(*installed_at))
+            }
             Reason::RenewalWindow { start, end } => {
                 write!(f, "inside the CA's renewal window {} – {}", crate::certinfo::fmt_time(*start), crate::certinfo::fmt_time(*end))
             }

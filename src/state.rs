@@ -11,6 +11,7 @@
 //!   certs/<name>/cert.pem chain.pem fullchain.pem privkey.pem meta.json   last issued
 //!   certs/<name>/previous/fullchain.pem privkey.pem                      the last known-good pair
 //!   certs/<name>/installing.json        journal of an install in progress (left by a killed run)
+//!   certs/<name>/reload-pending.json    installed, its restart held for the reload window
 //!   certs/<name>/schedule.json          what the daemon remembers: backoff, last result, ARI
 //!   ca/<name>/root.crt root.key         a private CA (see obtain::local_ca)
 //!   ca/<name>/intermediate.crt intermediate.key offline/root.key   … a two-level one
@@ -161,6 +162,11 @@ impl StateDir {
     /// The journal of an install in progress (see `install`).
     pub fn install_journal_path(&self, name: &str) -> PathBuf {
         self.cert_dir(name).join("installing.json")
+    }
+
+    /// An installed pair whose (disruptive) reload waits for `[certificate.reload] window`.
+    pub fn pending_reload_path(&self, name: &str) -> PathBuf {
+        self.cert_dir(name).join("reload-pending.json")
     }
 
     /// Remove the temp files a killed regcert left anywhere in state_dir (they may hold key

@@ -49,6 +49,10 @@ pub struct CertStatus {
     pub schedule: Schedule,
     /// When `regcert run` checks next (if it runs).
     pub next_check_at: Option<u64>,
+    /// Installed, but its reload waits for `[certificate.reload] window`: until when, and
+    /// the certificate the registry serves meanwhile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reload_pending: Option<crate::renew::pending::PendingReload>,
     /// For a certificate from a private CA: when the CA itself expires, and when that is alerted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_expiry: Option<CaExpiry>,
@@ -85,6 +89,7 @@ fn one(
     // What state_dir recorded when it issued the installed certificate (not an older one's).
     let meta = leaf.as_ref().and_then(|l| state.meta_for(&cert.name, &l.sha256));
     let configured_profile = issuers.of(cert).ok().and_then(|i| i.profile(cert)).map(str::to_owned);
+    let reload_pending = crate::renew::pending::load(state, &cert.name).filter(|p| leaf.as_ref().is_some_and(|l| l.sha256 == p.sha256));
     let (next_due, due_reason) = match decision {
         Decision::NotDue { due_at, .. } => (Some(due_at), None),
         Decision::Due(reason) => (Some(unix(now)), Some(reason.to_string())),
@@ -115,6 +120,7 @@ fn one(
         key: cert.install.key_path(),
         schedule: Schedule::load(state, &cert.name),
         next_check_at: daemon.and_then(|d| d.next_check_at),
+        reload_pending,
         ca_expiry: None,
     }
 }
@@ -158,6 +164,13 @@ pub fn render(statuses: &[CertStatus]) -> String {
                 }
             }
             _ => out.push_str("  installed:  nothing yet\n"),
+        }
+        if let Some(p) = &s.reload_pending {
+            out.push_str(&format!(
+                "  reload:     installed, reload pending until {} (window {}); the registry serves the previous certificate until then\n",
+                fmt_time(p.until),
+                p.window
+            ));
         }
         match (&s.due_reason, s.next_due) {
             (Some(reason), _) => out.push_str(&format!("  next due:   now ({reason})\n")),

@@ -6,6 +6,8 @@
 //! command = ["/usr/sbin/nginx", "-s", "reload"]
 //! ```
 //! Actions run in the order they are written; a key may hold one action or an array of them.
+//! The settings `drain`, `window`, `port` and `disruptive` apply to the actions that cut the
+//! registry's connections (see [`ReloadConfig::disrupts`]).
 
 use std::fmt;
 use std::time::Duration;
@@ -14,11 +16,29 @@ use serde::de::{self, MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub use super::window::Window;
+
 #[derive(Debug, Clone, Default)]
 pub struct ReloadConfig {
     pub actions: Vec<ReloadAction>,
     /// `unix:///var/run/docker.sock` by default (DOCKER_HOST is respected).
     pub docker_socket: Option<String>,
+    /// Before a disruptive action, wait at most this long for client connections to end.
+    pub drain: Option<Duration>,
+    /// The local hours in which a disruptive action may run.
+    pub window: Option<Window>,
+    /// The registry's listening port on the host, for draining before a systemd restart or a
+    /// disruptive command (a container's own listening ports are found in its namespace).
+    pub port: Option<u16>,
+    /// The `command` actions restart the registry, cutting its connections.
+    pub disruptive: bool,
+}
+
+impl ReloadConfig {
+    /// Does some action cut the registry's connections?
+    pub fn disrupts(&self) -> bool {
+        self.actions.iter().any(|a| a.disrupts(self.disruptive))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -54,6 +74,17 @@ impl ReloadKind {
 }
 
 impl ReloadAction {
+    /// Does this action cut the registry's connections? A Docker or systemd restart does;
+    /// a signal, an exec, a systemd reload do not (nginx `-s reload` drops no request); a
+    /// command does when the config says so (`disruptive = true`).
+    pub fn disrupts(&self, disruptive_commands: bool) -> bool {
+        match self {
+            ReloadAction::Docker(d) => matches!(d.verb, DockerVerb::Restart { .. }),
+            ReloadAction::Systemd(s) => s.action == SystemdVerb::Restart,
+            ReloadAction::Command(_) => disruptive_commands,
+        }
+    }
+
     pub fn kind(&self) -> ReloadKind {
         match self {
             ReloadAction::Docker(_) => ReloadKind::Docker,
@@ -288,6 +319,13 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for TablesOf<T> {
 }
 
 const DOCKER_SOCKET: &str = "docker_socket";
+/// The keys that are settings rather than actions.
+const SETTINGS: [&str; 5] = [DOCKER_SOCKET, "drain", "window", "port", "disruptive"];
+
+/// A duration written like "10m".
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct DurationValue(#[serde(with = "crate::config::duration")] Duration);
 
 impl<'de> Deserialize<'de> for ReloadConfig {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -295,7 +333,7 @@ impl<'de> Deserialize<'de> for ReloadConfig {
         impl<'de> Visitor<'de> for V {
             type Value = ReloadConfig;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "a table with {} and {DOCKER_SOCKET}", keys().join(", "))
+                write!(f, "a table with {} and {}", keys().join(", "), SETTINGS.join(", "))
             }
             // Keys arrive in the order they are written, which is the order the actions run in.
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ReloadConfig, A::Error> {
@@ -315,9 +353,25 @@ impl<'de> Deserialize<'de> for ReloadConfig {
                             out.docker_socket = Some(map.next_value()?);
                             continue;
                         }
+                        None if key == "drain" => {
+                            out.drain = Some(map.next_value::<DurationValue>()?.0);
+                            continue;
+                        }
+                        None if key == "window" => {
+                            out.window = Some(map.next_value()?);
+                            continue;
+                        }
+                        None if key == "port" => {
+                            out.port = Some(map.next_value()?);
+                            continue;
+                        }
+                        None if key == "disruptive" => {
+                            out.disruptive = map.next_value()?;
+                            continue;
+                        }
                         // serde's own wording, so that the caller can suggest the closest key.
                         None => {
-                            let expected: Vec<String> = keys().iter().chain([&DOCKER_SOCKET]).map(|k| format!("`{k}`")).collect();
+                            let expected: Vec<String> = keys().iter().chain(SETTINGS.iter()).map(|k| format!("`{k}`")).collect();
                             return Err(de::Error::custom(format!("unknown field `{key}`, expected one of {}", expected.join(", "))));
                         }
                     };
@@ -339,6 +393,18 @@ impl Serialize for ReloadConfig {
         let mut map = s.serialize_map(None)?;
         if let Some(sock) = &self.docker_socket {
             map.serialize_entry(DOCKER_SOCKET, sock)?;
+        }
+        if let Some(drain) = self.drain {
+            map.serialize_entry("drain", &humantime::format_duration(drain).to_string())?;
+        }
+        if let Some(window) = &self.window {
+            map.serialize_entry("window", window)?;
+        }
+        if let Some(port) = self.port {
+            map.serialize_entry("port", &port)?;
+        }
+        if self.disruptive {
+            map.serialize_entry("disruptive", &true)?;
         }
         // Consecutive actions of one kind came from one key; write them back the same way.
         for group in self.actions.chunk_by(|a, b| a.kind() == b.kind()) {
@@ -364,6 +430,7 @@ pub fn validate(at: &str, reload: &ReloadConfig, problems: &mut Vec<String>) {
     {
         problems.push(format!("{at}: reload.docker_socket \"{sock}\" must be a unix socket such as \"unix:///var/run/docker.sock\""));
     }
+    validate_disruption(at, reload, problems);
     for action in &reload.actions {
         match action {
             ReloadAction::Docker(d) => validate_docker(at, d, problems),
@@ -379,6 +446,35 @@ pub fn validate(at: &str, reload: &ReloadConfig, problems: &mut Vec<String>) {
             }
             ReloadAction::Command(_) => {}
         }
+    }
+}
+
+/// `drain` and `window` only act on disruptive actions, and draining on the host needs `port`.
+fn validate_disruption(at: &str, reload: &ReloadConfig, problems: &mut Vec<String>) {
+    let set: Vec<&str> = [("drain", reload.drain.is_some()), ("window", reload.window.is_some())]
+        .into_iter()
+        .filter_map(|(k, on)| on.then_some(k))
+        .collect();
+    if !set.is_empty() && !reload.actions.is_empty() && !reload.disrupts() {
+        problems.push(format!(
+            "{at}: reload.{} only {} to actions that restart the registry (docker action = \"restart\", systemd action = \"restart\", \
+             or commands with disruptive = true), and this reload has none; remove it, or set disruptive = true if the command restarts the registry",
+            set.join(" and reload."),
+            if set.len() > 1 { "apply" } else { "applies" }
+        ));
+    }
+    if reload.drain == Some(Duration::ZERO) {
+        problems.push(format!("{at}: reload.drain = \"0s\" waits for nothing; remove it, or give a limit such as \"10m\""));
+    }
+    let on_host = reload.actions.iter().any(|a| a.disrupts(reload.disruptive) && !matches!(a, ReloadAction::Docker(_)));
+    if reload.drain.is_some() && on_host && reload.port.is_none() {
+        problems.push(format!(
+            "{at}: reload.drain before a systemd restart or a disruptive command needs `port`, the port the registry listens on \
+             on this host (e.g. port = 443), to count its client connections"
+        ));
+    }
+    if reload.port == Some(0) {
+        problems.push(format!("{at}: reload.port = 0 is not a port; give the port the registry listens on, e.g. 443"));
     }
 }
 
@@ -504,5 +600,43 @@ mod tests {
             ]
         );
         assert!(problems("[reload]\nsystemd = { unit = \"\" }\ncommand = []\n").len() == 2);
+    }
+
+    #[test]
+    fn drain_window_port_and_disruptive_round_trip_and_are_checked() {
+        let r = parse("[reload]\ndocker = { container = \"r\" }\ndrain = \"10m\"\nwindow = \"23:00-01:30\"\n").unwrap();
+        assert_eq!(r.drain, Some(Duration::from_secs(600)));
+        assert_eq!(r.window.unwrap().to_string(), "23:00-01:30");
+        assert!(r.disrupts());
+        let text = toml::to_string(&Wrap { reload: r.clone() }).unwrap();
+        let back = parse(&text).unwrap();
+        assert_eq!((back.drain, back.window, back.port, back.disruptive), (r.drain, r.window, r.port, r.disruptive), "{text}");
+        assert!(problems("[reload]\ndocker = { container = \"r\" }\ndrain = \"10m\"\n").is_empty());
+
+        // Only restarts disrupt: a signal, an exec, a systemd reload or a plain command do not.
+        for text in [
+            "docker = { container = \"r\", action = \"exec\", exec = [\"x\"] }",
+            "systemd = { unit = \"nginx.service\" }",
+            "command = [\"/usr/sbin/nginx\", \"-s\", \"reload\"]",
+        ] {
+            let p = problems(&format!("[reload]\n{text}\ndrain = \"1m\"\nwindow = \"02:00-05:00\"\n"));
+            assert_eq!(p.len(), 1, "{text}: {p:?}");
+            assert!(p[0].starts_with("c: reload.drain and reload.window only apply to actions that restart the registry"), "{p:?}");
+        }
+        // On the host, draining needs the port to watch.
+        let p = problems("[reload]\nsystemd = { unit = \"registry.service\", action = \"restart\" }\ndrain = \"1m\"\n");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("needs `port`"), "{p:?}");
+        assert!(
+            problems("[reload]\ncommand = [\"/usr/local/bin/restart-registry\"]\ndisruptive = true\ndrain = \"1m\"\nport = 443\n")
+                .is_empty()
+        );
+        let p = problems("[reload]\ndocker = { container = \"r\" }\ndrain = \"0s\"\nport = 0\n");
+        assert_eq!(p.len(), 2, "{p:?}");
+
+        for (text, want) in [("window = \"2-5\"", "\"HH:MM-HH:MM\""), ("drain = \"soon\"", "soon"), ("port = 70000", "")] {
+            let err = parse(&format!("[reload]\ndocker = {{ container = \"r\" }}\n{text}\n")).unwrap_err();
+            assert!(err.contains(want), "{text}: {err}");
+        }
     }
 }

@@ -10,6 +10,7 @@ use bollard::query_parameters::{KillContainerOptions, ListContainersOptions, Res
 use futures_util::StreamExt;
 
 use super::config::{DockerAction, DockerTarget, DockerVerb};
+use super::drain::Drain;
 
 const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -141,12 +142,36 @@ impl Prepared {
         paths.iter().filter(|p| mounted.contains(&canon(p))).cloned().collect()
     }
 
-    pub async fn run(&self, cert: &str) -> Result<(), String> {
+    /// Run the action on each container in turn; before a restart, with `drain`, wait for
+    /// that container's client connections to end (each container drains just before its turn).
+    pub async fn run(&self, cert: &str, drain: Option<&Drain>) -> Result<(), String> {
         for c in &self.containers {
+            if let (Some(drain), DockerVerb::Restart { .. }) = (drain, &self.action.verb) {
+                self.drain(cert, c, drain).await;
+            }
             self.run_one(c).await.map_err(|e| format!("reload of container \"{}\": {e}", c.name))?;
             tracing::info!(cert = %cert, container = %c.name, action = self.action.verb.name(), "reloaded");
         }
         Ok(())
+    }
+
+    /// Count the client connections in the container's own network namespace (its main
+    /// process's /proc/PID/net) until none is left or the limit has passed.
+    async fn drain(&self, cert: &str, c: &Container, drain: &Drain) {
+        let target = format!("container {}", c.name);
+        let pid = match self.client.docker.inspect_container(&c.id, None).await {
+            Ok(info) => info.state.and_then(|s| s.pid).filter(|p| *p > 0),
+            Err(e) => {
+                let error = explain(&self.client.socket, &e);
+                tracing::warn!(cert = %cert, %target, %error, "drain: cannot find the container's process; restarting without waiting");
+                return;
+            }
+        };
+        let Some(pid) = pid else {
+            tracing::info!(cert = %cert, %target, "drain: the container is not running; nothing to wait for");
+            return;
+        };
+        super::drain::wait(cert, &target, drain, || super::drain::count(super::drain::Netns::Of(pid), drain.port)).await;
     }
 
     async fn run_one(&self, c: &Container) -> Result<(), String> {

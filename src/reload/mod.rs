@@ -8,13 +8,16 @@
 
 pub mod config;
 mod docker;
+pub mod drain;
 mod preflight;
 mod process;
+pub mod window;
 
 use std::path::PathBuf;
 
 use crate::config::CertificateConfig;
 use config::ReloadAction;
+use drain::Drain;
 
 /// Reload actions checked against the host, ready to run.
 pub struct Plan {
@@ -22,11 +25,13 @@ pub struct Plan {
     /// Installed files that a container bind-mounts as single files: they must be rewritten
     /// in place, because a rename gives a new inode the container never sees.
     pub in_place: Vec<PathBuf>,
+    /// Wait for client connections to end before each disruptive step (`drain`).
+    drain: Option<Drain>,
 }
 
 enum Step {
     Docker(docker::Prepared),
-    Process { what: String, argv: Vec<String> },
+    Process { what: String, argv: Vec<String>, disrupts: bool },
 }
 
 impl Plan {
@@ -34,12 +39,18 @@ impl Plan {
         self.steps.is_empty()
     }
 
-    /// Run every action in order; stop at the first failure.
+    /// Run every action in order; stop at the first failure. A disruptive step waits for the
+    /// registry's client connections to end first, when `drain` is configured.
     pub async fn run(&self, cert: &str) -> Result<(), String> {
         for step in &self.steps {
             match step {
-                Step::Docker(d) => d.run(cert).await?,
-                Step::Process { what, argv } => process::run(cert, what, argv).await?,
+                Step::Docker(d) => d.run(cert, self.drain.as_ref()).await?,
+                Step::Process { what, argv, disrupts } => {
+                    if let (Some(drain), true) = (&self.drain, *disrupts) {
+                        drain::wait(cert, what, drain, || drain::count(drain::Netns::Own, drain.port)).await;
+                    }
+                    process::run(cert, what, argv).await?
+                }
             }
         }
         Ok(())
@@ -48,8 +59,9 @@ impl Plan {
 
 /// Check the configured actions against the host (without running them).
 pub async fn prepare(cert: &CertificateConfig) -> Result<Plan, String> {
-    let mut plan = Plan { steps: Vec::new(), in_place: Vec::new() };
+    let mut plan = Plan { steps: Vec::new(), in_place: Vec::new(), drain: None };
     let Some(reload) = &cert.reload else { return Ok(plan) };
+    plan.drain = reload.drain.map(|limit| Drain { limit, port: reload.port, quiet: drain::QUIET });
     let installed = [cert.install.fullchain_path(), cert.install.key_path()];
     let mut client = None;
     for action in &reload.actions {
@@ -70,11 +82,12 @@ pub async fn prepare(cert: &CertificateConfig) -> Result<Plan, String> {
             ReloadAction::Systemd(s) => {
                 preflight::systemd(s).await?;
                 let argv = std::iter::once("systemctl".to_owned()).chain(preflight::systemctl_args(s)).collect();
-                plan.steps.push(Step::Process { what: format!("systemctl {} {}", s.action, s.unit), argv });
+                let disrupts = action.disrupts(reload.disruptive);
+                plan.steps.push(Step::Process { what: format!("systemctl {} {}", s.action, s.unit), argv, disrupts });
             }
             ReloadAction::Command(argv) => {
                 preflight::command(argv)?;
-                plan.steps.push(Step::Process { what: argv.join(" "), argv: argv.clone() });
+                plan.steps.push(Step::Process { what: argv.join(" "), argv: argv.clone(), disrupts: reload.disruptive });
             }
         }
     }

@@ -8,6 +8,7 @@
 //! starts an async runtime, loads trust roots or talks to a CA.
 
 mod deliver;
+pub mod pending;
 pub mod report;
 pub mod windows;
 
@@ -79,7 +80,15 @@ pub fn decision(
     if !force && install::interrupted(state, &cert.name) {
         return Decision::Due(Reason::Interrupted);
     }
-    decide(cert, installed.as_ref().map(Option::as_ref).map_err(Clone::clone), origin, now, force)
+    let decided = decide(cert, installed.as_ref().map(Option::as_ref).map_err(Clone::clone), origin, now, force);
+    // An installed pair whose reload was held for the window: its reload is the work now.
+    if let Decision::NotDue { .. } = decided
+        && let Some(p) = pending::load(state, &cert.name).filter(|p| leaf.is_some_and(|l| l.sha256 == p.sha256))
+        && let Some(why) = pending::ripe(&p, pending::window_of(cert).as_ref(), now)
+    {
+        return Decision::Due(Reason::ReloadPending { installed_at: p.installed_at, why });
+    }
+    decided
 }
 
 /// What a killed run may have left, removed before a pass: temp files in state_dir and in the
@@ -93,15 +102,17 @@ pub fn tidy<'c>(state: &StateDir, certs: impl IntoIterator<Item = &'c Certificat
 
 /// The reports of a plan in which nothing is due — made without a runtime; `None` when
 /// something is due and the plan needs [`Renewer::run_once`].
-pub fn without_work(plan: &Plan<'_>) -> Option<Vec<CertReport>> {
-    plan.iter().map(|(cert, decision)| settled(cert, decision.clone()).ok()).collect()
+pub fn without_work(state: &StateDir, plan: &Plan<'_>) -> Option<Vec<CertReport>> {
+    plan.iter().map(|(cert, decision)| settled(state, cert, decision.clone()).ok()).collect()
 }
 
 /// The report of a certificate that needs no work, or why it needs some.
-fn settled(cert: &CertificateConfig, decision: Decision) -> Result<CertReport, Reason> {
+fn settled(state: &StateDir, cert: &CertificateConfig, decision: Decision) -> Result<CertReport, Reason> {
     match decision {
         Decision::NotDue { due_at, not_after } => {
-            Ok(CertReport { name: cert.name.clone(), outcome: Outcome::NotDue { not_after, due_at } })
+            // A reload held for the window that is not due yet (a ripe one makes the decision Due).
+            let reload_pending = pending::load(state, &cert.name).map(|p| p.until);
+            Ok(CertReport { name: cert.name.clone(), outcome: Outcome::NotDue { not_after, due_at, reload_pending } })
         }
         Decision::Due(reason) => Err(reason),
     }
@@ -143,7 +154,7 @@ impl<'a> Renewer<'a> {
     }
 
     async fn work(&self, cert: &CertificateConfig, decision: Decision) -> CertReport {
-        let reason = match settled(cert, decision) {
+        let reason = match settled(self.state, cert, decision) {
             Ok(report) => return report,
             Err(reason) => reason,
         };
@@ -158,6 +169,9 @@ impl<'a> Renewer<'a> {
     }
 
     async fn renew_one(&self, cert: &CertificateConfig, reason: &Reason) -> Result<Outcome, Error> {
+        if let Reason::ReloadPending { .. } = reason {
+            return self.finish_pending(cert, reason).await;
+        }
         tracing::info!(cert = %cert.name, %reason, "renewal due");
         // A host condition (an install dir not mounted or not writable, a key file missing)
         // fails this certificate only, before anything is ordered; the next attempt checks again.
@@ -200,7 +214,23 @@ impl<'a> Renewer<'a> {
         let new =
             MatchedPair::check(issued.fullchain_pem().into_bytes(), Zeroizing::new(issued.key_pem.as_bytes().to_vec()), SystemTime::now())
                 .map_err(|e| format!("the issued pair is not installed: {e}"))?;
+        // What the registry serves until it reloads: the pair waiting since an earlier install
+        // was never served, so the one before it still is.
+        let installed = install::read_installed(&cert.install).ok().flatten();
+        let waiting = pending::load(self.state, &cert.name).filter(|p| installed.as_ref().is_some_and(|i| i.leaf.sha256 == p.sha256));
+        let served = match waiting {
+            Some(p) => p.served,
+            None => {
+                // A record for a pair that is no longer installed (replaced by hand) is stale.
+                pending::clear(self.state, &cert.name);
+                installed.map(|i| (i.leaf.not_before, i.leaf.not_after))
+            }
+        };
         let unkept = install::install(self.state, cert, &new, &reload.in_place)?;
+        if let Some(outcome) = self.hold(cert, reason, &issued, served) {
+            return Ok(outcome);
+        }
+        pending::clear(self.state, &cert.name);
         let registry = Live { cert: &cert.name, reload: &reload, verify };
         let enabled = settings.as_ref().is_some_and(|s| s.rollback);
         let rollback = Rollback { state: self.state, cert, enabled, in_place: &reload.in_place, unkept };
@@ -223,6 +253,77 @@ impl<'a> Renewer<'a> {
                 })
             }
             Err(Undelivered::RolledBack { error, restored }) => Ok(Outcome::RolledBack { reason: reason.clone(), error, restored }),
+            Err(Undelivered::Failed(error)) if settings.is_some() => Err(Error::NotVerified(error)),
+            Err(Undelivered::Failed(error)) => Err(Error::Step(error)),
+        }
+    }
+
+    /// Just installed: hold the reload for the window, when one applies and the registry can
+    /// keep serving what it has until then. The install is over either way (its journal goes).
+    fn hold(&self, cert: &CertificateConfig, reason: &Reason, issued: &Issued, served: Option<(u64, u64)>) -> Option<Outcome> {
+        let window = pending::window_of(cert).filter(|_| pending::may_hold(reason))?;
+        let now = SystemTime::now();
+        let until = pending::hold_until(&window, served, now)?;
+        let m = &issued.meta;
+        let record = pending::PendingReload {
+            sha256: m.sha256.clone(),
+            serial: m.serial.clone(),
+            installed_at: crate::certinfo::unix(now),
+            until,
+            window: window.to_string(),
+            served,
+        };
+        if let Err(error) = pending::save(self.state, &cert.name, &record) {
+            tracing::warn!(cert = %cert.name, %error, "reloading now instead of in the window");
+            return None;
+        }
+        install::finish(self.state, cert);
+        tracing::info!(cert = %cert.name, window = %window, until = %crate::certinfo::fmt_time(until), "installed; the restart waits for the reload window");
+        Some(Outcome::ReloadPending {
+            reason: reason.clone(),
+            not_after: m.not_after,
+            serial: m.serial.clone(),
+            fullchain: cert.install.fullchain_path(),
+            until,
+        })
+    }
+
+    /// The reload held for the window, now: reload → verify → roll back to the known-good pair
+    /// (the one the registry served until now) when the installed pair is not served correctly.
+    async fn finish_pending(&self, cert: &CertificateConfig, reason: &Reason) -> Result<Outcome, Error> {
+        tracing::info!(cert = %cert.name, %reason, "reloading the certificate installed earlier");
+        let issuer = self.issuers.of(cert)?;
+        let reload = reload::prepare(cert).await?;
+        let settings = cert.verify_settings();
+        let verify = match &settings {
+            Some(s) => Some((verify::Target::for_certificate(cert, s, issuer.trust_anchor())?, s.timeout)),
+            None => None,
+        };
+        let installed = install::read_installed(&cert.install)?.ok_or_else(|| "the installed certificate is gone".to_owned())?;
+        let registry = Live { cert: &cert.name, reload: &reload, verify };
+        let enabled = settings.as_ref().is_some_and(|s| s.rollback);
+        let rollback = Rollback { state: self.state, cert, enabled, in_place: &reload.in_place, unkept: None };
+        step("reloading the registry and verifying what it serves");
+        let delivered = deliver::deliver(&registry, &rollback, &installed.leaf.sha256).await;
+        match delivered {
+            Ok(verified) => {
+                pending::clear(self.state, &cert.name);
+                trust::sync_docker_clients(cert, issuer)?;
+                Ok(Outcome::Renewed {
+                    reason: reason.clone(),
+                    not_after: installed.leaf.not_after,
+                    serial: installed.leaf.serial,
+                    fullchain: cert.install.fullchain_path(),
+                    from_store: false,
+                    reloaded: !reload.is_empty(),
+                    verified,
+                })
+            }
+            Err(Undelivered::RolledBack { error, restored }) => {
+                pending::clear(self.state, &cert.name);
+                Ok(Outcome::RolledBack { reason: reason.clone(), error, restored })
+            }
+            // Still pending: the next pass tries again (the daemon after its backoff).
             Err(Undelivered::Failed(error)) if settings.is_some() => Err(Error::NotVerified(error)),
             Err(Undelivered::Failed(error)) => Err(Error::Step(error)),
         }

@@ -46,6 +46,8 @@ pub enum Outcome {
     NotDue {
         not_after: u64,
         due_at: u64,
+        /// Installed earlier; its restart waits for the reload window until then.
+        reload_pending: Option<u64>,
     },
     Renewed {
         reason: Reason,
@@ -65,6 +67,15 @@ pub enum Outcome {
         not_after: Option<u64>,
         serial: Option<String>,
         how: String,
+    },
+    /// Installed; the registry keeps serving the previous certificate until the reload window
+    /// opens at `until` (Unix time), when the reload and the verification happen.
+    ReloadPending {
+        reason: Reason,
+        not_after: u64,
+        serial: String,
+        fullchain: PathBuf,
+        until: u64,
     },
     /// The new certificate failed after installing; the previous pair was put back.
     RolledBack {
@@ -94,11 +105,19 @@ impl fmt::Display for CertReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = &self.name;
         match &self.outcome {
-            Outcome::NotDue { not_after, due_at } => {
-                write!(f, "{name}: not due; expires {}, renewal due {}", fmt_time(*not_after), fmt_time(*due_at))
+            Outcome::NotDue { not_after, due_at, reload_pending } => {
+                write!(f, "{name}: not due; expires {}, renewal due {}", fmt_time(*not_after), fmt_time(*due_at))?;
+                match reload_pending {
+                    Some(until) => write!(f, "; installed, reload pending until {} (the reload window)", fmt_time(*until)),
+                    None => Ok(()),
+                }
             }
             Outcome::Renewed { reason, not_after, serial, fullchain, from_store, reloaded, verified } => {
-                let what = if *from_store { "installed the certificate already issued and kept in state_dir" } else { "renewed" };
+                let what = match reason {
+                    Reason::ReloadPending { .. } => "reloaded the certificate installed earlier",
+                    _ if *from_store => "installed the certificate already issued and kept in state_dir",
+                    _ => "renewed",
+                };
                 write!(
                     f,
                     "{name}: {what} ({reason}); serial {serial}, expires {}; installed {}",
@@ -119,6 +138,13 @@ impl fmt::Display for CertReport {
                 fmt_time(*not_after)
             ),
             Outcome::DryRun { reason, how, .. } => write!(f, "{name}: due ({reason}); {how} — dry run: nothing stored or installed"),
+            Outcome::ReloadPending { reason, not_after, serial, fullchain, until } => write!(
+                f,
+                "{name}: renewed ({reason}); serial {serial}, expires {}; installed {}, reload pending until {} (the reload window)",
+                fmt_time(*not_after),
+                fullchain.display(),
+                fmt_time(*until)
+            ),
             Outcome::RolledBack { reason, error, restored } => write!(f, "{name}: FAILED ({reason}) and ROLLED BACK: {error}; {restored}"),
             Outcome::Failed { reason, error } => write!(f, "{name}: FAILED ({reason}): {error}"),
         }
@@ -128,13 +154,15 @@ impl fmt::Display for CertReport {
 /// One line for the end of a run.
 pub fn summary(reports: &[CertReport], opts: RenewOptions) -> String {
     let count = |f: fn(&Outcome) -> bool| reports.iter().filter(|r| f(&r.outcome)).count();
-    let renewed = count(|o| matches!(o, Outcome::Renewed { .. }));
+    let renewed = count(|o| matches!(o, Outcome::Renewed { .. } | Outcome::ReloadPending { .. }));
+    let pending = count(|o| matches!(o, Outcome::ReloadPending { .. }));
     let dry = count(|o| matches!(o, Outcome::DryRun { .. }));
     let not_due = count(|o| matches!(o, Outcome::NotDue { .. }));
     let failed = count(|o| matches!(o, Outcome::Failed { .. } | Outcome::RolledBack { .. }));
     if opts.dry_run {
         format!("dry run: {dry} tried, {not_due} not due, {failed} failed; nothing was installed")
     } else {
-        format!("{renewed} renewed, {not_due} not due, {failed} failed")
+        let pending = if pending > 0 { format!(" ({pending} installed, reload pending)") } else { String::new() };
+        format!("{renewed} renewed{pending}, {not_due} not due, {failed} failed")
     }
 }

@@ -126,7 +126,7 @@ pub async fn refresh(issuer: &Issuer, name: &str, installed: &Installed, schedul
 /// and store it: the next runs then know it — or that the CA offers none — without asking, and
 /// a renew with nothing due stays off the network.
 pub async fn learn_after_renewals(state: &StateDir, issuers: &Issuers, certs: &[&CertificateConfig], reports: &[CertReport], now: u64) {
-    for report in reports.iter().filter(|r| matches!(r.outcome, Outcome::Renewed { .. })) {
+    for report in reports.iter().filter(|r| matches!(r.outcome, Outcome::Renewed { .. } | Outcome::ReloadPending { .. })) {
         let Some(cert) = certs.iter().find(|c| c.name == report.name) else { continue };
         let Ok(issuer) = issuers.of(cert) else { continue };
         let Some(installed) = install::read_installed(&cert.install).ok().flatten() else { continue };

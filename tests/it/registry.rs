@@ -20,7 +20,7 @@ pub(crate) fn issued(pebble: &Pebble) -> (Setup, String) {
 }
 
 /// Sets the certificate's `[reload]` and, if given, `[verify]`.
-fn reload_and_verify(s: &Setup, reload: Table, verify: Option<Table>) {
+pub(crate) fn reload_and_verify(s: &Setup, reload: Table, verify: Option<Table>) {
     s.edit_cert("registry", |c| {
         set(c, "reload", reload);
         if let Some(verify) = verify {

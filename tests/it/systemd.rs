@@ -127,6 +127,9 @@ fn the_sandbox_allows_every_documented_feature_and_nothing_more() {
     let drop_in = directives("regcert.service.d/nginx-signal.conf");
     assert_eq!(values(&drop_in, "AmbientCapabilities"), ["CAP_KILL"]);
     assert_eq!(values(&drop_in, "CapabilityBoundingSet"), ["CAP_KILL"]);
+    // The drop-in for draining containers shows other users' processes, and grants nothing else.
+    let drain = directives("regcert.service.d/drain.conf");
+    assert_eq!(drain, ["[Service]", "ProtectProc=default"]);
     // The polkit rule lets the regcert user manage exactly the listed units, and only reload/restart verbs.
     let rule = std::fs::read_to_string("systemd/regcert-reload.rules").unwrap();
     for part in

@@ -13,6 +13,10 @@ use super::tool;
 
 pub const IMAGE: &str = "regcert-test/registry:2";
 pub const TINY: &str = "regcert-test/tiny:1";
+/// An image with one large layer of random bytes (incompressible), for pushes that take a while.
+pub const LARGE: &str = "regcert-test/large:1";
+/// The size of [`LARGE`]'s layer.
+pub const LARGE_LAYER_MB: usize = 24;
 /// The test network (172.31.0.0/16) made by scripts/docker-testbed.sh.
 pub const NETWORK: &str = "regcert-test";
 
@@ -157,6 +161,62 @@ impl Registry {
     pub fn started_at(&self) -> String {
         docker(&["inspect", "-f", "{{.State.StartedAt}}", &self.container])
     }
+}
+
+impl Registry {
+    /// The host end of the container's network link, found from the container's side
+    /// (`eth0@ifN` inside its namespace names the host interface N).
+    fn host_link(&self) -> String {
+        let pid = docker(&["inspect", "-f", "{{.State.Pid}}", &self.container]);
+        let out = Command::new(tool("nsenter"))
+            .args(["-t", &pid, "-n", tool("ip").to_str().unwrap(), "-o", "link", "show", "eth0"])
+            .output()
+            .unwrap();
+        let inside = String::from_utf8_lossy(&out.stdout).to_string();
+        let index = inside
+            .split_once("@if")
+            .and_then(|(_, r)| r.split(':').next())
+            .unwrap_or_else(|| panic!("eth0 of {}: {inside}", self.container));
+        let out = Command::new(tool("ip")).args(["-o", "link"]).output().unwrap();
+        let host = String::from_utf8_lossy(&out.stdout).to_string();
+        let line = host.lines().find(|l| l.starts_with(&format!("{index}: "))).unwrap_or_else(|| panic!("no host link {index}: {host}"));
+        line.split(": ").nth(1).unwrap().split('@').next().unwrap().to_owned()
+    }
+
+    /// Slow down everything sent to the container (what clients push) to `rate` (tc's form,
+    /// e.g. "12mbit") with a token bucket on the host end of its link, so that a push is
+    /// certainly still in flight seconds later. A restart gives the container a new link,
+    /// unshaped.
+    pub fn throttle_uploads(&self, rate: &str) {
+        let link = self.host_link();
+        let out = Command::new(tool("tc"))
+            .args(["qdisc", "replace", "dev", &link, "root", "tbf", "rate", rate, "burst", "32kb", "latency", "2s"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "tc on {link}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// [`LARGE`], built once (offline, FROM scratch) when it is not there.
+pub fn large_image() -> &'static str {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
+        require_docker();
+        let present = Command::new(tool("docker")).args(["image", "inspect", LARGE]).output().unwrap().status.success();
+        if present {
+            return;
+        }
+        let ctx = tempfile::tempdir().unwrap();
+        let mut payload = vec![0u8; LARGE_LAYER_MB << 20];
+        let mut urandom = std::fs::File::open("/dev/urandom").unwrap();
+        std::io::Read::read_exact(&mut urandom, &mut payload).unwrap();
+        std::fs::write(ctx.path().join("payload.bin"), payload).unwrap();
+        std::fs::write(ctx.path().join("Dockerfile"), "FROM scratch\nCOPY payload.bin /payload.bin\nCMD [\"/payload.bin\"]\n").unwrap();
+        let out =
+            Command::new(tool("docker")).env("DOCKER_BUILDKIT", "0").args(["build", "-q", "-t", LARGE]).arg(ctx.path()).output().unwrap();
+        assert!(out.status.success(), "docker build {LARGE}: {}", String::from_utf8_lossy(&out.stderr));
+    });
+    LARGE
 }
 
 impl Drop for Registry {
