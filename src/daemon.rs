@@ -73,6 +73,9 @@ struct Daemon {
     schedules: tokio::sync::Mutex<HashMap<String, Schedule>>,
     /// Told after each check (which may have held a reload for its window).
     checked: tokio::sync::Notify,
+    /// Has a check swept every directory for what killed runs left? (Once; after that each
+    /// check sweeps only the certificates it works on.)
+    swept: std::sync::atomic::AtomicBool,
 }
 
 impl Daemon {
@@ -111,6 +114,7 @@ async fn serve(config_path: PathBuf, config: Config) -> Result<(), String> {
         status: Mutex::new(status),
         schedules: tokio::sync::Mutex::new(HashMap::new()),
         checked: tokio::sync::Notify::new(),
+        swept: std::sync::atomic::AtomicBool::new(false),
     });
     spawn_watchdog();
     let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status("started; first check running")]);
@@ -305,7 +309,9 @@ async fn run_check(daemon: Arc<Daemon>) {
             return;
         }
     };
-    crate::renew::tidy(&daemon.state, &config.certificates);
+    if !daemon.swept.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        crate::renew::tidy(&daemon.state, &config.certificates);
+    }
     let mut schedules = daemon.schedules.lock().await;
     let summary = check(&config, &daemon.state, &mut schedules).await;
     drop(schedules);
@@ -394,6 +400,9 @@ pub async fn check(config: &Config, state: &StateDir, known: &mut HashMap<String
             }
             Triage::Fine => {}
         }
+    }
+    for (cert, _) in &due {
+        crate::renew::tidy_certificate(state, cert);
     }
     let reports =
         if due.is_empty() { Vec::new() } else { Renewer::new(config, state, &issuers, RenewOptions::default()).run_once(due).await };

@@ -172,18 +172,14 @@ impl StateDir {
     /// Remove the temp files a killed regcert left anywhere in state_dir (they may hold key
     /// material). Only with the lock held: another process's temp files are its work in progress.
     pub fn remove_stale_temps(&self) {
-        fn sweep(dir: &Path, depth: u8) {
-            crate::fsutil::remove_stale_temps(dir);
-            let Ok(entries) = fs::read_dir(dir) else { return };
-            for e in entries.flatten() {
-                // file_type() does not follow links: state_dir's own directories only.
-                if depth > 0 && e.file_type().is_ok_and(|t| t.is_dir()) {
-                    sweep(&e.path(), depth - 1);
-                }
-            }
-        }
         // certs/<name>/previous and ca/<name>/offline are the deepest.
-        sweep(&self.root, 3);
+        sweep_temps(&self.root, 3);
+    }
+
+    /// [`StateDir::remove_stale_temps`] for one certificate's directory (and previous/).
+    pub fn remove_stale_temps_of(&self, name: &str) {
+        crate::fsutil::remove_stale_temps(&self.root);
+        sweep_temps(&self.cert_dir(name), 1);
     }
 
     /// Keep newly issued material, so that a failed install never costs a second issuance.
@@ -224,6 +220,18 @@ impl StateDir {
     /// The key of the last issuance, for `reuse_key`.
     pub fn load_key_pem(&self, name: &str) -> Option<Zeroizing<String>> {
         fs::read_to_string(self.cert_dir(name).join("privkey.pem")).ok().map(Zeroizing::new)
+    }
+}
+
+/// Temp files left in `dir` and its subdirectories down to `depth` levels.
+fn sweep_temps(dir: &Path, depth: u8) {
+    crate::fsutil::remove_stale_temps(dir);
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        // file_type() does not follow links: state_dir's own directories only.
+        if depth > 0 && e.file_type().is_ok_and(|t| t.is_dir()) {
+            sweep_temps(&e.path(), depth - 1);
+        }
     }
 }
 

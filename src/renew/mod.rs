@@ -100,6 +100,14 @@ pub fn tidy<'c>(state: &StateDir, certs: impl IntoIterator<Item = &'c Certificat
     }
 }
 
+/// [`tidy`] for one certificate about to be worked on: its install dir and its state. The
+/// daemon sweeps everything once at start-up and then only what it works on, because a sweep
+/// of every directory on every check costs more than the whole check otherwise does.
+pub fn tidy_certificate(state: &StateDir, cert: &CertificateConfig) {
+    state.remove_stale_temps_of(&cert.name);
+    crate::fsutil::remove_stale_temps(&cert.install.dir);
+}
+
 /// The reports of a plan in which nothing is due — made without a runtime; `None` when
 /// something is due and the plan needs [`Renewer::run_once`].
 pub fn without_work(state: &StateDir, plan: &Plan<'_>) -> Option<Vec<CertReport>> {
