@@ -96,7 +96,7 @@ fn pebble_2_10s_window_is_used_and_its_renew_now_renews_with_replaces() {
     let order_url = s.meta("registry")["order_url"].as_str().unwrap().to_owned();
     assert_ne!(order_url, first_order);
     let order = pebble.post_as_get(&order_url, &account, &key);
-    assert_eq!(order["replaces"], first_id.as_str(), "the renewal order as Pebble holds it: {order}");
+    assert_eq!(order["replaces"], first_id.as_str(), "the renewal order as Pebble holds it: {order}\n{run:?}");
     assert!(pebble.post_as_get(&first_order, &account, &key)["replaces"].is_null(), "the first order replaced nothing");
 }
 
