@@ -194,7 +194,9 @@ fn every_metric_the_alerts_and_the_dashboard_use_is_exported_and_prometheus_eval
         assert!(used.contains(name), "{name} not found in the rules or the dashboard: {used:?}");
     }
 
-    // A daemon that renewed, restarted and verified a registry's certificate over ACME.
+    // A daemon that renewed, restarted and verified a registry's certificate over ACME. Its alert
+    // point is set as far ahead of expiry as the certificate is due (`alert_before` =
+    // `renew_before`): past it from the start, so that the expiry rule has something to fire on.
     let pebble = Pebble::start();
     let name = unique_name("alerting");
     let s = Setup::new(&pebble, &[cert("registry", &[&name], "ecdsa-p256").always_due()]);
@@ -205,6 +207,7 @@ fn every_metric_the_alerts_and_the_dashboard_use_is_exported_and_prometheus_eval
         c.extend(toml! {
             [daemon]
             check = "0 0 0 1 1 *"
+            alert_before = "3000d"
             [metrics]
             listen = (metrics.as_str())
         })
@@ -237,11 +240,22 @@ fn every_metric_the_alerts_and_the_dashboard_use_is_exported_and_prometheus_eval
         }
         rules.len() == 9 && rules.iter().all(|r| r["health"] == "ok")
     });
-    // A healthy daemon with a fresh certificate raises nothing (RegcertTargetMissing may have
-    // gone pending in an evaluation before the first scrape; the next one resolves it).
-    prom.wait_until("no alert for a healthy daemon", Duration::from_secs(10), |p| {
-        p.api("/api/v1/alerts")["alerts"].as_array().is_some_and(Vec::is_empty)
+    // The one alert is the expiring one, for this certificate, on the real series (its value is
+    // the time left); nothing else fires or is pending for a daemon that renewed and verified
+    // (RegcertTargetMissing may go pending in an evaluation before the first scrape; the next
+    // one resolves it).
+    let not_after = s.status_of("registry")["not_after"].as_u64().unwrap();
+    let mut alerts = Vec::new();
+    prom.wait_until("only RegcertCertificateExpiringSoon", Duration::from_secs(10), |p| {
+        alerts = p.api("/api/v1/alerts")["alerts"].as_array().cloned().unwrap_or_default();
+        alerts.len() == 1 && alerts[0]["labels"]["alertname"] == "RegcertCertificateExpiringSoon"
     });
+    let alert = &alerts[0];
+    assert_eq!(alert["state"], "firing", "{alert}");
+    assert_eq!(alert["labels"]["name"], "registry", "{alert}");
+    assert_eq!(alert["labels"]["instance"], metrics.as_str(), "{alert}");
+    let left: f64 = alert["value"].as_str().unwrap().parse().unwrap();
+    assert!((left - (not_after as f64 - now() as f64)).abs() < 120.0, "time left {left} s, not_after {not_after}: {alert}");
 
     // Every dashboard query is valid PromQL on the real series; days left is the installed
     // certificate's.
@@ -256,7 +270,6 @@ fn every_metric_the_alerts_and_the_dashboard_use_is_exported_and_prometheus_eval
     assert_eq!(result.len(), 1, "{result:?}");
     assert_eq!(result[0]["metric"]["name"], "registry");
     let shown: f64 = result[0]["value"][1].as_str().unwrap().parse().unwrap();
-    let not_after = s.status_of("registry")["not_after"].as_u64().unwrap();
     let expected = (not_after as f64 - now() as f64) / 86400.0;
     assert!((shown - expected).abs() < 0.01, "days left: dashboard {shown}, certificate {expected}");
 
