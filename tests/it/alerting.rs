@@ -166,6 +166,16 @@ impl Drop for Prometheus {
     }
 }
 
+/// The value the dashboard's panel `title` shows for the one certificate (its first query, now).
+fn panel_value(prom: &mut Prometheus, dashboard: &serde_json::Value, title: &str) -> f64 {
+    let panels = dashboard["panels"].as_array().unwrap();
+    let panel = panels.iter().find(|p| p["title"] == title).unwrap_or_else(|| panic!("no panel {title:?}"));
+    let result = prom.query(&substitute_variables(panel["targets"][0]["expr"].as_str().unwrap()));
+    assert_eq!(result.len(), 1, "{title}: {result:?}");
+    assert_eq!(result[0]["metric"]["name"], "registry", "{title}: {result:?}");
+    result[0]["value"][1].as_str().unwrap().parse().unwrap()
+}
+
 fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
@@ -264,14 +274,12 @@ fn every_metric_the_alerts_and_the_dashboard_use_is_exported_and_prometheus_eval
             prom.query(&substitute_variables(expr));
         }
     }
-    let panels = dashboard["panels"].as_array().unwrap();
-    let days_left = panels.iter().find(|p| p["title"] == "Days left per certificate").expect("the days left panel");
-    let result = prom.query(&substitute_variables(days_left["targets"][0]["expr"].as_str().unwrap()));
-    assert_eq!(result.len(), 1, "{result:?}");
-    assert_eq!(result[0]["metric"]["name"], "registry");
-    let shown: f64 = result[0]["value"][1].as_str().unwrap().parse().unwrap();
-    let expected = (not_after as f64 - now() as f64) / 86400.0;
-    assert!((shown - expected).abs() < 0.01, "days left: dashboard {shown}, certificate {expected}");
+    let left = not_after as f64 - now() as f64;
+    let days_left = panel_value(&mut prom, &dashboard, "Days left per certificate");
+    assert!((days_left - left / 86400.0).abs() < 0.01, "days left: dashboard {days_left}, certificate {}", left / 86400.0);
+    let lifetime = s.status_of("registry")["lifetime"].as_u64().unwrap() as f64;
+    let share_left = panel_value(&mut prom, &dashboard, "Lifetime left");
+    assert!((share_left - left / lifetime).abs() < 0.001, "lifetime left: dashboard {share_left}, certificate {}", left / lifetime);
 
     // The daemon stops: RegcertDown goes pending for its instance.
     d.signal("TERM");
