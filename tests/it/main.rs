@@ -5,6 +5,7 @@
 mod common;
 
 mod acmesh_dns;
+mod alerting;
 mod ari;
 mod chain;
 mod config;
