@@ -1287,6 +1287,21 @@ mod tests {
     }
 
     #[test]
+    fn dns_persist_needs_no_provider_covers_wildcards_and_is_acme_only() {
+        let persist = "challenge = \"dns-persist-01\"";
+        assert_eq!(problems(&format!("domains = [\"a.example.com\", \"*.a.example.com\"]\n{persist}"), ""), Vec::<String>::new());
+        let cert = parse(&config(&format!("domains = [\"a.example.com\"]\n{persist}"), "")).unwrap().certificates.remove(0);
+        assert!(cert.dns_persist() && cert.dns01().is_none(), "its `dns` only creates the persistent record");
+        let delegated =
+            "dns = { provider = \"exec\", command = [\"/bin/true\"], nameservers = [\"127.0.0.1\"], delegate = \"x.example.net.\" }";
+        let got = problems(&format!("domains = [\"a.example.com\"]\n{persist}\n{delegated}"), "");
+        assert!(got.len() == 1 && got[0].contains("remove `delegate`"), "{got:?}");
+        let got =
+            problems(&format!("domains = [\"a.example.com\"]\nissuer = \"ca:internal\"\n{persist}"), "[ca.internal]\nsubject = \"CN=x\"");
+        assert!(got.iter().any(|p| p.contains("dns-persist-01\" is an ACME challenge")), "{got:?}");
+    }
+
+    #[test]
     fn pure_validation_needs_no_host() {
         assert_eq!(problems("domains = [\"a.example.com\"]", ""), Vec::<String>::new());
         assert_eq!(

@@ -460,11 +460,14 @@ impl AcmeIssuer {
             solver.cleanup(p).await;
         }
         match (&solver, authorized) {
-            // The CA looked and found no record for us: say which record would do.
-            (Solver::DnsPersist(p), Err(e)) if matches!(e.root(), Error::ValidationFailed { .. }) => {
+            // The CA looked and found no record for us: its reasons (without the HTTP-01/DNS-01
+            // advice a problem's text carries) and the record that would do.
+            (Solver::DnsPersist(p), Err(Error::ValidationFailed { failures })) => {
                 let records: Vec<_> =
                     published.into_iter().filter_map(|p| if let Published::Persist(r) = p { Some(r) } else { None }).collect();
-                Err(Error::Challenge(p.not_authorized(&records, &e.to_string())))
+                let why: Vec<String> =
+                    failures.iter().map(|(id, problem)| format!("{id}: {}", problem.detail.as_deref().unwrap_or("unauthorized"))).collect();
+                Err(Error::Challenge(p.not_authorized(&records, &why.join("; "))))
             }
             (_, authorized) => authorized,
         }
