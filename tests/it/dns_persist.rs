@@ -132,3 +132,36 @@ fn a_wildcard_needs_policy_wildcard() {
     assert_installed(&s, &pebble);
     assert!(cert_text(&s.fullchain("registry")).contains(&format!("DNS:{wildcard}")), "the wildcard is certified");
 }
+
+#[test]
+fn an_exec_hook_is_called_once_to_present_and_never_to_clean_up() {
+    // Pebble 2.10 asks its own pebble-challtestsrv; the hook publishes through its management API.
+    let pebble = Pebble::start_with(PebbleOpts::v2_10());
+    let dir = tempfile::tempdir().unwrap();
+    let (script, calls) = (dir.path().join("dns-hook.sh"), dir.path().join("calls.log"));
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nset -e\necho \"$1 $2\" >> {calls}\n[ \"$1\" = present ] || exit 0\n\
+             {curl} -sSf -d \"{{\\\"host\\\":\\\"$2\\\",\\\"value\\\":\\\"$3\\\"}}\" {mgmt}/set-txt\n",
+            calls = calls.display(),
+            curl = tool("curl").display(),
+            mgmt = pebble.challtest_mgmt
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let exec = toml! {
+        provider = "exec"
+        command = [(script.display().to_string())]
+        nameservers = [(pebble.challtest_dns.as_str())]
+    };
+    let s = persist_setup(&pebble, &[NAME], Some(exec));
+
+    for args in [&["renew"][..], &["renew", "--force"]] {
+        let run = s.run(args);
+        assert_eq!(run.code, 0, "{args:?}: {run:?}\n{}", pebble.logs());
+        assert_installed(&s, &pebble);
+    }
+    assert_eq!(std::fs::read_to_string(&calls).unwrap(), format!("present {RECORD}\n"), "one present, no cleanup, over two renewals");
+}
