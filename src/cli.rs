@@ -25,6 +25,7 @@ Examples:
   regcert status --json                     what is installed, when it expires, when it is next due
   regcert verify --cert registry            what the registry really serves: leaf, chain, /v2/ (exit 1 on a problem)
   regcert ca init internal                  create the private CA [ca.internal] for internal names and IPs
+  regcert dns-persist show                  the TXT records to create for challenge = \"dns-persist-01\" (zone-file lines)
   regcert import acme.sh --write-config /etc/regcert/config.toml
                                             adopt an acme.sh setup (same account, current certificates)
   regcert trust install --registry 192.168.20.10:5000 --ca-file root.crt
@@ -75,6 +76,9 @@ enum Command {
     /// Private CAs for internal names and IPs ([ca.NAME] in the config).
     #[command(subcommand)]
     Ca(CaCommand),
+    /// dns-persist-01: the persistent TXT records that let the ACME CA validate a certificate's names.
+    #[command(subcommand)]
+    DnsPersist(DnsPersistCommand),
     /// Make the Docker client on this host trust a registry's CA (no config needed).
     #[command(subcommand)]
     Trust(TrustCommand),
@@ -112,6 +116,20 @@ enum CaCommand {
     },
     /// Print the CA's root certificate (PEM), for config management and `regcert trust install`.
     Export { name: String },
+}
+
+#[derive(Subcommand)]
+enum DnsPersistCommand {
+    /// Print the TXT record(s) to create, as zone-file lines, for every certificate with
+    /// challenge = "dns-persist-01" (creates the ACME account if there is none yet).
+    Show {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Only this certificate (repeatable).
+        #[arg(long = "cert", value_name = "NAME")]
+        certs: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -235,7 +253,7 @@ pub fn main() -> ExitCode {
         _ => {}
     }
     let purpose = match cli.command {
-        Command::Status { .. } | Command::Verify { .. } | Command::Ca(CaCommand::Export { .. }) => Purpose::Read,
+        Command::Status { .. } | Command::Verify { .. } | Command::Ca(CaCommand::Export { .. }) | Command::DnsPersist(_) => Purpose::Read,
         Command::Renew { .. } | Command::Run => Purpose::Work,
         Command::CheckConfig | Command::Ca(CaCommand::Init { .. }) | Command::Trust(_) | Command::Import(_) => Purpose::Write,
     };
@@ -250,6 +268,7 @@ pub fn main() -> ExitCode {
         Command::Verify { json, certs } => verify(&config, &certs, json),
         Command::Renew { force, certs, dry_run } => renew(&config, &certs, RenewOptions { force, dry_run }),
         Command::Ca(cmd) => ca(&config, cmd),
+        Command::DnsPersist(DnsPersistCommand::Show { json, certs }) => dns_persist_show(&config, &certs, json),
         Command::Trust(_) | Command::Import(_) => Ok(Status::Ok),
     };
     exit(result)
@@ -347,6 +366,65 @@ fn ca(config: &Config, cmd: CaCommand) -> CmdResult {
             Ok(Status::Ok)
         }
     }
+}
+
+/// `regcert dns-persist show`: the records, as zone-file lines under a comment that names the
+/// certificate, the CA and the account (all of it pasteable into a zone file), or as JSON.
+fn dns_persist_show(config: &Config, names: &[String], json: bool) -> CmdResult {
+    let selected = config.select(names).map_err(Failure::Config)?;
+    let certs: Vec<_> = selected.iter().copied().filter(|c| c.dns_persist()).collect();
+    let others: Vec<&str> = selected.iter().filter(|c| !c.dns_persist()).map(|c| c.name.as_str()).collect();
+    if !names.is_empty() && !others.is_empty() {
+        return Err(Failure::Config(format!(
+            "[[certificate]] {} not set to challenge = \"dns-persist-01\" (no persistent record to show)",
+            others.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    if certs.is_empty() {
+        return Err(Failure::Config("no [[certificate]] has challenge = \"dns-persist-01\"".into()));
+    }
+    // The account may be created here: the same lock as `renew`, so that two never race.
+    let state = StateDir::open(&config.state_dir).map_err(Failure::Failed)?;
+    let _lock = state.lock("regcert dns-persist show").map_err(|e| Failure::Failed(e.to_string()))?;
+    let issuers = Issuers::from_config(config, &state);
+    let runtime = runtime()?;
+    let mut out = Vec::new();
+    for cert in certs {
+        let issuer = issuers.of(cert).map_err(|e| Failure::Config(e.to_string()))?;
+        let shown = runtime
+            .block_on(issuer.dns_persist_records(cert))
+            .map_err(|e| Failure::Failed(format!("[[certificate]] `{}`: {e}", cert.name)))?;
+        if json {
+            out.push(serde_json::json!({
+                "cert": cert.name,
+                "ca": issuer.origin(),
+                "issuer_domain_name": shown.issuer,
+                "account_uri": shown.account_uri,
+                "account_created": shown.account_created,
+                "records": shown.records.iter().map(|r| serde_json::json!({
+                    "name": r.fqdn, "type": "TXT", "value": r.value(), "wildcard": r.wildcard, "zone_line": r.zone_line(),
+                })).collect::<Vec<_>>(),
+            }));
+            continue;
+        }
+        println!(
+            "; {}: dns-persist-01 at {} (issuer-domain-name {}, account {})",
+            cert.name,
+            issuer.label(),
+            shown.issuer,
+            shown.account_uri
+        );
+        if shown.account_created {
+            println!("; the ACME account was created just now (kept in state_dir): renewals use it, so the records stay valid");
+        }
+        for r in &shown.records {
+            println!("{}", r.zone_line());
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&out).map_err(|e| Failure::Failed(e.to_string()))?);
+    }
+    Ok(Status::Ok)
 }
 
 fn import(cmd: ImportCommand) -> CmdResult {

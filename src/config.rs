@@ -303,7 +303,8 @@ pub struct CertificateConfig {
     /// name issued; when none is, the CA's default chain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preferred_chain: Option<String>,
-    /// "http-01" (default) or "dns-01" (needs `dns`); with `dns` alone, DNS-01. See [`CertificateConfig::dns01`].
+    /// "http-01" (default), "dns-01" (needs `dns`) or "dns-persist-01" (`dns` optional); with
+    /// `dns` alone, DNS-01. See [`CertificateConfig::dns01`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub challenge: Option<ChallengeKind>,
     /// How DNS-01 records are published.
@@ -359,13 +360,17 @@ impl InstallConfig {
 
 pub use crate::reload::config::ReloadConfig;
 
-/// `challenge = "http-01" | "dns-01"`.
+/// `challenge = "http-01" | "dns-01" | "dns-persist-01"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 pub enum ChallengeKind {
     #[serde(rename = "http-01")]
     Http01,
     #[serde(rename = "dns-01")]
     Dns01,
+    /// One persistent TXT record per name (draft-ietf-acme-dns-persist); see
+    /// [`crate::challenge::dns_persist`].
+    #[serde(rename = "dns-persist-01")]
+    DnsPersist01,
 }
 
 /// A file mode such as "0640": octal, permission bits only (at most "0777").
@@ -485,8 +490,14 @@ impl CertificateConfig {
     pub fn dns01(&self) -> Option<&crate::challenge::dns01::DnsConfig> {
         match self.challenge {
             None | Some(ChallengeKind::Dns01) => self.dns.as_ref(),
-            Some(ChallengeKind::Http01) => None,
+            Some(ChallengeKind::Http01 | ChallengeKind::DnsPersist01) => None,
         }
+    }
+
+    /// Is this certificate validated with dns-persist-01? Its `dns` (optional) then only
+    /// creates the persistent record, once.
+    pub fn dns_persist(&self) -> bool {
+        self.challenge == Some(ChallengeKind::DnsPersist01)
     }
 
     /// The verification to run after installing, if any: explicit `[certificate.verify]`, or
@@ -803,7 +814,7 @@ fn preflight_acme(config: &Config, purpose: Purpose, problems: &mut Problems) {
 
 /// The host side of one `[[certificate]]` (`at` names it in messages).
 fn preflight_certificate(at: &str, cert: &CertificateConfig, purpose: Purpose, problems: &mut Problems) {
-    if let Some(dns) = cert.dns01() {
+    if let Some(dns) = cert.dns01().or(cert.dns.as_ref().filter(|_| cert.dns_persist())) {
         crate::challenge::dns01::preflight(at, dns, problems);
     }
     problems.step(1);
@@ -987,17 +998,22 @@ fn validate_certificate(at: &str, cert: &CertificateConfig, problems: &mut Probl
     for d in &cert.domains {
         if let Err(why) = check_domain(d) {
             problems.push(format!("{at}: domain \"{d}\" {why}"));
-        } else if d.starts_with("*.") && acme && cert.dns.is_none() {
+        } else if d.starts_with("*.") && acme && cert.dns.is_none() && !cert.dns_persist() {
             problems.push(format!("{at}: wildcard \"{d}\" cannot be validated with HTTP-01; a wildcard needs the DNS-01 challenge"));
         }
     }
     match (cert.challenge, &cert.dns) {
+        (Some(ChallengeKind::DnsPersist01), _) if !acme => problems.push(format!(
+            "{at}: challenge = \"dns-persist-01\" is an ACME challenge; a private CA (issuer = \"{}\") needs none: remove `challenge`",
+            cert.issuer
+        )),
         (None | Some(ChallengeKind::Dns01), Some(dns)) => crate::challenge::dns01::validate(at, dns, problems),
         (Some(ChallengeKind::Dns01), None) => {
             problems.push(format!("{at}: challenge = \"dns-01\" needs dns = {{ provider = \"rfc2136\" | \"exec\", … }}"))
         }
         (Some(ChallengeKind::Http01), Some(_)) => problems.push(format!("{at}: `dns` is set but challenge = \"http-01\"; remove one")),
-        (None | Some(ChallengeKind::Http01), None) => {}
+        (Some(ChallengeKind::DnsPersist01), Some(dns)) => crate::challenge::dns_persist::validate(at, dns, problems),
+        (None | Some(ChallengeKind::Http01 | ChallengeKind::DnsPersist01), None) => {}
     }
     problems.step(1);
     if acme && !cert.ips.is_empty() {
@@ -1271,6 +1287,21 @@ mod tests {
     }
 
     #[test]
+    fn dns_persist_needs_no_provider_covers_wildcards_and_is_acme_only() {
+        let persist = "challenge = \"dns-persist-01\"";
+        assert_eq!(problems(&format!("domains = [\"a.example.com\", \"*.a.example.com\"]\n{persist}"), ""), Vec::<String>::new());
+        let cert = parse(&config(&format!("domains = [\"a.example.com\"]\n{persist}"), "")).unwrap().certificates.remove(0);
+        assert!(cert.dns_persist() && cert.dns01().is_none(), "its `dns` only creates the persistent record");
+        let delegated =
+            "dns = { provider = \"exec\", command = [\"/bin/true\"], nameservers = [\"127.0.0.1\"], delegate = \"x.example.net.\" }";
+        let got = problems(&format!("domains = [\"a.example.com\"]\n{persist}\n{delegated}"), "");
+        assert!(got.len() == 1 && got[0].contains("remove `delegate`"), "{got:?}");
+        let got =
+            problems(&format!("domains = [\"a.example.com\"]\nissuer = \"ca:internal\"\n{persist}"), "[ca.internal]\nsubject = \"CN=x\"");
+        assert!(got.iter().any(|p| p.contains("dns-persist-01\" is an ACME challenge")), "{got:?}");
+    }
+
+    #[test]
     fn pure_validation_needs_no_host() {
         assert_eq!(problems("domains = [\"a.example.com\"]", ""), Vec::<String>::new());
         assert_eq!(
@@ -1409,7 +1440,7 @@ mod tests {
             (
                 "challenge = \"tls-alpn-01\"",
                 "",
-                &["challenge = \"tls-alpn-01\"", "unknown variant `tls-alpn-01`, expected `http-01` or `dns-01`"][..],
+                &["challenge = \"tls-alpn-01\"", "unknown variant `tls-alpn-01`, expected one of `http-01`, `dns-01`, `dns-persist-01`"][..],
             ),
             ("challenge = \"dns01\"", "", &["unknown variant `dns01`", "did you mean `dns-01`?"][..]),
             (

@@ -12,6 +12,7 @@ mod config;
 mod crash;
 mod daemon;
 mod dns01;
+mod dns_persist;
 mod drain;
 mod hardening;
 mod harness;

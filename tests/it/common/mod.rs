@@ -164,6 +164,10 @@ pub struct Pebble {
     pub http_port: u16,
     /// Root of pebble's own HTTPS listener (for `[acme] ca_bundle`).
     pub tls_root: PathBuf,
+    /// pebble-challtestsrv: its DNS server ("127.0.0.1:PORT", what Pebble asks unless
+    /// `dns_port` is set) and its management API ("http://127.0.0.1:PORT": /set-txt, /clear-txt).
+    pub challtest_dns: String,
+    pub challtest_mgmt: String,
 }
 
 impl Pebble {
@@ -243,6 +247,8 @@ impl Pebble {
             http_port,
             tls_root,
             dir,
+            challtest_dns: format!("127.0.0.1:{own_dns}"),
+            challtest_mgmt: format!("http://127.0.0.1:{dns_mgmt}"),
         };
         me.wait_for_port(listen);
         me.wait_for_port(mgmt);
