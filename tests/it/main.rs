@@ -28,4 +28,5 @@ mod shortlived;
 mod systemd;
 mod timeouts;
 mod trust;
+mod trust_runtimes;
 mod verify;
