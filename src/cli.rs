@@ -28,7 +28,7 @@ Examples:
   regcert import acme.sh --write-config /etc/regcert/config.toml
                                             adopt an acme.sh setup (same account, current certificates)
   regcert trust install --registry 192.168.20.10:5000 --ca-file root.crt
-                                            make Docker on a client trust the registry (certs.d/HOST:PORT/ca.crt)
+                                            make Docker, containerd and podman on a client trust the registry
 
 Exit codes: 0 ok, 1 a certificate failed (or another regcert holds the lock), 2 invalid configuration.";
 
@@ -75,7 +75,7 @@ enum Command {
     /// Private CAs for internal names and IPs ([ca.NAME] in the config).
     #[command(subcommand)]
     Ca(CaCommand),
-    /// Make the Docker client on this host trust a registry's CA (no config needed).
+    /// Make the container runtimes on this host trust a registry's CA (no config needed).
     #[command(subcommand)]
     Trust(TrustCommand),
     /// Move from another tool (no regcert config needed).

@@ -1338,6 +1338,24 @@ mod tests {
     }
 
     #[test]
+    fn trust_runtimes_are_checked_and_registries_is_docker_clients() {
+        let with_trust = |trust: &str| {
+            let text = format!(
+                "[ca.internal]\nsubject = \"CN=T\"\n[[certificate]]\nname = \"r\"\nissuer = \"ca:internal\"\ndomains = [\"r.corp.lan\"]\n\
+                 [certificate.install]\ndir = \"/nonexistent/certs\"\n[certificate.trust]\n{trust}\n"
+            );
+            let cfg = parse(&text).unwrap();
+            (validate(&cfg).list, cfg.certificates[0].trust.clone().unwrap())
+        };
+        let (p, t) = with_trust("registries = [\"r.corp.lan:5000\"]\nruntimes = [\"containerd\", \"all\"]");
+        assert_eq!(p, Vec::<String>::new());
+        assert_eq!(t.docker_clients, ["r.corp.lan:5000"]);
+        assert_eq!(t.containerd_certs_d, Path::new("/etc/containerd/certs.d"));
+        let (p, _) = with_trust("registries = [\"r.corp.lan:5000\"]\nruntimes = [\"cri-o\"]");
+        assert_eq!(p, ["[[certificate]] `r`: trust.runtimes: unknown runtime \"cri-o\": name one of docker, containerd, podman, all"]);
+    }
+
+    #[test]
     fn lifetimes_that_would_loop_or_overflow_are_refused() {
         let ca = "[ca.internal]\nsubject = \"CN=T\"\n";
         let with_ca = |cert: &str, ca_extra: &str| {
