@@ -169,11 +169,7 @@ struct RuntimeArgs {
 
 impl RuntimeArgs {
     fn roots(&self) -> crate::trust::Roots {
-        crate::trust::Roots {
-            docker: self.certs_d.clone(),
-            containerd: self.containerd_certs_d.clone(),
-            containers: self.containers_certs_d.clone(),
-        }
+        crate::trust::Roots::new(&self.certs_d, &self.containerd_certs_d, &self.containers_certs_d)
     }
 
     /// The runtimes named, or else `default`.

@@ -50,8 +50,14 @@ pub struct Roots {
 }
 
 impl Roots {
+    /// Absolute paths: containerd reads a relative path in hosts.toml relative to that file.
+    pub fn new(docker: &Path, containerd: &Path, containers: &Path) -> Self {
+        let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+        Roots { docker: abs(docker), containerd: abs(containerd), containers: abs(containers) }
+    }
+
     pub fn of(trust: &TrustConfig) -> Self {
-        Roots { docker: trust.certs_d.clone(), containerd: trust.containerd_certs_d.clone(), containers: trust.containers_certs_d.clone() }
+        Roots::new(&trust.certs_d, &trust.containerd_certs_d, &trust.containers_certs_d)
     }
 }
 
@@ -127,13 +133,14 @@ impl Runtime {
     pub fn remove(self, roots: &Roots, registry: &str) -> Result<Option<String>, String> {
         let root = self.root(roots);
         let what = match self {
-            Runtime::Docker => docker::remove(root, registry)?.map(|p| format!("{} (Docker", p.display())),
-            Runtime::Containerd => {
-                containerd::remove(root, registry)?.map(|p| format!("{} and its entry in {} (containerd", containerd::CA_FILE, p.display()))
+            Runtime::Docker => docker::remove(root, registry)?.map(|p| format!("{} (read on every pull by Docker", p.display())),
+            Runtime::Containerd => containerd::remove(root, registry)?
+                .map(|p| format!("{} and its entry in {} (read on every pull by containerd", containerd::CA_FILE, p.display())),
+            Runtime::Podman => {
+                docker::remove(root, registry)?.map(|p| format!("{} (read on every pull by podman, CRI-O, skopeo", p.display()))
             }
-            Runtime::Podman => docker::remove(root, registry)?.map(|p| format!("{} (podman, CRI-O, skopeo", p.display())),
         };
-        Ok(what.map(|w| format!("removed the CA for {registry}: {w} reads certs.d on every pull: no restart needed)")))
+        Ok(what.map(|w| format!("removed the CA for {registry}: {w}: no restart needed)")))
     }
 
     fn list(self, roots: &Roots, now: i64) -> Vec<Entry> {
@@ -446,5 +453,7 @@ mod tests {
         assert!(!Runtime::Docker.found_with(&roots, |p| p == Path::new("/r/containerd"), |_| false));
         assert!(Runtime::Podman.found_with(&roots, |_| false, |p| p == "skopeo"));
         assert!(Runtime::Containerd.found_with(&roots, |p| p == Path::new("/run/containerd/containerd.sock"), |_| false));
+        // hosts.toml gets absolute paths whatever the command line said.
+        assert!(Roots::new(Path::new("d"), Path::new("c"), Path::new("p")).containerd.is_absolute());
     }
 }
