@@ -328,6 +328,26 @@ skip_verify = false # never
     }
 
     #[test]
+    fn list_names_what_hosts_toml_lists_and_the_crt_files_it_hides() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("reg.example:5000");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("hosts.toml"), "server = \"https://reg.example:5000\"\n[host.\"https://m:5000\"]\nca = \"mirror.crt\"\n")
+            .unwrap();
+        std::fs::write(dir.join("corp.crt"), "x").unwrap();
+        let l = list(t.path(), 0);
+        let problems: Vec<(String, &str)> =
+            l.iter().map(|e| (e.file.file_name().unwrap().to_string_lossy().into_owned(), e.problem.as_deref().unwrap_or(""))).collect();
+        assert_eq!(problems.len(), 2, "{l:?}");
+        assert!(problems[0].0 == "mirror.crt" && problems[0].1.contains("listed in") && problems[0].1.contains("but missing"), "{l:?}");
+        assert!(problems[1].0 == "corp.crt" && problems[1].1.contains("containerd ignores corp.crt"), "{l:?}");
+        // Without hosts.toml, containerd reads the *.crt files Docker-style: nothing wrong.
+        std::fs::remove_file(dir.join("hosts.toml")).unwrap();
+        let l = list(t.path(), 0);
+        assert!(l.len() == 1 && l[0].problem.as_deref() == Some("not a PEM certificate"), "{l:?}");
+    }
+
+    #[test]
     fn client_pair_files_next_to_the_ca() {
         let t = tempfile::tempdir().unwrap();
         let (cert, key) = (Path::new("/c/client.cert"), Path::new("/c/client.key"));
