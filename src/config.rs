@@ -139,17 +139,34 @@ impl fmt::Display for IssuerRef {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrustConfig {
-    /// Registries (HOST:PORT) whose /etc/docker/certs.d/HOST:PORT/ca.crt regcert keeps in sync
-    /// with this certificate's private CA on this host.
-    #[serde(default)]
+    /// Registries (HOST:PORT) whose CA regcert keeps in sync with this certificate's private CA
+    /// in the container runtimes on this host (`registries` is the same key).
+    #[serde(default, alias = "registries")]
     pub docker_clients: Vec<String>,
+    /// `docker`, `containerd`, `podman` or `all`; default: every runtime found on the host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runtimes: Vec<String>,
     /// Where Docker looks for registry CAs.
     #[serde(default = "default_certs_d")]
     pub certs_d: PathBuf,
+    /// Where containerd looks for hosts.toml.
+    #[serde(default = "default_containerd_certs_d")]
+    pub containerd_certs_d: PathBuf,
+    /// Where podman, CRI-O and skopeo look for registry CAs.
+    #[serde(default = "default_containers_certs_d")]
+    pub containers_certs_d: PathBuf,
 }
 
 fn default_certs_d() -> PathBuf {
-    PathBuf::from("/etc/docker/certs.d")
+    PathBuf::from(crate::trust::DEFAULT_CERTS_D)
+}
+
+fn default_containerd_certs_d() -> PathBuf {
+    PathBuf::from(crate::trust::DEFAULT_CONTAINERD_CERTS_D)
+}
+
+fn default_containers_certs_d() -> PathBuf {
+    PathBuf::from(crate::trust::DEFAULT_CONTAINERS_CERTS_D)
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -325,7 +342,7 @@ pub struct CertificateConfig {
     /// How to prove the registry serves it; on by default when `reload` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<VerifyConfig>,
-    /// Docker clients on this host that must trust the certificate's private CA.
+    /// Container runtimes on this host that must trust the certificate's private CA.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust: Option<TrustConfig>,
 }
@@ -1052,6 +1069,9 @@ fn validate_certificate(at: &str, cert: &CertificateConfig, problems: &mut Probl
                 problems.push(format!("{at}: trust.docker_clients entry \"{r}\" is not HOST or HOST:PORT"));
             }
         }
+        if let Err(e) = crate::trust::parse_runtimes(&t.runtimes) {
+            problems.push(format!("{at}: trust.runtimes: {e}"));
+        }
     }
     let mut seen = std::collections::HashSet::new();
     for d in &cert.domains {
@@ -1346,6 +1366,24 @@ mod tests {
         let host = preflight(&cfg, Purpose::Read);
         assert!(host.len() == 2 && host[0].contains("dns.tsig_key /nonexistent/k") && host[1].contains("install.owner"), "{host:?}");
         assert!(preflight(&cfg, Purpose::Write).iter().any(|p| p.contains("install.dir /nonexistent/certs")));
+    }
+
+    #[test]
+    fn trust_runtimes_are_checked_and_registries_is_docker_clients() {
+        let with_trust = |trust: &str| {
+            let text = format!(
+                "[ca.internal]\nsubject = \"CN=T\"\n[[certificate]]\nname = \"r\"\nissuer = \"ca:internal\"\ndomains = [\"r.corp.lan\"]\n\
+                 [certificate.install]\ndir = \"/nonexistent/certs\"\n[certificate.trust]\n{trust}\n"
+            );
+            let cfg = parse(&text).unwrap();
+            (validate(&cfg).list, cfg.certificates[0].trust.clone().unwrap())
+        };
+        let (p, t) = with_trust("registries = [\"r.corp.lan:5000\"]\nruntimes = [\"containerd\", \"all\"]");
+        assert_eq!(p, Vec::<String>::new());
+        assert_eq!(t.docker_clients, ["r.corp.lan:5000"]);
+        assert_eq!(t.containerd_certs_d, Path::new("/etc/containerd/certs.d"));
+        let (p, _) = with_trust("registries = [\"r.corp.lan:5000\"]\nruntimes = [\"cri-o\"]");
+        assert_eq!(p, ["[[certificate]] `r`: trust.runtimes: unknown runtime \"cri-o\": name one of docker, containerd, podman, all"]);
     }
 
     #[test]

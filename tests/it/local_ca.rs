@@ -115,6 +115,7 @@ fn leaf_renewal_restarts_verifies_against_the_ca_and_syncs_certs_d() {
 
         [trust]
         docker_clients = [(format!("{ip}:5000"))]
+        runtimes = ["docker"]
         certs_d = (certs_d.display().to_string())
     };
     s.edit_cert("registry", |c| c.extend(settings));

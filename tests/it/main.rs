@@ -30,4 +30,5 @@ mod shortlived;
 mod systemd;
 mod timeouts;
 mod trust;
+mod trust_runtimes;
 mod verify;

@@ -38,6 +38,7 @@ pub fn tool(name: &str) -> PathBuf {
             "named" | "tsig-keygen" => "bind9",
             "dig" | "nsupdate" => "bind9-dnsutils",
             "docker" => "docker.io",
+            "ctr" => "containerd",
             "htpasswd" => "apache2-utils",
             "setpriv" | "nsenter" => "util-linux",
             "tc" | "ip" => "iproute2",
