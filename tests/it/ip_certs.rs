@@ -18,13 +18,12 @@ fn order_of(pebble: &Pebble, s: &Setup, name: &str) -> serde_json::Value {
     pebble.post_as_get(&url, &account, &key)
 }
 
-/// The installed leaf lasts Pebble's `shortlived` period and names exactly `ips`, no DNS name
-/// and no subject CN.
-fn assert_ip_leaf(pebble: &Pebble, s: &Setup, name: &str, ips: &[&str]) {
+/// The installed leaf lasts Pebble's `shortlived` period, has exactly the SAN `san` (openssl's
+/// form: "DNS:…, IP Address:…") and no subject CN, chains to Pebble's root and matches its key.
+fn assert_ip_leaf(pebble: &Pebble, s: &Setup, name: &str, san: &str) {
     let text = cert_text(&s.fullchain(name));
-    let san = text.lines().skip_while(|l| !l.contains("Subject Alternative Name")).nth(1).unwrap_or_default().trim().to_owned();
-    let want: Vec<String> = ips.iter().map(|ip| format!("IP Address:{ip}")).collect();
-    assert_eq!(san, want.join(", "), "{text}");
+    let got = text.lines().skip_while(|l| !l.contains("Subject Alternative Name")).nth(1).unwrap_or_default().trim().to_owned();
+    assert_eq!(got, san, "{text}");
     let subject = text.lines().find(|l| l.trim_start().starts_with("Subject:")).unwrap_or_default();
     assert!(!subject.contains("CN"), "no CN in an IP certificate of the shortlived profile: {subject}");
     let (not_before, not_after) = validity(&s.fullchain(name));
@@ -44,7 +43,7 @@ fn an_ip_only_certificate_is_issued_over_http01_installed_into_a_registry_and_ve
     let run = s.run(&["renew"]);
     assert_eq!(run.code, 0, "{run:?}\n{}", pebble.logs());
     // openssl writes ::1 in full.
-    assert_ip_leaf(&pebble, &s, "ip", &["127.0.0.1", "0:0:0:0:0:0:0:1"]);
+    assert_ip_leaf(&pebble, &s, "ip", "IP Address:127.0.0.1, IP Address:0:0:0:0:0:0:0:1");
 
     // The order named both addresses as IP identifiers, and the profile.
     let order = order_of(&pebble, &s, "ip");
@@ -81,7 +80,7 @@ fn an_ip_only_certificate_is_issued_over_http01_installed_into_a_registry_and_ve
     assert_eq!(run.code, 0, "{run:?}\n{}\n{}", reg.logs(), pebble.logs());
     assert!(run.stdout.contains(&format!("reloaded; verified: {url} serves it")), "{run:?}");
     assert_ne!(serial(&s.fullchain("ip")), before);
-    assert_ip_leaf(&pebble, &s, "ip", &["127.0.0.1", "0:0:0:0:0:0:0:1"]);
+    assert_ip_leaf(&pebble, &s, "ip", "IP Address:127.0.0.1, IP Address:0:0:0:0:0:0:0:1");
     assert_eq!(order_of(&pebble, &s, "ip")["profile"], "shortlived", "the renewal ordered the profile again");
 
     // And over IPv6: the same registry checked at [::1].
@@ -97,19 +96,25 @@ fn an_ip_only_certificate_is_issued_over_http01_installed_into_a_registry_and_ve
     assert_eq!(run.code, 1, "{run:?}");
 }
 
+/// A DNS name and an IP address in one certificate, answered by a web server with a webroot
+/// (pebble-challtestsrv resolves the name to 127.0.0.1, so both are asked at the same server).
 #[test]
-fn an_ip_certificate_through_a_webroot() {
+fn a_name_and_an_ip_in_one_certificate_through_a_webroot() {
     let pebble = Pebble::start_with(PebbleOpts::v2_10());
     let webroot = tempfile::tempdir().unwrap();
     let _web = StaticServer::start(webroot.path(), pebble.http_port);
     let mut config = pebble_config(&pebble);
     table(&mut config, "http01").remove("listen");
     set(&mut config, "http01.webroot", webroot.path().display().to_string());
-    let spec = CertSpec::new("ip", toml! { ips = ["127.0.0.1"] profile = "shortlived" key = "ecdsa-p256" });
+    let spec = CertSpec::new("ip", toml! { domains = ["web.example.com"] ips = ["127.0.0.1"] profile = "shortlived" key = "ecdsa-p256" });
     let s = Setup::with_config(config, &[spec]);
     let run = s.run(&["renew"]);
     assert_eq!(run.code, 0, "{run:?}\n{}", pebble.logs());
-    assert_ip_leaf(&pebble, &s, "ip", &["127.0.0.1"]);
+    assert_ip_leaf(&pebble, &s, "ip", "DNS:web.example.com, IP Address:127.0.0.1");
+    let mut ids: Vec<String> =
+        order_of(&pebble, &s, "ip")["identifiers"].as_array().unwrap().iter().map(|i| format!("{}:{}", i["type"], i["value"])).collect();
+    ids.sort();
+    assert_eq!(ids, ["\"dns\":\"web.example.com\"", "\"ip\":\"127.0.0.1\""]);
     let left: Vec<_> = std::fs::read_dir(webroot.path().join(".well-known/acme-challenge")).unwrap().collect();
     assert!(left.is_empty(), "the token files are removed: {left:?}");
 }
