@@ -58,6 +58,11 @@ fn an_ip_only_certificate_is_issued_over_http01_installed_into_a_registry_and_ve
     assert_eq!(order["profile"], "shortlived", "{order}");
     assert_eq!(s.meta("ip")["profile"], "shortlived");
 
+    // A dry run validates both addresses and issues nothing.
+    let run = s.run(&["renew", "--dry-run", "--force"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("validated 2 name(s)"), "{run:?}");
+
     // Status shows the addresses: configured and covered.
     let st = s.status_of("ip");
     assert_eq!(st["ips"], serde_json::json!(["127.0.0.1", "::1"]), "{st}");
