@@ -1077,7 +1077,7 @@ fn validate_certificate(at: &str, cert: &CertificateConfig, problems: &mut Probl
 }
 
 /// An ACME CA validates an IP address only by connecting to it (HTTP-01 or TLS-ALPN-01, RFC
-/// 8738 §7): no DNS record can prove control of an address, so a DNS-based challenge is refused
+/// 8738): no DNS record can prove control of an address, so a DNS-based challenge is refused
 /// here rather than by the CA at the first renewal.
 fn check_ip_challenge(at: &str, cert: &CertificateConfig, problems: &mut Problems) {
     let challenge = match (cert.challenge, &cert.dns) {
@@ -1087,8 +1087,8 @@ fn check_ip_challenge(at: &str, cert: &CertificateConfig, problems: &mut Problem
     };
     let ips: Vec<String> = cert.ips.iter().map(|ip| format!("\"{ip}\"")).collect();
     problems.push(format!(
-        "{at}: ips = [{}] cannot be validated with {challenge}: an ACME CA validates IP addresses only over HTTP-01 (RFC 8738), never through DNS; \
-         use challenge = \"http-01\" (the default, without `dns`) for this certificate, or move the IPs into a [[certificate]] of their own that uses HTTP-01",
+        "{at}: ips = [{}] cannot be validated with {challenge}: an ACME CA validates IP addresses only by connecting to them (RFC 8738), never through DNS, \
+         and regcert answers that with HTTP-01; use challenge = \"http-01\" (the default, without `dns`) for this certificate, or move the IPs into a [[certificate]] of their own that uses HTTP-01",
         ips.join(", ")
     ));
 }
@@ -1117,7 +1117,7 @@ fn check_lets_encrypt_ips(at: &str, cert: &CertificateConfig, acme: &AcmeConfig,
 fn is_public_ip(ip: &IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
+            let [a, b, c, _] = v4.octets();
             !(v4.is_private()
                 || v4.is_loopback()
                 || v4.is_link_local()
@@ -1129,7 +1129,7 @@ fn is_public_ip(ip: &IpAddr) -> bool {
                 || a >= 240
                 || (a == 100 && (64..128).contains(&b))
                 || (a == 198 && (b == 18 || b == 19))
-                || (a == 192 && b == 0 && v4.octets()[2] == 0))
+                || (a == 192 && b == 0 && c == 0))
         }
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
