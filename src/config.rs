@@ -307,7 +307,7 @@ pub struct CertificateConfig {
     /// First = primary name; all go in the SAN.
     #[serde(default)]
     pub domains: Vec<String>,
-    /// IP SANs (private CA only).
+    /// IP SANs: from a private CA, or from an ACME CA as IP identifiers (RFC 8738, HTTP-01 only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ips: Vec<std::net::IpAddr>,
     /// Lifetime of leaves from a private CA (default 90 days).
@@ -388,6 +388,17 @@ pub enum ChallengeKind {
     /// [`crate::challenge::dns_persist`].
     #[serde(rename = "dns-persist-01")]
     DnsPersist01,
+}
+
+impl ChallengeKind {
+    /// The name as written in the config (`challenge = "…"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChallengeKind::Http01 => "http-01",
+            ChallengeKind::Dns01 => "dns-01",
+            ChallengeKind::DnsPersist01 => "dns-persist-01",
+        }
+    }
 }
 
 /// A file mode such as "0640": octal, permission bits only (at most "0777").
@@ -612,6 +623,11 @@ impl CertificateConfig {
     /// the choice to the CA. Every renewal orders it again (traefik#12462 dropped it there).
     pub fn acme_profile<'a>(&'a self, acme: &'a AcmeConfig) -> Option<&'a str> {
         self.profile.as_deref().or(acme.profile.as_deref())
+    }
+
+    /// Every name the certificate is for, as the SAN lists them: the DNS names, then the IPs.
+    pub fn names(&self) -> Vec<String> {
+        self.domains.iter().cloned().chain(self.ips.iter().map(ToString::to_string)).collect()
     }
 }
 
@@ -918,6 +934,9 @@ fn validate(config: &Config) -> Problems {
             problems.push(format!("{at}: name `{}` is used by certificate #{} too; names must be unique", cert.name, prev + 1));
         }
         validate_certificate(&at, cert, &mut problems);
+        if let Some(acme) = config.acme.as_ref().filter(|_| cert.issuer == IssuerRef::Acme) {
+            check_lets_encrypt_ips(&at, cert, acme, &mut problems);
+        }
         problems.step(3);
         for file in [cert.install.fullchain_path(), cert.install.key_path()] {
             if let Some((j, other)) = files.insert(file.clone(), (i, &cert.name))
@@ -1009,8 +1028,8 @@ fn validate_certificate(at: &str, cert: &CertificateConfig, problems: &mut Probl
         ));
     }
     let acme = cert.issuer == IssuerRef::Acme;
-    if cert.domains.is_empty() && (acme || cert.ips.is_empty()) {
-        problems.push(format!("{at}: domains is empty: list at least one DNS name{}", if acme { "" } else { " or IP in `ips`" }));
+    if cert.domains.is_empty() && cert.ips.is_empty() {
+        problems.push(format!("{at}: domains is empty: list at least one DNS name, or IP address in `ips`"));
     }
     for d in &cert.domains {
         if let Err(why) = check_domain(d) {
@@ -1034,9 +1053,7 @@ fn validate_certificate(at: &str, cert: &CertificateConfig, problems: &mut Probl
     }
     problems.step(1);
     if acme && !cert.ips.is_empty() {
-        problems.push(format!(
-            "{at}: ips (IP SANs) need a private CA: set issuer = \"ca:NAME\" with a [ca.NAME]; public CAs do not certify private addresses"
-        ));
+        check_ip_challenge(at, cert, problems);
     }
     if acme && cert.validity.is_some() {
         problems.push(format!(
@@ -1079,6 +1096,10 @@ fn validate_certificate(at: &str, cert: &CertificateConfig, problems: &mut Probl
             problems.push(format!("{at}: domain \"{d}\" is listed twice"));
         }
     }
+    let mut seen = std::collections::HashSet::new();
+    for ip in cert.ips.iter().filter(|ip| !seen.insert(**ip)) {
+        problems.push(format!("{at}: ips lists {ip} twice"));
+    }
     if cert.renew_before.is_some_and(|rb| rb.is_zero()) {
         problems.push(format!("{at}: renew_before = 0 would never renew; remove it to use the default (a third of the lifetime)"));
     }
@@ -1089,6 +1110,72 @@ fn validate_certificate(at: &str, cert: &CertificateConfig, problems: &mut Probl
     }
     if let Some(verify) = &cert.verify_settings() {
         validate_verify(at, cert, verify, problems);
+    }
+}
+
+/// An ACME CA validates an IP address only by connecting to it (HTTP-01 or TLS-ALPN-01, RFC
+/// 8738): no DNS record can prove control of an address, so a DNS-based challenge is refused
+/// here rather than by the CA at the first renewal.
+fn check_ip_challenge(at: &str, cert: &CertificateConfig, problems: &mut Problems) {
+    let challenge = match (cert.challenge, &cert.dns) {
+        (Some(ChallengeKind::Http01), _) | (None, None) => return,
+        (Some(kind), _) => format!("challenge = \"{}\"", kind.as_str()),
+        (None, Some(_)) => "DNS-01 (`dns` is set)".to_owned(),
+    };
+    let ips: Vec<String> = cert.ips.iter().map(|ip| format!("\"{ip}\"")).collect();
+    problems.push(format!(
+        "{at}: ips = [{}] cannot be validated with {challenge}: an ACME CA validates IP addresses only by connecting to them (RFC 8738), never through DNS, \
+         and regcert answers that with HTTP-01; use challenge = \"http-01\" (the default, without `dns`) for this certificate, or move the IPs into a [[certificate]] of their own that uses HTTP-01",
+        ips.join(", ")
+    ));
+}
+
+/// What Let's Encrypt certifies for IP addresses (since 2026-01-15): public addresses only, under
+/// the `shortlived` profile only. Any other order would be refused at the CA; say it now.
+fn check_lets_encrypt_ips(at: &str, cert: &CertificateConfig, acme: &AcmeConfig, problems: &mut Problems) {
+    if cert.ips.is_empty() || ![LETSENCRYPT, LETSENCRYPT_STAGING].contains(&acme.directory_url()) {
+        return;
+    }
+    for ip in cert.ips.iter().filter(|ip| !is_public_ip(ip)) {
+        problems.push(format!(
+            "{at}: ips: {ip} is not a public address (private, loopback, link-local, shared or reserved), and Let's Encrypt certifies public IP addresses only; \
+             give it a certificate from a private CA (issuer = \"ca:NAME\")"
+        ));
+    }
+    if cert.acme_profile(acme) != Some("shortlived") {
+        problems.push(format!(
+            "{at}: Let's Encrypt issues IP address certificates only under the \"shortlived\" profile (160 hours): set profile = \"shortlived\" on this certificate"
+        ));
+    }
+}
+
+/// Is `ip` an address of the public internet (not private, loopback, link-local, CGNAT, documentation,
+/// multicast or otherwise reserved)? std's `is_global` is not stable yet.
+fn is_public_ip(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            !(v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || v4.is_multicast()
+                || a == 0
+                || a >= 240
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 198 && (b == 18 || b == 19))
+                || (a == 192 && b == 0 && c == 0))
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public_ip(&IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            // Global unicast is 2000::/3; within it, documentation (2001:db8::/32) is not public.
+            (first & 0xe000) == 0x2000 && !(first == 0x2001 && v6.segments()[1] == 0x0db8)
+        }
     }
 }
 
@@ -1200,7 +1287,7 @@ pub fn parse_mode(s: &str) -> Result<u32, String> {
 /// Syntax of a DNS name as ACME CAs accept it (LDH labels, optional leading `*.`).
 pub fn check_domain(d: &str) -> Result<(), &'static str> {
     if d.parse::<std::net::IpAddr>().is_ok() {
-        return Err("is an IP address: ACME here issues for DNS names; IP certificates need a private CA");
+        return Err("is an IP address: list IP addresses in `ips`, not in `domains`");
     }
     let name = d.strip_prefix("*.").unwrap_or(d);
     if name.is_empty() || name.len() > 253 {
@@ -1267,6 +1354,53 @@ mod tests {
         assert!(check_domain("a..b").is_err());
         assert!(check_domain("192.168.1.1").is_err());
         assert!(check_domain("under_score.example").is_err());
+    }
+
+    #[test]
+    fn acme_ip_certificates_are_validated_over_http01_only() {
+        let ips = "ips = [\"9.9.9.9\", \"2001:4860::8\"]\nprofile = \"shortlived\"";
+        let p = problems(ips, "");
+        assert!(p.iter().all(|p| !p.contains("ips")), "HTTP-01 (the default) with public IPs is fine: {p:?}");
+        let p = problems(&format!("{ips}\nchallenge = \"dns-01\"\ndns = {{ provider = \"exec\", command = [\"/bin/true\"] }}"), "");
+        let refused: Vec<&String> = p.iter().filter(|p| p.contains("cannot be validated with")).collect();
+        assert_eq!(refused.len(), 1, "{p:?}");
+        for want in ["`r`", "ips = [\"9.9.9.9\", \"2001:4860::8\"]", "challenge = \"dns-01\"", "use challenge = \"http-01\""] {
+            assert!(refused[0].contains(want), "{want:?} not in {refused:?}");
+        }
+        let p = problems(&format!("{ips}\ndns = {{ provider = \"exec\", command = [\"/bin/true\"] }}"), "");
+        assert!(p.iter().any(|p| p.contains("cannot be validated with DNS-01 (`dns` is set)")), "{p:?}");
+        let p = problems("ips = [\"9.9.9.9\", \"9.9.9.9\"]\nprofile = \"shortlived\"", "");
+        assert!(p.iter().any(|p| p.contains("ips lists 9.9.9.9 twice")), "{p:?}");
+        let p = problems("domains = [\"10.0.0.5\"]", "");
+        assert!(p.iter().any(|p| p.contains("list IP addresses in `ips`")), "{p:?}");
+    }
+
+    #[test]
+    fn lets_encrypt_certifies_public_ips_under_the_shortlived_profile_only() {
+        let p = problems("ips = [\"10.0.0.5\", \"::1\", \"198.51.100.1\", \"8.8.8.8\"]", "");
+        for bad in ["10.0.0.5", "::1", "198.51.100.1"] {
+            assert!(p.iter().any(|p| p.contains(&format!("ips: {bad} is not a public address"))), "{bad}: {p:?}");
+        }
+        assert!(!p.iter().any(|p| p.contains("8.8.8.8")), "{p:?}");
+        assert!(p.iter().any(|p| p.contains("only under the \"shortlived\" profile") && p.contains("`r`")), "{p:?}");
+        // Another CA (Pebble, a private ACME CA) decides for itself.
+        let other = config("ips = [\"127.0.0.1\"]", "").replace("\"letsencrypt\"", "\"https://127.0.0.1:14000/dir\"");
+        assert!(validate(&parse(&other).unwrap()).list.is_empty());
+        for (ip, public) in [
+            ("100.64.0.1", false),
+            ("169.254.1.1", false),
+            ("192.0.2.1", false),
+            ("224.0.0.1", false),
+            ("1.1.1.1", true),
+            ("fd00::1", false),
+            ("fe80::1", false),
+            ("2001:db8::1", false),
+            ("::ffff:10.0.0.1", false),
+            ("::ffff:1.1.1.1", true),
+            ("2a00:1450::1", true),
+        ] {
+            assert_eq!(is_public_ip(&ip.parse().unwrap()), public, "{ip}");
+        }
     }
 
     #[test]

@@ -501,7 +501,7 @@ fn update_gauges(
 ) {
     let m = metrics::global();
     let label = Metrics::name(&cert.name);
-    let valid = leaf.is_some_and(|l| !l.remaining(now).is_zero() && l.covers(&cert.domains));
+    let valid = leaf.is_some_and(|l| !l.remaining(now).is_zero() && l.covers_all(&cert.domains, &cert.ips));
     let last_ok = schedule.last_result.as_ref().is_none_or(|r| r.ok);
     m.ready.get_or_create(&label).set(i64::from(valid && last_ok));
     if let Some(l) = leaf {

@@ -293,7 +293,7 @@ impl AcmeIssuer {
         let mut order = self.validated_order(cert, replaces, "ACME order created").await?;
         tracing::info!(cert = %name, "names validated");
 
-        let csr = key.csr_der(&cert.domains).map_err(|e| Error::Local(format!("building the CSR: {e}")))?;
+        let csr = key.csr_der(&cert.names()).map_err(|e| Error::Local(format!("building the CSR: {e}")))?;
         step("finalizing the order");
         retry_bad_nonce!(order.finalize_csr(&csr).await).map_err(|e| self.error(e).during("finalizing the order"))?;
         step("downloading the certificate");
@@ -436,7 +436,9 @@ impl AcmeIssuer {
                 Error::Local(format!("{key} = \"{wanted}\": {e}"))
             })?;
         }
-        let ids: Vec<Identifier> = cert.domains.iter().map(|d| Identifier::Dns(d.clone())).collect();
+        // IP addresses are identifiers of their own type (RFC 8738), validated over HTTP-01 at the address itself.
+        let ids: Vec<Identifier> =
+            cert.domains.iter().map(|d| Identifier::Dns(d.clone())).chain(cert.ips.iter().map(|ip| Identifier::Ip(*ip))).collect();
         let mut order = self.new_order(&ready.account, &ids, profile, replaces).await?;
         tracing::info!(cert = %cert.name, order = %order.url(), "{created}");
         self.validate_names(&mut order, ready, cert).await?;
@@ -628,8 +630,9 @@ impl AcmeIssuer {
         if leaf.spki != key.spki_der() {
             return Err(Error::Rejected("the CA returned a certificate for a different public key than our CSR".into()));
         }
-        if !leaf.covers(&cert.domains) {
-            return Err(Error::Rejected(format!("the CA returned a certificate for {:?}, not for {:?}", leaf.dns_names, cert.domains)));
+        if !leaf.covers_all(&cert.domains, &cert.ips) {
+            let got: Vec<String> = leaf.dns_names.iter().cloned().chain(leaf.ips.iter().map(ToString::to_string)).collect();
+            return Err(Error::Rejected(format!("the CA returned a certificate for {got:?}, not for {:?}", cert.names())));
         }
         Ok(Issued {
             leaf_pem: to_pem(&chain[..1]),
@@ -637,7 +640,7 @@ impl AcmeIssuer {
             key_pem: key.into_pem(),
             meta: IssuedMeta {
                 name: cert.name.clone(),
-                domains: cert.domains.clone(),
+                domains: cert.names(),
                 key_type: cert.key,
                 directory: self.directory().to_owned(),
                 order_url: order_url.to_owned(),

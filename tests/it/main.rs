@@ -19,6 +19,7 @@ mod harness;
 mod hooks;
 mod import_acmesh;
 mod install_dir;
+mod ip_certs;
 mod local_ca;
 mod logs;
 mod profiles;
