@@ -520,7 +520,8 @@ fn verify(config: &Config, names: &[String], json: bool) -> CmdResult {
         // A manual check runs even where automatic verification is switched off.
         let settings = cert.verify.clone().unwrap_or_default();
         let expected = crate::install::read_installed(&cert.install).ok().flatten().map(|i| i.leaf.sha256);
-        let anchor = issuers.of(cert).ok().and_then(|i| i.trust_anchor());
+        // The CA that issued the installed certificate (of the certificate's `issuer` list).
+        let anchor = issuers.that_issued(cert, expected.as_deref()).ok().and_then(|i| i.trust_anchor());
         let target =
             verify::Target::for_certificate(cert, &settings, anchor).map_err(|e| Failure::Config(format!("{}: {e}", cert.name)))?;
         let report = runtime.block_on(verify::check(&target, expected.as_deref()));

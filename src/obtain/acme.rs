@@ -21,7 +21,7 @@ use super::{Predecessor, RenewalWindow, Trial, account, tls};
 use crate::certinfo::{LeafInfo, check_chain_links, fmt_time, parse_pem_certs, to_pem, unix};
 use crate::challenge::dns01::Dns01;
 use crate::challenge::{Published, Solver};
-use crate::config::{AcmeConfig, CertificateConfig, Http01Config};
+use crate::config::{AcmeConfig, CertificateConfig, Http01Config, IssuerRef};
 use crate::keys::LeafKey;
 use crate::progress::step;
 use crate::state::{Issued, IssuedMeta, StateDir};
@@ -30,6 +30,8 @@ use crate::state::{Issued, IssuedMeta, StateDir};
 /// shared by every certificate of the process; a failure to do so is remembered for the run,
 /// so a CA that is down costs one attempt, not one per certificate.
 pub struct AcmeIssuer {
+    /// How certificates name it: `acme`, `acme:NAME`.
+    name: IssuerRef,
     config: AcmeConfig,
     http01: Http01Config,
     state: StateDir,
@@ -73,8 +75,9 @@ fn poll_policy() -> RetryPolicy {
 }
 
 impl AcmeIssuer {
-    pub(crate) fn new(config: &AcmeConfig, http01: &Http01Config, state: &StateDir) -> Self {
+    pub(crate) fn new(name: IssuerRef, config: &AcmeConfig, http01: &Http01Config, state: &StateDir) -> Self {
         Self {
+            name,
             config: config.clone(),
             http01: http01.clone(),
             state: state.clone(),
@@ -90,7 +93,8 @@ impl AcmeIssuer {
     /// The roots the CA's own TLS must chain to: the system's and `[acme] ca_bundle`.
     fn roots(&self) -> Result<&RootCertStore, Error> {
         let roots = self.roots.get_or_init(|| {
-            tls::root_store(self.config.ca_bundle.as_deref().as_slice()).map_err(|e| Error::Local(format!("[acme] ca_bundle: {e}")))
+            tls::root_store(self.config.ca_bundle.as_deref().as_slice())
+                .map_err(|e| Error::Local(format!("{} ca_bundle: {e}", self.name.section())))
         });
         roots.as_ref().map_err(Clone::clone)
     }
@@ -113,6 +117,14 @@ impl AcmeIssuer {
 
     pub(crate) fn directory(&self) -> &str {
         self.config.directory_url()
+    }
+
+    /// `ACME https://…` for `[acme]`, `ACME "NAME" (https://…)` for `[acme_ca.NAME]`.
+    pub(crate) fn label(&self) -> String {
+        match &self.name {
+            IssuerRef::AcmeNamed(name) => format!("ACME \"{name}\" ({})", self.directory()),
+            _ => format!("ACME {}", self.directory()),
+        }
     }
 
     async fn ready(&self) -> Result<&Ready, Error> {
@@ -305,6 +317,7 @@ impl AcmeIssuer {
         let issued = self.check_and_package(cert, key, &pem, order.url(), &account, profile)?;
         tracing::info!(
             cert = %name,
+            ca = %self.label(),
             serial = %issued.meta.serial,
             not_after = %fmt_time(issued.meta.not_after),
             profile = issued.meta.profile.as_deref().unwrap_or("(the CA's default)"),
@@ -320,7 +333,7 @@ impl AcmeIssuer {
     /// deactivated; the order is never finalized.
     pub(crate) async fn trial(&self, cert: &CertificateConfig, key: LeafKey) -> Result<Trial, Error> {
         if let Some(config) = staging_instead(&self.config) {
-            let staging = AcmeIssuer::new(&config, &self.http01, &self.state);
+            let staging = AcmeIssuer::new(self.name.clone(), &config, &self.http01, &self.state);
             let issued = staging.issue(cert, key, None).await?;
             let how = format!(
                 "issued by Let's Encrypt's staging CA ({}) instead of production; an untrusted test certificate, thrown away",
@@ -430,9 +443,12 @@ impl AcmeIssuer {
         if let Some(wanted) = profile {
             let offered: Vec<(&str, &str)> = ready.account.profiles().map(|p| (p.name, p.description)).collect();
             check_profile(wanted, &offered, self.directory()).map_err(|e| {
-                let key =
-                    if cert.profile.is_some() { format!("[[certificate]] `{}`: profile", cert.name) } else { "[acme] profile".into() };
-                Error::Local(format!("{key} = \"{wanted}\": {e}"))
+                let key = if cert.profile.is_some() {
+                    format!("[[certificate]] `{}`: profile", cert.name)
+                } else {
+                    format!("{} profile", self.name.section())
+                };
+                Error::NotOffered(format!("{key} = \"{wanted}\": {e}"))
             })?;
         }
         let ids: Vec<Identifier> = cert.domains.iter().map(|d| Identifier::Dns(d.clone())).collect();
