@@ -12,6 +12,7 @@ mod crash;
 mod daemon;
 mod dns01;
 mod drain;
+mod fallback;
 mod hardening;
 mod harness;
 mod hooks;
