@@ -1419,6 +1419,30 @@ mod tests {
         assert_eq!(cert.verify_settings().unwrap().timeout, Duration::from_secs(60));
     }
 
+    #[test]
+    fn the_examples_fallback_ca_works_uncommented() {
+        let example = include_str!("../config.example.toml");
+        // The commented [acme_ca.zerossl] block (up to the blank line) and the issuer list.
+        let mut in_block = false;
+        let mut lines = Vec::new();
+        for l in example.lines() {
+            in_block = (in_block && !l.is_empty()) || l == "# [acme_ca.zerossl]";
+            let uncomment = in_block || l.starts_with("# issuer = [");
+            lines.push(if uncomment {
+                l.trim_start_matches("# ")
+            } else if l == "issuer = \"acme\"" {
+                ""
+            } else {
+                l
+            });
+        }
+        let uncommented = lines.join("\n");
+        let cfg = parse(&uncommented).unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
+        assert_eq!(cfg.acme_ca["zerossl"].directory_url(), "https://acme.zerossl.com/v2/DV90");
+        assert_eq!(cfg.certificates[0].issuer.0, [IssuerRef::Acme, IssuerRef::AcmeNamed("zerossl".into())]);
+        assert_eq!(validate(&cfg).list, Vec::<String>::new());
+    }
+
     /// A valid config with one certificate; `extra` goes into the certificate table, `after` after
     /// its install table.
     fn config(extra: &str, after: &str) -> String {
