@@ -119,6 +119,12 @@ impl AcmeIssuer {
         self.config.directory_url()
     }
 
+    /// The CA's `ca_bundle`: the roots of a private ACME CA (step-ca, Pebble), which its
+    /// certificates chain to as well; a public CA's roots are the system's.
+    pub(crate) fn trust_anchor(&self) -> Option<&std::path::Path> {
+        self.config.ca_bundle.as_deref()
+    }
+
     /// `ACME https://…` for `[acme]`, `ACME "NAME" (https://…)` for `[acme_ca.NAME]`.
     pub(crate) fn label(&self) -> String {
         match &self.name {

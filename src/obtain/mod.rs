@@ -127,10 +127,11 @@ impl Issuer {
     }
 
     /// A root certificate (PEM file) that verification and Docker clients must trust beyond the
-    /// system's, for issuers whose roots are not public.
+    /// system's, for issuers whose roots are not public: a private CA's root, a private ACME
+    /// CA's `ca_bundle`. Asked of the issuer that issued the certificate, so it follows a fallback.
     pub fn trust_anchor(&self) -> Option<&Path> {
         match self {
-            Issuer::Acme(_) => None,
+            Issuer::Acme(acme) => acme.trust_anchor(),
             Issuer::Local(ca) => Some(ca.trust_anchor()),
         }
     }

@@ -125,3 +125,77 @@ fn every_ca_failing_names_each_ca_and_its_error() {
     let then = format!("; then {BACKUP} ({b}): creating the ACME account: cannot reach the ACME server {b}");
     assert!(run.stdout.contains(&then), "{then}\n{run:?}");
 }
+
+/// `openssl s_server` serving `fullchain` (leaf, then its chain) and `key` on 127.0.0.1:`port`,
+/// answering every GET with 200 (the HTTPS end `regcert verify` checks). Stopped when dropped.
+struct TlsServer(std::process::Child);
+
+impl TlsServer {
+    fn start(fullchain: &std::path::Path, key: &std::path::Path, port: u16) -> Self {
+        let child = std::process::Command::new(tool("openssl"))
+            .args(["s_server", "-quiet", "-www", "-accept", &format!("127.0.0.1:{port}")])
+            .arg("-cert")
+            .arg(fullchain)
+            .arg("-cert_chain")
+            .arg(fullchain)
+            .arg("-key")
+            .arg(key)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "openssl s_server did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        TlsServer(child)
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn verification_trusts_the_root_of_the_ca_that_issued() {
+    let mut first = Pebble::start_with(PebbleOpts::v2_10());
+    let second = second_ca(&first);
+    let s = setup(&first, &second);
+    // Each CA's ca_bundle holds its HTTPS root and the root it issues under (as for step-ca,
+    // whose one root does both); no [certificate.verify] ca_bundle.
+    let bundle = |ca: &Pebble, name: &str| {
+        let both = [std::fs::read_to_string(&ca.tls_root).unwrap(), std::fs::read_to_string(ca.issuing_root()).unwrap()].concat();
+        let path = s.root.path().join(name);
+        std::fs::write(&path, both).unwrap();
+        path.display().to_string()
+    };
+    let (first_bundle, second_bundle) = (bundle(&first, "first.pem"), bundle(&second, "second.pem"));
+    let port = free_port();
+    s.edit(|c| {
+        set(c, "acme.ca_bundle", first_bundle.as_str());
+        set(c, "acme_ca.backup.ca_bundle", second_bundle.as_str());
+    });
+    s.edit_cert("registry", |c| {
+        set(c, "verify.url", format!("https://registry.example.com:{port}/v2/"));
+        set(c, "verify.connect_to", format!("127.0.0.1:{port}"));
+        // Checked by `regcert verify` below, once something serves the certificate.
+        set(c, "verify.enabled", false);
+    });
+    first.stop();
+    let run = s.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(s.meta("registry")["directory"], second.directory_url.as_str());
+
+    let _server = TlsServer::start(&s.fullchain("registry"), &s.key("registry"), port);
+    let run = s.run(&["verify"]);
+    assert_eq!(run.code, 0, "trusted through the second CA's ca_bundle: {run:?}");
+    // The root that made it pass is the issuing CA's: without it in the bundle, it fails.
+    s.edit(|c| set(c, "acme_ca.backup.ca_bundle", second.tls_root.display().to_string()));
+    let run = s.run(&["verify"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("the served chain does not lead to a trusted root"), "{run:?}");
+}
