@@ -84,6 +84,12 @@ fn the_first_ca_refusing_the_name_the_second_issues() {
     let first = Pebble::start_with(PebbleOpts { blocklist: vec!["registry.example.com".into()], ..PebbleOpts::v2_10() });
     let second = second_ca(&first);
     let s = setup(&first, &second);
+    // A dry run goes the same way, and stops short of a certificate at the second CA.
+    let run = s.run(&["renew", "--dry-run"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains(&format!("the CA {} validated 1 name(s)", second.directory_url)), "{run:?}");
+    assert!(!s.fullchain("registry").exists());
+
     let run = s.run(&["renew"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stderr.contains("rejectedIdentifier") && run.stderr.contains("trying the next one"), "{run:?}");
