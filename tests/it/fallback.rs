@@ -62,6 +62,11 @@ fn the_first_ca_down_the_second_issues_and_the_next_renewal_goes_back_to_the_fir
     // Judged against the CA that issued it: a fallback CA's certificate is not due for that.
     let run = s.run(&["renew"]);
     assert!(run.stdout.contains("0 renewed, 1 not due, 0 failed"), "{run:?}");
+    // Its renewal window (ARI) came from the CA that issued it: the first one is still down.
+    let window = &s.status_of("registry")["schedule"]["ari"];
+    let (not_before, not_after) = validity(&s.fullchain("registry"));
+    let (start, end) = (window["start"].as_u64().unwrap_or(0), window["end"].as_u64().unwrap_or(0));
+    assert!(not_before < start && start < end && end <= not_after, "the second CA's window: {window}\n{run:?}");
 
     // The first CA is back: the next renewal starts at it again, and the order it gets does not
     // name the second CA's certificate in `replaces` (it never issued it).
