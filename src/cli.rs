@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, Config, Purpose};
 use crate::obtain::{Issuers, local_ca};
@@ -99,6 +99,18 @@ enum Command {
         #[arg(long = "cert", value_name = "NAME")]
         certs: Vec<String>,
     },
+}
+
+/// `regcert generate …`, for packagers (scripts/package.sh): man pages and shell completions made
+/// from the definitions above, so they cannot drift from the parser. Kept out of [`Cli`] so that
+/// its help, man pages and completions do not offer it (clap_complete lists hidden subcommands).
+#[derive(Parser)]
+#[command(name = "regcert generate", bin_name = "regcert generate", about = "Man pages and shell completions for packages")]
+enum Generate {
+    /// Write regcert.1 and a page per subcommand (regcert-renew.1, regcert-ca-init.1, …) into DIR.
+    Man { dir: PathBuf },
+    /// Print the completion script for SHELL.
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Subcommand)]
@@ -227,6 +239,9 @@ fn problems_if(any: bool) -> Status {
 }
 
 pub fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "generate") {
+        return exit(generate(Generate::parse_from(std::env::args_os().skip(1))));
+    }
     let cli = Cli::parse();
     init_logging(cli.log_format, cli.quiet);
     match cli.command {
@@ -253,6 +268,24 @@ pub fn main() -> ExitCode {
         Command::Trust(_) | Command::Import(_) => Ok(Status::Ok),
     };
     exit(result)
+}
+
+fn generate(cmd: Generate) -> CmdResult {
+    match cmd {
+        Generate::Man { dir } => {
+            std::fs::create_dir_all(&dir).map_err(|e| Failure::Failed(format!("cannot create {}: {e}", dir.display())))?;
+            clap_mangen::generate_to(Cli::command(), &dir)
+                .map_err(|e| Failure::Failed(format!("cannot write the man pages into {}: {e}", dir.display())))?;
+        }
+        Generate::Completions { shell } => {
+            // Into a buffer first: clap_complete panics on a write error (a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "regcert", &mut script);
+            use std::io::Write;
+            std::io::stdout().write_all(&script).map_err(|e| Failure::Failed(format!("cannot write the completions: {e}")))?;
+        }
+    }
+    Ok(Status::Ok)
 }
 
 fn init_logging(format: LogFormat, quiet: bool) {
