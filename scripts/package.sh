@@ -137,6 +137,8 @@ image() {
     printf 'root:x:0:0:root:/:/sbin/nologin\nregcert:x:%s:%s:regcert:/var/lib/regcert:/sbin/nologin\n' "$IMAGE_UID" "$IMAGE_UID" \
         >"$ctx/rootfs/etc/passwd"
     printf 'root:x:0:\nregcert:x:%s:\n' "$IMAGE_UID" >"$ctx/rootfs/etc/group"
+    # Names of the containers next to it (compose services) through Docker's /etc/hosts and DNS.
+    printf 'hosts: files dns\n' >"$ctx/rootfs/etc/nsswitch.conf"
     install -d -m 0700 "$ctx/state"
     cat >"$ctx/Dockerfile" <<EOF
 FROM scratch
@@ -149,7 +151,8 @@ LABEL org.opencontainers.image.title="regcert" org.opencontainers.image.version=
 ENTRYPOINT ["/usr/bin/regcert"]
 CMD ["run"]
 EOF
-    DOCKER_BUILDKIT=0 docker build -q -t "$tag" "$ctx" >/dev/null
+    local built
+    built=$(DOCKER_BUILDKIT=0 docker build -q -t "$tag" "$ctx" 2>&1) || die "docker build of $tag failed: $built"
     log "built image $tag"
     echo "$tag"
 }

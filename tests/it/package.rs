@@ -229,6 +229,9 @@ docker = {{ container = "{container}" }}
 
 [certificate.verify]
 url = "https://{ip}:5000/v2/"
+# By the registry's container name, as compose users name their services: Docker's DNS for
+# the network, read by the image's libc.
+connect_to = "{container}:5000"
 timeout = "20s"
 "#,
         container = reg.container
