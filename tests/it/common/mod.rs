@@ -44,6 +44,9 @@ pub fn tool(name: &str) -> PathBuf {
             "systemd-analyze" => "systemd",
             "kill" => "procps",
             "chown" => "coreutils",
+            "man" => "man-db",
+            "dpkg-deb" | "dpkg-query" => "dpkg",
+            "getent" => "libc-bin",
             other => other,
         };
         panic!(
