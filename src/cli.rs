@@ -273,9 +273,21 @@ pub fn main() -> ExitCode {
 fn generate(cmd: Generate) -> CmdResult {
     match cmd {
         Generate::Man { dir } => {
-            std::fs::create_dir_all(&dir).map_err(|e| Failure::Failed(format!("cannot create {}: {e}", dir.display())))?;
-            clap_mangen::generate_to(Cli::command(), &dir)
-                .map_err(|e| Failure::Failed(format!("cannot write the man pages into {}: {e}", dir.display())))?;
+            let failed = |e: std::io::Error| Failure::Failed(format!("cannot write the man pages into {}: {e}", dir.display()));
+            std::fs::create_dir_all(&dir).map_err(failed)?;
+            clap_mangen::generate_to(Cli::command(), &dir).map_err(failed)?;
+            // regcert.1 once more: clap_mangen would refill the examples into one paragraph.
+            let man = clap_mangen::Man::new(Cli::command().disable_help_subcommand(true).after_help(None::<&str>));
+            let mut page = Vec::new();
+            man.render_title(&mut page).map_err(failed)?;
+            man.render_name_section(&mut page).map_err(failed)?;
+            man.render_synopsis_section(&mut page).map_err(failed)?;
+            man.render_description_section(&mut page).map_err(failed)?;
+            man.render_options_section(&mut page).map_err(failed)?;
+            man.render_subcommands_section(&mut page).map_err(failed)?;
+            page.extend_from_slice(examples_roff().as_bytes());
+            man.render_version_section(&mut page).map_err(failed)?;
+            std::fs::write(dir.join(man.get_filename()), page).map_err(failed)?;
         }
         Generate::Completions { shell } => {
             // Into a buffer first: clap_complete panics on a write error (a closed pipe).
@@ -286,6 +298,15 @@ fn generate(cmd: Generate) -> CmdResult {
         }
     }
     Ok(Status::Ok)
+}
+
+/// [`EXAMPLES`] as man page sections: the examples line by line as `--help` shows them, the
+/// exit codes as a paragraph.
+fn examples_roff() -> String {
+    let escape = |text: &str| text.replace('\\', "\\\\").replace('-', "\\-");
+    let (examples, exit_codes) = EXAMPLES.split_once("\n\n").unwrap_or((EXAMPLES, ""));
+    let examples = examples.strip_prefix("Examples:\n").unwrap_or(examples);
+    format!(".SH EXAMPLES\n.nf\n{}\n.fi\n.SH \"EXIT STATUS\"\n{}\n", escape(examples), escape(exit_codes))
 }
 
 fn init_logging(format: LogFormat, quiet: bool) {

@@ -103,7 +103,7 @@ fn deb_installs_runs_shows_its_man_page_verifies_its_units_and_purges_cleanly() 
 
     // man-db finds and renders the pages (plain text: stdout is not a terminal).
     let (ok, page) = run("man", &["regcert"]);
-    assert!(ok && page.contains("regcert-renew(1)") && page.contains("--config"), "man regcert:\n{page}");
+    assert!(ok && page.contains("regcert-renew(1)") && page.contains("--config") && page.contains("EXAMPLES"), "man regcert:\n{page}");
     let (ok, page) = run("man", &["regcert-renew"]);
     assert!(ok && page.contains("--dry-run"), "man regcert-renew:\n{page}");
     // bash loads the completion and completes the subcommands.
