@@ -3,13 +3,14 @@
 //!
 //! The body (also given to commands on stdin):
 //! ```json
-//! {"event": "renewed" | "reload_pending" | "failed" | "rolled_back" | "expiring",
+//! {"event": "renewed" | "reload_pending" | "failed" | "rolled_back" | "expiring" | "revoked",
 //!  "certificate": "registry", "domains": ["registry.example.com"], "host": "regbox",
 //!  "time": "2026-11-23T18:00:00Z", "serial": "…", "not_after": "2027-02-21T18:00:00Z",
 //!  "days_left": 89, "error": null}
 //! ```
 //! `reload_pending` (installed, the restart held for `[certificate.reload] window`) also has
-//! `"reload_pending_until": "…"`; `renewed` follows when the reload is done.
+//! `"reload_pending_until": "…"`; `renewed` follows when the reload is done. `revoked`
+//! (`regcert revoke`) has `"revocation_reason": "keyCompromise"` (or another reason).
 //! A failing notification is logged and never fails a renewal.
 
 use std::path::PathBuf;
@@ -31,6 +32,8 @@ pub enum EventKind {
     Failed,
     RolledBack,
     Expiring,
+    /// `regcert revoke` revoked the installed certificate at its CA.
+    Revoked,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -48,7 +51,7 @@ pub struct NotifyConfig {
 }
 
 fn all_events() -> Vec<EventKind> {
-    vec![EventKind::Renewed, EventKind::ReloadPending, EventKind::Failed, EventKind::RolledBack, EventKind::Expiring]
+    vec![EventKind::Renewed, EventKind::ReloadPending, EventKind::Failed, EventKind::RolledBack, EventKind::Expiring, EventKind::Revoked]
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -69,6 +72,9 @@ pub struct Event {
     /// On `reload_pending`: when the reload window opens and the registry restarts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reload_pending_until: Option<String>,
+    /// On `revoked`: the reason given (`keyCompromise`, `superseded`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revocation_reason: Option<String>,
 }
 
 pub fn rfc3339(secs: u64) -> String {
@@ -160,6 +166,7 @@ impl Event {
             error,
             ca: None,
             reload_pending_until: None,
+            revocation_reason: None,
         }
     }
 
@@ -179,6 +186,7 @@ impl Event {
             error: Some(message),
             ca: Some(ca.ca.clone()),
             reload_pending_until: None,
+            revocation_reason: None,
         }
     }
 }
