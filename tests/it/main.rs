@@ -24,6 +24,7 @@ mod registry;
 mod reload_preflight;
 mod reload_window;
 mod renew;
+mod revoke;
 mod shortlived;
 mod systemd;
 mod timeouts;
