@@ -21,6 +21,8 @@ Examples:
   regcert renew                             renew every certificate that is due (for cron or a systemd timer)
   regcert renew --cert registry --force     renew one certificate now, due or not
   regcert renew --dry-run                   run the whole ACME flow but install nothing
+  regcert revoke --cert registry --reason keyCompromise --renew --yes
+                                            revoke the installed certificate and replace it (new key) at once
   regcert run                               the service: checks on the [daemon] schedule (systemd/regcert.service)
   regcert status --json                     what is installed, when it expires, when it is next due
   regcert verify --cert registry            what the registry really serves: leaf, chain, /v2/ (exit 1 on a problem)
@@ -68,6 +70,21 @@ enum Command {
         /// Run the whole ACME flow but store and install nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Revoke the installed certificate at the CA that issued it (and with --renew replace it).
+    Revoke {
+        /// The certificate to revoke.
+        #[arg(long = "cert", value_name = "NAME")]
+        cert: String,
+        /// Why (RFC 5280); keyCompromise also removes the key from state_dir, so it is never reused.
+        #[arg(long, value_enum, default_value_t = crate::revoke::Reason::Unspecified)]
+        reason: crate::revoke::Reason,
+        /// Then replace it at once: order, install, reload, verify (what `renew --force --cert NAME` does).
+        #[arg(long)]
+        renew: bool,
+        /// Revoke without asking (a revocation cannot be undone); without it, show what would be revoked.
+        #[arg(long)]
+        yes: bool,
     },
     /// Run as a service: check on the [daemon] schedule and renew what is due (for systemd).
     Run,
@@ -301,7 +318,7 @@ pub fn main() -> ExitCode {
     }
     let purpose = match cli.command {
         Command::Status { .. } | Command::Verify { .. } | Command::Ca(CaCommand::Export { .. }) | Command::DnsPersist(_) => Purpose::Read,
-        Command::Renew { .. } | Command::Run => Purpose::Work,
+        Command::Renew { .. } | Command::Revoke { .. } | Command::Run => Purpose::Work,
         Command::CheckConfig | Command::Ca(CaCommand::Init { .. }) | Command::Trust(_) | Command::Import(_) => Purpose::Write,
     };
     let config = match config::load(&cli.config, purpose) {
@@ -314,6 +331,7 @@ pub fn main() -> ExitCode {
         Command::Status { json, certs } => show_status(&config, &certs, json),
         Command::Verify { json, certs } => verify(&config, &certs, json),
         Command::Renew { force, certs, dry_run } => renew(&config, &certs, RenewOptions { force, dry_run }),
+        Command::Revoke { cert, reason, renew, yes } => revoke(&config, &cert, reason, renew, yes),
         Command::Ca(cmd) => ca(&config, cmd),
         Command::DnsPersist(DnsPersistCommand::Show { json, certs }) => dns_persist_show(&config, &certs, json),
         Command::Trust(_) | Command::Import(_) => Ok(Status::Ok),
@@ -741,6 +759,37 @@ fn renew(config: &Config, names: &[String], opts: RenewOptions) -> CmdResult {
     let certs = config.select(names).map_err(Failure::Config)?;
     let state = StateDir::open(&config.state_dir).map_err(Failure::Failed)?;
     let _lock = state.lock("regcert renew").map_err(|e| Failure::Failed(e.to_string()))?;
+    renew_locked(config, &state, certs, opts)
+}
+
+/// `regcert revoke`: show what would be revoked, or (with `yes`) revoke it, and with `renew`
+/// replace it in the same run, under the same lock.
+fn revoke(config: &Config, name: &str, reason: crate::revoke::Reason, renew: bool, yes: bool) -> CmdResult {
+    use crate::revoke::Target;
+    let certs = config.select(&[name.to_owned()]).map_err(Failure::Config)?;
+    let state = StateDir::open(&config.state_dir).map_err(Failure::Failed)?;
+    let _lock = state.lock("regcert revoke").map_err(|e| Failure::Failed(e.to_string()))?;
+    let issuers = Issuers::from_config(config, &state);
+    let target = Target::find(&state, certs[0]).map_err(Failure::Failed)?;
+    if !yes {
+        println!("would revoke {} (reason {})", target.describe(&issuers), reason.name());
+        return Err(Failure::Failed("nothing was revoked: a revocation cannot be undone; run again with --yes".into()));
+    }
+    let done = runtime()?.block_on(crate::revoke::revoke(config, &state, &issuers, &target, reason)).map_err(Failure::Failed)?;
+    println!("{done}");
+    if !renew {
+        println!(
+            "{name}: the registry still serves the revoked certificate; replace it now: regcert renew --force --cert {name} \
+             (`regcert renew` and `regcert run` also renew it once the CA's renewal window says so)"
+        );
+        return Ok(Status::Ok);
+    }
+    renew_locked(config, &state, certs, RenewOptions { force: true, dry_run: false })
+}
+
+/// One renewal pass over `certs` with the state lock held.
+fn renew_locked(config: &Config, state: &StateDir, certs: Vec<&config::CertificateConfig>, opts: RenewOptions) -> CmdResult {
+    let state = state.clone();
     renew::tidy(&state, certs.iter().copied());
 
     let issuers = Issuers::from_config(config, &state);

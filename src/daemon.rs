@@ -125,6 +125,8 @@ async fn serve(config_path: PathBuf, config: Config) -> Result<(), String> {
     // A reload held for its window is done by a check when the window opens, whatever the
     // check schedule says.
     let mut reload_wake: Option<tokio::time::Instant> = None;
+    // So is a renewal the CA's window (ARI) asks for, and asking it again after its Retry-After.
+    let mut ari_wake: Option<tokio::time::Instant> = None;
     let why = loop {
         tokio::select! {
             () = sleep_until_some(reload_wake) => {
@@ -132,8 +134,14 @@ async fn serve(config_path: PathBuf, config: Config) -> Result<(), String> {
                 tracing::info!("a reload window opens; checking");
                 let _ = tick.try_send(());
             }
+            () = sleep_until_some(ari_wake) => {
+                ari_wake = None;
+                tracing::info!("a CA renewal window (ARI) calls for a check: its renewal moment, or asking it again");
+                let _ = tick.try_send(());
+            }
             () = daemon.checked.notified() => {
                 reload_wake = next_reload_window(&daemon.config(), &daemon.state);
+                ari_wake = next_window_moment(&daemon).await;
             }
             () = tokio::time::sleep_until(wake) => {
                 let _ = tick.try_send(());
@@ -199,6 +207,13 @@ fn next_reload_window(config: &Config, state: &StateDir) -> Option<tokio::time::
         .filter(|u| *u > now)
         .min()?;
     Some(tokio::time::Instant::now() + Duration::from_secs(first - now + 1))
+}
+
+/// When the stored renewal windows (ARI) next call for a check (see [`windows::next_moment`]).
+async fn next_window_moment(daemon: &Daemon) -> Option<tokio::time::Instant> {
+    let now = unix(SystemTime::now());
+    let at = windows::next_moment(daemon.schedules.lock().await.values(), now)?;
+    Some(tokio::time::Instant::now() + Duration::from_secs(at - now))
 }
 
 async fn add_check_job(scheduler: &JobScheduler, cron: &str) -> Result<uuid::Uuid, String> {

@@ -32,6 +32,7 @@ pub(crate) mod policy;
 pub(crate) mod progress;
 pub(crate) mod reload;
 pub(crate) mod renew;
+pub(crate) mod revoke;
 pub(crate) mod route;
 pub(crate) mod schedule;
 pub mod state;

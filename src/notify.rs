@@ -3,14 +3,15 @@
 //!
 //! The body (also given to commands on stdin):
 //! ```json
-//! {"event": "renewed" | "reload_pending" | "failed" | "rolled_back" | "expiring",
+//! {"event": "renewed" | "reload_pending" | "failed" | "rolled_back" | "expiring" | "revoked",
 //!  "certificate": "registry", "domains": ["registry.example.com"], "host": "regbox",
 //!  "time": "2026-11-23T18:00:00Z", "serial": "…", "not_after": "2027-02-21T18:00:00Z",
 //!  "days_left": 89, "error": null}
 //! ```
 //! `reload_pending` (installed, the restart held for `[certificate.reload] window`) also has
 //! `"reload_pending_until": "…"`; `renewed` follows when the reload is done. Both name the CA
-//! that issued the new certificate: `"issued_by": "ACME \"NAME\" (https://…)"`.
+//! that issued the new certificate: `"issued_by": "ACME \"NAME\" (https://…)"`. `revoked`
+//! (`regcert revoke`) has `"revocation_reason": "keyCompromise"` (or another reason).
 //! A failing notification is logged and never fails a renewal.
 
 use std::path::PathBuf;
@@ -32,6 +33,8 @@ pub enum EventKind {
     Failed,
     RolledBack,
     Expiring,
+    /// `regcert revoke` revoked the installed certificate at its CA.
+    Revoked,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -49,7 +52,7 @@ pub struct NotifyConfig {
 }
 
 fn all_events() -> Vec<EventKind> {
-    vec![EventKind::Renewed, EventKind::ReloadPending, EventKind::Failed, EventKind::RolledBack, EventKind::Expiring]
+    vec![EventKind::Renewed, EventKind::ReloadPending, EventKind::Failed, EventKind::RolledBack, EventKind::Expiring, EventKind::Revoked]
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -74,6 +77,9 @@ pub struct Event {
     /// On `reload_pending`: when the reload window opens and the registry restarts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reload_pending_until: Option<String>,
+    /// On `revoked`: the reason given (`keyCompromise`, `superseded`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revocation_reason: Option<String>,
 }
 
 pub fn rfc3339(secs: u64) -> String {
@@ -169,6 +175,7 @@ impl Event {
             ca: None,
             issued_by: None,
             reload_pending_until: None,
+            revocation_reason: None,
         }
     }
 
@@ -194,6 +201,7 @@ impl Event {
             ca: Some(ca.ca.clone()),
             issued_by: None,
             reload_pending_until: None,
+            revocation_reason: None,
         }
     }
 }

@@ -64,7 +64,8 @@ impl AriWindow {
         let end = end.max(start);
         let renew_at = if end <= now { now } else { fastrand::u64(start.max(now)..=end) };
         // The CA's Retry-After, at most a day (RFC 9773 §4.3.3). No floor of our own: how often
-        // it is asked is bounded by how often regcert looks (`[daemon] check`, the renew timer).
+        // it is asked is bounded by how often regcert looks (`[daemon] check`, the renew timer, and
+        // the daemon's wake for it, at least 10 s away: see `renew::windows::next_moment`).
         let wait = retry_after.as_secs().clamp(1, 86_400);
         AriWindow { serial, start, end, renew_at, refetch_at: now + wait, explanation_url }
     }

@@ -270,6 +270,15 @@ impl StateDir {
         })
     }
 
+    /// Remove the key of the last issuance (revoked as compromised: `reuse_key` must never
+    /// pick it up again). Missing already is fine.
+    pub fn forget_key(&self, name: &str) -> io::Result<()> {
+        match fs::remove_file(self.cert_dir(name).join("privkey.pem")) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     /// The key of the last issuance, for `reuse_key`.
     pub fn load_key_pem(&self, name: &str) -> Option<Zeroizing<String>> {
         fs::read_to_string(self.cert_dir(name).join("privkey.pem")).ok().map(Zeroizing::new)

@@ -10,6 +10,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 #   DNS_PORT "-": no pebble-challtestsrv, and Pebble resolves names through the system.
 #   Otherwise pebble-challtestsrv answers every name with 127.0.0.1 on DNS_PORT.
 #   NONCE_REJECT: the percentage of valid nonces Pebble rejects with badNonce (5 is its default).
+#   PEBBLE_BIN (environment): the pebble binary (default: pebble on PATH, Debian's 2.4);
+#   PEBBLE_PROFILES: a JSON object for Pebble 2.10's "profiles" (default: none in the config).
 # Writes DIR/pebble-root.pem (trust it for Pebble's HTTPS: [acme] ca_bundle), DIR/pebble.log;
 # appends the process ids to the array PIDS; sets PEBBLE_URL (the directory), PEBBLE_ROOT
 # (DIR/pebble-root.pem) and PEBBLE_PID; returns once the directory answers (1 if it does not).
@@ -28,7 +30,7 @@ start_pebble() {
     cat >"$dir/pebble.json" <<JSON
 {"pebble": {"listenAddress": "127.0.0.1:$acme", "managementListenAddress": "127.0.0.1:$mgmt",
   "certificate": "$dir/pebble.pem", "privateKey": "$dir/pebble.key", "httpPort": $http, "tlsPort": $tls,
-  "ocspResponderURL": "", "externalAccountBindingRequired": false}}
+  "ocspResponderURL": "", "externalAccountBindingRequired": false${PEBBLE_PROFILES:+, \"profiles\": $PEBBLE_PROFILES}}}
 JSON
     local dns_args=()
     if [ "$dns" != "-" ]; then
@@ -40,7 +42,7 @@ JSON
     fi
     # No random validation delay, and a fresh validation for every order.
     PEBBLE_VA_NOSLEEP=1 PEBBLE_AUTHZREUSE=0 PEBBLE_WFE_NONCEREJECT=$nonce_reject \
-        pebble -config "$dir/pebble.json" "${dns_args[@]}" >"$dir/pebble.log" 2>&1 &
+        "${PEBBLE_BIN:-pebble}" -config "$dir/pebble.json" "${dns_args[@]}" >"$dir/pebble.log" 2>&1 &
     PEBBLE_PID=$!
     PIDS+=("$PEBBLE_PID")
     PEBBLE_URL="https://127.0.0.1:$acme/dir"

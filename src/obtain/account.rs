@@ -8,8 +8,8 @@ use zeroize::Zeroizing;
 
 use crate::config::AcmeConfig;
 use crate::fsutil::{FileSpec, create_private_dir, write_atomic};
-use crate::obtain::chains::Signer;
 use crate::obtain::error::Error;
+use crate::obtain::jws::Signer;
 use crate::obtain::tls::LastErrorResponse;
 use crate::state::StateDir;
 

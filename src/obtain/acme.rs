@@ -3,6 +3,8 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use hyper::http;
 use instant_acme::{
@@ -13,11 +15,12 @@ use rustls::RootCertStore;
 use rustls_pki_types::CertificateDer;
 use tokio::sync::OnceCell;
 
-use super::chains::{self, Signer};
+use super::chains;
 use super::error::Error;
+use super::jws::Signer;
 use super::problem::{Problem, ProblemKind};
 use super::tls::{AlternateChains, LastErrorResponse};
-use super::{Predecessor, RenewalWindow, Trial, account, tls};
+use super::{Predecessor, RenewalWindow, Revocation, Trial, account, tls};
 use crate::certinfo::{LeafInfo, check_chain_links, fmt_time, parse_pem_certs, to_pem, unix};
 use crate::challenge::dns_persist::{self, DnsPersist};
 use crate::challenge::dns01::Dns01;
@@ -214,14 +217,19 @@ impl AcmeIssuer {
         replay_nonce(&parts).ok_or_else(|| self.problem_or_status(&parts, &body, &url))
     }
 
-    /// A POST-as-GET signed by the account (RFC 8555 §6.3): the body of the answer. A rejected
-    /// nonce is retried with the one the rejection carried.
+    /// A POST-as-GET signed by the account (RFC 8555 §6.3): the body of the answer.
     async fn post_as_get(&self, signer: &Signer, url: &str) -> Result<Bytes, Error> {
+        self.post_signed(signer, url, None).await
+    }
+
+    /// A POST of `payload` (none: a POST-as-GET) signed by `signer`: the body of the answer. A
+    /// rejected nonce is retried with the one the rejection carried.
+    async fn post_signed(&self, signer: &Signer, url: &str, payload: Option<&serde_json::Value>) -> Result<Bytes, Error> {
         let http = self.http()?;
         let mut nonce = self.nonce(http).await?;
         let mut attempts = 0;
         loop {
-            let jws = signer.post_as_get(url, &nonce).map_err(Error::Local)?;
+            let jws = signer.sign(url, &nonce, payload).map_err(Error::Local)?;
             let req = http::Request::post(url)
                 .header(http::header::USER_AGENT, concat!("regcert/", env!("CARGO_PKG_VERSION")))
                 .header(http::header::CONTENT_TYPE, "application/jose+json")
@@ -242,6 +250,50 @@ impl AcmeIssuer {
                 _ => return Err(error),
             }
         }
+    }
+
+    /// Revoke `leaf` (RFC 8555 §7.6) with `reason` (an RFC 5280 code). Signed by the account that
+    /// issued it when state_dir holds that account (`issued_by`: the account URL recorded at
+    /// issuance); otherwise — or when the CA says this account is not the certificate's — by the
+    /// certificate's own key (`key_pem`), which any CA must accept.
+    pub(crate) async fn revoke(
+        &self,
+        leaf: &CertificateDer<'_>,
+        reason: u8,
+        issued_by: Option<&str>,
+        key_pem: Option<&str>,
+    ) -> Result<Revocation, Error> {
+        const DURING: &str = "revoking the certificate";
+        let http = self.http()?;
+        let url = self.directory_doc(http).await.map_err(|e| e.during(DURING))?["revokeCert"].as_str().map(str::to_owned);
+        let url =
+            url.ok_or_else(|| Error::NotAcme { ca: self.directory().to_owned(), detail: "the directory has no revokeCert".into() })?;
+        let payload = serde_json::json!({ "certificate": URL_SAFE_NO_PAD.encode(leaf), "reason": reason });
+        let outcome = |r: Result<Bytes, Error>, by| match r {
+            Ok(_) => Ok(by),
+            Err(e) if e.is_problem(&ProblemKind::Other("alreadyRevoked".into())) => Ok(Revocation::AlreadyRevoked),
+            Err(e) => Err(e.during(DURING)),
+        };
+        let stored = account::stored_id(&self.state, self.directory()).map_err(Error::Local)?.map(|(id, _)| id);
+        if account_first(stored.as_deref(), issued_by) {
+            let signer = &self.ready().await?.signer;
+            match outcome(self.post_signed(signer, &url, Some(&payload)).await, Revocation::ByAccount) {
+                Err(e) if e.is_problem(&ProblemKind::Unauthorized) && key_pem.is_some() => {
+                    tracing::info!(error = %e, "the CA says the account is not the certificate's; signing with the certificate's own key");
+                }
+                done => return done,
+            }
+        }
+        let key_pem = key_pem.ok_or_else(|| {
+            Error::Local(
+                "the account that issued the certificate is not in state_dir and its private key is not installed, so nothing can sign the revocation".into(),
+            )
+        })?;
+        let pkcs8 = rcgen::KeyPair::from_pem(key_pem)
+            .map(|k| zeroize::Zeroizing::new(k.serialize_der()))
+            .map_err(|e| Error::Local(format!("the certificate's private key cannot be read: {e}")))?;
+        let signer = Signer::certificate_key(&pkcs8).map_err(Error::Local)?;
+        outcome(self.post_signed(&signer, &url, Some(&payload)).await, Revocation::ByCertificateKey)
     }
 
     /// The chain to install for `cert`: the default chain the CA sent (`pem`, downloaded from
@@ -684,6 +736,13 @@ fn strings(v: &serde_json::Value) -> Vec<String> {
     v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect()).unwrap_or_default()
 }
 
+/// Sign a revocation as the account first? When state_dir holds an account for the CA and it
+/// is the one recorded as the issuer, or nothing was recorded (an imported certificate): the CA
+/// then says whether it is the certificate's. Pure.
+fn account_first(stored: Option<&str>, issued_by: Option<&str>) -> bool {
+    stored.is_some() && issued_by.is_none_or(|by| Some(by) == stored)
+}
+
 /// The `Replay-Nonce` of a response.
 fn replay_nonce(parts: &http::response::Parts) -> Option<String> {
     parts.headers.get("replay-nonce").and_then(|v| v.to_str().ok()).map(str::to_owned)
@@ -723,6 +782,14 @@ mod tests {
         assert!(e.contains("offers \"classic\" (90 days), \"shortlived\": set one of them"), "{e}");
         let e = check_profile("classic", &[], ca).unwrap_err();
         assert!(e.contains("offers no profiles") && e.contains(ca), "{e}");
+    }
+
+    #[test]
+    fn a_revocation_is_signed_by_the_account_only_when_it_may_be_the_certificates() {
+        assert!(account_first(Some("https://ca/acct/1"), Some("https://ca/acct/1")));
+        assert!(account_first(Some("https://ca/acct/1"), None), "unknown issuer: the CA decides");
+        assert!(!account_first(Some("https://ca/acct/2"), Some("https://ca/acct/1")), "another account: the certificate key");
+        assert!(!account_first(None, Some("https://ca/acct/1")), "the account is gone: the certificate key");
     }
 
     #[test]

@@ -39,6 +39,7 @@ pub(crate) mod account;
 mod acme;
 mod chains;
 mod error;
+mod jws;
 pub mod local_ca;
 pub mod name_constraints;
 pub mod problem;
@@ -85,6 +86,17 @@ pub struct Predecessor<'a> {
     pub issued_by: Option<(&'a str, &'a str)>,
 }
 
+/// How a revocation went through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revocation {
+    /// Signed by the ACME account that issued the certificate.
+    ByAccount,
+    /// Signed by the certificate's own key (RFC 8555 §7.6).
+    ByCertificateKey,
+    /// The CA had revoked it already.
+    AlreadyRevoked,
+}
+
 /// What a dry run got from an issuer.
 pub struct Trial {
     /// The certificate, when the dry run could safely be issued one (a private CA, a staging CA).
@@ -119,6 +131,28 @@ impl Issuer {
         match self {
             Issuer::Acme(acme) => acme.dns_persist_records(cert).await,
             Issuer::Local(ca) => Err(Error::Local(format!("dns-persist-01 is an ACME challenge; {} validates nothing", ca.label()))),
+        }
+    }
+
+    /// Revoke `leaf` (issued by this issuer) with `reason` (RFC 5280 code); `issued_by` is the
+    /// ACME account recorded at issuance, `key_pem` the certificate's private key (`cert`: whose). A private CA
+    /// refuses: it publishes no CRL or OCSP, so no client could learn of a revocation.
+    pub async fn revoke(
+        &self,
+        cert: &CertificateConfig,
+        leaf: &CertificateDer<'_>,
+        reason: u8,
+        issued_by: Option<&str>,
+        key_pem: Option<&str>,
+    ) -> Result<Revocation, Error> {
+        match self {
+            Issuer::Acme(acme) => acme.revoke(leaf, reason, issued_by, key_pem).await,
+            Issuer::Local(ca) => Err(Error::Local(format!(
+                "{} publishes no CRL or OCSP, so a revocation would reach no client; replace the certificate and its key instead: \
+                 `regcert renew --force --cert {}` (a new key unless reuse_key = true)",
+                ca.label(),
+                cert.name
+            ))),
         }
     }
 
@@ -194,6 +228,13 @@ impl Issuers {
             by_name.insert(IssuerRef::Ca(name.clone()).to_string(), Issuer::Local(local_ca::LocalIssuer::new(name, state)));
         }
         Self { by_name, state: state.clone() }
+    }
+
+    /// The issuer whose certificates are recorded with `origin` ([`Issuer::origin`]: an ACME
+    /// directory URL or `ca:NAME`), if the configuration still names it — for any certificate
+    /// (unlike [`Issuers::by_origin`], which looks only among a certificate's own issuers).
+    pub fn configured_with_origin(&self, origin: &str) -> Option<&Issuer> {
+        self.by_name.values().find(|i| i.origin() == origin)
     }
 
     /// The issuer `cert` names first (its only one, usually). Validation guarantees it exists;

@@ -148,7 +148,46 @@ pub async fn learn_after_renewals(state: &StateDir, issuers: &Issuers, certs: &[
     }
 }
 
+/// A CA may ask to be asked again within a second; a daemon woken by windows is not woken more
+/// often than this.
+const MIN_WAKE: u64 = 10;
+
+/// When the stored windows next call for a check, after `now`: the earliest moment chosen to
+/// renew at, or the CA's Retry-After for asking again (a "renew now" answer — a revoked
+/// certificate, an incident — is then acted on at once, not at the next scheduled check).
+/// At least [`MIN_WAKE`] seconds away. Pure.
+pub fn next_moment<'a>(schedules: impl IntoIterator<Item = &'a Schedule>, now: u64) -> Option<u64> {
+    let moments = schedules.into_iter().filter_map(|s| s.ari.as_ref()).flat_map(|w| [w.renew_at, w.refetch_at]);
+    moments.filter(|t| *t > now).min().map(|t| t.max(now + MIN_WAKE))
+}
+
 /// Somewhere between half and all of `secs`, so that many certificates do not ask together.
 fn spread(secs: u64) -> u64 {
     secs / 2 + fastrand::u64(0..=secs / 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::AriWindow;
+
+    const NOW: u64 = 1_000_000;
+
+    fn with_window(renew_at: u64, refetch_at: u64) -> Schedule {
+        let ari = AriWindow { serial: "01".into(), start: NOW, end: NOW + 100, renew_at, refetch_at, explanation_url: None };
+        Schedule { ari: Some(ari), ..Schedule::default() }
+    }
+
+    #[test]
+    fn the_daemon_wakes_for_the_earliest_window_moment_still_ahead() {
+        assert_eq!(next_moment([&Schedule::default()], NOW), None, "no window: the cron schedule alone");
+        let (a, b) = (with_window(NOW + 500, NOW + 21_600), with_window(NOW - 5, NOW + 3_600));
+        assert_eq!(next_moment([&a, &b], NOW), Some(NOW + 500), "the moment chosen to renew at");
+        assert_eq!(
+            next_moment([&b], NOW),
+            Some(NOW + 3_600),
+            "a moment passed already (renewal failed) is not a reason; the Retry-After is"
+        );
+        assert_eq!(next_moment([&with_window(NOW - 5, NOW + 1)], NOW), Some(NOW + MIN_WAKE), "a Retry-After of 1 s wakes it after 10 s");
+    }
 }

@@ -29,6 +29,7 @@ mod registry;
 mod reload_preflight;
 mod reload_window;
 mod renew;
+mod revoke;
 mod shortlived;
 mod systemd;
 mod timeouts;

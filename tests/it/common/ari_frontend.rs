@@ -4,7 +4,8 @@
 //!
 //! Pebble 2.10's real ARI is used wherever it does the job (`tests/it/ari.rs`: its windows,
 //! `/set-renewal-info/`, `replaces` as the CA holds it). This front stays for what 2.10 cannot
-//! do: a Retry-After of seconds (2.10 always says 6 hours), counting renewalInfo requests, a 404
+//! do: a Retry-After of seconds (2.10 always says 6 hours; [`AriFrontend::pass_renewal_info_through`]
+//! keeps Pebble's own answer and changes only that), counting renewalInfo requests, a 404
 //! for a certificate, rate limits, refusing or ignoring `replaces` on demand, broken chains.
 //!
 //! - every ACME request is passed on to Pebble unchanged (new orders are recorded on the way, to
@@ -47,6 +48,11 @@ struct Seen {
     replaces: Replaces,
     /// Spoil the chain of every certificate download this way.
     bad_chain: Option<BadChain>,
+    /// Pass renewalInfo requests on to Pebble 2.10's own (its windows, its "renew now" for a
+    /// revoked certificate), changing only the Retry-After.
+    pass_through: bool,
+    /// Pebble's renewalInfo URL, from its directory.
+    pebble_renewal_info: Option<String>,
 }
 
 /// How the front treats an order's `replaces`.
@@ -114,7 +120,8 @@ impl AriFrontend {
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let client = reqwest::Client::builder().tls_backend_preconfigured(client_tls).build().unwrap();
+        // Pebble 2.10 refuses requests without a User-Agent.
+        let client = reqwest::Client::builder().tls_backend_preconfigured(client_tls).user_agent("regcert-test-ari-front").build().unwrap();
         let pebble = pebble_dir.trim_end_matches("/dir").to_owned();
         let ctx = Arc::new(Ctx { base: base.clone(), pebble, client, seen: seen.clone() });
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
@@ -157,6 +164,14 @@ impl AriFrontend {
         self.seen.lock().unwrap().ari_retry_after = Some(secs);
     }
 
+    /// Pebble 2.10: answer renewalInfo with Pebble's own answer, but with this Retry-After
+    /// (seconds) instead of Pebble's six hours.
+    pub fn pass_renewal_info_through(&self, retry_after: u64) {
+        let mut seen = self.seen.lock().unwrap();
+        seen.pass_through = true;
+        seen.ari_retry_after = Some(retry_after);
+    }
+
     /// Refuse every new order from now on as over a rate limit, asking to retry after `secs`.
     pub fn rate_limit_orders(&self, secs: u64) {
         self.seen.lock().unwrap().rate_limit = Some(secs);
@@ -191,7 +206,14 @@ struct Ctx {
 async fn handle(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
     if let Some(id) = path.strip_prefix("/renewal-info/") {
-        return Ok(renewal_info(&ctx, id));
+        let pebble = {
+            let seen = ctx.seen.lock().unwrap();
+            seen.pebble_renewal_info.clone().filter(|_| seen.pass_through)
+        };
+        return Ok(match pebble {
+            Some(base) => pebble_renewal_info(&ctx, &base, id).await,
+            None => renewal_info(&ctx, id),
+        });
     }
     let method = req.method().clone();
     let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -237,6 +259,7 @@ async fn handle(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Response<Full<B
     }
     if path == "/dir" {
         let mut dir: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        ctx.seen.lock().unwrap().pebble_renewal_info = dir["renewalInfo"].as_str().map(str::to_owned);
         dir["renewalInfo"] = format!("{}/renewal-info", ctx.base).into();
         bytes = Bytes::from(dir.to_string());
     }
@@ -294,6 +317,28 @@ fn renewal_info(ctx: &Ctx, id: &str) -> Response<Full<Bytes>> {
         .header("content-type", "application/json")
         .header("retry-after", seen.ari_retry_after.unwrap_or(3_600).to_string())
         .body(Full::new(Bytes::from(body)))
+        .unwrap()
+}
+
+/// Pebble's own renewalInfo answer for `id` (`base`: its renewalInfo URL), with the front's
+/// Retry-After.
+async fn pebble_renewal_info(ctx: &Ctx, base: &str, id: &str) -> Response<Full<Bytes>> {
+    let retry_after = {
+        let mut seen = ctx.seen.lock().unwrap();
+        seen.ari_requests.push(id.to_owned());
+        seen.ari_retry_after.unwrap_or(3_600)
+    };
+    // Pebble's directory names its URL with the Host it was asked for (this front's).
+    let path = base.splitn(4, '/').nth(3).unwrap_or_default();
+    let url = format!("{}/{}/{id}", ctx.pebble, path.trim_end_matches('/'));
+    let rsp = ctx.client.get(url).send().await.unwrap();
+    let status = rsp.status().as_u16();
+    let body = rsp.bytes().await.unwrap();
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .header("retry-after", retry_after.to_string())
+        .body(Full::new(body))
         .unwrap()
 }
 

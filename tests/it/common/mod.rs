@@ -305,6 +305,36 @@ impl Pebble {
     /// The ACME object (JSON) at `url` as the CA holds it (an order, an account): a POST-as-GET
     /// signed with the key of the account at `account_url`.
     pub fn post_as_get(&self, url: &str, account_url: &str, key_pkcs8: &str) -> serde_json::Value {
+        self.post(url, account_url, key_pkcs8, None)
+    }
+
+    /// Revoke the leaf of `fullchain` at Pebble (RFC 8555 §7.6) as the account at `account_url`,
+    /// without regcert: a revocation out of band. `directory_url`: Pebble's, or that of a front
+    /// the account was made through. The CA's answer (null when done).
+    pub fn revoke(&self, directory_url: &str, fullchain: &Path, account_url: &str, key_pkcs8: &str, reason: u8) -> serde_json::Value {
+        use base64::Engine;
+        use rustls_pki_types::pem::PemObject;
+        let der = rustls_pki_types::CertificateDer::from_pem_file(fullchain).unwrap();
+        let payload = serde_json::json!({ "certificate": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(der), "reason": reason });
+        let url = self.directory(directory_url)["revokeCert"].as_str().unwrap().to_owned();
+        self.post(&url, account_url, key_pkcs8, Some(&payload))
+    }
+
+    /// Pebble 2.10's management view of the certificate with `serial` (as openssl prints it,
+    /// `serial=…`): `Status` is "Valid" or "Revoked", with the `Reason` code.
+    pub fn cert_status(&self, serial: &str) -> serde_json::Value {
+        let hex = serial.trim().trim_start_matches("serial=");
+        serde_json::from_str(&self.mgmt_get(&format!("/cert-status-by-serial/{hex}"))).unwrap()
+    }
+
+    fn directory(&self, url: &str) -> serde_json::Value {
+        let out = Command::new(tool("curl")).args(["-sS", "--cacert", self.tls_root.to_str().unwrap(), url]).output().unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// A POST of `payload` (none: a POST-as-GET) to `url`, signed with the key of the account at
+    /// `account_url`, sent with curl; the answer (null when empty).
+    pub fn post(&self, url: &str, account_url: &str, key_pkcs8: &str, payload: Option<&serde_json::Value>) -> serde_json::Value {
         use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
         use base64::Engine;
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -314,7 +344,8 @@ impl Pebble {
             assert!(out.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
             String::from_utf8_lossy(&out.stdout).into_owned()
         };
-        let directory: serde_json::Value = serde_json::from_str(&curl(&[&self.directory_url])).unwrap();
+        let directory = self.directory(&self.directory_url);
+        let payload = payload.map(|p| b64.encode(p.to_string())).unwrap_or_default();
         let mut last = serde_json::Value::Null;
         // Pebble rejects some nonces on purpose: ask again with a fresh one.
         for _ in 0..10 {
@@ -322,9 +353,12 @@ impl Pebble {
             let nonce = head.lines().find_map(|l| l.to_ascii_lowercase().starts_with("replay-nonce:").then(|| l[13..].trim().to_owned()));
             let header = serde_json::json!({ "alg": "ES256", "kid": account_url, "nonce": nonce.unwrap(), "url": url });
             let protected = b64.encode(header.to_string());
-            let signature = key.sign(&aws_lc_rs::rand::SystemRandom::new(), format!("{protected}.").as_bytes()).unwrap();
-            let jws = serde_json::json!({ "protected": protected, "payload": "", "signature": b64.encode(signature.as_ref()) });
+            let signature = key.sign(&aws_lc_rs::rand::SystemRandom::new(), format!("{protected}.{payload}").as_bytes()).unwrap();
+            let jws = serde_json::json!({ "protected": protected, "payload": payload, "signature": b64.encode(signature.as_ref()) });
             let body = curl(&["-H", "Content-Type: application/jose+json", "--data-binary", &jws.to_string(), url]);
+            if body.trim().is_empty() {
+                return serde_json::Value::Null;
+            }
             last = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
             if last["type"] != "urn:ietf:params:acme:error:badNonce" {
                 return last;
