@@ -19,6 +19,7 @@ mod import_acmesh;
 mod install_dir;
 mod local_ca;
 mod logs;
+mod mtls;
 mod profiles;
 mod registry;
 mod reload_preflight;
