@@ -131,6 +131,15 @@ fn docker_push_needs_the_client_certificate_regcert_installs_and_renews() {
     let renewed = serial(&m.client_cert());
     assert_ne!(first, renewed);
     m.push("renewed").expect("docker push with the renewed client certificate");
+
+    // A registry that does not ask for client certificates proves nothing about one: the same
+    // server certificate, without REGISTRY_HTTP_TLS_CLIENTCAS.
+    let open = Registry::start(&m.s.install_dir("registry"), RegistryOpts::default());
+    let addr = open.addr();
+    m.s.edit_cert("client", |c| set(c, "verify.connect_to", addr.as_str()));
+    let run = m.s.run(&["verify", "--cert", "client"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("did not ask for a client certificate, so presenting"), "{run:?}");
 }
 
 #[test]
