@@ -140,6 +140,14 @@ impl Target {
         Ok(target)
     }
 
+    /// What a passed check proved, for the renewal's report line.
+    pub fn proof(&self) -> String {
+        match self.checks_client() {
+            true => format!("{} accepts it as a client certificate", self.url),
+            false => format!("{} serves it", self.url),
+        }
+    }
+
     /// Whom the expected SHA-256 is of: the client certificate presented, not the server's.
     fn checks_client(&self) -> bool {
         self.client.as_ref().is_some_and(|c| c.under_test)

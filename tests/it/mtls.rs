@@ -105,6 +105,7 @@ fn docker_push_needs_the_client_certificate_regcert_installs_and_renews() {
     });
     let run = m.s.run(&["renew", "--cert", "client"]);
     assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains(&format!("verified: {url} accepts it as a client certificate")), "{run:?}");
     let text = cert_text(&m.client_cert());
     assert!(text.contains("TLS Web Client Authentication") && !text.contains("TLS Web Server Authentication"), "{text}");
     assert!(text.contains("Subject: CN = ci-runner-1"), "{text}");
