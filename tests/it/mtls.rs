@@ -133,6 +133,22 @@ fn docker_push_needs_the_client_certificate_regcert_installs_and_renews() {
     assert_ne!(first, renewed);
     m.push("renewed").expect("docker push with the renewed client certificate");
 
+    // A client certificate the registry refuses (its CA replaced, the registry not told) is
+    // rolled back: the working one stays in certs.d and pushes keep working.
+    let run = m.s.run(&["ca", "init", "internal", "--force"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = m.s.run(&["renew", "--force", "--cert", "client"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stdout.contains("ROLLED BACK")
+            && run.stdout.contains("it refused install.fullchain")
+            && run.stdout.contains("the previous certificate (serial")
+            && run.stdout.contains("is installed and served again"),
+        "{run:?}"
+    );
+    assert_eq!(serial(&m.client_cert()), renewed);
+    m.push("rolled-back").expect("docker push with the client certificate restored by the rollback");
+
     // A registry that does not ask for client certificates proves nothing about one: the same
     // server certificate, without REGISTRY_HTTP_TLS_CLIENTCAS.
     let open = Registry::start(&m.s.install_dir("registry"), RegistryOpts::default());
