@@ -793,6 +793,50 @@ mod tests {
         assert!(combine(Vec::new()).is_none());
     }
 
+    #[test]
+    fn a_refused_client_certificate_is_explained_and_other_failures_are_not() {
+        let target = Target::new("https://r.example:5000/v2/", Vec::new(), RootCertStore::empty(), None).unwrap();
+        let report = |requested: bool, status: Option<u16>, problem: &str| {
+            let mut r = Report::new(&target, None, "192.0.2.1:5000".into());
+            r.client_cert_requested = requested;
+            r.client_cas = vec!["CN=Client CA".into()];
+            r.http_status = status;
+            r.problems.push(problem.into());
+            r
+        };
+        // nginx (ssl_verify_client on) answers 400 to a client without a certificate.
+        let mut r = report(true, Some(400), "GET /v2/ answered 400 without Docker-Distribution-Api-Version: registry/2.0: …");
+        judge_client(&target, &mut r);
+        assert!(r.definitive, "{r:?}");
+        assert!(r.problems[0].starts_with("the registry requires a client certificate (mTLS from CAs CN=Client CA); none is configured: set [certificate.verify] client_cert and client_key"), "{r:?}");
+        // A TLS alert after the server's certificate passed, with one presented.
+        let mut r = report(true, None, "GET /v2/ failed: connection error: received fatal alert: BadCertificate");
+        let mut client = target.clone();
+        client.client = Some(ClientAuth { cert: "/c/client.cert".into(), key: "/c/client.key".into(), under_test: true });
+        judge_client(&client, &mut r);
+        assert!(
+            r.problems[0].contains("it refused install.fullchain /c/client.cert") && r.problems[0].ends_with("BadCertificate)"),
+            "{r:?}"
+        );
+        // The server's own certificate failing is no client certificate problem.
+        let mut r = report(true, None, "the served chain does not lead to a trusted root");
+        judge_client(&target, &mut r);
+        assert_eq!(r.problems, ["the served chain does not lead to a trusted root"]);
+        assert!(!r.definitive);
+        // A client certificate checked where nobody asks for one proved nothing.
+        let mut r = report(false, Some(200), "");
+        r.problems.clear();
+        judge_client(&client, &mut r);
+        assert!(r.definitive && r.problems[0].contains("did not ask for a client certificate"), "{r:?}");
+        // … while a configured one that is not asked for is simply not needed.
+        let mut configured = target.clone();
+        configured.client = Some(ClientAuth { cert: "/c/client.cert".into(), key: "/c/client.key".into(), under_test: false });
+        let mut r = report(false, Some(200), "");
+        r.problems.clear();
+        judge_client(&configured, &mut r);
+        assert!(r.ok());
+    }
+
     #[tokio::test]
     async fn a_single_pass_at_the_deadline_is_not_enough() {
         let target = Target::new("https://r.example/v2/", Vec::new(), RootCertStore::empty(), None).unwrap();
