@@ -123,6 +123,9 @@ impl Target {
             (Usage::Server, Some(c), Some(k)) => Some(ClientAuth { cert: c.clone(), key: k.clone(), under_test: false }),
             _ => None,
         };
+        if cert.usage == Usage::Client && settings.url.is_none() {
+            return Err("a client certificate is verified against the registry it is for: set [certificate.verify] url".into());
+        }
         let anchor = anchor.filter(|_| cert.usage == Usage::Server);
         let extra: Vec<&std::path::Path> = settings.ca_bundle.as_deref().into_iter().chain(anchor).collect();
         let roots = root_store(&extra).map_err(|e| format!("verify trust roots: {e}"))?;

@@ -164,6 +164,13 @@ fn verify_presents_a_client_certificate_to_a_registry_that_requires_one() {
     let m = MtlsRegistry::start();
     let run = m.s.run(&["renew", "--cert", "client"]);
     assert_eq!(run.code, 0, "{run:?}");
+    // A client certificate names no registry: checking it by hand needs the URL.
+    let run = m.s.run(&["verify", "--cert", "client"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("client: a client certificate is verified against the registry it is for: set [certificate.verify] url"),
+        "{run:?}"
+    );
     // The registry's own certificate, renewed: restart, then verified with the client certificate.
     let (url, root) = (m.url(), m.root.display().to_string());
     let (cert, key) = (m.client_cert().display().to_string(), m.client_key().display().to_string());
