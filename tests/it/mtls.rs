@@ -132,6 +132,18 @@ fn docker_push_needs_the_client_certificate_regcert_installs_and_renews() {
     let renewed = serial(&m.client_cert());
     assert_ne!(first, renewed);
     m.push("renewed").expect("docker push with the renewed client certificate");
+    // podman's library (containers/image, here in skopeo) reads the same file names, and
+    // Docker's directory when /etc/containers/certs.d/HOST:PORT does not exist.
+    let image = format!("docker://{}/tiny:renewed", m.reg.addr());
+    assert!(!Path::new("/etc/containers/certs.d").join(m.reg.addr()).exists());
+    let inspect = |args: &[&str]| std::process::Command::new(tool("skopeo")).arg("inspect").args(args).arg(&image).output().unwrap();
+    let out = inspect(&[]);
+    assert!(out.status.success(), "skopeo inspect with certs.d client.cert: {}", String::from_utf8_lossy(&out.stderr));
+    let ca_only = tempfile::tempdir().unwrap();
+    fs::copy(&m.root, ca_only.path().join("ca.crt")).unwrap();
+    let out = inspect(&["--cert-dir", ca_only.path().to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && (err.contains("certificate required") || err.contains("bad certificate")), "{err}");
 
     // A client certificate the registry refuses (its CA replaced, the registry not told) is
     // rolled back: the working one stays in certs.d and pushes keep working.
