@@ -112,6 +112,9 @@ fn docker_push_needs_the_client_certificate_regcert_installs_and_renews() {
     assert_eq!(mode(&m.client_key()), 0o600);
     assert_chain_verifies(&m.client_cert(), &m.root);
     assert_key_matches(&m.client_cert(), &m.client_key());
+    assert_eq!(m.s.status_of("client")["client_name"], "ci-runner-1");
+    let status = m.s.run(&["status", "--cert", "client"]);
+    assert!(status.stdout.contains("client:     CN=ci-runner-1 (client certificate, clientAuth)"), "{status:?}");
     let run = m.s.run(&["verify", "--cert", "client"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains("client cert: requested by the server") && run.stdout.contains("presented SHA256"), "{run:?}");
