@@ -71,9 +71,18 @@ impl ClientAuth {
     pub fn load(&self) -> Result<(Arc<CertifiedKey>, String), String> {
         let (cert_key, key_key) =
             if self.under_test { ("install.fullchain", "install.key") } else { ("verify.client_cert", "verify.client_key") };
-        let chain = crate::certinfo::read_pem_certs(&self.cert).map_err(|e| format!("{cert_key}: {e}"))?;
-        let pem =
-            std::fs::read(&self.key).map(Zeroizing::new).map_err(|e| format!("{key_key}: cannot read {}: {e}", self.key.display()))?;
+        let read = |key: &str, path: &std::path::Path| {
+            let read = match self.under_test {
+                // The install dir is read as untrusted, as everywhere (no links, regular files, capped).
+                true => crate::fsutil::read_untrusted(path, crate::fsutil::UNTRUSTED_READ_CAP)
+                    .and_then(|found| found.ok_or_else(|| "no such file".to_owned())),
+                false => std::fs::read(path).map_err(|e| e.to_string()),
+            };
+            read.map(Zeroizing::new).map_err(|e| format!("{key}: cannot read {}: {e}", path.display()))
+        };
+        let pem = read(cert_key, &self.cert)?;
+        let chain = crate::certinfo::parse_pem_certs(&pem).map_err(|e| format!("{cert_key} {} {e}", self.cert.display()))?;
+        let pem = read(key_key, &self.key)?;
         let der =
             PrivateKeyDer::from_pem_slice(&pem).map_err(|e| format!("{key_key} {} is not a PEM private key: {e}", self.key.display()))?;
         let leaf = LeafInfo::parse(&chain[0]).map_err(|e| format!("{cert_key} {}: {e}", self.cert.display()))?;
