@@ -11,8 +11,9 @@ if ! docker version >/dev/null 2>&1; then
   if [ ! -S /var/run/docker.sock ] || ! curl -s "${ping[@]}" >/dev/null; then
     echo "starting dockerd"
     # No iptables here: containers on the default bridge are reached directly from the host.
-    # (Not in PIDS: the engine stays up for the tests after this script.)
-    nohup dockerd --iptables=false >/tmp/dockerd.log 2>&1 &
+    # (Not in PIDS: the engine stays up for the tests after this script.) In a session of its
+    # own: whoever ends the caller's process group (a killed test run) must not take it along.
+    setsid nohup dockerd --iptables=false >/tmp/dockerd.log 2>&1 </dev/null &
     wait_url 60 "${ping[@]}" || true
   fi
 fi

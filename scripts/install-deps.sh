@@ -56,3 +56,22 @@ if [ -z "${REGCERT_PEBBLE_2_10:-}" ] && ! pebble210_ok; then
   pebble210_ok || { echo "the pebble fetched into $pebble210 is not 2.10 or newer" >&2; exit 1; }
   echo "Pebble $(dpkg-deb -f "$pebble210"/pebble_*.deb Version) in $pebble210/x/usr/bin"
 fi
+
+# promtool (Debian's `prometheus` package) checks and unit-tests contrib/prometheus/regcert-alerts.yml.
+# The package also brings a Prometheus service: it is neither started (policy-rc.d, if the machine
+# has none) nor left enabled; only promtool is wanted. No Recommends (node-exporter).
+if ! [ -x /usr/bin/promtool ]; then
+  echo "installing: prometheus (for promtool; its service is not started or enabled)"
+  export DEBIAN_FRONTEND=noninteractive
+  own_policy=
+  if ! [ -e /usr/sbin/policy-rc.d ]; then
+    own_policy=1
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 0755 /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends prometheus
+  if [ -n "$own_policy" ]; then rm -f /usr/sbin/policy-rc.d; trap - EXIT; fi
+  deb-systemd-helper disable prometheus.service >/dev/null 2>&1 || true
+  update-rc.d prometheus disable >/dev/null 2>&1 || true
+fi

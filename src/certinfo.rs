@@ -102,6 +102,11 @@ impl LeafInfo {
             })
         })
     }
+
+    /// Does the certificate cover every DNS name in `domains` and every address in `ips`?
+    pub fn covers_all(&self, domains: &[String], ips: &[std::net::IpAddr]) -> bool {
+        self.covers(domains) && ips.iter().all(|ip| self.ips.contains(ip))
+    }
 }
 
 /// "2027-02-21 12:00 UTC" for a Unix time.

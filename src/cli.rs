@@ -25,10 +25,11 @@ Examples:
   regcert status --json                     what is installed, when it expires, when it is next due
   regcert verify --cert registry            what the registry really serves: leaf, chain, /v2/ (exit 1 on a problem)
   regcert ca init internal                  create the private CA [ca.internal] for internal names and IPs
+  regcert dns-persist show                  the TXT records to create for challenge = \"dns-persist-01\" (zone-file lines)
   regcert import acme.sh --write-config /etc/regcert/config.toml
                                             adopt an acme.sh setup (same account, current certificates)
   regcert trust install --registry 192.168.20.10:5000 --ca-file root.crt
-                                            make Docker on a client trust the registry (certs.d/HOST:PORT/ca.crt)
+                                            make Docker, containerd and podman on a client trust the registry
 
 Exit codes: 0 ok, 1 a certificate failed (or another regcert holds the lock), 2 invalid configuration.";
 
@@ -75,7 +76,10 @@ enum Command {
     /// Private CAs for internal names and IPs ([ca.NAME] in the config).
     #[command(subcommand)]
     Ca(CaCommand),
-    /// Make the Docker client on this host trust a registry's CA (no config needed).
+    /// dns-persist-01: the persistent TXT records that let the ACME CA validate a certificate's names.
+    #[command(subcommand)]
+    DnsPersist(DnsPersistCommand),
+    /// Make the container runtimes on this host trust a registry's CA (no config needed).
     #[command(subcommand)]
     Trust(TrustCommand),
     /// Move from another tool (no regcert config needed).
@@ -115,6 +119,20 @@ enum CaCommand {
 }
 
 #[derive(Subcommand)]
+enum DnsPersistCommand {
+    /// Print the TXT record(s) to create, as zone-file lines, for every certificate with
+    /// challenge = "dns-persist-01" (creates the ACME account if there is none yet).
+    Show {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Only this certificate (repeatable).
+        #[arg(long = "cert", value_name = "NAME")]
+        certs: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum ImportCommand {
     /// Adopt an acme.sh setup: same ACME account, current certificates, install paths and reloads.
     #[command(name = "acme.sh")]
@@ -148,9 +166,41 @@ enum ImportCommand {
     },
 }
 
+/// Which runtimes a trust command works on, and where their certs.d are.
+#[derive(clap::Args)]
+struct RuntimeArgs {
+    /// docker, containerd, podman (also CRI-O, skopeo, buildah) or all; repeat or separate with
+    /// commas. Default for install: every runtime found on this host (its /etc directory, program
+    /// or socket); for remove and list: all.
+    #[arg(long = "runtime", value_delimiter = ',', value_parser = crate::trust::RUNTIME_NAMES)]
+    runtimes: Vec<String>,
+    /// Docker's certs.d.
+    #[arg(long, default_value = crate::trust::DEFAULT_CERTS_D)]
+    certs_d: PathBuf,
+    /// containerd's certs.d (hosts.toml per registry).
+    #[arg(long, default_value = crate::trust::DEFAULT_CONTAINERD_CERTS_D)]
+    containerd_certs_d: PathBuf,
+    /// The certs.d of podman, CRI-O and skopeo.
+    #[arg(long, default_value = crate::trust::DEFAULT_CONTAINERS_CERTS_D)]
+    containers_certs_d: PathBuf,
+}
+
+impl RuntimeArgs {
+    fn roots(&self) -> crate::trust::Roots {
+        crate::trust::Roots::new(&self.certs_d, &self.containerd_certs_d, &self.containers_certs_d)
+    }
+
+    /// The runtimes named, or else `default`.
+    fn runtimes(&self, default: impl FnOnce() -> Vec<crate::trust::Runtime>) -> Vec<crate::trust::Runtime> {
+        // clap has checked every name.
+        crate::trust::parse_runtimes(&self.runtimes).ok().flatten().unwrap_or_else(default)
+    }
+}
+
 #[derive(Subcommand)]
 enum TrustCommand {
-    /// Write /etc/docker/certs.d/HOST:PORT/ca.crt (and with --system the OS store).
+    /// Make the container runtimes on this host trust a registry's CA: Docker's
+    /// certs.d/HOST:PORT/ca.crt, containerd's hosts.toml, podman's certs.d (with --system the OS store too).
     Install {
         /// The registry as clients name it: HOST:PORT (HOST alone for 443).
         #[arg(long)]
@@ -170,22 +220,22 @@ enum TrustCommand {
         /// Also add it to the operating system's trust store.
         #[arg(long)]
         system: bool,
-        #[arg(long, default_value = crate::trust::DEFAULT_CERTS_D)]
-        certs_d: PathBuf,
+        #[command(flatten)]
+        on: RuntimeArgs,
     },
     /// Remove what `trust install` wrote for a registry.
     Remove {
         #[arg(long)]
         registry: String,
-        #[arg(long, default_value = crate::trust::DEFAULT_CERTS_D)]
-        certs_d: PathBuf,
+        #[command(flatten)]
+        on: RuntimeArgs,
     },
-    /// What certs.d holds, which expire when, and files Docker would ignore.
+    /// What each runtime's certs.d holds, which expire when, and files the runtime would ignore.
     List {
         #[arg(long)]
         json: bool,
-        #[arg(long, default_value = crate::trust::DEFAULT_CERTS_D)]
-        certs_d: PathBuf,
+        #[command(flatten)]
+        on: RuntimeArgs,
     },
 }
 
@@ -235,7 +285,7 @@ pub fn main() -> ExitCode {
         _ => {}
     }
     let purpose = match cli.command {
-        Command::Status { .. } | Command::Verify { .. } | Command::Ca(CaCommand::Export { .. }) => Purpose::Read,
+        Command::Status { .. } | Command::Verify { .. } | Command::Ca(CaCommand::Export { .. }) | Command::DnsPersist(_) => Purpose::Read,
         Command::Renew { .. } | Command::Run => Purpose::Work,
         Command::CheckConfig | Command::Ca(CaCommand::Init { .. }) | Command::Trust(_) | Command::Import(_) => Purpose::Write,
     };
@@ -250,6 +300,7 @@ pub fn main() -> ExitCode {
         Command::Verify { json, certs } => verify(&config, &certs, json),
         Command::Renew { force, certs, dry_run } => renew(&config, &certs, RenewOptions { force, dry_run }),
         Command::Ca(cmd) => ca(&config, cmd),
+        Command::DnsPersist(DnsPersistCommand::Show { json, certs }) => dns_persist_show(&config, &certs, json),
         Command::Trust(_) | Command::Import(_) => Ok(Status::Ok),
     };
     exit(result)
@@ -338,7 +389,7 @@ fn ca(config: &Config, cmd: CaCommand) -> CmdResult {
             let issuers = Issuers::from_config(config, &state);
             for cert in &config.certificates {
                 let issuer = issuers.of(cert).map_err(|e| Failure::Config(e.to_string()))?;
-                crate::trust::sync_docker_clients(cert, issuer).map_err(Failure::Failed)?;
+                crate::trust::sync_clients(cert, issuer).map_err(Failure::Failed)?;
             }
             println!(
                 "root certificate: {} (give it to clients: regcert trust install --registry HOST:PORT --ca-file …)",
@@ -347,6 +398,65 @@ fn ca(config: &Config, cmd: CaCommand) -> CmdResult {
             Ok(Status::Ok)
         }
     }
+}
+
+/// `regcert dns-persist show`: the records, as zone-file lines under a comment that names the
+/// certificate, the CA and the account (all of it pasteable into a zone file), or as JSON.
+fn dns_persist_show(config: &Config, names: &[String], json: bool) -> CmdResult {
+    let selected = config.select(names).map_err(Failure::Config)?;
+    let certs: Vec<_> = selected.iter().copied().filter(|c| c.dns_persist()).collect();
+    let others: Vec<&str> = selected.iter().filter(|c| !c.dns_persist()).map(|c| c.name.as_str()).collect();
+    if !names.is_empty() && !others.is_empty() {
+        return Err(Failure::Config(format!(
+            "[[certificate]] {} not set to challenge = \"dns-persist-01\" (no persistent record to show)",
+            others.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    if certs.is_empty() {
+        return Err(Failure::Config("no [[certificate]] has challenge = \"dns-persist-01\"".into()));
+    }
+    // The account may be created here: the same lock as `renew`, so that two never race.
+    let state = StateDir::open(&config.state_dir).map_err(Failure::Failed)?;
+    let _lock = state.lock("regcert dns-persist show").map_err(|e| Failure::Failed(e.to_string()))?;
+    let issuers = Issuers::from_config(config, &state);
+    let runtime = runtime()?;
+    let mut out = Vec::new();
+    for cert in certs {
+        let issuer = issuers.of(cert).map_err(|e| Failure::Config(e.to_string()))?;
+        let shown = runtime
+            .block_on(issuer.dns_persist_records(cert))
+            .map_err(|e| Failure::Failed(format!("[[certificate]] `{}`: {e}", cert.name)))?;
+        if json {
+            out.push(serde_json::json!({
+                "cert": cert.name,
+                "ca": issuer.origin(),
+                "issuer_domain_name": shown.issuer,
+                "account_uri": shown.account_uri,
+                "account_created": shown.account_created,
+                "records": shown.records.iter().map(|r| serde_json::json!({
+                    "name": r.fqdn, "type": "TXT", "value": r.value(), "wildcard": r.wildcard, "zone_line": r.zone_line(),
+                })).collect::<Vec<_>>(),
+            }));
+            continue;
+        }
+        println!(
+            "; {}: dns-persist-01 at {} (issuer-domain-name {}, account {})",
+            cert.name,
+            issuer.label(),
+            shown.issuer,
+            shown.account_uri
+        );
+        if shown.account_created {
+            println!("; the ACME account was created just now (kept in state_dir): renewals use it, so the records stay valid");
+        }
+        for r in &shown.records {
+            println!("{}", r.zone_line());
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&out).map_err(|e| Failure::Failed(e.to_string()))?);
+    }
+    Ok(Status::Ok)
 }
 
 fn import(cmd: ImportCommand) -> CmdResult {
@@ -420,37 +530,51 @@ fn import(cmd: ImportCommand) -> CmdResult {
 }
 
 fn trust(cmd: TrustCommand) -> CmdResult {
-    use crate::trust;
+    use crate::trust::{self, Runtime};
     match cmd {
-        TrustCommand::List { json, certs_d } => {
-            let entries = trust::list(&certs_d, trust::SystemStore::detect().ok().as_ref());
+        TrustCommand::List { json, on } => {
+            let runtimes = on.runtimes(|| Runtime::ALL.to_vec());
+            let entries = trust::list(&on.roots(), &runtimes, trust::SystemStore::detect().ok().as_ref());
             if json {
                 println!("{}", serde_json::to_string_pretty(&entries).map_err(|e| Failure::Failed(e.to_string()))?);
             } else {
-                print!("{}", trust::render_list(&entries));
+                print!("{}", trust::render_list(&entries, &runtimes));
             }
             Ok(problems_if(entries.iter().any(|e| e.problem.is_some())))
         }
-        TrustCommand::Remove { registry, certs_d } => {
-            // Every trust regcert added for the registry goes: certs.d, and the system store entry.
-            let docker = trust::remove(&certs_d, &registry).map_err(Failure::Failed)?;
-            let system = match trust::SystemStore::detect() {
-                Ok(store) => store.remove(&registry).map_err(Failure::Failed)?,
-                Err(_) => None,
-            };
-            if let Some(path) = &docker {
-                println!("removed the CA for {registry}: {} (Docker reads certs.d on every connection: no restart needed)", path.display());
+        TrustCommand::Remove { registry, on } => {
+            trust::check_registry(&registry).map_err(|e| Failure::Config(format!("--registry {e}")))?;
+            // Every trust regcert added for the registry goes: each runtime's, and the system store entry.
+            let roots = on.roots();
+            let mut removed = false;
+            for runtime in on.runtimes(|| Runtime::ALL.to_vec()) {
+                if let Some(done) = runtime.remove(&roots, &registry).map_err(Failure::Failed)? {
+                    println!("{done}");
+                    removed = true;
+                }
             }
-            if let Some(done) = &system {
+            if let Some(done) =
+                trust::SystemStore::detect().ok().map(|s| s.remove(&registry)).transpose().map_err(Failure::Failed)?.flatten()
+            {
                 println!("{done}");
+                removed = true;
             }
-            if docker.is_none() && system.is_none() {
+            if !removed {
                 println!("nothing to remove for {registry}");
             }
+            warn_hidden(&roots, &registry);
             Ok(Status::Ok)
         }
-        TrustCommand::Install { registry, ca_file, from_url, connect_to, fingerprint, system, certs_d } => {
+        TrustCommand::Install { registry, ca_file, from_url, connect_to, fingerprint, system, on } => {
             trust::check_registry(&registry).map_err(|e| Failure::Config(format!("--registry {e}")))?;
+            let roots = on.roots();
+            let runtimes = on.runtimes(|| Runtime::ALL.into_iter().filter(|r| r.found(&roots)).collect());
+            if runtimes.is_empty() && !system {
+                return Err(Failure::Config(format!(
+                    "no container runtime found on this host (looked for /etc/docker, /etc/containerd, /etc/containers, their programs on PATH and their sockets): name one with --runtime {}",
+                    trust::RUNTIME_NAMES.join("|")
+                )));
+            }
             let pem = match (ca_file, from_url) {
                 (Some(file), _) => {
                     let certs = crate::certinfo::read_pem_certs(&file).map_err(|e| Failure::Config(format!("--ca-file {e}")))?;
@@ -459,14 +583,24 @@ fn trust(cmd: TrustCommand) -> CmdResult {
                 (None, Some(url)) => confirm_served_ca(&url, connect_to, fingerprint.as_deref())?,
                 (None, None) => return Err(Failure::Config("give --ca-file PATH or --from-url https://HOST:PORT".into())),
             };
-            let path = trust::install(&certs_d, &registry, &pem).map_err(Failure::Failed)?;
-            println!("Docker on this host now trusts {registry}: {} (no daemon restart needed)", path.display());
+            for runtime in runtimes {
+                println!("{}", runtime.install(&roots, &registry, &pem).map_err(Failure::Failed)?);
+            }
+            warn_hidden(&roots, &registry);
             if system {
                 let store = trust::SystemStore::detect().map_err(Failure::Failed)?;
                 println!("{}", store.install(&registry, &pem).map_err(Failure::Failed)?);
             }
             Ok(Status::Ok)
         }
+    }
+}
+
+/// podman & co. read the first certs.d directory for a registry that exists: say so when
+/// theirs hides Docker's CA.
+fn warn_hidden(roots: &crate::trust::Roots, registry: &str) {
+    if let Some(why) = crate::trust::podman_hiding(roots, registry) {
+        eprintln!("warning: {why}");
     }
 }
 

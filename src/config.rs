@@ -139,17 +139,34 @@ impl fmt::Display for IssuerRef {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrustConfig {
-    /// Registries (HOST:PORT) whose /etc/docker/certs.d/HOST:PORT/ca.crt regcert keeps in sync
-    /// with this certificate's private CA on this host.
-    #[serde(default)]
+    /// Registries (HOST:PORT) whose CA regcert keeps in sync with this certificate's private CA
+    /// in the container runtimes on this host (`registries` is the same key).
+    #[serde(default, alias = "registries")]
     pub docker_clients: Vec<String>,
+    /// `docker`, `containerd`, `podman` or `all`; default: every runtime found on the host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runtimes: Vec<String>,
     /// Where Docker looks for registry CAs.
     #[serde(default = "default_certs_d")]
     pub certs_d: PathBuf,
+    /// Where containerd looks for hosts.toml.
+    #[serde(default = "default_containerd_certs_d")]
+    pub containerd_certs_d: PathBuf,
+    /// Where podman, CRI-O and skopeo look for registry CAs.
+    #[serde(default = "default_containers_certs_d")]
+    pub containers_certs_d: PathBuf,
 }
 
 fn default_certs_d() -> PathBuf {
-    PathBuf::from("/etc/docker/certs.d")
+    PathBuf::from(crate::trust::DEFAULT_CERTS_D)
+}
+
+fn default_containerd_certs_d() -> PathBuf {
+    PathBuf::from(crate::trust::DEFAULT_CONTAINERD_CERTS_D)
+}
+
+fn default_containers_certs_d() -> PathBuf {
+    PathBuf::from(crate::trust::DEFAULT_CONTAINERS_CERTS_D)
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -297,7 +314,7 @@ pub struct CertificateConfig {
     /// First = primary name; all go in the SAN.
     #[serde(default)]
     pub domains: Vec<String>,
-    /// IP SANs (private CA only).
+    /// IP SANs: from a private CA, or from an ACME CA as IP identifiers (RFC 8738, HTTP-01 only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ips: Vec<std::net::IpAddr>,
     /// Lifetime of leaves from a private CA (default 90 days).
@@ -310,7 +327,8 @@ pub struct CertificateConfig {
     /// name issued; when none is, the CA's default chain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preferred_chain: Option<String>,
-    /// "http-01" (default) or "dns-01" (needs `dns`); with `dns` alone, DNS-01. See [`CertificateConfig::dns01`].
+    /// "http-01" (default), "dns-01" (needs `dns`) or "dns-persist-01" (`dns` optional); with
+    /// `dns` alone, DNS-01. See [`CertificateConfig::dns01`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub challenge: Option<ChallengeKind>,
     /// How DNS-01 records are published.
@@ -331,7 +349,7 @@ pub struct CertificateConfig {
     /// How to prove the registry serves it; on by default when `reload` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<VerifyConfig>,
-    /// Docker clients on this host that must trust the certificate's private CA.
+    /// Container runtimes on this host that must trust the certificate's private CA.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust: Option<TrustConfig>,
 }
@@ -383,13 +401,28 @@ impl Usage {
     }
 }
 
-/// `challenge = "http-01" | "dns-01"`.
+/// `challenge = "http-01" | "dns-01" | "dns-persist-01"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 pub enum ChallengeKind {
     #[serde(rename = "http-01")]
     Http01,
     #[serde(rename = "dns-01")]
     Dns01,
+    /// One persistent TXT record per name (draft-ietf-acme-dns-persist); see
+    /// [`crate::challenge::dns_persist`].
+    #[serde(rename = "dns-persist-01")]
+    DnsPersist01,
+}
+
+impl ChallengeKind {
+    /// The name as written in the config (`challenge = "…"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChallengeKind::Http01 => "http-01",
+            ChallengeKind::Dns01 => "dns-01",
+            ChallengeKind::DnsPersist01 => "dns-persist-01",
+        }
+    }
 }
 
 /// A file mode such as "0640": octal, permission bits only (at most "0777").
@@ -517,8 +550,14 @@ impl CertificateConfig {
     pub fn dns01(&self) -> Option<&crate::challenge::dns01::DnsConfig> {
         match self.challenge {
             None | Some(ChallengeKind::Dns01) => self.dns.as_ref(),
-            Some(ChallengeKind::Http01) => None,
+            Some(ChallengeKind::Http01 | ChallengeKind::DnsPersist01) => None,
         }
+    }
+
+    /// Is this certificate validated with dns-persist-01? Its `dns` (optional) then only
+    /// creates the persistent record, once.
+    pub fn dns_persist(&self) -> bool {
+        self.challenge == Some(ChallengeKind::DnsPersist01)
     }
 
     /// The verification to run after installing, if any: explicit `[certificate.verify]`, or
@@ -616,6 +655,11 @@ impl CertificateConfig {
     /// the choice to the CA. Every renewal orders it again (traefik#12462 dropped it there).
     pub fn acme_profile<'a>(&'a self, acme: &'a AcmeConfig) -> Option<&'a str> {
         self.profile.as_deref().or(acme.profile.as_deref())
+    }
+
+    /// Every name the certificate is for, as the SAN lists them: the DNS names, then the IPs.
+    pub fn names(&self) -> Vec<String> {
+        self.domains.iter().cloned().chain(self.ips.iter().map(ToString::to_string)).collect()
     }
 }
 
@@ -835,7 +879,7 @@ fn preflight_acme(config: &Config, purpose: Purpose, problems: &mut Problems) {
 
 /// The host side of one `[[certificate]]` (`at` names it in messages).
 fn preflight_certificate(at: &str, cert: &CertificateConfig, purpose: Purpose, problems: &mut Problems) {
-    if let Some(dns) = cert.dns01() {
+    if let Some(dns) = cert.dns01().or(cert.dns.as_ref().filter(|_| cert.dns_persist())) {
         crate::challenge::dns01::preflight(at, dns, problems);
     }
     problems.step(1);
@@ -922,6 +966,9 @@ fn validate(config: &Config) -> Problems {
             problems.push(format!("{at}: name `{}` is used by certificate #{} too; names must be unique", cert.name, prev + 1));
         }
         validate_certificate(&at, cert, &mut problems);
+        if let Some(acme) = config.acme.as_ref().filter(|_| cert.issuer == IssuerRef::Acme) {
+            check_lets_encrypt_ips(&at, cert, acme, &mut problems);
+        }
         problems.step(3);
         for file in [cert.install.fullchain_path(), cert.install.key_path()] {
             if let Some((j, other)) = files.insert(file.clone(), (i, &cert.name))
@@ -1015,29 +1062,32 @@ fn validate_certificate(at: &str, cert: &CertificateConfig, problems: &mut Probl
     let acme = cert.issuer == IssuerRef::Acme;
     let client = cert.usage == Usage::Client;
     validate_usage(at, cert, problems);
-    if cert.domains.is_empty() && (acme || cert.ips.is_empty()) && !client {
-        problems.push(format!("{at}: domains is empty: list at least one DNS name{}", if acme { "" } else { " or IP in `ips`" }));
+    if cert.domains.is_empty() && cert.ips.is_empty() && !client {
+        problems.push(format!("{at}: domains is empty: list at least one DNS name, or IP address in `ips`"));
     }
     for d in &cert.domains {
         if let Err(why) = check_domain(d) {
             problems.push(format!("{at}: domain \"{d}\" {why}"));
-        } else if d.starts_with("*.") && acme && cert.dns.is_none() {
+        } else if d.starts_with("*.") && acme && cert.dns.is_none() && !cert.dns_persist() {
             problems.push(format!("{at}: wildcard \"{d}\" cannot be validated with HTTP-01; a wildcard needs the DNS-01 challenge"));
         }
     }
     match (cert.challenge, &cert.dns) {
+        (Some(ChallengeKind::DnsPersist01), _) if !acme => problems.push(format!(
+            "{at}: challenge = \"dns-persist-01\" is an ACME challenge; a private CA (issuer = \"{}\") needs none: remove `challenge`",
+            cert.issuer
+        )),
         (None | Some(ChallengeKind::Dns01), Some(dns)) => crate::challenge::dns01::validate(at, dns, problems),
         (Some(ChallengeKind::Dns01), None) => {
             problems.push(format!("{at}: challenge = \"dns-01\" needs dns = {{ provider = \"rfc2136\" | \"exec\", … }}"))
         }
         (Some(ChallengeKind::Http01), Some(_)) => problems.push(format!("{at}: `dns` is set but challenge = \"http-01\"; remove one")),
-        (None | Some(ChallengeKind::Http01), None) => {}
+        (Some(ChallengeKind::DnsPersist01), Some(dns)) => crate::challenge::dns_persist::validate(at, dns, problems),
+        (None | Some(ChallengeKind::Http01 | ChallengeKind::DnsPersist01), None) => {}
     }
     problems.step(1);
     if acme && !cert.ips.is_empty() {
-        problems.push(format!(
-            "{at}: ips (IP SANs) need a private CA: set issuer = \"ca:NAME\" with a [ca.NAME]; public CAs do not certify private addresses"
-        ));
+        check_ip_challenge(at, cert, problems);
     }
     if acme && cert.validity.is_some() {
         problems.push(format!(
@@ -1070,12 +1120,19 @@ fn validate_certificate(at: &str, cert: &CertificateConfig, problems: &mut Probl
                 problems.push(format!("{at}: trust.docker_clients entry \"{r}\" is not HOST or HOST:PORT"));
             }
         }
+        if let Err(e) = crate::trust::parse_runtimes(&t.runtimes) {
+            problems.push(format!("{at}: trust.runtimes: {e}"));
+        }
     }
     let mut seen = std::collections::HashSet::new();
     for d in &cert.domains {
         if !seen.insert(d.to_ascii_lowercase()) {
             problems.push(format!("{at}: domain \"{d}\" is listed twice"));
         }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for ip in cert.ips.iter().filter(|ip| !seen.insert(**ip)) {
+        problems.push(format!("{at}: ips lists {ip} twice"));
     }
     if cert.renew_before.is_some_and(|rb| rb.is_zero()) {
         problems.push(format!("{at}: renew_before = 0 would never renew; remove it to use the default (a third of the lifetime)"));
@@ -1134,6 +1191,72 @@ fn validate_usage(at: &str, cert: &CertificateConfig, problems: &mut Vec<String>
             "{at}: install.key = \"{}\": Docker and podman take the key of {} from {stem}.key; set key = \"{stem}.key\"",
             install.key, install.fullchain
         ));
+    }
+}
+
+/// An ACME CA validates an IP address only by connecting to it (HTTP-01 or TLS-ALPN-01, RFC
+/// 8738): no DNS record can prove control of an address, so a DNS-based challenge is refused
+/// here rather than by the CA at the first renewal.
+fn check_ip_challenge(at: &str, cert: &CertificateConfig, problems: &mut Problems) {
+    let challenge = match (cert.challenge, &cert.dns) {
+        (Some(ChallengeKind::Http01), _) | (None, None) => return,
+        (Some(kind), _) => format!("challenge = \"{}\"", kind.as_str()),
+        (None, Some(_)) => "DNS-01 (`dns` is set)".to_owned(),
+    };
+    let ips: Vec<String> = cert.ips.iter().map(|ip| format!("\"{ip}\"")).collect();
+    problems.push(format!(
+        "{at}: ips = [{}] cannot be validated with {challenge}: an ACME CA validates IP addresses only by connecting to them (RFC 8738), never through DNS, \
+         and regcert answers that with HTTP-01; use challenge = \"http-01\" (the default, without `dns`) for this certificate, or move the IPs into a [[certificate]] of their own that uses HTTP-01",
+        ips.join(", ")
+    ));
+}
+
+/// What Let's Encrypt certifies for IP addresses (since 2026-01-15): public addresses only, under
+/// the `shortlived` profile only. Any other order would be refused at the CA; say it now.
+fn check_lets_encrypt_ips(at: &str, cert: &CertificateConfig, acme: &AcmeConfig, problems: &mut Problems) {
+    if cert.ips.is_empty() || ![LETSENCRYPT, LETSENCRYPT_STAGING].contains(&acme.directory_url()) {
+        return;
+    }
+    for ip in cert.ips.iter().filter(|ip| !is_public_ip(ip)) {
+        problems.push(format!(
+            "{at}: ips: {ip} is not a public address (private, loopback, link-local, shared or reserved), and Let's Encrypt certifies public IP addresses only; \
+             give it a certificate from a private CA (issuer = \"ca:NAME\")"
+        ));
+    }
+    if cert.acme_profile(acme) != Some("shortlived") {
+        problems.push(format!(
+            "{at}: Let's Encrypt issues IP address certificates only under the \"shortlived\" profile (160 hours): set profile = \"shortlived\" on this certificate"
+        ));
+    }
+}
+
+/// Is `ip` an address of the public internet (not private, loopback, link-local, CGNAT, documentation,
+/// multicast or otherwise reserved)? std's `is_global` is not stable yet.
+fn is_public_ip(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            !(v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || v4.is_multicast()
+                || a == 0
+                || a >= 240
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 198 && (b == 18 || b == 19))
+                || (a == 192 && b == 0 && c == 0))
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public_ip(&IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            // Global unicast is 2000::/3; within it, documentation (2001:db8::/32) is not public.
+            (first & 0xe000) == 0x2000 && !(first == 0x2001 && v6.segments()[1] == 0x0db8)
+        }
     }
 }
 
@@ -1261,7 +1384,7 @@ pub fn parse_mode(s: &str) -> Result<u32, String> {
 /// Syntax of a DNS name as ACME CAs accept it (LDH labels, optional leading `*.`).
 pub fn check_domain(d: &str) -> Result<(), &'static str> {
     if d.parse::<std::net::IpAddr>().is_ok() {
-        return Err("is an IP address: ACME here issues for DNS names; IP certificates need a private CA");
+        return Err("is an IP address: list IP addresses in `ips`, not in `domains`");
     }
     let name = d.strip_prefix("*.").unwrap_or(d);
     if name.is_empty() || name.len() > 253 {
@@ -1328,6 +1451,53 @@ mod tests {
         assert!(check_domain("a..b").is_err());
         assert!(check_domain("192.168.1.1").is_err());
         assert!(check_domain("under_score.example").is_err());
+    }
+
+    #[test]
+    fn acme_ip_certificates_are_validated_over_http01_only() {
+        let ips = "ips = [\"9.9.9.9\", \"2001:4860::8\"]\nprofile = \"shortlived\"";
+        let p = problems(ips, "");
+        assert!(p.iter().all(|p| !p.contains("ips")), "HTTP-01 (the default) with public IPs is fine: {p:?}");
+        let p = problems(&format!("{ips}\nchallenge = \"dns-01\"\ndns = {{ provider = \"exec\", command = [\"/bin/true\"] }}"), "");
+        let refused: Vec<&String> = p.iter().filter(|p| p.contains("cannot be validated with")).collect();
+        assert_eq!(refused.len(), 1, "{p:?}");
+        for want in ["`r`", "ips = [\"9.9.9.9\", \"2001:4860::8\"]", "challenge = \"dns-01\"", "use challenge = \"http-01\""] {
+            assert!(refused[0].contains(want), "{want:?} not in {refused:?}");
+        }
+        let p = problems(&format!("{ips}\ndns = {{ provider = \"exec\", command = [\"/bin/true\"] }}"), "");
+        assert!(p.iter().any(|p| p.contains("cannot be validated with DNS-01 (`dns` is set)")), "{p:?}");
+        let p = problems("ips = [\"9.9.9.9\", \"9.9.9.9\"]\nprofile = \"shortlived\"", "");
+        assert!(p.iter().any(|p| p.contains("ips lists 9.9.9.9 twice")), "{p:?}");
+        let p = problems("domains = [\"10.0.0.5\"]", "");
+        assert!(p.iter().any(|p| p.contains("list IP addresses in `ips`")), "{p:?}");
+    }
+
+    #[test]
+    fn lets_encrypt_certifies_public_ips_under_the_shortlived_profile_only() {
+        let p = problems("ips = [\"10.0.0.5\", \"::1\", \"198.51.100.1\", \"8.8.8.8\"]", "");
+        for bad in ["10.0.0.5", "::1", "198.51.100.1"] {
+            assert!(p.iter().any(|p| p.contains(&format!("ips: {bad} is not a public address"))), "{bad}: {p:?}");
+        }
+        assert!(!p.iter().any(|p| p.contains("8.8.8.8")), "{p:?}");
+        assert!(p.iter().any(|p| p.contains("only under the \"shortlived\" profile") && p.contains("`r`")), "{p:?}");
+        // Another CA (Pebble, a private ACME CA) decides for itself.
+        let other = config("ips = [\"127.0.0.1\"]", "").replace("\"letsencrypt\"", "\"https://127.0.0.1:14000/dir\"");
+        assert!(validate(&parse(&other).unwrap()).list.is_empty());
+        for (ip, public) in [
+            ("100.64.0.1", false),
+            ("169.254.1.1", false),
+            ("192.0.2.1", false),
+            ("224.0.0.1", false),
+            ("1.1.1.1", true),
+            ("fd00::1", false),
+            ("fe80::1", false),
+            ("2001:db8::1", false),
+            ("::ffff:10.0.0.1", false),
+            ("::ffff:1.1.1.1", true),
+            ("2a00:1450::1", true),
+        ] {
+            assert_eq!(is_public_ip(&ip.parse().unwrap()), public, "{ip}");
+        }
     }
 
     #[test]
@@ -1402,6 +1572,21 @@ mod tests {
     }
 
     #[test]
+    fn dns_persist_needs_no_provider_covers_wildcards_and_is_acme_only() {
+        let persist = "challenge = \"dns-persist-01\"";
+        assert_eq!(problems(&format!("domains = [\"a.example.com\", \"*.a.example.com\"]\n{persist}"), ""), Vec::<String>::new());
+        let cert = parse(&config(&format!("domains = [\"a.example.com\"]\n{persist}"), "")).unwrap().certificates.remove(0);
+        assert!(cert.dns_persist() && cert.dns01().is_none(), "its `dns` only creates the persistent record");
+        let delegated =
+            "dns = { provider = \"exec\", command = [\"/bin/true\"], nameservers = [\"127.0.0.1\"], delegate = \"x.example.net.\" }";
+        let got = problems(&format!("domains = [\"a.example.com\"]\n{persist}\n{delegated}"), "");
+        assert!(got.len() == 1 && got[0].contains("remove `delegate`"), "{got:?}");
+        let got =
+            problems(&format!("domains = [\"a.example.com\"]\nissuer = \"ca:internal\"\n{persist}"), "[ca.internal]\nsubject = \"CN=x\"");
+        assert!(got.iter().any(|p| p.contains("dns-persist-01\" is an ACME challenge")), "{got:?}");
+    }
+
+    #[test]
     fn pure_validation_needs_no_host() {
         assert_eq!(problems("domains = [\"a.example.com\"]", ""), Vec::<String>::new());
         assert_eq!(
@@ -1446,6 +1631,24 @@ mod tests {
         let host = preflight(&cfg, Purpose::Read);
         assert!(host.len() == 2 && host[0].contains("dns.tsig_key /nonexistent/k") && host[1].contains("install.owner"), "{host:?}");
         assert!(preflight(&cfg, Purpose::Write).iter().any(|p| p.contains("install.dir /nonexistent/certs")));
+    }
+
+    #[test]
+    fn trust_runtimes_are_checked_and_registries_is_docker_clients() {
+        let with_trust = |trust: &str| {
+            let text = format!(
+                "[ca.internal]\nsubject = \"CN=T\"\n[[certificate]]\nname = \"r\"\nissuer = \"ca:internal\"\ndomains = [\"r.corp.lan\"]\n\
+                 [certificate.install]\ndir = \"/nonexistent/certs\"\n[certificate.trust]\n{trust}\n"
+            );
+            let cfg = parse(&text).unwrap();
+            (validate(&cfg).list, cfg.certificates[0].trust.clone().unwrap())
+        };
+        let (p, t) = with_trust("registries = [\"r.corp.lan:5000\"]\nruntimes = [\"containerd\", \"all\"]");
+        assert_eq!(p, Vec::<String>::new());
+        assert_eq!(t.docker_clients, ["r.corp.lan:5000"]);
+        assert_eq!(t.containerd_certs_d, Path::new("/etc/containerd/certs.d"));
+        let (p, _) = with_trust("registries = [\"r.corp.lan:5000\"]\nruntimes = [\"cri-o\"]");
+        assert_eq!(p, ["[[certificate]] `r`: trust.runtimes: unknown runtime \"cri-o\": name one of docker, containerd, podman, all"]);
     }
 
     #[test]
@@ -1540,7 +1743,7 @@ mod tests {
             (
                 "challenge = \"tls-alpn-01\"",
                 "",
-                &["challenge = \"tls-alpn-01\"", "unknown variant `tls-alpn-01`, expected `http-01` or `dns-01`"][..],
+                &["challenge = \"tls-alpn-01\"", "unknown variant `tls-alpn-01`, expected one of `http-01`, `dns-01`, `dns-persist-01`"][..],
             ),
             ("challenge = \"dns01\"", "", &["unknown variant `dns01`", "did you mean `dns-01`?"][..]),
             (

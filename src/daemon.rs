@@ -85,7 +85,7 @@ impl Daemon {
 }
 
 async fn serve(config_path: PathBuf, config: Config) -> Result<(), String> {
-    let state = Arc::new(StateDir::open(&config.state_dir)?);
+    let state = Arc::new(StateDir::open(&config.state_dir)?.remembering_records());
     let _metrics = match &config.metrics {
         Some(m) => Some(metrics::serve(m.listen).await?),
         None => None,
@@ -369,6 +369,7 @@ struct Entry<'c> {
 /// read from state_dir). Returns a one-line summary.
 pub async fn check(config: &Config, state: &StateDir, known: &mut HashMap<String, Schedule>) -> String {
     let now = SystemTime::now();
+    state.new_pass();
     let issuers = Issuers::from_config(config, state);
     // Each installed pair is looked at once per check (500 certificates: a few ms, no network).
     let mut entries = Vec::with_capacity(config.certificates.len());
@@ -406,6 +407,10 @@ pub async fn check(config: &Config, state: &StateDir, known: &mut HashMap<String
     }
     let reports =
         if due.is_empty() { Vec::new() } else { Renewer::new(config, state, &issuers, RenewOptions::default()).run_once(due).await };
+    if !reports.is_empty() {
+        // What the renewals wrote is read afresh.
+        state.new_pass();
+    }
     for report in &reports {
         let Some(entry) = entries.iter_mut().find(|e| e.cert.name == report.name) else { continue };
         // What was just installed replaces what was read before.
@@ -496,7 +501,7 @@ fn update_gauges(
 ) {
     let m = metrics::global();
     let label = Metrics::name(&cert.name);
-    let valid = leaf.is_some_and(|l| !l.remaining(now).is_zero() && l.covers(&cert.domains));
+    let valid = leaf.is_some_and(|l| !l.remaining(now).is_zero() && l.covers_all(&cert.domains, &cert.ips));
     let last_ok = schedule.last_result.as_ref().is_none_or(|r| r.ok);
     m.ready.get_or_create(&label).set(i64::from(valid && last_ok));
     if let Some(l) = leaf {

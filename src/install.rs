@@ -17,7 +17,7 @@ use crate::fsutil::{
 };
 use crate::keys::spki_of_key_pem;
 use crate::pair::{MatchedPair, keep_known_good, load_known_good};
-use crate::state::StateDir;
+use crate::state::{INSTALL_JOURNAL, StateDir};
 use zeroize::Zeroizing;
 
 /// What the install dir holds now.
@@ -112,7 +112,8 @@ pub fn install(state: &StateDir, cert: &CertificateConfig, new: &MatchedPair, in
     remove_stale_temps(&cert.install.dir);
     // A pair still waiting for its reload (held for the window) was never served: the pair the
     // registry serves stays the known-good one.
-    let unkept = if state.pending_reload_path(&cert.name).exists() { None } else { keep_installed(state, cert, new)? };
+    let held = state.read_record(&cert.name, crate::state::PENDING_RELOAD).is_some();
+    let unkept = if held { None } else { keep_installed(state, cert, new)? };
     begin(state, cert, new)?;
     if let Err(e) = write_pair(cert, new, in_place) {
         if e.as_before {
@@ -140,25 +141,23 @@ fn begin(state: &StateDir, cert: &CertificateConfig, new: &MatchedPair) -> Resul
         "started": crate::certinfo::unix(SystemTime::now()),
         "installing": new.leaf().sha256,
     });
-    crate::fsutil::create_private_dir(&state.cert_dir(&cert.name))
-        .and_then(|()| write_atomic(&path, record.to_string().as_bytes(), FileSpec::PRIVATE))
+    state
+        .write_record(&cert.name, INSTALL_JOURNAL, record.to_string().as_bytes(), FileSpec::PRIVATE)
         .map_err(|e| format!("cannot write the install journal {}: {e}; nothing was installed", path.display()))
 }
 
 /// The install and its delivery are over (whatever their outcome): remove the journal.
 pub fn finish(state: &StateDir, cert: &CertificateConfig) {
-    let path = state.install_journal_path(&cert.name);
-    if let Err(e) = fs::remove_file(&path)
-        && e.kind() != std::io::ErrorKind::NotFound
-    {
+    if let Err(e) = state.remove_record(&cert.name, INSTALL_JOURNAL) {
         // Harmless but for a second delivery at the next run.
+        let path = state.install_journal_path(&cert.name);
         tracing::warn!(cert = %cert.name, path = %path.display(), error = %e, "cannot remove the install journal");
     }
 }
 
 /// Did a run die during an install or its delivery (the journal is still there)?
 pub fn interrupted(state: &StateDir, name: &str) -> bool {
-    state.install_journal_path(name).exists()
+    state.read_record(name, INSTALL_JOURNAL).is_some()
 }
 
 /// After an interrupted install: put the known-good pair back unless it is what is installed,

@@ -98,9 +98,13 @@ impl LeafKey {
         params.signed_by(&self.pair, issuer)
     }
 
-    /// A CSR (DER) naming every domain in the SAN; the subject is left empty as CAs ignore it.
-    pub fn csr_der(&self, domains: &[String]) -> Result<Vec<u8>, rcgen::Error> {
-        let params = CertificateParams::new(domains.to_vec())?;
+    /// A CSR (DER) naming every DNS name and IP address (`names`, as the SAN lists them) in the
+    /// SAN. The subject is empty: rcgen's default one ("CN=rcgen self signed cert") is a name no
+    /// order holds, which a CA that checks the CN against the order (Boulder) refuses, and an IP-only
+    /// or `tlsserver`/`shortlived` certificate has no CN at all.
+    pub fn csr_der(&self, names: &[String]) -> Result<Vec<u8>, rcgen::Error> {
+        let mut params = CertificateParams::new(names.to_vec())?;
+        params.distinguished_name = rcgen::DistinguishedName::new();
         Ok(params.serialize_request(&self.pair)?.der().to_vec())
     }
 }
@@ -122,7 +126,34 @@ mod tests {
             let csr = key.csr_der(&["a.example".into(), "b.example".into()]).unwrap();
             let (_, req) = x509_parser::certification_request::X509CertificationRequest::from_der(&csr).unwrap();
             assert_eq!(req.certification_request_info.subject_pki.raw, key.spki_der().as_slice());
+            assert_eq!(
+                req.certification_request_info.subject.iter_attributes().count(),
+                0,
+                "no CN: {}",
+                req.certification_request_info.subject
+            );
             assert_eq!(spki_of_key_pem(key.pem()).unwrap(), key.spki_der());
         }
+    }
+
+    #[test]
+    fn ip_addresses_go_into_the_csr_as_ip_sans() {
+        use x509_parser::extensions::{GeneralName, ParsedExtension};
+        let key = LeafKey::generate(KeyType::EcdsaP256).unwrap();
+        let csr = key.csr_der(&["127.0.0.1".into(), "::1".into()]).unwrap();
+        let (_, req) = x509_parser::certification_request::X509CertificationRequest::from_der(&csr).unwrap();
+        let sans: Vec<String> = req
+            .requested_extensions()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| if let ParsedExtension::SubjectAlternativeName(san) = e { Some(san) } else { None })
+            .flat_map(|san| san.general_names.iter())
+            .map(|n| match n {
+                GeneralName::IPAddress(b) if b.len() == 4 => std::net::IpAddr::from(<[u8; 4]>::try_from(*b).unwrap()).to_string(),
+                GeneralName::IPAddress(b) => std::net::IpAddr::from(<[u8; 16]>::try_from(*b).unwrap()).to_string(),
+                other => format!("not an IP: {other:?}"),
+            })
+            .collect();
+        assert_eq!(sans, ["127.0.0.1", "::1"]);
     }
 }

@@ -151,7 +151,7 @@ impl Event {
         Event {
             event: kind,
             certificate: cert.name.clone(),
-            domains: cert.domains.clone(),
+            domains: cert.names(),
             host: hostname(),
             time: rfc3339(now),
             serial: serial.map(str::to_owned).or(installed.map(|i| i.leaf.serial)),
@@ -170,7 +170,7 @@ impl Event {
         Event {
             event: EventKind::Expiring,
             certificate: origin.to_string(),
-            domains: config.certificates.iter().filter(|c| c.issuer == origin).flat_map(|c| c.domains.iter().cloned()).collect(),
+            domains: config.certificates.iter().filter(|c| c.issuer == origin).flat_map(CertificateConfig::names).collect(),
             host: hostname(),
             time: rfc3339(now),
             serial: Some(ca.serial.clone()),

@@ -236,6 +236,24 @@ mod tests {
         SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
     }
 
+    /// Let's Encrypt's IP certificates live 160 hours (the `shortlived` profile): renewed when a
+    /// third, 53 h 20 min, is left; an address the installed leaf lacks makes it due at once.
+    #[test]
+    fn a_160_hour_ip_certificate_is_renewed_when_53_hours_are_left() {
+        let mut i = installed(1_000 * DAY, 0);
+        i.leaf.not_after = i.leaf.not_before + 160 * 3_600;
+        i.leaf.ips = vec!["192.0.2.1".parse().unwrap()];
+        let mut c = cert(None);
+        c.domains.clear();
+        c.ips = i.leaf.ips.clone();
+        assert_eq!(i.leaf.not_after - due_at(&i.leaf, None), 53 * 3_600 + 20 * 60);
+        let not_due = decide(&c, Ok(Some(&i)), None, at(due_at(&i.leaf, None) - 1), false);
+        assert!(matches!(not_due, Decision::NotDue { .. }), "{not_due:?}");
+        c.ips.push("2001:db8::1".parse().unwrap());
+        let due = decide(&c, Ok(Some(&i)), None, at(i.leaf.not_before), false);
+        assert_eq!(due, Decision::Due(Reason::NamesNotCovered(vec!["2001:db8::1".into()])));
+    }
+
     #[test]
     fn default_is_a_third_of_the_lifetime() {
         let i = installed(1_000 * DAY, 90);

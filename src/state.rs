@@ -31,6 +31,9 @@ use crate::keys::KeyType;
 #[derive(Debug, Clone)]
 pub struct StateDir {
     root: PathBuf,
+    /// The daemon's memory of the small records in `certs/<name>/` (see [`Records`]); `None`
+    /// for one-shot commands, which read each record once anyway.
+    records: Option<std::sync::Arc<Records>>,
 }
 
 /// Held while this process works on the state; released when dropped (or the process dies).
@@ -92,12 +95,62 @@ impl StateDir {
     pub fn open(root: &Path) -> Result<Self, String> {
         create_private_dir(root)
             .map_err(|e| format!("cannot create state_dir {}: {e} (set state_dir to a directory this user may write)", root.display()))?;
-        Ok(Self { root: root.to_owned() })
+        Ok(Self { root: root.to_owned(), records: None })
     }
 
     /// The state directory at `root` without creating anything (for read-only use).
     pub fn at(root: &Path) -> Self {
-        Self { root: root.to_owned() }
+        Self { root: root.to_owned(), records: None }
+    }
+
+    /// This state directory, remembering the records of `certs/<name>/` between reads (for
+    /// `regcert run`, which looks at every certificate on every check). The memory is trusted
+    /// only within one pass (see [`StateDir::new_pass`]) and otherwise re-validated by the
+    /// directory's stamp.
+    pub fn remembering_records(mut self) -> Self {
+        self.records = Some(Default::default());
+        self
+    }
+
+    /// Start a new pass over the certificates: what is remembered is checked against each
+    /// certificate directory again before it is used. The daemon calls this when a check starts
+    /// and after its renewals, so that a record written by another process between checks (a
+    /// one-shot `regcert renew`, which takes the same lock) is seen.
+    pub fn new_pass(&self) {
+        if let Some(r) = &self.records {
+            r.pass.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// The contents of `certs/<name>/<file>` (a small JSON record), or `None` when it is missing.
+    pub(crate) fn read_record(&self, name: &str, file: &'static str) -> Option<std::sync::Arc<[u8]>> {
+        match &self.records {
+            Some(records) => records.read(&self.cert_dir(name), file),
+            None => fs::read(self.cert_dir(name).join(file)).ok().map(Into::into),
+        }
+    }
+
+    /// Write `certs/<name>/<file>` atomically (creating the directory, 0700) and forget what was
+    /// remembered of the directory.
+    pub(crate) fn write_record(&self, name: &str, file: &'static str, bytes: &[u8], spec: FileSpec) -> io::Result<()> {
+        let dir = self.cert_dir(name);
+        self.forget_records(name);
+        create_private_dir(&dir).and_then(|()| write_atomic(&dir.join(file), bytes, spec))
+    }
+
+    /// Remove `certs/<name>/<file>` (missing is fine) and forget what was remembered of the directory.
+    pub(crate) fn remove_record(&self, name: &str, file: &'static str) -> io::Result<()> {
+        self.forget_records(name);
+        match fs::remove_file(self.cert_dir(name).join(file)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    fn forget_records(&self, name: &str) {
+        if let Some(r) = &self.records {
+            r.forget(&self.cert_dir(name));
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -161,12 +214,12 @@ impl StateDir {
 
     /// The journal of an install in progress (see `install`).
     pub fn install_journal_path(&self, name: &str) -> PathBuf {
-        self.cert_dir(name).join("installing.json")
+        self.cert_dir(name).join(INSTALL_JOURNAL)
     }
 
     /// An installed pair whose (disruptive) reload waits for `[certificate.reload] window`.
     pub fn pending_reload_path(&self, name: &str) -> PathBuf {
-        self.cert_dir(name).join("reload-pending.json")
+        self.cert_dir(name).join(PENDING_RELOAD)
     }
 
     /// Remove the temp files a killed regcert left anywhere in state_dir (they may hold key
@@ -185,18 +238,18 @@ impl StateDir {
     /// Keep newly issued material, so that a failed install never costs a second issuance.
     pub fn save_issued(&self, issued: &Issued) -> io::Result<()> {
         let dir = self.cert_dir(&issued.meta.name);
+        self.forget_records(&issued.meta.name);
         create_private_dir(&dir)?;
         write_atomic(&dir.join("privkey.pem"), issued.key_pem.as_bytes(), FileSpec::PRIVATE)?;
         write_atomic(&dir.join("cert.pem"), issued.leaf_pem.as_bytes(), FileSpec::PUBLIC)?;
         write_atomic(&dir.join("chain.pem"), issued.chain_pem.as_bytes(), FileSpec::PUBLIC)?;
         write_atomic(&dir.join("fullchain.pem"), issued.fullchain_pem().as_bytes(), FileSpec::PUBLIC)?;
         let meta = serde_json::to_vec_pretty(&issued.meta).map_err(io::Error::other)?;
-        write_atomic(&dir.join("meta.json"), &meta, FileSpec::PUBLIC)
+        self.write_record(&issued.meta.name, META, &meta, FileSpec::PUBLIC)
     }
 
     pub fn load_meta(&self, name: &str) -> Option<IssuedMeta> {
-        let bytes = fs::read(self.cert_dir(name).join("meta.json")).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        serde_json::from_slice(&self.read_record(name, META)?).ok()
     }
 
     /// The record of the last issuance of `name` when it is the certificate whose SHA-256 is
@@ -221,6 +274,79 @@ impl StateDir {
     pub fn load_key_pem(&self, name: &str) -> Option<Zeroizing<String>> {
         fs::read_to_string(self.cert_dir(name).join("privkey.pem")).ok().map(Zeroizing::new)
     }
+}
+
+/// The record of the last issuance, in `certs/<name>/`.
+const META: &str = "meta.json";
+/// The journal of an install in progress, in `certs/<name>/`.
+pub(crate) const INSTALL_JOURNAL: &str = "installing.json";
+/// A reload held for the reload window, in `certs/<name>/`.
+pub(crate) const PENDING_RELOAD: &str = "reload-pending.json";
+
+/// What the daemon remembers of the small records in each certificate directory.
+///
+/// A check with nothing due looks at every certificate's meta.json, reload-pending.json and
+/// installing.json, mostly to find them missing: 500 certificates cost a few thousand failed
+/// opens per check. Remembered here, a check costs one `stat` of each certificate directory.
+/// Every record is written by rename or removed by unlink, both of which change the directory's
+/// mtime, so an unchanged (inode, mtime) means unchanged records — unless the mtime is so recent
+/// that a later write in the same clock tick could leave it unchanged; such a directory is read
+/// again in the next pass (as git treats "racily clean" files).
+#[derive(Debug, Default)]
+struct Records {
+    pass: std::sync::atomic::AtomicU64,
+    dirs: std::sync::Mutex<std::collections::HashMap<PathBuf, DirRecords>>,
+}
+
+#[derive(Debug, Default)]
+struct DirRecords {
+    /// The pass in which `stamp` was last compared with the directory (`None`: never).
+    pass: Option<u64>,
+    /// (inode, mtime) of the directory; `None` when it does not exist.
+    stamp: Option<(u64, std::time::SystemTime)>,
+    /// The stamp is too recent to vouch for the contents in a later pass.
+    racy: bool,
+    files: std::collections::HashMap<&'static str, Option<std::sync::Arc<[u8]>>>,
+}
+
+/// How recent a directory mtime must be not to be trusted in a later pass (well above the
+/// filesystem timestamp granularity).
+const RACY: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Records {
+    fn read(&self, dir: &Path, file: &'static str) -> Option<std::sync::Arc<[u8]>> {
+        let pass = self.pass.load(std::sync::atomic::Ordering::Relaxed);
+        let mut dirs = self.dirs.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = dirs.entry(dir.to_owned()).or_default();
+        if entry.pass != Some(pass) {
+            let stamp = dir_stamp(dir);
+            if entry.racy || stamp != entry.stamp {
+                entry.files.clear();
+            }
+            entry.racy = stamp.is_some_and(|(_, mtime)| mtime.elapsed().map_or(true, |age| age < RACY));
+            entry.stamp = stamp;
+            entry.pass = Some(pass);
+        }
+        if let Some(bytes) = entry.files.get(file) {
+            return bytes.clone();
+        }
+        let bytes: Option<std::sync::Arc<[u8]>> = match entry.stamp {
+            None => None,
+            Some(_) => fs::read(dir.join(file)).ok().map(Into::into),
+        };
+        entry.files.insert(file, bytes.clone());
+        bytes
+    }
+
+    fn forget(&self, dir: &Path) {
+        self.dirs.lock().unwrap_or_else(|p| p.into_inner()).remove(dir);
+    }
+}
+
+fn dir_stamp(dir: &Path) -> Option<(u64, std::time::SystemTime)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::symlink_metadata(dir).ok()?;
+    Some((meta.ino(), meta.modified().ok()?))
 }
 
 /// Temp files left in `dir` and its subdirectories down to `depth` levels.
@@ -248,6 +374,42 @@ mod tests {
         assert!(err.contains(&format!("pid {}: regcert renew", std::process::id())), "{err}");
         drop(held);
         assert!(state.lock("again").is_ok());
+    }
+
+    /// `regcert run` remembers the records of certificate directories; a record written by
+    /// another process (a one-shot `renew`) is seen in the next pass, a write of its own at once.
+    #[test]
+    fn remembered_records_follow_writes_by_this_and_other_processes() {
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = StateDir::open(dir.path()).unwrap().remembering_records();
+        let other = StateDir::at(dir.path());
+        let read = |s: &StateDir| s.read_record("a", PENDING_RELOAD).map(|b| b.to_vec());
+        assert_eq!(read(&daemon), None);
+        other.write_record("a", PENDING_RELOAD, b"one", FileSpec::PRIVATE).unwrap();
+        daemon.new_pass();
+        assert_eq!(read(&daemon).as_deref(), Some(&b"one"[..]));
+        daemon.write_record("a", PENDING_RELOAD, b"two", FileSpec::PRIVATE).unwrap();
+        assert_eq!(read(&daemon).as_deref(), Some(&b"two"[..]), "its own write is seen in the same pass");
+        other.remove_record("a", PENDING_RELOAD).unwrap();
+        daemon.new_pass();
+        assert_eq!(read(&daemon), None);
+    }
+
+    /// A write in the same clock tick as the last look leaves the directory's mtime unchanged;
+    /// a recent mtime is therefore never trusted in a later pass.
+    #[test]
+    fn a_write_that_leaves_the_directory_mtime_unchanged_is_seen_when_the_mtime_was_recent() {
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = StateDir::open(dir.path()).unwrap().remembering_records();
+        let other = StateDir::at(dir.path());
+        other.write_record("a", META, b"{}", FileSpec::PUBLIC).unwrap();
+        let cert_dir = other.cert_dir("a");
+        let mtime = fs::metadata(&cert_dir).unwrap().modified().unwrap();
+        assert!(daemon.read_record("a", PENDING_RELOAD).is_none());
+        other.write_record("a", PENDING_RELOAD, b"late", FileSpec::PRIVATE).unwrap();
+        File::open(&cert_dir).unwrap().set_modified(mtime).unwrap();
+        daemon.new_pass();
+        assert_eq!(daemon.read_record("a", PENDING_RELOAD).as_deref(), Some(&b"late"[..]));
     }
 
     #[test]

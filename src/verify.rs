@@ -507,6 +507,8 @@ async fn handshake(
         .with_safe_default_protocol_versions()
         .map(|b| b.dangerous().with_custom_certificate_verifier(recorder.clone()).with_client_cert_resolver(client))
         .map_err(|e| format!("TLS setup: {e}"))?;
+    // An IP address (an IP certificate's URL) becomes ServerName::IpAddress: rustls then sends no
+    // SNI (RFC 6066 allows host names only) and matches the address against the IP SANs.
     let server_name =
         ServerName::try_from(target.host.clone()).map_err(|_| format!("\"{}\" is not a valid TLS server name", target.host))?;
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
@@ -774,6 +776,17 @@ mod tests {
                 tokio::time::sleep(took).await;
                 r
             })
+        }
+    }
+
+    #[test]
+    fn an_ip_url_is_checked_as_an_address_without_sni() {
+        for (url, host, authority) in
+            [("https://127.0.0.1/v2/", "127.0.0.1", "127.0.0.1:443"), ("https://[::1]:5000/v2/", "::1", "[::1]:5000")]
+        {
+            let target = Target::new(url, Vec::new(), RootCertStore::empty(), None).unwrap();
+            assert_eq!((target.host.as_str(), target.authority().as_str()), (host, authority));
+            assert!(matches!(ServerName::try_from(target.host.clone()), Ok(ServerName::IpAddress(_))), "{url}");
         }
     }
 

@@ -496,6 +496,17 @@ impl Dns01 {
         }
     }
 
+    /// What every authoritative nameserver (those [`Dns01::wait_propagated`] asks) answers for
+    /// TXT `fqdn`, server by server: the values, or why it did not answer.
+    pub async fn txt_everywhere(&self, fqdn: &str) -> Result<Vec<(SocketAddr, Result<Vec<String>, String>)>, String> {
+        let servers = reachable(&self.cert, self.nameservers().await?, crate::route::routable)?;
+        let mut answers = Vec::new();
+        for server in servers {
+            answers.push((server, query(server, fqdn, RecordType::TXT).await));
+        }
+        Ok(answers)
+    }
+
     /// `nameservers`, or the addresses of the zone's NS set as the update server (or, for exec,
     /// `dns.server`) knows it. Every failure to find them is an error that says where it failed.
     async fn nameservers(&self) -> Result<Vec<SocketAddr>, String> {

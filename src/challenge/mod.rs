@@ -2,11 +2,13 @@
 //!
 //! A solver only publishes, waits until the CA can see, and withdraws key authorizations; the
 //! ACME issuer's order flow (`obtain/acme.rs`) decides when. HTTP-01 is answered by the built-in
-//! responder or a webroot (`[http01]`), DNS-01 by a certificate's `dns` provider. A new way to
+//! responder or a webroot (`[http01]`), DNS-01 by a certificate's `dns` provider, dns-persist-01
+//! by a record that stays in DNS ([`dns_persist`]). A new way to
 //! answer is one module here and one variant of [`Solver`].
 
 pub mod acmesh;
 pub mod dns01;
+pub mod dns_persist;
 pub mod http01;
 pub mod webroot;
 
@@ -25,6 +27,8 @@ pub enum Solver {
     Webroot(Arc<webroot::Webroot>),
     /// TXT records in DNS.
     Dns01(Arc<dns01::Dns01>),
+    /// One persistent TXT record per name, created once (or by hand) and never removed.
+    DnsPersist(Arc<dns_persist::DnsPersist>),
 }
 
 /// What [`Solver::present`] put out, to withdraw it later.
@@ -32,6 +36,8 @@ pub enum Solver {
 pub enum Published {
     Token(String),
     Txt(dns01::TxtRecord),
+    /// A dns-persist-01 record the order relies on (it is never withdrawn).
+    Persist(dns_persist::PersistRecord),
 }
 
 impl Solver {
@@ -46,6 +52,7 @@ impl Solver {
         match self {
             Solver::Http01(_) | Solver::Webroot(_) => ChallengeType::Http01,
             Solver::Dns01(_) => ChallengeType::Dns01,
+            Solver::DnsPersist(_) => ChallengeType::Unknown(dns_persist::CHALLENGE_TYPE.to_owned()),
         }
     }
 
@@ -58,6 +65,9 @@ impl Solver {
                 let rec = d.record_for(identifier, key_auth.dns_value());
                 d.present(rec).await.map(Published::Txt)
             }
+            // The record does not depend on the challenge: it is written (if at all) once the
+            // whole order's records are known, in `wait_visible`.
+            Solver::DnsPersist(p) => p.record_for(identifier).map(Published::Persist),
         }
     }
 
@@ -69,11 +79,17 @@ impl Solver {
                     published.iter().filter_map(|p| if let Published::Txt(r) = p { Some(r.clone()) } else { None }).collect();
                 if records.is_empty() { Ok(()) } else { d.wait_propagated(&records).await }
             }
+            Solver::DnsPersist(p) => {
+                let records: Vec<dns_persist::PersistRecord> =
+                    published.iter().filter_map(|p| if let Published::Persist(r) = p { Some(r.clone()) } else { None }).collect();
+                p.ensure(&records).await
+            }
             Solver::Http01(_) | Solver::Webroot(_) => Ok(()),
         }
     }
 
     /// Withdraw what [`Solver::present`] published; never fails loudly, cleanup is best effort.
+    /// A dns-persist-01 record stays: that is its point.
     pub async fn cleanup(&self, published: &Published) {
         match (self, published) {
             (Solver::Http01(r), Published::Token(t)) => r.cleanup(t).await,

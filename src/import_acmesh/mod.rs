@@ -279,7 +279,9 @@ fn validation(webroot: Option<&str>) -> Validation<'_> {
     match first {
         "no" => Validation::Standalone,
         w if w.starts_with('/') => Validation::Webroot(w),
-        "dns_persist" => Validation::Other("dns-persist-01 is not supported by regcert: use DNS-01 (challenge = \"dns-01\")".into()),
+        "dns_persist" => Validation::Other(
+            "acme.sh's dns-persist mode: add challenge = \"dns-persist-01\" to this certificate by hand (the import keeps the same ACME account, so the _validation-persist record made for acme.sh still authorizes it; `regcert dns-persist show` prints it)".into(),
+        ),
         w if w.starts_with("dns_") => Validation::DnsApi(w),
         "dns" => Validation::Other(
             "acme.sh's manual DNS mode cannot renew unattended: configure challenge = \"dns-01\" with a dns provider".into(),

@@ -19,6 +19,7 @@ use super::problem::{Problem, ProblemKind};
 use super::tls::{AlternateChains, LastErrorResponse};
 use super::{Predecessor, RenewalWindow, Trial, account, tls};
 use crate::certinfo::{LeafInfo, check_chain_links, fmt_time, parse_pem_certs, to_pem, unix};
+use crate::challenge::dns_persist::{self, DnsPersist};
 use crate::challenge::dns01::Dns01;
 use crate::challenge::{Published, Solver};
 use crate::config::{AcmeConfig, CertificateConfig, Http01Config};
@@ -292,7 +293,7 @@ impl AcmeIssuer {
         let mut order = self.validated_order(cert, replaces, "ACME order created").await?;
         tracing::info!(cert = %name, "names validated");
 
-        let csr = key.csr_der(&cert.domains).map_err(|e| Error::Local(format!("building the CSR: {e}")))?;
+        let csr = key.csr_der(&cert.names()).map_err(|e| Error::Local(format!("building the CSR: {e}")))?;
         step("finalizing the order");
         retry_bad_nonce!(order.finalize_csr(&csr).await).map_err(|e| self.error(e).during("finalizing the order"))?;
         step("downloading the certificate");
@@ -435,7 +436,9 @@ impl AcmeIssuer {
                 Error::Local(format!("{key} = \"{wanted}\": {e}"))
             })?;
         }
-        let ids: Vec<Identifier> = cert.domains.iter().map(|d| Identifier::Dns(d.clone())).collect();
+        // IP addresses are identifiers of their own type (RFC 8738), validated over HTTP-01 at the address itself.
+        let ids: Vec<Identifier> =
+            cert.domains.iter().map(|d| Identifier::Dns(d.clone())).chain(cert.ips.iter().map(|ip| Identifier::Ip(*ip))).collect();
         let mut order = self.new_order(&ready.account, &ids, profile, replaces).await?;
         tracing::info!(cert = %cert.name, order = %order.url(), "{created}");
         self.validate_names(&mut order, ready, cert).await?;
@@ -447,6 +450,10 @@ impl AcmeIssuer {
     async fn validate_names(&self, order: &mut Order, ready: &Ready, cert: &CertificateConfig) -> Result<(), Error> {
         let solver = match cert.dns01() {
             Some(dns) => Solver::Dns01(Arc::new(Dns01::new(&cert.name, dns.clone()))),
+            None if cert.dns_persist() => {
+                let issuers = self.persist_issuers(order, ready).await?;
+                Solver::DnsPersist(Arc::new(DnsPersist::new(&cert.name, cert.dns.clone(), ready.account.id(), issuers)))
+            }
             None => ready.solver.clone(),
         };
         let mut published = Vec::new();
@@ -454,7 +461,66 @@ impl AcmeIssuer {
         for p in &published {
             solver.cleanup(p).await;
         }
-        authorized
+        match (&solver, authorized) {
+            // The CA looked and found no record for us: its reasons (without the HTTP-01/DNS-01
+            // advice a problem's text carries) and the record that would do.
+            (Solver::DnsPersist(p), Err(Error::ValidationFailed { failures })) => {
+                let records: Vec<_> =
+                    published.into_iter().filter_map(|p| if let Published::Persist(r) = p { Some(r) } else { None }).collect();
+                let why: Vec<String> =
+                    failures.iter().map(|(id, problem)| format!("{id}: {}", problem.detail.as_deref().unwrap_or("unauthorized"))).collect();
+                Err(Error::Challenge(p.not_authorized(&records, &why.join("; "))))
+            }
+            (_, authorized) => authorized,
+        }
+    }
+
+    /// The issuer-domain-names of the order's dns-persist-01 challenges (the names a record may
+    /// give for this CA). instant-acme does not keep the field, so the first pending
+    /// authorization is fetched again, signed by the account. None pending: nothing to answer.
+    async fn persist_issuers(&self, order: &mut Order, ready: &Ready) -> Result<Vec<String>, Error> {
+        self.fetch_authorizations(order).await?;
+        let mut pending = None;
+        let mut authzs = order.authorizations();
+        while let Some(authz) = authzs.next().await {
+            let authz = authz.map_err(|e| self.error(e))?;
+            if authz.status == AuthorizationStatus::Pending {
+                pending = Some((authz.identifier().to_string(), authz.url().to_owned()));
+                break;
+            }
+        }
+        let Some((identifier, url)) = pending else { return Ok(Vec::new()) };
+        let body = self.post_as_get(&ready.signer, &url).await.map_err(|e| e.during("fetching the dns-persist-01 challenge"))?;
+        let authz: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| Error::NotAcme { ca: self.directory().to_owned(), detail: format!("{url}: {e}") })?;
+        let challenge = authz["challenges"].as_array().and_then(|c| c.iter().find(|c| c["type"] == dns_persist::CHALLENGE_TYPE));
+        let Some(challenge) = challenge else {
+            return Err(Error::NoChallenge { identifier, kind: dns_persist::CHALLENGE_TYPE.to_owned() });
+        };
+        Ok(strings(&challenge["issuer-domain-names"]))
+    }
+
+    /// What `regcert dns-persist show` prints for `cert`: the records that authorize this
+    /// account (created now if there is none yet) at this CA. The issuer-domain-name comes
+    /// from the directory's `meta.caaIdentities`, the names the CA's challenges list too
+    /// (Let's Encrypt: letsencrypt.org; Pebble: its caaIdentities).
+    pub(crate) async fn dns_persist_records(&self, cert: &CertificateConfig) -> Result<dns_persist::Shown, Error> {
+        let existed = account::stored_id(&self.state, self.directory()).ok().flatten().is_some();
+        let account = self.ready().await?.account.id().to_owned();
+        let doc = self.directory_doc(self.http()?).await?;
+        let Some(issuer) = strings(&doc["meta"]["caaIdentities"]).into_iter().next() else {
+            return Err(Error::Local(format!(
+                "the CA {} lists no issuer-domain-name in its directory (meta.caaIdentities): run `regcert renew --cert {}`; when the record is missing, the error prints it with the name from the CA's challenge",
+                self.directory(),
+                cert.name
+            )));
+        };
+        Ok(dns_persist::Shown {
+            records: dns_persist::records(&cert.domains, &issuer, &account),
+            issuer,
+            account_uri: account,
+            account_created: !existed,
+        })
     }
 
     /// Publish every pending challenge, wait until the CA can see them, tell the CA, and wait
@@ -564,8 +630,9 @@ impl AcmeIssuer {
         if leaf.spki != key.spki_der() {
             return Err(Error::Rejected("the CA returned a certificate for a different public key than our CSR".into()));
         }
-        if !leaf.covers(&cert.domains) {
-            return Err(Error::Rejected(format!("the CA returned a certificate for {:?}, not for {:?}", leaf.dns_names, cert.domains)));
+        if !leaf.covers_all(&cert.domains, &cert.ips) {
+            let got: Vec<String> = leaf.dns_names.iter().cloned().chain(leaf.ips.iter().map(ToString::to_string)).collect();
+            return Err(Error::Rejected(format!("the CA returned a certificate for {got:?}, not for {:?}", cert.names())));
         }
         Ok(Issued {
             leaf_pem: to_pem(&chain[..1]),
@@ -573,7 +640,7 @@ impl AcmeIssuer {
             key_pem: key.into_pem(),
             meta: IssuedMeta {
                 name: cert.name.clone(),
-                domains: cert.domains.clone(),
+                domains: cert.names(),
                 key_type: cert.key,
                 directory: self.directory().to_owned(),
                 order_url: order_url.to_owned(),
@@ -588,6 +655,11 @@ impl AcmeIssuer {
             },
         })
     }
+}
+
+/// The strings of a JSON array (none for anything else).
+fn strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect()).unwrap_or_default()
 }
 
 /// The `Replay-Nonce` of a response.

@@ -316,7 +316,7 @@ impl LocalCa {
                 ));
             }
         }
-        let names: Vec<String> = cert.domains.iter().cloned().chain(cert.ips.iter().map(|ip| ip.to_string())).collect();
+        let names = cert.names();
         let mut p = CertificateParams::new(names.clone()).map_err(|e| format!("certificate names: {e}"))?;
         p.distinguished_name = DistinguishedName::new();
         p.is_ca = IsCa::ExplicitNoCa;

@@ -111,6 +111,15 @@ impl Issuer {
         }
     }
 
+    /// The dns-persist-01 records that let this issuer's CA validate `cert` for our account
+    /// (`regcert dns-persist show`); an ACME CA only.
+    pub async fn dns_persist_records(&self, cert: &CertificateConfig) -> Result<crate::challenge::dns_persist::Shown, Error> {
+        match self {
+            Issuer::Acme(acme) => acme.dns_persist_records(cert).await,
+            Issuer::Local(ca) => Err(Error::Local(format!("dns-persist-01 is an ACME challenge; {} validates nothing", ca.label()))),
+        }
+    }
+
     /// Does this issuer's CA suggest renewal windows that are worth asking for?
     pub fn offers_renewal_windows(&self) -> bool {
         matches!(self, Issuer::Acme(_))

@@ -130,8 +130,9 @@ pub enum DockerVerb {
     /// `docker kill --signal`; `signal` is required (a validation problem when missing), `force`
     /// signals even a container that runs the distribution registry (which dies on SIGHUP).
     Signal { signal: Option<String>, force: bool },
-    /// Run a command inside the container; exit 0 is required. Required (a validation problem when missing).
-    Exec { exec: Option<Vec<String>> },
+    /// Run a command inside the container; exit 0 is required. Required (a validation problem when
+    /// missing). `timeout` bounds it (default 120s, as for commands).
+    Exec { exec: Option<Vec<String>>, timeout: Option<Duration> },
 }
 
 impl Default for DockerVerb {
@@ -203,8 +204,8 @@ impl TryFrom<RawDocker> for DockerAction {
             (None, Some(l)) => DockerTarget::Label(l),
             _ => return Err("reload.docker needs exactly one of `container` or `label`".into()),
         };
-        // `signal` or `exec` with another action was always refused. A stray `timeout` or `force`
-        // was always accepted and has no effect, so it is still accepted (and dropped).
+        // `signal` or `exec` with another action was always refused. A stray `timeout` (with
+        // `signal`) or `force` was always accepted and has no effect, so it is still accepted (and dropped).
         let only = |key: &str, kind: VerbKind| format!("reload.docker `{key}` is only used with action = \"{}\"", kind.name());
         if raw.signal.is_some() && raw.action != VerbKind::Signal {
             return Err(only("signal", VerbKind::Signal));
@@ -215,7 +216,7 @@ impl TryFrom<RawDocker> for DockerAction {
         let verb = match raw.action {
             VerbKind::Restart => DockerVerb::Restart { timeout: raw.timeout },
             VerbKind::Signal => DockerVerb::Signal { signal: raw.signal, force: raw.force },
-            VerbKind::Exec => DockerVerb::Exec { exec: raw.exec },
+            VerbKind::Exec => DockerVerb::Exec { exec: raw.exec, timeout: raw.timeout },
         };
         Ok(DockerAction { target, verb })
     }
@@ -231,7 +232,7 @@ impl From<DockerAction> for RawDocker {
         match d.verb {
             DockerVerb::Restart { timeout } => raw.timeout = timeout,
             DockerVerb::Signal { signal, force } => (raw.signal, raw.force) = (signal, force),
-            DockerVerb::Exec { exec } => raw.exec = exec,
+            DockerVerb::Exec { exec, timeout } => (raw.exec, raw.timeout) = (exec, timeout),
         }
         raw
     }
@@ -486,10 +487,10 @@ fn validate_docker(at: &str, d: &DockerAction, problems: &mut Vec<String>) {
         DockerVerb::Signal { signal: Some(sig), .. } if !is_signal_name(sig) => {
             problems.push(format!("{at}: reload.docker signal \"{sig}\" is not a signal name like \"SIGHUP\""));
         }
-        DockerVerb::Exec { exec: None } => {
+        DockerVerb::Exec { exec: None, .. } => {
             problems.push(format!("{at}: reload.docker action = \"exec\" needs `exec = [\"program\", \"arg\", …]`"))
         }
-        DockerVerb::Exec { exec: Some(cmd) } if cmd.is_empty() => problems.push(format!("{at}: reload.docker exec is empty")),
+        DockerVerb::Exec { exec: Some(cmd), .. } if cmd.is_empty() => problems.push(format!("{at}: reload.docker exec is empty")),
         _ => {}
     }
 }
@@ -541,7 +542,7 @@ mod tests {
         assert_eq!(docker[0], &DockerAction { target: DockerTarget::Container("r".into()), verb: DockerVerb::Restart { timeout: None } });
         assert_eq!(docker[1].target, DockerTarget::Label("a=b".into()));
         assert_eq!(docker[1].verb, DockerVerb::Signal { signal: Some("SIGHUP".into()), force: true });
-        assert_eq!(docker[2].verb, DockerVerb::Exec { exec: Some(vec!["nginx".into(), "-s".into(), "reload".into()]) });
+        assert_eq!(docker[2].verb, DockerVerb::Exec { exec: Some(vec!["nginx".into(), "-s".into(), "reload".into()]), timeout: None });
         assert_eq!(docker[3].verb, DockerVerb::Restart { timeout: Some(Duration::from_secs(5)) });
         let verbs: Vec<SystemdVerb> =
             r.actions.iter().filter_map(|a| if let ReloadAction::Systemd(s) = a { Some(s.action) } else { None }).collect();

@@ -14,6 +14,23 @@ use super::drain::Drain;
 
 const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The bound on one request to the engine that should answer at once (inspect, list, kill,
+/// version): an engine that accepts and never answers must not hold a renewal forever.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// The default bound on an `exec` (the same as for commands regcert runs): bollard's own timeout
+/// covers only the response headers, not the attached output of a command that hangs.
+const EXEC_TIMEOUT: Duration = Duration::from_secs(120);
+/// What a restart may take beyond the stop timeout (stopping is bounded by the engine, which
+/// kills the container after it; starting a registry takes a second or two).
+const RESTART_MARGIN: Duration = Duration::from_secs(60);
+
+/// `fut` within `limit`, or an error saying what did not finish in time.
+async fn within<T>(limit: Duration, what: impl FnOnce() -> String, fut: impl Future<Output = Result<T, String>>) -> Result<T, String> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("{} did not finish within {}s (is the Docker engine stuck? check `docker info`)", what(), limit.as_secs())),
+    }
+}
 
 /// A connected client and the socket it uses (for messages).
 #[derive(Clone)]
@@ -62,7 +79,8 @@ pub async fn connect(configured: Option<&str>) -> Result<Client, String> {
         });
     }
     let docker = Docker::connect_with_unix(&socket, 120, bollard::API_DEFAULT_VERSION).map_err(|e| explain(&socket, &e))?;
-    let docker = docker.negotiate_version().await.map_err(|e| explain(&socket, &e))?;
+    let negotiate = async { docker.negotiate_version().await.map_err(|e| explain(&socket, &e)) };
+    let docker = within(REQUEST_TIMEOUT, || format!("the version request to the Docker engine at {socket}"), negotiate).await?;
     Ok(Client { docker, socket })
 }
 
@@ -77,6 +95,14 @@ fn explain(socket: &str, e: &bollard::errors::Error) -> String {
 
 /// Find the containers of `action` and check the action is safe for them.
 pub async fn prepare(client: &Client, action: &DockerAction) -> Result<Prepared, String> {
+    let what = || match &action.target {
+        DockerTarget::Container(name) => format!("looking up container \"{name}\" (socket {})", client.socket),
+        DockerTarget::Label(label) => format!("listing the containers labelled \"{label}\" (socket {})", client.socket),
+    };
+    within(REQUEST_TIMEOUT * 2, what, find(client, action)).await
+}
+
+async fn find(client: &Client, action: &DockerAction) -> Result<Prepared, String> {
     let ids = match &action.target {
         DockerTarget::Container(name) => vec![name.clone()],
         DockerTarget::Label(label) => containers_with_label(client, label).await?,
@@ -159,10 +185,10 @@ impl Prepared {
     /// process's /proc/PID/net) until none is left or the limit has passed.
     async fn drain(&self, cert: &str, c: &Container, drain: &Drain) {
         let target = format!("container {}", c.name);
-        let pid = match self.client.docker.inspect_container(&c.id, None).await {
+        let inspect = async { self.client.docker.inspect_container(&c.id, None).await.map_err(|e| explain(&self.client.socket, &e)) };
+        let pid = match within(REQUEST_TIMEOUT, || "the inspect request".to_owned(), inspect).await {
             Ok(info) => info.state.and_then(|s| s.pid).filter(|p| *p > 0),
-            Err(e) => {
-                let error = explain(&self.client.socket, &e);
+            Err(error) => {
                 tracing::warn!(cert = %cert, %target, %error, "drain: cannot find the container's process; restarting without waiting");
                 return;
             }
@@ -179,15 +205,24 @@ impl Prepared {
         let socket = &self.client.socket;
         match &self.action.verb {
             DockerVerb::Restart { timeout } => {
-                let t = timeout.unwrap_or(DEFAULT_STOP_TIMEOUT).as_secs().min(i32::MAX as u64) as i32;
+                let stop = timeout.unwrap_or(DEFAULT_STOP_TIMEOUT);
+                let t = stop.as_secs().min(i32::MAX as u64) as i32;
                 let opts = RestartContainerOptions { t: Some(t), ..Default::default() };
-                docker.restart_container(&c.id, Some(opts)).await.map_err(|e| explain(socket, &e))
+                let restart = async { docker.restart_container(&c.id, Some(opts)).await.map_err(|e| explain(socket, &e)) };
+                within(stop + RESTART_MARGIN, || "the restart".to_owned(), restart).await
             }
             DockerVerb::Signal { signal, .. } => {
                 let signal = signal.clone().unwrap_or_else(|| "SIGHUP".into());
-                docker.kill_container(&c.id, Some(KillContainerOptions { signal })).await.map_err(|e| explain(socket, &e))
+                let kill =
+                    async { docker.kill_container(&c.id, Some(KillContainerOptions { signal })).await.map_err(|e| explain(socket, &e)) };
+                within(REQUEST_TIMEOUT, || "the signal".to_owned(), kill).await
             }
-            DockerVerb::Exec { exec } => self.exec(c, exec.as_deref().unwrap_or_default()).await,
+            DockerVerb::Exec { exec, timeout } => {
+                let cmd = exec.as_deref().unwrap_or_default();
+                // Docker cannot kill an exec: one that hangs goes on inside the container.
+                let what = || format!("`{}` (it may still be running inside the container)", cmd.join(" "));
+                within(timeout.unwrap_or(EXEC_TIMEOUT), what, self.exec(c, cmd)).await
+            }
         }
     }
 

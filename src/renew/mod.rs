@@ -249,7 +249,7 @@ impl<'a> Renewer<'a> {
         install::finish(self.state, cert);
         match delivered {
             Ok(verified) => {
-                trust::sync_docker_clients(cert, issuer)?;
+                trust::sync_clients(cert, issuer)?;
                 Ok(Outcome::Renewed {
                     reason: reason.clone(),
                     not_after: m.not_after,
@@ -316,7 +316,7 @@ impl<'a> Renewer<'a> {
         match delivered {
             Ok(verified) => {
                 pending::clear(self.state, &cert.name);
-                trust::sync_docker_clients(cert, issuer)?;
+                trust::sync_clients(cert, issuer)?;
                 Ok(Outcome::Renewed {
                     reason: reason.clone(),
                     not_after: installed.leaf.not_after,

@@ -13,10 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::certinfo::{fmt_time, unix};
 use crate::config::CertificateConfig;
-use crate::fsutil::{FileSpec, create_private_dir, write_atomic};
+use crate::fsutil::FileSpec;
 use crate::policy::Reason;
 use crate::reload::window::Window;
-use crate::state::StateDir;
+use crate::state::{PENDING_RELOAD, StateDir};
 
 /// An installed pair waiting for its reload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,24 +35,21 @@ pub struct PendingReload {
 
 /// The reload still pending for `name`, if any.
 pub fn load(state: &StateDir, name: &str) -> Option<PendingReload> {
-    let bytes = std::fs::read(state.pending_reload_path(name)).ok()?;
-    serde_json::from_slice(&bytes).ok()
+    serde_json::from_slice(&state.read_record(name, PENDING_RELOAD)?).ok()
 }
 
 pub fn save(state: &StateDir, name: &str, p: &PendingReload) -> Result<(), String> {
     let path = state.pending_reload_path(name);
     let text = serde_json::to_vec_pretty(p).map_err(|e| e.to_string())?;
-    create_private_dir(&state.cert_dir(name))
-        .and_then(|()| write_atomic(&path, &text, FileSpec::PRIVATE))
+    state
+        .write_record(name, PENDING_RELOAD, &text, FileSpec::PRIVATE)
         .map_err(|e| format!("cannot record the pending reload in {}: {e}", path.display()))
 }
 
 /// The reload is done (or superseded by a newer install).
 pub fn clear(state: &StateDir, name: &str) {
-    let path = state.pending_reload_path(name);
-    if let Err(e) = std::fs::remove_file(&path)
-        && e.kind() != std::io::ErrorKind::NotFound
-    {
+    if let Err(e) = state.remove_record(name, PENDING_RELOAD) {
+        let path = state.pending_reload_path(name);
         tracing::warn!(cert = %name, path = %path.display(), error = %e, "cannot remove the pending-reload record");
     }
 }

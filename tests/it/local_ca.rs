@@ -115,6 +115,7 @@ fn leaf_renewal_restarts_verifies_against_the_ca_and_syncs_certs_d() {
 
         [trust]
         docker_clients = [(format!("{ip}:5000"))]
+        runtimes = ["docker"]
         certs_d = (certs_d.display().to_string())
     };
     s.edit_cert("registry", |c| c.extend(settings));
@@ -217,14 +218,14 @@ fn imports_an_openssl_ca_and_reports_bad_input() {
     let run = typo.run(&["check-config"]);
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("ips") && run.stderr.contains("invalid IP address"), "{run:?}");
-    // IPs with an ACME issuer are refused with the way forward.
+    // A private IP with Let's Encrypt (which certifies public IPs only) is refused with the way forward.
     let acme_ip = Setup::with_config(
         toml! { [acme] directory = "letsencrypt" accept_terms = true },
-        &[CertSpec::new("r", toml! { domains = ["r.example.com"] ips = ["10.0.0.5"] })],
+        &[CertSpec::new("r", toml! { domains = ["r.example.com"] ips = ["10.0.0.5"] profile = "shortlived" })],
     );
     let run = acme_ip.run(&["check-config"]);
     assert_eq!(run.code, 2, "{run:?}");
-    assert!(run.stderr.contains("ips (IP SANs) need a private CA"), "{run:?}");
+    assert!(run.stderr.contains("ips: 10.0.0.5 is not a public address") && run.stderr.contains("issuer = \"ca:NAME\""), "{run:?}");
 }
 
 #[test]

@@ -5,18 +5,21 @@
 mod common;
 
 mod acmesh_dns;
+mod alerting;
 mod ari;
 mod chain;
 mod config;
 mod crash;
 mod daemon;
 mod dns01;
+mod dns_persist;
 mod drain;
 mod hardening;
 mod harness;
 mod hooks;
 mod import_acmesh;
 mod install_dir;
+mod ip_certs;
 mod local_ca;
 mod logs;
 mod mtls;
@@ -29,4 +32,5 @@ mod shortlived;
 mod systemd;
 mod timeouts;
 mod trust;
+mod trust_runtimes;
 mod verify;

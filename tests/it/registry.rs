@@ -327,6 +327,24 @@ fn failed_exec_and_unreachable_registry_without_previous_pair_are_reported() {
     assert_eq!((fs::read(s.fullchain("registry")).unwrap(), fs::read(s.key("registry")).unwrap()), old, "the old pair, byte for byte");
     assert_ne!(fs::read(s.state().join("certs/registry/cert.pem")).unwrap(), old.0, "a new certificate was issued (and not installed)");
 
+    // An exec that never ends (a second registry on another port, from a config in the mounted
+    // install dir): bounded by its `timeout`, failed and rolled back.
+    fs::write(s.install_dir("registry").join("hang.yml"), "version: 0.1\nstorage:\n  inmemory: {}\nhttp:\n  addr: 127.0.0.1:5999\n")
+        .unwrap();
+    let hang = toml! { docker = { container = (reg.container.as_str()), action = "exec", exec = ["/bin/registry", "serve", "/certs/hang.yml"], timeout = "2s" } };
+    reload_and_verify_briefly(&s, hang, verify_registry(&pebble, &name, &reg));
+    let started = std::time::Instant::now();
+    let run = s.run(&["renew", "--force"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("`/bin/registry serve /certs/hang.yml` (it may still be running inside the container) did not finish within 2s"),
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("ROLLED BACK"), "{run:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(60), "the exec was cut at its timeout: {:?}", started.elapsed());
+    assert_eq!((fs::read(s.fullchain("registry")).unwrap(), fs::read(s.key("registry")).unwrap()), old, "the old pair, byte for byte");
+
     // A first issuance whose verification fails has nothing to roll back to: the new pair stays.
     let fresh = Setup::new(&pebble, &[cert("fresh", &[&unique_name("fresh")], "ecdsa-p256")]);
     let mut verify = verify_table(&pebble, "https://nothing.regcert.test/v2/", &format!("127.0.0.1:{}", free_port()));

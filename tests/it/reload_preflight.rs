@@ -252,7 +252,11 @@ fn a_certs_d_regcert_cannot_write_fails_before_anything_is_issued() {
     s.edit_cert("registry", |c| {
         c.remove("reload");
         c.remove("verify");
-        set(c, "trust", toml! { docker_clients = ["registry.corp.lan:5000"] certs_d = (certs_d.display().to_string()) });
+        set(
+            c,
+            "trust",
+            toml! { docker_clients = ["registry.corp.lan:5000"] runtimes = ["docker"] certs_d = (certs_d.display().to_string()) },
+        );
     });
     let before = fs::read_to_string(s.fullchain("registry")).unwrap();
     assert!(Command::new(tool("chown")).args(["-R", "nobody:nogroup"]).arg(s.root.path()).status().unwrap().success());

@@ -118,7 +118,9 @@ fn the_sandbox_allows_every_documented_feature_and_nothing_more() {
         let ambient: Vec<&str> = values(&d, "AmbientCapabilities").iter().flat_map(|v| v.split_whitespace()).collect();
         assert_eq!(ambient, caps, "{unit}");
         let rw: Vec<&str> = values(&d, "ReadWritePaths").iter().flat_map(|v| v.split_whitespace()).collect();
-        for path in ["/var/lib/regcert", "/opt/registry/certs", "-/etc/docker/certs.d"] {
+        for path in
+            ["/var/lib/regcert", "/opt/registry/certs", "-/etc/docker/certs.d", "-/etc/containerd/certs.d", "-/etc/containers/certs.d"]
+        {
             assert!(rw.contains(&path), "{unit}: ReadWritePaths lacks {path}: {rw:?}");
         }
         assert!(values(&d, "User") == ["regcert"] && values(&d, "NoNewPrivileges") == ["yes"], "{unit}");

@@ -173,6 +173,23 @@ impl Bind {
         }
     }
 
+    /// Send `commands` (nsupdate's language, e.g. `update add NAME TTL IN TXT "v"`) to this
+    /// server as an operator would, signed with the test key.
+    pub fn nsupdate(&self, commands: &str) {
+        let script = format!("server 127.0.0.1 {}\nzone {ZONE}\n{commands}\nsend\n", self.port);
+        let mut child = Command::new(tool("nsupdate"))
+            .arg("-k")
+            .arg(&self.key_file)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), script.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "nsupdate {script}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
     /// The update lines of named's log that mention `fqdn` (adds and deletes of its RRs).
     pub fn updates_of(&self, fqdn: &str) -> Vec<String> {
         let name = fqdn.trim_end_matches('.');

@@ -38,12 +38,14 @@ pub fn tool(name: &str) -> PathBuf {
             "named" | "tsig-keygen" => "bind9",
             "dig" | "nsupdate" => "bind9-dnsutils",
             "docker" => "docker.io",
+            "ctr" => "containerd",
             "htpasswd" => "apache2-utils",
             "setpriv" | "nsenter" => "util-linux",
             "tc" | "ip" => "iproute2",
             "systemd-analyze" => "systemd",
             "kill" => "procps",
             "chown" => "coreutils",
+            "promtool" => "prometheus",
             other => other,
         };
         panic!(
@@ -163,6 +165,10 @@ pub struct Pebble {
     pub http_port: u16,
     /// Root of pebble's own HTTPS listener (for `[acme] ca_bundle`).
     pub tls_root: PathBuf,
+    /// pebble-challtestsrv: its DNS server ("127.0.0.1:PORT", what Pebble asks unless
+    /// `dns_port` is set) and its management API ("http://127.0.0.1:PORT": /set-txt, /clear-txt).
+    pub challtest_dns: String,
+    pub challtest_mgmt: String,
 }
 
 impl Pebble {
@@ -242,6 +248,8 @@ impl Pebble {
             http_port,
             tls_root,
             dir,
+            challtest_dns: format!("127.0.0.1:{own_dns}"),
+            challtest_mgmt: format!("http://127.0.0.1:{dns_mgmt}"),
         };
         me.wait_for_port(listen);
         me.wait_for_port(mgmt);
@@ -849,8 +857,26 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (status, body)
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+    (status, if chunked { dechunk(body) } else { body.to_owned() })
+}
+
+/// The body of a `Transfer-Encoding: chunked` response (Prometheus' API answers so). Sizes count
+/// bytes, and a chunk may end inside a character: decoded as bytes.
+fn dechunk(body: &str) -> String {
+    let (mut rest, mut out) = (body.as_bytes(), Vec::new());
+    while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
+        let line = String::from_utf8_lossy(&rest[..eol]);
+        let size = usize::from_str_radix(line.split(';').next().unwrap_or_default().trim(), 16).unwrap_or(0);
+        let data = &rest[eol + 2..];
+        if size == 0 || data.len() < size {
+            break;
+        }
+        out.extend_from_slice(&data[..size]);
+        rest = data[size..].strip_prefix(b"\r\n").unwrap_or(&data[size..]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 pub fn now() -> u64 {

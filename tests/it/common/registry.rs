@@ -82,6 +82,7 @@ pub fn unique_name(tag: &str) -> String {
 pub struct Registry {
     pub container: String,
     pub ip: String,
+    pub port: u16,
 }
 
 #[derive(Default)]
@@ -98,6 +99,9 @@ pub struct RegistryOpts {
     pub ip: Option<String>,
     /// Require client certificates issued by the CA(s) in this PEM file (mTLS).
     pub client_cas: Option<PathBuf>,
+    /// Share the host's network instead and listen on `:PORT` (every address, 127.0.0.1 and ::1 among them)
+    /// (for certificates of those IP addresses; no docker push then: dockerd skips TLS on loopback).
+    pub host_port: Option<u16>,
 }
 
 impl Registry {
@@ -106,10 +110,19 @@ impl Registry {
         require_docker();
         remove_leftovers();
         let container = format!("regcert-test-{}-{}", std::process::id(), unique_name("c").split('.').next().unwrap());
-        let ip = opts.ip.clone().unwrap_or_else(fixed_ip);
         let mut args: Vec<String> = vec!["run".into(), "-d".into(), "--name".into(), container.clone()];
         args.extend(["--label".into(), format!("{OWNER_LABEL}={}", std::process::id())]);
-        args.extend(["--network".into(), NETWORK.into(), "--ip".into(), ip.clone()]);
+        let (ip, port) = match opts.host_port {
+            Some(port) => {
+                args.extend(["--network".into(), "host".into(), "-e".into(), format!("REGISTRY_HTTP_ADDR=:{port}")]);
+                ("127.0.0.1".to_owned(), port)
+            }
+            None => {
+                let ip = opts.ip.clone().unwrap_or_else(fixed_ip);
+                args.extend(["--network".into(), NETWORK.into(), "--ip".into(), ip.clone()]);
+                (ip, 5000)
+            }
+        };
         if !opts.plain_http {
             if opts.single_files {
                 for f in ["domain.crt", "domain.key"] {
@@ -137,13 +150,13 @@ impl Registry {
         args.push(IMAGE.into());
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         docker(&argv);
-        let reg = Registry { container, ip };
+        let reg = Registry { container, ip, port };
         reg.wait_listening();
         reg
     }
 
     pub fn addr(&self) -> String {
-        format!("{}:5000", self.ip)
+        format!("{}:{}", self.ip, self.port)
     }
 
     pub fn wait_listening(&self) {
