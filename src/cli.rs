@@ -421,8 +421,12 @@ fn dns_persist_show(config: &Config, names: &[String], json: bool) -> CmdResult 
     let issuers = Issuers::from_config(config, &state);
     let runtime = runtime()?;
     let mut out = Vec::new();
-    for cert in certs {
-        let issuer = issuers.of(cert).map_err(|e| Failure::Config(e.to_string()))?;
+    // With several CAs in `issuer`, each one that may issue needs its own record (a name may
+    // carry several; each names one CA).
+    let each = certs.iter().map(|c| Ok((*c, issuers.in_turn(c)?))).collect::<Result<Vec<_>, crate::obtain::Error>>();
+    for (cert, issuer) in
+        each.map_err(|e| Failure::Config(e.to_string()))?.into_iter().flat_map(|(c, list)| list.into_iter().map(move |i| (c, i)))
+    {
         let shown = runtime
             .block_on(issuer.dns_persist_records(cert))
             .map_err(|e| Failure::Failed(format!("[[certificate]] `{}`: {e}", cert.name)))?;
@@ -654,7 +658,8 @@ fn verify(config: &Config, names: &[String], json: bool) -> CmdResult {
         // A manual check runs even where automatic verification is switched off.
         let settings = cert.verify.clone().unwrap_or_default();
         let expected = crate::install::read_installed(&cert.install).ok().flatten().map(|i| i.leaf.sha256);
-        let anchor = issuers.of(cert).ok().and_then(|i| i.trust_anchor());
+        // The CA that issued the installed certificate (of the certificate's `issuer` list).
+        let anchor = issuers.that_issued(cert, expected.as_deref()).ok().and_then(|i| i.trust_anchor());
         let target =
             verify::Target::for_certificate(cert, &settings, anchor).map_err(|e| Failure::Config(format!("{}: {e}", cert.name)))?;
         let report = runtime.block_on(verify::check(&target, expected.as_deref()));

@@ -42,6 +42,9 @@ pub struct Config {
     /// The ACME CA; needed when a certificate has issuer "acme" (the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acme: Option<AcmeConfig>,
+    /// More ACME CAs, by name (`issuer = ["acme", "acme:NAME"]`): tried in turn when one cannot issue.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub acme_ca: std::collections::BTreeMap<String, AcmeConfig>,
     #[serde(default)]
     pub http01: Http01Config,
     #[serde(rename = "certificate", default)]
@@ -101,22 +104,48 @@ fn default_ca_validity() -> Duration {
     Duration::from_secs(10 * 365 * 86_400)
 }
 
-/// Who issues a certificate: an ACME CA (`"acme"`, the default) or a private CA (`"ca:NAME"`).
+/// Who issues a certificate: the ACME CA of `[acme]` (`"acme"`, the default), a named ACME CA
+/// of `[acme_ca.NAME]` (`"acme:NAME"`) or a private CA (`"ca:NAME"`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum IssuerRef {
     #[default]
     Acme,
+    AcmeNamed(String),
     Ca(String),
+}
+
+impl IssuerRef {
+    pub fn is_acme(&self) -> bool {
+        matches!(self, IssuerRef::Acme | IssuerRef::AcmeNamed(_))
+    }
+
+    /// Where it is configured, for messages: `[acme]`, `[acme_ca.NAME]`, `[ca.NAME]`.
+    pub fn section(&self) -> String {
+        match self {
+            IssuerRef::Acme => "[acme]".into(),
+            IssuerRef::AcmeNamed(n) => format!("[acme_ca.{n}]"),
+            IssuerRef::Ca(n) => format!("[ca.{n}]"),
+        }
+    }
+}
+
+impl std::str::FromStr for IssuerRef {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once(':') {
+            None if s == "acme" => Ok(IssuerRef::Acme),
+            Some(("acme", name)) if !name.is_empty() => Ok(IssuerRef::AcmeNamed(name.to_owned())),
+            Some(("ca", name)) if !name.is_empty() => Ok(IssuerRef::Ca(name.to_owned())),
+            _ => Err(format!(
+                "issuer = \"{s}\": use \"acme\" ([acme]), \"acme:NAME\" for an ACME CA defined as [acme_ca.NAME], or \"ca:NAME\" for a private CA defined as [ca.NAME]"
+            )),
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for IssuerRef {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        match s.strip_prefix("ca:") {
-            _ if s == "acme" => Ok(IssuerRef::Acme),
-            Some(name) if !name.is_empty() => Ok(IssuerRef::Ca(name.to_owned())),
-            _ => Err(serde::de::Error::custom(format!("issuer = \"{s}\": use \"acme\" or \"ca:NAME\" for a CA defined as [ca.NAME]"))),
-        }
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -126,12 +155,87 @@ impl Serialize for IssuerRef {
     }
 }
 
-/// The name as written in the config: `acme`, `ca:NAME`.
+/// The name as written in the config: `acme`, `acme:NAME`, `ca:NAME`.
 impl fmt::Display for IssuerRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             IssuerRef::Acme => f.write_str("acme"),
+            IssuerRef::AcmeNamed(n) => write!(f, "acme:{n}"),
             IssuerRef::Ca(n) => write!(f, "ca:{n}"),
+        }
+    }
+}
+
+/// A certificate's `issuer`: one issuer (`"acme"`), or ACME CAs to try in turn
+/// (`["acme", "acme:zerossl"]`). Never empty once validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuerList(pub Vec<IssuerRef>);
+
+impl Default for IssuerList {
+    fn default() -> Self {
+        IssuerList(vec![IssuerRef::Acme])
+    }
+}
+
+impl IssuerList {
+    /// The issuer tried first: the one a certificate is judged against when nothing says which issued it.
+    pub fn first(&self) -> &IssuerRef {
+        self.0.first().unwrap_or(&IssuerRef::Acme)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &IssuerRef> {
+        self.0.iter()
+    }
+
+    /// Is the certificate issued over ACME (by every CA it lists)?
+    pub fn is_acme(&self) -> bool {
+        self.0.iter().all(IssuerRef::is_acme)
+    }
+
+    /// The private CA, for `issuer = "ca:NAME"`.
+    pub fn private_ca(&self) -> Option<&str> {
+        match self.0.as_slice() {
+            [IssuerRef::Ca(name)] => Some(name),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for IssuerList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.as_slice() {
+            [one] => write!(f, "\"{one}\""),
+            all => write!(f, "[{}]", all.iter().map(|i| format!("\"{i}\"")).collect::<Vec<_>>().join(", ")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for IssuerList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<String>),
+        }
+        let names = match OneOrMany::deserialize(d) {
+            Ok(OneOrMany::One(s)) => vec![s],
+            Ok(OneOrMany::Many(v)) => v,
+            Err(_) => {
+                return Err(serde::de::Error::custom(
+                    "issuer must be a string (\"acme\") or a list of ACME CAs ([\"acme\", \"acme:NAME\"])",
+                ));
+            }
+        };
+        names.iter().map(|s| s.parse()).collect::<Result<_, _>>().map(IssuerList).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for IssuerList {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0.as_slice() {
+            [one] => one.serialize(s),
+            all => all.serialize(s),
         }
     }
 }
@@ -301,9 +405,9 @@ impl Http01Config {
 #[serde(deny_unknown_fields)]
 pub struct CertificateConfig {
     pub name: String,
-    /// `"acme"` (default) or `"ca:NAME"`.
+    /// `"acme"` (default), `"acme:NAME"`, `"ca:NAME"`, or ACME CAs tried in turn (`["acme", "acme:NAME"]`).
     #[serde(default)]
-    pub issuer: IssuerRef,
+    pub issuer: IssuerList,
     /// What the certificate is for: a registry's server certificate (default), or a client
     /// certificate a Docker/podman host presents to a registry that requires mTLS.
     #[serde(default, skip_serializing_if = "Usage::is_server")]
@@ -663,6 +767,23 @@ impl CertificateConfig {
     }
 }
 
+impl Config {
+    /// The ACME CA `issuer` names (`[acme]` or `[acme_ca.NAME]`), if configured.
+    pub fn acme_config(&self, issuer: &IssuerRef) -> Option<&AcmeConfig> {
+        match issuer {
+            IssuerRef::Acme => self.acme.as_ref(),
+            IssuerRef::AcmeNamed(name) => self.acme_ca.get(name),
+            IssuerRef::Ca(_) => None,
+        }
+    }
+
+    /// Every configured ACME CA with the name certificates use for it.
+    pub fn acme_cas(&self) -> impl Iterator<Item = (IssuerRef, &AcmeConfig)> {
+        let default = self.acme.iter().map(|a| (IssuerRef::Acme, a));
+        default.chain(self.acme_ca.iter().map(|(n, a)| (IssuerRef::AcmeNamed(n.clone()), a)))
+    }
+}
+
 impl AcmeConfig {
     /// The directory URL, with the well-known shorthands expanded.
     pub fn directory_url(&self) -> &str {
@@ -838,7 +959,7 @@ fn all_problems(config: &Config, purpose: Purpose) -> Vec<String> {
 /// HTTP-01 webroot when writing), users and groups that must exist.
 fn preflight(config: &Config, purpose: Purpose) -> Problems {
     let mut problems = Problems::default();
-    preflight_acme(config, purpose, &mut problems);
+    preflight_acme(config, config.acme_cas().map(|(r, _)| r), purpose, &mut problems);
     for (i, cert) in config.certificates.iter().enumerate() {
         problems.at(cert_place(i));
         preflight_certificate(&cert_label(i, cert), cert, purpose, &mut problems);
@@ -852,15 +973,15 @@ fn preflight(config: &Config, purpose: Purpose) -> Problems {
 /// a directory fixed by hand is noticed at the next attempt.
 pub fn host_problems(config: &Config, cert: &CertificateConfig) -> Vec<String> {
     let mut problems = Problems::default();
-    if cert.issuer == IssuerRef::Acme {
-        preflight_acme(config, Purpose::Write, &mut problems);
+    if cert.issuer.is_acme() {
+        preflight_acme(config, cert.issuer.iter().cloned(), Purpose::Write, &mut problems);
     }
     preflight_certificate(&format!("[[certificate]] `{}`", cert.name), cert, Purpose::Write, &mut problems);
     problems.list
 }
 
-/// The host side of `[acme]` and `[http01]`.
-fn preflight_acme(config: &Config, purpose: Purpose, problems: &mut Problems) {
+/// The host side of `[http01]` and of the ACME CAs `cas` (`[acme]`, `[acme_ca.NAME]`).
+fn preflight_acme(config: &Config, cas: impl Iterator<Item = IssuerRef>, purpose: Purpose, problems: &mut Problems) {
     if let Some(dir) = &config.http01.webroot
         && purpose == Purpose::Write
         && !dir.is_dir()
@@ -870,10 +991,12 @@ fn preflight_acme(config: &Config, purpose: Purpose, problems: &mut Problems) {
             dir.display()
         ));
     }
-    if let Some(bundle) = config.acme.as_ref().and_then(|a| a.ca_bundle.as_ref())
-        && let Err(e) = crate::certinfo::read_pem_certs(bundle)
-    {
-        problems.push(format!("[acme] ca_bundle: {e}"));
+    for ca in cas {
+        if let Some(bundle) = config.acme_config(&ca).and_then(|a| a.ca_bundle.as_ref())
+            && let Err(e) = crate::certinfo::read_pem_certs(bundle)
+        {
+            problems.push(format!("{} ca_bundle: {e}", ca.section()));
+        }
     }
 }
 
@@ -894,12 +1017,13 @@ fn preflight_certificate(at: &str, cert: &CertificateConfig, purpose: Purpose, p
 fn validate(config: &Config) -> Problems {
     let mut problems = Problems::default();
     match &config.acme {
-        Some(acme) => validate_acme(acme, &mut problems),
-        None if config.certificates.iter().any(|c| c.issuer == IssuerRef::Acme) => problems.push(
+        Some(acme) => validate_acme("[acme]", acme, &mut problems),
+        None if config.certificates.iter().any(|c| c.issuer.iter().any(|i| *i == IssuerRef::Acme)) => problems.push(
             "no [acme] section, but a certificate has issuer \"acme\" (the default): add [acme] (see config.example.toml) or set issuer = \"ca:NAME\"".into(),
         ),
         None => {}
     }
+    validate_acme_cas(config, &mut problems);
     if config.concurrency == 0 {
         problems.push("concurrency = 0: at least one certificate must be worked on; use 1 or more".into());
     }
@@ -923,7 +1047,7 @@ fn validate(config: &Config) -> Problems {
         crate::notify::validate(i, n, &mut problems);
     }
     for cert in &config.certificates {
-        let IssuerRef::Ca(name) = &cert.issuer else { continue };
+        let Some(name) = cert.issuer.private_ca() else { continue };
         let Some(ca) = config.ca.get(name) else {
             problems.push(format!("[[certificate]] `{}`: issuer = \"ca:{name}\" but there is no [ca.{name}]", cert.name));
             continue;
@@ -966,7 +1090,7 @@ fn validate(config: &Config) -> Problems {
             problems.push(format!("{at}: name `{}` is used by certificate #{} too; names must be unique", cert.name, prev + 1));
         }
         validate_certificate(&at, cert, &mut problems);
-        if let Some(acme) = config.acme.as_ref().filter(|_| cert.issuer == IssuerRef::Acme) {
+        for acme in cert.issuer.iter().filter_map(|issuer| config.acme_config(issuer)) {
             check_lets_encrypt_ips(&at, cert, acme, &mut problems);
         }
         problems.step(3);
@@ -1001,42 +1125,87 @@ pub(crate) fn http_on_loopback(url: &str) -> Option<bool> {
     Some(host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()))
 }
 
-fn validate_acme(acme: &AcmeConfig, problems: &mut Vec<String>) {
+/// The named ACME CAs (`[acme_ca.NAME]`) and the issuer lists that name them.
+fn validate_acme_cas(config: &Config, problems: &mut Vec<String>) {
+    for (name, acme) in &config.acme_ca {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            problems.push(format!("[acme_ca.{name}]: the name must use only letters, digits, '-', '_' and '.'"));
+        }
+        validate_acme(&format!("[acme_ca.{name}]"), acme, problems);
+    }
+    // Each CA keeps one account per directory URL; the same CA twice would share it (and
+    // falling back to the CA that just failed gains nothing).
+    let mut seen: HashMap<&str, IssuerRef> = HashMap::new();
+    for (r, acme) in config.acme_cas() {
+        if let Some(first) = seen.insert(acme.directory_url(), r.clone()) {
+            problems.push(format!(
+                "{} directory = \"{}\" is also the directory of {}: define each ACME CA once and name it in every certificate's `issuer` list",
+                r.section(),
+                acme.directory_url(),
+                first.section()
+            ));
+        }
+    }
+    for cert in &config.certificates {
+        let at = format!("[[certificate]] `{}`", cert.name);
+        let list = &cert.issuer.0;
+        if list.is_empty() {
+            problems.push(format!("{at}: issuer = []: name at least one issuer, e.g. \"acme\""));
+        }
+        if list.len() > 1 && !cert.issuer.is_acme() {
+            problems.push(format!(
+                "{at}: issuer = {}: a private CA (\"ca:NAME\") cannot be in a list; only ACME CAs are tried in turn (clients trust a private CA's root only where it was given to them)",
+                cert.issuer
+            ));
+        }
+        for (i, r) in list.iter().enumerate() {
+            if list[..i].contains(r) {
+                problems.push(format!("{at}: issuer = {}: \"{r}\" is listed twice", cert.issuer));
+            }
+            if let IssuerRef::AcmeNamed(name) = r
+                && !config.acme_ca.contains_key(name)
+            {
+                problems.push(format!("{at}: issuer \"{r}\" but there is no [acme_ca.{name}]: define it (directory, contact, accept_terms, …) or remove it from `issuer`"));
+            }
+        }
+    }
+}
+
+fn validate_acme(at: &str, acme: &AcmeConfig, problems: &mut Vec<String>) {
     let url = acme.directory_url();
     if acme.timeout < Duration::from_secs(1) {
-        problems.push("[acme] timeout must be at least 1s (default \"30s\"): it bounds each request to the CA".into());
+        problems.push(format!("{at} timeout must be at least 1s (default \"30s\"): it bounds each request to the CA"));
     }
     if !(url.starts_with("https://") || url.starts_with("http://")) {
         problems.push(format!(
-            "[acme] directory = \"{}\": use \"letsencrypt\", \"letsencrypt-staging\" or the CA's directory URL (https://…)",
+            "{at} directory = \"{}\": use \"letsencrypt\", \"letsencrypt-staging\" or the CA's directory URL (https://…)",
             acme.directory
         ));
     } else if http_on_loopback(url) == Some(false) {
         problems.push(format!(
-            "[acme] directory = \"{url}\": ACME needs HTTPS (RFC 8555 §6.1); plain http:// is accepted only for a CA on this host (127.0.0.1, ::1, localhost)"
+            "{at} directory = \"{url}\": ACME needs HTTPS (RFC 8555 §6.1); plain http:// is accepted only for a CA on this host (127.0.0.1, ::1, localhost)"
         ));
     }
     if !acme.accept_terms {
-        problems.push(
-            "[acme] accept_terms is not true: the CA requires agreeing to its terms of service to create an account; \
+        problems.push(format!(
+            "{at} accept_terms is not true: the CA requires agreeing to its terms of service to create an account; \
              read them and set accept_terms = true"
-                .into(),
-        );
+        ));
     }
     for c in &acme.contact {
         if !c.starts_with("mailto:") || !c[7..].contains('@') {
-            problems.push(format!("[acme] contact \"{c}\": write contacts as \"mailto:ops@example.com\""));
+            problems.push(format!("{at} contact \"{c}\": write contacts as \"mailto:ops@example.com\""));
         }
     }
     if let Some(profile) = &acme.profile {
-        check_profile_name("[acme] profile", profile, problems);
+        check_profile_name(&format!("{at} profile"), profile, problems);
     }
     if let Some(eab) = &acme.eab {
         if eab.kid.is_empty() {
-            problems.push("[acme] eab.kid is empty: copy the key identifier your CA gave you".into());
+            problems.push(format!("{at} eab.kid is empty: copy the key identifier your CA gave you"));
         }
         if crate::obtain::account::decode_hmac_key(&eab.hmac_key).is_err() {
-            problems.push("[acme] eab.hmac_key is not base64: copy the HMAC key exactly as your CA gave it".into());
+            problems.push(format!("{at} eab.hmac_key is not base64: copy the HMAC key exactly as your CA gave it"));
         }
     }
 }
@@ -1059,7 +1228,7 @@ fn validate_certificate(at: &str, cert: &CertificateConfig, problems: &mut Probl
             cert.name
         ));
     }
-    let acme = cert.issuer == IssuerRef::Acme;
+    let acme = cert.issuer.is_acme();
     let client = cert.usage == Usage::Client;
     validate_usage(at, cert, problems);
     if cert.domains.is_empty() && cert.ips.is_empty() && !client {
@@ -1156,7 +1325,7 @@ fn validate_usage(at: &str, cert: &CertificateConfig, problems: &mut Vec<String>
         }
         return;
     }
-    if cert.issuer == IssuerRef::Acme {
+    if cert.issuer.private_ca().is_none() {
         problems.push(format!(
             "{at}: usage = \"client\" needs a private CA: set issuer = \"ca:NAME\" with a [ca.NAME]; Let's Encrypt and other \
              public ACME CAs no longer issue client-authentication certificates"
@@ -1517,6 +1686,30 @@ mod tests {
         assert_eq!(cert.verify_settings().unwrap().timeout, Duration::from_secs(60));
     }
 
+    #[test]
+    fn the_examples_fallback_ca_works_uncommented() {
+        let example = include_str!("../config.example.toml");
+        // The commented [acme_ca.zerossl] block (up to the blank line) and the issuer list.
+        let mut in_block = false;
+        let mut lines = Vec::new();
+        for l in example.lines() {
+            in_block = (in_block && !l.is_empty()) || l == "# [acme_ca.zerossl]";
+            let uncomment = in_block || l.starts_with("# issuer = [");
+            lines.push(if uncomment {
+                l.trim_start_matches("# ")
+            } else if l == "issuer = \"acme\"" {
+                ""
+            } else {
+                l
+            });
+        }
+        let uncommented = lines.join("\n");
+        let cfg = parse(&uncommented).unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
+        assert_eq!(cfg.acme_ca["zerossl"].directory_url(), "https://acme.zerossl.com/v2/DV90");
+        assert_eq!(cfg.certificates[0].issuer.0, [IssuerRef::Acme, IssuerRef::AcmeNamed("zerossl".into())]);
+        assert_eq!(validate(&cfg).list, Vec::<String>::new());
+    }
+
     /// A valid config with one certificate; `extra` goes into the certificate table, `after` after
     /// its install table.
     fn config(extra: &str, after: &str) -> String {
@@ -1584,6 +1777,43 @@ mod tests {
         let got =
             problems(&format!("domains = [\"a.example.com\"]\nissuer = \"ca:internal\"\n{persist}"), "[ca.internal]\nsubject = \"CN=x\"");
         assert!(got.iter().any(|p| p.contains("dns-persist-01\" is an ACME challenge")), "{got:?}");
+    }
+
+    #[test]
+    fn issuer_lists_name_acme_cas_tried_in_turn() {
+        let named = "[acme_ca.zerossl]\ndirectory = \"https://acme.zerossl.com/v2/DV90\"\naccept_terms = true\n";
+        let text =
+            |issuer: &str, extra: &str| format!("{extra}{}", config(&format!("domains = [\"a.example.com\"]\nissuer = {issuer}"), ""));
+        let cfg = parse(&text("[\"acme\", \"acme:zerossl\"]", named)).unwrap();
+        assert_eq!(validate(&cfg).list, Vec::<String>::new());
+        let cert = &cfg.certificates[0];
+        assert_eq!(cert.issuer.0, [IssuerRef::Acme, IssuerRef::AcmeNamed("zerossl".into())]);
+        assert!(cert.issuer.is_acme());
+        assert_eq!(cert.issuer.to_string(), "[\"acme\", \"acme:zerossl\"]");
+        assert_eq!(round_trip(&cfg).certificates[0].issuer, cert.issuer);
+        // A single string keeps working, and stays a string when written back.
+        let cfg = parse(&text("\"acme:zerossl\"", named)).unwrap();
+        assert_eq!(cfg.certificates[0].issuer.0, [IssuerRef::AcmeNamed("zerossl".into())]);
+        assert!(toml::to_string(&cfg).unwrap().contains("issuer = \"acme:zerossl\""));
+
+        let problems_of = |issuer: &str, extra: &str| validate(&parse(&text(issuer, extra)).unwrap()).list;
+        let p = problems_of("[\"acme\", \"acme:nope\"]", "");
+        assert!(p.iter().any(|p| p.contains("issuer \"acme:nope\" but there is no [acme_ca.nope]")), "{p:?}");
+        let p = problems_of("[\"acme\", \"ca:internal\"]", "[ca.internal]\n");
+        assert!(p.iter().any(|p| p.contains("a private CA (\"ca:NAME\") cannot be in a list")), "{p:?}");
+        let p = problems_of("[\"acme\", \"acme\"]", "");
+        assert!(p.iter().any(|p| p.contains("\"acme\" is listed twice")), "{p:?}");
+        let p = problems_of("[]", "");
+        assert!(p.iter().any(|p| p.contains("issuer = []")), "{p:?}");
+        let same = "[acme_ca.le]\ndirectory = \"https://acme-v02.api.letsencrypt.org/directory\"\naccept_terms = true\n";
+        let p = problems_of("[\"acme\", \"acme:le\"]", same);
+        assert!(p.iter().any(|p| p.contains("[acme_ca.le] directory") && p.contains("also the directory of [acme]")), "{p:?}");
+        // A named CA's own mistakes name its table.
+        let p = problems_of("\"acme:x\"", "[acme_ca.x]\ndirectory = \"ftp://x\"\n");
+        assert!(p.iter().any(|p| p.starts_with("[acme_ca.x] directory = \"ftp://x\"")), "{p:?}");
+        assert!(p.iter().any(|p| p.starts_with("[acme_ca.x] accept_terms is not true")), "{p:?}");
+        let e = parse(&text("\"zerossl\"", named)).unwrap_err();
+        assert!(e.contains("\"acme:NAME\" for an ACME CA defined as [acme_ca.NAME]"), "{e}");
     }
 
     #[test]

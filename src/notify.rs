@@ -9,7 +9,8 @@
 //!  "days_left": 89, "error": null}
 //! ```
 //! `reload_pending` (installed, the restart held for `[certificate.reload] window`) also has
-//! `"reload_pending_until": "…"`; `renewed` follows when the reload is done.
+//! `"reload_pending_until": "…"`; `renewed` follows when the reload is done. Both name the CA
+//! that issued the new certificate: `"issued_by": "ACME \"NAME\" (https://…)"`.
 //! A failing notification is logged and never fails a renewal.
 
 use std::path::PathBuf;
@@ -66,6 +67,10 @@ pub struct Event {
     /// `domains` every name of the certificates it issues, and `error` what to do).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca: Option<String>,
+    /// On `renewed` and `reload_pending`: the CA that issued the new certificate (a fallback CA
+    /// of the certificate's `issuer` list, perhaps).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_by: Option<String>,
     /// On `reload_pending`: when the reload window opens and the registry restarts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reload_pending_until: Option<String>,
@@ -128,8 +133,11 @@ pub async fn send_reports(config: &Config, reports: &[CertReport]) {
 /// The notification for a renewal result (none for "not due").
 fn event_for(cert: &CertificateConfig, report: &CertReport) -> Option<Event> {
     Some(match &report.outcome {
-        Outcome::Renewed { serial, not_after, .. } => Event::new(cert, EventKind::Renewed, Some(serial), Some(*not_after), None),
-        Outcome::ReloadPending { serial, not_after, until, .. } => Event {
+        Outcome::Renewed { serial, not_after, issued_by, .. } => {
+            Event { issued_by: Some(issued_by.clone()), ..Event::new(cert, EventKind::Renewed, Some(serial), Some(*not_after), None) }
+        }
+        Outcome::ReloadPending { serial, not_after, until, issued_by, .. } => Event {
+            issued_by: Some(issued_by.clone()),
             reload_pending_until: Some(rfc3339(*until)),
             ..Event::new(cert, EventKind::ReloadPending, Some(serial), Some(*not_after), None)
         },
@@ -159,6 +167,7 @@ impl Event {
             days_left: not_after.map(|t| (t as i64 - now as i64).div_euclid(86_400)),
             error,
             ca: None,
+            issued_by: None,
             reload_pending_until: None,
         }
     }
@@ -170,7 +179,12 @@ impl Event {
         Event {
             event: EventKind::Expiring,
             certificate: origin.to_string(),
-            domains: config.certificates.iter().filter(|c| c.issuer == origin).flat_map(CertificateConfig::names).collect(),
+            domains: config
+                .certificates
+                .iter()
+                .filter(|c| c.issuer.private_ca() == Some(ca.ca.as_str()))
+                .flat_map(CertificateConfig::names)
+                .collect(),
             host: hostname(),
             time: rfc3339(now),
             serial: Some(ca.serial.clone()),
@@ -178,6 +192,7 @@ impl Event {
             days_left: Some((ca.not_after as i64 - now as i64).div_euclid(86_400)),
             error: Some(message),
             ca: Some(ca.ca.clone()),
+            issued_by: None,
             reload_pending_until: None,
         }
     }

@@ -72,7 +72,7 @@ pub fn collect(config: &Config, state: &StateDir, certs: &[&CertificateConfig], 
         .iter()
         .map(|c| {
             let mut s = one(state, &issuers, alert_before, daemon.as_ref(), c, now);
-            s.ca_expiry = cas.iter().find(|ca| c.issuer == crate::config::IssuerRef::Ca(ca.ca.clone())).cloned();
+            s.ca_expiry = cas.iter().find(|ca| c.issuer.private_ca() == Some(ca.ca.as_str())).cloned();
             s
         })
         .collect()
@@ -91,7 +91,9 @@ fn one(
     let leaf = installed.ok().flatten().map(|i| i.leaf);
     // What state_dir recorded when it issued the installed certificate (not an older one's).
     let meta = leaf.as_ref().and_then(|l| state.meta_for(&cert.name, &l.sha256));
-    let configured_profile = issuers.of(cert).ok().and_then(|i| i.profile(cert)).map(str::to_owned);
+    // The CA of the `issuer` list that issued the installed certificate, else the first one.
+    let issuer = issuers.by_origin(cert, meta.as_ref().map(|m| m.directory.as_str())).ok();
+    let configured_profile = issuer.and_then(|i| i.profile(cert)).map(str::to_owned);
     let reload_pending = crate::renew::pending::load(state, &cert.name).filter(|p| leaf.as_ref().is_some_and(|l| l.sha256 == p.sha256));
     let (next_due, due_reason) = match decision {
         Decision::NotDue { due_at, .. } => (Some(due_at), None),
@@ -106,7 +108,7 @@ fn one(
             .as_ref()
             .map(|l| l.dns_names.iter().cloned().chain(l.ips.iter().map(|ip| ip.to_string())).collect())
             .unwrap_or_default(),
-        issued_by: issuers.of(cert).ok().map(Issuer::label),
+        issued_by: issuer.map(Issuer::label),
         ca: meta.as_ref().map(|m| m.directory.clone()),
         lifetime: leaf.as_ref().map(|l| l.not_after.saturating_sub(l.not_before)),
         issuer: leaf.as_ref().map(|l| l.issuer.clone()),

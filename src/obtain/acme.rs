@@ -22,7 +22,7 @@ use crate::certinfo::{LeafInfo, check_chain_links, fmt_time, parse_pem_certs, to
 use crate::challenge::dns_persist::{self, DnsPersist};
 use crate::challenge::dns01::Dns01;
 use crate::challenge::{Published, Solver};
-use crate::config::{AcmeConfig, CertificateConfig, Http01Config};
+use crate::config::{AcmeConfig, CertificateConfig, Http01Config, IssuerRef};
 use crate::keys::LeafKey;
 use crate::progress::step;
 use crate::state::{Issued, IssuedMeta, StateDir};
@@ -31,6 +31,8 @@ use crate::state::{Issued, IssuedMeta, StateDir};
 /// shared by every certificate of the process; a failure to do so is remembered for the run,
 /// so a CA that is down costs one attempt, not one per certificate.
 pub struct AcmeIssuer {
+    /// How certificates name it: `acme`, `acme:NAME`.
+    name: IssuerRef,
     config: AcmeConfig,
     http01: Http01Config,
     state: StateDir,
@@ -74,8 +76,9 @@ fn poll_policy() -> RetryPolicy {
 }
 
 impl AcmeIssuer {
-    pub(crate) fn new(config: &AcmeConfig, http01: &Http01Config, state: &StateDir) -> Self {
+    pub(crate) fn new(name: IssuerRef, config: &AcmeConfig, http01: &Http01Config, state: &StateDir) -> Self {
         Self {
+            name,
             config: config.clone(),
             http01: http01.clone(),
             state: state.clone(),
@@ -91,7 +94,8 @@ impl AcmeIssuer {
     /// The roots the CA's own TLS must chain to: the system's and `[acme] ca_bundle`.
     fn roots(&self) -> Result<&RootCertStore, Error> {
         let roots = self.roots.get_or_init(|| {
-            tls::root_store(self.config.ca_bundle.as_deref().as_slice()).map_err(|e| Error::Local(format!("[acme] ca_bundle: {e}")))
+            tls::root_store(self.config.ca_bundle.as_deref().as_slice())
+                .map_err(|e| Error::Local(format!("{} ca_bundle: {e}", self.name.section())))
         });
         roots.as_ref().map_err(Clone::clone)
     }
@@ -114,6 +118,20 @@ impl AcmeIssuer {
 
     pub(crate) fn directory(&self) -> &str {
         self.config.directory_url()
+    }
+
+    /// The CA's `ca_bundle`: the roots of a private ACME CA (step-ca, Pebble), which its
+    /// certificates chain to as well; a public CA's roots are the system's.
+    pub(crate) fn trust_anchor(&self) -> Option<&std::path::Path> {
+        self.config.ca_bundle.as_deref()
+    }
+
+    /// `ACME https://…` for `[acme]`, `ACME "NAME" (https://…)` for `[acme_ca.NAME]`.
+    pub(crate) fn label(&self) -> String {
+        match &self.name {
+            IssuerRef::AcmeNamed(name) => format!("ACME \"{name}\" ({})", self.directory()),
+            _ => format!("ACME {}", self.directory()),
+        }
     }
 
     async fn ready(&self) -> Result<&Ready, Error> {
@@ -306,6 +324,7 @@ impl AcmeIssuer {
         let issued = self.check_and_package(cert, key, &pem, order.url(), &account, profile)?;
         tracing::info!(
             cert = %name,
+            ca = %self.label(),
             serial = %issued.meta.serial,
             not_after = %fmt_time(issued.meta.not_after),
             profile = issued.meta.profile.as_deref().unwrap_or("(the CA's default)"),
@@ -321,7 +340,7 @@ impl AcmeIssuer {
     /// deactivated; the order is never finalized.
     pub(crate) async fn trial(&self, cert: &CertificateConfig, key: LeafKey) -> Result<Trial, Error> {
         if let Some(config) = staging_instead(&self.config) {
-            let staging = AcmeIssuer::new(&config, &self.http01, &self.state);
+            let staging = AcmeIssuer::new(self.name.clone(), &config, &self.http01, &self.state);
             let issued = staging.issue(cert, key, None).await?;
             let how = format!(
                 "issued by Let's Encrypt's staging CA ({}) instead of production; an untrusted test certificate, thrown away",
@@ -431,9 +450,12 @@ impl AcmeIssuer {
         if let Some(wanted) = profile {
             let offered: Vec<(&str, &str)> = ready.account.profiles().map(|p| (p.name, p.description)).collect();
             check_profile(wanted, &offered, self.directory()).map_err(|e| {
-                let key =
-                    if cert.profile.is_some() { format!("[[certificate]] `{}`: profile", cert.name) } else { "[acme] profile".into() };
-                Error::Local(format!("{key} = \"{wanted}\": {e}"))
+                let key = if cert.profile.is_some() {
+                    format!("[[certificate]] `{}`: profile", cert.name)
+                } else {
+                    format!("{} profile", self.name.section())
+                };
+                Error::NotOffered(format!("{key} = \"{wanted}\": {e}"))
             })?;
         }
         // IP addresses are identifiers of their own type (RFC 8738), validated over HTTP-01 at the address itself.

@@ -52,6 +52,9 @@ pub enum Error {
     /// Publishing a challenge response failed (responder, webroot, DNS).
     #[error("{0}")]
     Challenge(String),
+    /// The CA does not offer what the certificate asks for (its `profile`).
+    #[error("{0}")]
+    NotOffered(String),
     /// The CA's certificate is not one we would install (wrong key, names, broken chain).
     #[error("{0}")]
     Rejected(String),
@@ -61,6 +64,10 @@ pub enum Error {
     /// Local trouble: the key, the CSR, the account file, the configuration.
     #[error("{0}")]
     Local(String),
+    /// Every CA of a certificate's `issuer` list failed, each with its error (in the order tried).
+    /// The last one's error is what the renewal reacts to (its Retry-After, say).
+    #[error("no CA of the certificate's `issuer` list could issue: {}", .tried.iter().map(|(ca, e)| format!("{ca}: {e}")).collect::<Vec<_>>().join("; then "))]
+    EveryCa { tried: Vec<(String, Error)> },
     /// Which step of the flow failed.
     #[error("{step}: {source}")]
     During { step: &'static str, source: Box<Error> },
@@ -106,10 +113,16 @@ impl Error {
         Error::During { step, source: Box::new(self) }
     }
 
-    /// The error itself, without the steps around it.
+    /// Every CA of a list failed: `tried` holds each CA's label and error, in order.
+    pub(crate) fn every_ca(tried: Vec<(String, Error)>) -> Self {
+        Error::EveryCa { tried }
+    }
+
+    /// The error itself, without the steps around it (of the last CA tried, when several were).
     pub fn root(&self) -> &Error {
         match self {
             Error::During { source, .. } => source.root(),
+            Error::EveryCa { tried } if !tried.is_empty() => tried[tried.len() - 1].1.root(),
             other => other,
         }
     }
@@ -124,6 +137,38 @@ impl Error {
 
     pub fn is_problem(&self, kind: &ProblemKind) -> bool {
         self.problem().is_some_and(|p| &p.kind == kind)
+    }
+
+    /// Should the next CA of a certificate's `issuer` list be tried? Yes when this CA cannot
+    /// issue — it did not answer (down, unreachable, timed out), answered with something unusable
+    /// (5xx, not ACME, a broken chain), or refused with a problem of its own (rateLimited,
+    /// rejectedIdentifier, caa, serverInternal, an account or EAB problem, a profile or challenge
+    /// type it does not offer). No when the fault is ours and would be the same at every CA,
+    /// where trying the next one only spends its rate limit: local trouble (key, CSR, state_dir,
+    /// configuration), a challenge that could not be published (responder, webroot, DNS
+    /// provider), and names the CA could not validate because what it found was wrong or
+    /// missing (connection, dns, incorrectResponse, unauthorized, tls) — except where the CA
+    /// itself refused the name (caa, rejectedIdentifier), which another CA may allow.
+    pub fn falls_through(&self) -> bool {
+        match self.root() {
+            Error::Problem(_)
+            | Error::Unreachable { .. }
+            | Error::NoAnswer { .. }
+            | Error::Timeout { .. }
+            | Error::NotAcme { .. }
+            | Error::Unexpected { .. }
+            | Error::Unsupported { .. }
+            | Error::Acme { .. }
+            | Error::AuthorizationUnusable { .. }
+            | Error::NoChallenge { .. }
+            | Error::NotOffered(_)
+            | Error::Rejected(_) => true,
+            Error::ValidationFailed { failures } => {
+                failures.iter().any(|(_, p)| matches!(p.kind, ProblemKind::Caa | ProblemKind::RejectedIdentifier))
+            }
+            Error::Challenge(_) | Error::LocalCa(_) | Error::Local(_) => false,
+            Error::During { .. } | Error::EveryCa { .. } => false,
+        }
     }
 
     /// When the CA asked us to come back (a rate limit's Retry-After).
@@ -179,6 +224,37 @@ mod tests {
             e.to_string(),
             "the ACME server https://ca/dir did not answer within 30s; check that it is up and reachable, or raise [acme] timeout"
         );
+    }
+
+    #[test]
+    fn what_a_ca_cannot_do_falls_through_and_what_is_ours_does_not() {
+        let problem = |t: &str| {
+            let p: instant_acme::Problem =
+                serde_json::from_str(&format!(r#"{{"type":"urn:ietf:params:acme:error:{t}","status":400}}"#)).unwrap();
+            Problem::from_acme(&p, None)
+        };
+        let ca = || "https://ca/dir".to_owned();
+        for e in [
+            Error::Problem(problem("rateLimited")),
+            Error::Problem(problem("rejectedIdentifier")),
+            Error::Problem(problem("serverInternal")),
+            Error::Unreachable { ca: ca(), detail: "connection refused".into() },
+            Error::NoAnswer { ca: ca(), after: Duration::from_secs(30) },
+            Error::Unexpected { ca: ca(), detail: "HTTP 503".into() },
+            Error::NotOffered("profile".into()),
+            Error::Rejected("broken chain".into()).during("downloading the certificate"),
+            Error::ValidationFailed { failures: vec![("a.test".into(), problem("caa"))] },
+        ] {
+            assert!(e.falls_through(), "{e:?}");
+        }
+        for e in [
+            Error::Local("cannot generate a key".into()),
+            Error::Challenge("the responder cannot listen".into()).during("publishing"),
+            Error::ValidationFailed { failures: vec![("a.test".into(), problem("connection")), ("b.test".into(), problem("dns"))] },
+            Error::ValidationFailed { failures: vec![("a.test".into(), problem("incorrectResponse"))] },
+        ] {
+            assert!(!e.falls_through(), "{e:?}");
+        }
     }
 
     #[test]

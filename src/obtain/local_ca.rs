@@ -462,11 +462,10 @@ pub fn expiries(config: &crate::config::Config, state: &StateDir) -> Vec<CaExpir
     for name in config.ca.keys() {
         let Ok(chain) = ca_chain(state, name) else { continue };
         let Some(info) = chain.iter().filter_map(|der| LeafInfo::parse(der).ok()).min_by_key(|i| i.not_after) else { continue };
-        let origin = crate::config::IssuerRef::Ca(name.clone());
         let warn = config
             .certificates
             .iter()
-            .filter(|c| c.issuer == origin)
+            .filter(|c| c.issuer.private_ca() == Some(name.as_str()))
             .map(|c| c.validity.unwrap_or(DEFAULT_LEAF_VALIDITY).min(MAX_VALIDITY))
             .max()
             .unwrap_or(DEFAULT_LEAF_VALIDITY);

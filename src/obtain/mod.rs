@@ -3,9 +3,11 @@
 //! An [`Issuer`] is whatever signs certificates for a `[[certificate]]`: an ACME CA
 //! ([`acme`], with [`account`] and [`tls`]) or a private CA kept in state_dir ([`local_ca`]).
 //! The rest of regcert sees only this seam: it asks [`Issuers`] for the issuer a certificate
-//! names (`issuer = "acme"` or `"ca:NAME"`), and that issuer issues, tells the renewal window
-//! its CA suggests, names the trust anchor that verification and client trust need, and gives
-//! a label for people. A new kind of issuer is one new module here and one variant of
+//! names (`issuer = "acme"`, `"acme:NAME"` or `"ca:NAME"`; or ACME CAs tried in turn, see
+//! [`Issuers::in_turn`] and [`Error::falls_through`]), and that issuer issues, tells the renewal
+//! window its CA suggests, names the trust anchor that verification and client trust need, and
+//! gives a label for people. What is done with an installed certificate (its renewal window,
+//! `replaces`, verification) asks the issuer that issued it ([`Issuers::that_issued`]). A new kind of issuer is one new module here and one variant of
 //! [`Issuer`]; nothing outside `obtain/` and `config` names a concrete one.
 
 #[macro_use]
@@ -56,7 +58,7 @@ use crate::state::{Issued, StateDir};
 
 /// Who signs a certificate.
 pub enum Issuer {
-    /// An ACME CA (`[acme]`); boxed, it holds an account, an HTTP client and a solver.
+    /// An ACME CA (`[acme]` or `[acme_ca.NAME]`); boxed, it holds an account, an HTTP client and a solver.
     Acme(Box<acme::AcmeIssuer>),
     /// A private CA in state_dir (`[ca.NAME]`).
     Local(local_ca::LocalIssuer),
@@ -134,10 +136,11 @@ impl Issuer {
     }
 
     /// A root certificate (PEM file) that verification and Docker clients must trust beyond the
-    /// system's, for issuers whose roots are not public.
+    /// system's, for issuers whose roots are not public: a private CA's root, a private ACME
+    /// CA's `ca_bundle`. Asked of the issuer that issued the certificate, so it follows a fallback.
     pub fn trust_anchor(&self) -> Option<&Path> {
         match self {
-            Issuer::Acme(_) => None,
+            Issuer::Acme(acme) => acme.trust_anchor(),
             Issuer::Local(ca) => Some(ca.trust_anchor()),
         }
     }
@@ -162,10 +165,10 @@ impl Issuer {
     }
 
     /// What people read in status, logs and notifications: `ACME https://…/directory`,
-    /// `private CA "internal"`.
+    /// `ACME "zerossl" (https://…/directory)`, `private CA "internal"`.
     pub fn label(&self) -> String {
         match self {
-            Issuer::Acme(acme) => format!("ACME {}", acme.directory()),
+            Issuer::Acme(acme) => acme.label(),
             Issuer::Local(ca) => ca.label(),
         }
     }
@@ -176,26 +179,62 @@ impl Issuer {
 /// is read when it signs.
 pub struct Issuers {
     by_name: BTreeMap<String, Issuer>,
+    /// For the record of which CA issued an installed certificate (`meta.json`).
+    state: StateDir,
 }
 
 impl Issuers {
     pub fn from_config(config: &Config, state: &StateDir) -> Self {
         let mut by_name = BTreeMap::new();
-        if let Some(acme) = &config.acme {
-            by_name.insert(IssuerRef::Acme.to_string(), Issuer::Acme(Box::new(acme::AcmeIssuer::new(acme, &config.http01, state))));
+        for (name, acme) in config.acme_cas() {
+            let issuer = Issuer::Acme(Box::new(acme::AcmeIssuer::new(name.clone(), acme, &config.http01, state)));
+            by_name.insert(name.to_string(), issuer);
         }
         for name in config.ca.keys() {
             by_name.insert(IssuerRef::Ca(name.clone()).to_string(), Issuer::Local(local_ca::LocalIssuer::new(name, state)));
         }
-        Self { by_name }
+        Self { by_name, state: state.clone() }
     }
 
-    /// The issuer `cert` names. Validation guarantees it exists; the error is for callers
-    /// that skipped it.
+    /// The issuer `cert` names first (its only one, usually). Validation guarantees it exists;
+    /// the error is for callers that skipped it.
     pub fn of(&self, cert: &CertificateConfig) -> Result<&Issuer, Error> {
-        let name = cert.issuer.to_string();
-        self.by_name.get(&name).ok_or_else(|| {
-            Error::Local(format!("[[certificate]] `{}`: issuer \"{name}\" is not configured (add [acme] or [ca.NAME])", cert.name))
+        self.named(cert, cert.issuer.first())
+    }
+
+    /// Every issuer `cert` names, in the order they are tried: a renewal starts at the first
+    /// each time and goes on to the next only when one cannot issue ([`Error::falls_through`]).
+    pub fn in_turn(&self, cert: &CertificateConfig) -> Result<Vec<&Issuer>, Error> {
+        cert.issuer.iter().map(|r| self.named(cert, r)).collect()
+    }
+
+    fn named(&self, cert: &CertificateConfig, name: &IssuerRef) -> Result<&Issuer, Error> {
+        self.by_name.get(&name.to_string()).ok_or_else(|| {
+            Error::Local(format!(
+                "[[certificate]] `{}`: issuer \"{name}\" is not configured (add {})",
+                cert.name,
+                match name {
+                    IssuerRef::Acme => "[acme]".to_owned(),
+                    other => other.section(),
+                }
+            ))
         })
+    }
+
+    /// The issuer of `cert`'s list whose CA issued the certificate recorded as `origin` (the
+    /// `directory` of its `meta.json`), else the first one: the CA a certificate from a fallback
+    /// CA is judged against, asked for its renewal window and trusted for.
+    pub fn by_origin(&self, cert: &CertificateConfig, origin: Option<&str>) -> Result<&Issuer, Error> {
+        let listed = self.in_turn(cert)?;
+        let found = origin.and_then(|o| listed.iter().find(|i| i.origin() == o));
+        let first = listed.first().ok_or_else(|| Error::Local(format!("[[certificate]] `{}`: issuer = []: name an issuer", cert.name)));
+        found.copied().map_or(first.copied(), Ok)
+    }
+
+    /// [`Issuers::by_origin`] for the installed leaf with fingerprint `sha256`, from what
+    /// state_dir recorded when it was issued.
+    pub fn that_issued(&self, cert: &CertificateConfig, sha256: Option<&str>) -> Result<&Issuer, Error> {
+        let meta = sha256.and_then(|h| self.state.meta_for(&cert.name, h));
+        self.by_origin(cert, meta.as_ref().map(|m| m.directory.as_str()))
     }
 }

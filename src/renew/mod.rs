@@ -54,7 +54,8 @@ pub fn plan<'c>(state: &StateDir, issuers: &Issuers, certs: &[&'c CertificateCon
 
 /// The renewal policy's decision for `cert` given what is installed, with what state_dir knows
 /// of the CA the installed certificate came from (the record of the last issuance, when that is
-/// the installed certificate): one issued by another CA than the configured issuer is due.
+/// the installed certificate): one issued by a CA that is not in the certificate's `issuer`
+/// list is due; one from a fallback CA of the list is judged against that CA.
 pub fn decision(
     state: &StateDir,
     issuers: &Issuers,
@@ -65,7 +66,7 @@ pub fn decision(
 ) -> Decision {
     let leaf = installed.as_ref().ok().and_then(Option::as_ref).map(|i| &i.leaf);
     let recorded = leaf.and_then(|l| state.meta_for(&cert.name, &l.sha256));
-    let issuer = issuers.of(cert).ok();
+    let issuer = issuers.by_origin(cert, recorded.as_ref().map(|m| m.directory.as_str())).ok();
     let configured = issuer.map(Issuer::origin);
     let origin = match (&recorded, &configured) {
         (Some(meta), Some(configured)) => Some(Origin {
@@ -126,9 +127,9 @@ fn settled(state: &StateDir, cert: &CertificateConfig, decision: Decision) -> Re
     }
 }
 
-/// What [`Renewer::obtain`] got.
-enum Obtained {
-    Issued { issued: Issued, from_store: bool },
+/// What [`Renewer::obtain`] got, and from which issuer.
+enum Obtained<'i> {
+    Issued { issued: Issued, from_store: bool, by: &'i Issuer },
     DryRun(Outcome),
 }
 
@@ -187,16 +188,16 @@ impl<'a> Renewer<'a> {
         if !blocked.is_empty() {
             return Err(Error::Step(blocked.join("; ")));
         }
+        // The first issuer stands for all of them until one has issued: a list holds only ACME CAs.
         let issuer = self.issuers.of(cert)?;
         step("checking the reload and the verification before ordering");
         // Check the delivery before ordering: a wrong container name must not cost an issuance.
         let reload = reload::prepare(cert).await?;
         crate::trust::preflight(cert)?;
         let settings = cert.verify_settings();
-        let verify = match &settings {
-            Some(s) => Some((verify::Target::for_certificate(cert, s, issuer.trust_anchor())?, s.timeout)),
-            None => None,
-        };
+        if let Some(s) = &settings {
+            verify::Target::for_certificate(cert, s, issuer.trust_anchor())?;
+        }
         // A run that died mid-install: the install dir gets a matching pair again first.
         let interrupted = !self.opts.dry_run && install::interrupted(self.state, &cert.name);
         if interrupted {
@@ -206,17 +207,22 @@ impl<'a> Renewer<'a> {
         // fails this certificate, not the pass. What follows is bounded step by step (the reload
         // actions' and the verification's own timeouts), so a rollback is never cut off.
         let limit = self.config.renewal_timeout;
-        let obtained = progress::bounded(limit, self.obtain(cert, issuer, reason, interrupted)).await.map_err(|t| {
+        let obtained = progress::bounded(limit, self.obtain(cert, reason, interrupted)).await.map_err(|t| {
             Error::Step(format!(
                 "{} timed out after {} while {} (renewal_timeout); the installed certificate is unchanged and the renewal will be retried",
-                issuer.label(),
+                self.labels(cert),
                 humantime::format_duration(t.after),
                 t.step
             ))
         })??;
-        let (issued, from_store) = match obtained {
-            Obtained::Issued { issued, from_store } => (issued, from_store),
+        let (issued, from_store, issuer) = match obtained {
+            Obtained::Issued { issued, from_store, by } => (issued, from_store, by),
             Obtained::DryRun(outcome) => return Ok(outcome),
+        };
+        // Verification and client trust follow the CA that issued it.
+        let verify = match &settings {
+            Some(s) => Some((verify::Target::for_certificate(cert, s, issuer.trust_anchor())?, s.timeout)),
+            None => None,
         };
         step("installing");
         let new =
@@ -235,7 +241,7 @@ impl<'a> Renewer<'a> {
             }
         };
         let unkept = install::install(self.state, cert, &new, &reload.in_place)?;
-        if let Some(outcome) = self.hold(cert, reason, &issued, served) {
+        if let Some(outcome) = self.hold(cert, reason, &issued, served, issuer) {
             return Ok(outcome);
         }
         pending::clear(self.state, &cert.name);
@@ -254,6 +260,7 @@ impl<'a> Renewer<'a> {
                     reason: reason.clone(),
                     not_after: m.not_after,
                     serial: m.serial,
+                    issued_by: issuer.label(),
                     fullchain: cert.install.fullchain_path(),
                     from_store,
                     reloaded: !reload.is_empty(),
@@ -268,7 +275,7 @@ impl<'a> Renewer<'a> {
 
     /// Just installed: hold the reload for the window, when one applies and the registry can
     /// keep serving what it has until then. The install is over either way (its journal goes).
-    fn hold(&self, cert: &CertificateConfig, reason: &Reason, issued: &Issued, served: Option<(u64, u64)>) -> Option<Outcome> {
+    fn hold(&self, cert: &CertificateConfig, reason: &Reason, issued: &Issued, served: Option<(u64, u64)>, by: &Issuer) -> Option<Outcome> {
         let window = pending::window_of(cert).filter(|_| pending::may_hold(reason))?;
         let now = SystemTime::now();
         let until = pending::hold_until(&window, served, now)?;
@@ -291,6 +298,7 @@ impl<'a> Renewer<'a> {
             reason: reason.clone(),
             not_after: m.not_after,
             serial: m.serial.clone(),
+            issued_by: by.label(),
             fullchain: cert.install.fullchain_path(),
             until,
         })
@@ -300,14 +308,14 @@ impl<'a> Renewer<'a> {
     /// (the one the registry served until now) when the installed pair is not served correctly.
     async fn finish_pending(&self, cert: &CertificateConfig, reason: &Reason) -> Result<Outcome, Error> {
         tracing::info!(cert = %cert.name, %reason, "reloading the certificate installed earlier");
-        let issuer = self.issuers.of(cert)?;
+        let installed = install::read_installed(&cert.install)?.ok_or_else(|| "the installed certificate is gone".to_owned())?;
+        let issuer = self.issuers.that_issued(cert, Some(&installed.leaf.sha256))?;
         let reload = reload::prepare(cert).await?;
         let settings = cert.verify_settings();
         let verify = match &settings {
             Some(s) => Some((verify::Target::for_certificate(cert, s, issuer.trust_anchor())?, s.timeout)),
             None => None,
         };
-        let installed = install::read_installed(&cert.install)?.ok_or_else(|| "the installed certificate is gone".to_owned())?;
         let registry = Live { cert: &cert.name, reload: &reload, verify };
         let enabled = settings.as_ref().is_some_and(|s| s.rollback);
         let rollback = Rollback { state: self.state, cert, enabled, in_place: &reload.in_place, unkept: None };
@@ -321,6 +329,7 @@ impl<'a> Renewer<'a> {
                     reason: reason.clone(),
                     not_after: installed.leaf.not_after,
                     serial: installed.leaf.serial,
+                    issued_by: issuer.label(),
                     fullchain: cert.install.fullchain_path(),
                     from_store: false,
                     reloaded: !reload.is_empty(),
@@ -337,13 +346,53 @@ impl<'a> Renewer<'a> {
         }
     }
 
-    /// The certificate to install: kept from an earlier issuance, or issued now (and kept at
-    /// once, so a failed install never costs a second issuance). A dry run ends here.
-    async fn obtain(&self, cert: &CertificateConfig, issuer: &Issuer, reason: &Reason, interrupted: bool) -> Result<Obtained, Error> {
+    /// `cert`'s issuers as people read them, in the order they are tried.
+    fn labels(&self, cert: &CertificateConfig) -> String {
+        let labels: Vec<String> = self.issuers.in_turn(cert).unwrap_or_default().into_iter().map(Issuer::label).collect();
+        labels.join(", then ")
+    }
+
+    /// The certificate to install: kept from an earlier issuance, or issued now by the first
+    /// issuer of `cert`'s list that can (and kept at once, so a failed install never costs a
+    /// second issuance). A dry run ends here.
+    async fn obtain(&self, cert: &CertificateConfig, reason: &Reason, interrupted: bool) -> Result<Obtained<'a>, Error> {
+        if !self.opts.dry_run
+            && let Some((issued, by)) = (!self.opts.force).then(|| self.stored_replacement(cert, interrupted)).flatten()
+        {
+            return Ok(Obtained::Issued { issued, from_store: true, by });
+        }
+        let issuers = self.issuers.in_turn(cert)?;
+        let mut tried = Vec::new();
+        for (i, issuer) in issuers.iter().enumerate() {
+            let next = issuers.get(i + 1);
+            match self.obtain_from(cert, issuer, reason).await {
+                Ok(obtained) => {
+                    if !tried.is_empty() {
+                        tracing::info!(cert = %cert.name, ca = %issuer.label(), "issued by a fallback CA: the ones before it could not issue");
+                    }
+                    return Ok(obtained);
+                }
+                Err(Error::Obtain(e)) if next.is_some() && e.falls_through() => {
+                    let next = next.map(|n| n.label()).unwrap_or_default();
+                    tracing::warn!(cert = %cert.name, ca = %issuer.label(), error = %e, next = %next, "this CA cannot issue; trying the next one");
+                    tried.push((issuer.label(), e));
+                }
+                Err(Error::Obtain(e)) if !tried.is_empty() => {
+                    tried.push((issuer.label(), e));
+                    return Err(Error::Obtain(crate::obtain::Error::every_ca(tried)));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::Step(format!("[[certificate]] `{}`: no issuer to try", cert.name)))
+    }
+
+    /// [`Renewer::obtain`] from one issuer.
+    async fn obtain_from(&self, cert: &CertificateConfig, issuer: &'a Issuer, reason: &Reason) -> Result<Obtained<'a>, Error> {
         if self.opts.dry_run {
             // Never finalized against a production CA, never a `replaces` for the live certificate.
             let trial = issuer.trial(cert, self.leaf_key(cert).await?).await?;
-            tracing::info!(cert = %cert.name, how = %trial.how, "dry run: not storing or installing");
+            tracing::info!(cert = %cert.name, ca = %issuer.label(), how = %trial.how, "dry run: not storing or installing");
             let m = trial.issued.map(|i| i.meta);
             return Ok(Obtained::DryRun(Outcome::DryRun {
                 reason: reason.clone(),
@@ -352,11 +401,9 @@ impl<'a> Renewer<'a> {
                 how: trial.how,
             }));
         }
-        if let Some(issued) = (!self.opts.force).then(|| self.stored_replacement(cert, interrupted)).flatten() {
-            return Ok(Obtained::Issued { issued, from_store: true });
-        }
         let key = self.leaf_key(cert).await?;
-        // The installed certificate, and the ACME account that issued it when state_dir knows.
+        // The installed certificate, and the ACME account that issued it when state_dir knows:
+        // each CA names it in `replaces` only when its own account issued it.
         let current = install::read_installed(&cert.install).ok().flatten();
         let meta = current.as_ref().and_then(|c| self.state.load_meta(&cert.name).filter(|m| m.sha256 == c.leaf.sha256));
         let predecessor = current.as_ref().map(|c| Predecessor {
@@ -368,22 +415,23 @@ impl<'a> Renewer<'a> {
         self.state
             .save_issued(&issued)
             .map_err(|e| format!("cannot keep the issued certificate in {}: {e}", self.state.cert_dir(&cert.name).display()))?;
-        Ok(Obtained::Issued { issued, from_store: false })
+        Ok(Obtained::Issued { issued, from_store: false, by: issuer })
     }
 
     /// A certificate issued earlier but never installed (say, the install dir was read-only)
     /// is installed instead of ordering again, as long as the policy would keep it. After an
     /// interrupted install it is delivered again even when it is what is installed (a first
     /// install, with no known-good pair to put back, killed before its reload).
-    fn stored_replacement(&self, cert: &CertificateConfig, interrupted: bool) -> Option<Issued> {
+    fn stored_replacement(&self, cert: &CertificateConfig, interrupted: bool) -> Option<(Issued, &'a Issuer)> {
         let stored = self.state.load_issued(&cert.name)?;
         let pair = inspect_pair(stored.fullchain_pem().as_bytes(), Some(&stored.key_pem)).ok()?;
         let installed = install::read_installed(&cert.install).ok().flatten();
         if !interrupted && installed.is_some_and(|i| i.leaf.sha256 == pair.leaf.sha256) {
             return None;
         }
-        // Kept from another CA (staging before production, say): not what the config wants now.
-        let issuer = self.issuers.of(cert).ok()?;
+        // Kept from a CA the list does not name (staging before production, say): not what the
+        // config wants now.
+        let issuer = self.issuers.by_origin(cert, Some(&stored.meta.directory)).ok()?;
         let configured = issuer.origin();
         let origin = Origin {
             installed: &stored.meta.directory,
@@ -391,7 +439,7 @@ impl<'a> Renewer<'a> {
             installed_profile: stored.meta.profile.as_deref(),
             configured_profile: issuer.profile(cert),
         };
-        matches!(decide(cert, Ok(Some(&pair)), Some(origin), SystemTime::now(), false), Decision::NotDue { .. }).then_some(stored)
+        matches!(decide(cert, Ok(Some(&pair)), Some(origin), SystemTime::now(), false), Decision::NotDue { .. }).then_some((stored, issuer))
     }
 
     /// A fresh key, or with `reuse_key` the last one (when it is still of the configured type).

@@ -53,6 +53,8 @@ pub enum Outcome {
         reason: Reason,
         not_after: u64,
         serial: String,
+        /// The CA that issued it, as people read it (`ACME "NAME" (https://…)`).
+        issued_by: String,
         fullchain: PathBuf,
         /// Installed material issued earlier and kept in state_dir (a previous install had failed).
         from_store: bool,
@@ -74,6 +76,7 @@ pub enum Outcome {
         reason: Reason,
         not_after: u64,
         serial: String,
+        issued_by: String,
         fullchain: PathBuf,
         until: u64,
     },
@@ -112,7 +115,7 @@ impl fmt::Display for CertReport {
                     None => Ok(()),
                 }
             }
-            Outcome::Renewed { reason, not_after, serial, fullchain, from_store, reloaded, verified } => {
+            Outcome::Renewed { reason, not_after, serial, issued_by, fullchain, from_store, reloaded, verified } => {
                 let what = match reason {
                     Reason::ReloadPending { .. } => "reloaded the certificate installed earlier",
                     _ if *from_store => "installed the certificate already issued and kept in state_dir",
@@ -120,7 +123,7 @@ impl fmt::Display for CertReport {
                 };
                 write!(
                     f,
-                    "{name}: {what} ({reason}); serial {serial}, expires {}; installed {}",
+                    "{name}: {what} ({reason}); serial {serial}, expires {}, issued by {issued_by}; installed {}",
                     fmt_time(*not_after),
                     fullchain.display()
                 )?;
@@ -138,9 +141,9 @@ impl fmt::Display for CertReport {
                 fmt_time(*not_after)
             ),
             Outcome::DryRun { reason, how, .. } => write!(f, "{name}: due ({reason}); {how} — dry run: nothing stored or installed"),
-            Outcome::ReloadPending { reason, not_after, serial, fullchain, until } => write!(
+            Outcome::ReloadPending { reason, not_after, serial, issued_by, fullchain, until } => write!(
                 f,
-                "{name}: renewed ({reason}); serial {serial}, expires {}; installed {}, reload pending until {} (the reload window)",
+                "{name}: renewed ({reason}); serial {serial}, expires {}, issued by {issued_by}; installed {}, reload pending until {} (the reload window)",
                 fmt_time(*not_after),
                 fullchain.display(),
                 fmt_time(*until)

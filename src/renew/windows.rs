@@ -5,7 +5,8 @@
 //! certificate, an incident): the window is asked for and stored in schedule.json with the
 //! moment chosen inside it. It is asked for again only after the CA's Retry-After, so a pass
 //! whose stored windows are fresh stays off the network; a CA without ARI is asked again after a
-//! day, one that failed after an hour.
+//! day, one that failed after an hour. The CA asked is the one that issued the installed
+//! certificate (a fallback CA of the certificate's `issuer` list, perhaps): no other CA knows it.
 
 use super::{CertReport, Outcome, Plan};
 use crate::certinfo::fmt_time;
@@ -30,19 +31,23 @@ pub struct Kept {
 pub fn kept(state: &StateDir, issuers: &Issuers, plan: &Plan<'_>) -> Vec<Kept> {
     plan.iter()
         .enumerate()
-        .filter(|(_, (cert, decision))| {
-            matches!(decision, Decision::NotDue { .. }) && issuers.of(cert).is_ok_and(Issuer::offers_renewal_windows)
-        })
+        .filter(|(_, (_, decision))| matches!(decision, Decision::NotDue { .. }))
         .filter_map(|(index, (cert, _))| {
             let installed = install::read_installed(&cert.install).ok().flatten()?;
+            issuing(issuers, cert, &installed).filter(|i| i.offers_renewal_windows())?;
             Some(Kept { index, installed, schedule: Schedule::load(state, &cert.name), changed: false })
         })
         .collect()
 }
 
+/// The issuer of `cert`'s list that issued `installed` (state_dir's record), else its first.
+fn issuing<'i>(issuers: &'i Issuers, cert: &CertificateConfig, installed: &Installed) -> Option<&'i Issuer> {
+    issuers.that_issued(cert, Some(&installed.leaf.sha256)).ok()
+}
+
 /// Must the CA be asked for any window of `kept`?
 pub fn any_stale(issuers: &Issuers, plan: &Plan<'_>, kept: &[Kept], now: u64) -> bool {
-    kept.iter().any(|k| issuers.of(plan[k.index].0).is_ok_and(|issuer| stale(issuer, &k.installed, &k.schedule, now)))
+    kept.iter().any(|k| issuing(issuers, plan[k.index].0, &k.installed).is_some_and(|issuer| stale(issuer, &k.installed, &k.schedule, now)))
 }
 
 /// Ask the CAs for the stale windows of `kept`.
@@ -61,7 +66,7 @@ pub async fn refresh_each<'a>(
 ) {
     let mut warned = false;
     for (cert, installed, schedule, changed) in each {
-        let Ok(issuer) = issuers.of(cert) else { continue };
+        let Some(issuer) = issuing(issuers, cert, installed) else { continue };
         if !stale(issuer, installed, schedule, now) {
             continue;
         }
@@ -128,8 +133,8 @@ pub async fn refresh(issuer: &Issuer, name: &str, installed: &Installed, schedul
 pub async fn learn_after_renewals(state: &StateDir, issuers: &Issuers, certs: &[&CertificateConfig], reports: &[CertReport], now: u64) {
     for report in reports.iter().filter(|r| matches!(r.outcome, Outcome::Renewed { .. } | Outcome::ReloadPending { .. })) {
         let Some(cert) = certs.iter().find(|c| c.name == report.name) else { continue };
-        let Ok(issuer) = issuers.of(cert) else { continue };
         let Some(installed) = install::read_installed(&cert.install).ok().flatten() else { continue };
+        let Some(issuer) = issuing(issuers, cert, &installed) else { continue };
         let mut schedule = Schedule::load(state, &cert.name);
         if !stale(issuer, &installed, &schedule, now) {
             continue;

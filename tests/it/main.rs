@@ -14,6 +14,7 @@ mod daemon;
 mod dns01;
 mod dns_persist;
 mod drain;
+mod fallback;
 mod hardening;
 mod harness;
 mod hooks;

@@ -121,6 +121,9 @@ pub struct PebbleOpts {
     /// Pebble 2.10's PEBBLE_ALTERNATE_ROOTS: that many alternate chains besides the default one,
     /// offered through `Link: rel="alternate"`.
     pub alternate_roots: Option<u8>,
+    /// The port Pebble's VA validates HTTP-01 at, instead of a free one: a second Pebble given
+    /// the first one's `http_port` validates at the same responder (several CAs, one config).
+    pub http_port: Option<u16>,
 }
 
 impl PebbleOpts {
@@ -186,7 +189,7 @@ impl Pebble {
         let (tls_root, cert, key) = write_tls_material(dir.path());
 
         let (listen, mgmt, http_port, tls_port, own_dns, dns_mgmt) =
-            (free_port(), free_port(), free_port(), free_port(), free_port(), free_port());
+            (free_port(), free_port(), opts.http_port.unwrap_or_else(free_port), free_port(), free_port(), free_port());
         let dns = opts.dns_port.unwrap_or(own_dns);
         let mut cfg = serde_json::json!({
             "pebble": {
@@ -554,9 +557,15 @@ impl Setup {
     /// The stored ACME account's (URL, base64url PKCS#8 key), as instant-acme keeps them.
     pub fn account_credentials(&self) -> (String, String) {
         let file = std::fs::read_dir(self.state().join("accounts")).unwrap().next().unwrap().unwrap().path();
-        let stored: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-        let field = |k: &str| stored["credentials"][k].as_str().unwrap_or_else(|| panic!("no {k} in {stored}")).to_owned();
-        (field("id"), field("key_pkcs8"))
+        credentials(&serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap())
+    }
+
+    /// [`Setup::account_credentials`] of the account kept for the CA at `directory` (one of
+    /// several); `None` when there is none.
+    pub fn account_for(&self, directory: &str) -> Option<(String, String)> {
+        let files = std::fs::read_dir(self.state().join("accounts")).ok()?;
+        let stored = files.map(|f| serde_json::from_slice::<serde_json::Value>(&std::fs::read(f.unwrap().path()).unwrap()).unwrap());
+        stored.into_iter().find(|s| s["directory"] == directory).map(|s| credentials(&s))
     }
 
     /// The certificate's record in state_dir (`meta.json`).
@@ -576,6 +585,12 @@ impl Setup {
     pub fn edit_cert(&self, name: &str, f: impl FnOnce(&mut Table)) {
         self.edit(|config| f(certificate(config, name)))
     }
+}
+
+/// (URL, base64url PKCS#8 key) of a stored ACME account (state_dir's accounts/*.json).
+fn credentials(stored: &serde_json::Value) -> (String, String) {
+    let field = |k: &str| stored["credentials"][k].as_str().unwrap_or_else(|| panic!("no {k} in {stored}")).to_owned();
+    (field("id"), field("key_pkcs8"))
 }
 
 /// A static web server (`python3 -m http.server`) serving `dir` on 127.0.0.1:`port`: the web
