@@ -10,7 +10,8 @@ for pkg_bin in pebble:/usr/bin/pebble openssl:/usr/bin/openssl curl:/usr/bin/cur
                nginx:/usr/sbin/nginx apache2-utils:/usr/bin/htpasswd \
                systemd:/usr/bin/systemd-analyze bind9:/usr/sbin/named bind9-dnsutils:/usr/bin/nsupdate \
                ca-certificates:/usr/sbin/update-ca-certificates \
-               containerd:/usr/bin/ctr skopeo:/usr/bin/skopeo; do
+               containerd:/usr/bin/ctr skopeo:/usr/bin/skopeo \
+               man-db:/usr/bin/man binutils:/usr/bin/objdump adduser:/usr/sbin/adduser; do
   pkg=${pkg_bin%%:*} bin=${pkg_bin#*:}
   [ -x "$bin" ] || need+=("$pkg")
 done

@@ -23,7 +23,13 @@ started=$SECONDS
 nice -n 15 cargo build --release --locked >"$release_log" 2>&1 &
 release_build=$!
 trap 'kill "$release_build" 2>/dev/null || true' EXIT
-cargo test --locked --all-targets -- --test-threads=2
+# The package tests (tests/it/package.rs) package the binary under test: they run once, below,
+# against the release build.
+packaged=(
+  package::deb_installs_runs_shows_its_man_page_verifies_its_units_and_purges_cleanly
+  package::container_image_renews_restarts_and_verifies_the_registry_next_to_it
+)
+cargo test --locked --all-targets -- --test-threads=2 "${packaged[@]/#/--skip=}"
 if ! wait "$release_build"; then
   cat "$release_log" >&2
   echo "cargo build --release failed" >&2
@@ -32,7 +38,8 @@ fi
 trap - EXIT
 echo "release build finished $((SECONDS - started)) s after the debug suite started"
 # The end-to-end tests once more, against the release binary (the harness runs $REGCERT_BIN):
-# ACME issue → install → reload → verify, rollback, the private CA, the service, concurrency.
+# ACME issue → install → reload → verify, rollback, the private CA, the service, concurrency,
+# and the package and the image made from it.
 e2e=(
   renew::issues_installs_then_noop_then_force_keeps_backup
   registry::restart_verify_then_docker_login_push_pull
@@ -40,6 +47,9 @@ e2e=(
   local_ca::leaf_renewal_restarts_verifies_against_the_ca_and_syncs_certs_d
   daemon::daemon_renews_restarts_verifies_reports_metrics_and_notifies
   daemon::concurrency_bounds_the_renewals_at_once_and_a_failing_certificate_blocks_no_other
+  # The .deb installed with dpkg and purged, the container image renewing a registry's certificate
+  # (scripts/package.sh makes both from $REGCERT_BIN).
+  "${packaged[@]}"
 )
 # A renamed test must not drop out of this list unnoticed.
 listed=$(cargo test --locked --test it -- --exact --list "${e2e[@]}" 2>/dev/null | grep -c ': test$' || true)

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, Config, Purpose};
 use crate::obtain::{Issuers, local_ca};
@@ -103,6 +103,18 @@ enum Command {
         #[arg(long = "cert", value_name = "NAME")]
         certs: Vec<String>,
     },
+}
+
+/// `regcert generate …`, for packagers (scripts/package.sh): man pages and shell completions made
+/// from the definitions above, so they cannot drift from the parser. Kept out of [`Cli`] so that
+/// its help, man pages and completions do not offer it (clap_complete lists hidden subcommands).
+#[derive(Parser)]
+#[command(name = "regcert generate", bin_name = "regcert generate", about = "Man pages and shell completions for packages")]
+enum Generate {
+    /// Write regcert.1 and a page per subcommand (regcert-renew.1, regcert-ca-init.1, …) into DIR.
+    Man { dir: PathBuf },
+    /// Print the completion script for SHELL.
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Subcommand)]
@@ -277,6 +289,9 @@ fn problems_if(any: bool) -> Status {
 }
 
 pub fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "generate") {
+        return exit(generate(Generate::parse_from(std::env::args_os().skip(1))));
+    }
     let cli = Cli::parse();
     init_logging(cli.log_format, cli.quiet);
     match cli.command {
@@ -304,6 +319,45 @@ pub fn main() -> ExitCode {
         Command::Trust(_) | Command::Import(_) => Ok(Status::Ok),
     };
     exit(result)
+}
+
+fn generate(cmd: Generate) -> CmdResult {
+    match cmd {
+        Generate::Man { dir } => {
+            let failed = |e: std::io::Error| Failure::Failed(format!("cannot write the man pages into {}: {e}", dir.display()));
+            std::fs::create_dir_all(&dir).map_err(failed)?;
+            clap_mangen::generate_to(Cli::command(), &dir).map_err(failed)?;
+            // regcert.1 once more: clap_mangen would refill the examples into one paragraph.
+            let man = clap_mangen::Man::new(Cli::command().disable_help_subcommand(true).after_help(None::<&str>));
+            let mut page = Vec::new();
+            man.render_title(&mut page).map_err(failed)?;
+            man.render_name_section(&mut page).map_err(failed)?;
+            man.render_synopsis_section(&mut page).map_err(failed)?;
+            man.render_description_section(&mut page).map_err(failed)?;
+            man.render_options_section(&mut page).map_err(failed)?;
+            man.render_subcommands_section(&mut page).map_err(failed)?;
+            page.extend_from_slice(examples_roff().as_bytes());
+            man.render_version_section(&mut page).map_err(failed)?;
+            std::fs::write(dir.join(man.get_filename()), page).map_err(failed)?;
+        }
+        Generate::Completions { shell } => {
+            // Into a buffer first: clap_complete panics on a write error (a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "regcert", &mut script);
+            use std::io::Write;
+            std::io::stdout().write_all(&script).map_err(|e| Failure::Failed(format!("cannot write the completions: {e}")))?;
+        }
+    }
+    Ok(Status::Ok)
+}
+
+/// [`EXAMPLES`] as man page sections: the examples line by line as `--help` shows them, the
+/// exit codes as a paragraph.
+fn examples_roff() -> String {
+    let escape = |text: &str| text.replace('\\', "\\\\").replace('-', "\\-");
+    let (examples, exit_codes) = EXAMPLES.split_once("\n\n").unwrap_or((EXAMPLES, ""));
+    let examples = examples.strip_prefix("Examples:\n").unwrap_or(examples);
+    format!(".SH EXAMPLES\n.nf\n{}\n.fi\n.SH \"EXIT STATUS\"\n{}\n", escape(examples), escape(exit_codes))
 }
 
 fn init_logging(format: LogFormat, quiet: bool) {

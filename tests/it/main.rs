@@ -24,6 +24,7 @@ mod ip_certs;
 mod local_ca;
 mod logs;
 mod mtls;
+mod package;
 mod profiles;
 mod registry;
 mod reload_preflight;

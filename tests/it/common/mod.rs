@@ -46,6 +46,9 @@ pub fn tool(name: &str) -> PathBuf {
             "kill" => "procps",
             "chown" => "coreutils",
             "promtool" => "prometheus",
+            "man" => "man-db",
+            "dpkg-deb" | "dpkg-query" => "dpkg",
+            "getent" => "libc-bin",
             other => other,
         };
         panic!(
