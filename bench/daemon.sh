@@ -105,25 +105,8 @@ config "$W/check.toml" "$N_BIG" "$DEFAULT_CHECK" "$W/state-check" "$PEBBLE_URL"
 "$REGCERT" --config "$W/check.toml" check-config >"$W/check-config.txt" 2>&1 || die "regcert check-config rejects the generated config (see $W/check-config.txt)"
 
 # ---------------------------------------------------------------------------------------------
-# 4. Helpers around one daemon
+# 4. Helpers around one daemon (start_daemon, stop_daemon, check_lines: scripts/lib/common.sh)
 # ---------------------------------------------------------------------------------------------
-DPID=
-DLOG=
-start_daemon() { # start_daemon CONFIG LOG
-    DLOG=$2
-    "$REGCERT" --config "$1" run >"$DLOG.stdout" 2>"$DLOG" &
-    DPID=$!
-    PIDS+=("$DPID")
-}
-stop_daemon() {
-    kill -TERM "$DPID" 2>/dev/null || true
-    local rc=0
-    wait "$DPID" || rc=$?
-    ((rc == 0)) || log "WARNING: regcert run exited $rc after SIGTERM (log: $DLOG)"
-    DPID=
-}
-plain() { sed 's/\x1b\[[0-9;]*m//g' "$DLOG"; }
-check_lines() { plain | grep -E '[0-9]+ certificates: [0-9]+ renewed, [0-9]+ failed, [0-9]+ backing off' || true; }
 checks_done() { check_lines | grep -c . || true; }
 took_ms() { check_lines | sed -n 's/.*took_ms=\([0-9]*\).*/\1/p'; } # one per check, in order
 wait_checks() { # wait_checks COUNT TIMEOUT_S

@@ -58,20 +58,6 @@ config() {
     "$REGCERT" --config "$1" check-config >"$1.check" 2>&1 || die "regcert check-config rejects $1 (see $1.check)"
 }
 
-DPID=
-DLOG=
-start_daemon() { # start_daemon CONFIG LOG
-    DLOG=$2
-    "$REGCERT" --config "$1" run >"$DLOG.stdout" 2>"$DLOG" &
-    DPID=$!
-    PIDS+=("$DPID")
-}
-stop_daemon() {
-    kill -TERM "$DPID" 2>/dev/null || true
-    wait "$DPID" || log "WARNING: regcert run exited $? after SIGTERM (log: $DLOG)"
-    DPID=
-}
-check_lines() { sed 's/\x1b\[[0-9;]*m//g' "$DLOG" | grep -E '[0-9]+ certificates: [0-9]+ renewed, [0-9]+ failed' || true; }
 count() { check_lines | grep -c "$1" || true; }
 wait_count() { # wait_count PATTERN N TIMEOUT_S
     local deadline=$((SECONDS + $3))

@@ -190,3 +190,24 @@ cert_toml() {
     printf '\n[[certificate]]\nname = "%s"\ndomains = ["%s"]\nkey = "ecdsa-p256"\n[certificate.install]\ndir = "%s"\nfullchain = "domain.crt"\nkey = "domain.key"\n' \
         "$1" "$2" "$3"
 }
+
+# One `regcert run` at a time for the benchmarks: start_daemon CONFIG LOG starts it ($REGCERT,
+# output in LOG and LOG.stdout; its pid in DPID and PIDS), stop_daemon sends SIGTERM and waits.
+# check_lines prints the log's one line per finished check.
+DPID=
+DLOG=
+start_daemon() { # start_daemon CONFIG LOG
+    DLOG=$2
+    "$REGCERT" --config "$1" run >"$DLOG.stdout" 2>"$DLOG" &
+    DPID=$!
+    PIDS+=("$DPID")
+}
+stop_daemon() {
+    kill -TERM "$DPID" 2>/dev/null || true
+    local rc=0
+    wait "$DPID" || rc=$?
+    ((rc == 0)) || log "WARNING: regcert run exited $rc after SIGTERM (log: $DLOG)"
+    DPID=
+}
+plain() { sed 's/\x1b\[[0-9;]*m//g' "$DLOG"; }
+check_lines() { plain | grep -E '[0-9]+ certificates: [0-9]+ renewed, [0-9]+ failed, [0-9]+ backing off' || true; }
