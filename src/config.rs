@@ -408,6 +408,13 @@ pub struct CertificateConfig {
     /// `"acme"` (default), `"acme:NAME"`, `"ca:NAME"`, or ACME CAs tried in turn (`["acme", "acme:NAME"]`).
     #[serde(default)]
     pub issuer: IssuerList,
+    /// What the certificate is for: a registry's server certificate (default), or a client
+    /// certificate a Docker/podman host presents to a registry that requires mTLS.
+    #[serde(default, skip_serializing_if = "Usage::is_server")]
+    pub usage: Usage,
+    /// `usage = "client"`: the client's name, the certificate's subject CN (e.g. "ci-runner-1").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_name: Option<String>,
     /// First = primary name; all go in the SAN.
     #[serde(default)]
     pub domains: Vec<String>,
@@ -480,6 +487,23 @@ impl InstallConfig {
 }
 
 pub use crate::reload::config::ReloadConfig;
+
+/// `usage = "server" | "client"`: the extended key usage, and what verification checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Usage {
+    /// serverAuth: the registry serves it.
+    #[default]
+    Server,
+    /// clientAuth: a client presents it to a registry that requires client certificates.
+    Client,
+}
+
+impl Usage {
+    fn is_server(&self) -> bool {
+        *self == Usage::Server
+    }
+}
 
 /// `challenge = "http-01" | "dns-01" | "dns-persist-01"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -577,6 +601,12 @@ pub struct VerifyConfig {
     pub connect_to: Vec<String>,
     pub username: Option<String>,
     pub password_file: Option<PathBuf>,
+    /// A client certificate (leaf + chain, PEM) and its key to present when the registry asks
+    /// for one (mTLS), e.g. the `client.cert` / `client.key` Docker uses for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<PathBuf>,
     /// How long to keep trying while the registry restarts.
     #[serde(default = "default_verify_timeout", with = "duration")]
     pub timeout: Duration,
@@ -610,6 +640,8 @@ impl Default for VerifyConfig {
             connect_to: Vec::new(),
             username: None,
             password_file: None,
+            client_cert: None,
+            client_key: None,
             timeout: default_verify_timeout(),
             rollback: true,
         }
@@ -1197,7 +1229,9 @@ fn validate_certificate(at: &str, cert: &CertificateConfig, problems: &mut Probl
         ));
     }
     let acme = cert.issuer.is_acme();
-    if cert.domains.is_empty() && cert.ips.is_empty() {
+    let client = cert.usage == Usage::Client;
+    validate_usage(at, cert, problems);
+    if cert.domains.is_empty() && cert.ips.is_empty() && !client {
         problems.push(format!("{at}: domains is empty: list at least one DNS name, or IP address in `ips`"));
     }
     for d in &cert.domains {
@@ -1279,6 +1313,53 @@ fn validate_certificate(at: &str, cert: &CertificateConfig, problems: &mut Probl
     }
     if let Some(verify) = &cert.verify_settings() {
         validate_verify(at, cert, verify, problems);
+    }
+}
+
+/// `usage` and `client_name`: a client certificate comes from a private CA, has a name, and is
+/// installed where Docker and podman read it as one.
+fn validate_usage(at: &str, cert: &CertificateConfig, problems: &mut Vec<String>) {
+    if cert.usage == Usage::Server {
+        if cert.client_name.is_some() {
+            problems.push(format!("{at}: client_name applies to usage = \"client\" only; remove it, or set usage = \"client\""));
+        }
+        return;
+    }
+    if cert.issuer.private_ca().is_none() {
+        problems.push(format!(
+            "{at}: usage = \"client\" needs a private CA: set issuer = \"ca:NAME\" with a [ca.NAME]; Let's Encrypt and other \
+             public ACME CAs no longer issue client-authentication certificates"
+        ));
+    }
+    match cert.client_name.as_deref() {
+        None => problems.push(format!(
+            "{at}: usage = \"client\" needs client_name = \"…\", the name the certificate gives the client (its subject CN), e.g. \"ci-runner-1\""
+        )),
+        Some(n) if n.trim().is_empty() || n.len() > 64 || n.chars().any(|c| c.is_control() || ",+=\"\\<>;#".contains(c)) => {
+            problems.push(format!(
+                "{at}: client_name = \"{}\" must be 1 to 64 characters without control characters or any of , + = \" \\ < > ; #",
+                n.escape_default()
+            ))
+        }
+        Some(_) => {}
+    }
+    // Docker and podman read every *.crt in certs.d/HOST:PORT as a CA root, and pair X.cert with X.key.
+    let install = &cert.install;
+    if install.dir.components().any(|c| c.as_os_str() == "certs.d") && install.fullchain.ends_with(".crt") {
+        problems.push(format!(
+            "{at}: install.fullchain = \"{}\" in {}: Docker and podman read *.crt there as CA roots, not as a client certificate; \
+             use fullchain = \"client.cert\" and key = \"client.key\"",
+            install.fullchain,
+            install.dir.display()
+        ));
+    }
+    if let Some(stem) = install.fullchain.strip_suffix(".cert")
+        && install.key != format!("{stem}.key")
+    {
+        problems.push(format!(
+            "{at}: install.key = \"{}\": Docker and podman take the key of {} from {stem}.key; set key = \"{stem}.key\"",
+            install.key, install.fullchain
+        ));
     }
 }
 
@@ -1382,6 +1463,20 @@ fn validate_lifetime(at: &str, cert: &CertificateConfig, acme: bool, problems: &
 }
 
 fn validate_verify(at: &str, cert: &CertificateConfig, verify: &VerifyConfig, problems: &mut Problems) {
+    if cert.usage == Usage::Client {
+        if verify.url.is_none() {
+            problems.push(format!(
+                "{at}: a client certificate is verified against the registry it is for: set [certificate.verify] url, e.g. \"https://registry.corp.lan:5000/v2/\""
+            ));
+        }
+        if verify.client_cert.is_some() || verify.client_key.is_some() {
+            problems.push(format!(
+                "{at}: verify.client_cert / client_key: a client certificate's verification presents the certificate itself (as installed); remove them"
+            ));
+        }
+    } else if verify.client_cert.is_some() != verify.client_key.is_some() {
+        problems.push(format!("{at}: verify.client_cert and verify.client_key go together; set both or neither"));
+    }
     let url = cert.verify_url(verify);
     if !url.starts_with("https://") || url.parse::<hyper::Uri>().map(|u| u.host().is_none()).unwrap_or(true) {
         problems.push(format!("{at}: verify.url \"{url}\" must be an https:// URL such as \"https://registry.example.com:5000/v2/\""));
@@ -1407,6 +1502,8 @@ fn preflight_verify(at: &str, verify: &VerifyConfig, purpose: Purpose, problems:
     {
         problems.push(format!("{at}: verify.ca_bundle: {e}"));
     }
+    // client_cert / client_key are read at each check, not here: they are often the pair
+    // another [[certificate]] of this file installs, which does not exist before its first run.
 }
 
 fn validate_install(at: &str, install: &InstallConfig, problems: &mut Vec<String>) {
@@ -1631,6 +1728,40 @@ mod tests {
         let back = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert_eq!(toml::to_string_pretty(&back).unwrap(), text);
         back
+    }
+
+    #[test]
+    fn client_certificates_need_a_private_ca_a_name_and_docker_file_names() {
+        let ca = "[ca.internal]\n";
+        let client = |extra: &str, install: &str| {
+            let text = format!(
+                "{ca}[[certificate]]\nname = \"c\"\nusage = \"client\"\n{extra}\n[certificate.install]\ndir = \"/etc/docker/certs.d/r.lan:5000\"\n{install}\n"
+            );
+            validate(&parse(&text).unwrap()).list
+        };
+        let good = "fullchain = \"client.cert\"\nkey = \"client.key\"";
+        assert_eq!(client("issuer = \"ca:internal\"\nclient_name = \"ci-runner-1\"", good), Vec::<String>::new());
+        let acme = problems("usage = \"client\"\nclient_name = \"ci\"", "");
+        assert!(acme.iter().any(|p| p.contains("needs a private CA") && p.contains("no longer issue client-authentication")), "{acme:?}");
+        let unnamed = client("issuer = \"ca:internal\"", good);
+        assert!(unnamed.len() == 1 && unnamed[0].contains("needs client_name"), "{unnamed:?}");
+        let bad = client("issuer = \"ca:internal\"\nclient_name = \"a,b\"", good);
+        assert!(bad.len() == 1 && bad[0].contains("client_name = \"a,b\""), "{bad:?}");
+        // The defaults (domain.crt) would be read by Docker as a CA root.
+        let crt = client("issuer = \"ca:internal\"\nclient_name = \"ci\"", "");
+        assert!(crt.len() == 1 && crt[0].contains("read *.crt there as CA roots") && crt[0].contains("client.cert"), "{crt:?}");
+        let unpaired = client("issuer = \"ca:internal\"\nclient_name = \"ci\"", "fullchain = \"client.cert\"\nkey = \"other.key\"");
+        assert!(unpaired.len() == 1 && unpaired[0].contains("set key = \"client.key\""), "{unpaired:?}");
+        // Verified against the registry it is for: the URL is required, and it presents itself.
+        let verify = client(
+            "issuer = \"ca:internal\"\nclient_name = \"ci\"",
+            &format!("{good}\n[certificate.verify]\nclient_cert = \"/x.cert\"\nclient_key = \"/x.key\""),
+        );
+        assert!(verify.iter().any(|p| p.contains("set [certificate.verify] url")), "{verify:?}");
+        assert!(verify.iter().any(|p| p.contains("presents the certificate itself")), "{verify:?}");
+        let server = problems("domains = [\"a.example.com\"]\nclient_name = \"ci\"", "[certificate.verify]\nclient_cert = \"/x.cert\"");
+        assert!(server.iter().any(|p| p.contains("client_name applies to usage = \"client\" only")), "{server:?}");
+        assert!(server.iter().any(|p| p.contains("client_cert and verify.client_key go together")), "{server:?}");
     }
 
     #[test]

@@ -142,6 +142,8 @@ pub fn decide(
         .filter(|d| !inst.leaf.covers(std::slice::from_ref(d)))
         .cloned()
         .chain(cert.ips.iter().filter(|ip| !inst.leaf.ips.contains(ip)).map(|ip| ip.to_string()))
+        // A client certificate is named by its subject: a new client_name needs a new one.
+        .chain(cert.client_name.iter().map(|n| format!("CN={n}")).filter(|cn| inst.leaf.subject != *cn))
         .collect();
     if !missing.is_empty() {
         return Decision::Due(Reason::NamesNotCovered(missing));
@@ -198,6 +200,8 @@ mod tests {
             reload: None,
             verify: None,
             issuer: Default::default(),
+            usage: Default::default(),
+            client_name: None,
             ips: Vec::new(),
             validity: None,
             profile: None,

@@ -21,6 +21,9 @@ pub struct CertStatus {
     pub name: String,
     pub domains: Vec<String>,
     pub ips: Vec<std::net::IpAddr>,
+    /// `usage = "client"`: the client's name (the subject CN).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_name: Option<String>,
     /// Names (DNS and IP) in the installed certificate.
     pub covered: Vec<String>,
     /// Who issues it: `ACME https://…/directory`, `private CA "NAME"`.
@@ -100,6 +103,7 @@ fn one(
         name: cert.name.clone(),
         domains: cert.domains.clone(),
         ips: cert.ips.clone(),
+        client_name: cert.client_name.clone().filter(|_| cert.usage == crate::config::Usage::Client),
         covered: leaf
             .as_ref()
             .map(|l| l.dns_names.iter().cloned().chain(l.ips.iter().map(|ip| ip.to_string())).collect())
@@ -145,7 +149,13 @@ pub fn render(statuses: &[CertStatus]) -> String {
     for s in statuses {
         out.push_str(&format!("{}\n", s.name));
         let ips: Vec<String> = s.ips.iter().map(|ip| ip.to_string()).collect();
-        out.push_str(&format!("  names:      {}\n", [s.domains.clone(), ips].concat().join(", ")));
+        let names = [s.domains.clone(), ips].concat();
+        if let Some(client) = &s.client_name {
+            out.push_str(&format!("  client:     CN={client} (client certificate, clientAuth)\n"));
+        }
+        if s.client_name.is_none() || !names.is_empty() {
+            out.push_str(&format!("  names:      {}\n", names.join(", ")));
+        }
         match (&s.issuer, s.not_after) {
             (Some(issuer), Some(not_after)) => {
                 out.push_str(&format!("  covered:    {}\n", s.covered.join(", ")));

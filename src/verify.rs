@@ -6,11 +6,18 @@
 //! what catches an incomplete chain), the name must match, and the endpoint must answer like a
 //! registry. While a registry restarts, failures are retried until the timeout.
 //!
+//! A registry that requires client certificates (mTLS) is checked with one: `[certificate.verify]
+//! client_cert` / `client_key` for a server certificate. A client certificate (`usage =
+//! "client"`) is itself what is checked: its installed pair is presented to `url`, and it passes
+//! when the registry asked for a client certificate, its own certificate validates, and `GET /v2/`
+//! answers like a registry with the client certificate accepted.
+//!
 //! Behind a load balancer or on a dual-stack name, clients reach several servers: every address
 //! the name resolves to (or every `connect_to` address) is checked, and a failure on any of them
 //! is a failed check that names it.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -18,16 +25,18 @@ use bytes::Bytes;
 use http_body_util::Empty;
 use hyper::Uri;
 use hyper_util::rt::TokioIo;
-use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use serde::Serialize;
 use tokio::net::TcpStream;
 use zeroize::Zeroizing;
 
 use crate::certinfo::{LeafInfo, unix};
-use crate::config::{CertificateConfig, VerifyConfig};
+use crate::config::{CertificateConfig, Usage, VerifyConfig};
 use crate::obtain::tls::root_store;
 
 /// Where and how to check one registry endpoint.
@@ -42,6 +51,46 @@ pub struct Target {
     roots: Arc<RootCertStore>,
     /// User and password for `GET /v2/`; the password is wiped from memory when dropped.
     credentials: Option<(String, Zeroizing<String>)>,
+    /// The client certificate to present when the registry asks for one.
+    pub client: Option<ClientAuth>,
+}
+
+/// A client certificate (PEM: leaf, then its chain) and its key, presented when the registry
+/// asks for one (mTLS). Read at every check: a renewal or rollback changes the files.
+#[derive(Clone, Debug)]
+pub struct ClientAuth {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// It is what is being verified (`usage = "client"`): the expected SHA-256 is its own, and
+    /// a registry that does not ask for it fails the check (presenting it proved nothing).
+    pub under_test: bool,
+}
+
+impl ClientAuth {
+    /// The pair, ready to present, and the SHA-256 of its leaf; the error names the file.
+    pub fn load(&self) -> Result<(Arc<CertifiedKey>, String), String> {
+        let (cert_key, key_key) =
+            if self.under_test { ("install.fullchain", "install.key") } else { ("verify.client_cert", "verify.client_key") };
+        let read = |key: &str, path: &std::path::Path| {
+            let read = match self.under_test {
+                // The install dir is read as untrusted, as everywhere (no links, regular files, capped).
+                true => crate::fsutil::read_untrusted(path, crate::fsutil::UNTRUSTED_READ_CAP)
+                    .and_then(|found| found.ok_or_else(|| "no such file".to_owned())),
+                false => std::fs::read(path).map_err(|e| e.to_string()),
+            };
+            read.map(Zeroizing::new).map_err(|e| format!("{key}: cannot read {}: {e}", path.display()))
+        };
+        let pem = read(cert_key, &self.cert)?;
+        let chain = crate::certinfo::parse_pem_certs(&pem).map_err(|e| format!("{cert_key} {} {e}", self.cert.display()))?;
+        let pem = read(key_key, &self.key)?;
+        let der =
+            PrivateKeyDer::from_pem_slice(&pem).map_err(|e| format!("{key_key} {} is not a PEM private key: {e}", self.key.display()))?;
+        let leaf = LeafInfo::parse(&chain[0]).map_err(|e| format!("{cert_key} {}: {e}", self.cert.display()))?;
+        let provider = rustls::crypto::aws_lc_rs::default_provider();
+        let key = CertifiedKey::from_der(chain, der, &provider)
+            .map_err(|e| format!("{key_key} {} does not fit {cert_key} {}: {e}", self.key.display(), self.cert.display()))?;
+        Ok((Arc::new(key), leaf.sha256))
+    }
 }
 
 impl Target {
@@ -59,12 +108,34 @@ impl Target {
         let host = uri.host().ok_or_else(|| format!("verify url \"{url}\" has no host"))?;
         let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
         let path = uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/v2/".into());
-        Ok(Self { url: url.to_owned(), port: uri.port_u16().unwrap_or(443), host, path, connect_to, roots: Arc::new(roots), credentials })
+        Ok(Self {
+            url: url.to_owned(),
+            port: uri.port_u16().unwrap_or(443),
+            host,
+            path,
+            connect_to,
+            roots: Arc::new(roots),
+            credentials,
+            client: None,
+        })
     }
 
     /// The check configured for `cert` (URL, trust roots, credentials). `anchor` is the root of
     /// the certificate's issuer when that root is not public (a private CA): it is trusted too.
+    /// A client certificate (`usage = "client"`) presents its installed pair; its issuer's root
+    /// is not trusted for the registry's server certificate (`ca_bundle` says what is).
     pub fn for_certificate(cert: &CertificateConfig, settings: &VerifyConfig, anchor: Option<&std::path::Path>) -> Result<Self, String> {
+        let client = match (cert.usage, &settings.client_cert, &settings.client_key) {
+            (Usage::Client, _, _) => {
+                Some(ClientAuth { cert: cert.install.fullchain_path(), key: cert.install.key_path(), under_test: true })
+            }
+            (Usage::Server, Some(c), Some(k)) => Some(ClientAuth { cert: c.clone(), key: k.clone(), under_test: false }),
+            _ => None,
+        };
+        if cert.usage == Usage::Client && settings.url.is_none() {
+            return Err("a client certificate is verified against the registry it is for: set [certificate.verify] url".into());
+        }
+        let anchor = anchor.filter(|_| cert.usage == Usage::Server);
         let extra: Vec<&std::path::Path> = settings.ca_bundle.as_deref().into_iter().chain(anchor).collect();
         let roots = root_store(&extra).map_err(|e| format!("verify trust roots: {e}"))?;
         let credentials = match (&settings.username, &settings.password_file) {
@@ -76,7 +147,22 @@ impl Target {
             }
             _ => None,
         };
-        Self::new(&cert.verify_url(settings), settings.connect_to.clone(), roots, credentials)
+        let mut target = Self::new(&cert.verify_url(settings), settings.connect_to.clone(), roots, credentials)?;
+        target.client = client;
+        Ok(target)
+    }
+
+    /// What a passed check proved, for the renewal's report line.
+    pub fn proof(&self) -> String {
+        match self.checks_client() {
+            true => format!("{} accepts it as a client certificate", self.url),
+            false => format!("{} serves it", self.url),
+        }
+    }
+
+    /// Whom the expected SHA-256 is of: the client certificate presented, not the server's.
+    fn checks_client(&self) -> bool {
+        self.client.as_ref().is_some_and(|c| c.under_test)
     }
 
     /// `host:port` of the URL.
@@ -144,6 +230,14 @@ pub struct Report {
     pub chain_valid: bool,
     pub http_status: Option<u16>,
     pub api_version: Option<String>,
+    /// mTLS: whether the server asked for a client certificate, and the SHA-256 of the one
+    /// presented (none: none was configured).
+    pub client_cert_requested: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_cert_presented: Option<String>,
+    /// The CA names the server accepts client certificates from, as it announced them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub client_cas: Vec<String>,
     pub problems: Vec<String>,
     /// Problems that waiting cannot fix (the right leaf is served, but its chain or name is wrong).
     #[serde(skip)]
@@ -166,6 +260,9 @@ impl Report {
             chain_valid: false,
             http_status: None,
             api_version: None,
+            client_cert_requested: false,
+            client_cert_presented: None,
+            client_cas: Vec::new(),
             problems: Vec::new(),
             definitive: false,
         }
@@ -194,6 +291,14 @@ impl Report {
                 out.push_str(&format!("  installed:  SHA256 {e} ({same})\n"));
             }
             out.push_str(&format!("  expires:    {} ({} days left)\n", crate::certinfo::fmt_time(s.not_after), s.days_left));
+        }
+        if self.client_cert_requested {
+            let sent = match &self.client_cert_presented {
+                Some(sha) => format!("presented SHA256 {sha}"),
+                None => "none presented".to_owned(),
+            };
+            let from = if self.client_cas.is_empty() { String::new() } else { format!(" (from CAs: {})", self.client_cas.join("; ")) };
+            out.push_str(&format!("  client cert: requested by the server{from}, {sent}\n"));
         }
         if let Some(status) = self.http_status {
             let api = self.api_version.as_deref().map(|v| format!(", Docker-Distribution-Api-Version: {v}")).unwrap_or_default();
@@ -291,29 +396,94 @@ fn combine(reports: Vec<Report>) -> Option<Report> {
 }
 
 async fn check_address(target: &Target, expected: Option<&str>, address: SocketAddr) -> Report {
-    let mut report = Report::new(target, expected, address.to_string());
-    let attempt = tokio::time::timeout(Duration::from_secs(10), check_inner(target, address, &mut report)).await;
+    // For a client certificate, `expected` is the one presented; the server's may be any.
+    let (served, presented) = if target.checks_client() { (None, expected) } else { (expected, None) };
+    let mut report = Report::new(target, served, address.to_string());
+    let attempt = tokio::time::timeout(Duration::from_secs(10), check_inner(target, address, presented, &mut report)).await;
     if attempt.is_err() {
         report.problems.push(format!("no answer from {} within 10 s", report.address));
     }
     report
 }
 
-async fn check_inner(target: &Target, address: SocketAddr, report: &mut Report) {
+async fn check_inner(target: &Target, address: SocketAddr, presented: Option<&str>, report: &mut Report) {
+    let client = match target.client.as_ref().map(ClientAuth::load).transpose() {
+        Ok(c) => c,
+        Err(e) => {
+            report.definitive = true;
+            return report.problems.push(e);
+        }
+    };
+    if let (Some(want), Some((_, sha))) = (presented, &client)
+        && want != sha
+    {
+        report.definitive = true;
+        return report.problems.push(format!("the installed client certificate (SHA256 {sha}) is not the one expected (SHA256 {want})"));
+    }
     let tcp = match connect(&address.to_string()).await {
         Ok(tcp) => tcp,
         Err(e) => return report.problems.push(e),
     };
     report.connected = true;
-    let (tls, verdict) = match handshake(target, tcp).await {
-        Ok(x) => x,
-        Err(e) => return report.problems.push(e),
+    let sha = client.as_ref().map(|(_, sha)| sha.clone());
+    let asked = Arc::new(ClientRecorder { key: client.map(|(key, _)| key), asked: Mutex::new(None) });
+    let handshaken = handshake(target, tcp, asked.clone()).await;
+    if let Some(cas) = asked.asked.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        report.client_cert_requested = true;
+        report.client_cert_presented = sha;
+        report.client_cas = cas;
+    }
+    match handshaken {
+        Ok((tls, verdict)) => {
+            let chain: Vec<CertificateDer<'static>> = tls.get_ref().1.peer_certificates().map(|c| c.to_vec()).unwrap_or_default();
+            if judge_certificate(target, report, &chain, verdict) {
+                judge_http(target, report, tls).await;
+            }
+        }
+        Err(e) => report.problems.push(e),
+    }
+    judge_client(target, report);
+}
+
+/// What the server made of the client certificate (mTLS), in words: a refusal at the TLS level
+/// (an alert; nginx answers 400 instead) becomes what to fix.
+fn judge_client(target: &Target, report: &mut Report) {
+    let Some(auth) = &target.client else {
+        if report.client_cert_requested {
+            explain_refusal(report, "none is configured: set [certificate.verify] client_cert and client_key to a client certificate it accepts (e.g. the client.cert / client.key a [[certificate]] with usage = \"client\" installs)".to_owned());
+        }
+        return;
     };
-    let chain: Vec<CertificateDer<'static>> = tls.get_ref().1.peer_certificates().map(|c| c.to_vec()).unwrap_or_default();
-    if !judge_certificate(target, report, &chain, verdict) {
+    if !report.client_cert_requested {
+        if auth.under_test && report.http_status.is_some() {
+            report.definitive = true;
+            report.problems.push(format!(
+                "{} did not ask for a client certificate, so presenting {} proved nothing: point [certificate.verify] url at the registry that requires it \
+                 (REGISTRY_HTTP_TLS_CLIENTCAS, nginx ssl_verify_client on)",
+                target.url,
+                auth.cert.display()
+            ));
+        }
         return;
     }
-    judge_http(target, report, tls).await;
+    let what = if auth.under_test { "install.fullchain" } else { "verify.client_cert" };
+    explain_refusal(
+        report,
+        format!(
+            "it refused {what} {}: it must be issued by a CA the registry trusts for clients (REGISTRY_HTTP_TLS_CLIENTCAS, nginx ssl_client_certificate), be unexpired and carry the clientAuth usage",
+            auth.cert.display()
+        ),
+    );
+}
+
+/// Replace the failure that shows the server refusing the client (a TLS alert, or nginx's 400)
+/// with `why`; a final verdict, waiting does not change it.
+fn explain_refusal(report: &mut Report, why: String) {
+    let refused = |p: &String| p.contains("received fatal alert") || report.http_status == Some(400) && p.contains("answered 400");
+    let Some(i) = report.problems.iter().position(refused) else { return };
+    let cas = if report.client_cas.is_empty() { String::new() } else { format!(" from CAs {}", report.client_cas.join("; ")) };
+    report.problems[i] = format!("the registry requires a client certificate (mTLS{cas}); {why} ({})", report.problems[i]);
+    report.definitive = true;
 }
 
 type Verdict = Option<Result<(), rustls::Error>>;
@@ -326,12 +496,16 @@ async fn connect(address: &str) -> Result<TcpStream, String> {
 
 /// TLS with SNI over `tcp`; the handshake completes whatever the chain, and the verdict of the
 /// trust roots on it comes back beside the stream.
-async fn handshake(target: &Target, tcp: TcpStream) -> Result<(tokio_rustls::client::TlsStream<TcpStream>, Verdict), String> {
+async fn handshake(
+    target: &Target,
+    tcp: TcpStream,
+    client: Arc<ClientRecorder>,
+) -> Result<(tokio_rustls::client::TlsStream<TcpStream>, Verdict), String> {
     let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| target.authority());
     let recorder = Arc::new(Recorder::new(target.roots.clone()));
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
         .with_safe_default_protocol_versions()
-        .map(|b| b.dangerous().with_custom_certificate_verifier(recorder.clone()).with_no_client_auth())
+        .map(|b| b.dangerous().with_custom_certificate_verifier(recorder.clone()).with_client_cert_resolver(client))
         .map_err(|e| format!("TLS setup: {e}"))?;
     // An IP address (an IP certificate's URL) becomes ServerName::IpAddress: rustls then sends no
     // SNI (RFC 6066 allows host names only) and matches the address against the IP SANs.
@@ -349,7 +523,8 @@ async fn handshake(target: &Target, tcp: TcpStream) -> Result<(tokio_rustls::cli
 pub async fn served_chain(url: &str, connect_to: Option<String>) -> Result<Vec<CertificateDer<'static>>, String> {
     let target = Target::new(url, connect_to.into_iter().collect(), RootCertStore::empty(), None)?;
     let address = target.connect_to.first().cloned().unwrap_or_else(|| target.authority());
-    let (tls, _) = tokio::time::timeout(Duration::from_secs(15), async { handshake(&target, connect(&address).await?).await })
+    let no_client = Arc::new(ClientRecorder { key: None, asked: Mutex::new(None) });
+    let (tls, _) = tokio::time::timeout(Duration::from_secs(15), async { handshake(&target, connect(&address).await?, no_client).await })
         .await
         .map_err(|_| format!("no answer from {address} within 15 s"))??;
     let chain = tls.get_ref().1.peer_certificates().map(|c| c.to_vec()).unwrap_or_default();
@@ -432,9 +607,9 @@ fn explain_chain_error(e: &rustls::Error, chain: &[CertificateDer<'_>], leaf: &L
 async fn judge_http(target: &Target, report: &mut Report, tls: tokio_rustls::client::TlsStream<TcpStream>) {
     let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(tls)).await {
         Ok(x) => x,
-        Err(e) => return report.problems.push(format!("HTTP over TLS failed: {e}")),
+        Err(e) => return report.problems.push(format!("HTTP over TLS failed: {}", with_causes(&e))),
     };
-    tokio::spawn(conn);
+    let conn = tokio::spawn(conn);
     let host = if target.port == 443 { target.host.clone() } else { format!("{}:{}", target.host, target.port) };
     let mut req =
         hyper::Request::get(&target.path).header("host", host).header("user-agent", concat!("regcert/", env!("CARGO_PKG_VERSION")));
@@ -449,7 +624,15 @@ async fn judge_http(target: &Target, report: &mut Report, tls: tokio_rustls::cli
     };
     let rsp = match sender.send_request(req).await {
         Ok(r) => r,
-        Err(e) => return report.problems.push(format!("GET {} failed: {e}", target.path)),
+        Err(e) => {
+            // When the connection failed (a TLS alert: the server refused our client
+            // certificate), the request only learns it was cancelled; the connection knows why.
+            let why = match tokio::time::timeout(Duration::from_secs(2), conn).await {
+                Ok(Ok(Err(conn_error))) => with_causes(&conn_error),
+                _ => with_causes(&e),
+            };
+            return report.problems.push(format!("GET {} failed: {why}", target.path));
+        }
     };
     let status = rsp.status().as_u16();
     report.http_status = Some(status);
@@ -467,6 +650,48 @@ async fn judge_http(target: &Target, report: &mut Report, tls: tokio_rustls::cli
             target.path,
             if is_registry { "" } else { " without Docker-Distribution-Api-Version: registry/2.0" }
         )),
+    }
+}
+
+/// An error with what caused it (hyper's errors say "connection error"; the TLS alert is below).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Presents the client certificate (if any) when the server asks for one, and records that it
+/// asked and the CA names it accepts client certificates from.
+#[derive(Debug)]
+struct ClientRecorder {
+    key: Option<Arc<CertifiedKey>>,
+    asked: Mutex<Option<Vec<String>>>,
+}
+
+impl ResolvesClientCert for ClientRecorder {
+    fn resolve(&self, root_hint_subjects: &[&[u8]], _sigschemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        use x509_parser::prelude::FromDer;
+        let names = root_hint_subjects
+            .iter()
+            .map(|der| {
+                x509_parser::x509::X509Name::from_der(der).map(|(_, n)| n.to_string()).unwrap_or_else(|_| "(unreadable name)".into())
+            })
+            .collect();
+        *self.asked.lock().unwrap_or_else(|p| p.into_inner()) = Some(names);
+        self.key.clone()
+    }
+
+    /// Always: rustls asks the resolver only if this says so, and the request is worth recording
+    /// even with nothing to present.
+    fn has_certs(&self) -> bool {
+        true
     }
 }
 
@@ -591,6 +816,50 @@ mod tests {
         // One address: its problems as they are.
         assert_eq!(combine(vec![at("192.0.2.1:443", Some("refused"))]).unwrap().problems, ["refused"]);
         assert!(combine(Vec::new()).is_none());
+    }
+
+    #[test]
+    fn a_refused_client_certificate_is_explained_and_other_failures_are_not() {
+        let target = Target::new("https://r.example:5000/v2/", Vec::new(), RootCertStore::empty(), None).unwrap();
+        let report = |requested: bool, status: Option<u16>, problem: &str| {
+            let mut r = Report::new(&target, None, "192.0.2.1:5000".into());
+            r.client_cert_requested = requested;
+            r.client_cas = vec!["CN=Client CA".into()];
+            r.http_status = status;
+            r.problems.push(problem.into());
+            r
+        };
+        // nginx (ssl_verify_client on) answers 400 to a client without a certificate.
+        let mut r = report(true, Some(400), "GET /v2/ answered 400 without Docker-Distribution-Api-Version: registry/2.0: …");
+        judge_client(&target, &mut r);
+        assert!(r.definitive, "{r:?}");
+        assert!(r.problems[0].starts_with("the registry requires a client certificate (mTLS from CAs CN=Client CA); none is configured: set [certificate.verify] client_cert and client_key"), "{r:?}");
+        // A TLS alert after the server's certificate passed, with one presented.
+        let mut r = report(true, None, "GET /v2/ failed: connection error: received fatal alert: BadCertificate");
+        let mut client = target.clone();
+        client.client = Some(ClientAuth { cert: "/c/client.cert".into(), key: "/c/client.key".into(), under_test: true });
+        judge_client(&client, &mut r);
+        assert!(
+            r.problems[0].contains("it refused install.fullchain /c/client.cert") && r.problems[0].ends_with("BadCertificate)"),
+            "{r:?}"
+        );
+        // The server's own certificate failing is no client certificate problem.
+        let mut r = report(true, None, "the served chain does not lead to a trusted root");
+        judge_client(&target, &mut r);
+        assert_eq!(r.problems, ["the served chain does not lead to a trusted root"]);
+        assert!(!r.definitive);
+        // A client certificate checked where nobody asks for one proved nothing.
+        let mut r = report(false, Some(200), "");
+        r.problems.clear();
+        judge_client(&client, &mut r);
+        assert!(r.definitive && r.problems[0].contains("did not ask for a client certificate"), "{r:?}");
+        // … while a configured one that is not asked for is simply not needed.
+        let mut configured = target.clone();
+        configured.client = Some(ClientAuth { cert: "/c/client.cert".into(), key: "/c/client.key".into(), under_test: false });
+        let mut r = report(false, Some(200), "");
+        r.problems.clear();
+        judge_client(&configured, &mut r);
+        assert!(r.ok());
     }
 
     #[tokio::test]

@@ -24,7 +24,7 @@ use zeroize::Zeroizing;
 use super::Error;
 use super::name_constraints::Constraints;
 use crate::certinfo::{LeafInfo, parse_pem_certs, to_pem, unix};
-use crate::config::{CaConfig, CertificateConfig};
+use crate::config::{CaConfig, CertificateConfig, Usage};
 use crate::fsutil::{FileSpec, create_private_dir, write_atomic};
 use crate::keys::{KeyType, LeafKey};
 use crate::state::{Issued, IssuedMeta, StateDir};
@@ -301,8 +301,8 @@ impl LocalCa {
         Ok(LocalCa { name: name.to_owned(), chain_pem: signer_pem, signer_der, signer_key, root_der })
     }
 
-    /// Sign a leaf for `cert`: serverAuth, every DNS name and IP in the SAN, random serial,
-    /// AKI/SKI, `validity` (default 90 days).
+    /// Sign a leaf for `cert`: serverAuth (or clientAuth for `usage = "client"`), every DNS name
+    /// and IP in the SAN, random serial, AKI/SKI, `validity` (default 90 days).
     fn issue(&self, cert: &CertificateConfig, key: &LeafKey) -> Result<Issued, String> {
         // The name constraints of the CA's certificates (an imported CA may carry ones the config
         // does not say): a leaf outside them is one no client accepts, so it is never issued.
@@ -319,10 +319,24 @@ impl LocalCa {
         let names = cert.names();
         let mut p = CertificateParams::new(names.clone()).map_err(|e| format!("certificate names: {e}"))?;
         p.distinguished_name = DistinguishedName::new();
-        p.distinguished_name.push(DnType::CommonName, names.first().cloned().unwrap_or_default());
         p.is_ca = IsCa::ExplicitNoCa;
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let names = match (cert.usage, &cert.client_name) {
+            // A client is named by its subject (registries and proxies check only the issuer);
+            // DNS names and IPs, if any, go in the SAN as for a server.
+            (Usage::Client, Some(client)) => {
+                p.distinguished_name.push(DnType::CommonName, client.clone());
+                // Only a signature: a client never decrypts a key exchange with its key.
+                p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+                p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+                std::iter::once(client.clone()).chain(names).collect()
+            }
+            _ => {
+                p.distinguished_name.push(DnType::CommonName, names.first().cloned().unwrap_or_default());
+                p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+                p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+                names
+            }
+        };
         p.serial_number = Some(random_serial()?);
         p.use_authority_key_identifier_extension = true;
         let validity = cert.validity.unwrap_or(DEFAULT_LEAF_VALIDITY);
@@ -543,6 +557,35 @@ mod tests {
             let err = issuer.issue(&cert(domain, ips), &key).err().unwrap().to_string();
             assert!(err.contains("may not certify") && err.contains(want), "{err}");
         }
+    }
+
+    #[test]
+    fn a_client_certificate_is_for_client_auth_only_and_named_by_its_cn() {
+        use x509_parser::extensions::ParsedExtension;
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        init(&state, "internal", &toml::from_str("").unwrap(), false).unwrap();
+        let client: CertificateConfig = toml::from_str(
+            "name = \"c\"\nissuer = \"ca:internal\"\nusage = \"client\"\nclient_name = \"ci-runner-1\"\n[install]\ndir = \"/tmp\"\n",
+        )
+        .unwrap();
+        let key = LeafKey::generate(KeyType::EcdsaP256).unwrap();
+        let issued = LocalIssuer::new("internal", &state).issue(&client, &key).unwrap();
+        assert_eq!(issued.meta.domains, ["ci-runner-1"]);
+        let der = parse_pem_certs(issued.leaf_pem.as_bytes()).unwrap().remove(0);
+        let (_, leaf) = x509_parser::parse_x509_certificate(&der).unwrap();
+        assert_eq!(leaf.subject().to_string(), "CN=ci-runner-1");
+        let eku = leaf.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.client_auth && !eku.server_auth, "{eku:?}");
+        let ku = leaf.key_usage().unwrap().unwrap().value;
+        assert!(ku.digital_signature() && !ku.key_encipherment(), "{ku:?}");
+        assert!(!leaf.extensions().iter().any(|e| matches!(e.parsed_extension(), ParsedExtension::SubjectAlternativeName(_))));
+        // A server certificate of the same CA stays serverAuth.
+        let issued = LocalIssuer::new("internal", &state).issue(&cert("r.lan", &[]), &key).unwrap();
+        let der = parse_pem_certs(issued.leaf_pem.as_bytes()).unwrap().remove(0);
+        let (_, leaf) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let eku = leaf.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.server_auth && !eku.client_auth, "{eku:?}");
     }
 
     #[test]

@@ -17,8 +17,8 @@ use crate::{reload, verify};
 pub(crate) trait Registry {
     /// Make the registry load what is installed now.
     async fn reload(&self) -> Result<(), String>;
-    /// Wait until the leaf with `sha256` is served correctly: the URL that showed it, or what
-    /// is wrong. `None` when no verification is configured.
+    /// Wait until the leaf with `sha256` is served (a client certificate: accepted) correctly:
+    /// what the check proved ("URL serves it"), or what is wrong. `None` when no verification is configured.
     async fn verify(&self, sha256: &str) -> Option<Result<String, String>>;
 }
 
@@ -39,7 +39,7 @@ impl Registry for Live<'_> {
         let (target, timeout) = self.verify.as_ref()?;
         let report = verify::verify_until(target, Some(sha256), *timeout).await;
         Some(if report.ok() {
-            Ok(target.url.clone())
+            Ok(target.proof())
         } else {
             Err(format!("verification of {} failed: {}", target.url, report.problems.join("; ")))
         })
@@ -67,16 +67,16 @@ pub(crate) struct Rollback<'a> {
 }
 
 /// Reload and verify after an install; on failure, roll back when configured.
-/// Returns the verified URL (if verification is configured).
+/// Returns what verification proved ("URL serves it"; if verification is configured).
 pub(crate) async fn deliver(registry: &impl Registry, rollback: &Rollback<'_>, sha256: &str) -> Result<Option<String>, Undelivered> {
     let name = &rollback.cert.name;
     let reloaded = registry.reload().await;
     let error = match (reloaded, registry.verify(sha256).await) {
         (Ok(()), None) => return Ok(None),
         (Err(e), None) => return Err(Undelivered::Failed(format!("installed, but {e}; the registry may still serve the old certificate"))),
-        (Ok(()), Some(Ok(url))) => {
-            tracing::info!(cert = %name, url = %url, "verified: the registry serves the new certificate");
-            return Ok(Some(url));
+        (Ok(()), Some(Ok(proof))) => {
+            tracing::info!(cert = %name, %proof, "verified: the registry serves the new certificate");
+            return Ok(Some(proof));
         }
         (Err(e), Some(_)) => e,
         (Ok(()), Some(Err(e))) => e,

@@ -59,7 +59,7 @@ pub enum Outcome {
         /// Installed material issued earlier and kept in state_dir (a previous install had failed).
         from_store: bool,
         reloaded: bool,
-        /// The URL that was shown to serve the new certificate.
+        /// What verification proved: "URL serves it" (a client certificate: "accepts it").
         verified: Option<String>,
     },
     /// `renew --dry-run`: a certificate only when it was safe to get one (a private CA, Let's
@@ -131,7 +131,7 @@ impl fmt::Display for CertReport {
                     write!(f, "; reloaded")?;
                 }
                 match verified {
-                    Some(url) => write!(f, "; verified: {url} serves it"),
+                    Some(proof) => write!(f, "; verified: {proof}"),
                     None => Ok(()),
                 }
             }

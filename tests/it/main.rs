@@ -23,6 +23,7 @@ mod install_dir;
 mod ip_certs;
 mod local_ca;
 mod logs;
+mod mtls;
 mod package;
 mod profiles;
 mod registry;

@@ -97,6 +97,8 @@ pub struct RegistryOpts {
     pub label: Option<String>,
     /// The address on the test network (default: a fresh one).
     pub ip: Option<String>,
+    /// Require client certificates issued by the CA(s) in this PEM file (mTLS).
+    pub client_cas: Option<PathBuf>,
     /// Share the host's network instead and listen on `:PORT` (every address, 127.0.0.1 and ::1 among them)
     /// (for certificates of those IP addresses; no docker push then: dockerd skips TLS on loopback).
     pub host_port: Option<u16>,
@@ -137,6 +139,10 @@ impl Registry {
             args.extend(["-e".into(), "REGISTRY_AUTH=htpasswd".into()]);
             args.extend(["-e".into(), "REGISTRY_AUTH_HTPASSWD_REALM=regcert-test".into()]);
             args.extend(["-e".into(), "REGISTRY_AUTH_HTPASSWD_PATH=/auth/htpasswd".into()]);
+        }
+        if let Some(cas) = &opts.client_cas {
+            args.extend(["-v".into(), format!("{}:/clientcas/ca.pem:ro", cas.display())]);
+            args.extend(["-e".into(), "REGISTRY_HTTP_TLS_CLIENTCAS=[/clientcas/ca.pem]".into()]);
         }
         if let Some(label) = &opts.label {
             args.extend(["--label".into(), label.clone()]);
