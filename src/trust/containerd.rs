@@ -194,7 +194,6 @@ pub fn remove(root: &Path, registry: &str) -> Result<Option<PathBuf>, String> {
 
 /// For registry client certificates (mTLS): list `cert` + `key` as a `client = [["cert", "key"]]`
 /// pair in `registry`'s hosts.toml, merged like `ca`. Returns the hosts.toml.
-#[cfg_attr(not(test), expect(dead_code, reason = "for client certificates (usage = \"client\"), wired in by that work"))]
 pub fn add_client_pair(root: &Path, registry: &str, cert: &Path, key: &Path) -> Result<PathBuf, String> {
     let dir = host_dir(root, registry)?;
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;

@@ -12,6 +12,7 @@
 //! /etc/containers, which their packages create), one of its programs on PATH, or its socket
 //! exists — see [`Runtime::found`].
 
+mod client_pair;
 pub mod containerd;
 mod docker;
 mod podman;
@@ -22,7 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::certinfo::{LeafInfo, fmt_time, parse_pem_certs, unix};
-use crate::config::{CertificateConfig, TrustConfig};
+use crate::config::{CertificateConfig, TrustConfig, Usage};
 use crate::obtain::Issuer;
 pub use system::SystemStore;
 
@@ -224,8 +225,12 @@ fn runtimes_of(trust: &TrustConfig, roots: &Roots) -> Result<(Vec<Runtime>, Vec<
 }
 
 /// `[certificate.trust]`: the runtimes on this host trust the root of the issuer of `cert` for
-/// each listed registry. Nothing to do for issuers whose roots are public.
+/// each listed registry. Nothing to do for issuers whose roots are public. A client certificate's
+/// installed pair is presented to the registries instead ([`client_pair`]).
 pub fn sync_clients(cert: &CertificateConfig, issuer: &Issuer) -> Result<(), String> {
+    if let (Some(trust), Usage::Client) = (&cert.trust, cert.usage) {
+        return client_pair::sync(cert, trust);
+    }
     let (Some(trust), Some(root)) = (&cert.trust, issuer.trust_anchor()) else { return Ok(()) };
     if trust.docker_clients.is_empty() {
         return Ok(());
@@ -256,6 +261,11 @@ pub fn sync_clients(cert: &CertificateConfig, issuer: &Issuer) -> Result<(), Str
 pub fn preflight(cert: &CertificateConfig) -> Result<(), String> {
     let Some(trust) = &cert.trust else { return Ok(()) };
     let roots = Roots::of(trust);
+    if cert.usage == Usage::Client {
+        // Only containerd's hosts.toml is written for a client certificate.
+        let strict = client_pair::runtimes(trust, &roots)?.1;
+        return strict.into_iter().filter(|r| *r == Runtime::Containerd).try_for_each(|r| preflight_runtime(r, &roots, trust));
+    }
     runtimes_of(trust, &roots)?.1.into_iter().try_for_each(|r| preflight_runtime(r, &roots, trust))
 }
 
