@@ -279,6 +279,7 @@ fn containerd_pulls_with_the_client_pair_regcert_lists_in_hosts_toml() {
     });
     let run = m.s.run(&["renew", "--force", "--cert", "client"]);
     assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains(&format!("containerd on this host presents {} to {registry}", m.client_cert().display())), "{run:?}");
     let (cert, key) = (m.client_cert().display().to_string(), m.client_key().display().to_string());
     let merged = fs::read_to_string(&hosts).unwrap();
     let pair = format!("client = [[\"{cert}\", \"{key}\"]]\n");
