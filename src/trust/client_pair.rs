@@ -8,20 +8,13 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Roots, Runtime, check_registry, containerd, named_or_found, parse_runtimes};
-use crate::config::{CertificateConfig, TrustConfig};
+use super::{Roots, Runtime, check_registry, containerd, runtimes_of};
+use crate::config::{CertificateConfig, TrustConfig, Usage};
 
 /// The installed pair, as absolute paths (containerd reads a relative one relative to hosts.toml).
 fn installed_pair(cert: &CertificateConfig) -> (PathBuf, PathBuf) {
     let abs = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
     (abs(cert.install.fullchain_path()), abs(cert.install.key_path()))
-}
-
-/// The runtimes `[certificate.trust]` names (or else finds), and those that must succeed: only
-/// the named ones — Docker reads the install dir itself, nothing is written for it.
-pub(super) fn runtimes(trust: &TrustConfig, roots: &Roots) -> Result<(Vec<Runtime>, Vec<Runtime>), String> {
-    let all = named_or_found(&trust.runtimes, roots).map_err(|e| format!("[certificate.trust] runtimes: {e}"))?;
-    Ok((all, parse_runtimes(&trust.runtimes).ok().flatten().unwrap_or_default()))
 }
 
 /// List the installed pair for every registry in the runtimes `[certificate.trust]` names (or
@@ -34,7 +27,7 @@ pub(super) fn sync(cert: &CertificateConfig, trust: &TrustConfig) -> Result<(), 
         return Ok(());
     }
     let roots = Roots::of(trust);
-    let (all, strict) = runtimes(trust, &roots)?;
+    let (all, strict) = runtimes_of(trust, &roots, Usage::Client)?;
     for runtime in all {
         for registry in &trust.docker_clients {
             let done = match runtime {

@@ -214,11 +214,13 @@ pub fn check_registry(registry: &str) -> Result<String, String> {
 /// The runtimes `[certificate.trust]` writes, and those of them that must succeed: the ones
 /// named in `runtimes`; without it every runtime found on the host is written, and only Docker
 /// (which regcert always wrote) must succeed — a runtime merely installed on the host must not
-/// fail a verified renewal (a warning says what it lacks).
-fn runtimes_of(trust: &TrustConfig, roots: &Roots) -> Result<(Vec<Runtime>, Vec<Runtime>), String> {
+/// fail a verified renewal (a warning says what it lacks). For a client certificate nothing is
+/// written for Docker (it reads install.dir itself), so only the named ones must succeed.
+fn runtimes_of(trust: &TrustConfig, roots: &Roots, usage: Usage) -> Result<(Vec<Runtime>, Vec<Runtime>), String> {
     let all = named_or_found(&trust.runtimes, roots).map_err(|e| format!("[certificate.trust] runtimes: {e}"))?;
     let strict = match parse_runtimes(&trust.runtimes) {
         Ok(Some(named)) => named,
+        _ if usage == Usage::Client => Vec::new(),
         _ => all.iter().copied().filter(|r| *r == Runtime::Docker).collect(),
     };
     Ok((all, strict))
@@ -237,7 +239,7 @@ pub fn sync_clients(cert: &CertificateConfig, issuer: &Issuer) -> Result<(), Str
     }
     let pem = std::fs::read_to_string(root).map_err(|e| format!("{}: {e}", root.display()))?;
     let roots = Roots::of(trust);
-    let (all, strict) = runtimes_of(trust, &roots)?;
+    let (all, strict) = runtimes_of(trust, &roots, Usage::Server)?;
     for runtime in all {
         for registry in &trust.docker_clients {
             match runtime.install(&roots, registry, &pem) {
@@ -261,12 +263,9 @@ pub fn sync_clients(cert: &CertificateConfig, issuer: &Issuer) -> Result<(), Str
 pub fn preflight(cert: &CertificateConfig) -> Result<(), String> {
     let Some(trust) = &cert.trust else { return Ok(()) };
     let roots = Roots::of(trust);
-    if cert.usage == Usage::Client {
-        // Only containerd's hosts.toml is written for a client certificate.
-        let strict = client_pair::runtimes(trust, &roots)?.1;
-        return strict.into_iter().filter(|r| *r == Runtime::Containerd).try_for_each(|r| preflight_runtime(r, &roots, trust));
-    }
-    runtimes_of(trust, &roots)?.1.into_iter().try_for_each(|r| preflight_runtime(r, &roots, trust))
+    // Only containerd's hosts.toml is written for a client certificate.
+    let written = |r: &Runtime| cert.usage == Usage::Server || *r == Runtime::Containerd;
+    runtimes_of(trust, &roots, cert.usage)?.1.into_iter().filter(written).try_for_each(|r| preflight_runtime(r, &roots, trust))
 }
 
 fn preflight_runtime(runtime: Runtime, roots: &Roots, trust: &TrustConfig) -> Result<(), String> {
@@ -463,6 +462,10 @@ mod tests {
         assert!(!Runtime::Docker.found_with(&roots, |p| p == Path::new("/r/containerd"), |_| false));
         assert!(Runtime::Podman.found_with(&roots, |_| false, |p| p == "skopeo"));
         assert!(Runtime::Containerd.found_with(&roots, |p| p == Path::new("/run/containerd/containerd.sock"), |_| false));
+        // A client certificate's trust fails a renewal only for the runtimes named.
+        let trust = |names: &[&str]| TrustConfig { runtimes: names.iter().map(|s| s.to_string()).collect(), ..Default::default() };
+        assert_eq!(runtimes_of(&trust(&[]), &roots, Usage::Client).unwrap().1, vec![]);
+        assert_eq!(runtimes_of(&trust(&["containerd"]), &roots, Usage::Client).unwrap().1, vec![Runtime::Containerd]);
         // hosts.toml gets absolute paths whatever the command line said.
         assert!(Roots::new(Path::new("d"), Path::new("c"), Path::new("p")).containerd.is_absolute());
     }
