@@ -1284,6 +1284,12 @@ fn validate_certificate(at: &str, cert: &CertificateConfig, problems: &mut Probl
         if acme && !t.docker_clients.is_empty() {
             problems.push(format!("{at}: trust.docker_clients is for certificates from a private CA (issuer = \"ca:NAME\")"));
         }
+        if client && t.docker_clients.is_empty() {
+            problems.push(format!(
+                "{at}: [certificate.trust] on a client certificate needs registries = [\"HOST:PORT\"], the registries that ask for it \
+                 (containerd's hosts.toml for each lists the installed pair); add them, or remove [certificate.trust]"
+            ));
+        }
         for r in &t.docker_clients {
             if crate::trust::check_registry(r).is_err() {
                 problems.push(format!("{at}: trust.docker_clients entry \"{r}\" is not HOST or HOST:PORT"));
@@ -1762,6 +1768,12 @@ mod tests {
         let server = problems("domains = [\"a.example.com\"]\nclient_name = \"ci\"", "[certificate.verify]\nclient_cert = \"/x.cert\"");
         assert!(server.iter().any(|p| p.contains("client_name applies to usage = \"client\" only")), "{server:?}");
         assert!(server.iter().any(|p| p.contains("client_cert and verify.client_key go together")), "{server:?}");
+        // [certificate.trust] on a client certificate names the registries that ask for it.
+        let named = "issuer = \"ca:internal\"\nclient_name = \"ci\"";
+        let trust = |t: &str| client(named, &format!("{good}\n[certificate.trust]\n{t}"));
+        assert_eq!(trust("registries = [\"r.lan:5000\"]\nruntimes = [\"containerd\"]"), Vec::<String>::new());
+        let none = trust("runtimes = [\"containerd\"]");
+        assert!(none.len() == 1 && none[0].contains("on a client certificate needs registries = [\"HOST:PORT\"]"), "{none:?}");
     }
 
     #[test]

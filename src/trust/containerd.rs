@@ -128,8 +128,36 @@ fn fresh(dir: &Path) -> DocumentMut {
 /// Does `doc` say no more than [`fresh`] would, with no comment but regcert's? Then it can go:
 /// without it containerd reads the directory the same way.
 fn nothing_but_fresh(doc: &DocumentMut, dir: &Path) -> bool {
+    let mut doc = doc.clone();
+    if is_host_stub(&doc) {
+        doc.remove("host");
+    }
     let semantic = |d: &DocumentMut| toml::from_str::<toml::Table>(&d.to_string()).ok();
-    !doc.to_string().replace(HEADER, "").contains('#') && semantic(doc) == semantic(&fresh(dir))
+    !doc.to_string().replace(HEADER, "").contains('#') && semantic(&doc) == semantic(&fresh(dir))
+}
+
+/// Marks the empty `[host]` regcert adds (see [`host_stub`]).
+const HOST_STUB: &str = "# regcert: containerd 1.6/1.7 ignore a hosts.toml without a [host] table (containerd#10027)";
+
+fn is_host_stub(doc: &DocumentMut) -> bool {
+    doc.get("host")
+        .and_then(Item::as_table)
+        .is_some_and(|t| t.is_empty() && t.decor().prefix().and_then(|p| p.as_str()).is_some_and(|p| p.contains(HOST_STUB)))
+}
+
+/// containerd 1.6 and 1.7 refuse a hosts.toml without a `host` table ("invalid `host` tree",
+/// containerd#10027) and fall back to the directory's `*.crt`/`*.cert` files, so a top-level
+/// `client` pair installed elsewhere (or a `ca`) would be ignored. An empty, marked `[host]`
+/// keeps such a file read; it goes again with the last top-level `ca`/`client`.
+fn host_stub(doc: &mut DocumentMut) {
+    let needed = doc.contains_key(Key::Ca.name()) || doc.contains_key(Key::Client.name());
+    if needed && !doc.contains_key("host") {
+        let mut stub = toml_edit::Table::new();
+        stub.decor_mut().set_prefix(format!("\n{HOST_STUB}\n"));
+        doc.insert("host", Item::Table(stub));
+    } else if !needed && is_host_stub(doc) {
+        doc.remove("host");
+    }
 }
 
 /// Change `<dir>/hosts.toml` with `edit` (atomically; only when something changed). A file left
@@ -148,6 +176,7 @@ fn edit_hosts(dir: &Path, edit: impl FnOnce(&mut DocumentMut) -> Result<bool, St
     if !edit(&mut doc).map_err(|e| format!("{}: {e}; fix it, regcert changed nothing", path.display()))? {
         return Ok(false);
     }
+    host_stub(&mut doc);
     if nothing_but_fresh(&doc, dir) {
         match std::fs::remove_file(&path) {
             Ok(()) => {}
@@ -194,7 +223,6 @@ pub fn remove(root: &Path, registry: &str) -> Result<Option<PathBuf>, String> {
 
 /// For registry client certificates (mTLS): list `cert` + `key` as a `client = [["cert", "key"]]`
 /// pair in `registry`'s hosts.toml, merged like `ca`. Returns the hosts.toml.
-#[cfg_attr(not(test), expect(dead_code, reason = "for client certificates (usage = \"client\"), wired in by that work"))]
 pub fn add_client_pair(root: &Path, registry: &str, cert: &Path, key: &Path) -> Result<PathBuf, String> {
     let dir = host_dir(root, registry)?;
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -203,7 +231,7 @@ pub fn add_client_pair(root: &Path, registry: &str, cert: &Path, key: &Path) -> 
 }
 
 /// Take a pair [`add_client_pair`] listed out again; whether it was there.
-#[cfg_attr(not(test), expect(dead_code, reason = "for client certificates (usage = \"client\"), wired in by that work"))]
+#[cfg_attr(not(test), expect(dead_code, reason = "for `regcert trust remove` of client pairs, which does not read the configuration yet"))]
 pub fn remove_client_pair(root: &Path, registry: &str, cert: &Path, key: &Path) -> Result<bool, String> {
     let dir = host_dir(root, registry)?;
     if !dir.join(HOSTS_TOML).exists() {
@@ -359,5 +387,24 @@ skip_verify = false # never
         assert!(!remove_client_pair(t.path(), "reg.example:5000", cert, key).unwrap());
         remove(t.path(), "reg.example:5000").unwrap();
         assert!(!hosts.exists(), "nothing of regcert's left: the file it created goes");
+    }
+
+    #[test]
+    fn a_file_without_host_tables_gets_regcerts_stub_and_loses_it_again() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("reg.example:5000");
+        std::fs::create_dir_all(&dir).unwrap();
+        let user = "server = \"https://reg.example:5000\" # direct\n";
+        std::fs::write(dir.join(HOSTS_TOML), user).unwrap();
+        let (cert, key) = (Path::new("/c/client.cert"), Path::new("/c/client.key"));
+        let hosts = add_client_pair(t.path(), "reg.example:5000", cert, key).unwrap();
+        let text = std::fs::read_to_string(&hosts).unwrap();
+        assert!(text.starts_with(user) && text.ends_with(&format!("\n{HOST_STUB}\n[host]\n")), "{text}");
+        let parsed: toml::Table = toml::from_str(&text).unwrap();
+        assert_eq!(parsed["host"], toml::Value::Table(toml::Table::new()), "{text}");
+        add_client_pair(t.path(), "reg.example:5000", cert, key).unwrap();
+        assert_eq!(std::fs::read_to_string(&hosts).unwrap(), text, "once only");
+        assert!(remove_client_pair(t.path(), "reg.example:5000", cert, key).unwrap());
+        assert_eq!(std::fs::read_to_string(&hosts).unwrap(), user, "the operator's file, byte for byte");
     }
 }

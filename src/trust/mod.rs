@@ -12,6 +12,7 @@
 //! /etc/containers, which their packages create), one of its programs on PATH, or its socket
 //! exists — see [`Runtime::found`].
 
+mod client_pair;
 pub mod containerd;
 mod docker;
 mod podman;
@@ -22,7 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::certinfo::{LeafInfo, fmt_time, parse_pem_certs, unix};
-use crate::config::{CertificateConfig, TrustConfig};
+use crate::config::{CertificateConfig, TrustConfig, Usage};
 use crate::obtain::Issuer;
 pub use system::SystemStore;
 
@@ -213,26 +214,32 @@ pub fn check_registry(registry: &str) -> Result<String, String> {
 /// The runtimes `[certificate.trust]` writes, and those of them that must succeed: the ones
 /// named in `runtimes`; without it every runtime found on the host is written, and only Docker
 /// (which regcert always wrote) must succeed — a runtime merely installed on the host must not
-/// fail a verified renewal (a warning says what it lacks).
-fn runtimes_of(trust: &TrustConfig, roots: &Roots) -> Result<(Vec<Runtime>, Vec<Runtime>), String> {
+/// fail a verified renewal (a warning says what it lacks). For a client certificate nothing is
+/// written for Docker (it reads install.dir itself), so only the named ones must succeed.
+fn runtimes_of(trust: &TrustConfig, roots: &Roots, usage: Usage) -> Result<(Vec<Runtime>, Vec<Runtime>), String> {
     let all = named_or_found(&trust.runtimes, roots).map_err(|e| format!("[certificate.trust] runtimes: {e}"))?;
     let strict = match parse_runtimes(&trust.runtimes) {
         Ok(Some(named)) => named,
+        _ if usage == Usage::Client => Vec::new(),
         _ => all.iter().copied().filter(|r| *r == Runtime::Docker).collect(),
     };
     Ok((all, strict))
 }
 
 /// `[certificate.trust]`: the runtimes on this host trust the root of the issuer of `cert` for
-/// each listed registry. Nothing to do for issuers whose roots are public.
+/// each listed registry. Nothing to do for issuers whose roots are public. A client certificate's
+/// installed pair is presented to the registries instead ([`client_pair`]).
 pub fn sync_clients(cert: &CertificateConfig, issuer: &Issuer) -> Result<(), String> {
+    if let (Some(trust), Usage::Client) = (&cert.trust, cert.usage) {
+        return client_pair::sync(cert, trust);
+    }
     let (Some(trust), Some(root)) = (&cert.trust, issuer.trust_anchor()) else { return Ok(()) };
     if trust.docker_clients.is_empty() {
         return Ok(());
     }
     let pem = std::fs::read_to_string(root).map_err(|e| format!("{}: {e}", root.display()))?;
     let roots = Roots::of(trust);
-    let (all, strict) = runtimes_of(trust, &roots)?;
+    let (all, strict) = runtimes_of(trust, &roots, Usage::Server)?;
     for runtime in all {
         for registry in &trust.docker_clients {
             match runtime.install(&roots, registry, &pem) {
@@ -256,7 +263,9 @@ pub fn sync_clients(cert: &CertificateConfig, issuer: &Issuer) -> Result<(), Str
 pub fn preflight(cert: &CertificateConfig) -> Result<(), String> {
     let Some(trust) = &cert.trust else { return Ok(()) };
     let roots = Roots::of(trust);
-    runtimes_of(trust, &roots)?.1.into_iter().try_for_each(|r| preflight_runtime(r, &roots, trust))
+    // Only containerd's hosts.toml is written for a client certificate.
+    let written = |r: &Runtime| cert.usage == Usage::Server || *r == Runtime::Containerd;
+    runtimes_of(trust, &roots, cert.usage)?.1.into_iter().filter(written).try_for_each(|r| preflight_runtime(r, &roots, trust))
 }
 
 fn preflight_runtime(runtime: Runtime, roots: &Roots, trust: &TrustConfig) -> Result<(), String> {
@@ -453,6 +462,10 @@ mod tests {
         assert!(!Runtime::Docker.found_with(&roots, |p| p == Path::new("/r/containerd"), |_| false));
         assert!(Runtime::Podman.found_with(&roots, |_| false, |p| p == "skopeo"));
         assert!(Runtime::Containerd.found_with(&roots, |p| p == Path::new("/run/containerd/containerd.sock"), |_| false));
+        // A client certificate's trust fails a renewal only for the runtimes named.
+        let trust = |names: &[&str]| TrustConfig { runtimes: names.iter().map(|s| s.to_string()).collect(), ..Default::default() };
+        assert_eq!(runtimes_of(&trust(&[]), &roots, Usage::Client).unwrap().1, vec![]);
+        assert_eq!(runtimes_of(&trust(&["containerd"]), &roots, Usage::Client).unwrap().1, vec![Runtime::Containerd]);
         // hosts.toml gets absolute paths whatever the command line said.
         assert!(Roots::new(Path::new("d"), Path::new("c"), Path::new("p")).containerd.is_absolute());
     }

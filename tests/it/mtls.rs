@@ -1,10 +1,12 @@
 //! Registries that require client certificates (mTLS): a registry container with
 //! REGISTRY_HTTP_TLS_CLIENTCAS, a client certificate (`usage = "client"`) from the private CA that
 //! regcert installs into Docker's certs.d/HOST:PORT and renews, the real `docker push` that needs
-//! it, and verification of the registry's own certificate that presents one.
+//! it, and verification of the registry's own certificate that presents one; containerd
+//! (`ctr image pull --hosts-dir`) given the installed pair through hosts.toml's `client`.
 
 use crate::common::registry::*;
 use crate::common::*;
+use crate::trust_runtimes::ctr_pull;
 use std::fs;
 use std::path::{Path, PathBuf};
 use toml::{Value, toml};
@@ -246,4 +248,62 @@ fn verify_presents_a_client_certificate_to_a_registry_that_requires_one() {
     let run = m.s.run(&["verify", "--cert", "registry"]);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stdout.contains(&format!("it refused verify.client_cert {cert}")), "{run:?}");
+}
+
+/// `[certificate.trust]` on the client certificate: every renewal lists the installed pair in
+/// containerd's hosts.toml `client` (merged into the operator's file, once), which a real
+/// `ctr image pull` needs; the client CA is not made the registry's `ca`.
+#[test]
+fn containerd_pulls_with_the_client_pair_regcert_lists_in_hosts_toml() {
+    let m = MtlsRegistry::start();
+    let run = m.s.run(&["renew", "--cert", "client"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    m.push("1").expect("docker push with certs.d/HOST:PORT/client.cert + client.key");
+    let (registry, image) = (m.reg.addr(), format!("{}/tiny:1", m.reg.addr()));
+
+    // The operator's hosts.toml, top-level keys only as containerd's docs show it: the registry's
+    // CA, pull only; no client certificate.
+    let hosts_dir = m.s.root.path().join("containerd/certs.d");
+    let hosts = hosts_dir.join(&registry).join("hosts.toml");
+    fs::create_dir_all(hosts.parent().unwrap()).unwrap();
+    let user = format!(
+        "# the registry's CA; nodes only pull\nserver = \"https://{registry}\"\ncapabilities = [\"pull\", \"resolve\"] # no push\nca = \"{}\"\n",
+        m.root.display()
+    );
+    fs::write(&hosts, &user).unwrap();
+    ctr_pull(&hosts_dir, &image).expect_err("ctr pull without a client pair in hosts.toml must fail");
+
+    let containerd = hosts_dir.display().to_string();
+    m.s.edit_cert("client", |c| {
+        set(c, "trust", toml! { registries = [(registry.as_str())] runtimes = ["containerd"] containerd_certs_d = (containerd.as_str()) })
+    });
+    let run = m.s.run(&["renew", "--force", "--cert", "client"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains(&format!("containerd on this host presents {} to {registry}", m.client_cert().display())), "{run:?}");
+    let (cert, key) = (m.client_cert().display().to_string(), m.client_key().display().to_string());
+    let merged = fs::read_to_string(&hosts).unwrap();
+    let pair = format!("client = [[\"{cert}\", \"{key}\"]]\n");
+    assert!(merged.starts_with(&format!("{user}{pair}")), "only `client` is added; the operator's file stays: {merged}");
+    // containerd 1.6/1.7 ignore a hosts.toml without a [host] table (containerd#10027).
+    assert!(merged.ends_with("\n[host]\n"), "{merged}");
+    assert!(!hosts.parent().unwrap().join("regcert-ca.crt").exists(), "the client CA is not the registry's server CA");
+    ctr_pull(&hosts_dir, &image).expect("ctr pull with the client pair regcert listed");
+
+    // Renewed: the same files, listed once; the next pull presents the new certificate.
+    let first = serial(&m.client_cert());
+    let run = m.s.run(&["renew", "--force", "--cert", "client"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_ne!(serial(&m.client_cert()), first);
+    assert_eq!(fs::read_to_string(&hosts).unwrap(), merged, "idempotent");
+    ctr_pull(&hosts_dir, &image).expect("ctr pull with the renewed client certificate");
+
+    // The pair is what the registry asks for: without it (and nothing else changed) the
+    // handshake fails; the next renewal lists it again.
+    fs::write(&hosts, merged.replace(&pair, "")).unwrap();
+    let err = ctr_pull(&hosts_dir, &image).expect_err("ctr pull without the client pair must fail");
+    assert!(err.contains("certificate required") || err.contains("bad certificate"), "{err}");
+    let run = m.s.run(&["renew", "--force", "--cert", "client"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(fs::read_to_string(&hosts).unwrap(), merged);
+    ctr_pull(&hosts_dir, &image).expect("ctr pull with the client pair listed again");
 }

@@ -62,7 +62,7 @@ fn containerd_socket() -> &'static str {
 }
 
 /// `ctr image pull --hosts-dir ROOT IMAGE` with the real containerd: Ok, or its error output.
-fn ctr_pull(hosts_dir: &Path, image: &str) -> Result<(), String> {
+pub(crate) fn ctr_pull(hosts_dir: &Path, image: &str) -> Result<(), String> {
     let ctr =
         |args: &[&str]| Command::new(tool("ctr")).args(["--address", containerd_socket(), "-n", NAMESPACE]).args(args).output().unwrap();
     let out = ctr(&["images", "pull", "--hosts-dir", hosts_dir.to_str().unwrap(), image]);
