@@ -392,7 +392,11 @@ pub async fn check(config: &Config, state: &StateDir, known: &mut HashMap<String
     for cert in &config.certificates {
         let current = install::read_installed(&cert.install);
         let decision = crate::renew::decision(state, &issuers, cert, &current, now, false);
-        let schedule = known.remove(&cert.name).unwrap_or_else(|| Schedule::load(state, &cert.name));
+        let schedule = match known.remove(&cert.name) {
+            Some(mine) if !mine.changed_on_disk(state, &cert.name) => mine,
+            // First check, or `renew`/`revoke` stored something meanwhile: theirs is newer.
+            _ => Schedule::load(state, &cert.name),
+        };
         entries.push(Entry { cert, installed: current.ok().flatten(), schedule, dirty: false });
         decisions.push(decision);
     }

@@ -9,9 +9,9 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::certinfo::{LeafInfo, unix};
-use crate::fsutil::{FileSpec, create_private_dir, write_atomic};
+use crate::fsutil::FileSpec;
 use crate::policy::Reason;
-use crate::state::StateDir;
+use crate::state::{SCHEDULE, StateDir};
 
 /// In an emergency (less than a tenth of the lifetime left) never wait longer than this.
 const EMERGENCY_MAX: Duration = Duration::from_secs(600);
@@ -34,6 +34,10 @@ pub struct Schedule {
     pub last_alert_at: Option<u64>,
     #[serde(default)]
     pub last_alert_serial: Option<String>,
+    /// schedule.json as this schedule was read or last written; another process's write (a
+    /// one-shot `renew` storing a renewal window, `revoke` dropping one) makes it differ.
+    #[serde(skip)]
+    pub(crate) stored: Option<std::sync::Arc<[u8]>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -95,13 +99,23 @@ pub fn is_emergency(leaf: Option<&LeafInfo>, now: SystemTime) -> bool {
 impl Schedule {
     /// The stored schedule, or a fresh one (also when the file is unreadable: it only holds hints).
     pub fn load(state: &StateDir, name: &str) -> Self {
-        std::fs::read(state.schedule_path(name)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+        let stored = state.read_record(name, SCHEDULE);
+        let schedule: Option<Self> = stored.as_deref().and_then(|b| serde_json::from_slice(b).ok());
+        Self { stored, ..schedule.unwrap_or_default() }
     }
 
-    pub fn save(&self, state: &StateDir, name: &str) -> std::io::Result<()> {
-        create_private_dir(&state.cert_dir(name))?;
+    pub fn save(&mut self, state: &StateDir, name: &str) -> std::io::Result<()> {
         let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        write_atomic(&state.schedule_path(name), &json, FileSpec::PUBLIC)
+        state.write_record(name, SCHEDULE, &json, FileSpec::PUBLIC)?;
+        self.stored = Some(json.into());
+        Ok(())
+    }
+
+    /// Did another process change schedule.json since this schedule was read or written? (The
+    /// daemon keeps schedules in memory between checks; one it holds must not overwrite what a
+    /// one-shot command stored meanwhile.)
+    pub fn changed_on_disk(&self, state: &StateDir, name: &str) -> bool {
+        state.read_record(name, SCHEDULE) != self.stored
     }
 
     /// Has `leaf` (not renewed, now at `now`) earned an "expiring" alert that was not sent yet?

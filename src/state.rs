@@ -189,7 +189,7 @@ impl StateDir {
 
     /// The daemon's memory of one certificate (backoff, last result, ARI window).
     pub fn schedule_path(&self, name: &str) -> PathBuf {
-        self.cert_dir(name).join("schedule.json")
+        self.cert_dir(name).join(SCHEDULE)
     }
 
     /// Private CA `name`.
@@ -289,6 +289,8 @@ impl StateDir {
 const META: &str = "meta.json";
 /// The journal of an install in progress, in `certs/<name>/`.
 pub(crate) const INSTALL_JOURNAL: &str = "installing.json";
+/// What the daemon remembers of a certificate (see `schedule`), in `certs/<name>/`.
+pub(crate) const SCHEDULE: &str = "schedule.json";
 /// A reload held for the reload window, in `certs/<name>/`.
 pub(crate) const PENDING_RELOAD: &str = "reload-pending.json";
 

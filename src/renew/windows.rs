@@ -82,7 +82,7 @@ pub async fn refresh_each<'a>(
 /// Make due what its CA's window says to renew now, and store the schedules that changed
 /// (schedule.json, which `regcert run` reads too).
 pub fn apply(state: &StateDir, plan: &mut Plan<'_>, kept: Vec<Kept>, now: u64) {
-    for k in kept {
+    for mut k in kept {
         let (cert, decision) = &mut plan[k.index];
         if let Some(reason) = k.schedule.window_reason(&k.installed.leaf.serial, now) {
             tracing::info!(cert = %cert.name, %reason, "the CA's renewal window says renew");

@@ -184,3 +184,38 @@ fn the_daemon_renews_a_certificate_revoked_out_of_band_when_the_ca_says_so_not_a
     d.signal("TERM");
     assert_eq!(d.wait(Duration::from_secs(30)), 0, "{}", d.log_text());
 }
+
+/// `regcert revoke` without `--renew` while `regcert run` runs: revoke drops the stored renewal
+/// window from schedule.json, and the daemon — which keeps schedules in memory between checks —
+/// takes what another process stored, asks the CA again at its next check and renews. Real Pebble
+/// 2.10, whose Retry-After (six hours) the daemon would otherwise have waited out.
+#[test]
+fn the_daemon_sees_a_revoke_by_regcert_revoke_at_its_next_check() {
+    let pebble = Pebble::start_with(PebbleOpts::v2_10());
+    let s = Setup::new(&pebble, &[cert("registry", &["registry.example.com"], "ecdsa-p256").with(toml! { profile = "default" })]);
+    s.edit(|c| set(c, "daemon.check", "*/2 * * * * *"));
+    let run = s.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let first = serial(&s.fullchain("registry"));
+    let mut d = Daemon::start(&s.config);
+    d.wait_for_log("0 renewed, 0 failed", 1, Duration::from_secs(30));
+
+    // The daemon takes the lock for each check: try again while it holds it.
+    let mut revoke = s.run(&["revoke", "--cert", "registry", "--reason", "superseded", "--yes"]);
+    for _ in 0..20 {
+        if revoke.code == 0 || !revoke.stdout.contains("holds the lock") && !revoke.stderr.contains("holds the lock") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        revoke = s.run(&["revoke", "--cert", "registry", "--reason", "superseded", "--yes"]);
+    }
+    assert_eq!(revoke.code, 0, "{revoke:?}");
+    assert_eq!(status_at_ca(&pebble, &first), revoked(4));
+
+    d.wait_for_log("1 renewed, 0 failed", 1, Duration::from_secs(30));
+    let second = serial(&s.fullchain("registry"));
+    assert_ne!(second, first, "{}", d.log_text());
+    assert_eq!(status_at_ca(&pebble, &second).0, "Valid");
+    d.signal("TERM");
+    assert_eq!(d.wait(Duration::from_secs(30)), 0, "{}", d.log_text());
+}
