@@ -366,29 +366,12 @@ fn ip_name_constraints_are_written_enforced_and_honoured_by_openssl() {
 fn an_imported_ca_s_own_ip_constraints_are_enforced_when_issuing() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = (dir.path().join("ca.pem"), dir.path().join("ca.key"));
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        key.to_str().unwrap(),
-        "-out",
-        cert.to_str().unwrap(),
-        "-days",
-        "365",
-        "-subj",
-        "/CN=Ranged CA",
-        "-addext",
+    let constraints = [
         "basicConstraints=critical,CA:TRUE",
-        "-addext",
         "keyUsage=critical,keyCertSign,cRLSign",
-        "-addext",
         "nameConstraints=critical,permitted;IP:10.20.0.0/255.255.0.0",
-    ]);
+    ];
+    self_signed(&key, &cert, "/CN=Ranged CA", &constraints);
     let s = ca_setup(import(&cert, &key, Table::new()), toml! { ips = ["10.20.1.5"] });
     assert_eq!(s.run(&["ca", "init", "internal"]).code, 0);
     let run = s.run(&["renew"]);

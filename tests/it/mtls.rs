@@ -223,23 +223,7 @@ fn verify_presents_a_client_certificate_to_a_registry_that_requires_one() {
     );
     // A client certificate of another CA is refused, and the message says which file and why.
     let other = tempfile::tempdir().unwrap();
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-subj",
-        "/CN=stranger",
-        "-addext",
-        "extendedKeyUsage=clientAuth",
-        "-keyout",
-        other.path().join("c.key").to_str().unwrap(),
-        "-out",
-        other.path().join("c.cert").to_str().unwrap(),
-    ]);
+    self_signed(&other.path().join("c.key"), &other.path().join("c.cert"), "/CN=stranger", &["extendedKeyUsage=clientAuth"]);
     let (cert, key) = (other.path().join("c.cert").display().to_string(), other.path().join("c.key").display().to_string());
     m.s.edit_cert("registry", |c| {
         set(c, "verify.client_cert", cert.as_str());

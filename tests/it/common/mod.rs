@@ -728,6 +728,18 @@ pub fn openssl(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into()
 }
 
+/// A self-signed ECDSA P-256 certificate for `subject` (`/CN=…`) with `extensions` (each an
+/// openssl `-addext` value), valid for a year: its key in `key`, the certificate in `cert`.
+pub fn self_signed(key: &Path, cert: &Path, subject: &str, extensions: &[&str]) {
+    let (key, cert) = (key.to_str().unwrap(), cert.to_str().unwrap());
+    let mut args = vec!["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "365", "-subj", subject];
+    for ext in extensions {
+        args.extend(["-addext", ext]);
+    }
+    args.extend(["-keyout", key, "-out", cert]);
+    openssl(&args);
+}
+
 /// The fullchain verifies against `root` with openssl, using only the intermediates it carries.
 pub fn assert_chain_verifies(fullchain: &Path, root: &Path) {
     let fc = fullchain.to_str().unwrap();
