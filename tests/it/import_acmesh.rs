@@ -528,3 +528,51 @@ fn certificates_of_two_cas_import_into_acme_and_acme_ca_and_renew_with_their_own
         assert_chain_verifies(chain, &ca.issuing_root());
     }
 }
+
+#[test]
+fn a_dns_persist_certificate_from_acmesh_renews_with_dns_persist_01_and_the_same_record() {
+    let pebble = Pebble::start_with(PebbleOpts::v2_10());
+    let root = tempfile::tempdir().unwrap();
+    let acme = AcmeSh::new(root.path(), &pebble, None);
+    acme.run(&["--register-account", "-m", "ops@example.com"]);
+    let account_url = acme.account_url();
+    // The one standing record acme.sh's --dns-persist needs (`acme.sh --make-dns-persist-value`
+    // prints it), published in the DNS Pebble asks (pebble-challtestsrv).
+    let name = "persist.example.com";
+    let record = serde_json::json!({
+        "host": format!("_validation-persist.{name}."),
+        "value": format!("pebble.letsencrypt.org; accounturi={account_url}"),
+    });
+    let out = Command::new(tool("curl"))
+        .args(["-sSf", "-d", &record.to_string(), &format!("{}/set-txt", pebble.challtest_mgmt)])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let install = root.path().join("install");
+    fs::create_dir_all(&install).unwrap();
+    acme.run(&["--issue", "--dns-persist", "-d", name, "--keylength", "ec-256"]);
+    let (key, chain) = (install.join("domain.key"), install.join("domain.crt"));
+    acme.run(&["--install-cert", "--ecc", "-d", name, "--key-file", key.to_str().unwrap(), "--fullchain-file", chain.to_str().unwrap()]);
+    let acmesh_serial = serial(&chain);
+
+    let state = root.path().join("state");
+    let config = root.path().join("imported.toml");
+    let run = import(&acme.home, &["--state-dir", state.to_str().unwrap(), "--write-config", config.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(!run.stdout.contains("could not carry over"), "{run:?}");
+    edit_toml(&config, |c| {
+        let cert = certificate(c, name);
+        assert_eq!(cert["challenge"].as_str(), Some("dns-persist-01"), "{cert}");
+        assert!(cert.get("dns").is_none(), "acme.sh never wrote the record; regcert does not either: {cert}");
+        set(cert, "verify.enabled", false);
+    });
+
+    let run = regcert(&config, &["renew", "--force"]);
+    assert_eq!(run.code, 0, "{run:?}\n{}", pebble.logs());
+    assert!(run.stdout.contains("1 renewed, 0 not due, 0 failed"), "{run:?}");
+    assert!(!run.stderr.contains("ACME account created"), "the record names acme.sh's account, which regcert adopted: {run:?}");
+    assert_eq!(stored_account(&state), account_url);
+    assert_ne!(serial(&chain), acmesh_serial);
+    assert_chain_verifies(&chain, &pebble.issuing_root());
+    assert_key_matches(&chain, &key);
+}
