@@ -554,7 +554,7 @@ fn import(cmd: ImportCommand) -> CmdResult {
             println!("trusted on --trust-home-owner: {why}");
         }
     }
-    if let Some(a) = &plan.account {
+    for a in &plan.accounts {
         let same = acmesh::check_account(&state_dir, a, replace_account).map_err(Failure::Failed)?;
         if same {
             println!("{} already holds the ACME account {}", state_dir.display(), a.account_url.as_deref().unwrap_or_default());
@@ -563,7 +563,7 @@ fn import(cmd: ImportCommand) -> CmdResult {
     let mut problems = plan.notes.clone();
     if dry_run {
         println!("# dry run: nothing is written. The regcert config would be:\n{}", plan.shown_config());
-        if let Some(a) = &plan.account {
+        for a in &plan.accounts {
             println!("# would adopt the ACME account {} for {}", a.account_url.as_deref().unwrap_or("(no ACCOUNT_URL)"), a.directory);
         }
     } else {
@@ -573,7 +573,7 @@ fn import(cmd: ImportCommand) -> CmdResult {
                 path.display()
             )));
         }
-        if let Some(a) = &plan.account {
+        for a in &plan.accounts {
             match acmesh::adopt_account(&state_dir, a) {
                 Ok(done) => println!("{done}"),
                 Err(e) => problems.push(e),

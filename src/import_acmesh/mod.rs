@@ -11,6 +11,8 @@
 //! CERT_HOME/<domain>[_ecc]/<domain>.conf          Le_* (see `settings`)
 //! ```
 //!
+//! The CA most certificates use (`Le_API`) becomes `[acme]`; each other one an `[acme_ca.NAME]`
+//! that its certificates name as `issuer`, each with acme.sh's account for that directory.
 //! What each key becomes is listed in [`settings`]; whatever is not carried over is reported
 //! with the way forward. Every file and directory whose content becomes configuration must be
 //! changeable only by root or the invoking user ([`trust`]), unless the operator says otherwise.
@@ -20,6 +22,7 @@ pub(crate) mod trust;
 pub(crate) mod vars;
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use rustls_pki_types::pem::PemObject;
@@ -41,7 +44,7 @@ pub struct Options<'a> {
     pub keep_dns_plugins: bool,
 }
 
-/// The ACME account of the CA the config uses, found under `ca/`.
+/// The ACME account of a CA the config uses, found under `ca/`.
 #[derive(Debug)]
 pub struct FoundAccount {
     /// The directory URL, exactly as the written config names it.
@@ -75,9 +78,10 @@ impl FoundCert {
 #[derive(Debug, Default)]
 pub struct Plan {
     pub config: String,
-    /// The EAB HMAC key in `config`: written with --write-config, never printed.
-    pub secret: Option<String>,
-    pub account: Option<FoundAccount>,
+    /// The EAB HMAC keys in `config`: written with --write-config, never printed.
+    pub secrets: Vec<String>,
+    /// The accounts to adopt: `[acme]`'s first, then each `[acme_ca.NAME]`'s.
+    pub accounts: Vec<FoundAccount>,
     pub notes: Vec<String>,
     /// Files and directories whose content becomes configuration, writable by someone other
     /// than root and the invoking user (see [`trust`]).
@@ -88,13 +92,12 @@ pub struct Plan {
 impl Plan {
     /// The config as it may be printed: the EAB HMAC key replaced, with a note on how to get it.
     pub fn shown_config(&self) -> String {
-        match self.secret.as_deref().filter(|s| !s.is_empty()) {
-            Some(secret) => {
-                self.config.replace(&toml_str(secret), "\"<redacted>\"")
-                    + "# eab.hmac_key is not printed: use --write-config PATH (written 0640), or copy CA_EAB_HMAC_KEY from acme.sh's ca.conf\n"
-            }
-            None => self.config.clone(),
+        let secrets: Vec<&String> = self.secrets.iter().filter(|s| !s.is_empty()).collect();
+        if secrets.is_empty() {
+            return self.config.clone();
         }
+        secrets.iter().fold(self.config.clone(), |c, secret| c.replace(&toml_str(secret), "\"<redacted>\""))
+            + "# eab.hmac_key is not printed: use --write-config PATH (written 0640), or copy CA_EAB_HMAC_KEY from acme.sh's ca.conf\n"
     }
 
     /// Why the import is refused when the home is not trusted: every untrusted path, what it
@@ -262,6 +265,9 @@ enum Validation<'a> {
     Webroot(&'a str),
     Standalone,
     DnsApi(&'a str),
+    /// acme.sh's `--dns-persist` (`Le_Webroot='dns_persist'`): the CA reads a standing
+    /// `_validation-persist` record; nothing is written to DNS.
+    DnsPersist,
     /// Anything regcert cannot do as acme.sh did; the text says what to do instead.
     Other(String),
 }
@@ -279,9 +285,8 @@ fn validation(webroot: Option<&str>) -> Validation<'_> {
     match first {
         "no" => Validation::Standalone,
         w if w.starts_with('/') => Validation::Webroot(w),
-        "dns_persist" => Validation::Other(
-            "acme.sh's dns-persist mode: add challenge = \"dns-persist-01\" to this certificate by hand (the import keeps the same ACME account, so the _validation-persist record made for acme.sh still authorizes it; `regcert dns-persist show` prints it)".into(),
-        ),
+        // Before `dns_*` plugins: acme.sh names this mode like one (W_DNS_PERSIST).
+        "dns_persist" => Validation::DnsPersist,
         w if w.starts_with("dns_") => Validation::DnsApi(w),
         "dns" => Validation::Other(
             "acme.sh's manual DNS mode cannot renew unattended: configure challenge = \"dns-01\" with a dns provider".into(),
@@ -317,34 +322,20 @@ fn build_config(plan: &mut Plan, certs: &[FoundCert], account_conf: &Vars, opts:
         Some((api, _)) => (*api).to_owned(),
         None => default_server.unwrap_or(ACMESH_DEFAULT_CA).to_owned(),
     };
-    let mut read = Reader { notes: &mut plan.notes, read: Vec::new() };
-    plan.account = find_account(config_home, &directory, account_conf, &mut read);
-    checked.append(&mut read.read);
-    let email = plan.account.as_ref().and_then(|a| a.email.clone()).or_else(|| account_conf.get("ACCOUNT_EMAIL").cloned());
-    out.push_str(&format!("\n[acme]\ndirectory = {}\n", toml_str(&directory)));
-    if let Some(e) = email.filter(|e| !e.is_empty()) {
-        out.push_str(&format!("contact = [{}]\n", toml_str(&format!("mailto:{e}"))));
+    // The CA most certificates use is `[acme]`; every other one becomes an `[acme_ca.NAME]`
+    // that its certificates name as their `issuer`, each with the account acme.sh has there.
+    let others = ca_names(apis.keys().copied().filter(|a| *a != directory));
+    out.push_str(&acme_table("[acme]", &directory, plan, account_conf, config_home, checked));
+    for (api, name) in &others {
+        let header = format!("[acme_ca.{}]", toml_key(name));
+        out.push_str(&acme_table(&header, api, plan, account_conf, config_home, checked));
     }
-    out.push_str("# acme.sh accepted the CA's terms when it created the account that regcert adopts.\naccept_terms = true\n");
-    // acme.sh's --ca-bundle: the roots of a private ACME CA's own HTTPS.
-    if let Some(bundle) = account_conf.get("CA_BUNDLE").filter(|b| !b.is_empty()) {
-        out.push_str(&format!("ca_bundle = {}\n", toml_str(bundle)));
-        checked.push(PathBuf::from(bundle));
-    }
-    if let Some((kid, hmac)) = plan.account.as_ref().and_then(|a| a.eab.clone()) {
-        out.push_str(&format!("eab = {{ kid = {}, hmac_key = {} }}\n", toml_str(&kid), toml_str(&hmac)));
-        plan.secret = Some(hmac);
-    }
-    for api in apis.keys().filter(|a| **a != directory) {
-        plan.notes.push(format!(
-            "certificates using the CA {api} were left out: one regcert config talks to one ACME CA (import them into a second config)"
-        ));
-    }
-    let ours: Vec<&FoundCert> =
-        certs.iter().filter(|c| c.get("Le_API").or(default_server).unwrap_or(ACMESH_DEFAULT_CA) == directory).collect();
-    out.push_str(&http01_section(&ours, &mut plan.notes, checked));
-    for c in ours {
-        match cert_section(c, account_conf, opts) {
+    let certs: Vec<&FoundCert> = certs.iter().collect();
+    out.push_str(&http01_section(&certs, &mut plan.notes, checked));
+    for c in certs {
+        let api = c.get("Le_API").or(default_server).unwrap_or(ACMESH_DEFAULT_CA);
+        let issuer = others.iter().find(|(a, _)| *a == api).map(|(_, name)| name.as_str());
+        match cert_section(c, issuer, account_conf, opts) {
             Ok((text, notes, paths)) => {
                 out.push_str(&text);
                 plan.notes.extend(notes);
@@ -354,6 +345,85 @@ fn build_config(plan: &mut Plan, certs: &[FoundCert], account_conf: &Vars, opts:
         }
     }
     out
+}
+
+/// `[acme]` or `[acme_ca.NAME]` (`header`) for `directory`, with the account acme.sh keeps for it
+/// (added to `plan.accounts`, its EAB HMAC key to `plan.secrets`).
+fn acme_table(
+    header: &str,
+    directory: &str,
+    plan: &mut Plan,
+    account_conf: &Vars,
+    config_home: &Path,
+    checked: &mut Vec<PathBuf>,
+) -> String {
+    let mut read = Reader { notes: &mut plan.notes, read: Vec::new() };
+    let account = find_account(config_home, directory, account_conf, &mut read);
+    checked.append(&mut read.read);
+    let email = account.as_ref().and_then(|a| a.email.clone()).or_else(|| account_conf.get("ACCOUNT_EMAIL").cloned());
+    let mut out = format!("\n{header}\ndirectory = {}\n", toml_str(directory));
+    if let Some(e) = email.filter(|e| !e.is_empty()) {
+        out.push_str(&format!("contact = [{}]\n", toml_str(&format!("mailto:{e}"))));
+    }
+    out.push_str("# acme.sh accepted the CA's terms when it created the account that regcert adopts.\naccept_terms = true\n");
+    // acme.sh's --ca-bundle: the roots of a private ACME CA's own HTTPS (acme.sh used it for every CA).
+    if let Some(bundle) = account_conf.get("CA_BUNDLE").filter(|b| !b.is_empty()) {
+        out.push_str(&format!("ca_bundle = {}\n", toml_str(bundle)));
+        checked.push(PathBuf::from(bundle));
+    }
+    if let Some((kid, hmac)) = account.as_ref().and_then(|a| a.eab.clone()) {
+        out.push_str(&format!("eab = {{ kid = {}, hmac_key = {} }}\n", toml_str(&kid), toml_str(&hmac)));
+        plan.secrets.push(hmac);
+    }
+    plan.accounts.extend(account);
+    out
+}
+
+/// The `[acme_ca.NAME]` name of each directory: the CA's usual name, or the directory's host
+/// (without its port); `-2`, `-3`, … when two would be the same.
+fn ca_names<'a>(directories: impl Iterator<Item = &'a str>) -> Vec<(&'a str, String)> {
+    let mut out: Vec<(&str, String)> = Vec::new();
+    for d in directories {
+        let base = ca_name(d);
+        let mut name = base.clone();
+        for n in 2.. {
+            if !out.iter().any(|(_, taken)| *taken == name) {
+                break;
+            }
+            name = format!("{base}-{n}");
+        }
+        out.push((d, name));
+    }
+    out
+}
+
+fn ca_name(directory: &str) -> String {
+    let known = match directory.trim_end_matches('/') {
+        "https://acme-v02.api.letsencrypt.org/directory" => Some("letsencrypt"),
+        "https://acme-staging-v02.api.letsencrypt.org/directory" => Some("letsencrypt-staging"),
+        d if d.starts_with("https://acme.zerossl.com/") => Some("zerossl"),
+        "https://api.buypass.com/acme/directory" => Some("buypass"),
+        "https://api.test4.buypass.no/acme/directory" => Some("buypass-test"),
+        "https://dv.acme-v02.api.pki.goog/directory" => Some("google"),
+        "https://dv.acme-v02.test-api.pki.goog/directory" => Some("google-test"),
+        _ => None,
+    };
+    if let Some(k) = known {
+        return k.to_owned();
+    }
+    let authority = directory.split_once("://").map_or(directory, |(_, rest)| rest).split('/').next().unwrap_or_default();
+    // "[::1]:443" → "::1", "host:443" → "host"; then only what a CA name may hold.
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    let name: String = host.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
+    if name.is_empty() { "ca".to_owned() } else { name }
+}
+
+/// A TOML key: bare when it can be, quoted otherwise (a host name has dots).
+fn toml_key(name: &str) -> String {
+    if name.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)) { name.to_owned() } else { toml_str(name) }
 }
 
 /// `[http01]`: one webroot (acme.sh `-w DIR`) or the built-in responder (acme.sh `--standalone`,
@@ -389,13 +459,23 @@ fn http01_section(certs: &[&FoundCert], notes: &mut Vec<String>, checked: &mut V
     format!("\n[http01]\nlisten = {}\n", toml_str(&addr))
 }
 
+/// An IP identifier as acme.sh takes it (`1.2.3.4`, `2001:db8::1`, also bracketed).
+fn ip_identifier(d: &str) -> Option<IpAddr> {
+    d.trim().trim_start_matches('[').trim_end_matches(']').parse().ok()
+}
+
 /// A safe certificate name from a domain ("*.x" → "wildcard.x").
 fn cert_name(domain: &str) -> String {
     domain.replace("*.", "wildcard.").chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect()
 }
 
 /// One `[[certificate]]`, the notes about it, and the paths its settings come from or point to.
-fn cert_section(c: &FoundCert, account_conf: &Vars, opts: &Options<'_>) -> Result<(String, Vec<String>, Vec<PathBuf>), String> {
+fn cert_section(
+    c: &FoundCert,
+    issuer: Option<&str>,
+    account_conf: &Vars,
+    opts: &Options<'_>,
+) -> Result<(String, Vec<String>, Vec<PathBuf>), String> {
     let mut notes = Vec::new();
     let domain = c.get("Le_Domain").ok_or("no Le_Domain")?;
     let mut domains = vec![domain.to_owned()];
@@ -423,8 +503,24 @@ fn cert_section(c: &FoundCert, account_conf: &Vars, opts: &Options<'_>) -> Resul
     }
     let mut paths = vec![dir.to_owned()];
     let file = |p: &Path| p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-    let quoted: Vec<String> = domains.iter().map(|d| toml_str(d)).collect();
-    let mut s = format!("\n[[certificate]]\nname = {}\ndomains = [{}]\nkey = \"{key}\"\n", toml_str(&cert_name(domain)), quoted.join(", "));
+    // acme.sh's `-d 192.0.2.1` / `-d 2001:db8::1` are IP identifiers: regcert's `ips`.
+    let (ips, names): (Vec<IpAddr>, Vec<&String>) = {
+        let (ips, names): (Vec<&String>, Vec<&String>) = domains.iter().partition(|d| ip_identifier(d).is_some());
+        (ips.into_iter().filter_map(|d| ip_identifier(d)).collect(), names)
+    };
+    let mut s = format!("\n[[certificate]]\nname = {}\n", toml_str(&cert_name(domain)));
+    if !names.is_empty() {
+        let quoted: Vec<String> = names.iter().map(|d| toml_str(d)).collect();
+        s.push_str(&format!("domains = [{}]\n", quoted.join(", ")));
+    }
+    if !ips.is_empty() {
+        let quoted: Vec<String> = ips.iter().map(|ip| toml_str(&ip.to_string())).collect();
+        s.push_str(&format!("ips = [{}]\n", quoted.join(", ")));
+    }
+    s.push_str(&format!("key = \"{key}\"\n"));
+    if let Some(name) = issuer {
+        s.push_str(&format!("issuer = {}\n", toml_str(&format!("acme:{name}"))));
+    }
     if let Some(before) = renew_before(c, &mut notes) {
         s.push_str(&format!("renew_before = {}\n", toml_str(&before)));
     }
@@ -447,6 +543,9 @@ fn cert_section(c: &FoundCert, account_conf: &Vars, opts: &Options<'_>) -> Resul
             paths.extend(plugin_paths);
             s.push_str(&format!("challenge = \"dns-01\"\ndns = {{ {dns}{} }}\n", delegate(c, &mut notes)));
         }
+        // No DNS provider: acme.sh never wrote the record either; the account is the same, so
+        // the _validation-persist record made for acme.sh still authorizes it.
+        Validation::DnsPersist => s.push_str("challenge = \"dns-persist-01\"\n"),
         Validation::Other(why) => notes.push(format!("{domain}: {why}")),
         Validation::Webroot(_) | Validation::Standalone => {}
     }
@@ -737,9 +836,93 @@ mod tests {
         assert_eq!(validation(Some("no")), Validation::Standalone);
         assert_eq!(validation(None), Validation::Standalone);
         assert_eq!(validation(Some("dns_cf")), Validation::DnsApi("dns_cf"));
-        for other in ["alpn", "apache", "nginx:", "stateless", "dns", "dns_persist", "/a,/b", "weird"] {
+        assert_eq!(validation(Some("dns_persist")), Validation::DnsPersist);
+        for other in ["alpn", "apache", "nginx:", "stateless", "dns", "/a,/b", "weird"] {
             assert!(matches!(validation(Some(other)), Validation::Other(_)), "{other}");
         }
+    }
+
+    #[test]
+    fn ca_names_from_directories() {
+        let dirs = [
+            "https://acme-v02.api.letsencrypt.org/directory",
+            "https://acme-staging-v02.api.letsencrypt.org/directory",
+            "https://acme.zerossl.com/v2/DV90",
+            "https://api.buypass.com/acme/directory",
+            "https://dv.acme-v02.api.pki.goog/directory",
+            "https://ca.internal:9000/acme/dir",
+            "https://ca.internal:9001/acme/dir",
+            "https://[::1]:14000/dir",
+        ];
+        let names: Vec<String> = ca_names(dirs.into_iter()).into_iter().map(|(_, n)| n).collect();
+        assert_eq!(
+            names,
+            ["letsencrypt", "letsencrypt-staging", "zerossl", "buypass", "google", "ca.internal", "ca.internal-2", "__1"].map(String::from)
+        );
+        assert_eq!(toml_key("zerossl"), "zerossl");
+        assert_eq!(toml_key("ca.internal"), "\"ca.internal\"");
+    }
+
+    /// IP identifiers (v4 and v6) become `ips`; acme.sh's dns-persist mode becomes
+    /// dns-persist-01; a certificate of another CA gets an `[acme_ca.NAME]` with that CA's
+    /// account and EAB. (Hand-written: no real public CA here; the integration tests in
+    /// tests/it/import_acmesh.rs do the same with homes the real acme.sh made.)
+    #[test]
+    fn ips_dns_persist_and_other_cas_are_mapped() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path();
+        let write = |p: &str, t: &str| {
+            let p = home.join(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, t).unwrap();
+        };
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap().serialize_pem();
+        write("account.conf", "ACCOUNT_EMAIL='ops@example.com'\n");
+        write("ca/acme-v02.api.letsencrypt.org/directory/account.key", &key);
+        write("ca/acme-v02.api.letsencrypt.org/directory/ca.conf", "ACCOUNT_URL='https://le/acct/1'\n");
+        write("ca/acme.zerossl.com/v2/DV90/account.key", &key);
+        write(
+            "ca/acme.zerossl.com/v2/DV90/ca.conf",
+            "ACCOUNT_URL='https://zs/acct/2'\nCA_EAB_KEY_ID='kid-1'\nCA_EAB_HMAC_KEY='c2VjcmV0'\n",
+        );
+        let le = "https://acme-v02.api.letsencrypt.org/directory";
+        for (d, alt, webroot, api) in [
+            ("192.0.2.7", "2001:db8::7,reg.example.com", "no", le),
+            ("persist.example.com", "no", "dns_persist", le),
+            ("zs.example.com", "no", "no", "https://acme.zerossl.com/v2/DV90"),
+        ] {
+            write(
+                &format!("{d}_ecc/{d}.conf"),
+                &format!(
+                    "Le_Domain='{d}'\nLe_Alt='{alt}'\nLe_Webroot='{webroot}'\nLe_API='{api}'\nLe_Keylength='ec-256'\nLe_RealKeyPath='/i/{d}/k'\nLe_RealFullChainPath='/i/{d}/c'\n"
+                ),
+            );
+        }
+        let plan = plan(&Options { home, config_home: home, state_dir: Path::new("/s"), keep_dns_plugins: false }).unwrap();
+        let cfg: toml::Table = plan.config.parse().unwrap();
+        let cert = |name: &str| {
+            cfg["certificate"].as_array().unwrap().iter().find(|c| c["name"].as_str() == Some(name)).unwrap().as_table().unwrap().clone()
+        };
+        let ip = cert("192.0.2.7");
+        assert_eq!(ip["ips"], toml::Value::from(vec!["192.0.2.7", "2001:db8::7"]), "{}", plan.config);
+        assert_eq!(ip["domains"], toml::Value::from(vec!["reg.example.com"]));
+        assert!(ip.get("issuer").is_none());
+        assert_eq!(cert("persist.example.com")["challenge"].as_str(), Some("dns-persist-01"));
+        assert!(cert("persist.example.com").get("dns").is_none());
+        assert_eq!(cert("zs.example.com")["issuer"].as_str(), Some("acme:zerossl"));
+        assert_eq!(cfg["acme"]["directory"].as_str(), Some(le));
+        let zs = &cfg["acme_ca"]["zerossl"];
+        assert_eq!(zs["directory"].as_str(), Some("https://acme.zerossl.com/v2/DV90"));
+        assert_eq!(zs["eab"]["kid"].as_str(), Some("kid-1"));
+        let accounts: Vec<(&str, Option<&str>)> = plan.accounts.iter().map(|a| (a.directory.as_str(), a.account_url.as_deref())).collect();
+        assert_eq!(accounts, [(le, Some("https://le/acct/1")), ("https://acme.zerossl.com/v2/DV90", Some("https://zs/acct/2"))]);
+        assert!(!plan.shown_config().contains("c2VjcmV0"), "the EAB key of an [acme_ca] is not printed");
+        let notes = plan.notes.join("\n");
+        assert!(!notes.contains("dns-persist") && !notes.contains("left out"), "{notes}");
+        // regcert's own schema reads it: `ips`, `issuer` and `[acme_ca]` as the import meant them.
+        let parsed = crate::config::parse(&plan.config).unwrap();
+        assert_eq!(parsed.acme_ca["zerossl"].directory_url(), "https://acme.zerossl.com/v2/DV90");
+        assert_eq!(parsed.certificates.iter().find(|c| c.name == "192.0.2.7").unwrap().ips.len(), 2);
     }
 
     use proptest::prelude::*;

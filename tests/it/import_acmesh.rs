@@ -389,3 +389,190 @@ fn a_home_others_can_change_is_refused_unless_trusted() {
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains(&format!("{} leads into a loop of symbolic links", key.display())), "{run:?}");
 }
+
+/// acme.sh issues `domains` over webroot HTTP-01 (ECDSA P-256, plus `more` arguments) and
+/// installs the pair in `dir` as domain.key / domain.crt; the installed chain's path.
+fn issue_and_install(acme: &AcmeSh, webroot: &Path, domains: &[&str], more: &[&str], dir: &Path) -> PathBuf {
+    fs::create_dir_all(dir).unwrap();
+    let mut issue = vec!["--issue", "-w", webroot.to_str().unwrap(), "--keylength", "ec-256"];
+    domains.iter().for_each(|d| issue.extend(["-d", d]));
+    acme.run(&[&issue[..], more].concat());
+    let (key, chain) = (dir.join("domain.key"), dir.join("domain.crt"));
+    acme.run(&[
+        "--install-cert",
+        "--ecc",
+        "-d",
+        domains[0],
+        "--key-file",
+        key.to_str().unwrap(),
+        "--fullchain-file",
+        chain.to_str().unwrap(),
+    ]);
+    chain
+}
+
+/// The ACME accounts regcert keeps in `state`: directory URL → account URL.
+fn stored_accounts(state: &Path) -> std::collections::BTreeMap<String, String> {
+    fs::read_dir(state.join("accounts"))
+        .unwrap()
+        .map(|f| {
+            let stored: serde_json::Value = serde_json::from_slice(&fs::read(f.unwrap().path()).unwrap()).unwrap();
+            (stored["directory"].as_str().unwrap().to_owned(), stored["credentials"]["id"].as_str().unwrap().to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn an_ip_certificate_from_acmesh_is_imported_to_ips_and_renewed() {
+    let pebble = Pebble::start_with(PebbleOpts::v2_10());
+    let root = tempfile::tempdir().unwrap();
+    let webroot = root.path().join("www");
+    fs::create_dir_all(&webroot).unwrap();
+    // Pebble validates HTTP-01 for 127.0.0.1 at http://127.0.0.1:<httpPort>/.
+    let _web = StaticServer::start(&webroot, pebble.http_port);
+    let acme = AcmeSh::new(root.path(), &pebble, None);
+    let install = root.path().join("install");
+    let chain = issue_and_install(&acme, &webroot, &["127.0.0.1"], &["--cert-profile", "shortlived"], &install);
+    assert!(cert_text(&chain).contains("IP Address:127.0.0.1"), "acme.sh got an IP certificate");
+    let account_url = acme.account_url();
+    let acmesh_serial = serial(&chain);
+
+    let state = root.path().join("state");
+    let config = root.path().join("imported.toml");
+    let run = import(&acme.home, &["--state-dir", state.to_str().unwrap(), "--write-config", config.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(!run.stdout.contains("could not carry over"), "{run:?}");
+    edit_toml(&config, |c| {
+        let cert = certificate(c, "127.0.0.1");
+        assert_eq!(cert["ips"], toml::Value::from(vec!["127.0.0.1"]), "{cert}");
+        assert!(cert.get("domains").is_none(), "an IP address is not a domain: {cert}");
+        assert_eq!(cert["profile"].as_str(), Some("shortlived"));
+        // No registry behind 127.0.0.1 here: verification is the one thing turned off.
+        set(cert, "verify.enabled", false);
+    });
+    let run = regcert(&config, &["check-config"]);
+    assert_eq!(run.code, 0, "{run:?}");
+
+    let run = regcert(&config, &["renew", "--force"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("1 renewed, 0 not due, 0 failed"), "{run:?}");
+    assert!(!run.stderr.contains("ACME account created"), "no new account: {run:?}");
+    assert_eq!(stored_account(&state), account_url);
+    assert_ne!(serial(&chain), acmesh_serial, "renewed in place");
+    assert!(cert_text(&chain).contains("IP Address:127.0.0.1"), "{}", cert_text(&chain));
+    assert_chain_verifies(&chain, &pebble.issuing_root());
+    assert_key_matches(&chain, &install.join("domain.key"));
+}
+
+#[test]
+fn certificates_of_two_cas_import_into_acme_and_acme_ca_and_renew_with_their_own_accounts() {
+    let first = Pebble::start_with(PebbleOpts::v2_10());
+    // The second CA validates at the first one's HTTP-01 port: one webroot server answers both.
+    let second = Pebble::start_with(PebbleOpts { http_port: Some(first.http_port), ..PebbleOpts::v2_10() });
+    let root = tempfile::tempdir().unwrap();
+    let webroot = root.path().join("www");
+    fs::create_dir_all(&webroot).unwrap();
+    let _web = StaticServer::start(&webroot, first.http_port);
+    // acme.sh keeps one account per CA host (it drops the port): the second CA is reached as
+    // `localhost` (in Pebble's TLS certificate) so that the two do not share ca/127.0.0.1/dir.
+    // acme.sh has one --ca-bundle for all CAs: both Pebbles' HTTPS roots.
+    let bundle = root.path().join("ca-bundle.pem");
+    fs::write(&bundle, [fs::read(&first.tls_root).unwrap(), fs::read(&second.tls_root).unwrap()].concat()).unwrap();
+    let mut acme_a = AcmeSh::new(root.path(), &first, None);
+    acme_a.ca_bundle = bundle.clone();
+    let mut acme_b = AcmeSh::new(root.path(), &second, None);
+    acme_b.ca_bundle = bundle.clone();
+    acme_b.server = second.directory_url.replace("127.0.0.1", "localhost");
+    let install = |name: &str| root.path().join("install").join(name);
+    // Two certificates from the first CA (so it becomes [acme]), one from the second.
+    let chains = [
+        (issue_and_install(&acme_a, &webroot, &["a1.example.com"], &[], &install("a1")), &first),
+        (issue_and_install(&acme_a, &webroot, &["a2.example.com"], &[], &install("a2")), &first),
+        (issue_and_install(&acme_b, &webroot, &["b.example.com"], &[], &install("b")), &second),
+    ];
+    let conf_url = |host: &str| {
+        let conf = fs::read_to_string(acme_a.home.join(format!("ca/{host}/dir/ca.conf"))).unwrap();
+        conf.lines().find_map(|l| l.strip_prefix("ACCOUNT_URL='")?.strip_suffix('\'')).unwrap().to_owned()
+    };
+    let (url_a, url_b) = (conf_url("127.0.0.1"), conf_url("localhost"));
+    let serials: Vec<String> = chains.iter().map(|(c, _)| serial(c)).collect();
+
+    let state = root.path().join("state");
+    let config = root.path().join("imported.toml");
+    let run = import(&acme_a.home, &["--state-dir", state.to_str().unwrap(), "--write-config", config.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(!run.stdout.contains("could not carry over"), "{run:?}");
+    assert!(run.stdout.contains(&format!("adopted the ACME account {url_a}")), "{run:?}");
+    assert!(run.stdout.contains(&format!("adopted the ACME account {url_b}")), "{run:?}");
+    edit_toml(&config, |c| {
+        assert_eq!(c["acme"]["directory"].as_str(), Some(first.directory_url.as_str()), "{c}");
+        let other = &c["acme_ca"]["localhost"];
+        assert_eq!(other["directory"].as_str(), Some(acme_b.server.as_str()), "{c}");
+        assert_eq!(other["ca_bundle"].as_str(), Some(bundle.to_str().unwrap()), "{c}");
+        assert_eq!(certificate(c, "b.example.com")["issuer"].as_str(), Some("acme:localhost"));
+        assert!(certificate(c, "a1.example.com").get("issuer").is_none(), "[acme] is the default issuer");
+        for name in ["a1.example.com", "a2.example.com", "b.example.com"] {
+            set(certificate(c, name), "verify.enabled", false);
+        }
+    });
+    let want = std::collections::BTreeMap::from([(first.directory_url.clone(), url_a.clone()), (acme_b.server.clone(), url_b.clone())]);
+    assert_eq!(stored_accounts(&state), want);
+
+    let run = regcert(&config, &["renew", "--force"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("3 renewed, 0 not due, 0 failed"), "{run:?}");
+    assert!(!run.stderr.contains("ACME account created"), "no new account: {run:?}");
+    assert_eq!(stored_accounts(&state), want, "each CA renewed with acme.sh's account for it");
+    for ((chain, ca), before) in chains.iter().zip(&serials) {
+        assert_ne!(&serial(chain), before, "{} renewed in place", chain.display());
+        assert_chain_verifies(chain, &ca.issuing_root());
+    }
+}
+
+#[test]
+fn a_dns_persist_certificate_from_acmesh_renews_with_dns_persist_01_and_the_same_record() {
+    let pebble = Pebble::start_with(PebbleOpts::v2_10());
+    let root = tempfile::tempdir().unwrap();
+    let acme = AcmeSh::new(root.path(), &pebble, None);
+    acme.run(&["--register-account", "-m", "ops@example.com"]);
+    let account_url = acme.account_url();
+    // The one standing record acme.sh's --dns-persist needs (`acme.sh --make-dns-persist-value`
+    // prints it), published in the DNS Pebble asks (pebble-challtestsrv).
+    let name = "persist.example.com";
+    let record = serde_json::json!({
+        "host": format!("_validation-persist.{name}."),
+        "value": format!("pebble.letsencrypt.org; accounturi={account_url}"),
+    });
+    let out = Command::new(tool("curl"))
+        .args(["-sSf", "-d", &record.to_string(), &format!("{}/set-txt", pebble.challtest_mgmt)])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let install = root.path().join("install");
+    fs::create_dir_all(&install).unwrap();
+    acme.run(&["--issue", "--dns-persist", "-d", name, "--keylength", "ec-256"]);
+    let (key, chain) = (install.join("domain.key"), install.join("domain.crt"));
+    acme.run(&["--install-cert", "--ecc", "-d", name, "--key-file", key.to_str().unwrap(), "--fullchain-file", chain.to_str().unwrap()]);
+    let acmesh_serial = serial(&chain);
+
+    let state = root.path().join("state");
+    let config = root.path().join("imported.toml");
+    let run = import(&acme.home, &["--state-dir", state.to_str().unwrap(), "--write-config", config.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(!run.stdout.contains("could not carry over"), "{run:?}");
+    edit_toml(&config, |c| {
+        let cert = certificate(c, name);
+        assert_eq!(cert["challenge"].as_str(), Some("dns-persist-01"), "{cert}");
+        assert!(cert.get("dns").is_none(), "acme.sh never wrote the record; regcert does not either: {cert}");
+        set(cert, "verify.enabled", false);
+    });
+
+    let run = regcert(&config, &["renew", "--force"]);
+    assert_eq!(run.code, 0, "{run:?}\n{}", pebble.logs());
+    assert!(run.stdout.contains("1 renewed, 0 not due, 0 failed"), "{run:?}");
+    assert!(!run.stderr.contains("ACME account created"), "the record names acme.sh's account, which regcert adopted: {run:?}");
+    assert_eq!(stored_account(&state), account_url);
+    assert_ne!(serial(&chain), acmesh_serial);
+    assert_chain_verifies(&chain, &pebble.issuing_root());
+    assert_key_matches(&chain, &key);
+}

@@ -435,7 +435,10 @@ fn spawn_pebble(bin: &Path, dir: &Path, cfg: &Path, dns: u16, env: &[(&str, Stri
 pub fn write_tls_material(dir: &Path) -> (PathBuf, String, String) {
     let root_key = KeyPair::generate().unwrap();
     let mut root_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    root_params.distinguished_name.push(DnType::CommonName, "regcert test root");
+    // A name of its own (the directory's): in one bundle with another test root (acme.sh's one
+    // --ca-bundle for two Pebbles), openssl picks the root by name.
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    root_params.distinguished_name.push(DnType::CommonName, format!("regcert test root {name}").trim_end());
     root_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let root = root_params.self_signed(&root_key).unwrap();
     let issuer = rcgen::Issuer::new(root_params, root_key);
