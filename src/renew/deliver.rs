@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use crate::config::{CertificateConfig, Usage};
+use crate::progress::step;
 use crate::state::StateDir;
 use crate::{install, pair};
 use crate::{reload, verify};
@@ -78,6 +79,15 @@ impl Wording {
         Self { client: cert.usage == Usage::Client }
     }
 
+    /// The step a renewal timeout names.
+    fn step(self) -> &'static str {
+        if self.client {
+            "reloading the registry and verifying that it accepts the client certificate"
+        } else {
+            "reloading the registry and verifying what it serves"
+        }
+    }
+
     fn previous(self) -> &'static str {
         if self.client { "the previous client certificate" } else { "the previous certificate" }
     }
@@ -123,6 +133,7 @@ impl Wording {
 pub(crate) async fn deliver(registry: &impl Registry, rollback: &Rollback<'_>, sha256: &str) -> Result<Option<String>, Undelivered> {
     let name = &rollback.cert.name;
     let words = Wording::of(rollback.cert);
+    step(words.step());
     let reloaded = registry.reload().await;
     let error = match (reloaded, registry.verify(sha256).await) {
         (Ok(()), None) => return Ok(None),
