@@ -6,7 +6,7 @@ use instant_acme::{Account, AccountCredentials, ExternalAccountKey, HttpClient, 
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::config::AcmeConfig;
+use crate::config::{AcmeConfig, IssuerRef};
 use crate::fsutil::{FileSpec, create_private_dir, write_atomic};
 use crate::obtain::error::Error;
 use crate::obtain::jws::Signer;
@@ -28,12 +28,14 @@ pub fn decode_hmac_key(key: &str) -> Result<Vec<u8>, base64::DecodeError> {
     URL_SAFE_NO_PAD.decode(trimmed).or_else(|_| STANDARD.decode(key.trim()))
 }
 
-/// Load the account for `[acme] directory`, or create it; `http` builds a fresh HTTP client
+/// Load the account for the `directory` of the CA `name` (`[acme]`, `[acme_ca.NAME]`, which
+/// messages name), or create it; `http` builds a fresh HTTP client
 /// whose error responses leave what they said in `last_error`. With it, a signer for the
 /// requests instant-acme does not make (fetching alternate chains).
 pub(crate) async fn load_or_create(
     state: &StateDir,
     acme: &AcmeConfig,
+    name: &IssuerRef,
     http: impl Fn() -> Box<dyn HttpClient>,
     last_error: &LastErrorResponse,
 ) -> Result<(Account, Signer), Error> {
@@ -43,7 +45,8 @@ pub(crate) async fn load_or_create(
     }
     let path = state.account_path(url);
     let contact: Vec<&str> = acme.contact.iter().map(String::as_str).collect();
-    let acme_error = |e: instant_acme::Error| Error::from_acme(&e, url, last_error.take());
+    let section = name.section();
+    let acme_error = |e: instant_acme::Error| Error::from_acme(&e, url, &section, last_error.take());
 
     if let Ok(bytes) = std::fs::read(&path).map(Zeroizing::new) {
         let corrupt = |e: serde_json::Error| {
@@ -67,7 +70,7 @@ pub(crate) async fn load_or_create(
 
     let eab = match &acme.eab {
         Some(eab) => {
-            let key = decode_hmac_key(&eab.hmac_key).map_err(|_| Error::Local("[acme] eab.hmac_key is not base64".to_owned()))?;
+            let key = decode_hmac_key(&eab.hmac_key).map_err(|_| Error::Local(format!("{section} eab.hmac_key is not base64")))?;
             Some(ExternalAccountKey::new(eab.kid.clone(), &key))
         }
         None => None,

@@ -142,7 +142,7 @@ impl AcmeIssuer {
             step("loading the ACME account");
             let roots = self.roots()?;
             let http = || self.client(roots);
-            let (account, signer) = account::load_or_create(&self.state, &self.config, http, &self.last_error).await?;
+            let (account, signer) = account::load_or_create(&self.state, &self.config, &self.name, http, &self.last_error).await?;
             Ok(Ready { account, signer, solver: Solver::from_config(&self.http01) })
         });
         init.await.as_ref().map_err(Clone::clone)
@@ -150,7 +150,12 @@ impl AcmeIssuer {
 
     /// An instant-acme error as ours, with the Retry-After its response carried.
     fn error(&self, e: instant_acme::Error) -> Error {
-        Error::from_acme(&e, self.directory(), self.last_error.take())
+        Error::from_acme(&e, self.directory(), &self.name.section(), self.last_error.take())
+    }
+
+    /// What this CA sent is not ACME; the hint names its table.
+    fn not_acme(&self, detail: String) -> Error {
+        Error::NotAcme { ca: self.directory().to_owned(), section: self.name.section(), detail }
     }
 
     /// The CA's suggested renewal window for `leaf` (ARI, RFC 9773) and when to ask again;
@@ -172,8 +177,7 @@ impl AcmeIssuer {
         if !parts.status.is_success() {
             return Err(self.problem_or_status(&parts, &body, &url).during(DURING));
         }
-        let info: RenewalInfo = serde_json::from_slice(&body)
-            .map_err(|e| Error::NotAcme { ca: self.directory().to_owned(), detail: format!("{url}: {e}") }.during(DURING))?;
+        let info: RenewalInfo = serde_json::from_slice(&body).map_err(|e| self.not_acme(format!("{url}: {e}")).during(DURING))?;
         // A CA must send Retry-After (RFC 9773 §4.2); without one, ask again in six hours.
         let retry_after = parts
             .headers
@@ -202,7 +206,7 @@ impl AcmeIssuer {
                 if !parts.status.is_success() {
                     return Err(self.problem_or_status(&parts, &body, self.directory()));
                 }
-                serde_json::from_slice(&body).map_err(|e| Error::NotAcme { ca: self.directory().to_owned(), detail: e.to_string() })
+                serde_json::from_slice(&body).map_err(|e| self.not_acme(e.to_string()))
             })
             .await;
         doc.as_ref().map_err(Clone::clone)
@@ -211,8 +215,7 @@ impl AcmeIssuer {
     /// A fresh nonce from the directory's `newNonce`.
     async fn nonce(&self, http: &dyn HttpClient) -> Result<String, Error> {
         let new_nonce = self.directory_doc(http).await?["newNonce"].as_str().map(str::to_owned);
-        let url =
-            new_nonce.ok_or_else(|| Error::NotAcme { ca: self.directory().to_owned(), detail: "the directory has no newNonce".into() })?;
+        let url = new_nonce.ok_or_else(|| self.not_acme("the directory has no newNonce".into()))?;
         let (parts, body) = self.get(http, &url).await?;
         replay_nonce(&parts).ok_or_else(|| self.problem_or_status(&parts, &body, &url))
     }
@@ -266,8 +269,7 @@ impl AcmeIssuer {
         const DURING: &str = "revoking the certificate";
         let http = self.http()?;
         let url = self.directory_doc(http).await.map_err(|e| e.during(DURING))?["revokeCert"].as_str().map(str::to_owned);
-        let url =
-            url.ok_or_else(|| Error::NotAcme { ca: self.directory().to_owned(), detail: "the directory has no revokeCert".into() })?;
+        let url = url.ok_or_else(|| self.not_acme("the directory has no revokeCert".into()))?;
         let payload = serde_json::json!({ "certificate": URL_SAFE_NO_PAD.encode(leaf), "reason": reason });
         let outcome = |r: Result<Bytes, Error>, by| match r {
             Ok(_) => Ok(by),
@@ -565,8 +567,7 @@ impl AcmeIssuer {
         }
         let Some((identifier, url)) = pending else { return Ok(Vec::new()) };
         let body = self.post_as_get(&ready.signer, &url).await.map_err(|e| e.during("fetching the dns-persist-01 challenge"))?;
-        let authz: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|e| Error::NotAcme { ca: self.directory().to_owned(), detail: format!("{url}: {e}") })?;
+        let authz: serde_json::Value = serde_json::from_slice(&body).map_err(|e| self.not_acme(format!("{url}: {e}")))?;
         let challenge = authz["challenges"].as_array().and_then(|c| c.iter().find(|c| c["type"] == dns_persist::CHALLENGE_TYPE));
         let Some(challenge) = challenge else {
             return Err(Error::NoChallenge { identifier, kind: dns_persist::CHALLENGE_TYPE.to_owned() });

@@ -15,22 +15,25 @@ pub enum Error {
     #[error("{0}")]
     Problem(Problem),
     /// No HTTP exchange with the CA happened (DNS, TCP, TLS).
-    #[error("cannot reach the ACME server {ca}: {detail}; check [acme] directory, the network and, for a private CA, [acme] ca_bundle")]
-    Unreachable { ca: String, detail: String },
-    /// A request got no complete answer in time (`[acme] timeout`).
+    /// `section` is the CA's table (`[acme]`, `[acme_ca.NAME]`), which the hint names.
     #[error(
-        "the ACME server {ca} did not answer within {}; check that it is up and reachable, or raise [acme] timeout",
+        "cannot reach the ACME server {ca}: {detail}; check {section} directory, the network and, for a private CA, {section} ca_bundle"
+    )]
+    Unreachable { ca: String, section: String, detail: String },
+    /// A request got no complete answer in time (the CA's `timeout`).
+    #[error(
+        "the ACME server {ca} did not answer within {}; check that it is up and reachable, or raise {section} timeout",
         humantime::format_duration(*.after)
     )]
-    NoAnswer { ca: String, after: std::time::Duration },
+    NoAnswer { ca: String, section: String, after: std::time::Duration },
     /// The order did not become ready (or valid) in time.
     #[error("the ACME server {ca} did not finish the order in time; try again later")]
     Timeout { ca: String },
     /// What came back is not ACME.
     #[error(
-        "the ACME server {ca} sent a response that is not valid ACME JSON ({detail}); is [acme] directory really an ACME directory URL?"
+        "the ACME server {ca} sent a response that is not valid ACME JSON ({detail}); is {section} directory really an ACME directory URL?"
     )]
-    NotAcme { ca: String, detail: String },
+    NotAcme { ca: String, section: String, detail: String },
     /// The CA answered, but not as RFC 8555 says it must (for example, it ignored `replaces`).
     #[error("the ACME server {ca} answered unexpectedly: {detail}")]
     Unexpected { ca: String, detail: String },
@@ -74,11 +77,12 @@ pub enum Error {
 }
 
 impl Error {
-    /// From an instant-acme error; `ca` is the directory URL, `hints` what the failed response
-    /// said beyond its problem document (instant-acme drops it, our HTTP client keeps it).
-    pub(crate) fn from_acme(err: &instant_acme::Error, ca: &str, hints: ErrorHints) -> Self {
+    /// From an instant-acme error; `ca` is the directory URL, `section` the CA's table
+    /// (`[acme]`, `[acme_ca.NAME]`), `hints` what the failed response said beyond its problem
+    /// document (instant-acme drops it, our HTTP client keeps it).
+    pub(crate) fn from_acme(err: &instant_acme::Error, ca: &str, section: &str, hints: ErrorHints) -> Self {
         use instant_acme::Error as E;
-        let ca = ca.to_owned();
+        let (ca, section) = (ca.to_owned(), section.to_owned());
         match err {
             E::Api(p) => {
                 // Only a rate limit (or an overloaded CA) says when to come back; a Retry-After
@@ -94,15 +98,15 @@ impl Error {
                 Error::Problem(problem)
             }
             E::Other(inner) if inner.downcast_ref::<NoAnswer>().is_some() => {
-                Error::NoAnswer { ca, after: inner.downcast_ref::<NoAnswer>().map(|n| n.0).unwrap_or_default() }
+                Error::NoAnswer { ca, section, after: inner.downcast_ref::<NoAnswer>().map(|n| n.0).unwrap_or_default() }
             }
             E::Other(inner) if inner.downcast_ref::<hyper_util::client::legacy::Error>().is_some() => {
-                Error::Unreachable { ca, detail: chain(inner.as_ref()) }
+                Error::Unreachable { ca, section, detail: chain(inner.as_ref()) }
             }
             E::Other(inner) => Error::Unexpected { ca, detail: chain(inner.as_ref()) },
-            E::Hyper(e) => Error::Unreachable { ca, detail: e.to_string() },
+            E::Hyper(e) => Error::Unreachable { ca, section, detail: e.to_string() },
             E::Timeout(_) => Error::Timeout { ca },
-            E::Json(e) => Error::NotAcme { ca, detail: e.to_string() },
+            E::Json(e) => Error::NotAcme { ca, section, detail: e.to_string() },
             E::Unsupported(what) => Error::Unsupported { ca, what },
             other => Error::Acme { ca, detail: other.to_string() },
         }
@@ -206,7 +210,7 @@ mod tests {
             problem_type: Some("urn:ietf:params:acme:error:rateLimited".into()),
             explanation: Some("https://ca/docs/rate-limits".into()),
         };
-        let e = Error::from_acme(&instant_acme::Error::Api(p), "https://ca/dir", hints).during("finalizing the order");
+        let e = Error::from_acme(&instant_acme::Error::Api(p), "https://ca/dir", "[acme]", hints).during("finalizing the order");
         assert!(e.to_string().starts_with("finalizing the order: ACME rateLimited: slow down — the CA's rate limit"), "{e}");
         assert!(e.is_problem(&ProblemKind::RateLimited));
         assert_eq!(e.retry_after(), Some(at));
@@ -218,12 +222,28 @@ mod tests {
         let e = Error::from_acme(
             &instant_acme::Error::Other(Box::new(NoAnswer(Duration::from_secs(30)))),
             "https://ca/dir",
+            "[acme]",
             ErrorHints::default(),
         );
         assert_eq!(
             e.to_string(),
             "the ACME server https://ca/dir did not answer within 30s; check that it is up and reachable, or raise [acme] timeout"
         );
+    }
+
+    #[test]
+    fn hints_name_the_table_of_the_ca_they_are_about() {
+        let section = "[acme_ca.backup]".to_owned();
+        let e = Error::NoAnswer { ca: "https://b/dir".into(), section: section.clone(), after: Duration::from_secs(5) };
+        assert!(e.to_string().ends_with("or raise [acme_ca.backup] timeout"), "{e}");
+        let e = Error::Unreachable { ca: "https://b/dir".into(), section: section.clone(), detail: "connection refused".into() };
+        assert!(
+            e.to_string().ends_with("check [acme_ca.backup] directory, the network and, for a private CA, [acme_ca.backup] ca_bundle"),
+            "{e}"
+        );
+        let e = Error::NotAcme { ca: "https://b/dir".into(), section, detail: "expected value".into() };
+        assert!(e.to_string().ends_with("is [acme_ca.backup] directory really an ACME directory URL?"), "{e}");
+        assert!(!e.to_string().contains("[acme] "), "{e}");
     }
 
     #[test]
@@ -238,8 +258,8 @@ mod tests {
             Error::Problem(problem("rateLimited")),
             Error::Problem(problem("rejectedIdentifier")),
             Error::Problem(problem("serverInternal")),
-            Error::Unreachable { ca: ca(), detail: "connection refused".into() },
-            Error::NoAnswer { ca: ca(), after: Duration::from_secs(30) },
+            Error::Unreachable { ca: ca(), section: "[acme]".into(), detail: "connection refused".into() },
+            Error::NoAnswer { ca: ca(), section: "[acme]".into(), after: Duration::from_secs(30) },
             Error::Unexpected { ca: ca(), detail: "HTTP 503".into() },
             Error::NotOffered("profile".into()),
             Error::Rejected("broken chain".into()).during("downloading the certificate"),
@@ -259,8 +279,12 @@ mod tests {
 
     #[test]
     fn unsupported_reads_as_before() {
-        let e =
-            Error::from_acme(&instant_acme::Error::Unsupported("ACME renewal information (ARI)"), "https://ca/dir", ErrorHints::default());
+        let e = Error::from_acme(
+            &instant_acme::Error::Unsupported("ACME renewal information (ARI)"),
+            "https://ca/dir",
+            "[acme]",
+            ErrorHints::default(),
+        );
         assert_eq!(e.to_string(), "ACME error talking to https://ca/dir: ACME server does not support: ACME renewal information (ARI)");
     }
 }

@@ -88,7 +88,11 @@ impl ProblemKind {
             Self::Unauthorized | Self::IncorrectResponse | Self::Connection | Self::Dns => {
                 "the CA could not validate the name: with HTTP-01, check that it resolves to this host and that port 80 reaches regcert (or the webroot's server); with DNS-01, that the DNS the CA asks serves the TXT record at _acme-challenge.NAME (or where its CNAME leads)"
             }
-            Self::ExternalAccountRequired => "this CA requires external account binding: set [acme] eab = { kid = …, hmac_key = … }",
+            // A problem does not know which CA sent it, and a field for that would make every
+            // obtain::Error too large to return (clippy::result_large_err): name both tables.
+            Self::ExternalAccountRequired => {
+                "this CA requires external account binding: set eab = { kid = …, hmac_key = … } in its table ([acme], or [acme_ca.NAME] for a named CA)"
+            }
             Self::UnauthorizedAccount | Self::AccountDoesNotExist => "the stored ACME account is not valid on this CA anymore",
             Self::UserActionRequired => "the CA requires you to accept updated terms of service",
             Self::Caa => "a CAA DNS record forbids this CA from issuing for the name",
@@ -181,6 +185,12 @@ mod tests {
         let s = p.to_string();
         assert!(s.starts_with("ACME rejectedIdentifier: blocked name"), "{s}");
         assert!(s.contains("will not issue"), "{s}");
+    }
+
+    #[test]
+    fn the_eab_hint_names_the_table_of_a_named_ca_too() {
+        let s = parse(r#"{"type":"urn:ietf:params:acme:error:externalAccountRequired","status":403}"#).to_string();
+        assert!(s.ends_with("set eab = { kid = …, hmac_key = … } in its table ([acme], or [acme_ca.NAME] for a named CA)"), "{s}");
     }
 
     #[test]

@@ -8,7 +8,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use crate::config::CertificateConfig;
+use crate::config::{CertificateConfig, Usage};
+use crate::progress::step;
 use crate::state::StateDir;
 use crate::{install, pair};
 use crate::{reload, verify};
@@ -66,22 +67,85 @@ pub(crate) struct Rollback<'a> {
     pub unkept: Option<String>,
 }
 
+/// What the messages say happened: a server certificate is served by the registry, a client
+/// certificate (`usage = "client"`) is accepted by it.
+#[derive(Clone, Copy)]
+struct Wording {
+    client: bool,
+}
+
+impl Wording {
+    fn of(cert: &CertificateConfig) -> Self {
+        Self { client: cert.usage == Usage::Client }
+    }
+
+    /// The step a renewal timeout names.
+    fn step(self) -> &'static str {
+        if self.client {
+            "reloading the registry and verifying that it accepts the client certificate"
+        } else {
+            "reloading the registry and verifying what it serves"
+        }
+    }
+
+    fn previous(self) -> &'static str {
+        if self.client { "the previous client certificate" } else { "the previous certificate" }
+    }
+
+    fn verified(self) -> &'static str {
+        if self.client {
+            "verified: the registry accepts the new client certificate"
+        } else {
+            "verified: the registry serves the new certificate"
+        }
+    }
+
+    fn not_verified(self) -> &'static str {
+        if self.client { "the registry does not accept the new client certificate" } else { "the new certificate is not served correctly" }
+    }
+
+    /// After a failed reload that nothing verifies.
+    fn maybe_old(self) -> &'static str {
+        if self.client {
+            "the registry may still expect the old client certificate"
+        } else {
+            "the registry may still serve the old certificate"
+        }
+    }
+
+    /// The restored pair passed verification.
+    fn restored(self) -> &'static str {
+        if self.client { "is installed again, and the registry accepts it" } else { "is installed and served again" }
+    }
+
+    /// The restored pair failed verification too.
+    fn restored_refused(self) -> &'static str {
+        if self.client {
+            "is installed again, but the registry does not accept it either"
+        } else {
+            "is installed again, but it is not served correctly either"
+        }
+    }
+}
+
 /// Reload and verify after an install; on failure, roll back when configured.
 /// Returns what verification proved ("URL serves it"; if verification is configured).
 pub(crate) async fn deliver(registry: &impl Registry, rollback: &Rollback<'_>, sha256: &str) -> Result<Option<String>, Undelivered> {
     let name = &rollback.cert.name;
+    let words = Wording::of(rollback.cert);
+    step(words.step());
     let reloaded = registry.reload().await;
     let error = match (reloaded, registry.verify(sha256).await) {
         (Ok(()), None) => return Ok(None),
-        (Err(e), None) => return Err(Undelivered::Failed(format!("installed, but {e}; the registry may still serve the old certificate"))),
+        (Err(e), None) => return Err(Undelivered::Failed(format!("installed, but {e}; {}", words.maybe_old()))),
         (Ok(()), Some(Ok(proof))) => {
-            tracing::info!(cert = %name, %proof, "verified: the registry serves the new certificate");
+            tracing::info!(cert = %name, %proof, "{}", words.verified());
             return Ok(Some(proof));
         }
         (Err(e), Some(_)) => e,
         (Ok(()), Some(Err(e))) => e,
     };
-    tracing::error!(cert = %name, %error, "the new certificate is not served correctly");
+    tracing::error!(cert = %name, %error, "{}", words.not_verified());
     if !rollback.enabled {
         return Err(Undelivered::Failed(format!("{error}; rollback = false, so the new pair stays installed")));
     }
@@ -105,13 +169,12 @@ async fn roll_back(registry: &impl Registry, rb: &Rollback<'_>, error: String) -
         }
     };
     install::restore(rb.cert, &old, rb.in_place).map_err(|e| Undelivered::Failed(format!("{error}; rollback failed: {e}")))?;
-    let serial = &old.leaf().serial;
+    let words = Wording::of(rb.cert);
+    let previous = format!("{} (serial {})", words.previous(), old.leaf().serial);
     let restored = match (registry.reload().await, registry.verify(&old.leaf().sha256).await) {
-        (Err(e), _) => format!("the previous certificate (serial {serial}) is installed again, but reloading failed too: {e}"),
-        (Ok(()), Some(Err(problems))) => {
-            format!("the previous certificate (serial {serial}) is installed again, but it is not served correctly either: {problems}")
-        }
-        (Ok(()), _) => format!("the previous certificate (serial {serial}) is installed and served again"),
+        (Err(e), _) => format!("{previous} is installed again, but reloading failed too: {e}"),
+        (Ok(()), Some(Err(problems))) => format!("{previous} {}: {problems}", words.restored_refused()),
+        (Ok(()), _) => format!("{previous} {}", words.restored()),
     };
     tracing::error!(cert = %rb.cert.name, %error, %restored, "rolled back");
     Err(Undelivered::RolledBack { error, restored })
@@ -229,6 +292,21 @@ mod tests {
         let Err(Undelivered::RolledBack { error, restored }) = run(&f, &reg, true) else { panic!("expected a rollback") };
         assert_eq!(error, "container died");
         assert!(restored.ends_with("is installed again, but it is not served correctly either: still down"), "{restored}");
+    }
+
+    #[test]
+    fn a_client_certificate_rollback_says_what_the_registry_accepts() {
+        let (new, old) = (pair(90), pair(30));
+        let mut f = fixture(&new, Some(&old));
+        f.cert.usage = Usage::Client;
+        let reg = Scripted::new(vec![Ok(()), Ok(())], vec![Some(Err("refused".into())), Some(Ok("u".into()))]);
+        let Err(Undelivered::RolledBack { restored, .. }) = run(&f, &reg, true) else { panic!("expected a rollback") };
+        assert!(restored.starts_with("the previous client certificate (serial "), "{restored}");
+        assert!(restored.ends_with("is installed again, and the registry accepts it"), "{restored}");
+        let reg = Scripted::new(vec![Ok(()), Ok(())], vec![Some(Err("refused".into())), Some(Err("refused too".into()))]);
+        let Err(Undelivered::RolledBack { restored, .. }) = run(&f, &reg, true) else { panic!("expected a rollback") };
+        assert!(restored.ends_with("is installed again, but the registry does not accept it either: refused too"), "{restored}");
+        assert!(!restored.contains("served"), "{restored}");
     }
 
     #[test]

@@ -249,7 +249,6 @@ impl<'a> Renewer<'a> {
         let enabled = settings.as_ref().is_some_and(|s| s.rollback);
         let rollback = Rollback { state: self.state, cert, enabled, in_place: &reload.in_place, unkept };
         let m = issued.meta;
-        step("reloading the registry and verifying what it serves");
         let delivered = deliver::deliver(&registry, &rollback, &m.sha256).await;
         // Whatever came of it, the delivery is over: nothing for the next run to repeat.
         install::finish(self.state, cert);
@@ -319,7 +318,6 @@ impl<'a> Renewer<'a> {
         let registry = Live { cert: &cert.name, reload: &reload, verify };
         let enabled = settings.as_ref().is_some_and(|s| s.rollback);
         let rollback = Rollback { state: self.state, cert, enabled, in_place: &reload.in_place, unkept: None };
-        step("reloading the registry and verifying what it serves");
         let delivered = deliver::deliver(&registry, &rollback, &installed.leaf.sha256).await;
         match delivered {
             Ok(verified) => {

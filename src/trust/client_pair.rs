@@ -45,7 +45,7 @@ pub(super) fn sync(cert: &CertificateConfig, trust: &TrustConfig) -> Result<(), 
             };
             match done {
                 Ok(done) => tracing::info!(cert = %cert.name, registry = %registry, runtime = runtime.name(), "{done}"),
-                Err(e) if strict.contains(&runtime) => return Err(format!("installed and verified, but {e}")),
+                Err(e) if strict.contains(&runtime) => return Err(format!("the client certificate is installed, but {e}")),
                 Err(e) => tracing::warn!(cert = %cert.name, registry = %registry, runtime = runtime.name(), "{e}"),
             }
         }

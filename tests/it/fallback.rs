@@ -135,6 +135,35 @@ fn every_ca_failing_names_each_ca_and_its_error() {
     assert!(run.stdout.contains(&want), "{want}\n{run:?}");
     let then = format!("; then {BACKUP} ({b}): creating the ACME account: cannot reach the ACME server {b}");
     assert!(run.stdout.contains(&then), "{then}\n{run:?}");
+    // Each hint names the table of the CA it is about.
+    assert!(run.stdout.contains(&format!("for a private CA, [acme] ca_bundle{then}")), "{run:?}");
+    assert!(
+        run.stdout.contains("check [acme_ca.backup] directory, the network and, for a private CA, [acme_ca.backup] ca_bundle"),
+        "{run:?}"
+    );
+}
+
+#[test]
+fn a_named_ca_that_is_down_is_named_by_its_own_table() {
+    // The named CA is tried first and is down; the default one issues. What to check is in
+    // [acme_ca.backup], not in [acme].
+    let first = Pebble::start_with(PebbleOpts::v2_10());
+    let mut second = second_ca(&first);
+    let s = setup(&first, &second);
+    s.edit_cert("registry", |c| set(c, "issuer", vec!["acme:backup", "acme"]));
+    second.stop();
+    let run = s.run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let b = &second.directory_url;
+    let warning = run.stderr.lines().find(|l| l.contains("trying the next one")).unwrap_or_else(|| panic!("no fallback: {run:?}"));
+    assert!(warning.contains(&format!("cannot reach the ACME server {b}")), "{warning}");
+    assert!(
+        warning.contains("check [acme_ca.backup] directory, the network and, for a private CA, [acme_ca.backup] ca_bundle"),
+        "{warning}"
+    );
+    assert!(!warning.contains("[acme] "), "{warning}");
+    assert!(run.stdout.contains(&format!("issued by ACME {}", first.directory_url)), "{run:?}");
+    assert_chain_verifies(&s.fullchain("registry"), &first.issuing_root());
 }
 
 /// `openssl s_server` serving `fullchain` (leaf, then its chain) and `key` on 127.0.0.1:`port`,

@@ -134,6 +134,7 @@ fn docker_push_needs_the_client_certificate_regcert_installs_and_renews() {
     m.push("reinstalled").expect("docker push with the client certificate installed again");
     let run = m.s.run(&["renew", "--force", "--cert", "client"]);
     assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("verified: the registry accepts the new client certificate"), "{run:?}");
     let renewed = serial(&m.client_cert());
     assert_ne!(first, renewed);
     m.push("renewed").expect("docker push with the renewed client certificate");
@@ -159,8 +160,9 @@ fn docker_push_needs_the_client_certificate_regcert_installs_and_renews() {
     assert!(
         run.stdout.contains("ROLLED BACK")
             && run.stdout.contains("it refused install.fullchain")
-            && run.stdout.contains("the previous certificate (serial")
-            && run.stdout.contains("is installed and served again"),
+            && run.stdout.contains("the previous client certificate (serial")
+            && run.stdout.contains("is installed again, and the registry accepts it")
+            && !run.stdout.contains("served"),
         "{run:?}"
     );
     assert_eq!(serial(&m.client_cert()), renewed);
@@ -290,4 +292,13 @@ fn containerd_pulls_with_the_client_pair_regcert_lists_in_hosts_toml() {
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(fs::read_to_string(&hosts).unwrap(), merged);
     ctr_pull(&hosts_dir, &image).expect("ctr pull with the client pair listed again");
+
+    // A hosts.toml containerd (named in `runtimes`) cannot take the pair into fails the
+    // renewal, which says what did happen: the pair is installed; nothing was verified.
+    fs::write(&hosts, "server = \n").unwrap();
+    m.s.edit_cert("client", |c| set(c, "verify.enabled", false));
+    let run = m.s.run(&["renew", "--force", "--cert", "client"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("client: FAILED") && run.stdout.contains("the client certificate is installed, but "), "{run:?}");
+    assert!(!run.stdout.contains("verified"), "{run:?}");
 }
