@@ -11,18 +11,19 @@ bash scripts/docker-testbed.sh
 for tool in rustfmt clippy; do
   cargo "${tool/rustfmt/fmt}" --version >/dev/null 2>&1 || { echo "cargo $tool is missing: rustup component add $tool" >&2; exit 1; }
 done
-cargo fmt --check
-cargo clippy --locked --all-targets -- -D warnings
-cargo test --locked --all-targets --no-run
-# The release binary users get (fat LTO, stripped) is built while the debug suite runs: the
-# suite mostly waits on Pebble, containers and timeouts, and `nice` keeps the build from
-# slowing it. Debug and release builds lock separate target dirs, so they do not wait for
-# each other.
+# The release binary users get (fat LTO, stripped) is built from here on, at low priority:
+# it takes the CPU the lints and the debug build leave idle (their single-threaded stretches)
+# and then the time the debug suite spends waiting on Pebble, containers and timeouts. Debug
+# and release builds lock separate target dirs, so they do not wait for each other.
 release_log=$(mktemp)
 started=$SECONDS
 nice -n 15 cargo build --release --locked >"$release_log" 2>&1 &
 release_build=$!
 trap 'kill "$release_build" 2>/dev/null || true' EXIT
+cargo fmt --check
+cargo clippy --locked --all-targets -- -D warnings
+cargo test --locked --all-targets --no-run
+echo "lints and the debug build took $((SECONDS - started)) s"
 # The package tests (tests/it/package.rs) package the binary under test: they run once, below,
 # against the release build.
 packaged=(
@@ -36,7 +37,7 @@ if ! wait "$release_build"; then
   exit 1
 fi
 trap - EXIT
-echo "release build finished $((SECONDS - started)) s after the debug suite started"
+echo "release build finished $((SECONDS - started)) s after it started (with the lints)"
 # The end-to-end tests once more, against the release binary (the harness runs $REGCERT_BIN):
 # ACME issue → install → reload → verify, rollback, the private CA, the service, concurrency,
 # and the package and the image made from it.
