@@ -863,6 +863,13 @@ mod tests {
         assert_eq!(toml_key("ca.internal"), "\"ca.internal\"");
     }
 
+    /// Write `text` to `path` under a hand-written acme.sh `home`, making its directories.
+    fn write_home_file(home: &Path, path: &str, text: &str) {
+        let p = home.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
     /// IP identifiers (v4 and v6) become `ips`; acme.sh's dns-persist mode becomes
     /// dns-persist-01; a certificate of another CA gets an `[acme_ca.NAME]` with that CA's
     /// account and EAB. (Hand-written: no real public CA here; the integration tests in
@@ -871,11 +878,7 @@ mod tests {
     fn ips_dns_persist_and_other_cas_are_mapped() {
         let dir = tempfile::tempdir().unwrap();
         let home = dir.path();
-        let write = |p: &str, t: &str| {
-            let p = home.join(p);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, t).unwrap();
-        };
+        let write = |p: &str, t: &str| write_home_file(home, p, t);
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap().serialize_pem();
         write("account.conf", "ACCOUNT_EMAIL='ops@example.com'\n");
         write("ca/acme-v02.api.letsencrypt.org/directory/account.key", &key);
@@ -969,11 +972,7 @@ mod tests {
     fn unsupported_dns_api_and_keys_are_reported() {
         let dir = tempfile::tempdir().unwrap();
         let home = dir.path();
-        let write = |p: &str, t: &str| {
-            let p = home.join(p);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, t).unwrap();
-        };
+        let write = |p: &str, t: &str| write_home_file(home, p, t);
         write("account.conf", "ACCOUNT_EMAIL='ops@example.com'\nNOTIFY_HOOK='mail'\nCA_PATH='/etc/ssl/certs'\n");
         write(
             "registry.example.com/registry.example.com.conf",
