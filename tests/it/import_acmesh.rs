@@ -105,6 +105,16 @@ pub(crate) fn lines(path: &Path) -> Vec<String> {
     fs::read_to_string(path).unwrap_or_default().lines().map(str::to_owned).collect()
 }
 
+/// `regcert import acme.sh` of `home` into `root`/state and `root`/imported.toml: it succeeds
+/// and everything acme.sh wrote has a place in regcert. Returns the state dir, the config and the run.
+fn import_everything(root: &Path, home: &Path) -> (PathBuf, PathBuf, Run) {
+    let (state, config) = (root.join("state"), root.join("imported.toml"));
+    let run = import(home, &["--state-dir", state.to_str().unwrap(), "--write-config", config.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(!run.stdout.contains("could not carry over"), "everything acme.sh wrote here has a place in regcert: {run:?}");
+    (state, config, run)
+}
+
 #[test]
 fn a_home_made_by_acmesh_is_adopted_and_renewed_where_acmesh_installed() {
     let pebble = Pebble::start();
@@ -147,12 +157,8 @@ fn a_home_made_by_acmesh_is_adopted_and_renewed_where_acmesh_installed() {
     assert!(run.stdout.contains("dry run") && run.stdout.contains(&format!("would adopt the ACME account {account_url}")), "{run:?}");
     assert!(!dry_state.exists());
 
-    let state = root.path().join("state");
-    let config = root.path().join("imported.toml");
-    let run = import(&acme.home, &["--state-dir", state.to_str().unwrap(), "--write-config", config.to_str().unwrap()]);
-    assert_eq!(run.code, 0, "{run:?}");
+    let (state, config, run) = import_everything(root.path(), &acme.home);
     assert!(run.stdout.contains(&format!("adopted the ACME account {account_url}")), "{run:?}");
-    assert!(!run.stdout.contains("could not carry over"), "everything acme.sh wrote here has a place in regcert: {run:?}");
     assert_eq!(stored_account(&state), account_url);
     let text = fs::read_to_string(&config).unwrap();
     for want in [
@@ -253,11 +259,7 @@ fn dns_nsupdate_becomes_rfc2136_and_renews_through_the_same_bind() {
     );
     let acmesh_serial = serial(&chain);
 
-    let state = root.path().join("state");
-    let config = root.path().join("imported.toml");
-    let run = import(&acme.home, &["--state-dir", state.to_str().unwrap(), "--write-config", config.to_str().unwrap()]);
-    assert_eq!(run.code, 0, "{run:?}");
-    assert!(!run.stdout.contains("could not carry over"), "{run:?}");
+    let (_, config, _) = import_everything(root.path(), &acme.home);
     let text = fs::read_to_string(&config).unwrap();
     let want = format!(
         "dns = {{ provider = \"rfc2136\", server = \"127.0.0.1:{port}\", zone = \"regcert.test.\", tsig_key = \"{}\" }}",
@@ -437,11 +439,7 @@ fn an_ip_certificate_from_acmesh_is_imported_to_ips_and_renewed() {
     let account_url = acme.account_url();
     let acmesh_serial = serial(&chain);
 
-    let state = root.path().join("state");
-    let config = root.path().join("imported.toml");
-    let run = import(&acme.home, &["--state-dir", state.to_str().unwrap(), "--write-config", config.to_str().unwrap()]);
-    assert_eq!(run.code, 0, "{run:?}");
-    assert!(!run.stdout.contains("could not carry over"), "{run:?}");
+    let (state, config, _) = import_everything(root.path(), &acme.home);
     edit_toml(&config, |c| {
         let cert = certificate(c, "127.0.0.1");
         assert_eq!(cert["ips"], toml::Value::from(vec!["127.0.0.1"]), "{cert}");
@@ -497,11 +495,7 @@ fn certificates_of_two_cas_import_into_acme_and_acme_ca_and_renew_with_their_own
     let (url_a, url_b) = (conf_url("127.0.0.1"), conf_url("localhost"));
     let serials: Vec<String> = chains.iter().map(|(c, _)| serial(c)).collect();
 
-    let state = root.path().join("state");
-    let config = root.path().join("imported.toml");
-    let run = import(&acme_a.home, &["--state-dir", state.to_str().unwrap(), "--write-config", config.to_str().unwrap()]);
-    assert_eq!(run.code, 0, "{run:?}");
-    assert!(!run.stdout.contains("could not carry over"), "{run:?}");
+    let (state, config, run) = import_everything(root.path(), &acme_a.home);
     assert!(run.stdout.contains(&format!("adopted the ACME account {url_a}")), "{run:?}");
     assert!(run.stdout.contains(&format!("adopted the ACME account {url_b}")), "{run:?}");
     edit_toml(&config, |c| {
@@ -555,11 +549,7 @@ fn a_dns_persist_certificate_from_acmesh_renews_with_dns_persist_01_and_the_same
     acme.run(&["--install-cert", "--ecc", "-d", name, "--key-file", key.to_str().unwrap(), "--fullchain-file", chain.to_str().unwrap()]);
     let acmesh_serial = serial(&chain);
 
-    let state = root.path().join("state");
-    let config = root.path().join("imported.toml");
-    let run = import(&acme.home, &["--state-dir", state.to_str().unwrap(), "--write-config", config.to_str().unwrap()]);
-    assert_eq!(run.code, 0, "{run:?}");
-    assert!(!run.stdout.contains("could not carry over"), "{run:?}");
+    let (state, config, _) = import_everything(root.path(), &acme.home);
     edit_toml(&config, |c| {
         let cert = certificate(c, name);
         assert_eq!(cert["challenge"].as_str(), Some("dns-persist-01"), "{cert}");
