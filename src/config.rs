@@ -61,6 +61,9 @@ pub struct Config {
     /// Private CAs, by name (`issuer = "ca:NAME"`).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub ca: std::collections::BTreeMap<String, CaConfig>,
+    /// Fleet mode: this node is one of several sharing certificates through etcd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -456,6 +459,14 @@ pub struct CertificateConfig {
     /// Container runtimes on this host that must trust the certificate's private CA.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust: Option<TrustConfig>,
+    /// With `[cluster]`: shared by the fleet (ordered once by its leader, rolled out to every
+    /// node); `false` keeps it this host's own.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub fleet: bool,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -1076,6 +1087,23 @@ fn validate(config: &Config) -> Problems {
                 "[ca.{name}] validity = \"{}\" is more than 100 years; use e.g. \"10y\"",
                 humantime::format_duration(ca.validity)
             ));
+        }
+    }
+    if let Some(cluster) = &config.cluster {
+        problems.extend(cluster.problems());
+        for cert in config.certificates.iter().filter(|c| c.fleet) {
+            if let Some(ca) = cert.issuer.private_ca() {
+                problems.push(format!(
+                    "[[certificate]] `{}`: issuer = \"ca:{ca}\" in a fleet: the private CA's key is on this host only, so the fleet cannot share it; set `fleet = false` on it (each node issues its own)",
+                    cert.name
+                ));
+            }
+            if cert.dns01().is_none() && !cert.dns_persist() && config.http01.webroot.is_some() {
+                problems.push(format!(
+                    "[[certificate]] `{}`: a fleet answers HTTP-01 from every node's own responder (tokens in etcd): set [http01] listen instead of webroot, or use DNS-01",
+                    cert.name
+                ));
+            }
         }
     }
     if config.certificates.is_empty() {

@@ -506,7 +506,7 @@ fn record(config: &Config, entry: &mut Entry<'_>, report: &CertReport, now: Syst
                 "renewal failed; backing off"
             );
         }
-        Outcome::NotDue { .. } | Outcome::DryRun { .. } => {}
+        Outcome::NotDue { .. } | Outcome::DryRun { .. } | Outcome::Waiting { .. } => {}
     }
 }
 

@@ -66,7 +66,22 @@ pub struct Metrics {
     pub lifetime: Family<NameLabel, Gauge>,
     pub window_start: Family<NameLabel, Gauge>,
     pub window_end: Family<NameLabel, Gauge>,
+    /// Fleet mode: 1 while this node is the fleet's leader.
+    pub cluster_leader: Gauge,
+    /// Fleet mode, per certificate: 0 no rollout in progress, 1 rolling, 2 halted.
+    pub rollout_state: Family<NameLabel, Gauge>,
+    pub etcd_requests: Counter,
+    pub etcd_errors: Counter,
     ready_flag: AtomicBool,
+}
+
+/// One request to etcd, and whether it succeeded.
+pub fn etcd_request(ok: bool) {
+    let m = global();
+    m.etcd_requests.inc();
+    if !ok {
+        m.etcd_errors.inc();
+    }
 }
 
 /// The process-wide metrics (instrumented code needs no plumbing to reach them).
@@ -143,6 +158,17 @@ impl Metrics {
             reload_pending.clone(),
         );
         registry.register("acme_requests", "Requests sent to the ACME server", acme_requests.clone());
+        let cluster_leader = Gauge::default();
+        let rollout_state = Family::<NameLabel, Gauge>::default();
+        let (etcd_requests, etcd_errors) = (Counter::default(), Counter::default());
+        registry.register("cluster_leader", "Fleet mode: 1 while this node is the fleet's leader", cluster_leader.clone());
+        registry.register(
+            "cluster_rollout_state",
+            "Fleet mode: the rollout of the fleet's certificate (0 none in progress, 1 rolling, 2 halted)",
+            rollout_state.clone(),
+        );
+        registry.register("cluster_etcd_requests", "Fleet mode: requests this node sent to etcd", etcd_requests.clone());
+        registry.register("cluster_etcd_errors", "Fleet mode: etcd requests that failed or timed out", etcd_errors.clone());
         registry.register("acme_request_duration_seconds", "Duration of requests to the ACME server", acme_duration.clone());
         Metrics {
             registry,
@@ -161,6 +187,10 @@ impl Metrics {
             lifetime,
             window_start,
             window_end,
+            cluster_leader,
+            rollout_state,
+            etcd_requests,
+            etcd_errors,
             ready_flag: AtomicBool::new(false),
         }
     }

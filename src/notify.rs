@@ -151,7 +151,7 @@ fn event_for(cert: &CertificateConfig, report: &CertReport) -> Option<Event> {
         Outcome::RolledBack { error, restored, .. } => {
             Event::new(cert, EventKind::RolledBack, None, None, Some(format!("{error}; {restored}")))
         }
-        Outcome::NotDue { .. } | Outcome::DryRun { .. } => return None,
+        Outcome::NotDue { .. } | Outcome::DryRun { .. } | Outcome::Waiting { .. } => return None,
     })
 }
 

@@ -48,6 +48,11 @@ pub enum Reason {
         installed_at: u64,
         why: String,
     },
+    /// Fleet mode: the leader published a new certificate, and it is this node's turn.
+    Fleet {
+        serial: String,
+        by: String,
+    },
 }
 
 impl fmt::Display for Reason {
@@ -70,6 +75,7 @@ impl fmt::Display for Reason {
             Reason::ReloadPending { installed_at, why } => {
                 write!(f, "the reload held since {} is due: {why}", crate::certinfo::fmt_time(*installed_at))
             }
+            Reason::Fleet { serial, by } => write!(f, "the fleet's certificate {serial}, ordered by node {by}"),
             Reason::RenewalWindow { start, end } => {
                 write!(f, "inside the CA's renewal window {} – {}", crate::certinfo::fmt_time(*start), crate::certinfo::fmt_time(*end))
             }

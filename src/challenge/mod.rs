@@ -29,6 +29,8 @@ pub enum Solver {
     Dns01(Arc<dns01::Dns01>),
     /// One persistent TXT record per name, created once (or by hand) and never removed.
     DnsPersist(Arc<dns_persist::DnsPersist>),
+    /// Fleet mode: tokens in etcd, answered by every node's responder.
+    Fleet(Arc<crate::cluster::tokens::Publisher>),
 }
 
 /// What [`Solver::present`] put out, to withdraw it later.
@@ -50,7 +52,7 @@ impl Solver {
 
     pub fn challenge_type(&self) -> ChallengeType {
         match self {
-            Solver::Http01(_) | Solver::Webroot(_) => ChallengeType::Http01,
+            Solver::Http01(_) | Solver::Webroot(_) | Solver::Fleet(_) => ChallengeType::Http01,
             Solver::Dns01(_) => ChallengeType::Dns01,
             Solver::DnsPersist(_) => ChallengeType::Unknown(dns_persist::CHALLENGE_TYPE.to_owned()),
         }
@@ -61,6 +63,7 @@ impl Solver {
         match self {
             Solver::Http01(r) => r.present(token, key_auth.as_str()).await.map(|()| Published::Token(token.to_owned())),
             Solver::Webroot(w) => w.present(token, key_auth.as_str()).map(|()| Published::Token(token.to_owned())),
+            Solver::Fleet(f) => f.present(token, key_auth.as_str()).await.map(|()| Published::Token(token.to_owned())),
             Solver::Dns01(d) => {
                 let rec = d.record_for(identifier, key_auth.dns_value());
                 d.present(rec).await.map(Published::Txt)
@@ -84,7 +87,7 @@ impl Solver {
                     published.iter().filter_map(|p| if let Published::Persist(r) = p { Some(r.clone()) } else { None }).collect();
                 p.ensure(&records).await
             }
-            Solver::Http01(_) | Solver::Webroot(_) => Ok(()),
+            Solver::Http01(_) | Solver::Webroot(_) | Solver::Fleet(_) => Ok(()),
         }
     }
 
@@ -94,6 +97,7 @@ impl Solver {
         match (self, published) {
             (Solver::Http01(r), Published::Token(t)) => r.cleanup(t).await,
             (Solver::Webroot(w), Published::Token(t)) => w.cleanup(t),
+            (Solver::Fleet(f), Published::Token(t)) => f.cleanup(t).await,
             (Solver::Dns01(d), Published::Txt(rec)) => d.cleanup(rec).await,
             _ => {}
         }

@@ -38,6 +38,8 @@ pub struct AcmeIssuer {
     name: IssuerRef,
     config: AcmeConfig,
     http01: Http01Config,
+    /// Answers HTTP-01 instead of what `http01` says (fleet mode: tokens in etcd).
+    http01_solver: Option<Solver>,
     state: StateDir,
     /// What the CA's last error response said beyond its problem (see [`LastErrorResponse`]).
     last_error: Arc<LastErrorResponse>,
@@ -84,6 +86,7 @@ impl AcmeIssuer {
             name,
             config: config.clone(),
             http01: http01.clone(),
+            http01_solver: None,
             state: state.clone(),
             last_error: Arc::new(LastErrorResponse::default()),
             alternates: Arc::new(AlternateChains::default()),
@@ -119,6 +122,10 @@ impl AcmeIssuer {
         cert.acme_profile(&self.config)
     }
 
+    pub(crate) fn answer_http01_with(&mut self, solver: Solver) {
+        self.http01_solver = Some(solver);
+    }
+
     pub(crate) fn directory(&self) -> &str {
         self.config.directory_url()
     }
@@ -143,7 +150,8 @@ impl AcmeIssuer {
             let roots = self.roots()?;
             let http = || self.client(roots);
             let (account, signer) = account::load_or_create(&self.state, &self.config, &self.name, http, &self.last_error).await?;
-            Ok(Ready { account, signer, solver: Solver::from_config(&self.http01) })
+            let solver = self.http01_solver.clone().unwrap_or_else(|| Solver::from_config(&self.http01));
+            Ok(Ready { account, signer, solver })
         });
         init.await.as_ref().map_err(Clone::clone)
     }

@@ -233,6 +233,17 @@ impl Issuers {
     /// The issuer whose certificates are recorded with `origin` ([`Issuer::origin`]: an ACME
     /// directory URL or `ca:NAME`), if the configuration still names it — for any certificate
     /// (unlike [`Issuers::by_origin`], which looks only among a certificate's own issuers).
+    /// Every ACME CA answers HTTP-01 with `solver` (fleet mode: through etcd, so that any
+    /// node behind the load balancer can answer).
+    pub fn answering_http01_with(mut self, solver: crate::challenge::Solver) -> Self {
+        for issuer in self.by_name.values_mut() {
+            if let Issuer::Acme(acme) = issuer {
+                acme.answer_http01_with(solver.clone());
+            }
+        }
+        self
+    }
+
     pub fn configured_with_origin(&self, origin: &str) -> Option<&Issuer> {
         self.by_name.values().find(|i| i.origin() == origin)
     }

@@ -41,6 +41,12 @@ pub struct RenewOptions {
 /// The selected certificates, each with what the policy decided for it.
 pub type Plan<'c> = Vec<(&'c CertificateConfig, Decision)>;
 
+/// The delivery of one certificate, checked before anything is ordered or installed.
+struct Prepared {
+    reload: reload::Plan,
+    settings: Option<crate::config::VerifyConfig>,
+}
+
 /// The decision for each selected certificate, from what is installed now.
 pub fn plan<'c>(state: &StateDir, issuers: &Issuers, certs: &[&'c CertificateConfig], opts: RenewOptions, now: SystemTime) -> Plan<'c> {
     certs
@@ -65,6 +71,33 @@ pub fn decision(
     force: bool,
 ) -> Decision {
     let leaf = installed.as_ref().ok().and_then(Option::as_ref).map(|i| &i.leaf);
+    // A run that died mid-install: install and deliver again.
+    if !force && install::interrupted(state, &cert.name) {
+        return Decision::Due(Reason::Interrupted);
+    }
+    let decided = policy_decision(state, issuers, cert, installed, now, force);
+    // An installed pair whose reload was held for the window: its reload is the work now.
+    if let Decision::NotDue { .. } = decided
+        && let Some(p) = pending::load(state, &cert.name).filter(|p| leaf.is_some_and(|l| l.sha256 == p.sha256))
+        && let Some(why) = pending::ripe(&p, pending::window_of(cert).as_ref(), now)
+    {
+        return Decision::Due(Reason::ReloadPending { installed_at: p.installed_at, why });
+    }
+    decided
+}
+
+/// The renewal policy alone for `installed` (the certificate, not this host's install of it:
+/// no interrupted install, no held reload), judged against the CA state_dir records it from.
+/// A fleet's leader judges the fleet's certificate with it.
+pub fn policy_decision(
+    state: &StateDir,
+    issuers: &Issuers,
+    cert: &CertificateConfig,
+    installed: &Result<Option<Installed>, String>,
+    now: SystemTime,
+    force: bool,
+) -> Decision {
+    let leaf = installed.as_ref().ok().and_then(Option::as_ref).map(|i| &i.leaf);
     let recorded = leaf.and_then(|l| state.meta_for(&cert.name, &l.sha256));
     let issuer = issuers.by_origin(cert, recorded.as_ref().map(|m| m.directory.as_str())).ok();
     let configured = issuer.map(Issuer::origin);
@@ -77,19 +110,7 @@ pub fn decision(
         }),
         _ => None,
     };
-    // A run that died mid-install left its journal: install and deliver again.
-    if !force && install::interrupted(state, &cert.name) {
-        return Decision::Due(Reason::Interrupted);
-    }
-    let decided = decide(cert, installed.as_ref().map(Option::as_ref).map_err(Clone::clone), origin, now, force);
-    // An installed pair whose reload was held for the window: its reload is the work now.
-    if let Decision::NotDue { .. } = decided
-        && let Some(p) = pending::load(state, &cert.name).filter(|p| leaf.is_some_and(|l| l.sha256 == p.sha256))
-        && let Some(why) = pending::ripe(&p, pending::window_of(cert).as_ref(), now)
-    {
-        return Decision::Due(Reason::ReloadPending { installed_at: p.installed_at, why });
-    }
-    decided
+    decide(cert, installed.as_ref().map(Option::as_ref).map_err(Clone::clone), origin, now, force)
 }
 
 /// What a killed run may have left, removed before a pass: temp files in state_dir and in the
@@ -190,35 +211,81 @@ impl<'a> Renewer<'a> {
         }
         // The first issuer stands for all of them until one has issued: a list holds only ACME CAs.
         let issuer = self.issuers.of(cert)?;
-        step("checking the reload and the verification before ordering");
-        // Check the delivery before ordering: a wrong container name must not cost an issuance.
-        let reload = reload::prepare(cert).await?;
-        crate::trust::preflight(cert)?;
-        let settings = cert.verify_settings();
-        if let Some(s) = &settings {
-            verify::Target::for_certificate(cert, s, issuer.trust_anchor())?;
-        }
+        let prepared = self.prepare(cert, issuer).await?;
         // A run that died mid-install: the install dir gets a matching pair again first.
         let interrupted = !self.opts.dry_run && install::interrupted(self.state, &cert.name);
         if interrupted {
-            install::recover(self.state, cert, &reload.in_place)?;
+            install::recover(self.state, cert, &prepared.reload.in_place)?;
         }
         // Everything up to a certificate in hand is bounded: a CA (or DNS, or a hook) that stalls
         // fails this certificate, not the pass. What follows is bounded step by step (the reload
         // actions' and the verification's own timeouts), so a rollback is never cut off.
+        let obtained = self.bounded(cert, self.obtain(cert, reason, interrupted)).await?;
+        match obtained {
+            Obtained::Issued { issued, from_store, by } => self.install_and_deliver(cert, reason, prepared, &issued, from_store, by).await,
+            Obtained::DryRun(outcome) => Ok(outcome),
+        }
+    }
+
+    /// [`Renewer::issue`] within `renewal_timeout`, for the leader of a fleet: a new certificate
+    /// from the first CA of `cert`'s list that can issue, kept in state_dir, never installed here.
+    pub async fn issue_bounded(&self, cert: &CertificateConfig, reason: &Reason) -> Result<(Issued, &'a Issuer), Error> {
+        match self.bounded(cert, self.issue(cert, reason)).await? {
+            Obtained::Issued { issued, by, .. } => Ok((issued, by)),
+            Obtained::DryRun(_) => Err(Error::Step("a dry run issues nothing for the fleet".into())),
+        }
+    }
+
+    /// Install and deliver a certificate issued elsewhere (by the fleet's leader): the same
+    /// checks, install, reload window, reload → verify → roll back as a renewal of this host's own.
+    pub async fn deliver_issued(&self, cert: &CertificateConfig, reason: &Reason, issued: &Issued, by: &Issuer) -> Result<Outcome, Error> {
+        let blocked = crate::config::host_problems(self.config, cert);
+        if !blocked.is_empty() {
+            return Err(Error::Step(blocked.join("; ")));
+        }
+        let prepared = self.prepare(cert, by).await?;
+        if install::interrupted(self.state, &cert.name) {
+            install::recover(self.state, cert, &prepared.reload.in_place)?;
+        }
+        self.install_and_deliver(cert, reason, prepared, issued, true, by).await
+    }
+
+    /// `work` within `renewal_timeout`; past it, an error that says what it was doing.
+    async fn bounded<T>(&self, cert: &CertificateConfig, work: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
         let limit = self.config.renewal_timeout;
-        let obtained = progress::bounded(limit, self.obtain(cert, reason, interrupted)).await.map_err(|t| {
+        progress::bounded(limit, work).await.map_err(|t| {
             Error::Step(format!(
                 "{} timed out after {} while {} (renewal_timeout); the installed certificate is unchanged and the renewal will be retried",
                 self.labels(cert),
                 humantime::format_duration(t.after),
                 t.step
             ))
-        })??;
-        let (issued, from_store, issuer) = match obtained {
-            Obtained::Issued { issued, from_store, by } => (issued, from_store, by),
-            Obtained::DryRun(outcome) => return Ok(outcome),
-        };
+        })?
+    }
+
+    /// Check the delivery before ordering: a wrong container name must not cost an issuance.
+    async fn prepare(&self, cert: &CertificateConfig, issuer: &Issuer) -> Result<Prepared, Error> {
+        step("checking the reload and the verification before ordering");
+        let reload = reload::prepare(cert).await?;
+        crate::trust::preflight(cert)?;
+        let settings = cert.verify_settings();
+        if let Some(s) = &settings {
+            verify::Target::for_certificate(cert, s, issuer.trust_anchor())?;
+        }
+        Ok(Prepared { reload, settings })
+    }
+
+    /// Install `issued` (from `issuer`) → hold for the reload window, or reload → verify → roll back.
+    async fn install_and_deliver(
+        &self,
+        cert: &CertificateConfig,
+        reason: &Reason,
+        prepared: Prepared,
+        issued: &Issued,
+        from_store: bool,
+        issuer: &Issuer,
+    ) -> Result<Outcome, Error> {
+        let Prepared { reload, settings } = prepared;
         // Verification and client trust follow the CA that issued it.
         let verify = match &settings {
             Some(s) => Some((verify::Target::for_certificate(cert, s, issuer.trust_anchor())?, s.timeout)),
@@ -241,14 +308,14 @@ impl<'a> Renewer<'a> {
             }
         };
         let unkept = install::install(self.state, cert, &new, &reload.in_place)?;
-        if let Some(outcome) = self.hold(cert, reason, &issued, served, issuer) {
+        if let Some(outcome) = self.hold(cert, reason, issued, served, issuer) {
             return Ok(outcome);
         }
         pending::clear(self.state, &cert.name);
         let registry = Live { cert: &cert.name, reload: &reload, verify };
         let enabled = settings.as_ref().is_some_and(|s| s.rollback);
         let rollback = Rollback { state: self.state, cert, enabled, in_place: &reload.in_place, unkept };
-        let m = issued.meta;
+        let m = &issued.meta;
         let delivered = deliver::deliver(&registry, &rollback, &m.sha256).await;
         // Whatever came of it, the delivery is over: nothing for the next run to repeat.
         install::finish(self.state, cert);
@@ -258,7 +325,7 @@ impl<'a> Renewer<'a> {
                 Ok(Outcome::Renewed {
                     reason: reason.clone(),
                     not_after: m.not_after,
-                    serial: m.serial,
+                    serial: m.serial.clone(),
                     issued_by: issuer.label(),
                     fullchain: cert.install.fullchain_path(),
                     from_store,
@@ -359,6 +426,12 @@ impl<'a> Renewer<'a> {
         {
             return Ok(Obtained::Issued { issued, from_store: true, by });
         }
+        self.issue(cert, reason).await
+    }
+
+    /// A new certificate from the first issuer of `cert`'s list that can issue (each failure
+    /// that is the CA's own goes on to the next), kept in state_dir at once.
+    async fn issue(&self, cert: &CertificateConfig, reason: &Reason) -> Result<Obtained<'a>, Error> {
         let issuers = self.issuers.in_turn(cert)?;
         let mut tried = Vec::new();
         for (i, issuer) in issuers.iter().enumerate() {

@@ -90,6 +90,11 @@ pub enum Outcome {
         reason: Reason,
         error: Error,
     },
+    /// Fleet mode: nothing for this node to do yet (the leader has not published, another node
+    /// holds the reload slot, the rollout is halted, etcd is unreachable).
+    Waiting {
+        why: String,
+    },
 }
 
 #[derive(Debug)]
@@ -118,6 +123,7 @@ impl fmt::Display for CertReport {
             Outcome::Renewed { reason, not_after, serial, issued_by, fullchain, from_store, reloaded, verified } => {
                 let what = match reason {
                     Reason::ReloadPending { .. } => "reloaded the certificate installed earlier",
+                    Reason::Fleet { .. } => "installed the fleet's certificate",
                     _ if *from_store => "installed the certificate already issued and kept in state_dir",
                     _ => "renewed",
                 };
@@ -150,6 +156,7 @@ impl fmt::Display for CertReport {
             ),
             Outcome::RolledBack { reason, error, restored } => write!(f, "{name}: FAILED ({reason}) and ROLLED BACK: {error}; {restored}"),
             Outcome::Failed { reason, error } => write!(f, "{name}: FAILED ({reason}): {error}"),
+            Outcome::Waiting { why } => write!(f, "{name}: waiting: {why}"),
         }
     }
 }
@@ -160,7 +167,7 @@ pub fn summary(reports: &[CertReport], opts: RenewOptions) -> String {
     let renewed = count(|o| matches!(o, Outcome::Renewed { .. } | Outcome::ReloadPending { .. }));
     let pending = count(|o| matches!(o, Outcome::ReloadPending { .. }));
     let dry = count(|o| matches!(o, Outcome::DryRun { .. }));
-    let not_due = count(|o| matches!(o, Outcome::NotDue { .. }));
+    let not_due = count(|o| matches!(o, Outcome::NotDue { .. } | Outcome::Waiting { .. }));
     let failed = count(|o| matches!(o, Outcome::Failed { .. } | Outcome::RolledBack { .. }));
     if opts.dry_run {
         format!("dry run: {dry} tried, {not_due} not due, {failed} failed; nothing was installed")

@@ -1,0 +1,1 @@
+//! `regcert cluster status` and `regcert cluster resume`.
