@@ -14,6 +14,7 @@
 pub mod certinfo;
 pub(crate) mod challenge;
 pub mod cli;
+pub mod cluster;
 pub(crate) mod command;
 pub(crate) mod config;
 #[cfg(test)]
