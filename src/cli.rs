@@ -96,6 +96,9 @@ enum Command {
     /// dns-persist-01: the persistent TXT records that let the ACME CA validate a certificate's names.
     #[command(subcommand)]
     DnsPersist(DnsPersistCommand),
+    /// Fleet mode ([cluster]): the fleet's leader, rollouts and every node's result; resume a halted rollout.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Make the container runtimes on this host trust a registry's CA (no config needed).
     #[command(subcommand)]
     Trust(TrustCommand),
@@ -145,6 +148,21 @@ enum CaCommand {
     },
     /// Print the CA's root certificate (PEM), for config management and `regcert trust install`.
     Export { name: String },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// The leader, the live nodes, and per certificate the rollout and each node's serial,
+    /// verification result and time (from etcd).
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Continue a rollout halted by a node's failed verification, once its cause is fixed.
+    Resume { name: String },
+    /// Create the fleet's secret key file (0600); copy it to every node as [cluster] secret_key_file.
+    NewKey { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -313,11 +331,14 @@ pub fn main() -> ExitCode {
     init_logging(cli.log_format, cli.quiet);
     match cli.command {
         Command::Trust(cmd) => return exit(trust(cmd)),
+        Command::Cluster(ClusterCommand::NewKey { file }) => return exit(new_fleet_key(&file)),
         Command::Import(cmd) => return exit(import(cmd)),
         _ => {}
     }
     let purpose = match cli.command {
-        Command::Status { .. } | Command::Verify { .. } | Command::Ca(CaCommand::Export { .. }) | Command::DnsPersist(_) => Purpose::Read,
+        Command::Status { .. } | Command::Verify { .. } | Command::Ca(CaCommand::Export { .. }) | Command::DnsPersist(_) | Command::Cluster(_) => {
+            Purpose::Read
+        }
         Command::Renew { .. } | Command::Revoke { .. } | Command::Run => Purpose::Work,
         Command::CheckConfig | Command::Ca(CaCommand::Init { .. }) | Command::Trust(_) | Command::Import(_) => Purpose::Write,
     };
@@ -334,6 +355,7 @@ pub fn main() -> ExitCode {
         Command::Revoke { cert, reason, renew, yes } => revoke(&config, &cert, reason, renew, yes),
         Command::Ca(cmd) => ca(&config, cmd),
         Command::DnsPersist(DnsPersistCommand::Show { json, certs }) => dns_persist_show(&config, &certs, json),
+        Command::Cluster(cmd) => cluster(&config, cmd),
         Command::Trust(_) | Command::Import(_) => Ok(Status::Ok),
     };
     exit(result)
@@ -759,7 +781,59 @@ fn renew(config: &Config, names: &[String], opts: RenewOptions) -> CmdResult {
     let certs = config.select(names).map_err(Failure::Config)?;
     let state = StateDir::open(&config.state_dir).map_err(Failure::Failed)?;
     let _lock = state.lock("regcert renew").map_err(|e| Failure::Failed(e.to_string()))?;
-    renew_locked(config, &state, certs, opts)
+    let (shared, own) = crate::cluster::fleet::shared(config, &certs);
+    if shared.is_empty() {
+        return renew_locked(config, &state, own, opts);
+    }
+    if opts.dry_run {
+        return Err(Failure::Failed(
+            "--dry-run is not available for certificates a fleet shares: the leader's order is the fleet's; run the dry run from a config without [cluster]".into(),
+        ));
+    }
+    // This node once: the leader's work if it wins the leadership, then its own turn.
+    renew::tidy(&state, shared.iter().copied());
+    let reports = runtime()?.block_on(async {
+        let reports = crate::cluster::fleet::once(config, &state, &shared, opts).await;
+        notify::send_reports(config, &reports).await;
+        reports
+    });
+    for r in &reports {
+        println!("{r}");
+    }
+    println!("fleet: {}", renew::summary(&reports, opts));
+    let fleet_failed = reports.iter().any(CertReport::failed);
+    let own_status = if own.is_empty() { Status::Ok } else { renew_locked(config, &state, own, opts)? };
+    Ok(if fleet_failed { Status::Problems } else { own_status })
+}
+
+/// `regcert cluster …`
+fn cluster(config: &Config, cmd: ClusterCommand) -> CmdResult {
+    let rt = runtime()?;
+    match cmd {
+        ClusterCommand::Status { json } => {
+            let status = rt.block_on(crate::cluster::status::fleet_status(config)).map_err(Failure::Failed)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status).map_err(|e| Failure::Failed(e.to_string()))?);
+            } else {
+                print!("{status}");
+            }
+            let halted = status.certificates.iter().any(|c| c.rollout == "halted");
+            Ok(problems_if(halted))
+        }
+        ClusterCommand::Resume { name } => {
+            let done = rt.block_on(crate::cluster::status::resume(config, &name)).map_err(Failure::Failed)?;
+            println!("{done}");
+            Ok(Status::Ok)
+        }
+        ClusterCommand::NewKey { file } => new_fleet_key(&file),
+    }
+}
+
+/// `regcert cluster new-key FILE` (no config needed: the key comes before the fleet).
+fn new_fleet_key(file: &std::path::Path) -> CmdResult {
+    crate::cluster::seal::SecretKey::create(file).map_err(Failure::Failed)?;
+    println!("{}: the fleet's secret key (0600). Copy it to every node and set [cluster] secret_key_file to it.", file.display());
+    Ok(Status::Ok)
 }
 
 /// `regcert revoke`: show what would be revoked, or (with `yes`) revoke it, and with `renew`

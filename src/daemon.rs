@@ -76,6 +76,8 @@ struct Daemon {
     /// Has a check swept every directory for what killed runs left? (Once; after that each
     /// check sweeps only the certificates it works on.)
     swept: std::sync::atomic::AtomicBool,
+    /// Fleet mode: this node's membership (joined at start-up, or by the first check that can).
+    fleet: tokio::sync::Mutex<Option<crate::cluster::fleet::Member>>,
 }
 
 impl Daemon {
@@ -115,13 +117,23 @@ async fn serve(config_path: PathBuf, config: Config) -> Result<(), String> {
         schedules: tokio::sync::Mutex::new(HashMap::new()),
         checked: tokio::sync::Notify::new(),
         swept: std::sync::atomic::AtomicBool::new(false),
+        fleet: tokio::sync::Mutex::new(None),
     });
+    // Fleet mode: every node answers the leader's HTTP-01 tokens, and acts at once on what the
+    // others change (a new certificate, a slot given back, a leader gone).
+    let _fleet = match &daemon.config().cluster {
+        Some(_) => Some(crate::cluster::watch::start(daemon.config(), tick.clone()).await),
+        None => None,
+    };
     spawn_watchdog();
     let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status("started; first check running")]);
     tracing::info!(pid = std::process::id(), "regcert run started");
 
     let _ = tick.try_send(()); // the check at start-up
     let mut check: Option<tokio::task::JoinHandle<()>> = None;
+    // A tick that came while a check was running (something changed in the fleet meanwhile):
+    // one more check when it is done.
+    let mut again = false;
     // A reload held for its window is done by a check when the window opens, whatever the
     // check schedule says.
     let mut reload_wake: Option<tokio::time::Instant> = None;
@@ -140,6 +152,9 @@ async fn serve(config_path: PathBuf, config: Config) -> Result<(), String> {
                 let _ = tick.try_send(());
             }
             () = daemon.checked.notified() => {
+                if std::mem::take(&mut again) {
+                    let _ = tick.try_send(());
+                }
                 reload_wake = next_reload_window(&daemon.config(), &daemon.state);
                 ari_wake = next_window_moment(&daemon).await;
             }
@@ -155,7 +170,8 @@ async fn serve(config_path: PathBuf, config: Config) -> Result<(), String> {
             }
             Some(()) = ticks.recv() => {
                 if check.as_ref().is_some_and(|h| !h.is_finished()) {
-                    tracing::warn!("the previous check is still running; skipping this one");
+                    again = true;
+                    tracing::debug!("the previous check is still running; checking again when it is done");
                 } else {
                     check = Some(tokio::spawn(run_check(daemon.clone())));
                 }
@@ -328,7 +344,9 @@ async fn run_check(daemon: Arc<Daemon>) {
         crate::renew::tidy(&daemon.state, &config.certificates);
     }
     let mut schedules = daemon.schedules.lock().await;
-    let summary = check(&config, &daemon.state, &mut schedules).await;
+    let mut fleet = daemon.fleet.lock().await;
+    let summary = check(&config, &daemon.state, &mut schedules, &mut fleet).await;
+    drop(fleet);
     drop(schedules);
     daemon.checked.notify_one();
     let snapshot = {
@@ -382,14 +400,24 @@ struct Entry<'c> {
 /// One check of every certificate: triage → one renewal pass over what is due → record →
 /// notify, metrics, alerts. `known` holds the schedules of earlier checks (missing ones are
 /// read from state_dir). Returns a one-line summary.
-pub async fn check(config: &Config, state: &StateDir, known: &mut HashMap<String, Schedule>) -> String {
+pub async fn check(
+    config: &Config,
+    state: &StateDir,
+    known: &mut HashMap<String, Schedule>,
+    fleet: &mut Option<crate::cluster::fleet::Member>,
+) -> String {
     let now = SystemTime::now();
     state.new_pass();
     let issuers = Issuers::from_config(config, state);
+    let all: Vec<&CertificateConfig> = config.certificates.iter().collect();
+    // Fleet mode: what the fleet shares goes through its pass (the leader orders, every node
+    // takes its turn); this host's own certificates are checked here as without a fleet.
+    let (shared, own) = crate::cluster::fleet::shared(config, &all);
+    let fleet_reports = if shared.is_empty() { Vec::new() } else { crate::cluster::fleet::pass_joining(fleet, config, state, &shared).await };
     // Each installed pair is looked at once per check (500 certificates: a few ms, no network).
     let mut entries = Vec::with_capacity(config.certificates.len());
     let mut decisions = Vec::with_capacity(config.certificates.len());
-    for cert in &config.certificates {
+    for cert in own {
         let current = install::read_installed(&cert.install);
         let decision = crate::renew::decision(state, &issuers, cert, &current, now, false);
         let schedule = match known.remove(&cert.name) {
@@ -424,8 +452,13 @@ pub async fn check(config: &Config, state: &StateDir, known: &mut HashMap<String
     for (cert, _) in &due {
         crate::renew::tidy_certificate(state, cert);
     }
-    let reports =
+    let mut reports =
         if due.is_empty() { Vec::new() } else { Renewer::new(config, state, &issuers, RenewOptions::default()).run_once(due).await };
+    for cert in shared {
+        let schedule = known.remove(&cert.name).unwrap_or_else(|| Schedule::load(state, &cert.name));
+        entries.push(Entry { cert, installed: install::read_installed(&cert.install).ok().flatten(), schedule, dirty: false });
+    }
+    reports.extend(fleet_reports);
     if !reports.is_empty() {
         // What the renewals wrote is read afresh.
         state.new_pass();
@@ -455,7 +488,8 @@ pub async fn check(config: &Config, state: &StateDir, known: &mut HashMap<String
     known.extend(entries.into_iter().map(|e| (e.cert.name.clone(), e.schedule)));
     alert_ca_expiry(config, state, now).await;
     let failed = reports.iter().filter(|r| r.failed()).count();
-    format!("{} certificates: {} renewed, {failed} failed, {waiting} backing off", config.certificates.len(), reports.len() - failed)
+    let renewed = reports.iter().filter(|r| matches!(r.outcome, Outcome::Renewed { .. } | Outcome::ReloadPending { .. })).count();
+    format!("{} certificates: {renewed} renewed, {failed} failed, {waiting} backing off", config.certificates.len())
 }
 
 /// Ask the CAs for the renewal windows (ARI) of valid certificates whose window is stale.

@@ -35,10 +35,6 @@ impl Member {
         Ok(Member { store: Store::connect(config).await?, config: config.clone(), session: None })
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     /// The live session, opened again when the last one's lease was lost.
     async fn session(&mut self) -> Result<&Session, String> {
         if self.session.as_ref().is_none_or(Session::is_lost) {
@@ -65,6 +61,54 @@ pub fn shared<'c>(config: &'c Config, certs: &[&'c CertificateConfig]) -> (Vec<&
         return (Vec::new(), certs.to_vec());
     }
     certs.iter().copied().partition(|c| c.fleet)
+}
+
+/// `regcert renew` in a fleet: join, make one pass as a node (the leader's work if this node
+/// wins the leadership), answer HTTP-01 meanwhile, and leave.
+pub async fn once(config: &Config, state: &StateDir, certs: &[&CertificateConfig], opts: RenewOptions) -> Vec<CertReport> {
+    let Some(cluster) = &config.cluster else { return Vec::new() };
+    let mut member = match Member::join(cluster).await {
+        Ok(m) => m,
+        Err(e) => return cut_off(config, state, certs, &e).await,
+    };
+    // This node's responder, unless `regcert run` on this host answers already.
+    let _responder = match config.http01.mode() {
+        crate::config::Http01Mode::Listen(addr) => match super::tokens::serve(member.store.clone(), addr).await {
+            Ok(task) => Some(AbortOnDrop(task)),
+            Err(e) => {
+                tracing::info!(error = %e, "not answering HTTP-01 from this process (is `regcert run` answering here?)");
+                None
+            }
+        },
+        crate::config::Http01Mode::Webroot(_) => None,
+    };
+    let reports = pass(&mut member, config, state, certs, opts).await;
+    member.leave().await;
+    reports
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// [`pass`], joining the fleet first when this node is not a member yet (etcd was down when
+/// the service started, say).
+pub async fn pass_joining(member: &mut Option<Member>, config: &Config, state: &StateDir, certs: &[&CertificateConfig]) -> Vec<CertReport> {
+    let Some(cluster) = &config.cluster else { return Vec::new() };
+    if member.is_none() {
+        match Member::join(cluster).await {
+            Ok(joined) => *member = Some(joined),
+            Err(e) => return cut_off(config, state, certs, &e).await,
+        }
+    }
+    match member.as_mut() {
+        Some(m) => pass(m, config, state, certs, RenewOptions::default()).await,
+        None => Vec::new(),
+    }
 }
 
 /// One pass of this node over `certs` (all shared by the fleet).
@@ -149,6 +193,13 @@ async fn lead(
         }
     };
     let Some(reason) = reason else { return Ok(()) };
+    // A failed order waits out its backoff like any renewal: nodes' results wake the leader
+    // often, and each wake must not cost an order.
+    let schedule = crate::schedule::Schedule::load(state, &cert.name);
+    if !opts.force && schedule.backing_off(crate::certinfo::unix(now)) {
+        tracing::debug!(cert = %cert.name, "the fleet's certificate is due, but the leader backs off after failures");
+        return Ok(());
+    }
     tracing::info!(cert = %cert.name, node = %store.node(), %reason, "the fleet's certificate is due; ordering it as the leader");
     share_accounts_in(store, state, issuers, cert).await;
     let renewer = Renewer::new(config, state, issuers, RenewOptions::default());

@@ -18,5 +18,6 @@ pub mod seal;
 pub mod status;
 pub mod store;
 pub mod tokens;
+pub mod watch;
 
 pub use config::ClusterConfig;

@@ -323,15 +323,6 @@ impl Store {
         Ok(self.get_raw("leader").await?.map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
     }
 
-    /// Step down (a one-shot run that is done, a service stopping).
-    pub async fn resign(&self, leader: Leader) {
-        let key = self.key("leader");
-        let txn = Txn::new().when([Compare::create_revision(key.clone(), CompareOp::Equal, leader.revision)]).and_then([TxnOp::delete(key, None)]);
-        if let Err(e) = self.txn("stepping down as leader", txn).await {
-            tracing::warn!(node = %self.node, error = %e, "leadership ends with the lease instead");
-        }
-    }
-
     /// A fenced transaction of the leader: `ops` happen only while it still is the leader.
     async fn as_leader(&self, leader: Leader, what: &str, ops: Vec<TxnOp>) -> Result<(), String> {
         let txn = Txn::new().when([Compare::create_revision(self.key("leader"), CompareOp::Equal, leader.revision)]).and_then(ops);
@@ -414,15 +405,6 @@ impl Store {
     pub async fn nodes(&self) -> Result<Vec<(String, NodeInfo)>, String> {
         let listed = self.list("nodes/").await?;
         Ok(listed.into_iter().filter_map(|(node, v)| Some((node, serde_json::from_slice(&v).ok()?))).collect())
-    }
-
-    /// The certificates the fleet has published (names).
-    pub async fn certificates(&self) -> Result<Vec<String>, String> {
-        let listed = self.list("certs/").await?;
-        let mut names: Vec<String> =
-            listed.into_iter().filter_map(|(rest, _)| rest.strip_suffix("/current").filter(|n| !n.contains('/')).map(str::to_owned)).collect();
-        names.dedup();
-        Ok(names)
     }
 
     /// Who holds the reload slots of `name` (slot, node).

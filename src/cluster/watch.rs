@@ -1,0 +1,101 @@
+//! What a node of `regcert run` keeps running besides its checks: the HTTP-01 responder that
+//! answers the leader's tokens, and a watch of the fleet's keys that starts a check when
+//! something changes that may be this node's business.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::store::Store;
+use crate::config::{Config, Http01Mode};
+
+/// The background tasks of a fleet node; stopped when dropped.
+pub struct Background {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Start the responder and the watch. Neither needs etcd to be up now: both keep trying.
+pub async fn start(config: Arc<Config>, tick: mpsc::Sender<()>) -> Background {
+    let mut tasks = Vec::new();
+    let Some(cluster) = config.cluster.clone() else { return Background { tasks } };
+    let store = loop_until_connected(&cluster).await;
+    if let (Some(store), Http01Mode::Listen(addr)) = (&store, config.http01.mode()) {
+        match super::tokens::serve(store.clone(), addr).await {
+            Ok(task) => tasks.push(task),
+            Err(e) => tracing::error!(error = %e, "this node cannot answer the fleet's HTTP-01 challenges"),
+        }
+    }
+    tasks.push(tokio::spawn(watch(cluster, store, tick)));
+    Background { tasks }
+}
+
+/// One attempt at connecting (the watch task retries on its own).
+async fn loop_until_connected(cluster: &super::ClusterConfig) -> Option<Store> {
+    match Store::connect(cluster).await {
+        Ok(store) => Some(store),
+        Err(e) => {
+            tracing::error!(error = %e, "fleet: etcd is unreachable at start-up; retrying in the background");
+            None
+        }
+    }
+}
+
+/// Watch the prefix for ever; a relevant change (anything but HTTP-01 tokens) asks for a check,
+/// at most one per 200 ms burst. A broken watch is opened again, and asks for a check then,
+/// since changes may have been missed.
+async fn watch(cluster: super::ClusterConfig, mut store: Option<Store>, tick: mpsc::Sender<()>) {
+    let mut wait = Duration::from_secs(1);
+    loop {
+        let connected = match store.take() {
+            Some(s) => Ok(s),
+            None => Store::connect(&cluster).await,
+        };
+        let s = match connected {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "fleet: cannot watch etcd; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(30));
+                continue;
+            }
+        };
+        let mut stream = match s.watch().await {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "fleet: cannot watch etcd; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(30));
+                continue;
+            }
+        };
+        wait = Duration::from_secs(1);
+        let _ = tick.try_send(());
+        let tokens = s.key("http01/");
+        loop {
+            match stream.message().await {
+                Ok(Some(resp)) => {
+                    let relevant = resp.events().iter().any(|e| e.kv().is_none_or(|kv| !kv.key().starts_with(tokens.as_bytes())));
+                    if relevant {
+                        // Let the burst of one change (result, slot, rollout) settle.
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        let _ = tick.try_send(());
+                    }
+                }
+                Ok(None) | Err(_) => {
+                    tracing::warn!("fleet: the etcd watch ended; watching again");
+                    break;
+                }
+            }
+        }
+    }
+}
