@@ -11,6 +11,8 @@
 
 pub mod ari_frontend;
 pub mod bind;
+pub mod etcd;
+pub mod fleet;
 pub mod registry;
 pub mod stall;
 
@@ -49,6 +51,8 @@ pub fn tool(name: &str) -> PathBuf {
             "man" => "man-db",
             "dpkg-deb" | "dpkg-query" => "dpkg",
             "getent" => "libc-bin",
+            "etcd" => "etcd-server",
+            "etcdctl" => "etcd-client",
             other => other,
         };
         panic!(

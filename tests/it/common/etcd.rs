@@ -1,0 +1,264 @@
+//! A real etcd cluster for the fleet tests: Debian's `etcd-server` 3.4, N members on 127.0.0.1,
+//! each its own process with its own data directory, so that a test can stop, SIGKILL and restart
+//! members (quorum lost and regained) the way an operator's cluster fails. Read and written with
+//! the real `etcdctl`, so what a test sees in etcd is what an operator would see.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use tempfile::TempDir;
+
+use super::{free_port, tool};
+
+/// How long a cluster (or a member that rejoins) may take to answer health checks: ~2 s on an
+/// idle machine, more when the machine's two cores are busy compiling.
+const HEALTHY_WITHIN: Duration = Duration::from_secs(20);
+
+/// One member: its ports stay the same across restarts, so its peers find it again.
+struct Member {
+    name: String,
+    peer: u16,
+    client: u16,
+    process: Option<Child>,
+}
+
+impl Member {
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client)
+    }
+}
+
+pub struct EtcdCluster {
+    dir: TempDir,
+    members: Vec<Member>,
+    /// `n1=http://127.0.0.1:P1,…`: every member's peer URL, given to each at start.
+    initial_cluster: String,
+}
+
+impl EtcdCluster {
+    /// A new `members`-member cluster, healthy on every member when returned.
+    pub fn start(members: usize) -> Self {
+        assert!(members > 0, "an etcd cluster needs at least one member");
+        // A missing program fails here, with its install hint, not halfway through a test.
+        for program in ["etcd", "etcdctl"] {
+            tool(program);
+        }
+        let members: Vec<Member> =
+            (1..=members).map(|i| Member { name: format!("n{i}"), peer: free_port(), client: free_port(), process: None }).collect();
+        let initial_cluster = members.iter().map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer)).collect::<Vec<_>>().join(",");
+        let mut cluster = EtcdCluster { dir: tempfile::tempdir().unwrap(), members, initial_cluster };
+        for i in 0..cluster.members.len() {
+            cluster.spawn(i, "new");
+        }
+        cluster.wait_healthy();
+        cluster
+    }
+
+    /// The client URLs of every member, running or not (what a node's `[cluster] endpoints` lists).
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(Member::endpoint).collect()
+    }
+
+    /// Start member `i` with `state` ("new" for the first start; "existing" to rejoin with its
+    /// data directory, which etcd then reads instead of the initial-cluster flags).
+    fn spawn(&mut self, i: usize, state: &str) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(i)).unwrap();
+        let m = &self.members[i];
+        assert!(m.process.is_none(), "etcd member {i} ({}) is already running", m.name);
+        let (peer, client) = (format!("http://127.0.0.1:{}", m.peer), m.endpoint());
+        let child = Command::new(tool("etcd"))
+            .args(["--name", &m.name, "--data-dir"])
+            .arg(self.dir.path().join(&m.name))
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--initial-cluster", &self.initial_cluster, "--initial-cluster-state", state])
+            // One token per cluster: members of another test's cluster can never join this one.
+            .args(["--initial-cluster-token", &self.dir.path().display().to_string()])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start etcd member {}: {e}", m.name));
+        self.members[i].process = Some(child);
+    }
+
+    fn log_path(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("{}.log", self.members[i].name))
+    }
+
+    /// The last lines of every member's log, for a failure message.
+    pub fn logs(&self) -> String {
+        let tail = |p: &Path| {
+            let text = std::fs::read_to_string(p).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(25)..].join("\n")
+        };
+        (0..self.members.len()).map(|i| format!("--- etcd {}\n{}\n", self.members[i].name, tail(&self.log_path(i)))).collect()
+    }
+
+    /// Stop member `i` cleanly (SIGTERM, as systemd would), waiting until it has exited.
+    pub fn stop_member(&mut self, i: usize) {
+        let mut child = self.members[i].process.take().unwrap_or_else(|| panic!("etcd member {i} is not running"));
+        let _ = Command::new(tool("kill")).args(["-s", "TERM", &child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill(); // a member that ignores SIGTERM still goes
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.wait();
+    }
+
+    /// SIGKILL member `i`: a crash, with no chance to flush or say goodbye to its peers.
+    pub fn kill_member(&mut self, i: usize) {
+        let mut child = self.members[i].process.take().unwrap_or_else(|| panic!("etcd member {i} is not running"));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Start a stopped or killed member again, from its data directory. Returns once it accepts
+    /// client connections; it is healthy only when a quorum runs ([`EtcdCluster::wait_healthy`]).
+    pub fn start_member(&mut self, i: usize) {
+        self.spawn(i, "existing");
+        let deadline = Instant::now() + HEALTHY_WITHIN;
+        while std::net::TcpStream::connect(("127.0.0.1", self.members[i].client)).is_err() {
+            if let Some(status) = self.members[i].process.as_mut().unwrap().try_wait().unwrap() {
+                panic!("etcd member {i} exited ({status}) on restart:\n{}", self.logs());
+            }
+            assert!(Instant::now() < deadline, "etcd member {i} did not listen on restart:\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stop every running member.
+    pub fn stop_all(&mut self) {
+        for i in 0..self.members.len() {
+            if self.members[i].process.is_some() {
+                self.stop_member(i);
+            }
+        }
+    }
+
+    /// Start every stopped member and wait until the whole cluster is healthy again.
+    pub fn start_all(&mut self) {
+        for i in 0..self.members.len() {
+            if self.members[i].process.is_none() {
+                self.start_member(i);
+            }
+        }
+        self.wait_healthy();
+    }
+
+    /// Wait until every running member passes `etcdctl endpoint health` (it commits a proposal
+    /// through raft, so this also means a leader and a quorum). Panics with the logs after ~20 s.
+    pub fn wait_healthy(&self) {
+        let deadline = Instant::now() + HEALTHY_WITHIN;
+        let running: Vec<usize> = (0..self.members.len()).filter(|&i| self.members[i].process.is_some()).collect();
+        loop {
+            let unhealthy: Vec<usize> = running.iter().copied().filter(|&i| !self.healthy(i)).collect();
+            if unhealthy.is_empty() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "etcd members {unhealthy:?} not healthy within {HEALTHY_WITHIN:?}:\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Does member `i` answer `etcdctl endpoint health` (false when stopped, or without quorum)?
+    pub fn healthy(&self, i: usize) -> bool {
+        etcdctl(&[self.members[i].endpoint()], &["endpoint", "health"], None).is_ok()
+    }
+
+    /// The member that is the raft leader, as the running members report it; waits (bounded)
+    /// through an election, e.g. right after the leader was stopped.
+    pub fn leader_member(&self) -> usize {
+        let deadline = Instant::now() + HEALTHY_WITHIN;
+        loop {
+            let running: Vec<String> = self.members.iter().filter(|m| m.process.is_some()).map(Member::endpoint).collect();
+            let status = etcdctl(&running, &["endpoint", "status", "-w", "json"], None).unwrap_or_default();
+            let status: serde_json::Value = serde_json::from_slice(&status).unwrap_or_default();
+            let leader = status.as_array().into_iter().flatten().find(|s| {
+                let id = &s["Status"]["header"]["member_id"];
+                id.as_u64().is_some() && *id == s["Status"]["leader"]
+            });
+            if let Some(endpoint) = leader.and_then(|s| s["Endpoint"].as_str()) {
+                return self.members.iter().position(|m| m.endpoint() == endpoint).unwrap();
+            }
+            assert!(Instant::now() < deadline, "no etcd member is leader within {HEALTHY_WITHIN:?}:\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The value of `key` (a linearizable read through any running member); None when absent.
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        self.read(&self.endpoints(), &[key, "--consistency=l"]).into_iter().next().map(|(_, v)| v)
+    }
+
+    /// The value of `key` in member `i`'s own copy (a serializable read, answered by that member
+    /// alone): shows whether a member that was down has caught up.
+    pub fn get_at(&self, i: usize, key: &str) -> Option<Vec<u8>> {
+        self.read(&[self.members[i].endpoint()], &[key, "--consistency=s"]).into_iter().next().map(|(_, v)| v)
+    }
+
+    /// Every (key, value) under `prefix`, in key order.
+    pub fn get_prefix(&self, prefix: &str) -> Vec<(String, Vec<u8>)> {
+        self.read(&self.endpoints(), &[prefix, "--prefix", "--consistency=l"])
+    }
+
+    /// `etcdctl get … -w json`, whose keys and values are base64: exact bytes, binary included.
+    fn read(&self, endpoints: &[String], args: &[&str]) -> Vec<(String, Vec<u8>)> {
+        let mut argv = vec!["get", "-w", "json"];
+        argv.extend(args);
+        let out = etcdctl(endpoints, &argv, None).unwrap_or_else(|e| panic!("{e}\n{}", self.logs()));
+        let answer: serde_json::Value = serde_json::from_slice(&out).unwrap_or_else(|e| panic!("etcdctl get -w json: {e}"));
+        let b64 = |v: &serde_json::Value| base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap_or_default()).unwrap();
+        let kvs = answer["kvs"].as_array().cloned().unwrap_or_default(); // no "kvs" at all when nothing matched
+        kvs.iter().map(|kv| (String::from_utf8(b64(&kv["key"])).unwrap(), b64(&kv["value"]))).collect()
+    }
+
+    /// Put `value` at `key`. The value goes through stdin: any bytes, and one starting with `-`
+    /// is not taken for a flag.
+    pub fn put(&self, key: &str, value: impl AsRef<[u8]>) {
+        etcdctl(&self.endpoints(), &["put", key], Some(value.as_ref())).unwrap_or_else(|e| panic!("{e}\n{}", self.logs()));
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for m in &mut self.members {
+            if let Some(mut child) = m.process.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// `etcdctl` (API v3) against `endpoints`, `stdin` fed to it; its stdout, or what went wrong.
+/// Timeouts are short: a request to a cluster without quorum fails in seconds, not hangs.
+fn etcdctl(endpoints: &[String], args: &[&str], stdin: Option<&[u8]>) -> Result<Vec<u8>, String> {
+    use std::io::Write;
+    let mut child = Command::new(tool("etcdctl"))
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", &endpoints.join(","), "--dial-timeout=2s", "--command-timeout=5s"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    // An etcdctl that exits early closes its stdin: its own error says why, not this write's.
+    let _ = input.write_all(stdin.unwrap_or_default());
+    drop(input); // end of the value
+    let out = child.wait_with_output().unwrap();
+    if out.status.success() {
+        Ok(out.stdout)
+    } else {
+        Err(format!("etcdctl {args:?} at {endpoints:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr)))
+    }
+}
