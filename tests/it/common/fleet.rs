@@ -4,7 +4,8 @@
 //!
 //! Node `i` (1, 2, 3, …) is `node-i` on 127.0.0.(i+1): all of 127.0.0.0/8 is local on Linux, and
 //! 127.0.0.1 stays for Pebble and etcd. Its registry and its HTTP-01 responder both listen on that
-//! address, so [`Pebble::point_name_at`] decides which node's responder the CA reaches.
+//! address, so [`Pebble::point_name_at`] decides which node's responder the CA reaches. Until a
+//! test points [`FLEET_NAME`] at a node, Pebble resolves it to 127.0.0.1, where no node answers.
 //!
 //! The registry loads its certificate once, at start (TESTBED.md), like the container it stands
 //! for: a new pair is served only after a restart, which the node's reload command does.
@@ -346,8 +347,10 @@ impl Fleet {
 impl Pebble {
     /// Make pebble-challtestsrv answer `name`'s A queries with `ipv4` alone (instead of its
     /// default 127.0.0.1), so that Pebble's validation goes to the node on that address.
-    /// Same management API in Pebble 2.4 and 2.10 (`/add-a`).
+    /// Same management API in Pebble 2.4 and 2.10 (`/add-a`). `/add-a` adds to the name's
+    /// addresses, and the VA dials the first: what was there is cleared first.
     pub fn point_name_at(&self, name: &str, ipv4: &str) {
+        self.clear_name(name);
         self.challtest_post("/add-a", &serde_json::json!({ "host": name, "addresses": [ipv4] }));
     }
 
