@@ -90,8 +90,10 @@ impl RegistryProcess {
             );
             std::fs::write(&config, yaml).unwrap();
             let stop = Arc::new(AtomicBool::new(false));
+            // Looked up here: a missing registry fails the test with the install hint, not a thread.
+            let program = tool("docker-registry");
             let (pid_file, log, flag) = (self.pid_file(), self.dir.path().join("registry.log"), stop.clone());
-            let thread = std::thread::spawn(move || supervise(&config, &pid_file, &log, &flag));
+            let thread = std::thread::spawn(move || supervise(&program, &config, &pid_file, &log, &flag));
             Supervisor { stop, thread }
         });
         self.wait_listening();
@@ -140,11 +142,11 @@ done"#;
 /// The supervisor's loop: start the registry, record its pid, and start it again when it exits,
 /// until `stop`. It polls rather than blocks in `wait`, so that a stop between two starts is
 /// never missed.
-fn supervise(config: &Path, pid_file: &Path, log: &Path, stop: &AtomicBool) {
+fn supervise(program: &Path, config: &Path, pid_file: &Path, log: &Path, stop: &AtomicBool) {
     while !stop.load(Ordering::SeqCst) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
         let started = Instant::now();
-        let mut child: Child = Command::new(tool("docker-registry"))
+        let mut child: Child = Command::new(program)
             .arg("serve")
             .arg(config)
             .stdin(Stdio::null())
