@@ -169,8 +169,10 @@ impl EtcdCluster {
     }
 
     /// Does member `i` answer `etcdctl endpoint health` (false when stopped, or without quorum)?
+    /// A member that refuses connections is not asked: etcdctl would wait out its timeout.
     pub fn healthy(&self, i: usize) -> bool {
-        etcdctl(&[self.members[i].endpoint()], &["endpoint", "health"], None).is_ok()
+        let listening = std::net::TcpStream::connect(("127.0.0.1", self.members[i].client)).is_ok();
+        listening && etcdctl(&[self.members[i].endpoint()], &["endpoint", "health"], None).is_ok()
     }
 
     /// The member that is the raft leader, as the running members report it; waits (bounded)
@@ -178,8 +180,7 @@ impl EtcdCluster {
     pub fn leader_member(&self) -> usize {
         let deadline = Instant::now() + HEALTHY_WITHIN;
         loop {
-            let running: Vec<String> = self.members.iter().filter(|m| m.process.is_some()).map(Member::endpoint).collect();
-            let status = etcdctl(&running, &["endpoint", "status", "-w", "json"], None).unwrap_or_default();
+            let status = etcdctl(&self.running_endpoints(), &["endpoint", "status", "-w", "json"], None).unwrap_or_default();
             let status: serde_json::Value = serde_json::from_slice(&status).unwrap_or_default();
             let leader = status.as_array().into_iter().flatten().find(|s| {
                 let id = &s["Status"]["header"]["member_id"];
@@ -193,9 +194,17 @@ impl EtcdCluster {
         }
     }
 
+    /// The client URLs of the running members: etcdctl is never sent to one known to be down.
+    fn running_endpoints(&self) -> Vec<String> {
+        let running: Vec<String> = self.members.iter().filter(|m| m.process.is_some()).map(Member::endpoint).collect();
+        // With no endpoint at all etcdctl would try its default, localhost:2379: someone else's etcd.
+        assert!(!running.is_empty(), "no member of this etcd cluster is running");
+        running
+    }
+
     /// The value of `key` (a linearizable read through any running member); None when absent.
     pub fn get(&self, key: &str) -> Option<Vec<u8>> {
-        self.read(&self.endpoints(), &[key, "--consistency=l"]).into_iter().next().map(|(_, v)| v)
+        self.read(&self.running_endpoints(), &[key, "--consistency=l"]).into_iter().next().map(|(_, v)| v)
     }
 
     /// The value of `key` in member `i`'s own copy (a serializable read, answered by that member
@@ -206,7 +215,7 @@ impl EtcdCluster {
 
     /// Every (key, value) under `prefix`, in key order.
     pub fn get_prefix(&self, prefix: &str) -> Vec<(String, Vec<u8>)> {
-        self.read(&self.endpoints(), &[prefix, "--prefix", "--consistency=l"])
+        self.read(&self.running_endpoints(), &[prefix, "--prefix", "--consistency=l"])
     }
 
     /// `etcdctl get … -w json`, whose keys and values are base64: exact bytes, binary included.
@@ -223,7 +232,7 @@ impl EtcdCluster {
     /// Put `value` at `key`. The value goes through stdin: any bytes, and one starting with `-`
     /// is not taken for a flag.
     pub fn put(&self, key: &str, value: impl AsRef<[u8]>) {
-        etcdctl(&self.endpoints(), &["put", key], Some(value.as_ref())).unwrap_or_else(|e| panic!("{e}\n{}", self.logs()));
+        etcdctl(&self.running_endpoints(), &["put", key], Some(value.as_ref())).unwrap_or_else(|e| panic!("{e}\n{}", self.logs()));
     }
 }
 

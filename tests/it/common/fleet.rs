@@ -4,7 +4,8 @@
 //!
 //! Node `i` (1, 2, 3, …) is `node-i` on 127.0.0.(i+1): all of 127.0.0.0/8 is local on Linux, and
 //! 127.0.0.1 stays for Pebble and etcd. Its registry and its HTTP-01 responder both listen on that
-//! address, so [`Pebble::point_name_at`] decides which node's responder the CA reaches.
+//! address, so [`Pebble::point_name_at`] decides which node's responder the CA reaches. Until a
+//! test points [`FLEET_NAME`] at a node, Pebble resolves it to 127.0.0.1, where no node answers.
 //!
 //! The registry loads its certificate once, at start (TESTBED.md), like the container it stands
 //! for: a new pair is served only after a restart, which the node's reload command does.
@@ -89,8 +90,10 @@ impl RegistryProcess {
             );
             std::fs::write(&config, yaml).unwrap();
             let stop = Arc::new(AtomicBool::new(false));
+            // Looked up here: a missing registry fails the test with the install hint, not a thread.
+            let program = tool("docker-registry");
             let (pid_file, log, flag) = (self.pid_file(), self.dir.path().join("registry.log"), stop.clone());
-            let thread = std::thread::spawn(move || supervise(&config, &pid_file, &log, &flag));
+            let thread = std::thread::spawn(move || supervise(&program, &config, &pid_file, &log, &flag));
             Supervisor { stop, thread }
         });
         self.wait_listening();
@@ -139,11 +142,11 @@ done"#;
 /// The supervisor's loop: start the registry, record its pid, and start it again when it exits,
 /// until `stop`. It polls rather than blocks in `wait`, so that a stop between two starts is
 /// never missed.
-fn supervise(config: &Path, pid_file: &Path, log: &Path, stop: &AtomicBool) {
+fn supervise(program: &Path, config: &Path, pid_file: &Path, log: &Path, stop: &AtomicBool) {
     while !stop.load(Ordering::SeqCst) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
         let started = Instant::now();
-        let mut child: Child = Command::new(tool("docker-registry"))
+        let mut child: Child = Command::new(program)
             .arg("serve")
             .arg(config)
             .stdin(Stdio::null())
@@ -346,8 +349,10 @@ impl Fleet {
 impl Pebble {
     /// Make pebble-challtestsrv answer `name`'s A queries with `ipv4` alone (instead of its
     /// default 127.0.0.1), so that Pebble's validation goes to the node on that address.
-    /// Same management API in Pebble 2.4 and 2.10 (`/add-a`).
+    /// Same management API in Pebble 2.4 and 2.10 (`/add-a`). `/add-a` adds to the name's
+    /// addresses, and the VA dials the first: what was there is cleared first.
     pub fn point_name_at(&self, name: &str, ipv4: &str) {
+        self.clear_name(name);
         self.challtest_post("/add-a", &serde_json::json!({ "host": name, "addresses": [ipv4] }));
     }
 
