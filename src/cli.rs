@@ -336,9 +336,11 @@ pub fn main() -> ExitCode {
         _ => {}
     }
     let purpose = match cli.command {
-        Command::Status { .. } | Command::Verify { .. } | Command::Ca(CaCommand::Export { .. }) | Command::DnsPersist(_) | Command::Cluster(_) => {
-            Purpose::Read
-        }
+        Command::Status { .. }
+        | Command::Verify { .. }
+        | Command::Ca(CaCommand::Export { .. })
+        | Command::DnsPersist(_)
+        | Command::Cluster(_) => Purpose::Read,
         Command::Renew { .. } | Command::Revoke { .. } | Command::Run => Purpose::Work,
         Command::CheckConfig | Command::Ca(CaCommand::Init { .. }) | Command::Trust(_) | Command::Import(_) => Purpose::Write,
     };

@@ -413,7 +413,8 @@ pub async fn check(
     // Fleet mode: what the fleet shares goes through its pass (the leader orders, every node
     // takes its turn); this host's own certificates are checked here as without a fleet.
     let (shared, own) = crate::cluster::fleet::shared(config, &all);
-    let fleet_reports = if shared.is_empty() { Vec::new() } else { crate::cluster::fleet::pass_joining(fleet, config, state, &shared).await };
+    let fleet_reports =
+        if shared.is_empty() { Vec::new() } else { crate::cluster::fleet::pass_joining(fleet, config, state, &shared).await };
     // Each installed pair is looked at once per check (500 certificates: a few ms, no network).
     let mut entries = Vec::with_capacity(config.certificates.len());
     let mut decisions = Vec::with_capacity(config.certificates.len());

@@ -213,6 +213,7 @@ mod tests {
             profile: None,
             preferred_chain: None,
             trust: None,
+            fleet: true,
             challenge: None,
             dns: None,
         }

@@ -112,7 +112,13 @@ pub async fn pass_joining(member: &mut Option<Member>, config: &Config, state: &
 }
 
 /// One pass of this node over `certs` (all shared by the fleet).
-pub async fn pass(member: &mut Member, config: &Config, state: &StateDir, certs: &[&CertificateConfig], opts: RenewOptions) -> Vec<CertReport> {
+pub async fn pass(
+    member: &mut Member,
+    config: &Config,
+    state: &StateDir,
+    certs: &[&CertificateConfig],
+    opts: RenewOptions,
+) -> Vec<CertReport> {
     if certs.is_empty() {
         return Vec::new();
     }
@@ -124,7 +130,9 @@ pub async fn pass(member: &mut Member, config: &Config, state: &StateDir, certs:
     };
     let leader = match campaign {
         Ok(Ok(leader)) => {
-            crate::metrics::global().cluster_leader.set(1);
+            if crate::metrics::global().cluster_leader.set(1) != 1 {
+                tracing::info!(node = %node, "this node leads the fleet");
+            }
             Some(leader)
         }
         Ok(Err(other)) => {
@@ -227,7 +235,9 @@ async fn share_accounts_in(store: &Store, state: &StateDir, issuers: &Issuers, c
                     .and_then(|()| crate::fsutil::write_atomic(&path, &credentials, crate::fsutil::FileSpec::PRIVATE));
                 match written {
                     Ok(()) => tracing::info!(cert = %cert.name, ca = %directory, "using the fleet's ACME account"),
-                    Err(e) => tracing::warn!(cert = %cert.name, path = %path.display(), error = %e, "cannot store the fleet's ACME account"),
+                    Err(e) => {
+                        tracing::warn!(cert = %cert.name, path = %path.display(), error = %e, "cannot store the fleet's ACME account")
+                    }
                 }
             }
             Ok(None) => {}
@@ -313,7 +323,13 @@ async fn my_turn(
 
 /// Install, reload and verify the fleet's certificate in this node's slot; record the result,
 /// and halt the rollout when it failed here.
-async fn deliver(store: &Store, state: &StateDir, issuers: &Issuers, renewer: &Renewer<'_>, cert: &CertificateConfig) -> Result<Outcome, String> {
+async fn deliver(
+    store: &Store,
+    state: &StateDir,
+    issuers: &Issuers,
+    renewer: &Renewer<'_>,
+    cert: &CertificateConfig,
+) -> Result<Outcome, String> {
     let name = &cert.name;
     let (shared, issued) = store.shared(name).await?.ok_or_else(|| format!("certificate `{name}` vanished from etcd"))?;
     let Some((rollout, revision)) = store.rollout(name).await?.filter(|(r, _)| r.sha256 == issued.meta.sha256) else {
@@ -339,7 +355,10 @@ async fn deliver(store: &Store, state: &StateDir, issuers: &Issuers, renewer: &R
     halted.error = result.error.clone();
     if store.set_rollout_state(name, &halted, revision).await? {
         tracing::error!(cert = %name, node = %store.node(), "the rollout is halted for the whole fleet: the other nodes keep their certificate");
-        crate::metrics::global().rollout_state.get_or_create(&crate::metrics::Metrics::name(name)).set(super::rollout::Phase::Halted.gauge());
+        crate::metrics::global()
+            .rollout_state
+            .get_or_create(&crate::metrics::Metrics::name(name))
+            .set(super::rollout::Phase::Halted.gauge());
         Ok(outcome)
     } else {
         // Another node halted it first and told everyone: the fleet hears of it once.

@@ -144,8 +144,10 @@ impl Store {
     pub async fn connect(config: &ClusterConfig) -> Result<Store, String> {
         let secret = SecretKey::load(&config.secret_key_file)?;
         let endpoints = config.endpoints.join(", ");
-        let mut options =
-            ConnectOptions::new().with_connect_timeout(config.timeout).with_timeout(config.timeout).with_keep_alive(config.timeout, config.timeout);
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(config.timeout)
+            .with_timeout(config.timeout)
+            .with_keep_alive(config.timeout, config.timeout);
         if let (Some(user), Some(file)) = (&config.user, &config.password_file) {
             let password = Zeroizing::new(std::fs::read_to_string(file).map_err(|e| {
                 format!("cannot read [cluster] password_file {}: {e}; it holds the etcd password of user `{user}`", file.display())
@@ -169,7 +171,14 @@ impl Store {
             Ok(Err(e)) => return Err(unreachable(&endpoints, &e.to_string())),
             Err(_) => return Err(unreachable(&endpoints, &format!("no answer within {}", humantime::format_duration(config.timeout)))),
         };
-        Ok(Store { client, prefix: config.key_prefix(), node: config.node_name(), timeout: config.timeout, secret: Arc::new(secret), endpoints })
+        Ok(Store {
+            client,
+            prefix: config.key_prefix(),
+            node: config.node_name(),
+            timeout: config.timeout,
+            secret: Arc::new(secret),
+            endpoints,
+        })
     }
 
     pub fn node(&self) -> &str {
@@ -198,7 +207,11 @@ impl Store {
             }
             Err(_) => {
                 crate::metrics::etcd_request(false);
-                Err(format!("etcd ({}) {what}: no answer within {} ([cluster] timeout)", self.endpoints, humantime::format_duration(self.timeout)))
+                Err(format!(
+                    "etcd ({}) {what}: no answer within {} ([cluster] timeout)",
+                    self.endpoints,
+                    humantime::format_duration(self.timeout)
+                ))
             }
         }
     }
@@ -211,7 +224,8 @@ impl Store {
 
     async fn get_json<T: DeserializeOwned>(&self, rest: &str) -> Result<Option<(T, i64)>, String> {
         let Some(kv) = self.get_raw(rest).await? else { return Ok(None) };
-        let value = serde_json::from_slice(kv.value()).map_err(|e| format!("etcd key {} holds something unreadable: {e}", self.key(rest)))?;
+        let value =
+            serde_json::from_slice(kv.value()).map_err(|e| format!("etcd key {} holds something unreadable: {e}", self.key(rest)))?;
         Ok(Some((value, kv.mod_revision())))
     }
 
@@ -311,7 +325,9 @@ impl Store {
             _ => None,
         });
         match current {
-            Some(kv) if kv.value() == self.node.as_bytes() && kv.lease() == session.lease => Ok(Ok(Leader { revision: kv.create_revision() })),
+            Some(kv) if kv.value() == self.node.as_bytes() && kv.lease() == session.lease => {
+                Ok(Ok(Leader { revision: kv.create_revision() }))
+            }
             Some(kv) => Ok(Err(String::from_utf8_lossy(kv.value()).into_owned())),
             // Gone between the compare and the get: the next pass campaigns again.
             None => Ok(Err("nobody (the leader just left)".into())),
@@ -387,7 +403,8 @@ impl Store {
     pub async fn set_rollout_state(&self, name: &str, rollout: &Rollout, revision: i64) -> Result<bool, String> {
         let key = self.key(&format!("certs/{name}/rollout"));
         let bytes = serde_json::to_vec(rollout).map_err(|e| e.to_string())?;
-        let txn = Txn::new().when([Compare::mod_revision(key.clone(), CompareOp::Equal, revision)]).and_then([TxnOp::put(key, bytes, None)]);
+        let txn =
+            Txn::new().when([Compare::mod_revision(key.clone(), CompareOp::Equal, revision)]).and_then([TxnOp::put(key, bytes, None)]);
         Ok(self.txn(&format!("changing the rollout of `{name}`"), txn).await?.succeeded())
     }
 
@@ -423,9 +440,11 @@ impl Store {
         }
         for i in 0..open {
             let key = self.key(&format!("certs/{name}/slots/{i}"));
-            let txn = Txn::new()
-                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                .and_then([TxnOp::put(key, self.node.clone(), Some(PutOptions::new().with_lease(session.lease)))]);
+            let txn = Txn::new().when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)]).and_then([TxnOp::put(
+                key,
+                self.node.clone(),
+                Some(PutOptions::new().with_lease(session.lease)),
+            )]);
             if self.txn(&format!("taking a reload slot of `{name}`"), txn).await?.succeeded() {
                 return Ok(Some(i.to_string()));
             }
@@ -460,11 +479,11 @@ impl Store {
     pub async fn account(&self, directory: &str) -> Result<Option<Zeroizing<Vec<u8>>>, String> {
         let rest = account_key(directory);
         let Some(kv) = self.get_raw(&rest).await? else { return Ok(None) };
-        let sealed = base64_decode(&String::from_utf8_lossy(kv.value())).map_err(|e| format!("etcd key {}: not base64: {e}", self.key(&rest)))?;
-        self.secret
-            .open(&sealed, &self.key(&rest))
-            .map(Some)
-            .map_err(|e| format!("cannot open the fleet's ACME account for {directory}: {e}; every node needs the same [cluster] secret_key_file"))
+        let sealed =
+            base64_decode(&String::from_utf8_lossy(kv.value())).map_err(|e| format!("etcd key {}: not base64: {e}", self.key(&rest)))?;
+        self.secret.open(&sealed, &self.key(&rest)).map(Some).map_err(|e| {
+            format!("cannot open the fleet's ACME account for {directory}: {e}; every node needs the same [cluster] secret_key_file")
+        })
     }
 
     /// Share this node's ACME account for `directory`, unless the fleet has one already.

@@ -45,7 +45,8 @@ pub async fn serve(store: Store, addr: SocketAddr) -> Result<tokio::task::JoinHa
         format!("cannot listen on {addr} for the fleet's HTTP-01 answers: {e}; every node must answer HTTP-01 on [http01] listen")
     })?;
     tracing::info!(listen = %addr, "HTTP-01 responder for the fleet started");
-    let serve = crate::httpserve::serve(listener, "HTTP-01", crate::httpserve::Limits::DEFAULT, move |req, peer| answer(req, store.clone(), peer));
+    let serve =
+        crate::httpserve::serve(listener, "HTTP-01", crate::httpserve::Limits::DEFAULT, move |req, peer| answer(req, store.clone(), peer));
     Ok(tokio::spawn(serve))
 }
 

@@ -15,6 +15,7 @@ mod dns01;
 mod dns_persist;
 mod drain;
 mod fallback;
+mod fleet;
 mod fleet_bed;
 mod hardening;
 mod harness;

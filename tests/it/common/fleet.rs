@@ -137,6 +137,11 @@ done"#;
     pub fn served_leaf(&self) -> PathBuf {
         served_leaf(&self.addr, FLEET_NAME, &self.dir.path().join("served.pem"))
     }
+
+    /// The SHA-256 of the served leaf; `None` while nothing answers (restarting).
+    pub fn try_served_sha256(&self) -> Option<String> {
+        try_served_leaf(&self.addr, FLEET_NAME, &self.dir.path().join("served.pem")).ok().map(|p| leaf_sha256(&p))
+    }
 }
 
 /// The supervisor's loop: start the registry, record its pid, and start it again when it exits,
@@ -184,6 +189,11 @@ impl Drop for RegistryProcess {
 /// The leaf a TLS server at `addr` serves for SNI `name` (openssl s_client, at most 10 s), written
 /// to `path` as PEM.
 pub fn served_leaf(addr: &str, name: &str, path: &Path) -> PathBuf {
+    try_served_leaf(addr, name, path).unwrap_or_else(|e| panic!("{addr} served no certificate: {e}"))
+}
+
+/// [`served_leaf`], or why there is none (nothing listening: a registry restarting, say).
+pub fn try_served_leaf(addr: &str, name: &str, path: &Path) -> Result<PathBuf, String> {
     let out = Command::new(tool("timeout"))
         .arg("10")
         .arg(tool("openssl"))
@@ -193,10 +203,10 @@ pub fn served_leaf(addr: &str, name: &str, path: &Path) -> PathBuf {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     let (begin, end) = ("-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----");
-    let start = text.find(begin).unwrap_or_else(|| panic!("{addr} served no certificate: {text}{}", String::from_utf8_lossy(&out.stderr)));
-    let stop = text[start..].find(end).unwrap() + start + end.len();
+    let start = text.find(begin).ok_or_else(|| format!("{text}{}", String::from_utf8_lossy(&out.stderr)))?;
+    let stop = text[start..].find(end).ok_or("a cut-off certificate")? + start + end.len();
     std::fs::write(path, format!("{}\n", &text[start..stop])).unwrap();
-    path.to_owned()
+    Ok(path.to_owned())
 }
 
 /// The SHA-256 of the first certificate in `pem`, uppercase hex without colons: the form of
