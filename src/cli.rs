@@ -161,6 +161,8 @@ enum ClusterCommand {
     },
     /// Continue a rollout halted by a node's failed verification, once its cause is fixed.
     Resume { name: String },
+    /// Ask the fleet's leader to renew a shared certificate now (what `renew --force` is without a fleet).
+    Renew { name: String },
     /// Create the fleet's secret key file (0600); copy it to every node as [cluster] secret_key_file.
     NewKey { file: PathBuf },
 }
@@ -824,6 +826,11 @@ fn cluster(config: &Config, cmd: ClusterCommand) -> CmdResult {
         }
         ClusterCommand::Resume { name } => {
             let done = rt.block_on(crate::cluster::status::resume(config, &name)).map_err(Failure::Failed)?;
+            println!("{done}");
+            Ok(Status::Ok)
+        }
+        ClusterCommand::Renew { name } => {
+            let done = rt.block_on(crate::cluster::status::request_renewal(config, &name)).map_err(Failure::Failed)?;
             println!("{done}");
             Ok(Status::Ok)
         }

@@ -27,12 +27,15 @@ pub struct Member {
     store: Store,
     config: ClusterConfig,
     session: Option<Session>,
+    /// This process runs the fleet's HTTP-01 responder (`regcert run`): a certificate renewed
+    /// alone while etcd is down is answered through it.
+    answers_http01: bool,
 }
 
 impl Member {
     /// Connect to the fleet's etcd (the session is opened by the first pass).
     pub async fn join(config: &ClusterConfig) -> Result<Member, String> {
-        Ok(Member { store: Store::connect(config).await?, config: config.clone(), session: None })
+        Ok(Member { store: Store::connect(config).await?, config: config.clone(), session: None, answers_http01: false })
     }
 
     /// The live session, opened again when the last one's lease was lost.
@@ -69,12 +72,19 @@ pub async fn once(config: &Config, state: &StateDir, certs: &[&CertificateConfig
     let Some(cluster) = &config.cluster else { return Vec::new() };
     let mut member = match Member::join(cluster).await {
         Ok(m) => m,
-        Err(e) => return cut_off(config, state, certs, &e).await,
+        Err(e) => return cut_off(config, state, certs, &e, false).await,
     };
+    // Nothing to answer for the fleet when etcd is down: the port stays free for a renewal alone.
+    if let Err(e) = member.session().await {
+        return cut_off(config, state, certs, &e, false).await;
+    }
     // This node's responder, unless `regcert run` on this host answers already.
     let _responder = match config.http01.mode() {
         crate::config::Http01Mode::Listen(addr) => match super::tokens::serve(member.store.clone(), addr).await {
-            Ok(task) => Some(AbortOnDrop(task)),
+            Ok(task) => {
+                member.answers_http01 = true;
+                Some(AbortOnDrop(task))
+            }
             Err(e) => {
                 tracing::info!(error = %e, "not answering HTTP-01 from this process (is `regcert run` answering here?)");
                 None
@@ -82,9 +92,29 @@ pub async fn once(config: &Config, state: &StateDir, certs: &[&CertificateConfig
         },
         crate::config::Http01Mode::Webroot(_) => None,
     };
-    let reports = pass(&mut member, config, state, certs, opts).await;
+    let mut reports = pass(&mut member, config, state, certs, opts).await;
+    // Another node reloading: wait for this node's turn (bounded), as the service would.
+    let deadline = tokio::time::Instant::now() + config.renewal_timeout;
+    while reports.iter().any(waits_for_turn) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let waiting: Vec<&CertificateConfig> =
+            certs.iter().copied().filter(|c| reports.iter().any(|r| r.name == c.name && waits_for_turn(r))).collect();
+        let again = pass(&mut member, config, state, &waiting, RenewOptions::default()).await;
+        for report in again {
+            if let Some(old) = reports.iter_mut().find(|r| r.name == report.name) {
+                *old = report;
+            }
+        }
+    }
     member.leave().await;
     reports
+}
+
+/// Why a node waits while another one reloads.
+const TURN_WAIT: &str = "waiting for its turn";
+
+fn waits_for_turn(report: &CertReport) -> bool {
+    matches!(&report.outcome, Outcome::Waiting { why } if why.starts_with(TURN_WAIT))
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -101,8 +131,11 @@ pub async fn pass_joining(member: &mut Option<Member>, config: &Config, state: &
     let Some(cluster) = &config.cluster else { return Vec::new() };
     if member.is_none() {
         match Member::join(cluster).await {
-            Ok(joined) => *member = Some(joined),
-            Err(e) => return cut_off(config, state, certs, &e).await,
+            Ok(mut joined) => {
+                joined.answers_http01 = matches!(config.http01.mode(), crate::config::Http01Mode::Listen(_));
+                *member = Some(joined);
+            }
+            Err(e) => return cut_off(config, state, certs, &e, matches!(config.http01.mode(), crate::config::Http01Mode::Listen(_))).await,
         }
     }
     match member.as_mut() {
@@ -126,7 +159,7 @@ pub async fn pass(
     let store = member.store.clone();
     let (lease, campaign) = match member.session().await {
         Ok(session) => (session.lease, store.campaign(session).await),
-        Err(e) => return cut_off(config, state, certs, &e).await,
+        Err(e) => return cut_off(config, state, certs, &e, member.answers_http01).await,
     };
     let leader = match campaign {
         Ok(Ok(leader)) => {
@@ -140,7 +173,7 @@ pub async fn pass(
             tracing::debug!(node = %node, leader = %other, "another node leads the fleet");
             None
         }
-        Err(e) => return cut_off(config, state, certs, &e).await,
+        Err(e) => return cut_off(config, state, certs, &e, member.answers_http01).await,
     };
     let mut ordered = Vec::new();
     if let Some(leader) = leader {
@@ -183,10 +216,12 @@ async fn lead(
     opts: RenewOptions,
 ) -> Result<(), CertReport> {
     let failed = |reason: Reason, error: Error| CertReport { name: cert.name.clone(), outcome: Outcome::Failed { reason, error } };
-    let shared = store.shared(&cert.name).await.map_err(|e| failed(Reason::Forced, Error::Step(e)))?;
+    // etcd trouble is not an order that failed: this node waits, like every other.
+    let shared = store.shared(&cert.name).await.map_err(|why| CertReport { name: cert.name.clone(), outcome: Outcome::Waiting { why } })?;
     let now = SystemTime::now();
+    let requested = store.renewal_requested(&cert.name).await.unwrap_or(None);
     let reason = match &shared {
-        _ if opts.force => Some(Reason::Forced),
+        _ if opts.force || requested.is_some() => Some(Reason::Forced),
         None => Some(Reason::NothingInstalled),
         Some((_, issued)) => {
             // Judged like an installed certificate, against the CA state_dir records it from.
@@ -201,10 +236,13 @@ async fn lead(
         }
     };
     let Some(reason) = reason else { return Ok(()) };
+    if let Some(by) = &requested {
+        tracing::info!(cert = %cert.name, asked_by = %by, "a renewal of the fleet's certificate was asked for");
+    }
     // A failed order waits out its backoff like any renewal: nodes' results wake the leader
     // often, and each wake must not cost an order.
     let schedule = crate::schedule::Schedule::load(state, &cert.name);
-    if !opts.force && schedule.backing_off(crate::certinfo::unix(now)) {
+    if !opts.force && requested.is_none() && schedule.backing_off(crate::certinfo::unix(now)) {
         tracing::debug!(cert = %cert.name, "the fleet's certificate is due, but the leader backs off after failures");
         return Ok(());
     }
@@ -280,10 +318,12 @@ async fn my_turn(
                 let live: Vec<String> = store.nodes().await?.into_iter().map(|(n, _)| n).collect();
                 progress_gauge.set(super::rollout::progress(r, &live, &results).state.gauge());
             }
-            // What is left is this host's own: a reload held for its window.
+            // What is left is this host's own.
             let decision = crate::renew::decision(state, issuers, cert, &installed, SystemTime::now(), false);
             match decision {
-                Decision::Due(Reason::ReloadPending { .. }) => {
+                // A reload held for its window, or an install a killed run left unfinished (the
+                // fleet's certificate is in state_dir: delivered again, never ordered here).
+                Decision::Due(Reason::ReloadPending { .. } | Reason::Interrupted) => {
                     let report = renewer.run_once(vec![(cert, decision)]).await.pop().map(|r| r.outcome);
                     let outcome = report.ok_or("nothing was done")?;
                     if let Some(result) = result_of(&outcome, rollout.as_ref().map(|(r, _)| r.sha256.as_str()).unwrap_or_default(), "") {
@@ -310,7 +350,7 @@ async fn my_turn(
             progress_gauge.set(super::rollout::Phase::Rolling.gauge());
             let Some(slot) = store.take_slot(name, slots, session).await? else {
                 let holders: Vec<String> = store.slots(name).await?.into_iter().map(|(_, n)| n).collect();
-                return Ok(Outcome::Waiting { why: format!("waiting for its turn: {} reloading", holders.join(", ")) });
+                return Ok(Outcome::Waiting { why: format!("{TURN_WAIT}: {} reloading", holders.join(", ")) });
             };
             let delivered = deliver(store, state, issuers, renewer, cert).await;
             if let Err(e) = store.release_slot(name, &slot).await {
@@ -382,11 +422,15 @@ fn result_of(outcome: &Outcome, sha256: &str, serial: &str) -> Option<NodeResult
 
 /// etcd cannot be reached: every node keeps serving what it has. With `issue_alone_within`, a
 /// certificate that would otherwise run out is renewed by this node alone.
-async fn cut_off(config: &Config, state: &StateDir, certs: &[&CertificateConfig], error: &str) -> Vec<CertReport> {
+/// `answering`: this process runs the fleet's responder, which then answers for this node alone.
+async fn cut_off(config: &Config, state: &StateDir, certs: &[&CertificateConfig], error: &str, answering: bool) -> Vec<CertReport> {
     tracing::error!(%error, "the fleet's etcd is unreachable; every certificate stays as it is");
     crate::metrics::global().cluster_leader.set(0);
     let alone = config.cluster.as_ref().and_then(|c| c.issue_alone_within);
-    let issuers = Issuers::from_config(config, state);
+    let mut issuers = Issuers::from_config(config, state);
+    if answering {
+        issuers = issuers.answering_http01_with(Solver::Fleet(Arc::new(Publisher::alone())));
+    }
     let now = SystemTime::now();
     let mut due = Vec::new();
     let mut reports = Vec::new();

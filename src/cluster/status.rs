@@ -106,6 +106,21 @@ impl std::fmt::Display for FleetStatus {
     }
 }
 
+/// Ask the fleet's leader to renew `name` now (it acts at once if it runs `regcert run`).
+pub async fn request_renewal(config: &Config, name: &str) -> Result<String, String> {
+    let cluster = config.cluster.as_ref().ok_or("this config has no [cluster]: use `regcert renew --force` instead")?;
+    if !config.certificates.iter().any(|c| c.fleet && c.name == name) {
+        return Err(format!("no certificate `{name}` is shared by the fleet in this config (see `regcert cluster status`)"));
+    }
+    let store = Store::connect(cluster).await?;
+    store.request_renewal(name).await?;
+    let leader = store.leader().await?;
+    Ok(match leader {
+        Some(leader) => format!("{name}: asked the fleet's leader ({leader}) to renew it now; follow it with `regcert cluster status`"),
+        None => format!("{name}: renewal asked for; no node leads the fleet now, the next one that does renews it"),
+    })
+}
+
 /// Let a halted rollout go on (after its cause was fixed): the node that failed retries first.
 pub async fn resume(config: &Config, name: &str) -> Result<String, String> {
     let cluster = config.cluster.as_ref().ok_or("this config has no [cluster]: there is no fleet rollout to resume")?;

@@ -11,6 +11,7 @@
 //! | `certs/NAME/rollout` | [`Rollout`]: which certificate rolls out, rolling or halted | — |
 //! | `certs/NAME/nodes/NODE` | [`NodeResult`]: what the node installed and how it went | — |
 //! | `certs/NAME/slots/I` | the node reloading in slot I | the node's session |
+//! | `certs/NAME/renew` | the node that asked for a renewal now (`regcert cluster renew`) | — |
 //! | `http01/TOKEN` | the key authorization | the leader's session |
 //! | `accounts/HASH` | the ACME account of a CA directory, sealed | — |
 //!
@@ -194,31 +195,50 @@ impl Store {
         format!("{}{rest}", self.prefix)
     }
 
-    /// One etcd request, bounded; its error names the endpoints and what was being done.
-    async fn call<T>(&self, what: &str, request: impl Future<Output = Result<T, etcd_client::Error>>) -> Result<T, String> {
-        match tokio::time::timeout(self.timeout, request).await {
-            Ok(Ok(v)) => {
-                crate::metrics::etcd_request(true);
-                Ok(v)
-            }
-            Ok(Err(e)) => {
-                crate::metrics::etcd_request(false);
-                Err(format!("etcd ({}) {what}: {e}", self.endpoints))
-            }
-            Err(_) => {
-                crate::metrics::etcd_request(false);
-                Err(format!(
-                    "etcd ({}) {what}: no answer within {} ([cluster] timeout)",
-                    self.endpoints,
-                    humantime::format_duration(self.timeout)
-                ))
+    /// One etcd request, bounded; its error names the endpoints and what was being done. A
+    /// request that could not reach its member is tried again (at most once per endpoint): the
+    /// client spreads requests over the members and does not skip a stopped one by itself.
+    async fn call<T, Fut>(&self, what: &str, mut request: impl FnMut(Client) -> Fut) -> Result<T, String>
+    where
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let attempts = self.endpoints.split(", ").count().max(1) + 1;
+        let mut last = String::new();
+        for _ in 0..attempts {
+            match tokio::time::timeout(self.timeout, request(self.client.clone())).await {
+                Ok(Ok(v)) => {
+                    crate::metrics::etcd_request(true);
+                    return Ok(v);
+                }
+                Ok(Err(etcd_client::Error::GRpcStatus(s))) if s.code() as i32 == GRPC_UNAVAILABLE => {
+                    crate::metrics::etcd_request(false);
+                    last = s.message().to_owned();
+                }
+                Ok(Err(etcd_client::Error::TransportError(e))) => {
+                    crate::metrics::etcd_request(false);
+                    last = e.to_string();
+                }
+                Ok(Err(e)) => {
+                    crate::metrics::etcd_request(false);
+                    return Err(format!("etcd ({}) {what}: {e}", self.endpoints));
+                }
+                Err(_) => {
+                    crate::metrics::etcd_request(false);
+                    last = format!("no answer within {} ([cluster] timeout)", humantime::format_duration(self.timeout));
+                }
             }
         }
+        Err(unreachable(&self.endpoints, &format!("{what}: {last}")))
     }
 
     async fn get_raw(&self, rest: &str) -> Result<Option<etcd_client::KeyValue>, String> {
-        let mut kv = self.client.kv_client();
-        let resp = self.call(&format!("reading {}", self.key(rest)), kv.get(self.key(rest), None)).await?;
+        let key = self.key(rest);
+        let resp = self
+            .call(&format!("reading {key}"), |mut c| {
+                let key = key.clone();
+                async move { c.get(key, None).await }
+            })
+            .await?;
         Ok(resp.kvs().first().cloned())
     }
 
@@ -231,9 +251,13 @@ impl Store {
 
     /// Every key under `rest` (a directory), with its name after `rest` and its value.
     async fn list(&self, rest: &str) -> Result<Vec<(String, Vec<u8>)>, String> {
-        let mut kv = self.client.kv_client();
         let full = self.key(rest);
-        let resp = self.call(&format!("listing {full}"), kv.get(full.clone(), Some(GetOptions::new().with_prefix()))).await?;
+        let resp = self
+            .call(&format!("listing {full}"), |mut c| {
+                let key = full.clone();
+                async move { c.get(key, Some(GetOptions::new().with_prefix())).await }
+            })
+            .await?;
         Ok(resp
             .kvs()
             .iter()
@@ -242,17 +266,24 @@ impl Store {
     }
 
     async fn txn(&self, what: &str, txn: Txn) -> Result<etcd_client::TxnResponse, String> {
-        let mut kv = self.client.kv_client();
-        self.call(what, kv.txn(txn)).await
+        self.call(what, |mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })
+        .await
     }
 
     /// A new session: a lease of `ttl` kept alive in the background, and this node's presence.
     pub async fn open_session(&self, ttl: Duration) -> Result<Session, String> {
-        let mut leases = self.client.lease_client();
         let secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX).max(2);
-        let granted = self.call("granting this node's lease", leases.grant(secs, None)).await?;
+        let granted = self.call("granting this node's lease", |mut c| async move { c.lease_grant(secs, None).await }).await?;
         let lease = granted.id();
-        let (mut keeper, mut answers) = self.call("keeping the lease alive", leases.keep_alive(lease)).await?;
+        let store = self.clone();
+        let keep_alive = move || {
+            let store = store.clone();
+            async move { store.call("keeping the lease alive", |mut c| async move { c.lease_keep_alive(lease).await }).await }
+        };
+        let (mut keeper, mut answers) = keep_alive().await?;
         let lost = Arc::new(AtomicBool::new(false));
         let flag = lost.clone();
         let node = self.node.clone();
@@ -276,7 +307,13 @@ impl Store {
                         tracing::warn!(node = %node, "this node's lease could not be renewed for a whole TTL: it has expired");
                         break;
                     }
-                    _ => tracing::warn!(node = %node, "renewing this node's etcd lease failed; retrying"),
+                    _ => {
+                        // The member the stream went to may be gone: a new stream, to any member.
+                        tracing::warn!(node = %node, "renewing this node's etcd lease failed; retrying");
+                        if let Ok((k, a)) = keep_alive().await {
+                            (keeper, answers) = (k, a);
+                        }
+                    }
                 }
             }
             flag.store(true, Ordering::Relaxed);
@@ -294,17 +331,20 @@ impl Store {
     /// Give the session's lease back at once (a one-shot run that is done): its leadership and
     /// slot go to the others now, not after the TTL.
     pub async fn close_session(&self, session: Session) {
-        let mut leases = self.client.lease_client();
-        if let Err(e) = self.call("revoking this node's lease", leases.revoke(session.lease)).await {
+        let lease = session.lease;
+        if let Err(e) = self.call("revoking this node's lease", |mut c| async move { c.lease_revoke(lease).await }).await {
             tracing::warn!(node = %self.node, error = %e, "the lease runs out on its own");
         }
     }
 
     async fn put_json<T: Serialize>(&self, rest: &str, value: &T, lease: Option<i64>) -> Result<(), String> {
-        let mut kv = self.client.kv_client();
         let bytes = serde_json::to_vec(value).map_err(|e| e.to_string())?;
-        let options = lease.map(|l| PutOptions::new().with_lease(l));
-        self.call(&format!("writing {}", self.key(rest)), kv.put(self.key(rest), bytes, options)).await?;
+        let key = self.key(rest);
+        self.call(&format!("writing {key}"), |mut c| {
+            let (key, bytes) = (key.clone(), bytes.clone());
+            async move { c.put(key, bytes, lease.map(|l| PutOptions::new().with_lease(l))).await }
+        })
+        .await?;
         Ok(())
     }
 
@@ -373,8 +413,21 @@ impl Store {
         let ops = vec![
             TxnOp::put(current, serde_json::to_vec(&shared).map_err(json)?, None),
             TxnOp::put(self.key(&format!("certs/{name}/rollout")), serde_json::to_vec(&rollout).map_err(json)?, None),
+            // A renewal someone asked for is done.
+            TxnOp::delete(self.key(&format!("certs/{name}/renew")), None),
         ];
         self.as_leader(leader, &format!("publishing certificate `{name}`"), ops).await
+    }
+
+    /// Ask the leader to renew `name` now (`regcert cluster renew`), whatever the policy says.
+    pub async fn request_renewal(&self, name: &str) -> Result<(), String> {
+        let by = self.node.clone();
+        self.put_json(&format!("certs/{name}/renew"), &by, None).await
+    }
+
+    /// Who asked for a renewal of `name` that is not done yet.
+    pub async fn renewal_requested(&self, name: &str) -> Result<Option<String>, String> {
+        Ok(self.get_json::<String>(&format!("certs/{name}/renew")).await?.map(|(by, _)| by))
     }
 
     /// The certificate the fleet shares under `name`, with its key opened.
@@ -466,8 +519,13 @@ impl Store {
     }
 
     pub async fn delete_token(&self, token: &str) -> Result<(), String> {
-        let mut kv = self.client.kv_client();
-        self.call("removing an HTTP-01 token", kv.delete(self.key(&format!("http01/{token}")), None)).await.map(|_| ())
+        let key = self.key(&format!("http01/{token}"));
+        self.call("removing an HTTP-01 token", |mut c| {
+            let key = key.clone();
+            async move { c.delete(key, None).await }
+        })
+        .await
+        .map(|_| ())
     }
 
     /// The key authorization for `token`, if the leader published one.
@@ -501,10 +559,16 @@ impl Store {
 
     /// A watch of everything under the prefix: the daemon acts on what changes.
     pub async fn watch(&self) -> Result<etcd_client::WatchStream, String> {
-        let mut watch = self.client.watch_client();
-        self.call("watching the fleet's keys", watch.watch(self.prefix.clone(), Some(etcd_client::WatchOptions::new().with_prefix()))).await
+        self.call("watching the fleet's keys", |mut c| {
+            let prefix = self.prefix.clone();
+            async move { c.watch(prefix, Some(etcd_client::WatchOptions::new().with_prefix())).await }
+        })
+        .await
     }
 }
+
+/// gRPC's UNAVAILABLE: the member could not be reached (or has no leader).
+const GRPC_UNAVAILABLE: i32 = 14;
 
 /// The key of a CA directory's account: a hash, since URLs hold slashes.
 fn account_key(directory: &str) -> String {

@@ -2,8 +2,10 @@
 //! a dead leader's tokens vanish with it) and every node's responder answers from there, so
 //! the CA may reach any node.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::{Mutex, OnceLock};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -14,25 +16,54 @@ use super::store::{Leader, Store};
 use crate::challenge::HTTP01_PREFIX;
 
 /// The leader's side: the HTTP-01 solver of the fleet ([`crate::challenge::Solver::Fleet`]).
-pub struct Publisher {
-    store: Store,
-    leader: Leader,
-    lease: i64,
+pub enum Publisher {
+    /// Tokens in etcd, for every node's responder.
+    Fleet { store: Box<Store>, leader: Leader, lease: i64 },
+    /// etcd is down and this node renews alone (`issue_alone_within`): its own responder answers.
+    Alone,
+}
+
+/// Tokens of a renewal this node makes alone, answered by its responder before it asks etcd.
+fn alone() -> &'static Mutex<HashMap<String, String>> {
+    static TOKENS: OnceLock<Mutex<HashMap<String, String>>> = OnceLock::new();
+    TOKENS.get_or_init(Mutex::default)
+}
+
+fn alone_tokens() -> std::sync::MutexGuard<'static, HashMap<String, String>> {
+    // A poisoned map only means a panic elsewhere; the data is still a plain map.
+    alone().lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Publisher {
     pub fn new(store: Store, leader: Leader, lease: i64) -> Self {
-        Self { store, leader, lease }
+        Publisher::Fleet { store: Box::new(store), leader, lease }
+    }
+
+    pub fn alone() -> Self {
+        Publisher::Alone
     }
 
     pub async fn present(&self, token: &str, key_authorization: &str) -> Result<(), String> {
-        self.store.put_token(self.leader, self.lease, token, key_authorization).await
+        match self {
+            Publisher::Fleet { store, leader, lease } => store.put_token(*leader, *lease, token, key_authorization).await,
+            Publisher::Alone => {
+                alone_tokens().insert(token.to_owned(), key_authorization.to_owned());
+                Ok(())
+            }
+        }
     }
 
     pub async fn cleanup(&self, token: &str) {
-        if let Err(e) = self.store.delete_token(token).await {
-            // It goes with the leader's lease at the latest.
-            tracing::warn!(error = %e, "cannot remove an HTTP-01 token from etcd");
+        match self {
+            Publisher::Fleet { store, .. } => {
+                if let Err(e) = store.delete_token(token).await {
+                    // It goes with the leader's lease at the latest.
+                    tracing::warn!(error = %e, "cannot remove an HTTP-01 token from etcd");
+                }
+            }
+            Publisher::Alone => {
+                alone_tokens().remove(token);
+            }
         }
     }
 }
@@ -52,7 +83,9 @@ pub async fn serve(store: Store, addr: SocketAddr) -> Result<tokio::task::JoinHa
 
 async fn answer(req: Request<Incoming>, store: Store, peer: SocketAddr) -> Result<Response<Full<Bytes>>, Infallible> {
     let token = req.uri().path().strip_prefix(HTTP01_PREFIX).filter(|t| !t.is_empty() && !t.contains('/'));
+    let mine = token.and_then(|t| alone_tokens().get(t).cloned());
     let found = match token {
+        _ if mine.is_some() => mine,
         Some(token) => match store.token(token).await {
             Ok(found) => found,
             Err(error) => {

@@ -55,6 +55,14 @@ async fn loop_until_connected(cluster: &super::ClusterConfig) -> Option<Store> {
 /// since changes may have been missed.
 async fn watch(cluster: super::ClusterConfig, mut store: Option<Store>, tick: mpsc::Sender<()>) {
     let mut wait = Duration::from_secs(1);
+    // Lost etcd: one check right away, so that the node reports it (logs, metrics, alerts)
+    // without waiting for its schedule.
+    let mut up = store.is_some();
+    let lost = |up: &mut bool| {
+        if std::mem::take(up) {
+            let _ = tick.try_send(());
+        }
+    };
     loop {
         let connected = match store.take() {
             Some(s) => Ok(s),
@@ -64,6 +72,7 @@ async fn watch(cluster: super::ClusterConfig, mut store: Option<Store>, tick: mp
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "fleet: cannot watch etcd; retrying");
+                lost(&mut up);
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(30));
                 continue;
@@ -73,21 +82,38 @@ async fn watch(cluster: super::ClusterConfig, mut store: Option<Store>, tick: mp
             Ok(stream) => stream,
             Err(e) => {
                 tracing::warn!(error = %e, "fleet: cannot watch etcd; retrying");
+                lost(&mut up);
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(30));
                 continue;
             }
         };
+        up = true;
         wait = Duration::from_secs(1);
         let _ = tick.try_send(());
         let tokens = s.key("http01/");
         loop {
             match stream.message().await {
                 Ok(Some(resp)) => {
-                    let relevant = resp.events().iter().any(|e| e.kv().is_none_or(|kv| !kv.key().starts_with(tokens.as_bytes())));
-                    if relevant {
-                        // Let the burst of one change (result, slot, rollout) settle.
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    let changed: Vec<String> = resp
+                        .events()
+                        .iter()
+                        .filter_map(|e| e.kv())
+                        .filter(|kv| !kv.key().starts_with(tokens.as_bytes()))
+                        .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+                        .collect();
+                    if !changed.is_empty() {
+                        tracing::debug!(keys = ?changed, "fleet: changed in etcd; checking");
+                        // Let the burst of one change (result, slot, rollout) settle: what else
+                        // arrives meanwhile is covered by the same check.
+                        let settle = tokio::time::sleep(Duration::from_millis(200));
+                        tokio::pin!(settle);
+                        loop {
+                            tokio::select! {
+                                () = &mut settle => break,
+                                more = stream.message() => if !matches!(more, Ok(Some(_))) { break },
+                            }
+                        }
                         let _ = tick.try_send(());
                     }
                 }

@@ -167,12 +167,14 @@ pub fn summary(reports: &[CertReport], opts: RenewOptions) -> String {
     let renewed = count(|o| matches!(o, Outcome::Renewed { .. } | Outcome::ReloadPending { .. }));
     let pending = count(|o| matches!(o, Outcome::ReloadPending { .. }));
     let dry = count(|o| matches!(o, Outcome::DryRun { .. }));
-    let not_due = count(|o| matches!(o, Outcome::NotDue { .. } | Outcome::Waiting { .. }));
+    let not_due = count(|o| matches!(o, Outcome::NotDue { .. }));
+    let waiting = count(|o| matches!(o, Outcome::Waiting { .. }));
     let failed = count(|o| matches!(o, Outcome::Failed { .. } | Outcome::RolledBack { .. }));
     if opts.dry_run {
         format!("dry run: {dry} tried, {not_due} not due, {failed} failed; nothing was installed")
     } else {
         let pending = if pending > 0 { format!(" ({pending} installed, reload pending)") } else { String::new() };
-        format!("{renewed} renewed{pending}, {not_due} not due, {failed} failed")
+        let waiting = if waiting > 0 { format!(", {waiting} waiting") } else { String::new() };
+        format!("{renewed} renewed{pending}, {not_due} not due{waiting}, {failed} failed")
     }
 }

@@ -4,6 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use toml::{Value, toml};
+
 use crate::common::etcd::EtcdCluster;
 use crate::common::fleet::*;
 use crate::common::*;
@@ -104,4 +106,243 @@ fn one_order_for_three_nodes_all_verified_http01_answered_by_a_node_that_is_not_
     let key_pem = std::fs::read_to_string(fleet.nodes[0].install_dir().join("domain.key")).unwrap();
     let body: String = key_pem.lines().filter(|l| !l.starts_with("-----")).collect();
     assert!(!all.iter().any(|(_, v)| String::from_utf8_lossy(v).contains(&body[..40])), "the key's base64 is in etcd");
+}
+
+/// Wait until the fleet's rollout is complete over its live nodes.
+fn rollout_complete(fleet: &Fleet, what: &str, daemons: &[Daemon]) {
+    let complete = || cluster_status(&fleet.nodes[1])["certificates"][0]["rollout"] == "complete";
+    wait_until(what, Duration::from_secs(90), complete, || logs(daemons));
+}
+
+/// Every node reports failures and rollbacks to `hook`.
+fn notify_to(fleet: &Fleet, hook: &Webhook) {
+    for n in &fleet.nodes {
+        n.setup.edit(|c| {
+            let notify = toml! { webhook = (hook.url.as_str()) events = ["failed", "rolled_back"] };
+            c.insert("notify".into(), Value::Array(vec![notify.into()]));
+        });
+    }
+}
+
+#[test]
+fn a_canary_whose_reload_is_broken_halts_the_rollout_the_others_keep_their_certificate_and_resume_continues_it() {
+    let pebble = Pebble::start();
+    let etcd = EtcdCluster::start(3);
+    let fleet = Fleet::new(3, &pebble, &etcd);
+    let hook = Webhook::start();
+    notify_to(&fleet, &hook);
+    pebble.point_name_at(FLEET_NAME, &fleet.nodes[1].addr);
+    for n in &fleet.nodes {
+        n.install_self_signed();
+    }
+    // node-1 leads, so it takes the first turn of each rollout: the canary.
+    let canary = &fleet.nodes[0];
+    let mut first = canary.start_daemon();
+    first.wait_for_log("this node leads the fleet", 1, Duration::from_secs(30));
+    let mut daemons = vec![first];
+    daemons.extend(fleet.nodes[1..].iter().map(FleetNode::start_daemon));
+    rollout_complete(&fleet, "the first certificate is rolled out", &daemons);
+    let working = cluster_status(&fleet.nodes[1])["certificates"][0]["sha256"].as_str().unwrap().to_owned();
+    assert!(all_serve(&fleet, &working));
+
+    // The canary's reload breaks (it restarts nothing); a renewal is asked for from another node.
+    canary.setup.edit_cert(CERT, |c| set(c, "reload.command", Value::from(canary.broken_reload_command())));
+    daemons[0].signal("HUP");
+    daemons[0].wait_for_log("configuration reloaded", 1, Duration::from_secs(10));
+    let asked = fleet.nodes[2].run(&["cluster", "renew", CERT]);
+    assert_eq!(asked.code, 0, "{asked:?}");
+    assert!(asked.stdout.contains("asked the fleet's leader (node-1)"), "{asked:?}");
+    wait_until(
+        "the canary halted the rollout",
+        Duration::from_secs(90),
+        || cluster_status(&fleet.nodes[1])["certificates"][0]["rollout"] == "halted",
+        || logs(&daemons),
+    );
+    let status = cluster_status(&fleet.nodes[2]);
+    let cert = &status["certificates"][0];
+    assert_eq!(cert["halted_by"], "node-1", "{status:#}");
+    assert!(cert["error"].as_str().unwrap().contains("still serves another certificate"), "the error says what was served: {status:#}");
+    let results = cert["results"].as_array().unwrap();
+    let canary_result = results.iter().find(|r| r["node"] == "node-1").unwrap();
+    assert_eq!((&canary_result["outcome"], &canary_result["sha256"]), (&"rolled_back".into(), &cert["sha256"]), "{status:#}");
+    // The others never started their turn: every node serves the certificate that works.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(all_serve(&fleet, &working), "{}", logs(&daemons));
+    assert!(results.iter().filter(|r| r["node"] != "node-1").all(|r| r["sha256"] == working.as_str()), "{status:#}");
+    assert_eq!(fleet.nodes[1].run(&["cluster", "status"]).code, 1, "a halted rollout is a problem for monitoring");
+    // One notification for the fleet, from the node that failed.
+    hook.wait_for("rolled_back", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(hook.bodies.lock().unwrap().len(), 1, "{:?}", hook.bodies.lock().unwrap());
+
+    // The cause fixed (and the service told), the rollout resumes: the canary first, then the rest.
+    canary.setup.edit_cert(CERT, |c| set(c, "reload.command", Value::from(canary.reload_command())));
+    daemons[0].signal("HUP");
+    daemons[0].wait_for_log("configuration reloaded", 2, Duration::from_secs(10));
+    let resumed = fleet.nodes[2].run(&["cluster", "resume", CERT]);
+    assert_eq!(resumed.code, 0, "{resumed:?}");
+    assert!(resumed.stdout.contains("resumed"), "{resumed:?}");
+    let sha = cert["sha256"].as_str().unwrap().to_owned();
+    wait_until("every node serves the new certificate", Duration::from_secs(90), || all_serve(&fleet, &sha), || logs(&daemons));
+    rollout_complete(&fleet, "the rollout is complete", &daemons);
+    assert_eq!(fleet.nodes[0].run(&["cluster", "resume", CERT]).code, 1, "nothing left to resume");
+    assert_eq!(pebble.logs().matches("Issued certificate serial").count(), 2, "{}", pebble.logs());
+}
+
+/// A DNS-01 hook (`exec` provider) that publishes through pebble-challtestsrv — and the first
+/// time it is called, stalls for a while after writing `stalled`, as a slow DNS provider would:
+/// the order of whoever calls it first is in flight until then.
+fn stalling_dns_hook(pebble: &Pebble, dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (script, marker) = (dir.join("dns-hook.sh"), dir.join("stalled"));
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nset -e\n[ \"$1\" = present ] || exit 0\n\
+             {curl} -sSf -d \"{{\\\"host\\\":\\\"$2\\\",\\\"value\\\":\\\"$3\\\"}}\" {mgmt}/set-txt\n\
+             if [ ! -e {marker} ]; then echo $$ > {marker}; sleep 20; fi\n",
+            curl = tool("curl").display(),
+            mgmt = pebble.challtest_mgmt,
+            marker = marker.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    (script, marker)
+}
+
+#[test]
+fn the_leader_killed_mid_order_another_node_takes_over_and_completes_it_with_one_issuance() {
+    let pebble = Pebble::start();
+    let etcd = EtcdCluster::start(3);
+    let fleet = Fleet::new(3, &pebble, &etcd);
+    let dir = tempfile::tempdir().unwrap();
+    let (hook, marker) = stalling_dns_hook(&pebble, dir.path());
+    for n in &fleet.nodes {
+        n.install_self_signed();
+        n.setup.edit_cert(CERT, |c| {
+            let dns = toml! {
+                provider = "exec"
+                command = [(hook.display().to_string())]
+                nameservers = [(pebble.challtest_dns.as_str())]
+            };
+            c.insert("dns".into(), dns.into());
+        });
+    }
+    let mut first = fleet.nodes[0].start_daemon();
+    first.wait_for_log("this node leads the fleet", 1, Duration::from_secs(30));
+    let mut daemons = vec![first];
+    daemons.extend(fleet.nodes[1..].iter().map(FleetNode::start_daemon));
+    // The leader's order is in flight (its DNS hook stalls): the leader dies, as a host would.
+    wait_until("the leader's order is in flight", Duration::from_secs(30), || marker.exists(), || logs(&daemons));
+    assert!(daemons[0].log_text().contains("ordering it as the leader"), "{}", logs(&daemons));
+    daemons[0].signal("KILL");
+    let current = format!("{}certs/{CERT}/current", fleet.prefix);
+    assert!(etcd.get(&current).is_none(), "the dead leader published nothing");
+
+    // Its lease runs out; another node leads, orders, and the two live nodes roll it out.
+    wait_until("another node published", Duration::from_secs(60), || etcd.get(&current).is_some(), || logs(&daemons));
+    let shared: serde_json::Value = serde_json::from_slice(&etcd.get(&current).unwrap()).unwrap();
+    let (by, sha) = (shared["by"].as_str().unwrap().to_owned(), shared["meta"]["sha256"].as_str().unwrap().to_owned());
+    assert_ne!(by, "node-1");
+    let live = &fleet.nodes[1..];
+    wait_until(
+        "the live nodes serve it",
+        Duration::from_secs(60),
+        || live.iter().all(|n| n.registry.try_served_sha256().as_deref() == Some(sha.as_str())),
+        || logs(&daemons),
+    );
+    rollout_complete(&fleet, "the rollout is complete over the live nodes", &daemons);
+    assert_eq!(cluster_status(&fleet.nodes[1])["leader"], by.as_str());
+    assert_eq!(pebble.logs().matches("Issued certificate serial").count(), 1, "issued once: {}", pebble.logs());
+
+    // The dead node comes back and catches up, without a new order.
+    daemons[0] = fleet.nodes[0].start_daemon();
+    wait_until("node-1 serves it too", Duration::from_secs(60), || all_serve(&fleet, &sha), || logs(&daemons));
+    assert_eq!(pebble.logs().matches("Issued certificate serial").count(), 1, "{}", pebble.logs());
+}
+
+#[test]
+fn renew_acts_as_a_node_once_with_an_etcd_member_down_and_says_why_it_waits() {
+    let pebble = Pebble::start();
+    let mut etcd = EtcdCluster::start(3);
+    let fleet = Fleet::new(3, &pebble, &etcd);
+    for n in &fleet.nodes {
+        n.install_self_signed();
+    }
+    // The CA reaches node-2, the node that runs first: `renew` answers HTTP-01 itself.
+    pebble.point_name_at(FLEET_NAME, &fleet.nodes[1].addr);
+    // One etcd member down (the raft leader, even): two of three keep quorum, nothing changes.
+    let member = etcd.leader_member();
+    etcd.stop_member(member);
+
+    // A node that is not the leader and finds nothing published says so and changes nothing.
+    // (node-2 runs first while no one leads: it leads, orders, publishes and installs itself.)
+    let run = fleet.nodes[1].run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}\n{}", pebble.logs());
+    assert!(run.stdout.contains("installed the fleet's certificate"), "{run:?}");
+    let shared: serde_json::Value = serde_json::from_slice(&etcd.get(&format!("{}certs/{CERT}/current", fleet.prefix)).unwrap()).unwrap();
+    assert_eq!(shared["by"], "node-2");
+    let sha = shared["meta"]["sha256"].as_str().unwrap().to_owned();
+    assert_eq!(fleet.nodes[1].served_sha256(), sha);
+    // Its lease was given back: no leader is left behind by a one-shot run.
+    assert_eq!(cluster_status(&fleet.nodes[0])["leader"], serde_json::Value::Null);
+
+    for n in [&fleet.nodes[0], &fleet.nodes[2]] {
+        let run = n.run(&["renew"]);
+        assert_eq!(run.code, 0, "{run:?}");
+        assert!(run.stdout.contains("installed the fleet's certificate") && run.stdout.contains("ordered by node node-2"), "{run:?}");
+        assert_eq!(n.served_sha256(), sha);
+    }
+    assert_eq!(pebble.logs().matches("Issued certificate serial").count(), 1, "{}", pebble.logs());
+    let again = fleet.nodes[0].run(&["renew"]);
+    assert!(again.stdout.contains("not due"), "{again:?}");
+    etcd.start_member(member);
+}
+
+#[test]
+fn with_all_of_etcd_down_nodes_keep_serving_and_report_it_and_a_node_may_issue_alone_when_opted_in() {
+    let pebble = Pebble::start();
+    let mut etcd = EtcdCluster::start(3);
+    let fleet = Fleet::new(2, &pebble, &etcd);
+    pebble.point_name_at(FLEET_NAME, &fleet.nodes[1].addr);
+    for n in &fleet.nodes {
+        n.install_self_signed();
+    }
+    // node-2's service leads and orders; node-1 takes the certificate with a one-shot renew.
+    let node2 = fleet.nodes[1].start_daemon();
+    let current = format!("{}certs/{CERT}/current", fleet.prefix);
+    wait_until("node-2 published", Duration::from_secs(30), || etcd.get(&current).is_some(), || node2.log_text());
+    let shared: serde_json::Value = serde_json::from_slice(&etcd.get(&current).unwrap()).unwrap();
+    let sha = shared["meta"]["sha256"].as_str().unwrap().to_owned();
+    let run = fleet.nodes[0].run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}\n{}", node2.log_text());
+    wait_until("both serve it", Duration::from_secs(30), || all_serve(&fleet, &sha), || node2.log_text());
+    drop(node2);
+    let mut daemon = fleet.nodes[0].start_daemon();
+    daemon.wait_for_log("this node leads the fleet", 1, Duration::from_secs(30));
+
+    etcd.stop_all();
+    // The service keeps running and serving; losing etcd makes it check and say so at once.
+    daemon.wait_for_log("etcd is unreachable; every certificate stays as it is", 1, Duration::from_secs(30));
+    assert!(daemon.running());
+    assert_eq!(fleet.nodes[0].served_sha256(), sha);
+    let run = fleet.nodes[1].run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("waiting: ") && run.stdout.contains("etcd is unreachable") && run.stdout.contains("stays"), "{run:?}");
+    let status = fleet.nodes[1].run(&["cluster", "status"]);
+    assert_ne!(status.code, 0);
+    assert!(status.stderr.contains("cannot reach etcd") && status.stderr.contains("[cluster] endpoints"), "{status:?}");
+
+    // Opted in, a node whose certificate would run out issues for itself meanwhile (Pebble's
+    // certificates last five years: 2000 days is "soon").
+    fleet.nodes[1].setup.edit(|c| set(c, "cluster.issue_alone_within", "2000d"));
+    let run = fleet.nodes[1].run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("registry: renewed"), "{run:?}");
+    assert_ne!(fleet.nodes[1].served_sha256(), sha, "{run:?}");
+
+    // etcd back: the service finds the fleet again and leads it.
+    etcd.start_all();
+    daemon.wait_for_log("this node leads the fleet", 2, Duration::from_secs(60));
+    assert_eq!(cluster_status(&fleet.nodes[1])["leader"], "node-1");
 }
