@@ -215,7 +215,10 @@ async fn lead(
     cert: &CertificateConfig,
     opts: RenewOptions,
 ) -> Result<(), CertReport> {
-    let failed = |reason: Reason, error: Error| CertReport { name: cert.name.clone(), outcome: Outcome::Failed { reason, error } };
+    let failed = |reason: Reason, error: Error| {
+        tracing::error!(cert = %cert.name, node = %store.node(), %error, "the fleet's renewal failed");
+        CertReport { name: cert.name.clone(), outcome: Outcome::Failed { reason, error } }
+    };
     // etcd trouble is not an order that failed: this node waits, like every other.
     let shared = store.shared(&cert.name).await.map_err(|why| CertReport { name: cert.name.clone(), outcome: Outcome::Waiting { why } })?;
     let now = SystemTime::now();

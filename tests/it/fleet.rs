@@ -284,6 +284,43 @@ fn the_leader_killed_mid_order_another_node_takes_over_and_completes_it_with_one
 }
 
 #[test]
+fn a_leader_paused_past_its_lease_cannot_publish_over_its_successor() {
+    let pebble = Pebble::start();
+    let etcd = EtcdCluster::start(3);
+    let fleet = Fleet::new(2, &pebble, &etcd);
+    let dir = tempfile::tempdir().unwrap();
+    let (hook, marker) = stalling_dns_hook(&pebble, dir.path());
+    for n in &fleet.nodes {
+        n.install_self_signed();
+        n.setup.edit_cert(CERT, |c| {
+            let dns = toml! {
+                provider = "exec"
+                command = [(hook.display().to_string())]
+                nameservers = [(pebble.challtest_dns.as_str())]
+            };
+            c.insert("dns".into(), dns.into());
+        });
+    }
+    let mut first = fleet.nodes[0].start_daemon();
+    first.wait_for_log("this node leads the fleet", 1, Duration::from_secs(30));
+    let mut daemons = vec![first, fleet.nodes[1].start_daemon()];
+    wait_until("the leader's order is in flight", Duration::from_secs(30), || marker.exists(), || logs(&daemons));
+    // The leader freezes (a VM paused, a long GC, a partition) past its lease; node-2 takes over.
+    daemons[0].signal("STOP");
+    let current = format!("{}certs/{CERT}/current", fleet.prefix);
+    wait_until("node-2 published", Duration::from_secs(60), || etcd.get(&current).is_some(), || logs(&daemons));
+    let published = etcd.get(&current).unwrap();
+    let shared: serde_json::Value = serde_json::from_slice(&published).unwrap();
+    assert_eq!(shared["by"], "node-2");
+    // The old leader wakes up, finishes its order — and its write is refused.
+    daemons[0].signal("CONT");
+    daemons[0].wait_for_log("is no longer the fleet's leader", 1, Duration::from_secs(60));
+    assert_eq!(etcd.get(&current).unwrap(), published, "what node-2 published stays");
+    let sha = shared["meta"]["sha256"].as_str().unwrap().to_owned();
+    wait_until("both nodes serve node-2's certificate", Duration::from_secs(60), || all_serve(&fleet, &sha), || logs(&daemons));
+}
+
+#[test]
 fn renew_acts_as_a_node_once_with_an_etcd_member_down_and_says_why_it_waits() {
     let pebble = Pebble::start();
     let mut etcd = EtcdCluster::start(3);
