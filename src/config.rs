@@ -1744,6 +1744,50 @@ mod tests {
         assert_eq!(validate(&cfg).list, Vec::<String>::new());
     }
 
+    #[test]
+    fn the_examples_cluster_table_works_uncommented() {
+        let example = include_str!("../config.example.toml");
+        let mut in_block = false;
+        let mut lines = Vec::new();
+        for l in example.lines() {
+            in_block = (in_block && l.starts_with("# ") && !l.starts_with("# Every")) || l == "# [cluster]";
+            lines.push(if in_block && !l.starts_with("#  ") { l.trim_start_matches("# ") } else { l });
+        }
+        let uncommented = lines.join("\n");
+        let cfg = parse(&uncommented).unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
+        let cluster = cfg.cluster.as_ref().unwrap();
+        assert_eq!((cluster.node_name(), cluster.key_prefix(), cluster.max_unavailable), ("reg-a".into(), "/regcert/".into(), 1));
+        assert_eq!(cluster.issue_alone_within, Some(Duration::from_secs(7 * 86_400)));
+        assert_eq!(validate(&cfg).list, Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_cluster_table_is_checked_and_a_private_ca_certificate_must_stay_the_nodes_own() {
+        let cluster = "[cluster]\nendpoints = [\"https://10.0.0.1:2379\", \"etcd:2379\"]\nsecret_key_file = \"/k\"\nprefix = \"/\"\n\
+                       node = \"reg a\"\nmax_unavailable = 0\nclient_cert = \"/c\"\nuser = \"u\"\n";
+        let text = format!("{cluster}{}", config("", ""));
+        let found = validate(&parse(&text).unwrap()).list.join("\n");
+        for expected in [
+            "`etcd:2379` is not an http:// or https:// URL",
+            "endpoints use https: set ca_bundle",
+            "client_cert and client_key go together",
+            "user and password_file go together",
+            "prefix = \"/\"",
+            "node = \"reg a\"",
+            "max_unavailable = 0",
+        ] {
+            assert!(found.contains(expected), "{expected:?} not in:\n{found}");
+        }
+        let ok = "[cluster]\nendpoints = [\"http://127.0.0.1:2379\"]\nsecret_key_file = \"/k\"\n[ca.internal]\nsubject = \"CN=x\"\n";
+        let private = format!("{ok}{}", config("issuer = \"ca:internal\"\ndomains = [\"r.lan\"]", ""));
+        let found = validate(&parse(&private).unwrap()).list.join("\n");
+        assert!(found.contains("set `fleet = false` on it"), "{found}");
+        let own = format!("{ok}{}", config("issuer = \"ca:internal\"\ndomains = [\"r.lan\"]\nfleet = false", ""));
+        assert_eq!(validate(&parse(&own).unwrap()).list, Vec::<String>::new());
+        let webroot = format!("{ok}[http01]\nwebroot = \"/var/www\"\n{}", config("domains = [\"r.example.com\"]", ""));
+        assert!(validate(&parse(&webroot).unwrap()).list.join("\n").contains("set [http01] listen instead of webroot"));
+    }
+
     /// A valid config with one certificate; `extra` goes into the certificate table, `after` after
     /// its install table.
     fn config(extra: &str, after: &str) -> String {

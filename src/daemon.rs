@@ -202,6 +202,10 @@ async fn serve(config_path: PathBuf, config: Config) -> Result<(), String> {
         }
     }
     let _ = scheduler.shutdown().await;
+    // Leave the fleet now: leadership and slots pass on at once, not after the lease's TTL.
+    if let Some(member) = daemon.fleet.lock().await.take() {
+        member.leave().await;
+    }
     Ok(())
 }
 

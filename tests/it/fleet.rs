@@ -26,6 +26,11 @@ fn one_order_for_three_nodes_all_verified_http01_answered_by_a_node_that_is_not_
     // The CA reaches node-3 only, as a load balancer might send it there.
     pebble.point_name_at(FLEET_NAME, &fleet.nodes[2].addr);
 
+    // The leader's and another node's metrics.
+    let metrics: Vec<String> = (0..2).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+    for (n, listen) in fleet.nodes.iter().zip(&metrics) {
+        n.setup.edit(|c| set(c, "metrics.listen", listen.as_str()));
+    }
     let mut first = fleet.nodes[0].start_daemon();
     first.wait_for_log("this node leads the fleet", 1, Duration::from_secs(30));
     let mut daemons = vec![first];
@@ -63,6 +68,23 @@ fn one_order_for_three_nodes_all_verified_http01_answered_by_a_node_that_is_not_
         .collect();
     verified.sort();
     assert_eq!(verified, ["node-1", "node-2", "node-3"], "{status:#}");
+
+    let metric = |at: &str, line: &str| http_get(at, "/metrics").1.lines().any(|l| l == line);
+    assert!(metric(&metrics[0], "regcert_cluster_leader 1") && metric(&metrics[1], "regcert_cluster_leader 0"));
+    assert!(metric(&metrics[1], &format!("regcert_cluster_rollout_state{{name=\"{CERT}\"}} 0")), "{}", http_get(&metrics[1], "/metrics").1);
+    let requests = http_get(&metrics[1], "/metrics").1;
+    assert!(requests.lines().any(|l| l.starts_with("regcert_cluster_etcd_requests_total ") && !l.ends_with(" 0")), "{requests}");
+    assert!(requests.contains("regcert_cluster_etcd_errors_total 0"), "{requests}");
+
+    // A node that stops leaves the fleet at once: another leads without waiting for the lease.
+    daemons[0].signal("TERM");
+    assert_eq!(daemons[0].wait(Duration::from_secs(30)), 0);
+    wait_until(
+        "another node leads",
+        Duration::from_secs(2),
+        || cluster_status(&fleet.nodes[1])["leader"].as_str().is_some_and(|l| l != "node-1"),
+        || logs(&daemons),
+    );
 
     // Nothing under the prefix holds a private key in clear: not the certificate's, not the account's.
     let all = etcd.get_prefix(&fleet.prefix);
