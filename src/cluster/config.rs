@@ -92,6 +92,14 @@ impl ClusterConfig {
         if self.endpoints.iter().any(|e| e.starts_with("https://")) && self.ca_bundle.is_none() {
             problems.push("[cluster] endpoints use https: set ca_bundle to the CA that signed the etcd members' certificates".to_owned());
         }
+        // etcd's client refuses TLS settings with an http:// member: say which one, before connecting.
+        if self.ca_bundle.is_some() || self.client_cert.is_some() {
+            for e in self.endpoints.iter().filter(|e| e.starts_with("http://")) {
+                problems.push(format!(
+                    "[cluster] endpoints: `{e}` is plain http, but ca_bundle or client_cert is set: list every member as https://, or remove the TLS settings"
+                ));
+            }
+        }
         if self.client_cert.is_some() != self.client_key.is_some() {
             problems.push("[cluster] client_cert and client_key go together: set both or neither".to_owned());
         }
@@ -127,4 +135,19 @@ fn host_name() -> String {
     }
     let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
     String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_settings_with_a_plain_http_member_name_that_member() {
+        let c: ClusterConfig = toml::from_str(
+            "endpoints = [\"https://10.0.0.1:2379\", \"http://10.0.0.2:2379\"]\nsecret_key_file = \"/k\"\nca_bundle = \"/ca.pem\"",
+        )
+        .unwrap();
+        let problems = c.problems().join("\n");
+        assert!(problems.contains("`http://10.0.0.2:2379` is plain http") && !problems.contains("10.0.0.1"), "{problems}");
+    }
 }

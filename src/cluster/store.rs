@@ -40,6 +40,8 @@ pub struct Store {
     timeout: Duration,
     secret: Arc<SecretKey>,
     endpoints: String,
+    /// The node's `[cluster]`: an error that points at a setting names it (and its file).
+    settings: Arc<ClusterConfig>,
 }
 
 /// What the leader published for a certificate: the chain in clear, the key sealed.
@@ -148,7 +150,11 @@ impl Store {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(config.timeout)
             .with_timeout(config.timeout)
-            .with_keep_alive(config.timeout, config.timeout);
+            .with_keep_alive(config.timeout, config.timeout)
+            // etcd forgets a token left unused for --auth-token-ttl (5 min by default), each
+            // member on its own: a long-running node would otherwise be refused for good after
+            // an idle spell. A refused token is renewed once and the request sent again.
+            .with_auto_token_refresh(true);
         if let (Some(user), Some(file)) = (&config.user, &config.password_file) {
             let password = Zeroizing::new(std::fs::read_to_string(file).map_err(|e| {
                 format!("cannot read [cluster] password_file {}: {e}; it holds the etcd password of user `{user}`", file.display())
@@ -156,21 +162,27 @@ impl Store {
             options = options.with_user(user.clone(), password.trim_end_matches(['\r', '\n']).to_owned());
         }
         if let Some(ca) = &config.ca_bundle {
-            let read = |what: &str, path: &std::path::Path| {
-                std::fs::read(path).map_err(|e| format!("cannot read [cluster] {what} {}: {e}", path.display()))
+            let read = |what: &str, path: &std::path::Path, holds: &str| {
+                std::fs::read(path).map_err(|e| format!("cannot read [cluster] {what} {}: {e}; it should hold {holds}", path.display()))
             };
-            let mut tls = etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(read("ca_bundle", ca)?));
+            let ca = read("ca_bundle", ca, "the PEM certificate of the CA that signed the etcd members' certificates")?;
+            let mut tls = etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(ca));
             if let (Some(cert), Some(key)) = (&config.client_cert, &config.client_key) {
-                let key = Zeroizing::new(read("client_key", key)?);
-                tls = tls.identity(etcd_client::Identity::from_pem(read("client_cert", cert)?, key.as_slice()));
+                let key = Zeroizing::new(read("client_key", key, "the PEM private key of [cluster] client_cert")?);
+                let cert = read("client_cert", cert, "the PEM client certificate that etcd's --trusted-ca-file accepts")?;
+                tls = tls.identity(etcd_client::Identity::from_pem(cert, key.as_slice()));
             }
             options = options.with_tls(tls);
         }
+        // With a user, connecting authenticates: a wrong password or a TLS failure shows here.
         let connect = Client::connect(&config.endpoints, Some(options));
         let client = match tokio::time::timeout(config.timeout, connect).await {
             Ok(Ok(client)) => client,
-            Ok(Err(e)) => return Err(unreachable(&endpoints, &e.to_string())),
-            Err(_) => return Err(unreachable(&endpoints, &format!("no answer within {}", humantime::format_duration(config.timeout)))),
+            Ok(Err(e)) => return Err(failure(config, &endpoints, "connecting", &describe(&e))),
+            Err(_) => {
+                let error = format!("no answer within {}", humantime::format_duration(config.timeout));
+                return Err(failure(config, &endpoints, "connecting", &error));
+            }
         };
         Ok(Store {
             client,
@@ -179,6 +191,7 @@ impl Store {
             timeout: config.timeout,
             secret: Arc::new(secret),
             endpoints,
+            settings: Arc::new(config.clone()),
         })
     }
 
@@ -220,7 +233,7 @@ impl Store {
                 }
                 Ok(Err(e)) => {
                     crate::metrics::etcd_request(false);
-                    return Err(format!("etcd ({}) {what}: {e}", self.endpoints));
+                    return Err(failure(&self.settings, &self.endpoints, what, &describe(&e)));
                 }
                 Err(_) => {
                     crate::metrics::etcd_request(false);
@@ -228,7 +241,7 @@ impl Store {
                 }
             }
         }
-        Err(unreachable(&self.endpoints, &format!("{what}: {last}")))
+        Err(failure(&self.settings, &self.endpoints, what, &last))
     }
 
     async fn get_raw(&self, rest: &str) -> Result<Option<etcd_client::KeyValue>, String> {
@@ -576,10 +589,74 @@ fn account_key(directory: &str) -> String {
     format!("accounts/{}", hex::encode(&sha2::Sha256::digest(directory.as_bytes())[..16]))
 }
 
-fn unreachable(endpoints: &str, error: &str) -> String {
-    format!(
-        "cannot reach etcd at {endpoints}: {error}; check [cluster] endpoints, that the members run, and the TLS/auth settings ([cluster] ca_bundle, client_cert, user)"
-    )
+/// The error text of an etcd request: a gRPC status's message alone (its code and source
+/// repeat it at length).
+fn describe(e: &etcd_client::Error) -> String {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => s.message().to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// What the failure of `what` (an etcd request) tells the operator: the `[cluster]` setting to
+/// fix when the error points at one, else that etcd could not be reached and what to check.
+fn failure(settings: &ClusterConfig, endpoints: &str, what: &str, error: &str) -> String {
+    match setting_at_fault(settings, error) {
+        Some(fix) => format!("etcd at {endpoints}, {what}: {error}; {fix}"),
+        None => format!(
+            "cannot reach etcd at {endpoints}, {what}: {error}; check [cluster] endpoints, that the members run, and the TLS/auth settings ([cluster] ca_bundle, client_cert, user){}",
+            closed_over_tls(settings, error)
+        ),
+    }
+}
+
+/// Which `[cluster]` setting an etcd error points at, and what to do about it.
+fn setting_at_fault(settings: &ClusterConfig, error: &str) -> Option<String> {
+    let error = error.to_ascii_lowercase();
+    let file = |path: &Option<std::path::PathBuf>| path.as_ref().map_or_else(|| "not set".to_owned(), |p| p.display().to_string());
+    let user = settings.user.as_deref().unwrap_or_default();
+    if error.contains("authentication failed") {
+        return Some(format!(
+            "etcd refused [cluster] user `{user}`: check the user name and the password in [cluster] password_file ({})",
+            file(&settings.password_file)
+        ));
+    }
+    if error.contains("user name is empty") || (settings.user.is_none() && error.contains("invalid auth token")) {
+        return Some("etcd has authentication enabled: set [cluster] user and password_file (a file holding that user's password)".into());
+    }
+    if error.contains("permission denied") {
+        let prefix = settings.key_prefix();
+        return Some(format!(
+            "etcd user `{user}` has no permission under [cluster] prefix {prefix}: grant one of its roles that prefix \
+             (etcdctl role grant-permission --prefix=true ROLE readwrite {prefix})"
+        ));
+    }
+    if error.contains("certificate") || error.contains("handshake") || error.contains("tls") {
+        return Some(format!(
+            "TLS with etcd failed: check that [cluster] ca_bundle ({}) holds the CA that signed the etcd members' certificates, \
+             that those certificates name the host of each endpoint, and that [cluster] client_cert ({}) is one etcd trusts",
+            file(&settings.ca_bundle),
+            file(&settings.client_cert)
+        ));
+    }
+    None
+}
+
+/// etcd with `--client-cert-auth` closes the connection of a client whose certificate it does
+/// not accept, after the handshake: all the client sees is a closed connection.
+fn closed_over_tls(settings: &ClusterConfig, error: &str) -> String {
+    let https = settings.endpoints.iter().any(|e| e.starts_with("https://"));
+    let closed = ["connection closed", "canceled", "connection reset", "broken pipe"].iter().any(|c| error.contains(c));
+    match (&settings.client_cert, https && closed) {
+        (_, false) => String::new(),
+        (None, true) => "; etcd closed the TLS connection: if it requires client certificates (--client-cert-auth), \
+             set [cluster] client_cert and client_key"
+            .into(),
+        (Some(cert), true) => format!(
+            "; etcd closed the TLS connection: check that its --trusted-ca-file holds the CA of [cluster] client_cert ({})",
+            cert.display()
+        ),
+    }
 }
 
 fn now() -> u64 {
@@ -594,4 +671,47 @@ fn base64_encode(bytes: &[u8]) -> String {
 fn base64_decode(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.decode(text.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(extra: &str) -> ClusterConfig {
+        toml::from_str(&format!("endpoints = [\"https://10.0.0.1:2379\"]\nsecret_key_file = \"/k\"\nprefix = \"/fleet/\"\n{extra}"))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_refused_password_names_the_user_and_the_password_file() {
+        let s = settings("user = \"reg\"\npassword_file = \"/etc/regcert/etcd.pw\"\nca_bundle = \"/ca.pem\"");
+        let fix = setting_at_fault(&s, "etcdserver: authentication failed, invalid user ID or password").unwrap();
+        assert!(fix.contains("[cluster] user `reg`") && fix.contains("password_file (/etc/regcert/etcd.pw)"), "{fix}");
+    }
+
+    #[test]
+    fn a_denied_request_names_the_prefix_to_grant() {
+        let fix = setting_at_fault(&settings("user = \"reg\""), "etcdserver: permission denied").unwrap();
+        assert!(fix.contains("`reg`") && fix.contains("readwrite /fleet/"), "{fix}");
+    }
+
+    #[test]
+    fn an_unknown_issuer_names_ca_bundle_and_a_closed_connection_the_client_certificate() {
+        let s = settings("ca_bundle = \"/ca.pem\"");
+        let fix = setting_at_fault(&s, "invalid peer certificate: UnknownIssuer").unwrap();
+        assert!(fix.starts_with("TLS with etcd failed") && fix.contains("ca_bundle (/ca.pem)"), "{fix}");
+        assert_eq!(setting_at_fault(&s, "operation was canceled"), None);
+        let failed = failure(&s, "https://10.0.0.1:2379", "connecting", "operation was canceled");
+        assert!(failed.contains("cannot reach etcd") && failed.contains("set [cluster] client_cert and client_key"), "{failed}");
+    }
+
+    #[test]
+    fn what_was_being_done_never_reads_as_the_cause() {
+        let s = settings("");
+        let failed = failure(&s, "http://10.0.0.1:2379", "publishing certificate `registry`", "no answer within 5s");
+        assert!(
+            failed.starts_with("cannot reach etcd at http://10.0.0.1:2379, publishing certificate") && !failed.contains("TLS with"),
+            "{failed}"
+        );
+    }
 }

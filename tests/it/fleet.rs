@@ -2,38 +2,13 @@
 //! regcert nodes (each its own state dir, install dir, registry process and HTTP-01 responder
 //! on its own loopback address) and a real Pebble.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use toml::{Value, toml};
 
 use crate::common::etcd::EtcdCluster;
 use crate::common::fleet::*;
 use crate::common::*;
-
-/// Wait until `check` holds, polling; panic with `what` (and `context()`) after `timeout`.
-fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool, context: impl Fn() -> String) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}:\n{}", context());
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// The fleet's status as node `node` reads it from etcd (`regcert cluster status --json`).
-fn cluster_status(node: &FleetNode) -> serde_json::Value {
-    let out = node.run(&["cluster", "status", "--json"]);
-    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("cluster status --json: {e}\n{}\n{}", out.stdout, out.stderr))
-}
-
-fn logs(daemons: &[Daemon]) -> String {
-    daemons.iter().enumerate().map(|(i, d)| format!("--- node-{} ---\n{}", i + 1, d.log_text())).collect()
-}
-
-/// Every node's registry serves the same leaf, the one the fleet published (not its own
-/// self-signed one).
-fn all_serve(fleet: &Fleet, sha256: &str) -> bool {
-    fleet.nodes.iter().all(|n| n.registry.try_served_sha256().as_deref() == Some(sha256))
-}
 
 #[test]
 fn one_order_for_three_nodes_all_verified_http01_answered_by_a_node_that_is_not_the_leader_and_no_key_in_clear_in_etcd() {

@@ -17,6 +17,7 @@ mod drain;
 mod fallback;
 mod fleet;
 mod fleet_bed;
+mod fleet_tls;
 mod hardening;
 mod harness;
 mod hooks;

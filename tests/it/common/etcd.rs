@@ -2,6 +2,10 @@
 //! each its own process with its own data directory, so that a test can stop, SIGKILL and restart
 //! members (quorum lost and regained) the way an operator's cluster fails. Read and written with
 //! the real `etcdctl`, so what a test sees in etcd is what an operator would see.
+//!
+//! [`EtcdCluster::start_secure`] makes the cluster an operator should run: clients over https
+//! (a server certificate from a test CA), optionally `--client-cert-auth`, and etcd's auth on
+//! with a user whose role may read and write the fleets' prefixes only.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -10,11 +14,15 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use tempfile::TempDir;
 
-use super::{free_port, tool};
+use super::{free_port, tool, write_tls_material};
 
 /// How long a cluster (or a member that rejoins) may take to answer health checks: ~2 s on an
 /// idle machine, more when the machine's two cores are busy compiling.
 const HEALTHY_WITHIN: Duration = Duration::from_secs(20);
+
+/// The prefix under which the user of a secure cluster may read and write: every fleet's
+/// prefix starts with it ([`super::fleet::fleet_prefix`]).
+pub const USER_PREFIX: &str = "/regcert-test-";
 
 /// One member: its ports stay the same across restarts, so its peers find it again.
 struct Member {
@@ -22,12 +30,48 @@ struct Member {
     peer: u16,
     client: u16,
     process: Option<Child>,
+    /// "http" or "https" (clients only: the peers talk plain HTTP on loopback).
+    scheme: &'static str,
 }
 
 impl Member {
     fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client)
+        format!("{}://127.0.0.1:{}", self.scheme, self.client)
     }
+}
+
+/// What a secure cluster asks of its clients, beyond https and a user.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Security {
+    /// `--client-cert-auth`: a client must present a certificate from the client CA.
+    pub client_cert_auth: bool,
+    /// `--auth-token-ttl` in seconds (etcd's default: 300): how long an unused token lives.
+    pub auth_token_ttl: Option<u32>,
+}
+
+/// What a client of a secure cluster needs: the CA of the members' certificates, a client
+/// certificate, and an etcd user (allowed under [`USER_PREFIX`]) with its password in a file.
+pub struct Credentials {
+    pub ca: PathBuf,
+    /// The CA etcd trusts for client certificates (not the members' CA: it need not be).
+    pub client_ca: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    pub user: String,
+    pub password: String,
+    /// The password on one line, mode 0600 (`[cluster] password_file`).
+    pub password_file: PathBuf,
+    /// The server pair every member serves (SANs localhost and 127.0.0.1).
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    root_password: String,
+}
+
+struct Secure {
+    security: Security,
+    credentials: Credentials,
+    /// etcdctl's `--user root:…`, once auth is enabled.
+    admin: Option<String>,
 }
 
 pub struct EtcdCluster {
@@ -35,25 +79,93 @@ pub struct EtcdCluster {
     members: Vec<Member>,
     /// `n1=http://127.0.0.1:P1,…`: every member's peer URL, given to each at start.
     initial_cluster: String,
+    secure: Option<Secure>,
 }
 
 impl EtcdCluster {
     /// A new `members`-member cluster, healthy on every member when returned.
     pub fn start(members: usize) -> Self {
+        Self::launch(members, tempfile::tempdir().unwrap(), None)
+    }
+
+    /// A new cluster whose clients use https and authenticate as [`Credentials::user`] (etcd's
+    /// auth enabled, a root user for the harness's own etcdctl), healthy when returned.
+    pub fn start_secure(members: usize, security: Security) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let pair = |sub: &str| {
+            let at = dir.path().join(sub);
+            std::fs::create_dir(&at).unwrap();
+            let (ca, cert, key) = write_tls_material(&at);
+            (ca, PathBuf::from(cert), PathBuf::from(key))
+        };
+        let (ca, server_cert, server_key) = pair("server");
+        let (client_ca, client_cert, client_key) = pair("client");
+        let password = random_hex();
+        let password_file = dir.path().join("etcd-password");
+        write_private(&password_file, &format!("{password}\n"));
+        let credentials = Credentials {
+            ca,
+            client_ca,
+            client_cert,
+            client_key,
+            user: "regcert".into(),
+            password,
+            password_file,
+            server_cert,
+            server_key,
+            root_password: random_hex(),
+        };
+        let mut cluster = Self::launch(members, dir, Some(Secure { security, credentials, admin: None }));
+        cluster.enable_auth();
+        cluster
+    }
+
+    fn launch(members: usize, dir: TempDir, secure: Option<Secure>) -> Self {
         assert!(members > 0, "an etcd cluster needs at least one member");
         // A missing program fails here, with its install hint, not halfway through a test.
         for program in ["etcd", "etcdctl"] {
             tool(program);
         }
-        let members: Vec<Member> =
-            (1..=members).map(|i| Member { name: format!("n{i}"), peer: free_port(), client: free_port(), process: None }).collect();
+        let scheme = if secure.is_some() { "https" } else { "http" };
+        let members: Vec<Member> = (1..=members)
+            .map(|i| Member { name: format!("n{i}"), peer: free_port(), client: free_port(), process: None, scheme })
+            .collect();
         let initial_cluster = members.iter().map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer)).collect::<Vec<_>>().join(",");
-        let mut cluster = EtcdCluster { dir: tempfile::tempdir().unwrap(), members, initial_cluster };
+        let mut cluster = EtcdCluster { dir, members, initial_cluster, secure };
         for i in 0..cluster.members.len() {
             cluster.spawn(i, "new");
         }
         cluster.wait_healthy();
         cluster
+    }
+
+    /// The root user, the test user and its role (read-write under [`USER_PREFIX`]), then
+    /// `auth enable`: from here on the harness's etcdctl is root.
+    fn enable_auth(&mut self) {
+        let c = &self.secure.as_ref().unwrap().credentials;
+        let root_password = format!("--new-user-password={}", c.root_password);
+        let password = format!("--new-user-password={}", c.password);
+        let endpoints = self.running_endpoints();
+        let steps: [&[&str]; 7] = [
+            &["user", "add", "root", &root_password],
+            &["user", "grant-role", "root", "root"],
+            &["user", "add", &c.user, &password],
+            &["role", "add", "regcert-fleet"],
+            &["role", "grant-permission", "--prefix=true", "regcert-fleet", "readwrite", USER_PREFIX],
+            &["user", "grant-role", &c.user, "regcert-fleet"],
+            &["auth", "enable"],
+        ];
+        for step in steps {
+            self.etcdctl(&endpoints, step, None).unwrap_or_else(|e| panic!("{e}\n{}", self.logs()));
+        }
+        let admin = format!("root:{}", c.root_password);
+        self.secure.as_mut().unwrap().admin = Some(admin);
+        self.wait_healthy();
+    }
+
+    /// The TLS material and the user of a cluster from [`EtcdCluster::start_secure`].
+    pub fn credentials(&self) -> &Credentials {
+        &self.secure.as_ref().expect("this etcd cluster was started without TLS and auth").credentials
     }
 
     /// The client URLs of every member, running or not (what a node's `[cluster] endpoints` lists).
@@ -68,6 +180,19 @@ impl EtcdCluster {
         let m = &self.members[i];
         assert!(m.process.is_none(), "etcd member {i} ({}) is already running", m.name);
         let (peer, client) = (format!("http://127.0.0.1:{}", m.peer), m.endpoint());
+        let mut tls: Vec<String> = Vec::new();
+        if let Some(Secure { security, credentials: c, .. }) = &self.secure {
+            tls.extend([
+                "--cert-file".into(),
+                c.server_cert.display().to_string(),
+                "--key-file".into(),
+                c.server_key.display().to_string(),
+            ]);
+            if security.client_cert_auth {
+                tls.extend(["--client-cert-auth".into(), "--trusted-ca-file".into(), c.client_ca.display().to_string()]);
+            }
+            tls.extend(security.auth_token_ttl.map(|ttl| format!("--auth-token-ttl={ttl}")));
+        }
         let child = Command::new(tool("etcd"))
             .args(["--name", &m.name, "--data-dir"])
             .arg(self.dir.path().join(&m.name))
@@ -76,6 +201,7 @@ impl EtcdCluster {
             .args(["--initial-cluster", &self.initial_cluster, "--initial-cluster-state", state])
             // One token per cluster: members of another test's cluster can never join this one.
             .args(["--initial-cluster-token", &self.dir.path().display().to_string()])
+            .args(&tls)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -172,7 +298,7 @@ impl EtcdCluster {
     /// A member that refuses connections is not asked: etcdctl would wait out its timeout.
     pub fn healthy(&self, i: usize) -> bool {
         let listening = std::net::TcpStream::connect(("127.0.0.1", self.members[i].client)).is_ok();
-        listening && etcdctl(&[self.members[i].endpoint()], &["endpoint", "health"], None).is_ok()
+        listening && self.etcdctl(&[self.members[i].endpoint()], &["endpoint", "health"], None).is_ok()
     }
 
     /// The member that is the raft leader, as the running members report it; waits (bounded)
@@ -180,7 +306,7 @@ impl EtcdCluster {
     pub fn leader_member(&self) -> usize {
         let deadline = Instant::now() + HEALTHY_WITHIN;
         loop {
-            let status = etcdctl(&self.running_endpoints(), &["endpoint", "status", "-w", "json"], None).unwrap_or_default();
+            let status = self.etcdctl(&self.running_endpoints(), &["endpoint", "status", "-w", "json"], None).unwrap_or_default();
             let status: serde_json::Value = serde_json::from_slice(&status).unwrap_or_default();
             let leader = status.as_array().into_iter().flatten().find(|s| {
                 let id = &s["Status"]["header"]["member_id"];
@@ -222,7 +348,7 @@ impl EtcdCluster {
     fn read(&self, endpoints: &[String], args: &[&str]) -> Vec<(String, Vec<u8>)> {
         let mut argv = vec!["get", "-w", "json"];
         argv.extend(args);
-        let out = etcdctl(endpoints, &argv, None).unwrap_or_else(|e| panic!("{e}\n{}", self.logs()));
+        let out = self.etcdctl(endpoints, &argv, None).unwrap_or_else(|e| panic!("{e}\n{}", self.logs()));
         let answer: serde_json::Value = serde_json::from_slice(&out).unwrap_or_else(|e| panic!("etcdctl get -w json: {e}"));
         let b64 = |v: &serde_json::Value| base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap_or_default()).unwrap();
         let kvs = answer["kvs"].as_array().cloned().unwrap_or_default(); // no "kvs" at all when nothing matched
@@ -232,7 +358,21 @@ impl EtcdCluster {
     /// Put `value` at `key`. The value goes through stdin: any bytes, and one starting with `-`
     /// is not taken for a flag.
     pub fn put(&self, key: &str, value: impl AsRef<[u8]>) {
-        etcdctl(&self.running_endpoints(), &["put", key], Some(value.as_ref())).unwrap_or_else(|e| panic!("{e}\n{}", self.logs()));
+        self.etcdctl(&self.running_endpoints(), &["put", key], Some(value.as_ref())).unwrap_or_else(|e| panic!("{e}\n{}", self.logs()));
+    }
+
+    /// `etcdctl` (API v3) against `endpoints`, `stdin` fed to it; its stdout, or what went wrong.
+    /// Timeouts are short: a request to a cluster without quorum fails in seconds, not hangs.
+    /// On a secure cluster it trusts the members' CA, presents the client certificate and,
+    /// once auth is on, is root.
+    fn etcdctl(&self, endpoints: &[String], args: &[&str], stdin: Option<&[u8]>) -> Result<Vec<u8>, String> {
+        let mut secure = Vec::new();
+        if let Some(Secure { credentials: c, admin, .. }) = &self.secure {
+            secure.extend([format!("--cacert={}", c.ca.display()), format!("--cert={}", c.client_cert.display())]);
+            secure.push(format!("--key={}", c.client_key.display()));
+            secure.extend(admin.as_ref().map(|a| format!("--user={a}")));
+        }
+        run_etcdctl(endpoints, &secure, args, stdin)
     }
 }
 
@@ -247,13 +387,13 @@ impl Drop for EtcdCluster {
     }
 }
 
-/// `etcdctl` (API v3) against `endpoints`, `stdin` fed to it; its stdout, or what went wrong.
-/// Timeouts are short: a request to a cluster without quorum fails in seconds, not hangs.
-fn etcdctl(endpoints: &[String], args: &[&str], stdin: Option<&[u8]>) -> Result<Vec<u8>, String> {
+/// `etcdctl` (API v3) with the `secure` flags, see [`EtcdCluster::etcdctl`].
+fn run_etcdctl(endpoints: &[String], secure: &[String], args: &[&str], stdin: Option<&[u8]>) -> Result<Vec<u8>, String> {
     use std::io::Write;
     let mut child = Command::new(tool("etcdctl"))
         .env("ETCDCTL_API", "3")
         .args(["--endpoints", &endpoints.join(","), "--dial-timeout=2s", "--command-timeout=5s"])
+        .args(secure)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -270,4 +410,19 @@ fn etcdctl(endpoints: &[String], args: &[&str], stdin: Option<&[u8]>) -> Result<
     } else {
         Err(format!("etcdctl {args:?} at {endpoints:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr)))
     }
+}
+
+/// 16 random bytes in hex: a password no other test (or log) could hold by chance.
+fn random_hex() -> String {
+    let mut random = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut random).unwrap();
+    random.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Write `text` to a new file of mode 0600 (from its creation: never readable by others).
+fn write_private(path: &Path, text: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).unwrap();
+    file.write_all(text.as_bytes()).unwrap();
 }

@@ -23,8 +23,34 @@ use base64::Engine;
 use tempfile::TempDir;
 use toml::{Value, toml};
 
-use super::etcd::EtcdCluster;
+use super::etcd::{EtcdCluster, USER_PREFIX};
 use super::{CertSpec, Daemon, Pebble, Run, Setup, free_port, openssl, pebble_config, self_signed, serial, set, tool, verify_table};
+
+/// Wait until `check` holds, polling; panic with `what` (and `context()`) after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool, context: impl Fn() -> String) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}:\n{}", context());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The fleet's status as node `node` reads it from etcd (`regcert cluster status --json`).
+pub fn cluster_status(node: &FleetNode) -> serde_json::Value {
+    let out = node.run(&["cluster", "status", "--json"]);
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("cluster status --json: {e}\n{}\n{}", out.stdout, out.stderr))
+}
+
+/// Every daemon's log, each under its node's name.
+pub fn logs(daemons: &[Daemon]) -> String {
+    daemons.iter().enumerate().map(|(i, d)| format!("--- node-{} ---\n{}", i + 1, d.log_text())).collect()
+}
+
+/// Every node's registry serves the same leaf, the one the fleet published (not its own
+/// self-signed one).
+pub fn all_serve(fleet: &Fleet, sha256: &str) -> bool {
+    fleet.nodes.iter().all(|n| n.registry.try_served_sha256().as_deref() == Some(sha256))
+}
 
 /// The name every node's registry serves (one certificate for the fleet).
 pub const FLEET_NAME: &str = "registry.fleet.test";
@@ -217,12 +243,13 @@ pub fn leaf_sha256(pem: &Path) -> String {
     hex.replace(':', "").to_ascii_uppercase()
 }
 
-/// A fresh etcd key prefix, so that fleets of tests running side by side never see each other.
+/// A fresh etcd key prefix, so that fleets of tests running side by side never see each other
+/// (under [`USER_PREFIX`]: the user of a secure etcd may write there).
 pub fn fleet_prefix() -> String {
     let mut random = [0u8; 6];
     aws_lc_rs::rand::fill(&mut random).unwrap();
     let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
-    format!("/regcert-test-{}-{hex}/", std::process::id())
+    format!("{USER_PREFIX}{}-{hex}/", std::process::id())
 }
 
 /// The fleet's secret key (`[cluster] secret_key_file`) in `dir`: base64 of 32 random bytes on
