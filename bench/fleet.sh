@@ -681,6 +681,8 @@ rss_table() {
     echo "which builds an HTTPS client; a fleet node whose certificate is not due reads etcd instead and never calls the CA. So the"
     echo "difference is the etcd client (gRPC/HTTP/2 channels, the watch, the lease keep-alive) minus that HTTPS client, after one check."
     echo "The fleet nodes that ordered, installed, reloaded and verified (HTTPS to Pebble and their registry) show the size after real work."
+    echo "RssAnon (heap, stacks: what the process allocated) is the steady part of the comparison; RssFile is the binary's own pages in"
+    echo "memory, which varies with the code that happened to run (and with the page cache), by about a megabyte between runs here."
 } >"$W/results.md"
 
 cp "$W/results.md" "$BENCH/fleet-results.md"
