@@ -425,7 +425,7 @@ for size in $SIZES; do
     if [[ $size == "$LAST_SIZE" ]]; then
         # Idle: nothing due, nothing changing. Then one check, triggered through the watch.
         # Settle: the last rollout's checks are over, and the connections they opened without a
-        # stream are closed again (etcd drops those ~20 s after their last use; seen in the samples).
+        # stream are closed again (~20 s after their last use, as the samples show; which side closes them was not examined).
         sleep 30
         LEADER=$(etcdctl_ get --print-value-only "${PREFIX}leader")
         log "$N nodes idle for $IDLE_SECS s (leader $LEADER)"
