@@ -646,7 +646,7 @@ fn setting_at_fault(settings: &ClusterConfig, error: &str) -> Option<String> {
 /// not accept, after the handshake: all the client sees is a closed connection.
 fn closed_over_tls(settings: &ClusterConfig, error: &str) -> String {
     let https = settings.endpoints.iter().any(|e| e.starts_with("https://"));
-    let closed = ["connection closed", "canceled", "connection reset", "broken pipe"].iter().any(|c| error.contains(c));
+    let closed = ["connection closed", "canceled", "connection reset", "broken pipe", "transport error"].iter().any(|c| error.contains(c));
     match (&settings.client_cert, https && closed) {
         (_, false) => String::new(),
         (None, true) => "; etcd closed the TLS connection: if it requires client certificates (--client-cert-auth), \

@@ -26,10 +26,14 @@ fn one_order_for_three_nodes_all_verified_http01_answered_by_a_node_that_is_not_
     // The CA reaches node-3 only, as a load balancer might send it there.
     pebble.point_name_at(FLEET_NAME, &fleet.nodes[2].addr);
 
-    // The leader's and another node's metrics.
+    // The leader's and another node's metrics. The leader may order before node-3's responder
+    // is up: a failed first order is tried again a second later (it would cost no issuance).
     let metrics: Vec<String> = (0..2).map(|_| format!("127.0.0.1:{}", free_port())).collect();
     for (n, listen) in fleet.nodes.iter().zip(&metrics) {
         n.setup.edit(|c| set(c, "metrics.listen", listen.as_str()));
+    }
+    for n in &fleet.nodes {
+        n.setup.edit(|c| set(c, "daemon.backoff", Value::from(vec!["1s"])));
     }
     let mut first = fleet.nodes[0].start_daemon();
     first.wait_for_log("this node leads the fleet", 1, Duration::from_secs(30));
