@@ -64,22 +64,16 @@ async fn watch(cluster: super::ClusterConfig, mut store: Option<Store>, tick: mp
         }
     };
     loop {
-        let connected = match store.take() {
-            Some(s) => Ok(s),
-            None => Store::connect(&cluster).await,
+        let watched = async {
+            let s = match store.take() {
+                Some(s) => s,
+                None => Store::connect(&cluster).await?,
+            };
+            let stream = s.watch().await?;
+            Ok::<_, String>((s, stream))
         };
-        let s = match connected {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "fleet: cannot watch etcd; retrying");
-                lost(&mut up);
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(30));
-                continue;
-            }
-        };
-        let mut stream = match s.watch().await {
-            Ok(stream) => stream,
+        let (s, mut stream) = match watched.await {
+            Ok(both) => both,
             Err(e) => {
                 tracing::warn!(error = %e, "fleet: cannot watch etcd; retrying");
                 lost(&mut up);

@@ -211,13 +211,10 @@ fn stalling_dns_hook(pebble: &Pebble, dir: &std::path::Path) -> (std::path::Path
     (script, marker)
 }
 
-#[test]
-fn the_leader_killed_mid_order_another_node_takes_over_and_completes_it_with_one_issuance() {
-    let pebble = Pebble::start();
-    let etcd = EtcdCluster::start(3);
-    let fleet = Fleet::new(3, &pebble, &etcd);
-    let dir = tempfile::tempdir().unwrap();
-    let (hook, marker) = stalling_dns_hook(&pebble, dir.path());
+/// Every node of `fleet` gets its old pair and answers DNS-01 through [`stalling_dns_hook`] (in
+/// `dir`); returns the hook's marker.
+fn answer_dns01_through_a_stalling_hook(pebble: &Pebble, fleet: &Fleet, dir: &std::path::Path) -> std::path::PathBuf {
+    let (hook, marker) = stalling_dns_hook(pebble, dir);
     for n in &fleet.nodes {
         n.install_self_signed();
         n.setup.edit_cert(CERT, |c| {
@@ -229,6 +226,16 @@ fn the_leader_killed_mid_order_another_node_takes_over_and_completes_it_with_one
             c.insert("dns".into(), dns.into());
         });
     }
+    marker
+}
+
+#[test]
+fn the_leader_killed_mid_order_another_node_takes_over_and_completes_it_with_one_issuance() {
+    let pebble = Pebble::start();
+    let etcd = EtcdCluster::start(3);
+    let fleet = Fleet::new(3, &pebble, &etcd);
+    let dir = tempfile::tempdir().unwrap();
+    let marker = answer_dns01_through_a_stalling_hook(&pebble, &fleet, dir.path());
     let mut first = fleet.nodes[0].start_daemon();
     first.wait_for_log("this node leads the fleet", 1, Duration::from_secs(30));
     let mut daemons = vec![first];
@@ -268,18 +275,7 @@ fn a_leader_paused_past_its_lease_cannot_publish_over_its_successor() {
     let etcd = EtcdCluster::start(3);
     let fleet = Fleet::new(2, &pebble, &etcd);
     let dir = tempfile::tempdir().unwrap();
-    let (hook, marker) = stalling_dns_hook(&pebble, dir.path());
-    for n in &fleet.nodes {
-        n.install_self_signed();
-        n.setup.edit_cert(CERT, |c| {
-            let dns = toml! {
-                provider = "exec"
-                command = [(hook.display().to_string())]
-                nameservers = [(pebble.challtest_dns.as_str())]
-            };
-            c.insert("dns".into(), dns.into());
-        });
-    }
+    let marker = answer_dns01_through_a_stalling_hook(&pebble, &fleet, dir.path());
     let mut first = fleet.nodes[0].start_daemon();
     first.wait_for_log("this node leads the fleet", 1, Duration::from_secs(30));
     let mut daemons = vec![first, fleet.nodes[1].start_daemon()];
