@@ -150,7 +150,9 @@ impl Store {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(config.timeout)
             .with_timeout(config.timeout)
-            .with_keep_alive(config.timeout, config.timeout)
+            // The lease keep-alive (every lease_ttl / 3) already shows a dead connection; HTTP/2
+            // PINGs every few seconds only cost an idle node bytes (bench/fleet.sh).
+            .with_keep_alive(HTTP2_KEEP_ALIVE.max(config.timeout), config.timeout)
             // etcd forgets a token left unused for --auth-token-ttl (5 min by default), each
             // member on its own: a long-running node would otherwise be refused for good after
             // an idle spell. A refused token is renewed once and the request sent again.
@@ -579,6 +581,9 @@ impl Store {
         .await
     }
 }
+
+/// How often an idle connection to etcd is PINGed.
+const HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(30);
 
 /// gRPC's UNAVAILABLE: the member could not be reached (or has no leader).
 const GRPC_UNAVAILABLE: i32 = 14;
