@@ -74,11 +74,19 @@ fn show_prints_the_record_the_provider_writes_once_and_renewals_leave_dns_alone(
     assert_eq!(adds(&bind).len(), 1, "{:?}", bind.updates_of(RECORD));
     let first_serial = serial(&s.fullchain("registry"));
 
+    let validations = || pebble.logs().matches("Pulled a task from the Tasks queue").count();
+    let before = validations();
+    assert!(before > 0, "Pebble logs each validation (the first renewal's): {}", pebble.logs());
     let second = s.run(&["renew", "--force"]);
     assert_eq!(second.code, 0, "{second:?}\n{}", pebble.logs());
     assert_installed(&s, &pebble);
     assert_ne!(serial(&s.fullchain("registry")), first_serial, "a new certificate was installed");
-    assert!(second.stderr.contains("the dns-persist-01 record is in place; DNS left as it is"), "{second:?}");
+    // Pebble now and then reuses the first order's valid authorization even with
+    // PEBBLE_AUTHZREUSE=0 (seen once in ~20 runs): then there is nothing to validate and regcert
+    // rightly never looks at DNS. When the CA did validate, regcert found its record in place.
+    if validations() > before {
+        assert!(second.stderr.contains("the dns-persist-01 record is in place; DNS left as it is"), "{second:?}");
+    }
     // Written once, never removed: the second renewal changed nothing in DNS.
     assert_eq!(bind.updates_of(RECORD).len(), 1, "{:?}", bind.updates_of(RECORD));
     assert_eq!(bind.txt(RECORD).len(), 1);
