@@ -35,10 +35,7 @@ fn one_order_for_three_nodes_all_verified_http01_answered_by_a_node_that_is_not_
     for n in &fleet.nodes {
         n.setup.edit(|c| set(c, "daemon.backoff", Value::from(vec!["1s"])));
     }
-    let mut first = fleet.nodes[0].start_daemon();
-    first.wait_for_log("this node leads the fleet", 1, Duration::from_secs(30));
-    let mut daemons = vec![first];
-    daemons.extend(fleet.nodes[1..].iter().map(FleetNode::start_daemon));
+    let mut daemons = fleet.start_led_by_node1();
 
     let published = || etcd.get(&format!("{}certs/{CERT}/current", fleet.prefix));
     wait_until("the leader published a certificate", Duration::from_secs(60), || published().is_some(), || logs(&daemons) + &pebble.logs());
@@ -75,7 +72,14 @@ fn one_order_for_three_nodes_all_verified_http01_answered_by_a_node_that_is_not_
 
     let metric = |at: &str, line: &str| http_get(at, "/metrics").1.lines().any(|l| l == line);
     assert!(metric(&metrics[0], "regcert_cluster_leader 1") && metric(&metrics[1], "regcert_cluster_leader 0"));
-    assert!(metric(&metrics[1], &format!("regcert_cluster_rollout_state{{name=\"{CERT}\"}} 0")), "{}", http_get(&metrics[1], "/metrics").1);
+    // node-2 learns that the last node finished at its next check (the watch starts it).
+    let complete = format!("regcert_cluster_rollout_state{{name=\"{CERT}\"}} 0");
+    wait_until(
+        "node-2's gauge says complete",
+        Duration::from_secs(10),
+        || metric(&metrics[1], &complete),
+        || http_get(&metrics[1], "/metrics").1,
+    );
     let requests = http_get(&metrics[1], "/metrics").1;
     assert!(requests.lines().any(|l| l.starts_with("regcert_cluster_etcd_requests_total ") && !l.ends_with(" 0")), "{requests}");
     assert!(requests.contains("regcert_cluster_etcd_errors_total 0"), "{requests}");
@@ -138,10 +142,7 @@ fn a_canary_whose_reload_is_broken_halts_the_rollout_the_others_keep_their_certi
     }
     // node-1 leads, so it takes the first turn of each rollout: the canary.
     let canary = &fleet.nodes[0];
-    let mut first = canary.start_daemon();
-    first.wait_for_log("this node leads the fleet", 1, Duration::from_secs(30));
-    let mut daemons = vec![first];
-    daemons.extend(fleet.nodes[1..].iter().map(FleetNode::start_daemon));
+    let mut daemons = fleet.start_led_by_node1();
     rollout_complete(&fleet, "the first certificate is rolled out", &daemons);
     let working = cluster_status(&fleet.nodes[1])["certificates"][0]["sha256"].as_str().unwrap().to_owned();
     assert!(all_serve(&fleet, &working));
@@ -236,10 +237,7 @@ fn the_leader_killed_mid_order_another_node_takes_over_and_completes_it_with_one
     let fleet = Fleet::new(3, &pebble, &etcd);
     let dir = tempfile::tempdir().unwrap();
     let marker = answer_dns01_through_a_stalling_hook(&pebble, &fleet, dir.path());
-    let mut first = fleet.nodes[0].start_daemon();
-    first.wait_for_log("this node leads the fleet", 1, Duration::from_secs(30));
-    let mut daemons = vec![first];
-    daemons.extend(fleet.nodes[1..].iter().map(FleetNode::start_daemon));
+    let mut daemons = fleet.start_led_by_node1();
     // The leader's order is in flight (its DNS hook stalls): the leader dies, as a host would.
     wait_until("the leader's order is in flight", Duration::from_secs(30), || marker.exists(), || logs(&daemons));
     assert!(daemons[0].log_text().contains("ordering it as the leader"), "{}", logs(&daemons));
@@ -276,9 +274,7 @@ fn a_leader_paused_past_its_lease_cannot_publish_over_its_successor() {
     let fleet = Fleet::new(2, &pebble, &etcd);
     let dir = tempfile::tempdir().unwrap();
     let marker = answer_dns01_through_a_stalling_hook(&pebble, &fleet, dir.path());
-    let mut first = fleet.nodes[0].start_daemon();
-    first.wait_for_log("this node leads the fleet", 1, Duration::from_secs(30));
-    let mut daemons = vec![first, fleet.nodes[1].start_daemon()];
+    let mut daemons = fleet.start_led_by_node1();
     wait_until("the leader's order is in flight", Duration::from_secs(30), || marker.exists(), || logs(&daemons));
     // The leader freezes (a VM paused, a long GC, a partition) past its lease; node-2 takes over.
     daemons[0].signal("STOP");
