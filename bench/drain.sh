@@ -33,13 +33,7 @@ TINY=regcert-test/tiny:1
 bash "$REPO/scripts/install-deps.sh"
 bash "$REPO/scripts/docker-testbed.sh"
 scratch_dir W /tmp/regcert-drain-bench.XXXXXX
-if [[ -n ${REGCERT_BIN:-} ]]; then
-    REGCERT=$REGCERT_BIN
-    REGCERT_VERSION=$("$REGCERT" --version | head -n 1)
-    GIT_REV="$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown) (REGCERT_BIN=$REGCERT_BIN)"
-else
-    build_regcert 3 "$W/regcert"
-fi
+regcert_under_test "$W/regcert"
 
 free_ports P_ACME P_MGMT P_HTTP P_TLS P_DNS P_DNSMGMT
 # shellcheck disable=SC2153 # P_* set by free_ports

@@ -58,14 +58,7 @@ done
 # 1. regcert, scratch directory, Pebble, etcd
 # ---------------------------------------------------------------------------------------------
 scratch_dir W /tmp/regcert-fleet-bench.XXXXXX # removed at exit unless KEEP=1 or a failure
-if [[ -n ${REGCERT_BIN:-} ]]; then
-    REGCERT=$REGCERT_BIN
-    REGCERT_VERSION=$("$REGCERT" --version | head -n 1)
-    GIT_REV="$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown) (REGCERT_BIN=$REGCERT_BIN)"
-else
-    build_regcert 3 "$W/regcert"
-    ((GIT_DIRTY == 0)) || GIT_REV+=" (+ uncommitted changes in src/ or Cargo.*)"
-fi
+regcert_under_test "$W/regcert"
 
 free_ports P_ACME P_MGMT P_HTTP P_TLS P_DNS P_DNSMGMT P_REG P_METRICS
 # shellcheck disable=SC2153 # P_* set by free_ports

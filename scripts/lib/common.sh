@@ -16,6 +16,7 @@
 #   wait_port PORT [SECONDS [PID NAME]] / wait_port_free PORT / wait_url SECONDS [CURL_OPTION...] URL
 #   elapsed_s T0 [T1]              seconds (6 decimals) from T0 to T1 (default: now), $EPOCHREALTIME values
 #   build_regcert ATTEMPTS [COPY]  cargo build --release --locked; sets REGCERT, REGCERT_VERSION, GIT_REV, GIT_DIRTY
+#   regcert_under_test COPY        $REGCERT_BIN if set, else build_regcert 3 COPY (the benchmarks)
 #   demo_start                     install-deps.sh, build_regcert, DEMO_DIR (the start of scripts/demo*.sh)
 #   acme_toml URL CA_BUNDLE CONTACT [HTTP01_LISTEN] / cert_toml NAME DOMAIN INSTALL_DIR
 #                                  pieces of a regcert config (see scripts/lib/pebble.sh for Pebble)
@@ -136,6 +137,20 @@ elapsed_s() { awk -v a="$1" -v b="${2:-$EPOCHREALTIME}" 'BEGIN { printf "%.6f\n"
 # ---------------------------------------------------------------------------------------------
 # regcert
 # ---------------------------------------------------------------------------------------------
+# The regcert under test: $REGCERT_BIN when set (its version and the commit it claims to be),
+# else a release build copied to $1 (see build_regcert). Sets REGCERT, REGCERT_VERSION, GIT_REV.
+# shellcheck disable=SC2034 # REGCERT_VERSION and GIT_REV are for the caller
+regcert_under_test() {
+    if [[ -n ${REGCERT_BIN:-} ]]; then
+        REGCERT=$REGCERT_BIN
+        REGCERT_VERSION=$("$REGCERT" --version | head -n 1)
+        GIT_REV="$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown) (REGCERT_BIN=$REGCERT_BIN)"
+    else
+        build_regcert 3 "$1"
+        ((GIT_DIRTY == 0)) || GIT_REV+=" (+ uncommitted changes in src/ or Cargo.*)"
+    fi
+}
+
 # build_regcert ATTEMPTS [COPY]: `cargo build --release --locked` in REPO, up to ATTEMPTS times,
 # 60 s apart (someone may be mid-edit in this checkout). With COPY, the binary is copied there
 # right after the build and REGCERT is that private copy: a concurrent build in the same checkout

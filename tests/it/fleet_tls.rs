@@ -36,15 +36,6 @@ fn published_sha256(etcd: &EtcdCluster, fleet: &Fleet, daemons: &[Daemon]) -> St
     shared["meta"]["sha256"].as_str().unwrap().to_owned()
 }
 
-/// Node 1 leads (it starts first); then the others start.
-fn start_daemons(fleet: &Fleet) -> Vec<Daemon> {
-    let mut first = fleet.nodes[0].start_daemon();
-    first.wait_for_log("this node leads the fleet", 1, Duration::from_secs(30));
-    let mut daemons = vec![first];
-    daemons.extend(fleet.nodes[1..].iter().map(FleetNode::start_daemon));
-    daemons
-}
-
 #[test]
 fn a_fleet_over_etcd_with_tls_client_certificates_and_a_user_issues_once_and_every_node_verifies() {
     let pebble = Pebble::start();
@@ -59,7 +50,7 @@ fn a_fleet_over_etcd_with_tls_client_certificates_and_a_user_issues_once_and_eve
     // user). Not another node: the leader orders at once, maybe before another responder runs.
     pebble.point_name_at(FLEET_NAME, &fleet.nodes[0].addr);
 
-    let daemons = start_daemons(&fleet);
+    let daemons = fleet.start_led_by_node1();
     let sha = published_sha256(&etcd, &fleet, &daemons);
     wait_until("every node serves the fleet's certificate", Duration::from_secs(90), || all_serve(&fleet, &sha), || logs(&daemons));
     assert_eq!(pebble.logs().matches("Issued certificate serial").count(), 1, "{}", pebble.logs());
@@ -103,7 +94,7 @@ fn nodes_whose_etcd_auth_tokens_expired_while_idle_still_order_answer_http01_and
         n.install_self_signed();
     }
     pebble.point_name_at(FLEET_NAME, &fleet.nodes[0].addr);
-    let daemons = start_daemons(&fleet);
+    let daemons = fleet.start_led_by_node1();
     let first = published_sha256(&etcd, &fleet, &daemons);
     wait_until("both serve the first certificate", Duration::from_secs(90), || all_serve(&fleet, &first), || logs(&daemons));
 

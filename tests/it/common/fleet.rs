@@ -375,6 +375,16 @@ pub struct Fleet {
 }
 
 impl Fleet {
+    /// `regcert run` on every node: node-1 first, until it leads (so it orders, and takes the
+    /// first turn of each rollout: the canary), then the others.
+    pub fn start_led_by_node1(&self) -> Vec<Daemon> {
+        let mut first = self.nodes[0].start_daemon();
+        first.wait_for_log("this node leads the fleet", 1, Duration::from_secs(30));
+        let mut daemons = vec![first];
+        daemons.extend(self.nodes[1..].iter().map(FleetNode::start_daemon));
+        daemons
+    }
+
     pub fn new(nodes: usize, pebble: &Pebble, etcd: &EtcdCluster) -> Self {
         let key_dir = tempfile::tempdir().unwrap();
         let (prefix, secret_key) = (fleet_prefix(), write_secret_key(key_dir.path()));
