@@ -6,7 +6,7 @@
 //! command = ["/usr/sbin/nginx", "-s", "reload"]
 //! ```
 //! Actions run in the order they are written; a key may hold one action or an array of them.
-//! The settings `drain`, `window`, `port` and `disruptive` apply to the actions that cut the
+//! The settings `drain`, `hold`, `window`, `port` and `disruptive` apply to the actions that cut the
 //! registry's connections (see [`ReloadConfig::disrupts`]).
 
 use std::fmt;
@@ -25,6 +25,9 @@ pub struct ReloadConfig {
     pub docker_socket: Option<String>,
     /// Before a disruptive action, wait at most this long for client connections to end.
     pub drain: Option<Duration>,
+    /// While a disruptive action runs, hold new connections (at most this long) instead of
+    /// letting them be refused (see `reload::hold`).
+    pub hold: Option<Duration>,
     /// The local hours in which a disruptive action may run.
     pub window: Option<Window>,
     /// The registry's listening port on the host, for draining before a systemd restart or a
@@ -321,7 +324,10 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for TablesOf<T> {
 
 const DOCKER_SOCKET: &str = "docker_socket";
 /// The keys that are settings rather than actions.
-const SETTINGS: [&str; 5] = [DOCKER_SOCKET, "drain", "window", "port", "disruptive"];
+const SETTINGS: [&str; 6] = [DOCKER_SOCKET, "drain", "hold", "window", "port", "disruptive"];
+
+/// The longest `hold` accepted: far beyond any client's patience already.
+const HOLD_MAX: Duration = Duration::from_secs(300);
 
 /// A duration written like "10m".
 #[derive(Deserialize)]
@@ -356,6 +362,10 @@ impl<'de> Deserialize<'de> for ReloadConfig {
                         }
                         None if key == "drain" => {
                             out.drain = Some(map.next_value::<DurationValue>()?.0);
+                            continue;
+                        }
+                        None if key == "hold" => {
+                            out.hold = Some(map.next_value::<DurationValue>()?.0);
                             continue;
                         }
                         None if key == "window" => {
@@ -397,6 +407,9 @@ impl Serialize for ReloadConfig {
         }
         if let Some(drain) = self.drain {
             map.serialize_entry("drain", &humantime::format_duration(drain).to_string())?;
+        }
+        if let Some(hold) = self.hold {
+            map.serialize_entry("hold", &humantime::format_duration(hold).to_string())?;
         }
         if let Some(window) = &self.window {
             map.serialize_entry("window", window)?;
@@ -450,9 +463,10 @@ pub fn validate(at: &str, reload: &ReloadConfig, problems: &mut Vec<String>) {
     }
 }
 
-/// `drain` and `window` only act on disruptive actions, and draining on the host needs `port`.
+/// `drain`, `hold` and `window` only act on disruptive actions, and draining or holding on the
+/// host needs `port`.
 fn validate_disruption(at: &str, reload: &ReloadConfig, problems: &mut Vec<String>) {
-    let set: Vec<&str> = [("drain", reload.drain.is_some()), ("window", reload.window.is_some())]
+    let set: Vec<&str> = [("drain", reload.drain.is_some()), ("hold", reload.hold.is_some()), ("window", reload.window.is_some())]
         .into_iter()
         .filter_map(|(k, on)| on.then_some(k))
         .collect();
@@ -467,12 +481,29 @@ fn validate_disruption(at: &str, reload: &ReloadConfig, problems: &mut Vec<Strin
     if reload.drain == Some(Duration::ZERO) {
         problems.push(format!("{at}: reload.drain = \"0s\" waits for nothing; remove it, or give a limit such as \"10m\""));
     }
+    match reload.hold {
+        Some(Duration::ZERO) => {
+            problems.push(format!("{at}: reload.hold = \"0s\" holds nothing; remove it, or give a limit such as \"30s\""));
+        }
+        Some(hold) if hold > HOLD_MAX => problems.push(format!(
+            "{at}: reload.hold = \"{}\" is longer than {}: clients give up on a connection long before (the docker client \
+             after 30 s); give the time a restart takes with room to spare, such as \"30s\"",
+            humantime::format_duration(hold),
+            humantime::format_duration(HOLD_MAX)
+        )),
+        _ => {}
+    }
     let on_host = reload.actions.iter().any(|a| a.disrupts(reload.disruptive) && !matches!(a, ReloadAction::Docker(_)));
-    if reload.drain.is_some() && on_host && reload.port.is_none() {
-        problems.push(format!(
-            "{at}: reload.drain before a systemd restart or a disruptive command needs `port`, the port the registry listens on \
-             on this host (e.g. port = 443), to count its client connections"
-        ));
+    for (key, on, why) in [
+        ("drain", reload.drain.is_some(), "to count its client connections"),
+        ("hold", reload.hold.is_some(), "to hold new connections to it"),
+    ] {
+        if on && on_host && reload.port.is_none() {
+            problems.push(format!(
+                "{at}: reload.{key} around a systemd restart or a disruptive command needs `port`, the port the registry listens on \
+                 on this host (e.g. port = 443), {why}"
+            ));
+        }
     }
     if reload.port == Some(0) {
         problems.push(format!("{at}: reload.port = 0 is not a port; give the port the registry listens on, e.g. 443"));
@@ -634,6 +665,22 @@ mod tests {
         );
         let p = problems("[reload]\ndocker = { container = \"r\" }\ndrain = \"0s\"\nport = 0\n");
         assert_eq!(p.len(), 2, "{p:?}");
+
+        // hold: round-trips, applies to restarts only, needs the port on the host, and is bounded.
+        let r = parse("[reload]\ndocker = { container = \"r\" }\ndrain = \"10m\"\nhold = \"30s\"\n").unwrap();
+        assert_eq!(r.hold, Some(Duration::from_secs(30)));
+        let text = toml::to_string(&Wrap { reload: r.clone() }).unwrap();
+        assert_eq!(parse(&text).unwrap().hold, r.hold, "{text}");
+        assert!(problems("[reload]\ndocker = { container = \"r\" }\nhold = \"30s\"\n").is_empty());
+        let p = problems("[reload]\nsystemd = { unit = \"nginx.service\" }\nhold = \"30s\"\n");
+        assert!(p.len() == 1 && p[0].starts_with("c: reload.hold only applies to actions that restart the registry"), "{p:?}");
+        let p = problems("[reload]\nsystemd = { unit = \"registry.service\", action = \"restart\" }\ndrain = \"1m\"\nhold = \"30s\"\n");
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].contains("reload.drain around") && p[1].contains("reload.hold around") && p[1].contains("needs `port`"), "{p:?}");
+        for (hold, want) in [("0s", "holds nothing"), ("10m", "longer than 5m")] {
+            let p = problems(&format!("[reload]\ndocker = {{ container = \"r\" }}\nhold = \"{hold}\"\n"));
+            assert!(p.len() == 1 && p[0].contains(want), "{hold}: {p:?}");
+        }
 
         for (text, want) in [("window = \"2-5\"", "\"HH:MM-HH:MM\""), ("drain = \"soon\"", "soon"), ("port = 70000", "")] {
             let err = parse(&format!("[reload]\ndocker = {{ container = \"r\" }}\n{text}\n")).unwrap_err();

@@ -10,7 +10,9 @@ use bollard::query_parameters::{KillContainerOptions, ListContainersOptions, Res
 use futures_util::StreamExt;
 
 use super::config::{DockerAction, DockerTarget, DockerVerb};
-use super::drain::Drain;
+use super::drain::{self, Netns};
+use super::guard::{Guard, Site};
+use super::hold::Doors;
 
 const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -168,36 +170,55 @@ impl Prepared {
         paths.iter().filter(|p| mounted.contains(&canon(p))).cloned().collect()
     }
 
-    /// Run the action on each container in turn; before a restart, with `drain`, wait for
-    /// that container's client connections to end (each container drains just before its turn).
-    pub async fn run(&self, cert: &str, drain: Option<&Drain>) -> Result<(), String> {
+    /// Run the action on each container in turn. A restart is guarded (`drain`, `hold`) for
+    /// each container just before its own turn.
+    pub async fn run(&self, cert: &str, guard: &Guard) -> Result<(), String> {
         for c in &self.containers {
-            if let (Some(drain), DockerVerb::Restart { .. }) = (drain, &self.action.verb) {
-                self.drain(cert, c, drain).await;
-            }
-            self.run_one(c).await.map_err(|e| format!("reload of container \"{}\": {e}", c.name))?;
+            let result = match (&self.action.verb, guard.is_none()) {
+                (DockerVerb::Restart { .. }, false) => match self.site(cert, c, guard).await {
+                    Some(site) => guard.around(cert, &site, self.run_one(c)).await,
+                    None => self.run_one(c).await,
+                },
+                _ => self.run_one(c).await,
+            };
+            result.map_err(|e| format!("reload of container \"{}\": {e}", c.name))?;
             tracing::info!(cert = %cert, container = %c.name, action = self.action.verb.name(), "reloaded");
         }
         Ok(())
     }
 
-    /// Count the client connections in the container's own network namespace (its main
-    /// process's /proc/PID/net) until none is left or the limit has passed.
-    async fn drain(&self, cert: &str, c: &Container, drain: &Drain) {
+    /// The running container as the guard sees it: its process (whose network namespace has
+    /// the connections), its listening ports, and its addresses and published ports. None when
+    /// it cannot be inspected or does not run: then there is nothing to drain or hold.
+    async fn site<'a>(&'a self, cert: &str, c: &'a Container, guard: &Guard) -> Option<ContainerSite<'a>> {
         let target = format!("container {}", c.name);
-        let inspect = async { self.client.docker.inspect_container(&c.id, None).await.map_err(|e| explain(&self.client.socket, &e)) };
-        let pid = match within(REQUEST_TIMEOUT, || "the inspect request".to_owned(), inspect).await {
-            Ok(info) => info.state.and_then(|s| s.pid).filter(|p| *p > 0),
+        let info = match self.inspect(c).await {
+            Ok(info) => info,
             Err(error) => {
                 tracing::warn!(cert = %cert, %target, %error, "drain: cannot find the container's process; restarting without waiting");
-                return;
+                return None;
             }
         };
-        let Some(pid) = pid else {
+        let Some(pid) = info.state.as_ref().and_then(|s| s.pid).filter(|p| *p > 0) else {
             tracing::info!(cert = %cert, %target, "drain: the container is not running; nothing to wait for");
-            return;
+            return None;
         };
-        super::drain::wait(cert, &target, drain, || super::drain::count(super::drain::Netns::Of(pid), drain.port)).await;
+        let port = guard.drain.and_then(|d| d.port);
+        let listens = match (port, drain::listening(Netns::Of(pid))) {
+            (Some(p), _) => vec![p],
+            (None, Ok(ports)) => ports,
+            (None, Err(error)) => {
+                tracing::warn!(cert = %cert, %target, %error, "drain: cannot read the container's listening ports");
+                Vec::new()
+            }
+        };
+        let doors = doors_of(&info, &listens, port);
+        Some(ContainerSite { prepared: self, container: c, target, pid, port, listens, doors })
+    }
+
+    async fn inspect(&self, c: &Container) -> Result<bollard::models::ContainerInspectResponse, String> {
+        let inspect = async { self.client.docker.inspect_container(&c.id, None).await.map_err(|e| explain(&self.client.socket, &e)) };
+        within(REQUEST_TIMEOUT, || "the inspect request".to_owned(), inspect).await
     }
 
     async fn run_one(&self, c: &Container) -> Result<(), String> {
@@ -250,5 +271,106 @@ impl Prepared {
                 output.trim()
             )),
         }
+    }
+}
+
+/// A running container, seen from the guard around its restart.
+struct ContainerSite<'a> {
+    prepared: &'a Prepared,
+    container: &'a Container,
+    target: String,
+    /// Its main process before the restart: the connections are in its network namespace.
+    pid: i64,
+    /// `[certificate.reload] port`, which narrows the count (and is the only port of a
+    /// container on the host's network).
+    port: Option<u16>,
+    /// The ports it listened on before the restart: it is back when it listens on them again.
+    listens: Vec<u16>,
+    doors: Doors,
+}
+
+impl Site for ContainerSite<'_> {
+    fn target(&self) -> &str {
+        &self.target
+    }
+
+    fn connections(&self) -> Result<usize, String> {
+        drain::count(Netns::Of(self.pid), self.port)
+    }
+
+    fn doors(&self) -> Doors {
+        self.doors.clone()
+    }
+
+    /// The restarted container has a new process (and, on a bridge, a new network namespace).
+    async fn listening(&self) -> Result<bool, String> {
+        let info = self.prepared.inspect(self.container).await?;
+        let Some(pid) = info.state.and_then(|s| s.pid).filter(|p| *p > 0) else { return Ok(false) };
+        let now = drain::listening(Netns::Of(pid))?;
+        Ok(self.listens.iter().all(|p| now.contains(p)))
+    }
+}
+
+/// Where clients reach a container listening on `listens`: its own addresses on each of those
+/// ports, and the host ports published for them. A container on the host's network has no
+/// address of its own: there only `port` (the registry's port on the host) says which.
+fn doors_of(info: &bollard::models::ContainerInspectResponse, listens: &[u16], port: Option<u16>) -> Doors {
+    let mut doors = Doors::default();
+    let settings = info.network_settings.as_ref();
+    let networks = settings.and_then(|s| s.networks.as_ref()).into_iter().flat_map(|n| n.values());
+    for net in networks {
+        let v4 = net.ip_address.as_deref().and_then(|a| a.parse::<std::net::Ipv4Addr>().ok());
+        let v6 = net.global_ipv6_address.as_deref().and_then(|a| a.parse::<std::net::Ipv6Addr>().ok());
+        for &p in listens {
+            doors.v4.extend(v4.map(|ip| (ip, p)));
+            doors.v6.extend(v6.map(|ip| (ip, p)));
+        }
+    }
+    for (key, bindings) in settings.and_then(|s| s.ports.as_ref()).into_iter().flatten() {
+        let Some(inside) = key.strip_suffix("/tcp").and_then(|p| p.parse::<u16>().ok()) else { continue };
+        if !listens.contains(&inside) {
+            continue;
+        }
+        for b in bindings.iter().flatten() {
+            doors.ports.extend(b.host_port.as_deref().and_then(|p| p.parse::<u16>().ok()));
+        }
+    }
+    if doors.v4.is_empty() && doors.v6.is_empty() {
+        doors.ports.extend(port);
+    }
+    doors.ports.sort_unstable();
+    doors.ports.dedup();
+    doors.v4.dedup();
+    doors.v6.dedup();
+    doors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inspect(json: &str) -> bollard::models::ContainerInspectResponse {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn a_containers_doors_are_its_addresses_and_published_ports_for_what_it_listens_on() {
+        let info = inspect(
+            r#"{"NetworkSettings": {
+                "Ports": {"5000/tcp": [{"HostIp": "0.0.0.0", "HostPort": "443"}, {"HostIp": "::", "HostPort": "443"}],
+                          "9000/tcp": [{"HostIp": "0.0.0.0", "HostPort": "9000"}], "5000/udp": null},
+                "Networks": {"bridge": {"IPAddress": "172.17.0.2", "GlobalIPv6Address": "fd00::2"},
+                             "backend": {"IPAddress": "10.1.0.5", "GlobalIPv6Address": ""}}}}"#,
+        );
+        let doors = doors_of(&info, &[5000], None);
+        assert_eq!(doors.ports, vec![443], "9000 is published, but nothing listens on it inside");
+        let mut v4 = doors.v4.clone();
+        v4.sort();
+        assert_eq!(v4, vec![("10.1.0.5".parse().unwrap(), 5000), ("172.17.0.2".parse().unwrap(), 5000)]);
+        assert_eq!(doors.v6, vec![("fd00::2".parse().unwrap(), 5000)]);
+        // On the host's network: no address of its own; only the configured port.
+        let host = inspect(r#"{"NetworkSettings": {"Ports": {}, "Networks": {"host": {"IPAddress": ""}}}}"#);
+        assert_eq!(doors_of(&host, &[5000], Some(5000)), Doors { ports: vec![5000], ..Default::default() });
+        assert!(doors_of(&host, &[22, 5000], None).is_empty());
     }
 }

@@ -37,6 +37,16 @@ const ESTABLISHED: &str = "01";
 
 /// Client connections open now in `ns`.
 pub fn count(ns: Netns, port: Option<u16>) -> Result<usize, String> {
+    Ok(count_clients(&tables(ns)?, port))
+}
+
+/// The ports something listens on in `ns` (TCP, IPv4 or IPv6), without repeats.
+pub fn listening(ns: Netns) -> Result<Vec<u16>, String> {
+    Ok(listening_ports(&tables(ns)?))
+}
+
+/// The kernel's TCP tables (`tcp`, and `tcp6` where the kernel has IPv6) of `ns`.
+fn tables(ns: Netns) -> Result<Vec<String>, String> {
     let dir = match ns {
         Netns::Own => "/proc/self/net".to_owned(),
         Netns::Of(pid) => format!("/proc/{pid}/net"),
@@ -56,13 +66,12 @@ pub fn count(ns: Netns, port: Option<u16>) -> Result<usize, String> {
             }
         }
     }
-    Ok(count_clients(&tables, port))
+    Ok(tables)
 }
 
-/// Established connections whose local port is `port`, or any port something listens on.
-pub fn count_clients(tables: &[String], port: Option<u16>) -> usize {
-    // (local port, state) of every socket in the tables.
-    let sockets: Vec<(u16, &str)> = tables
+/// (local port, state) of every socket in the tables.
+fn sockets(tables: &[String]) -> Vec<(u16, &str)> {
+    tables
         .iter()
         .flat_map(|t| t.lines().skip(1))
         .filter_map(|line| {
@@ -72,12 +81,23 @@ pub fn count_clients(tables: &[String], port: Option<u16>) -> usize {
             let port = u16::from_str_radix(local.rsplit_once(':')?.1, 16).ok()?;
             Some((port, state))
         })
-        .collect();
-    let listening: Vec<u16> = match port {
+        .collect()
+}
+
+fn listening_ports(tables: &[String]) -> Vec<u16> {
+    let mut ports: Vec<u16> = sockets(tables).into_iter().filter(|(_, st)| *st == LISTEN).map(|(p, _)| p).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+/// Established connections whose local port is `port`, or any port something listens on.
+pub fn count_clients(tables: &[String], port: Option<u16>) -> usize {
+    let listening = match port {
         Some(p) => vec![p],
-        None => sockets.iter().filter(|(_, st)| *st == LISTEN).map(|(p, _)| *p).collect(),
+        None => listening_ports(tables),
     };
-    sockets.iter().filter(|(p, st)| *st == ESTABLISHED && listening.contains(p)).count()
+    sockets(tables).iter().filter(|(p, st)| *st == ESTABLISHED && listening.contains(p)).count()
 }
 
 /// Wait until `count` has said "no client connected" for [`Drain::quiet`] on end, or until
@@ -156,6 +176,7 @@ mod tests {
         assert_eq!(count_clients(&tables, Some(443)), 0);
         assert_eq!(count_clients(&tables[..1], None), 1);
         assert_eq!(count_clients(&[], None), 0);
+        assert_eq!(listening_ports(&tables), vec![5000], "one port, listened on over IPv4 and IPv6");
     }
 
     #[test]
@@ -163,6 +184,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         assert_eq!(count(Netns::Own, Some(port)), Ok(0));
+        assert!(listening(Netns::Own).unwrap().contains(&port));
         let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         let _accepted = listener.accept().unwrap();
         assert_eq!(count(Netns::Own, Some(port)), Ok(1));

@@ -9,6 +9,8 @@
 pub mod config;
 mod docker;
 pub mod drain;
+mod guard;
+pub mod hold;
 mod preflight;
 mod process;
 pub mod window;
@@ -18,6 +20,7 @@ use std::path::PathBuf;
 use crate::config::CertificateConfig;
 use config::ReloadAction;
 use drain::Drain;
+use guard::Guard;
 
 /// Reload actions checked against the host, ready to run.
 pub struct Plan {
@@ -25,8 +28,11 @@ pub struct Plan {
     /// Installed files that a container bind-mounts as single files: they must be rewritten
     /// in place, because a rename gives a new inode the container never sees.
     pub in_place: Vec<PathBuf>,
-    /// Wait for client connections to end before each disruptive step (`drain`).
-    drain: Option<Drain>,
+    /// Around each disruptive step: wait for client connections to end (`drain`), hold new
+    /// ones while it runs (`hold`).
+    guard: Guard,
+    /// The registry's port on this host (`port`), for the guard of host steps.
+    port: Option<u16>,
 }
 
 enum Step {
@@ -39,29 +45,57 @@ impl Plan {
         self.steps.is_empty()
     }
 
-    /// Run every action in order; stop at the first failure. A disruptive step waits for the
-    /// registry's client connections to end first, when `drain` is configured.
+    /// Run every action in order; stop at the first failure. A disruptive step is guarded:
+    /// drained before (`drain`) and new connections held across it (`hold`), when configured.
     pub async fn run(&self, cert: &str) -> Result<(), String> {
         for step in &self.steps {
             match step {
-                Step::Docker(d) => d.run(cert, self.drain.as_ref()).await?,
-                Step::Process { what, argv, disrupts } => {
-                    if let (Some(drain), true) = (&self.drain, *disrupts) {
-                        drain::wait(cert, what, drain, || drain::count(drain::Netns::Own, drain.port)).await;
-                    }
-                    process::run(cert, what, argv).await?
+                Step::Docker(d) => d.run(cert, &self.guard).await?,
+                Step::Process { what, argv, disrupts: true } if !self.guard.is_none() => {
+                    let site = HostPort { what, port: self.port };
+                    self.guard.around(cert, &site, process::run(cert, what, argv)).await?
                 }
+                Step::Process { what, argv, .. } => process::run(cert, what, argv).await?,
             }
         }
         Ok(())
     }
 }
 
+/// A registry on this host, behind `port` (a systemd unit, a command).
+struct HostPort<'a> {
+    what: &'a str,
+    port: Option<u16>,
+}
+
+impl guard::Site for HostPort<'_> {
+    fn target(&self) -> &str {
+        self.what
+    }
+
+    fn connections(&self) -> Result<usize, String> {
+        drain::count(drain::Netns::Own, self.port)
+    }
+
+    fn doors(&self) -> hold::Doors {
+        hold::Doors { ports: self.port.into_iter().collect(), ..Default::default() }
+    }
+
+    async fn listening(&self) -> Result<bool, String> {
+        let listening = drain::listening(drain::Netns::Own)?;
+        Ok(self.port.is_some_and(|p| listening.contains(&p)))
+    }
+}
+
 /// Check the configured actions against the host (without running them).
 pub async fn prepare(cert: &CertificateConfig) -> Result<Plan, String> {
-    let mut plan = Plan { steps: Vec::new(), in_place: Vec::new(), drain: None };
+    let mut plan = Plan { steps: Vec::new(), in_place: Vec::new(), guard: Guard::default(), port: None };
     let Some(reload) = &cert.reload else { return Ok(plan) };
-    plan.drain = reload.drain.map(|limit| Drain { limit, port: reload.port, quiet: drain::QUIET });
+    plan.guard = Guard { drain: reload.drain.map(|limit| Drain { limit, port: reload.port, quiet: drain::QUIET }), hold: reload.hold };
+    plan.port = reload.port;
+    if reload.hold.is_some() && reload.disrupts() {
+        hold::ready().await.map_err(|e| format!("[certificate.reload] hold: {e}"))?;
+    }
     let installed = [cert.install.fullchain_path(), cert.install.key_path()];
     let mut client = None;
     for action in &reload.actions {
