@@ -40,9 +40,17 @@ pub fn count(ns: Netns, port: Option<u16>) -> Result<usize, String> {
     Ok(count_clients(&tables(ns)?, port))
 }
 
-/// The ports something listens on in `ns` (TCP, IPv4 or IPv6), without repeats.
+/// The ports something listens on in `ns` (TCP, IPv4 or IPv6), without repeats. Listeners on
+/// a loopback address are left out: in a container they serve only the container itself (the
+/// engine's DNS resolver listens on 127.0.0.11 there, on a port that changes on every restart).
 pub fn listening(ns: Netns) -> Result<Vec<u16>, String> {
-    Ok(listening_ports(&tables(ns)?))
+    Ok(listening_ports(&tables(ns)?, false))
+}
+
+/// The ports something listens on in `ns`, loopback listeners included (a registry on this
+/// host may listen on 127.0.0.1 behind a proxy).
+pub fn listening_any(ns: Netns) -> Result<Vec<u16>, String> {
+    Ok(listening_ports(&tables(ns)?, true))
 }
 
 /// The kernel's TCP tables (`tcp`, and `tcp6` where the kernel has IPv6) of `ns`.
@@ -69,23 +77,45 @@ fn tables(ns: Netns) -> Result<Vec<String>, String> {
     Ok(tables)
 }
 
-/// (local port, state) of every socket in the tables.
-fn sockets(tables: &[String]) -> Vec<(u16, &str)> {
+/// One line of a table: the local address and port, and the state.
+struct Socket<'a> {
+    loopback: bool,
+    port: u16,
+    state: &'a str,
+}
+
+fn sockets(tables: &[String]) -> Vec<Socket<'_>> {
     tables
         .iter()
         .flat_map(|t| t.lines().skip(1))
         .filter_map(|line| {
             let mut fields = line.split_whitespace();
-            let local = fields.nth(1)?;
+            let (addr, port) = fields.nth(1)?.rsplit_once(':')?;
             let state = fields.nth(1)?;
-            let port = u16::from_str_radix(local.rsplit_once(':')?.1, 16).ok()?;
-            Some((port, state))
+            Some(Socket { loopback: is_loopback(addr), port: u16::from_str_radix(port, 16).ok()?, state })
         })
         .collect()
 }
 
-fn listening_ports(tables: &[String]) -> Vec<u16> {
-    let mut ports: Vec<u16> = sockets(tables).into_iter().filter(|(_, st)| *st == LISTEN).map(|(p, _)| p).collect();
+/// An address as the kernel writes it in these tables: 32-bit words in hex, each in the host's
+/// byte order (little-endian on the machines regcert runs on).
+fn is_loopback(hex: &str) -> bool {
+    let words: Vec<[u8; 4]> =
+        (0..hex.len() / 8).filter_map(|i| u32::from_str_radix(hex.get(i * 8..i * 8 + 8)?, 16).ok().map(u32::to_ne_bytes)).collect();
+    match words.as_slice() {
+        [v4] => v4[0] == 127,
+        [a, b, c, d] => {
+            let bytes: Vec<u8> = [a, b, c, d].iter().flat_map(|w| w.iter().copied()).collect();
+            let v6 = std::net::Ipv6Addr::from(<[u8; 16]>::try_from(bytes).unwrap_or_default());
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        _ => false,
+    }
+}
+
+fn listening_ports(tables: &[String], loopback: bool) -> Vec<u16> {
+    let mut ports: Vec<u16> =
+        sockets(tables).into_iter().filter(|s| s.state == LISTEN && (loopback || !s.loopback)).map(|s| s.port).collect();
     ports.sort_unstable();
     ports.dedup();
     ports
@@ -95,9 +125,9 @@ fn listening_ports(tables: &[String]) -> Vec<u16> {
 pub fn count_clients(tables: &[String], port: Option<u16>) -> usize {
     let listening = match port {
         Some(p) => vec![p],
-        None => listening_ports(tables),
+        None => listening_ports(tables, false),
     };
-    sockets(tables).iter().filter(|(p, st)| *st == ESTABLISHED && listening.contains(p)).count()
+    sockets(tables).iter().filter(|s| s.state == ESTABLISHED && listening.contains(&s.port)).count()
 }
 
 /// Wait until `count` has said "no client connected" for [`Drain::quiet`] on end, or until
@@ -160,6 +190,8 @@ mod tests {
    1: 02001FAC:1388 01001FAC:C350 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0 20 4 30 10 -1
    2: 02001FAC:1388 01001FAC:C351 06 00000000:00000000 00:00000000 00000000     0        0 3 1 0 20 4 30 10 -1
    3: 02001FAC:D431 0A001FAC:01BB 01 00000000:00000000 00:00000000 00000000     0        0 4 1 0 20 4 30 10 -1
+   4: 0B00007F:AEB1 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 7 1 0 100 0 0 10 0
+   5: 0B00007F:AEB1 0100007F:D000 01 00000000:00000000 00:00000000 00000000     0        0 8 1 0 20 4 30 10 -1
 ";
     const TCP6: &str = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 00000000000000000000000000000000:1388 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 5 1 0 100 0 0 10 0
@@ -170,13 +202,19 @@ mod tests {
     fn established_connections_to_a_listening_port_are_clients() {
         let tables = [TCP.to_owned(), TCP6.to_owned()];
         // Port 5000 (0x1388): one IPv4 and one IPv6 client; a TIME_WAIT (06) and the registry's
-        // own outgoing connection (from port 0xD431 to 443) do not count.
+        // own outgoing connection (from port 0xD431 to 443) do not count, nor a connection to the
+        // engine's DNS resolver on 127.0.0.11 (0xAEB1), which listens on loopback only.
         assert_eq!(count_clients(&tables, None), 2);
         assert_eq!(count_clients(&tables, Some(5000)), 2);
         assert_eq!(count_clients(&tables, Some(443)), 0);
         assert_eq!(count_clients(&tables[..1], None), 1);
+        assert_eq!(listening_ports(&tables, true), vec![5000, 0xAEB1]);
+        assert!(
+            is_loopback("0100007F") && is_loopback("00000000000000000000000001000000") && is_loopback("0000000000000000FFFF00000100007F")
+        );
+        assert!(!is_loopback("02001FAC") && !is_loopback("00000000000000000000000000000000"));
         assert_eq!(count_clients(&[], None), 0);
-        assert_eq!(listening_ports(&tables), vec![5000], "one port, listened on over IPv4 and IPv6");
+        assert_eq!(listening_ports(&tables, false), vec![5000], "one port, listened on over IPv4 and IPv6");
     }
 
     #[test]
@@ -184,7 +222,8 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         assert_eq!(count(Netns::Own, Some(port)), Ok(0));
-        assert!(listening(Netns::Own).unwrap().contains(&port));
+        assert!(listening_any(Netns::Own).unwrap().contains(&port));
+        assert!(!listening(Netns::Own).unwrap().contains(&port), "a loopback listener");
         let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         let _accepted = listener.accept().unwrap();
         assert_eq!(count(Netns::Own, Some(port)), Ok(1));

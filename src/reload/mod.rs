@@ -82,7 +82,7 @@ impl guard::Site for HostPort<'_> {
     }
 
     async fn listening(&self) -> Result<bool, String> {
-        let listening = drain::listening(drain::Netns::Own)?;
+        let listening = drain::listening_any(drain::Netns::Own)?;
         Ok(self.port.is_some_and(|p| listening.contains(&p)))
     }
 }

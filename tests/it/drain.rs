@@ -1,10 +1,14 @@
 //! `[certificate.reload] drain`: a restart waits for the transfers in flight. A real `docker push`
 //! of a large layer, slowed down on the container's link so that it is certainly in flight,
-//! runs while `regcert renew --force` restarts the registry container.
+//! runs while `regcert renew --force` restarts the registry container. `hold`: a loop of real
+//! `docker pull`s across the restart, and a client connecting to a host port while a command
+//! restarts what listens there.
 
 use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use toml::toml;
 
@@ -131,4 +135,159 @@ fn a_disruptive_command_waits_for_the_connections_on_the_host_port() {
         run.stderr.contains("WARN") && run.stderr.contains("drain: limit reached with client connections still open; restarting anyway"),
         "{run:?}"
     );
+}
+
+/// A pull every 1.3 s (a fleet of nodes pulling now and then) while `renew --force` restarts the
+/// registry with `drain` and `hold`: drain restarts in a gap between two pulls, and a pull that
+/// comes during the restart waits for the registry instead of being refused. Whether one of the
+/// loop's pulls falls into the half second of the restart is chance, so one more pull is started
+/// exactly then: as soon as the hold's element for the registry shows in nftables. No pull fails.
+#[test]
+fn a_pull_loop_across_a_rotation_with_drain_and_hold_sees_no_failed_pull() {
+    type Pull = (SystemTime, SystemTime, Output);
+    let pebble = Pebble::start();
+    let (s, name) = issued(&pebble);
+    let reg = Registry::start(&s.install_dir("registry"), RegistryOpts::default());
+    let reload = toml! {
+        docker = { container = (reg.container.as_str()), action = "restart" }
+        drain = "2m"
+        hold = "30s"
+    };
+    reload_and_verify(&s, reload, Some(verify_registry(&pebble, &name, &reg)));
+    let trust = DockerClientTrust::new(&name, &reg.ip, 5000, &pebble.issuing_root());
+    let image = format!("{name}:5000/tiny:1");
+    docker(&["tag", TINY, &image]);
+    docker_retry(&["push", &image]).expect("docker push of the small image");
+    let pull = |image: &str| -> Pull {
+        let started = SystemTime::now();
+        let out = Command::new(tool("docker")).args(["pull", image]).output().unwrap();
+        (started, SystemTime::now(), out)
+    };
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let pulls: JoinHandle<Vec<Pull>> = {
+        let (stop, image) = (stop.clone(), image.clone());
+        std::thread::spawn(move || {
+            let mut pulls = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                pulls.push(pull(&image));
+                std::thread::sleep(Duration::from_millis(1300));
+            }
+            pulls
+        })
+    };
+    let during: JoinHandle<Option<Pull>> = {
+        let (stop, image, held) = (stop.clone(), image.clone(), format!("{} . 5000", reg.ip));
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let set = Command::new(tool("nft")).args(["list", "set", "inet", "regcert", "v4"]).output().unwrap();
+                if String::from_utf8_lossy(&set.stdout).contains(&held) {
+                    return Some(pull(&image));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            None
+        })
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    let before = reg.started_at();
+    let run = s.run(&["renew", "--force"]);
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::SeqCst);
+    let (pulls, during) = (pulls.join().unwrap(), during.join().unwrap());
+    let restarted = reg.started_at();
+    let _ = Command::new(tool("docker")).args(["rmi", &image]).output();
+    drop(trust);
+
+    assert_eq!(run.code, 0, "{run:?}\n{}", reg.logs());
+    assert_ne!(before, restarted, "the registry was restarted");
+    assert!(run.stderr.contains("hold: new connections wait while the registry restarts"), "{run:?}");
+    assert!(run.stderr.contains("hold: new connections let through"), "{run:?}");
+    assert!(run.stdout.contains("reloaded; verified:"), "{run:?}");
+    let failed: Vec<String> = pulls.iter().filter(|(_, _, o)| !o.status.success()).map(|(_, _, o)| text(o)).collect();
+    assert!(failed.is_empty(), "{} of {} pulls failed: {failed:?}\nregcert: {run:?}", failed.len(), pulls.len());
+    assert!(pulls.len() >= 5, "{} pulls", pulls.len());
+
+    // The pull started during the restart: served by the registry's new process, not refused.
+    let (started, ended, out) = during.unwrap_or_else(|| panic!("the hold never showed in `nft list set inet regcert v4`: {run:?}"));
+    assert!(out.status.success(), "the pull started during the restart failed: {}\nregcert: {run:?}", text(&out));
+    let nanos = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let new_process = unix_nanos_of(&restarted);
+    assert!(
+        nanos(started) < new_process && nanos(ended) > new_process,
+        "the pull ({}..{}) began before the new registry process started ({new_process}) and ended after it",
+        nanos(started),
+        nanos(ended)
+    );
+}
+
+/// Docker's RFC 3339 time with nanoseconds, as nanoseconds since the epoch (`date` parses it).
+fn unix_nanos_of(rfc3339: &str) -> u128 {
+    let out = Command::new(tool("date")).args(["-u", "-d", rfc3339, "+%s%N"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or_else(|_| panic!("date -d {rfc3339}: {out:?}"))
+}
+
+/// A disruptive command on the host with `hold`: a client that connects to the `port` while the
+/// command has nothing listening there waits and is served once the listener is back, instead of
+/// being refused. The listener is a plain TCP server in this test (the hold is about the port,
+/// whatever serves it); the command stops it, waits 2 s, and starts it again.
+#[test]
+fn hold_keeps_a_client_waiting_through_a_restart_on_a_host_port() {
+    let s = ca_setup(toml::Table::new(), toml! { domains = ["registry.corp.lan"] });
+    assert_eq!(s.run(&["ca", "init", "internal"]).code, 0);
+    assert_eq!(s.run(&["renew"]).code, 0);
+    let port = free_port();
+    let dir = s.root.path();
+    // The "registry": a listener that the command asks to go away (a file), then brings back.
+    let (down, up) = (dir.join("down"), dir.join("up"));
+    let script = format!("touch {down}; sleep 2; touch {up}", down = down.display(), up = up.display());
+    let reload = toml! {
+        command = ["/bin/sh", "-c", (script)]
+        disruptive = true
+        hold = "20s"
+        port = (i64::from(port))
+    };
+    s.edit_cert("registry", |c| {
+        set(c, "reload", reload);
+        set(c, "verify.enabled", false);
+    });
+    let server = {
+        let (down, up) = (down.clone(), up.clone());
+        std::thread::spawn(move || {
+            let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+            while !down.exists() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            drop(listener);
+            while !up.exists() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+            let (mut conn, _) = listener.accept().unwrap();
+            std::io::Write::write_all(&mut conn, b"served by the new listener\n").unwrap();
+        })
+    };
+    let client = {
+        let down = down.clone();
+        std::thread::spawn(move || {
+            while !down.exists() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            std::thread::sleep(Duration::from_millis(300));
+            let asked = Instant::now();
+            let mut conn = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(15))
+                .map_err(|e| format!("connect during the restart: {e}"))?;
+            let mut got = String::new();
+            std::io::Read::read_to_string(&mut conn, &mut got).map_err(|e| e.to_string())?;
+            Ok::<_, String>((got, asked.elapsed()))
+        })
+    };
+    let run = s.run(&["renew", "--force"]);
+    server.join().unwrap();
+    let (got, waited) = client.join().unwrap().unwrap_or_else(|e| panic!("{e}\nregcert: {run:?}"));
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(got, "served by the new listener\n");
+    assert!(waited >= Duration::from_millis(1000), "the connect waited for the listener to come back: {waited:?}");
+    assert!(run.stderr.contains("hold: new connections wait while the registry restarts") && run.stderr.contains("port"), "{run:?}");
+    assert!(run.stderr.contains("hold: new connections let through"), "{run:?}");
 }
