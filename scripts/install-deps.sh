@@ -12,7 +12,8 @@ for pkg_bin in pebble:/usr/bin/pebble openssl:/usr/bin/openssl curl:/usr/bin/cur
                ca-certificates:/usr/sbin/update-ca-certificates \
                containerd:/usr/bin/ctr skopeo:/usr/bin/skopeo \
                man-db:/usr/bin/man binutils:/usr/bin/objdump adduser:/usr/sbin/adduser \
-               etcd-server:/usr/bin/etcd etcd-client:/usr/bin/etcdctl protobuf-compiler:/usr/bin/protoc; do
+               etcd-server:/usr/bin/etcd etcd-client:/usr/bin/etcdctl protobuf-compiler:/usr/bin/protoc \
+               nftables:/usr/sbin/nft; do
   pkg=${pkg_bin%%:*} bin=${pkg_bin#*:}
   [ -x "$bin" ] || need+=("$pkg")
 done

@@ -90,7 +90,7 @@ Maintainer: regcert developers <regcert@localhost>
 Installed-Size: $(du -sk --exclude=DEBIAN "$stage" | cut -f1)
 Depends: $depends
 Recommends: ca-certificates
-Suggests: docker.io
+Suggests: docker.io, nftables
 Section: admin
 Priority: optional
 Description: keeps the TLS certificates of private container registries valid

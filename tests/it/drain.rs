@@ -290,4 +290,13 @@ fn hold_keeps_a_client_waiting_through_a_restart_on_a_host_port() {
     assert!(waited >= Duration::from_millis(1000), "the connect waited for the listener to come back: {waited:?}");
     assert!(run.stderr.contains("hold: new connections wait while the registry restarts") && run.stderr.contains("port"), "{run:?}");
     assert!(run.stderr.contains("hold: new connections let through"), "{run:?}");
+
+    // Where `nft` cannot be found, the renewal stops before anything is installed, and says why.
+    let served = std::fs::read(s.fullchain("registry")).unwrap();
+    let mut cmd = Command::new(regcert_bin());
+    cmd.arg("--config").arg(&s.config).args(["renew", "--force"]).env("PATH", "/usr/bin:/bin").env_remove("RUST_LOG");
+    let run = output(&mut cmd);
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("[certificate.reload] hold: the `nft` program is not installed"), "{run:?}");
+    assert_eq!(std::fs::read(s.fullchain("registry")).unwrap(), served, "the installed pair stays");
 }

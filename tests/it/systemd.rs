@@ -132,6 +132,12 @@ fn the_sandbox_allows_every_documented_feature_and_nothing_more() {
     // The drop-in for draining containers shows other users' processes, and grants nothing else.
     let drain = directives("regcert.service.d/drain.conf");
     assert_eq!(drain, ["[Service]", "ProtectProc=default"]);
+    // The drop-in for `hold` adds CAP_NET_ADMIN and the netlink socket `nft` talks over, no more.
+    let hold = directives("regcert.service.d/hold.conf");
+    assert_eq!(
+        hold,
+        ["[Service]", "AmbientCapabilities=CAP_NET_ADMIN", "CapabilityBoundingSet=CAP_NET_ADMIN", "RestrictAddressFamilies=AF_NETLINK"]
+    );
     // The polkit rule lets the regcert user manage exactly the listed units, and only reload/restart verbs.
     let rule = std::fs::read_to_string("systemd/regcert-reload.rules").unwrap();
     for part in

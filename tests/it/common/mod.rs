@@ -715,7 +715,7 @@ pub fn regcert(config: &Path, args: &[&str]) -> Run {
     output(Command::new(regcert_bin()).arg("--config").arg(config).args(args).env_remove("RUST_LOG"))
 }
 
-fn output(cmd: &mut Command) -> Run {
+pub fn output(cmd: &mut Command) -> Run {
     let out = cmd.stdin(Stdio::null()).output().unwrap();
     Run {
         code: out.status.code().unwrap_or(-1),
