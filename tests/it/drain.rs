@@ -88,26 +88,34 @@ fn without_drain_the_restart_cuts_a_push_in_flight() {
     );
 }
 
-/// A disruptive command on the host drains the configured `port`: it waits for a client
-/// connection to end, and when one never does, restarts at the limit anyway (and says so).
-#[test]
-fn a_disruptive_command_waits_for_the_connections_on_the_host_port() {
+/// A certificate of the local CA, installed, whose reload is a disruptive shell command (made
+/// from the setup's directory) guarded by `setting` (drain or hold) on a free `port` of this
+/// host; verification is off (nothing serves the certificate).
+fn restarted_by_a_host_command(script: impl FnOnce(&std::path::Path) -> String, setting: (&str, &str)) -> (Setup, u16) {
     let s = ca_setup(toml::Table::new(), toml! { domains = ["registry.corp.lan"] });
     assert_eq!(s.run(&["ca", "init", "internal"]).code, 0);
     assert_eq!(s.run(&["renew"]).code, 0);
     let port = free_port();
-    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
-    let restarted = s.root.path().join("restarted");
-    let reload = toml! {
-        command = ["/bin/sh", "-c", (format!("date +%s%N > {}", restarted.display()))]
+    let mut reload = toml! {
+        command = ["/bin/sh", "-c", (script(s.root.path()))]
         disruptive = true
-        drain = "30s"
         port = (i64::from(port))
     };
+    reload.insert(setting.0.into(), setting.1.into());
     s.edit_cert("registry", |c| {
         set(c, "reload", reload);
         set(c, "verify.enabled", false);
     });
+    (s, port)
+}
+
+/// A disruptive command on the host drains the configured `port`: it waits for a client
+/// connection to end, and when one never does, restarts at the limit anyway (and says so).
+#[test]
+fn a_disruptive_command_waits_for_the_connections_on_the_host_port() {
+    let (s, port) = restarted_by_a_host_command(|dir| format!("date +%s%N > {}", dir.join("restarted").display()), ("drain", "30s"));
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let restarted = s.root.path().join("restarted");
 
     // A client that stays 3 s: the restart comes after it left.
     let client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -233,24 +241,12 @@ fn unix_nanos_of(rfc3339: &str) -> u128 {
 /// whatever serves it); the command stops it, waits 2 s, and starts it again.
 #[test]
 fn hold_keeps_a_client_waiting_through_a_restart_on_a_host_port() {
-    let s = ca_setup(toml::Table::new(), toml! { domains = ["registry.corp.lan"] });
-    assert_eq!(s.run(&["ca", "init", "internal"]).code, 0);
-    assert_eq!(s.run(&["renew"]).code, 0);
-    let port = free_port();
-    let dir = s.root.path();
     // The "registry": a listener that the command asks to go away (a file), then brings back.
-    let (down, up) = (dir.join("down"), dir.join("up"));
-    let script = format!("touch {down}; sleep 2; touch {up}", down = down.display(), up = up.display());
-    let reload = toml! {
-        command = ["/bin/sh", "-c", (script)]
-        disruptive = true
-        hold = "20s"
-        port = (i64::from(port))
+    let script = |dir: &std::path::Path| {
+        format!("touch {down}; sleep 2; touch {up}", down = dir.join("down").display(), up = dir.join("up").display())
     };
-    s.edit_cert("registry", |c| {
-        set(c, "reload", reload);
-        set(c, "verify.enabled", false);
-    });
+    let (s, port) = restarted_by_a_host_command(script, ("hold", "20s"));
+    let (down, up) = (s.root.path().join("down"), s.root.path().join("up"));
     let server = {
         let (down, up) = (down.clone(), up.clone());
         std::thread::spawn(move || {
