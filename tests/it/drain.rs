@@ -147,23 +147,43 @@ fn a_disruptive_command_waits_for_the_connections_on_the_host_port() {
 
 /// A pull every 1.3 s (a fleet of nodes pulling now and then) while `renew --force` restarts the
 /// registry with `drain` and `hold`: drain restarts in a gap between two pulls, and a pull that
-/// comes during the restart waits for the registry instead of being refused. Whether one of the
-/// loop's pulls falls into the half second of the restart is chance, so one more pull is started
-/// exactly then: as soon as the hold's element for the registry shows in nftables. No pull fails.
+/// comes during the restart waits for the registry instead of being refused. No pull fails.
 #[test]
 fn a_pull_loop_across_a_rotation_with_drain_and_hold_sees_no_failed_pull() {
+    pulls_across_a_rotation_with_drain_and_hold(false);
+}
+
+/// The same through a published port (`-p GATEWAY:PORT:5000`, the way most registries are
+/// reached): the hold covers the host port as well as the container's own address.
+#[test]
+fn hold_covers_the_registrys_published_port() {
+    pulls_across_a_rotation_with_drain_and_hold(true);
+}
+
+/// Whether one of the loop's pulls falls into the half second of the restart is chance, so one
+/// more pull is started exactly then: as soon as the hold's element for the registry (its
+/// address, or its published port) shows in nftables. That pull must be served by the
+/// registry's new process.
+fn pulls_across_a_rotation_with_drain_and_hold(publish: bool) {
     type Pull = (SystemTime, SystemTime, Output);
     let pebble = Pebble::start();
     let (s, name) = issued(&pebble);
-    let reg = Registry::start(&s.install_dir("registry"), RegistryOpts::default());
+    let published = publish.then(free_port);
+    let reg = Registry::start(&s.install_dir("registry"), RegistryOpts { publish: published, ..Default::default() });
+    // Where clients connect, and the element of `inet regcert` that holds them.
+    let ((ip, port), (set, element)) = match published {
+        Some(p) => ((gateway(), p), ("ports", p.to_string())),
+        None => ((reg.ip.clone(), 5000), ("v4", format!("{} . 5000", reg.ip))),
+    };
     let reload = toml! {
         docker = { container = (reg.container.as_str()), action = "restart" }
         drain = "2m"
         hold = "30s"
     };
-    reload_and_verify(&s, reload, Some(verify_registry(&pebble, &name, &reg)));
-    let trust = DockerClientTrust::new(&name, &reg.ip, 5000, &pebble.issuing_root());
-    let image = format!("{name}:5000/tiny:1");
+    let verify = verify_table(&pebble, &format!("https://{name}:{port}/v2/"), &format!("{ip}:{port}"));
+    reload_and_verify(&s, reload, Some(verify));
+    let trust = DockerClientTrust::new(&name, &ip, port, &pebble.issuing_root());
+    let image = format!("{name}:{port}/tiny:1");
     docker(&["tag", TINY, &image]);
     docker_retry(&["push", &image]).expect("docker push of the small image");
     let pull = |image: &str| -> Pull {
@@ -185,11 +205,11 @@ fn a_pull_loop_across_a_rotation_with_drain_and_hold_sees_no_failed_pull() {
         })
     };
     let during: JoinHandle<Option<Pull>> = {
-        let (stop, image, held) = (stop.clone(), image.clone(), format!("{} . 5000", reg.ip));
+        let (stop, image) = (stop.clone(), image.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::SeqCst) {
-                let set = Command::new(tool("nft")).args(["list", "set", "inet", "regcert", "v4"]).output().unwrap();
-                if String::from_utf8_lossy(&set.stdout).contains(&held) {
+                let listed = Command::new(tool("nft")).args(["list", "set", "inet", "regcert", set]).output().unwrap();
+                if String::from_utf8_lossy(&listed.stdout).contains(&format!("{element} timeout")) {
                     return Some(pull(&image));
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -217,7 +237,7 @@ fn a_pull_loop_across_a_rotation_with_drain_and_hold_sees_no_failed_pull() {
     assert!(pulls.len() >= 5, "{} pulls", pulls.len());
 
     // The pull started during the restart: served by the registry's new process, not refused.
-    let (started, ended, out) = during.unwrap_or_else(|| panic!("the hold never showed in `nft list set inet regcert v4`: {run:?}"));
+    let (started, ended, out) = during.unwrap_or_else(|| panic!("the hold never showed in `nft list set inet regcert {set}`: {run:?}"));
     assert!(out.status.success(), "the pull started during the restart failed: {}\nregcert: {run:?}", text(&out));
     let nanos = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap().as_nanos();
     let new_process = unix_nanos_of(&restarted);

@@ -102,6 +102,17 @@ pub struct RegistryOpts {
     /// Share the host's network instead and listen on `:PORT` (every address, 127.0.0.1 and ::1 among them)
     /// (for certificates of those IP addresses; no docker push then: dockerd skips TLS on loopback).
     pub host_port: Option<u16>,
+    /// Publish the registry's port 5000 on this host port at the test network's gateway
+    /// address (`-p GATEWAY:PORT:5000`), as most registries are reached: see [`gateway`].
+    pub publish: Option<u16>,
+}
+
+/// The host's own address on the test network, where [`RegistryOpts::publish`] publishes.
+pub fn gateway() -> String {
+    let fmt = "{{range .IPAM.Config}}{{.Gateway}}{{end}}";
+    let gw = docker(&["network", "inspect", "-f", fmt, NETWORK]);
+    assert!(gw.parse::<std::net::Ipv4Addr>().is_ok(), "no gateway address for {NETWORK}: {gw:?}");
+    gw
 }
 
 impl Registry {
@@ -143,6 +154,9 @@ impl Registry {
         if let Some(cas) = &opts.client_cas {
             args.extend(["-v".into(), format!("{}:/clientcas/ca.pem:ro", cas.display())]);
             args.extend(["-e".into(), "REGISTRY_HTTP_TLS_CLIENTCAS=[/clientcas/ca.pem]".into()]);
+        }
+        if let Some(port) = opts.publish {
+            args.extend(["-p".into(), format!("{}:{port}:5000", gateway())]);
         }
         if let Some(label) = &opts.label {
             args.extend(["--label".into(), label.clone()]);
