@@ -231,10 +231,14 @@ async fn lead(
             if state.load_meta(&cert.name).is_none_or(|m| m.sha256 != issued.meta.sha256) {
                 let _ = state.save_issued(issued);
             }
-            let pair = install::inspect_pair(issued.fullchain_pem().as_bytes(), Some(&issued.key_pem));
-            match crate::renew::policy_decision(state, issuers, cert, &pair.map(Some), now, false) {
-                Decision::Due(reason) => Some(reason),
-                Decision::NotDue { .. } => None,
+            let pair = install::inspect_pair(issued.fullchain_pem().as_bytes(), Some(&issued.key_pem)).map(Some);
+            match (crate::renew::policy_decision(state, issuers, cert, &pair, now, false), &pair) {
+                (Decision::Due(reason), _) => Some(reason),
+                // The lifetime keeps it; its CA's renewal window (ARI) may still say renew.
+                (Decision::NotDue { .. }, Ok(Some(installed))) => {
+                    crate::renew::windows::reason_for(state, issuers, cert, installed, crate::certinfo::unix(now)).await
+                }
+                (Decision::NotDue { .. }, _) => None,
             }
         }
     };

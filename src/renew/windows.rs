@@ -13,7 +13,7 @@ use crate::certinfo::fmt_time;
 use crate::config::CertificateConfig;
 use crate::install::{self, Installed};
 use crate::obtain::{Error, Issuer, Issuers};
-use crate::policy::Decision;
+use crate::policy::{Decision, Reason};
 use crate::schedule::{AriWindow, Schedule};
 use crate::state::StateDir;
 
@@ -84,16 +84,32 @@ pub async fn refresh_each<'a>(
 pub fn apply(state: &StateDir, plan: &mut Plan<'_>, kept: Vec<Kept>, now: u64) {
     for mut k in kept {
         let (cert, decision) = &mut plan[k.index];
-        if let Some(reason) = k.schedule.window_reason(&k.installed.leaf.serial, now) {
-            tracing::info!(cert = %cert.name, %reason, "the CA's renewal window says renew");
+        if let Some(reason) = conclude(state, &cert.name, &mut k.schedule, k.changed, &k.installed, now) {
             *decision = Decision::Due(reason);
         }
-        if k.changed
-            && let Err(e) = k.schedule.save(state, &cert.name)
-        {
-            tracing::warn!(cert = %cert.name, error = %e, "cannot store the renewal window");
-        }
     }
+}
+
+/// The fleet's certificate, judged by its leader (`cluster::fleet`), when the lifetime policy
+/// keeps it: ask its CA for the window when the stored one is stale, store it, and say whether
+/// the window calls for renewal now. The leader orders for every node, so the CA's "renew now"
+/// (a revoked certificate, an incident) reaches the whole fleet through it.
+pub async fn reason_for(state: &StateDir, issuers: &Issuers, cert: &CertificateConfig, installed: &Installed, now: u64) -> Option<Reason> {
+    let (mut schedule, mut changed) = (Schedule::load(state, &cert.name), false);
+    refresh_each(issuers, std::iter::once((cert, installed, &mut schedule, &mut changed)), now).await;
+    conclude(state, &cert.name, &mut schedule, changed, installed, now)
+}
+
+/// Store `schedule` if it `changed`; the renewal its window calls for now, if any (logged).
+fn conclude(state: &StateDir, name: &str, schedule: &mut Schedule, changed: bool, installed: &Installed, now: u64) -> Option<Reason> {
+    if changed && let Err(e) = schedule.save(state, name) {
+        tracing::warn!(cert = %name, error = %e, "cannot store the renewal window");
+    }
+    let reason = schedule.window_reason(&installed.leaf.serial, now);
+    if let Some(reason) = &reason {
+        tracing::info!(cert = %name, %reason, "the CA's renewal window says renew");
+    }
+    reason
 }
 
 /// Does `schedule` need the CA's window for `installed` (issued by `issuer`) at `now` (Unix time)? Pure.

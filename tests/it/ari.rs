@@ -16,7 +16,7 @@ fn frontend(pebble: &Pebble) -> AriFrontend {
 
 /// The certificate's ARI identifier (RFC 9773 section 4.1), derived without regcert or
 /// instant-acme: from the authority key identifier and serial openssl reads.
-fn cert_id(fullchain: &std::path::Path) -> String {
+pub(crate) fn cert_id(fullchain: &std::path::Path) -> String {
     let f = fullchain.to_str().unwrap();
     let aki = openssl(&["x509", "-noout", "-ext", "authorityKeyIdentifier", "-in", f]);
     let key_id = aki.lines().nth(1).unwrap_or_else(|| panic!("no AKI: {aki}")).trim().trim_start_matches("keyid:");

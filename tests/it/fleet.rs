@@ -376,3 +376,60 @@ fn with_all_of_etcd_down_nodes_keep_serving_and_report_it_and_a_node_may_issue_a
     daemon.wait_for_log("this node leads the fleet", 2, Duration::from_secs(60));
     assert_eq!(cluster_status(&fleet.nodes[1])["leader"], "node-1");
 }
+
+/// The CA's renewal window (ARI, Pebble 2.10's real one) reaches the fleet's certificate: its
+/// leader asks for the window and stores it, and when the CA says "renew now" (as for a revoked
+/// certificate) the leader orders a new certificate, which every node then installs.
+#[test]
+fn the_cas_renewal_window_renews_the_fleets_certificate_for_every_node() {
+    let pebble = Pebble::start_with(PebbleOpts::v2_10());
+    let etcd = EtcdCluster::start(1);
+    let fleet = Fleet::new(2, &pebble, &etcd);
+    for n in &fleet.nodes {
+        n.install_self_signed();
+        // A known lifetime: Pebble 2.10 picks a profile at random when the order names none.
+        n.setup.edit_cert(CERT, |c| set(c, "profile", "default"));
+    }
+    pebble.point_name_at(FLEET_NAME, &fleet.nodes[0].addr);
+    for n in &fleet.nodes {
+        let run = n.run(&["renew"]);
+        assert!(run.code == 0 && run.stdout.contains("installed the fleet's certificate"), "{run:?}\n{}", pebble.logs());
+    }
+    let first = fleet.nodes[0].served_serial();
+    assert_eq!(fleet.nodes[1].served_serial(), first);
+    let first_id = crate::ari::cert_id(&fleet.nodes[0].fullchain());
+
+    // The lifetime keeps it; the leader (node-1, running first) asks the CA for its window and
+    // stores it.
+    let run = fleet.nodes[0].run(&["renew"]);
+    assert!(run.code == 0 && run.stdout.contains("not due"), "{run:?}");
+    assert!(run.stderr.contains("CA renewal window (ARI)"), "the leader asked for the window: {run:?}");
+    let schedule = fleet.nodes[0].state_dir().join(format!("certs/{CERT}/schedule.json"));
+    let mut stored: serde_json::Value = serde_json::from_slice(&std::fs::read(&schedule).unwrap()).unwrap();
+    assert!(stored["ari"]["start"].is_u64(), "{stored}");
+
+    // The CA says "renew now". Its Retry-After (6 h) is moved to now, as a test cannot wait.
+    let past = |secs: u64| humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(now() - secs)).to_string();
+    pebble.set_renewal_info(
+        &fleet.nodes[0].fullchain(),
+        &serde_json::json!({ "suggestedWindow": { "start": past(7_200), "end": past(3_600) } }),
+    );
+    stored["ari"]["refetch_at"] = now().into();
+    std::fs::write(&schedule, stored.to_string()).unwrap();
+    let run = fleet.nodes[0].run(&["renew"]);
+    assert_eq!(run.code, 0, "{run:?}\n{}", pebble.logs());
+    assert!(run.stderr.contains("the CA's renewal window says renew"), "{run:?}");
+    assert!(run.stderr.contains("the fleet's certificate is due; ordering it as the leader"), "{run:?}");
+    assert!(run.stdout.contains("installed the fleet's certificate"), "{run:?}");
+    let renewed = fleet.nodes[0].served_serial();
+    assert_ne!(renewed, first);
+    // The leader's order names the certificate it replaces (node-1 serves it, and its account issued it).
+    let (account, key) = fleet.nodes[0].setup.account_credentials();
+    let order_url = fleet.nodes[0].setup.meta(CERT)["order_url"].as_str().unwrap().to_owned();
+    let order = pebble.post_as_get(&order_url, &account, &key);
+    assert_eq!(order["replaces"], first_id.as_str(), "the renewal order as Pebble holds it: {order}");
+    let run = fleet.nodes[1].run(&["renew"]);
+    assert!(run.code == 0 && run.stdout.contains("installed the fleet's certificate"), "{run:?}");
+    assert_eq!(fleet.nodes[1].served_serial(), renewed, "node-2 serves the new certificate too");
+    assert_eq!(pebble.logs().matches("Issued certificate serial").count(), 2, "one order per certificate for the fleet");
+}
