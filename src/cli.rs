@@ -332,7 +332,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, cli.quiet);
     match cli.command {
-        Command::Trust(cmd) => return exit(trust(cmd)),
+        Command::Trust(cmd) => return exit(trust(cmd, &cli.config)),
         Command::Cluster(ClusterCommand::NewKey { file }) => return exit(new_fleet_key(&file)),
         Command::Import(cmd) => return exit(import(cmd)),
         _ => {}
@@ -631,7 +631,7 @@ fn import(cmd: ImportCommand) -> CmdResult {
     Ok(Status::Ok)
 }
 
-fn trust(cmd: TrustCommand) -> CmdResult {
+fn trust(cmd: TrustCommand, config_path: &std::path::Path) -> CmdResult {
     use crate::trust::{self, Runtime};
     match cmd {
         TrustCommand::List { json, on } => {
@@ -649,7 +649,8 @@ fn trust(cmd: TrustCommand) -> CmdResult {
             // Every trust regcert added for the registry goes: each runtime's, and the system store entry.
             let roots = on.roots();
             let mut removed = false;
-            for runtime in on.runtimes(|| Runtime::ALL.to_vec()) {
+            let runtimes = on.runtimes(|| Runtime::ALL.to_vec());
+            for &runtime in &runtimes {
                 if let Some(done) = runtime.remove(&roots, &registry).map_err(Failure::Failed)? {
                     println!("{done}");
                     removed = true;
@@ -660,6 +661,23 @@ fn trust(cmd: TrustCommand) -> CmdResult {
             {
                 println!("{done}");
                 removed = true;
+            }
+            // Client certificate pairs regcert listed in containerd's hosts.toml for the registry
+            // (`[certificate.trust]` of a `usage = "client"` certificate): the configuration says
+            // which. A client-only host may have no configuration at all.
+            if runtimes.contains(&Runtime::Containerd) && config_path.exists() {
+                match config::load(config_path, Purpose::Read) {
+                    Ok(config) => {
+                        for done in trust::remove_client_pairs(&config.certificates, &registry).map_err(Failure::Failed)? {
+                            println!("{done}");
+                            removed = true;
+                        }
+                    }
+                    Err(e) => println!(
+                        "client certificate pairs were not looked for: {} cannot be read ({e}); fix it and run this again",
+                        config_path.display()
+                    ),
+                }
             }
             if !removed {
                 println!("nothing to remove for {registry}");

@@ -79,6 +79,30 @@ fn unread_by(runtime: Runtime, roots: &Roots, registry: &str, install_dir: &Path
     })
 }
 
+/// For `regcert trust remove --registry R`: take the pairs [`sync`] listed for `registry` out of
+/// containerd's hosts.toml again — those of the client certificates in `certs` whose
+/// `[certificate.trust]` names it. A line per pair taken out, saying too that the certificate's
+/// configuration still names the registry (its next renewal would list the pair again).
+pub fn remove_listed(certs: &[CertificateConfig], registry: &str) -> Result<Vec<String>, String> {
+    let wanted = check_registry(registry)?;
+    let mut done = Vec::new();
+    for cert in certs.iter().filter(|c| c.usage == Usage::Client) {
+        let Some(trust) = &cert.trust else { continue };
+        let Some(listed) = trust.docker_clients.iter().find(|r| check_registry(r).is_ok_and(|n| n == wanted)) else { continue };
+        let (fullchain, key) = installed_pair(cert);
+        if containerd::remove_client_pair(&Roots::of(trust).containerd, listed, &fullchain, &key)? {
+            done.push(format!(
+                "removed the client certificate {} for {registry} from containerd's hosts.toml (containerd no longer presents it; \
+                 read on every pull: no restart needed). [certificate.trust] of `{}` still names {listed}: take it out of \
+                 `registries` there, or its next renewal lists the pair again",
+                fullchain.display(),
+                cert.name
+            ));
+        }
+    }
+    Ok(done)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

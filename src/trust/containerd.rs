@@ -231,7 +231,6 @@ pub fn add_client_pair(root: &Path, registry: &str, cert: &Path, key: &Path) -> 
 }
 
 /// Take a pair [`add_client_pair`] listed out again; whether it was there.
-#[cfg_attr(not(test), expect(dead_code, reason = "for `regcert trust remove` of client pairs, which does not read the configuration yet"))]
 pub fn remove_client_pair(root: &Path, registry: &str, cert: &Path, key: &Path) -> Result<bool, String> {
     let dir = host_dir(root, registry)?;
     if !dir.join(HOSTS_TOML).exists() {

@@ -13,6 +13,8 @@
 //! exists — see [`Runtime::found`].
 
 mod client_pair;
+
+pub use client_pair::remove_listed as remove_client_pairs;
 pub mod containerd;
 mod docker;
 mod podman;

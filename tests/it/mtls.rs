@@ -293,6 +293,21 @@ fn containerd_pulls_with_the_client_pair_regcert_lists_in_hosts_toml() {
     assert_eq!(fs::read_to_string(&hosts).unwrap(), merged);
     ctr_pull(&hosts_dir, &image).expect("ctr pull with the client pair listed again");
 
+    // `trust remove` takes the pair out again (the configuration says which pair regcert listed)
+    // and says that the certificate still names the registry; the operator's file stays.
+    let run = m.s.run(&["trust", "remove", "--registry", &registry, "--runtime", "containerd", "--containerd-certs-d", &containerd]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains(&format!("removed the client certificate {cert} for {registry}")), "{run:?}");
+    assert!(run.stdout.contains("[certificate.trust] of `client` still names"), "{run:?}");
+    let left = fs::read_to_string(&hosts).unwrap();
+    assert!(left.starts_with(&user) && !left.contains(&cert), "{left}");
+    ctr_pull(&hosts_dir, &image).expect_err("ctr pull after `trust remove` must fail: no client pair is presented");
+    let run = m.s.run(&["trust", "remove", "--registry", &registry, "--runtime", "containerd", "--containerd-certs-d", &containerd]);
+    assert!(run.code == 0 && run.stdout.contains(&format!("nothing to remove for {registry}")), "{run:?}");
+    let run = m.s.run(&["renew", "--force", "--cert", "client"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(fs::read_to_string(&hosts).unwrap(), merged, "the next renewal lists it again, as said");
+
     // A hosts.toml containerd (named in `runtimes`) cannot take the pair into fails the
     // renewal, which says what did happen: the pair is installed; nothing was verified.
     fs::write(&hosts, "server = \n").unwrap();
