@@ -121,10 +121,7 @@ async fn serve(config_path: PathBuf, config: Config) -> Result<(), String> {
     });
     // Fleet mode: every node answers the leader's HTTP-01 tokens, and acts at once on what the
     // others change (a new certificate, a slot given back, a leader gone).
-    let _fleet = match &daemon.config().cluster {
-        Some(_) => Some(crate::cluster::watch::start(daemon.config(), tick.clone()).await),
-        None => None,
-    };
+    let mut fleet_tasks = start_fleet_tasks(&daemon.config(), &tick).await;
     spawn_watchdog();
     let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status("started; first check running")]);
     tracing::info!(pid = std::process::id(), "regcert run started");
@@ -179,7 +176,17 @@ async fn serve(config_path: PathBuf, config: Config) -> Result<(), String> {
             }
             _ = hup.recv() => {
                 let _ = sd_notify::notify(&[NotifyState::Reloading]);
-                job = reload_config(&daemon, &scheduler, job).await;
+                let fleet_changed;
+                (job, fleet_changed) = reload_config(&daemon, &scheduler, job).await;
+                if fleet_changed {
+                    // The responder and the watch follow the new settings now; the membership
+                    // (lease, leadership) at the next check, which the tick starts.
+                    if let Some(old) = fleet_tasks.take() {
+                        old.stop().await;
+                    }
+                    fleet_tasks = start_fleet_tasks(&daemon.config(), &tick).await;
+                    let _ = tick.try_send(());
+                }
                 wake = next_wake(&mut scheduler, job).await;
                 record_next_check(&daemon, &mut scheduler, job).await;
                 let _ = sd_notify::notify(&[NotifyState::Ready]);
@@ -262,13 +269,23 @@ async fn record_next_check(daemon: &Daemon, scheduler: &mut JobScheduler, job: u
     snapshot.save(&daemon.state);
 }
 
-/// SIGHUP: read the file again; an invalid file changes nothing.
-async fn reload_config(daemon: &Daemon, scheduler: &JobScheduler, job: uuid::Uuid) -> uuid::Uuid {
+/// Fleet mode: every node answers the leader's HTTP-01 tokens, and acts at once on what the
+/// others change (a new certificate, a slot given back, a leader gone).
+async fn start_fleet_tasks(config: &Arc<Config>, tick: &tokio::sync::mpsc::Sender<()>) -> Option<crate::cluster::watch::Background> {
+    match &config.cluster {
+        Some(_) => Some(crate::cluster::watch::start(config.clone(), tick.clone()).await),
+        None => None,
+    }
+}
+
+/// SIGHUP: read the file again; an invalid file changes nothing. Also says whether what the
+/// fleet's background tasks depend on changed (`[cluster]`, or `[http01]` in a fleet).
+async fn reload_config(daemon: &Daemon, scheduler: &JobScheduler, job: uuid::Uuid) -> (uuid::Uuid, bool) {
     let new = match config::load(&daemon.config_path, Purpose::Work) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e.to_string().trim_end(), "SIGHUP: the configuration is invalid; keeping the previous one");
-            return job;
+            return (job, false);
         }
     };
     let old = daemon.config();
@@ -281,7 +298,7 @@ async fn reload_config(daemon: &Daemon, scheduler: &JobScheduler, job: uuid::Uui
             }
             Err(e) => {
                 tracing::error!(error = %e, "SIGHUP: keeping the previous configuration");
-                return job;
+                return (job, false);
             }
         }
     }
@@ -292,9 +309,10 @@ async fn reload_config(daemon: &Daemon, scheduler: &JobScheduler, job: uuid::Uui
         let mut st = daemon.status.lock().unwrap_or_else(|p| p.into_inner());
         st.check = new.daemon.check.clone();
     }
+    let fleet_changed = new.cluster != old.cluster || (new.cluster.is_some() && new.http01.mode() != old.http01.mode());
     *daemon.config.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
     tracing::info!(config = %daemon.config_path.display(), "configuration reloaded");
-    job
+    (job, fleet_changed)
 }
 
 /// Feed systemd's watchdog (`WatchdogSec=`) from the progress of the work, not from a timer:
@@ -416,6 +434,7 @@ pub async fn check(
     let all: Vec<&CertificateConfig> = config.certificates.iter().collect();
     // Fleet mode: what the fleet shares goes through its pass (the leader orders, every node
     // takes its turn); this host's own certificates are checked here as without a fleet.
+    crate::cluster::fleet::leave_if_removed(fleet, config).await;
     let (shared, own) = crate::cluster::fleet::shared(config, &all);
     let fleet_reports =
         if shared.is_empty() { Vec::new() } else { crate::cluster::fleet::pass_joining(fleet, config, state, &shared).await };

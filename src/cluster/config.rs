@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{duration, opt_duration};
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     /// etcd client URLs ("http://10.0.0.1:2379", "https://…"); any member will do.

@@ -58,6 +58,18 @@ impl Member {
     }
 }
 
+/// `[cluster]` is gone from the configuration (SIGHUP): leave the fleet, so that leadership and
+/// slots pass on at once; the node's certificates are its own from now on.
+pub async fn leave_if_removed(member: &mut Option<Member>, config: &Config) {
+    if config.cluster.is_none()
+        && let Some(old) = member.take()
+    {
+        let node = old.store.node().to_owned();
+        old.leave().await;
+        tracing::info!(%node, "[cluster] is gone from the configuration; left the fleet");
+    }
+}
+
 /// The certificates of `config` the fleet shares (all but those with `fleet = false`).
 pub fn shared<'c>(config: &'c Config, certs: &[&'c CertificateConfig]) -> (Vec<&'c CertificateConfig>, Vec<&'c CertificateConfig>) {
     if config.cluster.is_none() {
@@ -129,6 +141,12 @@ impl Drop for AbortOnDrop {
 /// the service started, say).
 pub async fn pass_joining(member: &mut Option<Member>, config: &Config, state: &StateDir, certs: &[&CertificateConfig]) -> Vec<CertReport> {
     let Some(cluster) = &config.cluster else { return Vec::new() };
+    // `[cluster]` changed (SIGHUP): leave with the old settings, join with the new ones.
+    if let Some(old) = member.take_if(|m| &m.config != cluster) {
+        let node = old.store.node().to_owned();
+        old.leave().await;
+        tracing::info!(%node, "the [cluster] settings changed; left the fleet, to join it again with the new ones");
+    }
     if member.is_none() {
         match Member::join(cluster).await {
             Ok(mut joined) => {

@@ -24,6 +24,17 @@ impl Drop for Background {
     }
 }
 
+impl Background {
+    /// Stop the tasks and wait until they are gone (the responder's socket closed), so that a
+    /// new responder can bind the same address (SIGHUP with new `[cluster]` settings).
+    pub async fn stop(mut self) {
+        for t in std::mem::take(&mut self.tasks) {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+}
+
 /// Start the responder and the watch. Neither needs etcd to be up now: both keep trying.
 pub async fn start(config: Arc<Config>, tick: mpsc::Sender<()>) -> Background {
     let mut tasks = Vec::new();

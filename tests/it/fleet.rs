@@ -433,3 +433,57 @@ fn the_cas_renewal_window_renews_the_fleets_certificate_for_every_node() {
     assert_eq!(fleet.nodes[1].served_serial(), renewed, "node-2 serves the new certificate too");
     assert_eq!(pebble.logs().matches("Issued certificate serial").count(), 2, "one order per certificate for the fleet");
 }
+
+/// SIGHUP applies `[cluster]`: a node started without it joins the fleet when the section is
+/// added (it leads, orders and publishes the fleet's certificate, and installs it), and leaves
+/// it when the section is removed: its lease, and the leadership with it, is given back.
+#[test]
+fn sighup_joins_the_fleet_and_leaves_it() {
+    let pebble = Pebble::start();
+    let etcd = EtcdCluster::start(1);
+    let fleet = Fleet::new(1, &pebble, &etcd);
+    let node = &fleet.nodes[0];
+    node.install_self_signed();
+    pebble.point_name_at(FLEET_NAME, &node.addr);
+    let mut cluster = None;
+    node.setup.edit(|c| cluster = c.remove("cluster"));
+    let cluster = cluster.unwrap();
+
+    // Alone: the node renews the certificate as its own; nothing goes to etcd.
+    let mut d = node.start_daemon();
+    d.wait_for_log("1 renewed, 0 failed", 1, Duration::from_secs(60));
+    let (published, leader) = (format!("{}certs/{CERT}/current", fleet.prefix), format!("{}leader", fleet.prefix));
+    assert!(etcd.get(&published).is_none() && etcd.get(&leader).is_none());
+
+    node.setup.edit(|c| {
+        c.insert("cluster".into(), cluster.clone());
+    });
+    d.signal("HUP");
+    d.wait_for_log("configuration reloaded", 1, Duration::from_secs(10));
+    wait_until("node-1 published the fleet's certificate", Duration::from_secs(60), || etcd.get(&published).is_some(), || d.log_text());
+    assert_eq!(cluster_status(node)["leader"], "node-1");
+    let shared: serde_json::Value = serde_json::from_slice(&etcd.get(&published).unwrap()).unwrap();
+    let sha = shared["meta"]["sha256"].as_str().unwrap().to_owned();
+    wait_until("node-1 serves the fleet's certificate", Duration::from_secs(60), || all_serve(&fleet, &sha), || d.log_text());
+
+    // New settings (another prefix: another fleet): the node leaves with the old ones, joins with
+    // the new ones, and leads there too.
+    let prefix = fleet_prefix();
+    node.setup.edit(|c| set(c, "cluster.prefix", prefix.as_str()));
+    d.signal("HUP");
+    d.wait_for_log("the [cluster] settings changed; left the fleet, to join it again with the new ones", 1, Duration::from_secs(30));
+    let moved = format!("{prefix}certs/{CERT}/current");
+    wait_until("node-1 published under the new prefix", Duration::from_secs(60), || etcd.get(&moved).is_some(), || d.log_text());
+    assert!(etcd.get(&leader).is_none(), "the old fleet's leadership was given back");
+    let leader = format!("{prefix}leader");
+    assert!(etcd.get(&leader).is_some());
+
+    node.setup.edit(|c| {
+        c.remove("cluster");
+    });
+    d.signal("HUP");
+    d.wait_for_log("[cluster] is gone from the configuration; left the fleet", 1, Duration::from_secs(30));
+    assert!(etcd.get(&leader).is_none(), "the leadership was given back with the lease:\n{}", d.log_text());
+    d.signal("TERM");
+    assert_eq!(d.wait(Duration::from_secs(30)), 0, "{}", d.log_text());
+}
