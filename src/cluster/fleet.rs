@@ -122,11 +122,9 @@ pub async fn once(config: &Config, state: &StateDir, certs: &[&CertificateConfig
     reports
 }
 
-/// Why a node waits while another one reloads.
-const TURN_WAIT: &str = "waiting for its turn";
-
+/// Does this node wait only for another node's reload to end?
 fn waits_for_turn(report: &CertReport) -> bool {
-    matches!(&report.outcome, Outcome::Waiting { why } if why.starts_with(TURN_WAIT))
+    matches!(report.outcome, Outcome::Waiting { for_turn: true, .. })
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -215,7 +213,7 @@ pub async fn pass(
         let Some(session) = member.session.as_ref() else { break };
         let outcome = match my_turn(&store, session, &member.config, state, &issuers, &renewer, cert).await {
             Ok(outcome) => outcome,
-            Err(e) => Outcome::Waiting { why: e },
+            Err(e) => Outcome::waiting(e),
         };
         reports.push(CertReport { name: cert.name.clone(), outcome });
     }
@@ -238,7 +236,7 @@ async fn lead(
         CertReport { name: cert.name.clone(), outcome: Outcome::Failed { reason, error } }
     };
     // etcd trouble is not an order that failed: this node waits, like every other.
-    let shared = store.shared(&cert.name).await.map_err(|why| CertReport { name: cert.name.clone(), outcome: Outcome::Waiting { why } })?;
+    let shared = store.shared(&cert.name).await.map_err(|why| CertReport { name: cert.name.clone(), outcome: Outcome::waiting(why) })?;
     let now = SystemTime::now();
     let requested = store.renewal_requested(&cert.name).await.unwrap_or(None);
     let reason = match &shared {
@@ -336,7 +334,7 @@ async fn my_turn(
     match turn(rollout.as_ref().map(|(r, _)| r), sha.as_deref(), &results, cluster.max_unavailable) {
         Turn::NothingPublished => {
             let leader = store.leader().await?.unwrap_or_else(|| "none yet".into());
-            Ok(Outcome::Waiting { why: format!("the fleet has no certificate `{name}` yet; its leader ({leader}) orders it") })
+            Ok(Outcome::waiting(format!("the fleet has no certificate `{name}` yet; its leader ({leader}) orders it")))
         }
         Turn::UpToDate => {
             if let Some((r, _)) = &rollout {
@@ -360,22 +358,21 @@ async fn my_turn(
                     let reload_pending = crate::renew::pending::load(state, name).map(|p| p.until);
                     Ok(Outcome::NotDue { not_after, due_at, reload_pending })
                 }
-                Decision::Due(reason) => Ok(Outcome::Waiting { why: format!("due ({reason}); the fleet's leader orders it") }),
+                Decision::Due(reason) => Ok(Outcome::waiting(format!("due ({reason}); the fleet's leader orders it"))),
             }
         }
         Turn::Halted { by, error } => {
             progress_gauge.set(super::rollout::Phase::Halted.gauge());
-            Ok(Outcome::Waiting {
-                why: format!(
-                    "the rollout is halted since node `{by}` failed ({error}); this node keeps its certificate. Fix it, then: regcert cluster resume {name}"
-                ),
-            })
+            Ok(Outcome::waiting(format!(
+                "the rollout is halted since node `{by}` failed ({error}); this node keeps its certificate. Fix it, then: regcert cluster resume {name}"
+            )))
         }
         Turn::Go { slots } => {
             progress_gauge.set(super::rollout::Phase::Rolling.gauge());
             let Some(slot) = store.take_slot(name, slots, session).await? else {
                 let holders: Vec<String> = store.slots(name).await?.into_iter().map(|(_, n)| n).collect();
-                return Ok(Outcome::Waiting { why: format!("{TURN_WAIT}: {} reloading", holders.join(", ")) });
+                let why = format!("waiting for its turn: {} reloading", holders.join(", "));
+                return Ok(Outcome::Waiting { why, for_turn: true });
             };
             let delivered = deliver(store, state, issuers, renewer, cert).await;
             if let Err(e) = store.release_slot(name, &slot).await {
@@ -398,7 +395,7 @@ async fn deliver(
     let name = &cert.name;
     let (shared, issued) = store.shared(name).await?.ok_or_else(|| format!("certificate `{name}` vanished from etcd"))?;
     let Some((rollout, revision)) = store.rollout(name).await?.filter(|(r, _)| r.sha256 == issued.meta.sha256) else {
-        return Ok(Outcome::Waiting { why: "a newer certificate is being published".into() });
+        return Ok(Outcome::waiting("a newer certificate is being published"));
     };
     tracing::info!(cert = %name, node = %store.node(), serial = %issued.meta.serial, "this node's turn in the rollout");
     state.save_issued(&issued).map_err(|e| format!("cannot keep the fleet's certificate in {}: {e}", state.cert_dir(name).display()))?;
@@ -428,7 +425,7 @@ async fn deliver(
     } else {
         // Another node halted it first and told everyone: the fleet hears of it once.
         tracing::warn!(cert = %name, node = %store.node(), outcome = %CertReport { name: name.clone(), outcome }, "failed here too");
-        Ok(Outcome::Waiting { why: "failed here too; the rollout was already halted by another node".into() })
+        Ok(Outcome::waiting("failed here too; the rollout was already halted by another node"))
     }
 }
 
@@ -469,7 +466,7 @@ async fn cut_off(config: &Config, state: &StateDir, certs: &[&CertificateConfig]
             }
             _ => reports.push(CertReport {
                 name: cert.name.clone(),
-                outcome: Outcome::Waiting { why: format!("the fleet's etcd is unreachable ({error}); the installed certificate stays") },
+                outcome: Outcome::waiting(format!("the fleet's etcd is unreachable ({error}); the installed certificate stays")),
             }),
         }
     }

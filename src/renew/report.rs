@@ -94,7 +94,17 @@ pub enum Outcome {
     /// holds the reload slot, the rollout is halted, etcd is unreachable).
     Waiting {
         why: String,
+        /// Another node holds the reload slot: this node's turn comes within the rollout, and
+        /// `regcert renew` waits for it (bounded) rather than report and exit.
+        for_turn: bool,
     },
+}
+
+impl Outcome {
+    /// [`Outcome::Waiting`] for anything but this node's turn.
+    pub fn waiting(why: impl Into<String>) -> Outcome {
+        Outcome::Waiting { why: why.into(), for_turn: false }
+    }
 }
 
 #[derive(Debug)]
@@ -156,7 +166,7 @@ impl fmt::Display for CertReport {
             ),
             Outcome::RolledBack { reason, error, restored } => write!(f, "{name}: FAILED ({reason}) and ROLLED BACK: {error}; {restored}"),
             Outcome::Failed { reason, error } => write!(f, "{name}: FAILED ({reason}): {error}"),
-            Outcome::Waiting { why } => write!(f, "{name}: waiting: {why}"),
+            Outcome::Waiting { why, .. } => write!(f, "{name}: waiting: {why}"),
         }
     }
 }
