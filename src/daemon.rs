@@ -444,11 +444,7 @@ pub async fn check(
     for cert in own {
         let current = install::read_installed(&cert.install);
         let decision = crate::renew::decision(state, &issuers, cert, &current, now, false);
-        let schedule = match known.remove(&cert.name) {
-            Some(mine) if !mine.changed_on_disk(state, &cert.name) => mine,
-            // First check, or `renew`/`revoke` stored something meanwhile: theirs is newer.
-            _ => Schedule::load(state, &cert.name),
-        };
+        let schedule = latest_schedule(known, state, &cert.name);
         entries.push(Entry { cert, installed: current.ok().flatten(), schedule, dirty: false });
         decisions.push(decision);
     }
@@ -479,7 +475,8 @@ pub async fn check(
     let mut reports =
         if due.is_empty() { Vec::new() } else { Renewer::new(config, state, &issuers, RenewOptions::default()).run_once(due).await };
     for cert in shared {
-        let schedule = known.remove(&cert.name).unwrap_or_else(|| Schedule::load(state, &cert.name));
+        // The fleet's leader stores the CA's renewal window (ARI) there during its pass.
+        let schedule = latest_schedule(known, state, &cert.name);
         entries.push(Entry { cert, installed: install::read_installed(&cert.install).ok().flatten(), schedule, dirty: false });
     }
     reports.extend(fleet_reports);
@@ -514,6 +511,16 @@ pub async fn check(
     let failed = reports.iter().filter(|r| r.failed()).count();
     let renewed = reports.iter().filter(|r| matches!(r.outcome, Outcome::Renewed { .. } | Outcome::ReloadPending { .. })).count();
     format!("{} certificates: {renewed} renewed, {failed} failed, {waiting} backing off", config.certificates.len())
+}
+
+/// The schedule of `name`: the one of the last check, unless something stored a newer one
+/// meanwhile (`regcert renew` or `revoke`, the fleet's pass); then, or at the first check, the
+/// stored one.
+fn latest_schedule(known: &mut HashMap<String, Schedule>, state: &StateDir, name: &str) -> Schedule {
+    match known.remove(name) {
+        Some(mine) if !mine.changed_on_disk(state, name) => mine,
+        _ => Schedule::load(state, name),
+    }
 }
 
 /// Ask the CAs for the renewal windows (ARI) of valid certificates whose window is stale.
