@@ -548,13 +548,14 @@ impl AcmeIssuer {
         match (&solver, authorized) {
             // The CA looked and found no record for us: its reasons (without the HTTP-01/DNS-01
             // advice a problem's text carries) and the record that would do.
-            (Solver::DnsPersist(p), Err(Error::ValidationFailed { failures })) => {
-                let records: Vec<_> =
-                    published.into_iter().filter_map(|p| if let Published::Persist(r) = p { Some(r) } else { None }).collect();
-                let why: Vec<String> =
-                    failures.iter().map(|(id, problem)| format!("{id}: {}", problem.detail.as_deref().unwrap_or("unauthorized"))).collect();
-                Err(Error::Challenge(p.not_authorized(&records, &why.join("; "))))
-            }
+            (Solver::DnsPersist(p), Err(e)) => match persist_refusal(&e) {
+                Some(why) => {
+                    let records: Vec<_> =
+                        published.into_iter().filter_map(|p| if let Published::Persist(r) = p { Some(r) } else { None }).collect();
+                    Err(Error::Challenge(p.not_authorized(&records, &why)))
+                }
+                None => Err(e),
+            },
             (_, authorized) => authorized,
         }
     }
@@ -778,9 +779,41 @@ fn check_profile(wanted: &str, offered: &[(&str, &str)], ca: &str) -> Result<(),
     ))
 }
 
+/// Why the CA refused a dns-persist-01 validation, if that is what `e` says: each failed
+/// challenge's reason, or — when the failed authorizations could not be read back and only the
+/// order's own problem tells (seen with Pebble 2.10) — that problem's.
+fn persist_refusal(e: &Error) -> Option<String> {
+    match e {
+        Error::ValidationFailed { failures } => Some(
+            failures
+                .iter()
+                .map(|(id, problem)| format!("{id}: {}", problem.detail.as_deref().unwrap_or("unauthorized")))
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+        Error::Problem(problem) if problem.kind == ProblemKind::Unauthorized => {
+            Some(problem.detail.clone().unwrap_or_else(|| "unauthorized".into()))
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dns_persist_refusal_is_read_from_the_challenges_or_from_the_orders_own_problem() {
+        let problem = |t: &str, detail: &str| {
+            let json = format!(r#"{{"type":"urn:ietf:params:acme:error:{t}","status":403,"detail":"{detail}"}}"#);
+            Problem::from_acme(&serde_json::from_str::<instant_acme::Problem>(&json).unwrap(), None)
+        };
+        let failures =
+            vec![("a.test".into(), problem("unauthorized", "no record")), ("*.a.test".into(), problem("unauthorized", "policy"))];
+        assert_eq!(persist_refusal(&Error::ValidationFailed { failures }).as_deref(), Some("a.test: no record; *.a.test: policy"));
+        assert_eq!(persist_refusal(&Error::Problem(problem("unauthorized", "policy mismatch"))).as_deref(), Some("policy mismatch"));
+        assert_eq!(persist_refusal(&Error::Problem(problem("rateLimited", "slow down"))), None);
+    }
 
     #[test]
     fn a_profile_is_checked_against_what_the_directory_offers() {
