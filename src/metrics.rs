@@ -72,6 +72,12 @@ pub struct Metrics {
     pub rollout_state: Family<NameLabel, Gauge>,
     pub etcd_requests: Counter,
     pub etcd_errors: Counter,
+    /// `[certificate.reload] drain`: how long each restart waited for client connections.
+    pub drain_wait: Family<NameLabel, Histogram>,
+    /// Restarts that went ahead at the drain's limit with client connections still open.
+    pub drain_limit_reached: Family<NameLabel, Counter>,
+    /// `[certificate.reload] hold`: how long new connections were held across each restart.
+    pub hold: Family<NameLabel, Histogram>,
     ready_flag: AtomicBool,
 }
 
@@ -170,6 +176,25 @@ impl Metrics {
         registry.register("cluster_etcd_requests", "Fleet mode: requests this node sent to etcd", etcd_requests.clone());
         registry.register("cluster_etcd_errors", "Fleet mode: etcd requests that failed or timed out", etcd_errors.clone());
         registry.register("acme_request_duration_seconds", "Duration of requests to the ACME server", acme_duration.clone());
+        let drain_wait =
+            Family::<NameLabel, Histogram>::new_with_constructor(|| Histogram::new([1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0]));
+        let drain_limit_reached = Family::<NameLabel, Counter>::default();
+        let hold = Family::<NameLabel, Histogram>::new_with_constructor(|| Histogram::new([0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]));
+        registry.register(
+            "reload_drain_wait_seconds",
+            "[certificate.reload] drain: how long a restart waited for the registry's client connections to end",
+            drain_wait.clone(),
+        );
+        registry.register(
+            "reload_drain_limit_reached",
+            "[certificate.reload] drain: restarts that went ahead at the limit with client connections still open (transfers cut)",
+            drain_limit_reached.clone(),
+        );
+        registry.register(
+            "reload_hold_seconds",
+            "[certificate.reload] hold: how long new connections were held while the registry restarted",
+            hold.clone(),
+        );
         Metrics {
             registry,
             expiration,
@@ -191,6 +216,9 @@ impl Metrics {
             rollout_state,
             etcd_requests,
             etcd_errors,
+            drain_wait,
+            drain_limit_reached,
+            hold,
             ready_flag: AtomicBool::new(false),
         }
     }

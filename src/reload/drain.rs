@@ -130,14 +130,22 @@ pub fn count_clients(tables: &[String], port: Option<u16>) -> usize {
     sockets(tables).iter().filter(|s| s.state == ESTABLISHED && listening.contains(&s.port)).count()
 }
 
+/// How a drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drained {
+    pub waited: Duration,
+    /// Client connections still open when the limit was reached (0: none were left).
+    pub cut: usize,
+}
+
 /// Wait until `count` has said "no client connected" for [`Drain::quiet`] on end, or until
-/// `drain.limit` has passed. Returns how long it waited. A count that cannot be made is logged,
-/// and the restart goes ahead.
+/// `drain.limit` has passed. Returns how long it waited, and what the limit cut. A count that
+/// cannot be made is logged, and the restart goes ahead.
 ///
 /// One zero is not enough: a push or a pull is a series of HTTP requests, and clients that
 /// close the connection after each one (the docker client does) leave a moment between two
 /// requests of the same transfer without a connection.
-pub async fn wait(cert: &str, target: &str, drain: &Drain, count: impl Fn() -> Result<usize, String>) -> Duration {
+pub async fn wait(cert: &str, target: &str, drain: &Drain, count: impl Fn() -> Result<usize, String>) -> Drained {
     let started = Instant::now();
     let mut quiet_since: Option<Instant> = None;
     let mut open = 0;
@@ -154,7 +162,7 @@ pub async fn wait(cert: &str, target: &str, drain: &Drain, count: impl Fn() -> R
                     } else {
                         tracing::info!(cert = %cert, target = %target, waited_ms = ms, "drain: no client connection open; restarting");
                     }
-                    return waited;
+                    return Drained { waited, cut: 0 };
                 }
             }
             Ok(n) => {
@@ -166,7 +174,7 @@ pub async fn wait(cert: &str, target: &str, drain: &Drain, count: impl Fn() -> R
             }
             Err(error) => {
                 tracing::warn!(cert = %cert, target = %target, %error, "drain: cannot count client connections; restarting without waiting");
-                return started.elapsed();
+                return Drained { waited: started.elapsed(), cut: 0 };
             }
         }
         if started.elapsed() >= drain.limit {
@@ -175,7 +183,7 @@ pub async fn wait(cert: &str, target: &str, drain: &Drain, count: impl Fn() -> R
                 cert = %cert, target = %target, connections = open, waited_ms = waited.as_millis() as u64,
                 "drain: limit reached with client connections still open; restarting anyway (raise [certificate.reload] drain to wait longer)"
             );
-            return waited;
+            return Drained { waited, cut: open };
         }
         tokio::time::sleep(POLL).await;
     }
@@ -233,7 +241,7 @@ mod tests {
     fn waiting_ends_when_the_connections_do_or_at_the_limit() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let drain = Drain { limit: Duration::from_millis(1500), port: None, quiet: Duration::from_millis(300) };
-        let waited = rt.block_on(wait("c", "t", &drain, || Ok(0)));
+        let waited = rt.block_on(wait("c", "t", &drain, || Ok(0))).waited;
         assert!(waited >= drain.quiet && waited < drain.limit, "nobody connected: only the quiet time: {waited:?}");
         // Connected, a gap between two requests shorter than the quiet time, connected, gone.
         let calls = std::cell::Cell::new(0);
@@ -242,9 +250,11 @@ mod tests {
             calls.set(calls.get() + 1);
             Ok(script.get(calls.get() - 1).copied().unwrap_or(0))
         }));
+        assert_eq!(waited.cut, 0);
+        let waited = waited.waited;
         assert!(waited >= POLL * 5 + drain.quiet && waited < drain.limit, "{waited:?}");
-        let waited = rt.block_on(wait("c", "t", &drain, || Ok(1)));
-        assert!(waited >= drain.limit, "{waited:?}");
-        assert!(rt.block_on(wait("c", "t", &drain, || Err("no /proc".into()))) < POLL, "no waiting when nothing can be counted");
+        let cut = rt.block_on(wait("c", "t", &drain, || Ok(1)));
+        assert!(cut.waited >= drain.limit && cut.cut == 1, "{cut:?}");
+        assert!(rt.block_on(wait("c", "t", &drain, || Err("no /proc".into()))).waited < POLL, "no waiting when nothing can be counted");
     }
 }

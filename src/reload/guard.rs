@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::drain::{self, Drain};
+use super::drain::{self, Drain, Drained};
 use super::hold::{self, Doors};
 
 /// How often the registry is looked at while it comes back.
@@ -46,13 +46,22 @@ impl Guard {
     /// Neither ever stops the step: what cannot be counted or held is logged, and the step runs.
     pub async fn around(&self, cert: &str, site: &impl Site, step: impl Future<Output = Result<(), String>>) -> Result<(), String> {
         let target = site.target();
-        let closed = self.quiesce(cert, site).await;
+        let (closed, drained) = self.quiesce(cert, site).await;
+        let metrics = crate::metrics::global();
+        let name = crate::metrics::Metrics::name(cert);
+        if let Some(drained) = drained {
+            metrics.drain_wait.get_or_create(&name).observe(drained.waited.as_secs_f64());
+            if drained.cut > 0 {
+                metrics.drain_limit_reached.get_or_create(&name).inc();
+            }
+        }
         let result = step.await;
         if let Some((closed, since, limit)) = closed {
             if result.is_ok() {
                 wait_listening(cert, site, since, limit).await;
             }
             let held_ms = since.elapsed().as_millis() as u64;
+            metrics.hold.get_or_create(&name).observe(since.elapsed().as_secs_f64());
             match closed.open().await {
                 Ok(()) => tracing::info!(cert = %cert, %target, held_ms, "hold: new connections let through"),
                 Err(error) => {
@@ -63,14 +72,27 @@ impl Guard {
         result
     }
 
-    /// Steps 1–3: returns the hold in place (when there is one), since when, and its limit.
-    async fn quiesce(&self, cert: &str, site: &impl Site) -> Option<(hold::Closed, Instant, Duration)> {
-        let target = site.target();
+    /// Steps 1–3: returns the hold in place (when there is one), since when, and its limit;
+    /// and how the drain went, all its rounds together (when there is one).
+    async fn quiesce(&self, cert: &str, site: &impl Site) -> (Option<(hold::Closed, Instant, Duration)>, Option<Drained>) {
         let started = Instant::now();
+        let mut cut = 0;
+        let closed = self.close_after_drain(cert, site, started, &mut cut).await;
+        (closed, self.drain.map(|_| Drained { waited: started.elapsed(), cut }))
+    }
+
+    async fn close_after_drain(
+        &self,
+        cert: &str,
+        site: &impl Site,
+        started: Instant,
+        cut: &mut usize,
+    ) -> Option<(hold::Closed, Instant, Duration)> {
+        let target = site.target();
         loop {
             if let Some(d) = &self.drain {
                 let left = Drain { limit: d.limit.saturating_sub(started.elapsed()), ..*d };
-                drain::wait(cert, target, &left, || site.connections()).await;
+                *cut = drain::wait(cert, target, &left, || site.connections()).await.cut;
             }
             let limit = self.hold?;
             let doors = site.doors();
@@ -171,5 +193,20 @@ mod tests {
         let guard = Guard { drain: None, hold: Some(Duration::from_secs(5)) };
         assert_eq!(rt.block_on(guard.around("c", &site, async { Ok(()) })), Ok(()));
         assert!(Guard::default().is_none() && !guard.is_none());
+    }
+
+    #[test]
+    fn each_drain_is_measured_and_a_restart_at_the_limit_is_counted() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let drain = Drain { limit: Duration::from_millis(300), port: None, quiet: Duration::from_millis(100) };
+        let guard = Guard { drain: Some(drain), hold: None };
+        // A client that never leaves: the restart goes ahead at the limit, and is counted.
+        let stays = Scripted { counts: vec![1; 100], calls: Cell::new(0) };
+        assert_eq!(rt.block_on(guard.around("guard-metrics", &stays, async { Ok(()) })), Ok(()));
+        let nobody = Scripted { counts: Vec::new(), calls: Cell::new(0) };
+        assert_eq!(rt.block_on(guard.around("guard-metrics", &nobody, async { Ok(()) })), Ok(()));
+        let text = crate::metrics::global().render();
+        assert!(text.contains("regcert_reload_drain_limit_reached_total{name=\"guard-metrics\"} 1\n"), "{text}");
+        assert!(text.contains("regcert_reload_drain_wait_seconds_count{name=\"guard-metrics\"} 2\n"), "{text}");
     }
 }
