@@ -117,6 +117,11 @@ impl Guard {
                 }
                 continue;
             }
+            if late > 0 {
+                // No drain, or its limit has passed: this client's transfer is cut, and counted.
+                *cut = late;
+                tracing::warn!(cert = %cert, %target, connections = late, "hold: client connections still open; restarting anyway");
+            }
             let limit_text = humantime::format_duration(limit);
             tracing::info!(cert = %cert, %target, %doors, limit = %limit_text, "hold: new connections wait while the registry restarts");
             return Some((closed, since, limit));
