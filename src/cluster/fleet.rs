@@ -49,6 +49,13 @@ impl Member {
         self.session.as_ref().ok_or_else(|| "no session".to_owned())
     }
 
+    /// [`Member::leave`], then log `why` with this node's name (a configuration change).
+    async fn leave_saying(self, why: &str) {
+        let node = self.store.node().to_owned();
+        self.leave().await;
+        tracing::info!(%node, "{why}");
+    }
+
     /// Leave the fleet now (a one-shot run that is done): leadership and slots go to the
     /// others at once instead of when the lease runs out.
     pub async fn leave(mut self) {
@@ -64,9 +71,7 @@ pub async fn leave_if_removed(member: &mut Option<Member>, config: &Config) {
     if config.cluster.is_none()
         && let Some(old) = member.take()
     {
-        let node = old.store.node().to_owned();
-        old.leave().await;
-        tracing::info!(%node, "[cluster] is gone from the configuration; left the fleet");
+        old.leave_saying("[cluster] is gone from the configuration; left the fleet").await;
     }
 }
 
@@ -141,9 +146,7 @@ pub async fn pass_joining(member: &mut Option<Member>, config: &Config, state: &
     let Some(cluster) = &config.cluster else { return Vec::new() };
     // `[cluster]` changed (SIGHUP): leave with the old settings, join with the new ones.
     if let Some(old) = member.take_if(|m| &m.config != cluster) {
-        let node = old.store.node().to_owned();
-        old.leave().await;
-        tracing::info!(%node, "the [cluster] settings changed; left the fleet, to join it again with the new ones");
+        old.leave_saying("the [cluster] settings changed; left the fleet, to join it again with the new ones").await;
     }
     if member.is_none() {
         match Member::join(cluster).await {

@@ -60,8 +60,9 @@ impl Guard {
             if result.is_ok() {
                 wait_listening(cert, site, since, limit).await;
             }
-            let held_ms = since.elapsed().as_millis() as u64;
-            metrics.hold.get_or_create(&name).observe(since.elapsed().as_secs_f64());
+            let held = since.elapsed();
+            let held_ms = held.as_millis() as u64;
+            metrics.hold.get_or_create(&name).observe(held.as_secs_f64());
             match closed.open().await {
                 Ok(()) => tracing::info!(cert = %cert, %target, held_ms, "hold: new connections let through"),
                 Err(error) => {
